@@ -1,0 +1,215 @@
+// Command testbed brings simulated hosts with real Docker engines up and down
+// from a shell (scripts/testbed.sh wraps it). Everything stays inside network
+// namespaces it creates; see package e2e.
+//
+//	testbed up N              N hosts, each with dockerd and the test image
+//	testbed ls                runs on this machine
+//	testbed exec HOST CMD...  run CMD on HOST of the testbed that is up
+//	testbed docker HOST ARGS  the docker CLI against HOST's engine
+//	testbed down [RUN...]     remove the testbed(s) that are up, and stale runs
+//	testbed reap              remove runs whose test process is gone
+//	testbed leaks             list anything of any run left on the machine; exit 1 if so
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tenet-net/tenet/e2e"
+)
+
+const usage = `usage: testbed [--dir DIR] COMMAND
+  up N              bring up N hosts (1-%d), each with a Docker engine and the test image
+  ls                list testbed runs on this machine
+  exec HOST CMD...  run CMD on HOST (h0, h1, ...) of the testbed that is up
+  docker HOST ARGS  run the docker CLI against HOST's engine
+  down [RUN...]     remove the given runs, or every testbed that is up and every stale run
+  reap              remove runs whose test process is gone
+  leaks             list anything of any testbed run left on this machine; exit 1 if so
+`
+
+func main() {
+	dir := flag.String("dir", e2e.DefaultBaseDir, "directory holding the runs")
+	flag.Usage = func() { fmt.Fprintf(os.Stderr, usage, e2e.MaxHosts) }
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	code, err := run(ctx, *dir, flag.Args())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbed:", err)
+	}
+	os.Exit(code)
+}
+
+func logf(format string, a ...any) { fmt.Printf("  "+format+"\n", a...) }
+
+func run(ctx context.Context, dir string, args []string) (int, error) {
+	if len(args) == 0 {
+		flag.Usage()
+		return 2, nil
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "up":
+		if len(rest) != 1 {
+			return 2, errors.New("up takes the number of hosts, e.g. up 3")
+		}
+		n, err := strconv.Atoi(rest[0])
+		if err != nil {
+			return 2, fmt.Errorf("up %q: not a number of hosts", rest[0])
+		}
+		return up(ctx, dir, n)
+	case "ls":
+		return ls(dir)
+	case "exec", "docker":
+		if len(rest) < 2 {
+			return 2, fmt.Errorf("%s needs a host and a command, e.g. %s h0 ps", cmd, cmd)
+		}
+		return execOn(ctx, dir, cmd == "docker", rest[0], rest[1:])
+	case "down":
+		return down(ctx, dir, rest)
+	case "reap":
+		reaped, err := e2e.Reap(ctx, dir, logf)
+		fmt.Printf("reaped %d stale run(s) %v\n", len(reaped), reaped)
+		return exitCode(err), err
+	case "leaks":
+		found := e2e.Leaks(dir, "tb")
+		for _, f := range found {
+			fmt.Println("leak:", f)
+		}
+		if len(found) > 0 {
+			return 1, fmt.Errorf("%d leftover object(s) of testbed runs", len(found))
+		}
+		fmt.Println("no testbed leftovers")
+		return 0, nil
+	default:
+		flag.Usage()
+		return 2, fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func exitCode(err error) int {
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func up(ctx context.Context, dir string, n int) (int, error) {
+	fmt.Printf("bringing up %d host(s):\n", n)
+	start := time.Now()
+	tb, err := e2e.Up(ctx, e2e.Options{Hosts: n, Engines: true, Persistent: true, BaseDir: dir, Logf: logf})
+	if err != nil {
+		return 1, err
+	}
+	fmt.Printf("run %s is up in %.1fs:\n", tb.Run, time.Since(start).Seconds())
+	fmt.Printf("  %-4s %-22s %-18s %s\n", "HOST", "NETNS", "UNDERLAY", "DOCKER SOCKET")
+	for i, h := range tb.Hosts {
+		fmt.Printf("  %-4s %-22s %-18s %s\n", h.Name(), h.Netns(), h.Underlay(), tb.Engines[i].Socket())
+	}
+	fmt.Println("try: scripts/testbed.sh docker h0 run --rm --network none " + e2e.ImageName + " ip addr")
+	fmt.Println("then: scripts/testbed.sh down")
+	return 0, nil
+}
+
+func ls(dir string) (int, error) {
+	runs, err := e2e.Runs(dir)
+	if err != nil {
+		return 1, err
+	}
+	if len(runs) == 0 {
+		fmt.Println("no testbed runs")
+		return 0, nil
+	}
+	fmt.Printf("%-12s %-10s %-6s %-20s %s\n", "RUN", "KIND", "STALE", "CREATED", "HOSTS")
+	for _, r := range runs {
+		kind := "test"
+		if r.Persistent {
+			kind = "up"
+		}
+		fmt.Printf("%-12s %-10s %-6t %-20s %v\n", r.Run, kind, r.Stale, r.Created.Format(time.DateTime), r.Hosts)
+	}
+	return 0, nil
+}
+
+// current finds the one testbed brought up with "up".
+func current(dir string) (*e2e.Testbed, error) {
+	runs, err := e2e.Runs(dir)
+	if err != nil {
+		return nil, err
+	}
+	var up []string
+	for _, r := range runs {
+		if r.Persistent {
+			up = append(up, r.Run)
+		}
+	}
+	switch len(up) {
+	case 0:
+		return nil, errors.New("no testbed is up: run scripts/testbed.sh up N first")
+	case 1:
+		return e2e.Attach(dir, up[0])
+	default:
+		return nil, fmt.Errorf("%d testbeds are up (%v): bring them down and up again", len(up), up)
+	}
+}
+
+func execOn(ctx context.Context, dir string, docker bool, host string, argv []string) (int, error) {
+	tb, err := current(dir)
+	if err != nil {
+		return 1, err
+	}
+	for i, h := range tb.Hosts {
+		if h.Name() != host {
+			continue
+		}
+		var out string
+		if docker {
+			if i >= len(tb.Engines) {
+				return 1, fmt.Errorf("host %s has no engine", host)
+			}
+			out, err = tb.Engines[i].Docker(ctx, argv...)
+		} else {
+			out, err = h.Run(ctx, argv...)
+		}
+		fmt.Print(out)
+		return exitCode(err), err
+	}
+	return 2, fmt.Errorf("no host %q in run %s", host, tb.Run)
+}
+
+func down(ctx context.Context, dir string, runs []string) (int, error) {
+	if len(runs) == 0 {
+		all, err := e2e.Runs(dir)
+		if err != nil {
+			return 1, err
+		}
+		for _, r := range all {
+			if r.Persistent || r.Stale {
+				runs = append(runs, r.Run)
+			}
+		}
+	}
+	if len(runs) == 0 {
+		fmt.Println("nothing to bring down")
+		return 0, nil
+	}
+	var errs []error
+	for _, r := range runs {
+		fmt.Printf("bringing down run %s:\n", r)
+		if err := e2e.Teardown(ctx, dir, r, logf); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		fmt.Println("done: no namespace, process, cgroup, mount or directory of these runs is left")
+	}
+	return exitCode(err), err
+}

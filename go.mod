@@ -1,0 +1,3 @@
+module github.com/tenet-net/tenet
+
+go 1.25.0
