@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test: gofmt and go vet, the unit tests (no root needed), then, as
+# root, the whole suite including the privileged e2e tests on the namespace
+# testbed, and finally checks that no testbed object is left on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+tenet_deps
+
+echo "== gofmt, go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+
+echo "== unit tests (no root needed)"
+go test -short -count=1 ./...
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "== privileged tests skipped: not root (they create namespaces, mounts and Docker engines)"
+  exit 0
+fi
+
+echo "== all tests, privileged e2e included"
+# Remove what a killed earlier run may have left, so the leak check below
+# judges this run only.
+go run ./e2e/cmd/testbed reap
+go test -count=1 -timeout 40m ./...
+
+echo "== leftovers"
+go run ./e2e/cmd/testbed leaks
