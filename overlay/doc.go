@@ -1,7 +1,28 @@
-// Package overlay owns every kernel object Tenet creates: a network namespace
-// per tenant on each host, a bridge and a VXLAN device per network, veth pairs
-// for endpoints, and static FDB and neighbour entries for remote endpoints. It
-// is the only package that talks netlink (the e2e testbed aside).
+// Package overlay owns every kernel object Tenet creates on a host, and is
+// the only package that talks netlink (the e2e testbed aside).
 //
-// Not built yet: see issue "Datapath".
+// Per host, each tenant present gets its own network namespace (prefix +
+// tenant name, pinned under /run/netns): the tenant's private router, with
+// IPv4/IPv6 forwarding off and no addresses of its own, so tenants may use
+// the same subnets. In it, each network (VNI) is a bridge br<vni> and a VXLAN
+// device vx<vni> (learning off, ARP/NDP proxy on), which is created in the
+// host namespace, so that its UDP socket stays on the underlay, and then
+// moved in. Each local endpoint is a veth pair: tv<hash> on the bridge, and
+// tc<hash> in the host namespace for Docker to move into the container.
+// Remote endpoints are static FDB entries (MAC -> VTEP) and permanent
+// neighbour entries (IP -> MAC) on the VXLAN device; broadcast and unknown
+// unicast go to every peer VTEP of the network (00:00:00:00:00:00 entries).
+// ARP and NDP are answered by the VXLAN proxy and never cross the underlay;
+// a request for an address with no entry is dropped.
+//
+// The datapath is driven by desired state: State (validated as a whole
+// before any change) -> Desire (pure) -> Snapshot; Observe reads the kernel
+// into a Snapshot; Plan (pure) lists the Ops between the two; Reconcile
+// applies them, undoing its own creations if one fails. Matching objects are
+// never touched, so a restarted daemon adopts the kernel state without
+// interrupting traffic.
+//
+// Datapath is safe for concurrent use; Reconcile calls are serialized. It
+// never calls netns.Set on a shared goroutine: namespace-bound work runs on
+// a locked, fresh OS thread (nsDo).
 package overlay

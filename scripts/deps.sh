@@ -23,7 +23,7 @@ tenet_deps() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   if ! command -v go >/dev/null; then
-    echo "deps: no Go toolchain (expected at /usr/local/go/bin/go, Go 1.25 or newer)" >&2
+    echo "deps: no Go toolchain (expected at /usr/local/go/bin/go, Go 1.26 or newer)" >&2
     return 1
   fi
   (cd "$(dirname "${BASH_SOURCE[0]}")/.." && go mod download)

@@ -27,7 +27,16 @@ echo "== all tests, privileged e2e included"
 # Remove what a killed earlier run may have left, so the leak check below
 # judges this run only.
 go run ./e2e/cmd/testbed reap
+stale_test_netns() { ip netns list | awk '{print $1}' | grep '^tenet-t-' || true; }
+for ns in $(stale_test_netns); do
+  echo "removing namespace $ns left by an earlier, killed test run"
+  ip netns del "$ns"
+done
 go test -count=1 -timeout 40m ./...
 
 echo "== leftovers"
 go run ./e2e/cmd/testbed leaks
+if [ -n "$(stale_test_netns)" ]; then
+  echo "test namespaces left behind: $(stale_test_netns)" >&2
+  exit 1
+fi

@@ -1,0 +1,453 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Datapath programs Tenet's kernel objects on one host. Safe for concurrent
+// use: Reconcile calls are serialized.
+type Datapath struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	host    *nsNet
+	tenants map[string]*nsNet // open namespaces, by tenant
+	closed  bool
+}
+
+// New opens the host namespace and checks that this kernel can make VXLAN
+// devices.
+func New(cfg Config) (*Datapath, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	host, err := openNS(cfg.HostNetns)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: open host namespace %q: %w", cfg.HostNetns, err)
+	}
+	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{}}
+	if err := d.probeVXLAN(); err != nil {
+		host.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close releases the namespaces the Datapath holds open. Kernel objects stay:
+// the datapath lives in the kernel, not in this process.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	for t, n := range d.tenants {
+		n.Close()
+		delete(d.tenants, t)
+	}
+	d.host.Close()
+	return nil
+}
+
+// Reconcile makes the kernel hold exactly what s describes: it validates s,
+// observes the kernel, and applies the difference. Objects that already match
+// are not touched, so traffic through them is not interrupted; running it
+// twice changes nothing the second time. If an op fails, what this call
+// created is removed again and the error names what was being done.
+func (d *Datapath) Reconcile(ctx context.Context, s State) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("overlay: datapath is closed")
+	}
+	mtu, err := d.underlayMTULocked()
+	if err != nil {
+		return err
+	}
+	observed, err := d.observeLocked()
+	if err != nil {
+		return err
+	}
+	ops := Plan(Desire(s, d.cfg.VTEP, d.cfg.Port, mtu), observed)
+	return d.applyLocked(ctx, ops)
+}
+
+// Observe reads Tenet's objects from the kernel.
+func (d *Datapath) Observe(ctx context.Context) (Snapshot, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return Snapshot{}, errors.New("overlay: datapath is closed")
+	}
+	return d.observeLocked()
+}
+
+// Apply runs ops as Reconcile would; for tests and benchmarks that need to
+// see or time the ops.
+func (d *Datapath) Apply(ctx context.Context, ops []Op) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.applyLocked(ctx, ops)
+}
+
+// Desired is what Reconcile would aim for, given s and the current underlay.
+func (d *Datapath) Desired(s State) (Snapshot, error) {
+	if err := s.Validate(); err != nil {
+		return Snapshot{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	mtu, err := d.underlayMTULocked()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Desire(s, d.cfg.VTEP, d.cfg.Port, mtu), nil
+}
+
+func (d *Datapath) netnsName(tenant string) string { return d.cfg.NetnsPrefix + tenant }
+
+// underlayMTULocked finds the MTU of the host interface that holds the VTEP
+// address.
+func (d *Datapath) underlayMTULocked() (int, error) {
+	family := netlink.FAMILY_V4
+	if d.cfg.VTEP.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := d.host.h.AddrList(nil, family)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return 0, fmt.Errorf("overlay: list host addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netipFrom(a.IP); ok && ip == d.cfg.VTEP {
+			l, err := d.host.h.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return 0, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
+			}
+			return l.Attrs().MTU, nil
+		}
+	}
+	return 0, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)
+}
+
+// tenantLocked opens (once) the namespace of tenant.
+func (d *Datapath) tenantLocked(tenant string) (*nsNet, error) {
+	if n := d.tenants[tenant]; n != nil {
+		return n, nil
+	}
+	n, err := openNS(netnsDir + "/" + d.netnsName(tenant))
+	if err != nil {
+		return nil, err
+	}
+	d.tenants[tenant] = n
+	return n, nil
+}
+
+// applier runs ops and remembers how to undo the creations among them.
+type applier struct {
+	d     *Datapath
+	undo  []func()
+	index map[string]int // "tenant/link" -> ifindex, cached for entry ops
+}
+
+func (d *Datapath) applyLocked(ctx context.Context, ops []Op) (err error) {
+	a := &applier{d: d, index: map[string]int{}}
+	defer func() {
+		if err != nil {
+			for i := len(a.undo) - 1; i >= 0; i-- {
+				a.undo[i]()
+			}
+		}
+	}()
+	for i, op := range ops {
+		if i%256 == 0 && ctx.Err() != nil {
+			return fmt.Errorf("overlay: %d of %d ops applied: %w", i, len(ops), ctx.Err())
+		}
+		if err := a.apply(op); err != nil {
+			return err
+		}
+		if op.Kind != OpFDBAdd && op.Kind != OpNeighSet && op.Kind != OpFDBDel && op.Kind != OpNeighDel {
+			d.log.Info(op.String())
+		} else {
+			d.log.Debug(op.String())
+		}
+	}
+	return nil
+}
+
+func (a *applier) apply(op Op) error {
+	d := a.d
+	switch op.Kind {
+	case OpNetnsAdd:
+		return a.netnsAdd(op.Tenant)
+	case OpNetnsDel:
+		if n := d.tenants[op.Tenant]; n != nil {
+			n.Close()
+			delete(d.tenants, op.Tenant)
+		}
+		if err := deleteNamedNS(d.netnsName(op.Tenant)); err != nil {
+			return fmt.Errorf("delete namespace of tenant %s: %w", op.Tenant, err)
+		}
+		return nil
+	case OpHostDel:
+		return a.linkDel(d.host, op.Link, "host")
+	}
+	t, err := d.tenantLocked(op.Tenant)
+	if err != nil {
+		return fmt.Errorf("open namespace of tenant %s: %w", op.Tenant, err)
+	}
+	switch op.Kind {
+	case OpLinkAdd:
+		return a.linkAdd(op.Tenant, t, op.Link)
+	case OpLinkSet:
+		return a.linkSet(t, op.Link)
+	case OpLinkDel:
+		delete(a.index, op.Tenant+"/"+op.Link.Name)
+		return a.linkDel(t, op.Link, "tenant "+op.Tenant)
+	case OpFDBAdd, OpFDBDel:
+		n, err := a.fdbNeigh(op.Tenant, t, op.FDB)
+		if err != nil {
+			return err
+		}
+		if op.Kind == OpFDBDel {
+			err = ignoreNotFound(t.h.NeighDel(n))
+			return wrap(err, "delete fdb entry %s dst %s on %s (tenant %s)", op.FDB.MAC, op.FDB.Dst, op.FDB.Dev, op.Tenant)
+		}
+		if op.FDB.MAC == floodMAC {
+			err = t.h.NeighAppend(n) // one entry per destination
+		} else {
+			err = t.h.NeighSet(n) // replace, so a learned entry cannot block it
+		}
+		if errors.Is(err, unix.EEXIST) {
+			err = nil
+		}
+		return wrap(err, "add fdb entry %s dst %s on %s (tenant %s)", op.FDB.MAC, op.FDB.Dst, op.FDB.Dev, op.Tenant)
+	case OpNeighSet, OpNeighDel:
+		idx, err := a.ifindex(op.Tenant, t, op.Neigh.Dev)
+		if err != nil {
+			return err
+		}
+		mac, _ := net.ParseMAC(op.Neigh.MAC)
+		family := unix.AF_INET
+		if op.Neigh.IP.Is6() {
+			family = unix.AF_INET6
+		}
+		n := &netlink.Neigh{LinkIndex: idx, Family: family, State: netlink.NUD_PERMANENT,
+			IP: net.IP(op.Neigh.IP.AsSlice()), HardwareAddr: mac}
+		if op.Kind == OpNeighDel {
+			return wrap(ignoreNotFound(t.h.NeighDel(n)), "delete neighbour %s on %s (tenant %s)", op.Neigh.IP, op.Neigh.Dev, op.Tenant)
+		}
+		return wrap(t.h.NeighSet(n), "set neighbour %s lladdr %s on %s (tenant %s)", op.Neigh.IP, op.Neigh.MAC, op.Neigh.Dev, op.Tenant)
+	}
+	return fmt.Errorf("overlay: unknown op %v", op)
+}
+
+func (a *applier) netnsAdd(tenant string) error {
+	name := a.d.netnsName(tenant)
+	if err := createNamedNS(name); err != nil {
+		return fmt.Errorf("create namespace %s for tenant %s: %w", name, tenant, err)
+	}
+	a.undo = append(a.undo, func() {
+		if n := a.d.tenants[tenant]; n != nil {
+			n.Close()
+			delete(a.d.tenants, tenant)
+		}
+		_ = deleteNamedNS(name)
+	})
+	t, err := a.d.tenantLocked(tenant)
+	if err != nil {
+		return fmt.Errorf("open namespace %s of tenant %s: %w", name, tenant, err)
+	}
+	// The tenant's router routes nothing between its networks, and keeps
+	// quiet on them: its links get no IPv6 addresses (addr_gen_mode none,
+	// no autoconf), so no DAD, MLD or router solicitations go from its
+	// bridges into the tenant's networks. IPv6 itself stays on: the VXLAN
+	// devices need it for their NDP proxy entries. Set before any link is
+	// made or moved in, as links take the namespace defaults.
+	for _, kv := range [][2]string{
+		{"net/ipv4/ip_forward", "0"},
+		{"net/ipv6/conf/all/forwarding", "0"},
+		{"net/ipv6/conf/default/addr_gen_mode", "1"},
+		{"net/ipv6/conf/default/autoconf", "0"},
+		{"net/ipv6/conf/default/accept_ra", "0"},
+	} {
+		if err := writeSysctl(t.ns, kv[0], kv[1]); err != nil {
+			return fmt.Errorf("set %s=%s in namespace of tenant %s: %w", kv[0], kv[1], tenant, err)
+		}
+	}
+	if err := nsDo(t.ns, func() error { return netlink.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "lo"}}) }); err != nil {
+		return fmt.Errorf("set lo up in namespace of tenant %s: %w", tenant, err)
+	}
+	return nil
+}
+
+func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
+	what := fmt.Sprintf("create %s %s for network %s", l.Kind, l.Name, l.Network)
+	if l.Kind == "vxlan" {
+		what += fmt.Sprintf(" (vni %d)", l.VNI)
+	}
+	var err error
+	switch l.Kind {
+	case "bridge":
+		err = t.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}})
+		if err == nil {
+			a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
+		}
+	case "vxlan":
+		err = a.vxlanAdd(t, l)
+	case "veth":
+		mac, perr := net.ParseMAC(l.PeerMAC)
+		if perr != nil {
+			return fmt.Errorf("%s: peer mac %q: %w", what, l.PeerMAC, perr)
+		}
+		// Made in the tenant namespace with its peer placed straight into
+		// the host namespace, where Docker expects the container's end.
+		err = t.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU},
+			PeerName: l.Peer, PeerHardwareAddr: mac, PeerMTU: uint32(l.MTU), PeerNamespace: netlink.NsFd(a.d.host.ns)})
+		if err == nil {
+			a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
+		}
+	default:
+		return fmt.Errorf("%s: unknown kind", what)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return wrap(a.linkSet(t, l), "%s", what)
+}
+
+// vxlanAdd creates the device in the host namespace, so that its UDP socket
+// is bound there, on the underlay, and then moves it into the tenant's.
+func (a *applier) vxlanAdd(t *nsNet, l Link) error {
+	host := a.d.host
+	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}, VxlanId: int(l.VNI),
+		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}
+	if err := host.h.LinkAdd(vx); err != nil {
+		return err
+	}
+	link, err := host.h.LinkByName(l.Name)
+	if err != nil {
+		_ = delByName(host, l.Name)
+		return err
+	}
+	if err := host.h.LinkSetNsFd(link, int(t.ns)); err != nil {
+		_ = delByName(host, l.Name)
+		return fmt.Errorf("move into tenant namespace: %w", err)
+	}
+	a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
+	return nil
+}
+
+func (a *applier) linkSet(t *nsNet, l Link) error {
+	link, err := t.h.LinkByName(l.Name)
+	if err != nil {
+		return fmt.Errorf("set %s: %w", l.Name, err)
+	}
+	if link.Attrs().MTU != l.MTU {
+		if err := t.h.LinkSetMTU(link, l.MTU); err != nil {
+			return fmt.Errorf("set %s mtu %d: %w", l.Name, l.MTU, err)
+		}
+	}
+	if l.Master != "" {
+		br, err := t.h.LinkByName(l.Master)
+		if err != nil {
+			return fmt.Errorf("set %s master %s: %w", l.Name, l.Master, err)
+		}
+		if link.Attrs().MasterIndex != br.Attrs().Index {
+			if err := t.h.LinkSetMasterByIndex(link, br.Attrs().Index); err != nil {
+				return fmt.Errorf("set %s master %s: %w", l.Name, l.Master, err)
+			}
+		}
+	}
+	if l.Up && link.Attrs().Flags&net.FlagUp == 0 {
+		if err := t.h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %s up: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+func (a *applier) linkDel(n *nsNet, l Link, where string) error {
+	err := delByName(n, l.Name)
+	return wrap(err, "delete %s %s (%s)", l.Kind, l.Name, where)
+}
+
+// delByName deletes a link; no-op if it is not there.
+func delByName(n *nsNet, name string) error {
+	link, err := n.h.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return ignoreNotFound(n.h.LinkDel(link))
+}
+
+func (a *applier) ifindex(tenant string, t *nsNet, dev string) (int, error) {
+	key := tenant + "/" + dev
+	if i, ok := a.index[key]; ok {
+		return i, nil
+	}
+	link, err := t.h.LinkByName(dev)
+	if err != nil {
+		return 0, fmt.Errorf("find %s in namespace of tenant %s: %w", dev, tenant, err)
+	}
+	a.index[key] = link.Attrs().Index
+	return link.Attrs().Index, nil
+}
+
+func (a *applier) fdbNeigh(tenant string, t *nsNet, e FDBEntry) (*netlink.Neigh, error) {
+	idx, err := a.ifindex(tenant, t, e.Dev)
+	if err != nil {
+		return nil, err
+	}
+	mac, err := net.ParseMAC(e.MAC)
+	if err != nil {
+		return nil, err
+	}
+	return &netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT | netlink.NUD_NOARP, IP: net.IP(e.Dst.AsSlice()), HardwareAddr: mac}, nil
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+		return nil
+	}
+	return err
+}
+
+func wrap(err error, format string, a ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, a...), err)
+}
+
+// probeVXLAN creates and deletes a VXLAN device (never brought up) in the host
+// namespace to learn whether this kernel has VXLAN at all.
+func (d *Datapath) probeVXLAN() error {
+	name := fmt.Sprintf("tnprobe%d", rand.Uint32()%100000000)
+	err := d.host.h.LinkAdd(&netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: name}, VxlanId: MaxVNI, Port: int(d.cfg.Port)})
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("vxlan: %w", ErrNotSupported)
+		}
+		return fmt.Errorf("overlay: probe vxlan: %w", err)
+	}
+	return delByName(d.host, name)
+}

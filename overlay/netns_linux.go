@@ -1,0 +1,141 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// netnsDir is where named network namespaces are pinned (as iproute2 does).
+const netnsDir = "/run/netns"
+
+// nsNet is an open network namespace and the netlink handle that works in
+// it. Close releases both.
+type nsNet struct {
+	ns netns.NsHandle
+	h  *netlink.Handle
+}
+
+func openNS(path string) (*nsNet, error) {
+	var ns netns.NsHandle
+	var err error
+	if path == "" {
+		ns, err = netns.Get()
+	} else {
+		ns, err = netns.GetFromPath(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	return &nsNet{ns: ns, h: h}, nil
+}
+
+func (n *nsNet) Close() {
+	n.h.Close()
+	n.ns.Close()
+}
+
+// nsDo runs fn on a fresh OS thread that has entered ns, and returns its
+// error. If the thread cannot be put back, it stays locked so that Go
+// discards it rather than reuse a thread in the wrong namespace.
+func nsDo(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("return to original namespace: %w", err))
+			return // thread stays locked and dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// createNamedNS creates a network namespace pinned at netnsDir/name, without
+// moving any thread of ours into it for longer than the call.
+func createNamedNS(name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.NewNamed(name) // leaves this thread in the new namespace
+		if err == nil {
+			ns.Close()
+		}
+		if rerr := netns.Set(orig); rerr != nil {
+			errc <- errors.Join(err, fmt.Errorf("return to original namespace: %w", rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+// deleteNamedNS unpins netnsDir/name; the namespace and all in it go away
+// once nothing else holds it. No-op if it does not exist.
+func deleteNamedNS(name string) error {
+	err := netns.DeleteNamed(name)
+	if err != nil {
+		if _, serr := os.Stat(filepath.Join(netnsDir, name)); errors.Is(serr, os.ErrNotExist) {
+			return nil
+		}
+	}
+	return err
+}
+
+// writeSysctl writes value to /proc/sys/<key> inside ns. A key the kernel
+// lacks (IPv6 compiled out) is not an error.
+func writeSysctl(ns netns.NsHandle, key, value string) error {
+	return nsDo(ns, func() error {
+		err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	})
+}
+
+// dump retries a netlink dump that the kernel interrupted because the table
+// changed under it.
+func dump[T any](fn func() ([]T, error)) ([]T, error) {
+	var err error
+	for range 3 {
+		var out []T
+		out, err = fn()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, err
+}

@@ -1,0 +1,131 @@
+package overlay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	bridgePattern = regexp.MustCompile(`^br[0-9]{1,8}$`)
+	vxlanPattern  = regexp.MustCompile(`^vx[0-9]{1,8}$`)
+	tvPattern     = regexp.MustCompile(`^tv[0-9a-f]{12}$`)
+	tcPattern     = regexp.MustCompile(`^tc[0-9a-f]{12}$`)
+)
+
+// observeLocked reads every Tenet object: tenant namespaces (by name prefix),
+// the links in them named as Tenet names them, the static FDB and permanent
+// neighbour entries on their VXLAN devices, and Tenet's links left in the
+// host namespace.
+func (d *Datapath) observeLocked() (Snapshot, error) {
+	snap := newSnapshot()
+	hostLinks, err := dump(d.host.h.LinkList)
+	if err != nil {
+		return snap, fmt.Errorf("overlay: list host links: %w", err)
+	}
+	for _, l := range hostLinks {
+		name := l.Attrs().Name
+		if tcPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") {
+			snap.HostLinks[name] = Link{Name: name, Kind: l.Type(), MTU: l.Attrs().MTU, Up: l.Attrs().Flags&net.FlagUp != 0}
+		}
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !os.IsNotExist(err) {
+		return snap, fmt.Errorf("overlay: list namespaces: %w", err)
+	}
+	for _, e := range entries {
+		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
+		if !ok || !tenantPattern.MatchString(tenant) {
+			continue
+		}
+		t, err := d.tenantLocked(tenant)
+		if err != nil {
+			return snap, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
+		}
+		o, err := observeTenant(t)
+		if err != nil {
+			return snap, fmt.Errorf("overlay: observe namespace %s: %w", e.Name(), err)
+		}
+		snap.Tenants[tenant] = o
+	}
+	return snap, nil
+}
+
+func observeTenant(t *nsNet) (*TenantObjects, error) {
+	o := newTenantObjects()
+	links, err := dump(t.h.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		kind := l.Type()
+		ours := (bridgePattern.MatchString(a.Name) && kind == "bridge") ||
+			(vxlanPattern.MatchString(a.Name) && kind == "vxlan") ||
+			(tvPattern.MatchString(a.Name) && kind == "veth")
+		if !ours {
+			continue
+		}
+		link := Link{Name: a.Name, Kind: kind, MTU: a.MTU, Master: names[a.MasterIndex], Up: a.Flags&net.FlagUp != 0}
+		if vx, ok := l.(*netlink.Vxlan); ok {
+			link.VNI, link.Port = uint32(vx.VxlanId), uint16(vx.Port)
+			link.Local, _ = netipFrom(vx.SrcAddr)
+			link.Learning, link.Proxy = vx.Learning, vx.Proxy
+			if err := observeEntries(t, a.Index, a.Name, o); err != nil {
+				return nil, err
+			}
+		}
+		o.Links[a.Name] = link
+	}
+	return o, nil
+}
+
+func observeEntries(t *nsNet, index int, dev string, o *TenantObjects) error {
+	fdb, err := dump(func() ([]netlink.Neigh, error) { return t.h.NeighList(index, unix.AF_BRIDGE) })
+	if err != nil {
+		return fmt.Errorf("list fdb of %s: %w", dev, err)
+	}
+	for _, n := range fdb {
+		dst, ok := netipFrom(n.IP)
+		if n.Flags&netlink.NTF_SELF == 0 || !ok || n.LinkIndex != index {
+			continue
+		}
+		o.FDB[FDBEntry{Dev: dev, MAC: n.HardwareAddr.String(), Dst: dst}] = true
+	}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		ns, err := dump(func() ([]netlink.Neigh, error) { return t.h.NeighList(index, family) })
+		if err != nil {
+			return fmt.Errorf("list neighbours of %s: %w", dev, err)
+		}
+		for _, n := range ns {
+			ip, ok := netipFrom(n.IP)
+			if n.State&netlink.NUD_PERMANENT == 0 || !ok || n.LinkIndex != index {
+				continue
+			}
+			o.Neigh[NeighEntry{Dev: dev, IP: ip, MAC: n.HardwareAddr.String()}] = true
+		}
+	}
+	return nil
+}
+
+// netipFrom converts a netlink IP, unmapping IPv4-in-IPv6.
+func netipFrom(ip net.IP) (netip.Addr, bool) {
+	if len(ip) == 0 {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}

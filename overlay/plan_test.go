@@ -1,0 +1,374 @@
+package overlay
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var (
+	vtep0 = netip.MustParseAddr("198.51.100.10")
+	vtep1 = netip.MustParseAddr("198.51.100.11")
+	vtep2 = netip.MustParseAddr("198.51.100.12")
+)
+
+func mac(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func ips(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, x := range s {
+		out = append(out, netip.MustParseAddr(x))
+	}
+	return out
+}
+
+func web(peers ...netip.Addr) Network {
+	return Network{Tenant: "acme", Name: "web", VNI: 4097, Peers: peers}
+}
+
+func planStrings(ops []Op) []string {
+	var out []string
+	for _, op := range ops {
+		out = append(out, op.String())
+	}
+	return out
+}
+
+func TestPlan(t *testing.T) {
+	oneEndpoint := State{Networks: []Network{web()}, Endpoints: []Endpoint{{ID: "ep1", VNI: 4097, IPs: ips("10.1.0.5")}}}
+	withRemote := State{Networks: []Network{web(vtep1)},
+		Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep1}}}
+	tests := []struct {
+		name     string
+		desired  State
+		observed Snapshot
+		want     []string
+	}{
+		{
+			name:     "empty to empty",
+			observed: newSnapshot(),
+		},
+		{
+			name:     "new network",
+			desired:  State{Networks: []Network{web()}},
+			observed: newSnapshot(),
+			want: []string{
+				"netns add acme",
+				"acme: link add br4097 type bridge mtu 1450 up",
+				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4097 up",
+			},
+		},
+		{
+			name:     "endpoint on an existing network",
+			desired:  oneEndpoint,
+			observed: Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500),
+			want: []string{
+				"acme: link add " + BridgeVeth("ep1") + " type veth peer " + ContainerVeth("ep1") + " address 02:7e:0a:01:00:05 mtu 1450 master br4097 up",
+			},
+		},
+		{
+			name:     "remote endpoint: fdb, flood entry, neighbour",
+			desired:  withRemote,
+			observed: Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500),
+			want: []string{
+				"acme: fdb append 00:00:00:00:00:00 dev vx4097 dst 198.51.100.11",
+				"acme: fdb append 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
+				"acme: neigh replace 10.1.0.7 lladdr 02:7e:0a:01:00:07 dev vx4097 nud permanent",
+			},
+		},
+		{
+			name:     "remote endpoint withdrawn, host still has the network",
+			desired:  State{Networks: []Network{web(vtep1)}},
+			observed: Desire(withRemote, vtep0, 4789, 1500),
+			want: []string{
+				"acme: neigh del 10.1.0.7 dev vx4097",
+				"acme: fdb del 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
+			},
+		},
+		{
+			name: "remote endpoint moved to another host",
+			desired: State{Networks: []Network{web(vtep1, vtep2)},
+				Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep2}}},
+			observed: Desire(State{Networks: []Network{web(vtep1, vtep2)},
+				Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep1}}}, vtep0, 4789, 1500),
+			want: []string{
+				"acme: fdb del 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
+				"acme: fdb append 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.12",
+			},
+		},
+		{
+			name:     "vxlan with the wrong vni is re-created; wrong mtu is fixed in place",
+			desired:  State{Networks: []Network{{Tenant: "acme", Name: "web", VNI: 4097, MTU: 1400}}},
+			observed: withLink(Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500), "acme", func(l *Link) { l.VNI = 9 }),
+			want: []string{
+				"acme: link del vx4097",
+				"acme: link set br4097 mtu 1400 up",
+				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1400 master br4097 up",
+			},
+		},
+		{
+			name:     "last network of a tenant gone: namespace deleted",
+			desired:  State{},
+			observed: Desire(oneEndpoint, vtep0, 4789, 1500),
+			want:     []string{"netns del acme"},
+		},
+		{
+			name:    "stray host links: an unmoved vxlan and an orphan container end",
+			desired: oneEndpoint,
+			observed: func() Snapshot {
+				s := Desire(oneEndpoint, vtep0, 4789, 1500)
+				s.HostLinks["vx4097"] = Link{Name: "vx4097", Kind: "vxlan"}
+				s.HostLinks[ContainerVeth("ep1")] = Link{Name: ContainerVeth("ep1"), Kind: "veth"}
+				s.HostLinks[ContainerVeth("gone")] = Link{Name: ContainerVeth("gone"), Kind: "veth"}
+				return s
+			}(),
+			want: []string{"host: link del " + ContainerVeth("gone"), "host: link del vx4097"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.desired.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			got := planStrings(Plan(Desire(tt.desired, vtep0, 4789, 1500), tt.observed))
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Plan (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func withLink(s Snapshot, tenant string, edit func(*Link)) Snapshot {
+	for name, l := range s.Tenants[tenant].Links {
+		if l.Kind == "vxlan" {
+			edit(&l)
+			s.Tenants[tenant].Links[name] = l
+		}
+	}
+	return s
+}
+
+// simulate applies ops to a copy of s the way the kernel would, failing on
+// an op the kernel would refuse (a link added twice, an entry on a missing
+// device, a namespace that is not there).
+func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
+	t.Helper()
+	out := newSnapshot()
+	for k, v := range s.HostLinks {
+		out.HostLinks[k] = v
+	}
+	for tn, o := range s.Tenants {
+		c := newTenantObjects()
+		for k, v := range o.Links {
+			c.Links[k] = v
+		}
+		for k := range o.FDB {
+			c.FDB[k] = true
+		}
+		for k := range o.Neigh {
+			c.Neigh[k] = true
+		}
+		out.Tenants[tn] = c
+	}
+	for _, op := range ops {
+		o := out.Tenants[op.Tenant]
+		switch op.Kind {
+		case OpNetnsAdd:
+			if o != nil {
+				t.Fatalf("%v: namespace exists", op)
+			}
+			out.Tenants[op.Tenant] = newTenantObjects()
+			continue
+		case OpNetnsDel:
+			delete(out.Tenants, op.Tenant)
+			continue
+		case OpHostDel:
+			delete(out.HostLinks, op.Link.Name)
+			continue
+		}
+		if o == nil {
+			t.Fatalf("%v: no namespace", op)
+		}
+		switch op.Kind {
+		case OpLinkAdd:
+			if _, ok := o.Links[op.Link.Name]; ok {
+				t.Fatalf("%v: link exists", op)
+			}
+			if op.Link.Master != "" {
+				if _, ok := o.Links[op.Link.Master]; !ok {
+					t.Fatalf("%v: no master", op)
+				}
+			}
+			o.Links[op.Link.Name] = op.Link
+		case OpLinkSet:
+			l, ok := o.Links[op.Link.Name]
+			if !ok {
+				t.Fatalf("%v: no link", op)
+			}
+			l.MTU, l.Master, l.Up = op.Link.MTU, op.Link.Master, op.Link.Up
+			o.Links[op.Link.Name] = l
+		case OpLinkDel:
+			delete(o.Links, op.Link.Name)
+			for e := range o.FDB {
+				if e.Dev == op.Link.Name {
+					delete(o.FDB, e)
+				}
+			}
+			for e := range o.Neigh {
+				if e.Dev == op.Link.Name {
+					delete(o.Neigh, e)
+				}
+			}
+		case OpFDBAdd, OpNeighSet:
+			dev := op.FDB.Dev + op.Neigh.Dev
+			if _, ok := o.Links[dev]; !ok {
+				t.Fatalf("%v: no device", op)
+			}
+			if op.Kind == OpFDBAdd {
+				o.FDB[op.FDB] = true
+			} else {
+				for e := range o.Neigh {
+					if e.Dev == op.Neigh.Dev && e.IP == op.Neigh.IP {
+						delete(o.Neigh, e)
+					}
+				}
+				o.Neigh[op.Neigh] = true
+			}
+		case OpFDBDel:
+			delete(o.FDB, op.FDB)
+		case OpNeighDel:
+			delete(o.Neigh, op.Neigh)
+		}
+	}
+	return out
+}
+
+// normalize drops what Observe cannot see, so simulated and desired
+// snapshots compare like kernel ones.
+func normalize(s Snapshot) string { return s.String() }
+
+// TestPlanConvergesFromAnyState replays a set of states in shuffled orders:
+// from whatever the kernel holds, one Plan reaches the desired state, and a
+// second Plan is empty.
+func TestPlanConvergesFromAnyState(t *testing.T) {
+	states := []State{
+		{},
+		{Networks: []Network{web()}},
+		{Networks: []Network{web(vtep1)}, Endpoints: []Endpoint{{ID: "a", VNI: 4097, IPs: ips("10.1.0.1")}}},
+		{Networks: []Network{web(vtep1, vtep2), {Tenant: "acme", Name: "db", VNI: 4099, MTU: 1400}},
+			Endpoints: []Endpoint{{ID: "a", VNI: 4097, IPs: ips("10.1.0.1")}, {ID: "b", VNI: 4099, IPs: ips("10.2.0.1", "fd00::1")}},
+			Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:02"), IPs: ips("10.1.0.2"), VTEP: vtep1},
+				{VNI: 4097, MAC: mac("02:7e:0a:01:00:03"), IPs: ips("10.1.0.3", "fd00::3"), VTEP: vtep2}}},
+		{Networks: []Network{{Tenant: "globex", Name: "web", VNI: 5000, Peers: []netip.Addr{vtep2}}},
+			Endpoints: []Endpoint{{ID: "g", VNI: 5000, IPs: ips("10.1.0.1")}},
+			Remotes:   []Remote{{VNI: 5000, MAC: mac("02:7e:0a:01:00:02"), IPs: ips("10.1.0.2"), VTEP: vtep2}}},
+		{Networks: []Network{web(vtep2)},
+			Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:02"), IPs: ips("10.1.0.2"), VTEP: vtep2}}},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 50 {
+		cur := newSnapshot()
+		for _, i := range rng.Perm(len(states)) {
+			want := Desire(states[i], vtep0, 4789, 1500)
+			ops := Plan(want, cur)
+			cur = simulate(t, cur, ops)
+			if diff := cmp.Diff(normalize(want), normalize(cur)); diff != "" {
+				t.Fatalf("round %d, state %d: not converged (-want +got):\n%s", round, i, diff)
+			}
+			if again := Plan(want, cur); len(again) != 0 {
+				t.Fatalf("round %d, state %d: second plan not empty: %v", round, i, planStrings(again))
+			}
+		}
+	}
+}
+
+func TestValidateRejectsBadInputNamingIt(t *testing.T) {
+	good := Network{Tenant: "acme", Name: "web", VNI: 4097}
+	tests := []struct {
+		name  string
+		state State
+		want  string
+	}{
+		{"tenant with a slash", State{Networks: []Network{{Tenant: "ac/me", Name: "web", VNI: 1}}}, `tenant "ac/me"`},
+		{"vni zero", State{Networks: []Network{{Tenant: "acme", Name: "web"}}}, "vni 0: must be 1-16777215"},
+		{"vni too large", State{Networks: []Network{{Tenant: "acme", Name: "web", VNI: 1 << 24}}}, "vni 16777216"},
+		{"mtu too small", State{Networks: []Network{{Tenant: "acme", Name: "web", VNI: 1, MTU: 500}}}, "mtu 500: must be 1280-9000"},
+		{"vni twice", State{Networks: []Network{good, {Tenant: "globex", Name: "x", VNI: 4097}}}, "vni 4097 already used by network acme/web"},
+		{"endpoint on unknown network", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 7}}}, "vni 7: no such network"},
+		{"multicast mac", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, MAC: mac("01:00:5e:00:00:01")}}}, "must be unicast"},
+		{"same ip twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}},
+			Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09"), IPs: ips("10.1.0.1"), VTEP: vtep1}}}, "ip 10.1.0.1 already used by endpoint"},
+		{"remote without vtep", State{Networks: []Network{good}, Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09")}}}, "vtep invalid IP"},
+		{"endpoint id twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}, {ID: "e", VNI: 4097, IPs: ips("10.1.0.2")}}}, "listed twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.state.Validate()
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate() = %v, want an ErrInvalid containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDeriveMACIsStableAndLocal(t *testing.T) {
+	tests := []struct {
+		ips  []netip.Addr
+		id   string
+		want string
+	}{
+		{ips("10.1.0.5"), "x", "02:7e:0a:01:00:05"},
+		{ips("fd00::1:2", "10.9.8.7"), "x", "02:7e:0a:09:08:07"},
+		{ips("fd00::a:b0c"), "x", "02:7e:00:0a:0b:0c"},
+	}
+	for _, tt := range tests {
+		if got := DeriveMAC(tt.ips, tt.id).String(); got != tt.want {
+			t.Errorf("DeriveMAC(%v) = %s, want %s", tt.ips, got, tt.want)
+		}
+	}
+	a, b := DeriveMAC(nil, "ep-a"), DeriveMAC(nil, "ep-b")
+	if a.String() == b.String() || a.String() != DeriveMAC(nil, "ep-a").String() {
+		t.Errorf("id-derived MACs not stable or not distinct: %s %s", a, b)
+	}
+	if a[0]&1 != 0 || a[0]&2 == 0 {
+		t.Errorf("%s is not locally administered unicast", a)
+	}
+}
+
+func TestNamesFitIFNAMSIZ(t *testing.T) {
+	for _, n := range []string{bridgeName(MaxVNI), vxlanName(MaxVNI), BridgeVeth("x"), ContainerVeth("y")} {
+		if len(n) > 15 {
+			t.Errorf("%q is %d bytes, over 15", n, len(n))
+		}
+	}
+	if BridgeVeth("e1") == BridgeVeth("e2") || BridgeVeth("e1") != BridgeVeth("e1") {
+		t.Error("veth names not stable per endpoint or not distinct")
+	}
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "VTEP") {
+		t.Errorf("no VTEP: %v", err)
+	}
+	c.VTEP = vtep0
+	c.NetnsPrefix = "a/b"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "NetnsPrefix") {
+		t.Errorf("bad prefix: %v", err)
+	}
+	c.NetnsPrefix, c.Port = "tenet-", 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "Port") {
+		t.Errorf("port 0: %v", err)
+	}
+}
