@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"time"
 
@@ -161,4 +162,22 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// DetectionBound estimates the longest time, in a ring of n hosts, from a
+// host's crash until every other host has declared it dead and hidden its
+// entries, when no other host confirms the suspicion early: a probe
+// interval for the probe to start, the probe timeout, the longest
+// suspicion timeout, and a few gossip rounds to spread the verdict.
+// Usually it is shorter: independent confirmations cut the suspicion
+// timeout down to SuspicionMult × max(1, log10 n) × ProbeInterval.
+func (c *Config) DetectionBound(n int) time.Duration {
+	scale := 1.0
+	if n > 10 {
+		scale = math.Log10(float64(n))
+	}
+	suspicion := time.Duration(float64(c.SuspicionMult) * scale * float64(c.ProbeInterval))
+	rounds := int(math.Ceil(math.Log2(float64(max(n, 2))))) + 1
+	return c.ProbeInterval + c.ProbeTimeout + time.Duration(c.SuspicionMaxTimeoutMult)*suspicion +
+		time.Duration(rounds)*c.GossipInterval
 }

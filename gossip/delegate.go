@@ -41,6 +41,7 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	n := (*Node)(e)
 	n.mu.Lock()
 	delete(n.failed, m.Name)
+	n.members[m.Name] = copyNode(m)
 	n.mu.Unlock()
 	n.store.setAlive(m.Name, true)
 	if m.Name != n.cfg.NodeName {
@@ -50,16 +51,29 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 
 func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
+	n.mu.Lock()
+	delete(n.members, m.Name)
 	if m.State == memberlist.StateDead {
-		n.mu.Lock()
 		n.failed[m.Name] = failed{addr: m.Address(), since: time.Now()}
-		n.mu.Unlock()
 	}
+	n.mu.Unlock()
 	n.store.setAlive(m.Name, false)
 	n.log.Info("host down; its entries are hidden", "peer", m.Name, "addr", m.Address())
 }
 
 func (e *events) NotifyUpdate(m *memberlist.Node) {
 	n := (*Node)(e)
+	n.mu.Lock()
+	n.members[m.Name] = copyNode(m)
+	n.mu.Unlock()
 	n.log.Info("host updated", "peer", m.Name, "addr", m.Address(), "vtep", decodeMeta(m.Meta))
+}
+
+// copyNode copies what we keep of a memberlist node; callbacks run with
+// memberlist's lock held, so this is the one safe moment to read it.
+func copyNode(m *memberlist.Node) *memberlist.Node {
+	c := *m
+	c.Addr = append([]byte(nil), m.Addr...)
+	c.Meta = append([]byte(nil), m.Meta...)
+	return &c
 }

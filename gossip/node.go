@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -33,9 +34,14 @@ type Node struct {
 	ml      *memberlist.Memberlist
 	meta    []byte
 	vtepFix chan struct{} // an adopted endpoint carries an old VTEP
+	stopped sync.Once
 
-	mu     sync.Mutex        // guards failed
-	failed map[string]failed // recently failed peers, joined again by Run
+	addr string // host:port others join
+	port uint16
+
+	mu      sync.Mutex                  // guards the fields below
+	failed  map[string]failed           // recently failed peers, joined again by Run
+	members map[string]*memberlist.Node // copies taken in the event callbacks
 }
 
 type failed struct {
@@ -45,10 +51,9 @@ type failed struct {
 
 // Member is a host in the ring as this host sees it.
 type Member struct {
-	Name  string
-	Addr  netip.AddrPort // gossip address
-	VTEP  netip.Addr
-	Alive bool // false while suspected
+	Name string
+	Addr netip.AddrPort // gossip address
+	VTEP netip.Addr
 }
 
 // GenerateKey returns a new random 32-byte cluster key (AES-256-GCM).
@@ -73,6 +78,7 @@ func New(cfg Config) (*Node, error) {
 		meta:    appendAddr([]byte{metaVersion}, cfg.VTEP),
 		vtepFix: make(chan struct{}, 1),
 		failed:  make(map[string]failed),
+		members: make(map[string]*memberlist.Node),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
@@ -126,13 +132,13 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: start memberlist as %q: %w", cfg.NodeName, err)
 	}
 	n.ml = ml
+	n.port = uint16(nt.GetAutoBindPort())
+	n.addr = netip.AddrPortFrom(adv, n.port).String()
 	return n, nil
 }
 
 // Addr returns the address other hosts join this one at.
-func (n *Node) Addr() string {
-	return n.ml.LocalNode().Address()
-}
+func (n *Node) Addr() string { return n.addr }
 
 // Run joins the seeds and keeps the node healthy until ctx is done: it
 // re-joins seeds and failed peers every RejoinInterval, reaps tombstones
@@ -169,8 +175,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// stop leaves the ring (gracefully if leave) and shuts memberlist down.
+// stop leaves the ring (gracefully if leave) and shuts memberlist down;
+// later calls do nothing.
 func (n *Node) stop(leave bool) {
+	n.stopped.Do(func() { n.stopOnce(leave) })
+}
+
+func (n *Node) stopOnce(leave bool) {
 	if leave {
 		if err := n.ml.Leave(2 * n.cfg.ProbeInterval); err != nil {
 			n.log.Warn("leave ring", "err", err)
@@ -186,17 +197,17 @@ func (n *Node) stop(leave bool) {
 // member. memberlist alone never contacts a peer again once it has given
 // up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
-	alive := make(map[string]bool)
-	for _, m := range n.ml.Members() {
+	alive := map[string]bool{n.addr: true}
+	var targets []string
+	n.mu.Lock()
+	for _, m := range n.members {
 		alive[m.Address()] = true
 	}
-	var targets []string
 	for _, s := range n.cfg.Seeds {
-		if !alive[withPort(s, n.ml.LocalNode().Port)] {
+		if !alive[withPort(s, n.port)] {
 			targets = append(targets, s)
 		}
 	}
-	n.mu.Lock()
 	for _, f := range n.failed {
 		if !alive[f.addr] {
 			targets = append(targets, f.addr)
@@ -242,18 +253,34 @@ func (n *Node) fixVTEP() {
 }
 
 // Members returns the hosts in the ring, this one included, that are not
-// known to be dead.
+// known to be dead, sorted by name.
 func (n *Node) Members() []Member {
-	var out []Member
-	for _, m := range n.ml.Members() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]Member, 0, len(n.members))
+	for _, m := range n.members {
 		addr, _ := netip.AddrFromSlice(m.Addr)
-		mem := Member{
-			Name:  m.Name,
-			Addr:  netip.AddrPortFrom(addr.Unmap(), m.Port),
-			VTEP:  decodeMeta(m.Meta),
-			Alive: m.State == memberlist.StateAlive,
+		out = append(out, Member{
+			Name: m.Name,
+			Addr: netip.AddrPortFrom(addr.Unmap(), m.Port),
+			VTEP: decodeMeta(m.Meta),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// peers returns copies of the other members' memberlist nodes. memberlist's
+// own Members() hands out pointers it later writes to without our lock, so
+// we keep copies taken inside its callbacks instead.
+func (n *Node) peers() []*memberlist.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*memberlist.Node, 0, len(n.members))
+	for name, m := range n.members {
+		if name != n.cfg.NodeName {
+			out = append(out, m)
 		}
-		out = append(out, mem)
 	}
 	return out
 }
@@ -307,8 +334,8 @@ func (n *Node) publish(e entry, network string) {
 			want[h] = true
 		}
 	}
-	for _, m := range n.ml.Members() {
-		if m.Name == n.cfg.NodeName || (want != nil && !want[m.Name]) {
+	for _, m := range n.peers() {
+		if want != nil && !want[m.Name] {
 			continue
 		}
 		var err error
