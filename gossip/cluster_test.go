@@ -1,0 +1,432 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// eventually polls check until it returns nil or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval, not a wait for an outcome
+	}
+}
+
+// testCluster runs in-process nodes on 127.0.0.1 with free ports.
+type testCluster struct {
+	t     testing.TB
+	net   *testNet
+	key   []byte
+	mu    sync.Mutex
+	nodes []*Node
+	stops map[*Node]func()
+	// tune adjusts each node's config (timers for tests).
+	tune func(*Config)
+}
+
+func newTestCluster(t testing.TB) *testCluster {
+	key, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCluster{t: t, net: newTestNet(), key: key, stops: make(map[*Node]func())}
+}
+
+// testConfig is DefaultConfig with test timers: quick repair and rejoin,
+// the default failure detector.
+func testConfig(t testing.TB, name string, key []byte) Config {
+	cfg := DefaultConfig()
+	cfg.NodeName = name
+	cfg.BindAddr = netip.MustParseAddr("127.0.0.1")
+	cfg.BindPort = 0
+	cfg.VTEP = netip.MustParseAddr("192.0.2.1")
+	cfg.Keys = [][]byte{key}
+	cfg.PushPullInterval = 2 * time.Second
+	cfg.RejoinInterval = 500 * time.Millisecond
+	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
+	cfg.ReapInterval = time.Second
+	var w interface{ Write([]byte) (int, error) } = testWriter{t}
+	if tt, ok := t.(*testing.T); ok {
+		w = tt.Output()
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return cfg
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// start creates and runs a node; the node stops at cleanup.
+func (c *testCluster) start(cfg Config) *Node {
+	c.t.Helper()
+	cfg.wrapTransport = c.net.wrap
+	if c.tune != nil {
+		c.tune(&cfg)
+	}
+	n, err := New(cfg)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", cfg.NodeName, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				c.t.Errorf("run %s: %v", cfg.NodeName, err)
+			}
+		})
+	}
+	c.t.Cleanup(stop)
+	c.mu.Lock()
+	c.nodes = append(c.nodes, n)
+	c.stops[n] = stop
+	c.mu.Unlock()
+	return n
+}
+
+// startN starts n nodes named h0..h(n-1), each seeded with h0.
+func (c *testCluster) startN(n int) []*Node {
+	var out []*Node
+	var seed string
+	for i := range n {
+		cfg := testConfig(c.t, fmt.Sprintf("h%d", i), c.key)
+		cfg.VTEP = netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+		if seed != "" {
+			cfg.Seeds = []string{seed}
+		}
+		node := c.start(cfg)
+		if i == 0 {
+			seed = node.Addr()
+		}
+		out = append(out, node)
+	}
+	return out
+}
+
+// kill stops a node without leaving, like a crash: its peers must detect it.
+func (c *testCluster) kill(n *Node) {
+	n.stop(false)
+}
+
+// awaitMembers waits until every node sees exactly want alive members.
+func awaitMembers(t testing.TB, nodes []*Node, want int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%d alive members everywhere", want), func() error {
+		for _, n := range nodes {
+			if alive := len(n.Members()); alive != want {
+				return fmt.Errorf("%s sees %d", n.cfg.NodeName, alive)
+			}
+		}
+		return nil
+	})
+}
+
+// view is what a node shows of every table: visible entries, sorted.
+func view(n *Node) []string {
+	var out []string
+	for _, t := range []tableID{tableNetworks, tableEndpoints, tableBlocks, tableAttachments} {
+		for _, e := range n.store.visible(t, "", false) {
+			out = append(out, fmt.Sprintf("%s %s %s v%d %x", t.name(), e.owner, e.key, e.version, e.value))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// fullState is a node's whole replica, tombstones and hidden entries too.
+func fullState(n *Node) []string { return dump(n.store) }
+
+// awaitSameView waits until every node shows the same tables with want
+// visible entries.
+func awaitSameView(t testing.TB, nodes []*Node, want int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "identical tables everywhere", func() error {
+		ref := view(nodes[0])
+		if len(ref) != want {
+			return fmt.Errorf("%s shows %d entries, want %d", nodes[0].cfg.NodeName, len(ref), want)
+		}
+		for _, n := range nodes[1:] {
+			if diff := cmp.Diff(ref, view(n)); diff != "" {
+				return fmt.Errorf("%s differs from %s (-%s +%s):\n%s", n.cfg.NodeName, nodes[0].cfg.NodeName,
+					nodes[0].cfg.NodeName, n.cfg.NodeName, diff)
+			}
+		}
+		return nil
+	})
+}
+
+func TestFiveNodesConverge(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(5)
+	awaitMembers(t, nodes, 5, 15*time.Second)
+
+	nw := Network{ID: "net-a", Name: "blue", Tenant: "acme", VNI: 4097, Subnet: netip.MustParsePrefix("10.1.0.0/16")}
+	if err := nodes[0].Networks().Put(nw); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Blocks().Claim(Block{Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), 0}), 24), Network: "net-a"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSameView(t, nodes, 1+5*3, 15*time.Second)
+
+	for i, n := range nodes {
+		ep, ok := n.Endpoints().Get("ep-4")
+		if !ok || ep.Host != "h4" || ep.VTEP != netip.MustParseAddr("192.0.2.14") {
+			t.Errorf("h%d: ep-4 = %+v, %v; want it on h4 with VTEP 192.0.2.14", i, ep, ok)
+		}
+		if got := n.Networks().List(); len(got) != 1 || got[0].VNI != 4097 || got[0].Host != "h0" {
+			t.Errorf("h%d: networks = %+v", i, got)
+		}
+		members := n.Members()
+		if len(members) != 5 {
+			t.Errorf("h%d: %d members, want 5", i, len(members))
+		}
+		for _, m := range members {
+			if want := netip.AddrFrom4([4]byte{192, 0, 2, 10 + m.Name[1] - '0'}); m.VTEP != want {
+				t.Errorf("h%d: member %s VTEP %s, want %s", i, m.Name, m.VTEP, want)
+			}
+		}
+		if d := n.Stats().Dropped; len(d) != 0 {
+			t.Errorf("h%d dropped input in a healthy cluster: %v", i, d)
+		}
+	}
+
+	// A delete spreads as well.
+	nodes[2].Endpoints().Delete("ep-2")
+	awaitSameView(t, nodes, 1+5*3-1, 15*time.Second)
+}
+
+// TestConcurrentWritesConverge has every node write, rewrite and delete
+// endpoints and claim overlapping blocks at the same time; all replicas
+// must end identical, tombstones included.
+func TestConcurrentWritesConverge(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(5)
+	awaitMembers(t, nodes, 5, 15*time.Second)
+	for _, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const perNode = 40
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			for j := range perNode {
+				id := fmt.Sprintf("ep-%d-%d", i, j)
+				ep := testEndpoint(id, "net-a", byte(j))
+				if err := n.Endpoints().Put(ep); err != nil {
+					t.Error(err)
+					return
+				}
+				ep.IP = ep.IP.Next()
+				if err := n.Endpoints().Put(ep); err != nil { // a rewrite
+					t.Error(err)
+					return
+				}
+				if j%4 == 0 {
+					n.Endpoints().Delete(id)
+				}
+				// Every node claims the same blocks: overlapping claims.
+				if j%10 == 0 {
+					p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(j), 0}), 24)
+					if err := n.Blocks().Claim(Block{Prefix: p, Network: "net-a"}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	live := len(nodes) * (perNode - perNode/4)
+	blocks := len(nodes) * (perNode / 10)
+	awaitSameView(t, nodes, live+blocks+len(nodes), 20*time.Second)
+	eventually(t, 20*time.Second, "identical replicas with tombstones", func() error {
+		ref := fullState(nodes[0])
+		for _, n := range nodes[1:] {
+			if diff := cmp.Diff(ref, fullState(n)); diff != "" {
+				return fmt.Errorf("%s differs from h0:\n%s", n.cfg.NodeName, diff)
+			}
+		}
+		return nil
+	})
+	// Every node agrees on who won each contested block.
+	for j := 0; j < perNode; j += 10 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(j), 0}), 24)
+		first, _ := nodes[0].Blocks().Get(p)
+		for _, n := range nodes[1:] {
+			if b, _ := n.Blocks().Get(p); b.Host != first.Host {
+				t.Errorf("%s says %s belongs to %s, h0 says %s", n.cfg.NodeName, p, b.Host, first.Host)
+			}
+		}
+	}
+}
+
+// hideBound is how long the tests allow for a dead host's entries to be
+// hidden everywhere: the configured detector's worst case plus headroom
+// for a loaded test machine.
+func hideBound(cfg Config, n int) time.Duration { return cfg.DetectionBound(n) + 5*time.Second }
+
+func TestKilledHostHiddenThenReturns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for failure detection")
+	}
+	c := newTestCluster(t)
+	nodes := c.startN(5)
+	awaitMembers(t, nodes, 5, 15*time.Second)
+	for i, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSameView(t, nodes, 10, 15*time.Second)
+
+	victim := nodes[4]
+	others := nodes[:4]
+	events, cancel := others[0].Subscribe(64)
+	defer cancel()
+	c.kill(victim)
+	killed := time.Now()
+	bound := hideBound(victim.cfg, 5)
+	eventually(t, bound, "h4's entries hidden on every other host", func() error {
+		for _, n := range others {
+			if _, ok := n.Endpoints().Get("ep-4"); ok {
+				return fmt.Errorf("%s still shows ep-4", n.cfg.NodeName)
+			}
+		}
+		return nil
+	})
+	t.Logf("h4's endpoint hidden on all 4 peers %s after the kill (detector bound %s)",
+		time.Since(killed).Round(time.Millisecond), victim.cfg.DetectionBound(5))
+	// The subscriber was told, as a hidden delete.
+	eventually(t, 5*time.Second, "hidden delete event for ep-4", func() error {
+		for {
+			select {
+			case ev := <-events:
+				if ev.Key == "ep-4" && ev.Kind == EventDelete && ev.Hidden {
+					return nil
+				}
+			default:
+				return errors.New("not seen yet")
+			}
+		}
+	})
+
+	// Restart h4 with the same name at a new address and a new VTEP: it
+	// takes its entries back, and they return everywhere with the new VTEP.
+	cfg := testConfig(t, "h4", c.key)
+	cfg.VTEP = netip.MustParseAddr("192.0.2.99")
+	cfg.Seeds = []string{nodes[0].Addr()}
+	back := c.start(cfg)
+	all := append(append([]*Node(nil), others...), back)
+	eventually(t, 20*time.Second, "ep-4 back everywhere with the new VTEP", func() error {
+		for _, n := range all {
+			ep, ok := n.Endpoints().Get("ep-4")
+			if !ok || ep.VTEP != cfg.VTEP {
+				return fmt.Errorf("%s: ep-4 = %+v, %v", n.cfg.NodeName, ep, ok)
+			}
+		}
+		return nil
+	})
+	awaitSameView(t, all, 10, 15*time.Second)
+	for _, m := range others[0].Members() {
+		if m.Name == "h4" && m.VTEP != cfg.VTEP {
+			t.Errorf("h0 sees h4 with VTEP %s, want %s", m.VTEP, cfg.VTEP)
+		}
+	}
+}
+
+func TestPartitionHeals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for failure detection on both sides of a partition")
+	}
+	c := newTestCluster(t)
+	nodes := c.startN(5)
+	awaitMembers(t, nodes, 5, 15*time.Second)
+	for i, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSameView(t, nodes, 10, 15*time.Second)
+
+	a, b := nodes[:3], nodes[3:]
+	addrs := func(ns []*Node) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.Addr())
+		}
+		return out
+	}
+	c.net.partition(addrs(a), addrs(b))
+	awaitMembers(t, a, 3, hideBound(a[0].cfg, 5))
+	awaitMembers(t, b, 2, hideBound(a[0].cfg, 5))
+	// Each side writes while cut off: new, changed and deleted entries.
+	for i, n := range nodes {
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-p-%d", i), "net-a", byte(i+20))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a[1].Endpoints().Delete("ep-1")
+	b[0].Endpoints().Delete("ep-3")
+	if err := b[1].Endpoints().Put(testEndpoint("ep-4", "net-a", 99)); err != nil {
+		t.Fatal(err)
+	}
+	// Each side shows its own hosts' attachments and endpoints, old and new,
+	// minus the deleted one.
+	awaitSameView(t, a, 3*3-1, 10*time.Second)
+	awaitSameView(t, b, 2*3-1, 10*time.Second)
+
+	c.net.heal()
+	awaitMembers(t, nodes, 5, 30*time.Second)
+	awaitSameView(t, nodes, 5*3-2, 20*time.Second)
+	if ep, _ := nodes[0].Endpoints().Get("ep-4"); ep.IP != netip.AddrFrom4([4]byte{10, 1, 0, 99}) {
+		t.Errorf("h0 has ep-4 at %s, want the write made during the partition", ep.IP)
+	}
+	eventually(t, 20*time.Second, "identical replicas with tombstones", func() error {
+		ref := fullState(nodes[0])
+		for _, n := range nodes[1:] {
+			if diff := cmp.Diff(ref, fullState(n)); diff != "" {
+				return fmt.Errorf("%s differs from h0:\n%s", n.cfg.NodeName, diff)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,181 @@
+package gossip
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+)
+
+// EventKind says whether an entry appeared (or changed) or went away.
+type EventKind uint8
+
+const (
+	// EventPut: the entry is new or has a new value, or its host came back.
+	EventPut EventKind = iota + 1
+	// EventDelete: the entry was deleted by its host, or (Hidden) its host
+	// is down; the event carries the last value.
+	EventDelete
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventPut:
+		return "put"
+	case EventDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("kind-%d", uint8(k))
+}
+
+// Event is one change to a table as this host sees it. Exactly one of
+// Network, Endpoint, Block and Attachment is set, according to Table.
+type Event struct {
+	Kind    EventKind
+	Table   Table
+	Key     string
+	Host    string // the entry's owner
+	Version uint64
+	// Hidden is set on deletes caused by the host going down (and on the
+	// puts that show its entries again when it returns).
+	Hidden bool
+
+	Network    *Network
+	Endpoint   *Endpoint
+	Block      *Block
+	Attachment *Attachment
+}
+
+// rawEvent is an event as the store records it, before the value is
+// decoded (which happens on the subscriber's goroutine, not under the
+// store's lock).
+type rawEvent struct {
+	kind    EventKind
+	table   tableID
+	owner   string
+	key     string
+	version uint64
+	value   []byte
+	hidden  bool
+}
+
+func (r *rawEvent) decode() Event {
+	ev := Event{Kind: r.kind, Table: r.table.name(), Key: r.key, Host: r.owner, Version: r.version, Hidden: r.hidden}
+	switch r.table {
+	case tableNetworks:
+		n, _ := decodeNetwork(r.value) // stored values were validated
+		n.Host = r.owner
+		ev.Network = &n
+	case tableEndpoints:
+		e, _ := decodeEndpoint(r.value)
+		e.Host = r.owner
+		ev.Endpoint = &e
+	case tableBlocks:
+		b, _ := decodeBlock(r.value)
+		if !b.Prefix.IsValid() {
+			b.Prefix, _ = netip.ParsePrefix(r.key)
+		}
+		b.Host = r.owner
+		ev.Block = &b
+	case tableAttachments:
+		ev.Attachment = &Attachment{Network: r.key, Host: r.owner}
+	}
+	return ev
+}
+
+// subscription queues events for one subscriber without ever blocking the
+// store: the queue is unbounded and drained by the subscriber's goroutine.
+type subscription struct {
+	out  chan Event
+	wake chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu    sync.Mutex // guards queue
+	queue []rawEvent
+}
+
+// emitLocked queues ev for every subscriber; s.mu must be held.
+func (s *store) emitLocked(ev rawEvent) {
+	for sub := range s.subs {
+		sub.push(ev)
+	}
+}
+
+func (sub *subscription) push(ev rawEvent) {
+	sub.mu.Lock()
+	sub.queue = append(sub.queue, ev)
+	sub.mu.Unlock()
+	select {
+	case sub.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (sub *subscription) run() {
+	defer close(sub.out)
+	for {
+		sub.mu.Lock()
+		batch := sub.queue
+		sub.queue = nil
+		sub.mu.Unlock()
+		for i := range batch {
+			select {
+			case sub.out <- batch[i].decode():
+			case <-sub.done:
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-sub.wake:
+		case <-sub.done:
+			return
+		}
+	}
+}
+
+// subscribe registers a subscriber and queues a put for every visible
+// entry first, so the subscriber needs no separate List.
+func (s *store) subscribe(buf int) (<-chan Event, func()) {
+	sub := &subscription{
+		out:  make(chan Event, buf),
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	s.mu.Lock()
+	for owner, o := range s.owners {
+		if !o.alive {
+			continue
+		}
+		for _, k := range sortedKeys(o.entries) {
+			if r := o.entries[k]; !r.deleted {
+				sub.queue = append(sub.queue, rawEvent{kind: EventPut, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value})
+			}
+		}
+	}
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+	go sub.run()
+	cancel := func() {
+		sub.once.Do(func() {
+			s.mu.Lock()
+			delete(s.subs, sub)
+			s.mu.Unlock()
+			close(sub.done)
+		})
+	}
+	return sub.out, cancel
+}
+
+// closeSubs ends every subscription (the node stopped).
+func (s *store) closeSubs() {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = make(map[*subscription]struct{})
+	s.mu.Unlock()
+	for sub := range subs {
+		sub.once.Do(func() { close(sub.done) })
+	}
+}

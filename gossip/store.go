@@ -1,0 +1,302 @@
+package gossip
+
+// The replicated state. Every entry is identified by (table, owner, key):
+// each host writes only under its own name, so two hosts never write the
+// same entry and there is nothing to arbitrate. For one entry the owner's
+// versions only grow, so "keep the higher version" is a join-semilattice:
+// any set of messages applied in any order, any number of times, ends in
+// the same state. Deletes are tombstones (a higher version with no value),
+// kept for TombstoneTTL so that an older copy met later cannot resurrect
+// the entry.
+//
+// Liveness is separate from the entries: while memberlist says a host is
+// dead, its entries are hidden (reported as deleted to subscribers, left
+// out of Get and List) but kept, and they return when the host does. After
+// ReapDeadAfter they are dropped.
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// tkey identifies an entry within one owner's entries.
+type tkey struct {
+	table tableID
+	key   string
+}
+
+// record is the stored form of an entry. value is never modified after it
+// is stored, so it may be shared with snapshots and events.
+type record struct {
+	version   uint64
+	deleted   bool
+	value     []byte
+	deletedAt int64 // unix nanoseconds, for reaping tombstones
+}
+
+// ownerState is everything known about one owner.
+type ownerState struct {
+	alive     bool
+	deadSince time.Time
+	reaped    bool // its entries were dropped; ignore old copies until it is alive again
+	entries   map[tkey]*record
+}
+
+// store holds the tables. Safe for concurrent use; it never calls
+// memberlist and never blocks on subscribers.
+type store struct {
+	self string
+
+	mu     sync.Mutex // guards the fields below
+	clock  clock
+	owners map[string]*ownerState
+	subs   map[*subscription]struct{}
+}
+
+func newStore(self string, now func() time.Time) *store {
+	s := &store{
+		self:   self,
+		clock:  clock{now: now},
+		owners: make(map[string]*ownerState),
+		subs:   make(map[*subscription]struct{}),
+	}
+	s.owners[self] = &ownerState{alive: true, entries: make(map[tkey]*record)}
+	return s
+}
+
+// ownerLocked returns the state of owner, creating it (not alive) if new.
+func (s *store) ownerLocked(owner string) *ownerState {
+	o := s.owners[owner]
+	if o == nil {
+		o = &ownerState{deadSince: s.clock.now(), entries: make(map[tkey]*record)}
+		s.owners[owner] = o
+	}
+	return o
+}
+
+// put writes a local entry and returns it for sending. A put of the value
+// already stored is a no-op and returns ok false.
+func (s *store) put(t tableID, key string, value []byte) (e entry, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.owners[s.self]
+	k := tkey{t, key}
+	if r := o.entries[k]; r != nil && !r.deleted && string(r.value) == string(value) {
+		return entry{}, false
+	}
+	r := &record{version: s.clock.next(), value: value}
+	o.entries[k] = r
+	s.emitLocked(rawEvent{kind: EventPut, table: t, owner: s.self, key: key, version: r.version, value: value})
+	return entry{table: t, owner: s.self, key: key, version: r.version, value: value}, true
+}
+
+// del tombstones a local entry and returns it with the value it replaced;
+// ok is false if there was nothing to delete.
+func (s *store) del(t tableID, key string) (e entry, oldValue []byte, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.owners[s.self]
+	k := tkey{t, key}
+	old := o.entries[k]
+	if old == nil || old.deleted {
+		return entry{}, nil, false
+	}
+	r := &record{version: s.clock.next(), deleted: true, deletedAt: s.clock.now().UnixNano()}
+	o.entries[k] = r
+	s.emitLocked(rawEvent{kind: EventDelete, table: t, owner: s.self, key: key, version: r.version, value: old.value})
+	return entry{table: t, owner: s.self, key: key, version: r.version, deleted: true}, old.value, true
+}
+
+// mergeResult says what merging one remote entry did.
+type mergeResult int
+
+const (
+	mergeStale   mergeResult = iota // we already had this version or a newer one
+	mergeApplied                    // stored
+	mergeAdopted                    // an entry of ours from before a restart; stored and now ours again
+	mergeReaped                     // the owner is dead and reaped; ignored
+)
+
+// merge applies a validated remote entry.
+func (s *store) merge(e *entry) mergeResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock.observe(e.version)
+	o := s.ownerLocked(e.owner)
+	if o.reaped && !o.alive {
+		return mergeReaped
+	}
+	k := tkey{e.table, e.key}
+	old := o.entries[k]
+	if old != nil && old.version >= e.version {
+		return mergeStale
+	}
+	r := &record{version: e.version, deleted: e.deleted, value: e.value}
+	if e.deleted {
+		r.deletedAt = s.clock.now().UnixNano()
+	}
+	o.entries[k] = r
+	if o.alive {
+		switch {
+		case !e.deleted && (old == nil || old.deleted || string(old.value) != string(e.value)):
+			s.emitLocked(rawEvent{kind: EventPut, table: e.table, owner: e.owner, key: e.key, version: e.version, value: e.value})
+		case e.deleted && old != nil && !old.deleted:
+			s.emitLocked(rawEvent{kind: EventDelete, table: e.table, owner: e.owner, key: e.key, version: e.version, value: old.value})
+		}
+	}
+	if e.owner == s.self {
+		return mergeAdopted
+	}
+	return mergeApplied
+}
+
+// setAlive records memberlist's view of a host. Going down hides its
+// entries; coming back shows them again.
+func (s *store) setAlive(owner string, alive bool) {
+	if owner == s.self {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.ownerLocked(owner)
+	if o.alive == alive {
+		return
+	}
+	o.alive = alive
+	kind := EventPut
+	if !alive {
+		kind = EventDelete
+		o.deadSince = s.clock.now()
+	} else {
+		o.reaped = false
+	}
+	for _, k := range sortedKeys(o.entries) {
+		r := o.entries[k]
+		if r.deleted {
+			continue
+		}
+		s.emitLocked(rawEvent{kind: kind, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value, hidden: true})
+	}
+}
+
+// reap drops tombstones older than ttl and the entries of hosts dead for
+// longer than deadAfter. Nothing visible changes, so there are no events.
+func (s *store) reap(ttl, deadAfter time.Duration) (tombstones, entries int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.now()
+	cut := now.Add(-ttl).UnixNano()
+	for _, o := range s.owners {
+		if !o.alive && !o.reaped && now.Sub(o.deadSince) > deadAfter {
+			entries += len(o.entries)
+			o.entries = make(map[tkey]*record)
+			o.reaped = true
+			continue
+		}
+		for k, r := range o.entries {
+			if r.deleted && r.deletedAt < cut {
+				delete(o.entries, k)
+				tombstones++
+			}
+		}
+	}
+	return tombstones, entries
+}
+
+// snapshot returns every entry, tombstones and hidden ones included, for a
+// full-state exchange.
+func (s *store) snapshot() []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, o := range s.owners {
+		n += len(o.entries)
+	}
+	out := make([]entry, 0, n)
+	for owner, o := range s.owners {
+		for k, r := range o.entries {
+			out = append(out, entry{table: k.table, owner: owner, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
+		}
+	}
+	return out
+}
+
+// visible returns the live entries of table t of alive owners, optionally
+// only those with key, sorted by (key, version, owner).
+func (s *store) visible(t tableID, key string, byKey bool) []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []entry
+	for owner, o := range s.owners {
+		if !o.alive {
+			continue
+		}
+		if byKey {
+			if r := o.entries[tkey{t, key}]; r != nil && !r.deleted {
+				out = append(out, entry{table: t, owner: owner, key: key, version: r.version, value: r.value})
+			}
+			continue
+		}
+		for k, r := range o.entries {
+			if k.table == t && !r.deleted {
+				out = append(out, entry{table: t, owner: owner, key: k.key, version: r.version, value: r.value})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := &out[i], &out[j]
+		if a.key != b.key {
+			return a.key < b.key
+		}
+		if a.version != b.version {
+			return a.version < b.version
+		}
+		return a.owner < b.owner
+	})
+	return out
+}
+
+// owned returns this host's live entries of table t.
+func (s *store) owned(t tableID) []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []entry
+	for k, r := range s.owners[s.self].entries {
+		if k.table == t && !r.deleted {
+			out = append(out, entry{table: t, owner: s.self, key: k.key, version: r.version, value: r.value})
+		}
+	}
+	return out
+}
+
+// attached returns the alive hosts other than this one attached to network.
+func (s *store) attached(network string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	k := tkey{tableAttachments, network}
+	for owner, o := range s.owners {
+		if owner == s.self || !o.alive {
+			continue
+		}
+		if r := o.entries[k]; r != nil && !r.deleted {
+			out = append(out, owner)
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[tkey]*record) []tkey {
+	keys := make([]tkey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].table != keys[j].table {
+			return keys[i].table < keys[j].table
+		}
+		return keys[i].key < keys[j].key
+	})
+	return keys
+}

@@ -1,0 +1,92 @@
+package gossip
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// testNet lets tests cut the loopback "network" between groups of nodes:
+// each node's transport is wrapped so that it drops packets to, and refuses
+// connections to, nodes in another group while a partition is on. Both ends
+// are wrapped, so traffic is cut in both directions. Nothing leaves
+// 127.0.0.1.
+type testNet struct {
+	mu    sync.Mutex     // guards the fields below
+	group map[string]int // node address -> group
+	cut   bool           // partition on
+}
+
+func newTestNet() *testNet {
+	return &testNet{group: make(map[string]int)}
+}
+
+// partition puts each address in the group of its index in groups and cuts
+// traffic between groups.
+func (tn *testNet) partition(groups ...[]string) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	for g, addrs := range groups {
+		for _, a := range addrs {
+			tn.group[a] = g
+		}
+	}
+	tn.cut = true
+}
+
+func (tn *testNet) heal() {
+	tn.mu.Lock()
+	tn.cut = false
+	tn.mu.Unlock()
+}
+
+func (tn *testNet) blocked(from, to string) bool {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.cut && tn.group[from] != tn.group[to]
+}
+
+func (tn *testNet) wrap(nt memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+	port := 0
+	if p, ok := nt.(interface{ GetAutoBindPort() int }); ok {
+		port = p.GetAutoBindPort()
+	}
+	return &filterTransport{NodeAwareTransport: nt, net: tn, self: fmt.Sprintf("127.0.0.1:%d", port)}
+}
+
+type filterTransport struct {
+	memberlist.NodeAwareTransport
+	net  *testNet
+	self string
+}
+
+func (f *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if f.net.blocked(f.self, addr) {
+		return time.Now(), nil // lost on the wire
+	}
+	return f.NodeAwareTransport.WriteTo(b, addr)
+}
+
+func (f *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if f.net.blocked(f.self, a.Addr) {
+		return time.Now(), nil
+	}
+	return f.NodeAwareTransport.WriteToAddress(b, a)
+}
+
+func (f *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if f.net.blocked(f.self, addr) {
+		return nil, fmt.Errorf("dial %s: partitioned", addr)
+	}
+	return f.NodeAwareTransport.DialTimeout(addr, timeout)
+}
+
+func (f *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if f.net.blocked(f.self, a.Addr) {
+		return nil, fmt.Errorf("dial %s: partitioned", a.Addr)
+	}
+	return f.NodeAwareTransport.DialAddressTimeout(a, timeout)
+}

@@ -1,0 +1,256 @@
+package gossip
+
+// Wire format, version 1. Every message memberlist carries for us (direct
+// sends, and the push/pull state) has the same shape, so one decoder guards
+// every input:
+//
+//	version  u8      wireVersion
+//	type     u8      msgUpdate | msgState
+//	sender   str     name of the host that encoded the message
+//	owners   uvarint count, then count × str (dictionary, so a full state
+//	                 names each host once, not once per entry)
+//	entries  uvarint count, then count × entry
+//	entry:   table u8, flags u8 (bit 0: tombstone), owner uvarint (index
+//	         into owners), key str, version uvarint, value str (absent for
+//	         tombstones)
+//
+// str is a uvarint length then the bytes. Every length and count is checked
+// against both a fixed maximum and the bytes remaining before anything is
+// allocated, so a hostile length cannot make the decoder allocate much more
+// than the message size. Values are opaque here; tables.go decodes them.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+const (
+	wireVersion = 1
+
+	msgUpdate = 1 // changes sent by their owner; every entry's owner must be the sender
+	msgState  = 2 // a full state (push/pull); entries of any owner
+
+	flagTombstone = 1 << 0
+
+	maxNameLen  = 128  // host names
+	maxKeyLen   = 256  // entry keys
+	maxValueLen = 4096 // encoded values
+	// minEntryLen is the smallest encoded entry: table, flags, owner index,
+	// empty key, one-byte version.
+	minEntryLen = 5
+)
+
+// Decode errors; each one is a drop reason in Stats.
+var (
+	errTruncated   = errors.New("truncated")
+	errWireVersion = errors.New("unsupported wire version")
+	errMsgType     = errors.New("unknown message type")
+	errTooLong     = errors.New("field too long")
+	errTrailing    = errors.New("trailing bytes")
+	errBadOwner    = errors.New("owner index out of range")
+	errBadFlags    = errors.New("unknown flags")
+)
+
+// entry is one replicated record: the owner's latest word on (table, owner,
+// key). value is the table's encoding of the record; nil for tombstones.
+type entry struct {
+	table   tableID
+	owner   string
+	key     string
+	version uint64
+	deleted bool
+	value   []byte
+}
+
+// message is a decoded wire message.
+type message struct {
+	typ     byte
+	sender  string
+	entries []entry
+}
+
+// encodeMessage appends the encoding of m to buf.
+func encodeMessage(buf []byte, m *message) []byte {
+	buf = append(buf, wireVersion, m.typ)
+	buf = appendStr(buf, m.sender)
+	idx := make(map[string]uint64)
+	var owners []string
+	for i := range m.entries {
+		o := m.entries[i].owner
+		if _, ok := idx[o]; !ok {
+			idx[o] = uint64(len(owners))
+			owners = append(owners, o)
+		}
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(owners)))
+	for _, o := range owners {
+		buf = appendStr(buf, o)
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(m.entries)))
+	for i := range m.entries {
+		e := &m.entries[i]
+		var flags byte
+		if e.deleted {
+			flags |= flagTombstone
+		}
+		buf = append(buf, byte(e.table), flags)
+		buf = binary.AppendUvarint(buf, idx[e.owner])
+		buf = appendStr(buf, e.key)
+		buf = binary.AppendUvarint(buf, e.version)
+		if !e.deleted {
+			buf = appendBytes(buf, e.value)
+		}
+	}
+	return buf
+}
+
+// decodeMessage parses b. It never panics and copies what it keeps, so b
+// may be reused by the caller. Entries of unknown tables are returned; the
+// store drops them and counts them.
+func decodeMessage(b []byte) (*message, error) {
+	r := reader{b: b}
+	if v := r.byte(); r.err == nil && v != wireVersion {
+		return nil, fmt.Errorf("version %d: %w", v, errWireVersion)
+	}
+	m := &message{typ: r.byte()}
+	if r.err == nil && m.typ != msgUpdate && m.typ != msgState {
+		return nil, fmt.Errorf("type %d: %w", m.typ, errMsgType)
+	}
+	m.sender = r.str(maxNameLen)
+	nOwners := r.count(1)
+	owners := make([]string, 0, nOwners)
+	for i := 0; i < nOwners && r.err == nil; i++ {
+		owners = append(owners, r.str(maxNameLen))
+	}
+	nEntries := r.count(minEntryLen)
+	m.entries = make([]entry, 0, nEntries)
+	for i := 0; i < nEntries && r.err == nil; i++ {
+		var e entry
+		e.table = tableID(r.byte())
+		flags := r.byte()
+		oi := r.uvarint()
+		e.key = r.str(maxKeyLen)
+		e.version = r.uvarint()
+		if r.err != nil {
+			break
+		}
+		if flags&^flagTombstone != 0 {
+			return nil, fmt.Errorf("entry %d: flags %#x: %w", i, flags, errBadFlags)
+		}
+		if oi >= uint64(len(owners)) {
+			return nil, fmt.Errorf("entry %d: owner %d of %d: %w", i, oi, len(owners), errBadOwner)
+		}
+		e.owner = owners[oi]
+		e.deleted = flags&flagTombstone != 0
+		if !e.deleted {
+			e.value = r.bytes(maxValueLen)
+		}
+		m.entries = append(m.entries, e)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d bytes: %w", len(r.b), errTrailing)
+	}
+	return m, nil
+}
+
+func appendStr(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
+}
+
+func appendBytes(buf, b []byte) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(b)))
+	return append(buf, b...)
+}
+
+// reader consumes a byte slice; after the first error every read returns
+// the zero value, so callers check err once.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+	r.b = nil
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 1 {
+		r.fail(errTruncated)
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(errTruncated) // n < 0 is an overflow, which is as bad
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a count of items that each take at least minLen bytes.
+func (r *reader) count(minLen int) int {
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)/minLen) {
+		r.fail(errTruncated)
+		return 0
+	}
+	return int(n)
+}
+
+// bytes reads a length-prefixed byte string of at most max bytes, copied.
+func (r *reader) bytes(max int) []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(max) {
+		r.fail(errTooLong)
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(errTruncated)
+		return nil
+	}
+	v := make([]byte, n)
+	copy(v, r.b)
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str(max int) string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(max) {
+		r.fail(errTooLong)
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(errTruncated)
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}

@@ -1,0 +1,144 @@
+package gossip
+
+import (
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func sampleMessage() *message {
+	ep := testEndpoint("ep1", "net-a", 7)
+	nw := Network{ID: "net-a", Name: "blue", Tenant: "acme", VNI: 4097, Subnet: netip.MustParsePrefix("10.1.0.0/16")}
+	bl := Block{Prefix: netip.MustParsePrefix("10.1.4.0/24"), Network: "net-a"}
+	return &message{typ: msgState, sender: "h1", entries: []entry{
+		{table: tableEndpoints, owner: "h1", key: "ep1", version: 1<<50 + 3, value: encodeEndpoint(&ep)},
+		{table: tableNetworks, owner: "h2", key: "net-a", version: 9, value: encodeNetwork(&nw)},
+		{table: tableBlocks, owner: "h2", key: "10.1.4.0/24", version: 10, value: encodeBlock(&bl)},
+		{table: tableAttachments, owner: "h3", key: "net-a", version: 11, value: []byte{}},
+		{table: tableEndpoints, owner: "h3", key: "ep9", version: 12, deleted: true},
+	}}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	m := sampleMessage()
+	b := encodeMessage(nil, m)
+	got, err := decodeMessage(b)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if diff := cmp.Diff(m, got, cmp.AllowUnexported(message{}, entry{})); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	for i := range got.entries {
+		if err := checkValue(&got.entries[i]); err != nil {
+			t.Errorf("entry %d (%s): %v", i, got.entries[i].key, err)
+		}
+	}
+}
+
+// TestDecodeEveryTruncation checks each prefix of a valid message is refused
+// as an error, not a panic or a partial message.
+func TestDecodeEveryTruncation(t *testing.T) {
+	b := encodeMessage(nil, sampleMessage())
+	for i := range len(b) {
+		if m, err := decodeMessage(b[:i]); err == nil {
+			t.Fatalf("prefix of %d/%d bytes decoded: %+v", i, len(b), m)
+		}
+	}
+}
+
+func TestValueRoundTrips(t *testing.T) {
+	nw := Network{ID: "n1", Name: "blue", Tenant: "acme", VNI: 1<<24 - 1, Subnet: netip.MustParsePrefix("fd00:1::/64")}
+	if got, err := decodeNetwork(encodeNetwork(&nw)); err != nil || !cmp.Equal(got, nw, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })) {
+		t.Errorf("network round trip = %+v, %v; want %+v", got, err, nw)
+	}
+	ep := testEndpoint("e1", "n1", 9)
+	ep.IP = netip.MustParseAddr("fd00:1::9")
+	if got, err := decodeEndpoint(encodeEndpoint(&ep)); err != nil || got.ID != ep.ID || got.IP != ep.IP || got.VTEP != ep.VTEP || got.MAC.String() != ep.MAC.String() {
+		t.Errorf("endpoint round trip = %+v, %v; want %+v", got, err, ep)
+	}
+	bl := Block{Prefix: netip.MustParsePrefix("10.9.0.0/26"), Network: "n1"}
+	if got, err := decodeBlock(encodeBlock(&bl)); err != nil || got != bl {
+		t.Errorf("block round trip = %+v, %v; want %+v", got, err, bl)
+	}
+}
+
+// newTestNode is a Node without memberlist, for feeding handle directly.
+func newTestNode(t *testing.T, name string) *Node {
+	t.Helper()
+	return &Node{
+		cfg:     Config{NodeName: name, VTEP: netip.MustParseAddr("192.0.2.99")},
+		log:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		store:   newStore(name, time.Now),
+		vtepFix: make(chan struct{}, 1),
+		failed:  make(map[string]failed),
+	}
+}
+
+func TestHostileMessagesDropped(t *testing.T) {
+	good := testEndpoint("ep1", "net-a", 1)
+	valid := entry{table: tableEndpoints, owner: "h2", key: "ep1", version: 5, value: encodeEndpoint(&good)}
+	enc := func(typ byte, sender string, es ...entry) []byte {
+		return encodeMessage(nil, &message{typ: typ, sender: sender, entries: es})
+	}
+	withVersion := enc(msgUpdate, "h2", valid)
+	withVersion[0] = 2
+	withType := enc(msgUpdate, "h2", valid)
+	withType[1] = 9
+	unknownTable := valid
+	unknownTable.table = 42
+	wrongKey := valid
+	wrongKey.key = "ep2"
+	badValue := valid
+	badValue.value = []byte{1, 2, 3}
+	selfOwned := valid
+	selfOwned.owner = "me"
+
+	for _, tc := range []struct {
+		name   string
+		msg    []byte
+		reason string
+	}{
+		{"empty", nil, "truncated"},
+		{"truncated", enc(msgUpdate, "h2", valid)[:20], "truncated"},
+		{"wrong version", withVersion, "wire-version"},
+		{"unknown type", withType, "message-type"},
+		{"unknown table", enc(msgUpdate, "h2", unknownTable), "unknown-table"},
+		{"key not matching value", enc(msgUpdate, "h2", wrongKey), "key-mismatch"},
+		{"malformed value", enc(msgUpdate, "h2", badValue), "bad-value"},
+		{"update for another host", enc(msgUpdate, "h3", valid), "ownership"},
+		{"update claiming to be this host", enc(msgUpdate, "me", selfOwned), "ownership"},
+		{"huge count", []byte{wireVersion, msgState, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "truncated"},
+		{"trailing bytes", append(enc(msgUpdate, "h2", valid), 0), "trailing-bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newTestNode(t, "me")
+			n.store.setAlive("h2", true)
+			n.handle(tc.msg)
+			st := n.Stats()
+			if st.Dropped[tc.reason] != 1 {
+				t.Errorf("dropped = %v, want one %q", st.Dropped, tc.reason)
+			}
+			if got := n.store.snapshot(); len(got) != 0 {
+				t.Errorf("state changed: %+v", got)
+			}
+		})
+	}
+
+	// The same entry, well-formed and from its owner, is accepted: the cases
+	// above fail for the reason named, not by accident.
+	n := newTestNode(t, "me")
+	n.store.setAlive("h2", true)
+	n.handle(enc(msgUpdate, "h2", valid))
+	if ep, ok := n.Endpoints().Get("ep1"); !ok || ep.Host != "h2" || ep.IP != good.IP {
+		t.Fatalf("valid update not applied: %+v %v, stats %+v", ep, ok, n.Stats())
+	}
+	// A full state may carry other hosts' entries.
+	n.handle(enc(msgState, "h9", entry{table: tableAttachments, owner: "h2", key: "net-a", version: 6}))
+	if hosts := n.Attachments().Hosts("net-a"); !cmp.Equal(hosts, []string{"h2"}) {
+		t.Fatalf("attachment relayed in a full state: hosts = %v, want [h2]", hosts)
+	}
+}
