@@ -109,3 +109,52 @@ func (c *Cluster) Engine(i int) *Engine {
 	}
 	return c.Engines[i]
 }
+
+// StartTenetds builds tenetd, writes a cluster key and starts tenetd on
+// every host, each joining all the others. The daemons end with the testbed.
+func (c *Cluster) StartTenetds(t testing.TB) []*Tenetd {
+	t.Helper()
+	bin, err := BuildTenetd(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := c.Dir + "/cluster.key"
+	if err := WriteClusterKey(key); err != nil {
+		t.Fatal(err)
+	}
+	var ds []*Tenetd
+	for _, h := range c.Hosts {
+		var seeds []string
+		for _, o := range c.Hosts {
+			if o != h {
+				seeds = append(seeds, o.Underlay().Addr().String())
+			}
+		}
+		d, err := StartTenetd(t.Context(), h, bin, key, seeds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+// AwaitPing waits until container from on engine e answers a ping to ip.
+func AwaitPing(t testing.TB, e *Engine, from, ip string) {
+	t.Helper()
+	Eventually(t, 15*time.Second, func() error {
+		_, err := e.Docker(t.Context(), "exec", from, "ping", "-c1", "-W1", ip)
+		return err
+	})
+}
+
+// NeverPing checks that container from cannot reach ip, for a few tries.
+func NeverPing(t testing.TB, e *Engine, from, ip string) {
+	t.Helper()
+	for range 3 {
+		if _, err := e.Docker(t.Context(), "exec", from, "ping", "-c1", "-W1", ip); err == nil {
+			t.Errorf("%s on %s reached %s", from, e.Host().Name(), ip)
+			return
+		}
+	}
+}

@@ -71,12 +71,13 @@ var hostMounts = []struct{ dir, target string }{
 	{"run-docker", "/run/docker"},         // plugin sockets: /run/docker/plugins
 	{"run-containerd", "/run/containerd"}, // shim sockets
 	{"etc-docker", "/etc/docker"},         // plugin spec files: /etc/docker/plugins
+	{"run-netns", "/run/netns"},           // the host's named namespaces (tenetd's tenants)
 }
 
 // startHolder starts the process that holds the host's namespaces and waits
 // until its mount namespace is ready.
 func startHolder(ctx context.Context, dir, netns, cgroup string) (proc, error) {
-	for _, d := range append([]string{"cgroup-hold"}, "run-docker", "run-containerd", "etc-docker") {
+	for _, d := range []string{"cgroup-hold", "run-docker", "run-containerd", "etc-docker", "run-netns"} {
 		if err := os.MkdirAll(filepath.Join(dir, "mnt", d), 0o755); err != nil {
 			return proc{}, err
 		}

@@ -1,0 +1,158 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// CreateEndpoint makes the endpoint's veth pair, programs nothing remote
+// yet, and publishes it so that every other host with the network programs
+// it. The MAC is Docker's if the user gave one, else derived from the IP
+// and returned to Docker.
+func (d *Driver) CreateEndpoint(ctx context.Context, req createEndpointRequest) (*createEndpointResponse, error) {
+	if req.EndpointID == "" {
+		return nil, errors.New("create endpoint: EndpointID is empty")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.nets[req.NetworkID]
+	if n == nil {
+		return nil, fmt.Errorf("create endpoint %.12s: network %.12s is not a tenet network on this host", req.EndpointID, req.NetworkID)
+	}
+	where := fmt.Sprintf("create endpoint %.12s in network %s", req.EndpointID, n.key())
+	if d.eps[req.EndpointID] != nil {
+		return nil, fmt.Errorf("%s: already exists", where)
+	}
+	if req.Interface == nil || req.Interface.Address == "" {
+		return nil, fmt.Errorf("%s: no IPv4 address from IPAM", where)
+	}
+	if req.Interface.AddressIPv6 != "" {
+		return nil, fmt.Errorf("%s: IPv6 is not supported yet", where)
+	}
+	ip, err := netip.ParsePrefix(req.Interface.Address)
+	if err != nil || !n.Subnet.Contains(ip.Addr()) {
+		return nil, fmt.Errorf("%s: address %q: must be an address in %s", where, req.Interface.Address, n.Subnet)
+	}
+	e := &localEP{ID: req.EndpointID, Network: n.DockerID, IP: ip}
+	resp := &createEndpointResponse{}
+	if req.Interface.MacAddress != "" {
+		e.MAC, err = net.ParseMAC(req.Interface.MacAddress)
+		if err != nil || len(e.MAC) != 6 {
+			return nil, fmt.Errorf("%s: mac %q: not a MAC address", where, req.Interface.MacAddress)
+		}
+	} else {
+		e.MAC = overlay.DeriveMAC([]netip.Addr{ip.Addr()}, e.ID)
+		resp.Interface = &endpointInterface{MacAddress: e.MAC.String()}
+	}
+	if err := d.checkAddressLocked(n, e); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	d.eps[e.ID] = e
+	if err := d.reconcileLocked(ctx); err != nil {
+		delete(d.eps, e.ID)
+		d.reconcileAndLogLocked(ctx)
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if err := d.saveLocked(); err != nil {
+		delete(d.eps, e.ID)
+		d.reconcileAndLogLocked(ctx)
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	d.publishEndpointLocked(e)
+	d.log.Info("endpoint created", "endpoint", e.ID, "network", n.key(), "ip", e.IP, "mac", e.MAC.String())
+	return resp, nil
+}
+
+// checkAddressLocked refuses an address or MAC another endpoint of the
+// network already has, here or on another host.
+func (d *Driver) checkAddressLocked(n *netDef, e *localEP) error {
+	for _, o := range d.eps {
+		if o.Network != n.DockerID {
+			continue
+		}
+		if o.IP.Addr() == e.IP.Addr() {
+			return fmt.Errorf("address %s is already used by endpoint %.12s on this host", e.IP.Addr(), o.ID)
+		}
+		if o.MAC.String() == e.MAC.String() {
+			return fmt.Errorf("mac %s is already used by endpoint %.12s on this host", e.MAC, o.ID)
+		}
+	}
+	for _, r := range d.remotes {
+		if r.ep.Network != n.key() || !r.hiddenSince.IsZero() {
+			continue
+		}
+		if r.ep.IP == e.IP.Addr() {
+			return fmt.Errorf("address %s is already used by endpoint %.12s on host %s", e.IP.Addr(), r.ep.ID, r.ep.Host)
+		}
+		if r.ep.MAC.String() == e.MAC.String() {
+			return fmt.Errorf("mac %s is already used by endpoint %.12s on host %s", e.MAC, r.ep.ID, r.ep.Host)
+		}
+	}
+	return nil
+}
+
+// Join hands Docker the container end of the endpoint's veth pair, which
+// CreateEndpoint made with the network's MTU (Docker never sets it).
+func (d *Driver) Join(ctx context.Context, req joinRequest) (*joinResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.eps[req.EndpointID]
+	if e == nil || e.Network != req.NetworkID {
+		return nil, fmt.Errorf("join endpoint %.12s: no such endpoint in network %.12s", req.EndpointID, req.NetworkID)
+	}
+	// No default gateway yet: egress from tenant networks is a later
+	// feature. DisableGatewayService stops Docker from adding a
+	// docker_gwbridge interface behind our back.
+	return &joinResponse{
+		InterfaceName:         interfaceName{SrcName: overlay.ContainerVeth(e.ID), DstPrefix: "eth"},
+		DisableGatewayService: true,
+	}, nil
+}
+
+// Leave needs no work: the veth pair goes with DeleteEndpoint.
+func (d *Driver) Leave(ctx context.Context, req endpointRequest) error {
+	return nil
+}
+
+// DeleteEndpoint removes the veth pair and withdraws the endpoint from the
+// cluster. An unknown endpoint is not an error (Docker repeats calls when it
+// rolls back).
+func (d *Driver) DeleteEndpoint(ctx context.Context, req endpointRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.eps[req.EndpointID]
+	if e == nil {
+		return nil
+	}
+	delete(d.eps, e.ID)
+	// Withdraw first: other hosts stop sending to it while we clean up.
+	d.cl.DeleteEndpoint(e.ID)
+	if err := d.reconcileLocked(ctx); err != nil {
+		d.eps[e.ID] = e
+		d.publishEndpointLocked(e)
+		return fmt.Errorf("delete endpoint %.12s: %w", e.ID, err)
+	}
+	if err := d.saveLocked(); err != nil {
+		return fmt.Errorf("delete endpoint %.12s: %w", e.ID, err)
+	}
+	d.log.Info("endpoint deleted", "endpoint", e.ID, "ip", e.IP)
+	return nil
+}
+
+// EndpointInfo describes a local endpoint for EndpointOperInfo.
+func (d *Driver) EndpointInfo(req endpointRequest) (map[string]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.eps[req.EndpointID]
+	if e == nil {
+		return nil, fmt.Errorf("endpoint info %.12s: no such endpoint", req.EndpointID)
+	}
+	n := d.nets[e.Network]
+	return map[string]string{"network": n.key(), "vni": fmt.Sprint(n.VNI), "ip": e.IP.String(),
+		"mac": e.MAC.String(), "host": d.cfg.Host, "vtep": d.cfg.VTEP.String()}, nil
+}

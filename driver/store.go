@@ -1,0 +1,89 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// netDef is a Tenet network as created on this host.
+type netDef struct {
+	DockerID string       `json:"docker_id"` // this engine's ID for it
+	Tenant   string       `json:"tenant"`
+	Name     string       `json:"name"`
+	VNI      uint32       `json:"vni"`
+	Subnet   netip.Prefix `json:"subnet"`
+	Gateway  netip.Addr   `json:"gateway,omitzero"`
+	MTU      int          `json:"mtu,omitempty"`
+	Internal bool         `json:"internal,omitempty"`
+}
+
+// key is the network's cluster-wide identity.
+func (n *netDef) key() string { return n.Tenant + "/" + n.Name }
+
+// localEP is an endpoint of a container on this host.
+type localEP struct {
+	ID      string           `json:"id"`
+	Network string           `json:"network"` // DockerID
+	IP      netip.Prefix     `json:"ip"`
+	MAC     net.HardwareAddr `json:"mac"`
+}
+
+type savedState struct {
+	Networks  []*netDef  `json:"networks"`
+	Endpoints []*localEP `json:"endpoints"`
+	Pools     []*pool    `json:"pools,omitempty"`
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "state.json") }
+
+func loadState(dir string) (savedState, error) {
+	var s savedState
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("driver: read state: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("driver: read state %s: %w", statePath(dir), err)
+	}
+	return s, nil
+}
+
+// saveState writes the state atomically (temporary file, fsync, rename).
+func saveState(dir string, s savedState) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(dir) + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	if err := os.Rename(tmp, statePath(dir)); err != nil {
+		return fmt.Errorf("driver: save state: %w", err)
+	}
+	return nil
+}

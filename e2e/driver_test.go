@@ -1,0 +1,223 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/e2e"
+)
+
+// createNetwork runs the README's command on every engine.
+func createNetwork(t *testing.T, c *e2e.Cluster, tenant, name, subnet string) string {
+	t.Helper()
+	dockerName := tenant + "-" + name
+	for _, e := range c.Engines {
+		if _, err := e.Docker(t.Context(), "network", "create", "-d", "tenet", "--ipam-driver", "tenet", "--ipam-opt", "tenant="+tenant,
+			"-o", "tenant="+tenant, "-o", "network="+name, "--subnet", subnet, dockerName); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dockerName
+}
+
+func run(t *testing.T, e *e2e.Engine, name, network, ip string) {
+	t.Helper()
+	if _, err := e.Docker(t.Context(), "run", "-d", "--name", name, "--network", network, "--ip", ip, e2e.ImageName, "sleep", "3600"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fdb lists the static entries (MAC -> VTEP) of the VXLAN devices in a
+// host's tenant namespace; entries the bridge learned are left out.
+func fdb(t *testing.T, h e2e.Host, tenant string) string {
+	t.Helper()
+	out, err := h.Run(t.Context(), "sh", "-c", "ip netns exec tenet-"+tenant+" bridge fdb show | grep 'dev vx.* dst '")
+	if err != nil && out != "" {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func mac(t *testing.T, e *e2e.Engine, container string) string {
+	t.Helper()
+	out, err := e.Docker(t.Context(), "exec", container, "cat", "/sys/class/net/eth0/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// tcp sends a line from one container to a listener in another, retrying
+// until the listener is up, and returns the last error if the line never
+// arrives.
+func tcp(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP string) error {
+	t.Helper()
+	ctx := t.Context()
+	word := fmt.Sprintf("hello-%s-%d", fromName, time.Now().UnixNano())
+	if _, err := to.Docker(ctx, "exec", "-d", toName, "sh", "-c", "nc -l -p 5000 > /tmp/got"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := from.Docker(ctx, "exec", fromName, "sh", "-c", "echo "+word+" | nc -w 2 "+toIP+" 5000")
+		if err == nil {
+			out, _ := to.Docker(ctx, "exec", toName, "cat", "/tmp/got")
+			if strings.Contains(out, word) {
+				return nil
+			}
+			err = fmt.Errorf("%s received %q, want %q", toName, out, word)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval while the listener starts
+	}
+}
+
+func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
+	c := e2e.NewCluster(t, 3)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	ips := []string{"10.1.0.10", "10.1.0.11", "10.1.0.12"}
+	for i, e := range c.Engines {
+		run(t, e, fmt.Sprint("c", i), net, ips[i])
+	}
+	for i, e := range c.Engines {
+		for j := range c.Engines {
+			if i != j {
+				e2e.AwaitPing(t, e, fmt.Sprint("c", i), ips[j])
+			}
+		}
+	}
+	// The container's interface has the network's MTU: the underlay's 1500
+	// minus 50.
+	if out, err := c.Engine(0).Docker(ctx, "exec", "c0", "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
+		t.Errorf("container mtu %q (%v), want 1450", out, err)
+	}
+	// TCP both ways across hosts.
+	if err := tcp(t, c.Engine(0), "c0", c.Engine(2), "c2", ips[2]); err != nil {
+		t.Errorf("tcp c0 -> c2: %v", err)
+	}
+	if err := tcp(t, c.Engine(2), "c2", c.Engine(0), "c0", ips[0]); err != nil {
+		t.Errorf("tcp c2 -> c0: %v", err)
+	}
+
+	// docker network connect / disconnect of a running container.
+	db := createNetwork(t, c, "acme", "db", "10.2.0.0/24")
+	run(t, c.Engine(1), "d1", db, "10.2.0.11")
+	if _, err := c.Engine(1).Docker(ctx, "network", "connect", "--ip", "10.1.0.21", net, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	e2e.AwaitPing(t, c.Engine(1), "d1", ips[2])
+	// d1's web interface has the MAC derived from 10.1.0.21.
+	const d1webMAC = "02:7e:0a:01:00:15"
+	if !strings.Contains(fdb(t, c.Hosts[0], "acme"), d1webMAC) {
+		t.Errorf("h0 has no FDB entry for d1's web interface %s", d1webMAC)
+	}
+	if _, err := c.Engine(1).Docker(ctx, "network", "disconnect", net, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	e2e.NeverPing(t, c.Engine(0), "c0", "10.1.0.21")
+	if f := fdb(t, c.Hosts[0], "acme"); strings.Contains(f, d1webMAC) {
+		t.Errorf("after disconnect, h0 still has d1's web entry:\n%s", f)
+	}
+
+	// docker rm -f withdraws the endpoint from the other hosts within 1 s.
+	c2mac := mac(t, c.Engine(2), "c2")
+	for _, h := range c.Hosts[:2] {
+		if !strings.Contains(fdb(t, h, "acme"), c2mac) {
+			t.Fatalf("%s has no FDB entry for c2 (%s) before rm", h.Name(), c2mac)
+		}
+	}
+	if _, err := c.Engine(2).Docker(ctx, "rm", "-f", "c2"); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	for _, h := range c.Hosts[:2] {
+		e2e.Eventually(t, time.Second-time.Since(removed), func() error {
+			if f := fdb(t, h, "acme"); strings.Contains(f, c2mac) {
+				return fmt.Errorf("%s still has c2's FDB entry:\n%s", h.Name(), f)
+			}
+			return nil
+		})
+	}
+	t.Logf("c2's FDB entries gone from h0 and h1 %v after docker rm -f returned", time.Since(removed).Round(time.Millisecond))
+}
+
+func TestTenantsWithTheSameSubnetReachOnlyTheirOwnContainers(t *testing.T) {
+	c := e2e.NewCluster(t, 2)
+	c.StartTenetds(t)
+	acme := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	globex := createNetwork(t, c, "globex", "web", "10.1.0.0/24")
+	run(t, c.Engine(0), "a0", acme, "10.1.0.10")
+	run(t, c.Engine(1), "a1", acme, "10.1.0.11")
+	run(t, c.Engine(0), "g0", globex, "10.1.0.10")
+	run(t, c.Engine(1), "g1", globex, "10.1.0.12")
+	e2e.AwaitPing(t, c.Engine(0), "a0", "10.1.0.11")
+	e2e.AwaitPing(t, c.Engine(1), "a1", "10.1.0.10")
+	e2e.AwaitPing(t, c.Engine(0), "g0", "10.1.0.12")
+	e2e.AwaitPing(t, c.Engine(1), "g1", "10.1.0.10")
+	if err := tcp(t, c.Engine(0), "a0", c.Engine(1), "a1", "10.1.0.11"); err != nil {
+		t.Errorf("acme tcp: %v", err)
+	}
+	// Each tenant's containers never reach the other's, by ping or TCP.
+	e2e.NeverPing(t, c.Engine(0), "a0", "10.1.0.12")
+	e2e.NeverPing(t, c.Engine(0), "g0", "10.1.0.11")
+	ctx := t.Context()
+	if _, err := c.Engine(1).Docker(ctx, "exec", "-d", "g1", "sh", "-c", "nc -l -p 6000 > /tmp/stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Engine(0).Docker(ctx, "exec", "a0", "sh", "-c", "echo secret | nc -w 2 10.1.0.12 6000"); err == nil {
+		t.Error("acme's a0 opened a TCP connection to globex's g1")
+	}
+	if out, _ := c.Engine(1).Docker(ctx, "exec", "g1", "cat", "/tmp/stolen"); strings.Contains(out, "secret") {
+		t.Error("globex's g1 received acme's data")
+	}
+}
+
+func TestKillingTenetdLosesNoPing(t *testing.T) {
+	c := e2e.NewCluster(t, 2)
+	ds := c.StartTenetds(t)
+	ctx := t.Context()
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	run(t, c.Engine(0), "c0", net, "10.1.0.10")
+	run(t, c.Engine(1), "c1", net, "10.1.0.11")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.11")
+
+	// 300 pings, 20 per second, across the kill, the other host noticing,
+	// and the restart.
+	var wg sync.WaitGroup
+	var pingOut string
+	var pingErr error
+	wg.Go(func() {
+		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "300", "-i", "0.05", "-W", "1", "10.1.0.11")
+	})
+	if err := ds[1].Daemon.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// h0 notices that h1's tenetd is gone; h1's endpoints stay programmed.
+	e2e.Eventually(t, 20*time.Second, func() error {
+		out, _ := c.Hosts[0].Run(ctx, "cat", ds[0].Daemon.LogPath())
+		if !strings.Contains(out, "host down") {
+			return fmt.Errorf("h0 has not noticed h1 is down")
+		}
+		return nil
+	})
+	if err := ds[1].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A new container on the restarted host joins and is reachable.
+	run(t, c.Engine(1), "c1b", net, "10.1.0.21")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	e2e.AwaitPing(t, c.Engine(1), "c1b", "10.1.0.10")
+	wg.Wait()
+	if pingErr != nil || !strings.Contains(pingOut, "300 packets received") {
+		t.Errorf("pings across the tenetd kill and restart: %v\n%s", pingErr, pingOut)
+	}
+}

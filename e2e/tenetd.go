@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tenet-net/tenet/gossip"
+)
+
+// Tenetd is a tenetd daemon running on a testbed host.
+type Tenetd struct {
+	Host   Host
+	Daemon Daemon
+	argv   []string
+}
+
+// BuildTenetd compiles cmd/tenetd into dir and returns the binary's path.
+func BuildTenetd(dir string) (string, error) {
+	mod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("find module root: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(mod)))
+	bin := filepath.Join(dir, "tenetd")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tenetd")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build tenetd: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+// WriteClusterKey writes a new cluster key (hex) to path.
+func WriteClusterKey(path string) error {
+	k, err := gossip.GenerateKey()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(fmt.Sprintf("%x\n", k)), 0o600)
+}
+
+// StartTenetd starts tenetd on h, joining the hosts at seeds, with its
+// state in h.Dir()/tenet, and waits for its plugin socket.
+func StartTenetd(ctx context.Context, h Host, bin, keyFile string, seeds []string) (*Tenetd, error) {
+	argv := []string{bin, "--name", h.Name(), "--vtep", h.Underlay().Addr().String(),
+		"--key-file", keyFile, "--state-dir", filepath.Join(h.Dir(), "tenet"), "--log-level", "debug"}
+	if len(seeds) > 0 {
+		argv = append(argv, "--join", strings.Join(seeds, ","))
+	}
+	t := &Tenetd{Host: h, argv: argv}
+	return t, t.Start(ctx)
+}
+
+// Start starts (again) the daemon and waits until it serves its plugin
+// socket (its log says so: a socket file left by a killed daemon proves
+// nothing).
+func (t *Tenetd) Start(ctx context.Context) error {
+	logPath := filepath.Join(t.Host.Dir(), "tenetd.log")
+	before := 0
+	if out, err := t.Host.Run(ctx, "cat", logPath); err == nil {
+		before = len(out)
+	}
+	d, err := t.Host.StartDaemon(ctx, DaemonSpec{Name: "tenetd", Argv: t.argv})
+	if err != nil {
+		return err
+	}
+	t.Daemon = d
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := t.Host.Run(ctx, "cat", logPath)
+		if len(out) > before && strings.Contains(out[before:], "serving docker plugin") {
+			return nil
+		}
+		select {
+		case <-d.Done():
+			b, _ := os.ReadFile(d.LogPath())
+			return fmt.Errorf("tenetd on %s exited: %s", t.Host.Name(), tail(string(b), 2000))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tenetd on %s: no plugin socket after 30s", t.Host.Name())
+		}
+	}
+}
