@@ -35,7 +35,9 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 			}
 			cctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 			defer cancel()
+			start := time.Now()
 			resp, err := d.bounded(cctx, path, func(c context.Context) (any, error) { return fn(c, body) })
+			d.log.Debug("plugin call", "call", path, "took", time.Since(start))
 			if err != nil {
 				d.log.Warn("plugin call failed", "call", path, "err", err)
 				writeError(w, http.StatusInternalServerError, err)

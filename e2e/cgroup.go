@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -142,8 +143,24 @@ func killCgroup(ctx context.Context, rel string) error {
 }
 
 // removeCgroups removes rel and everything below it in every hierarchy,
-// deepest first. The cgroups must hold no process. No-op if absent.
-func removeCgroups(rel string) error {
+// deepest first, and retries while the kernel still calls one busy: a killed
+// process stays in its cgroup until its parent reaps it, and orphans are
+// reaped by PID 1, which here does so only every so often. No-op if absent.
+func removeCgroups(ctx context.Context, rel string) error {
+	for {
+		err := removeCgroupsOnce(rel)
+		if err == nil || !errors.Is(err, syscall.EBUSY) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func removeCgroupsOnce(rel string) error {
 	var errs []error
 	for _, root := range cgroupRoots() {
 		top := filepath.Join(root, rel)

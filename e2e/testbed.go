@@ -303,7 +303,7 @@ func Teardown(ctx context.Context, base, run string, logf func(string, ...any)) 
 	if err := killCgroup(ctx, cg); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeCgroups(cg); err != nil {
+	if err := removeCgroups(ctx, cg); err != nil {
 		errs = append(errs, err)
 	}
 	names := map[string]bool{}

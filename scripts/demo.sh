@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Tenet's multi-host demo on this one machine. For now (foundation): three
-# simulated hosts, each with its own real Docker engine running a container,
-# joined by an underlay network. Everything is removed at the end.
+# Tenet's multi-host demo on this one machine: three simulated hosts, each
+# with its own real Docker engine and tenetd; two tenants whose networks use
+# the same subnet; containers across the hosts reach their own tenant's
+# containers and never the other's. Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -15,30 +16,45 @@ cleanup() {
   "$tb" down
   rm -rf "$bin"
 }
-trap cleanup EXIT
 
 if "$tb" ls | grep -q ' up '; then
   echo "a testbed is already up (scripts/testbed.sh ls); bring it down first: scripts/testbed.sh down" >&2
-  trap - EXIT
   rm -rf "$bin"
   exit 1
 fi
+trap cleanup EXIT
 
-echo "== bringing up 3 hosts"
-"$tb" up 3
+echo "== bringing up 3 hosts, each with a Docker engine and tenetd"
+"$tb" up 3 --tenet
 
+echo
+echo "== on every host: two tenants, both with 10.1.0.0/24"
 for h in h0 h1 h2; do
-  echo
-  echo "== $h: start a container on its own engine"
-  "$tb" docker "$h" run -d --name "demo-$h" --hostname "demo-$h" --network none tenet-test:latest sleep 3600 >/dev/null
-  "$tb" docker "$h" ps --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}'
-  "$tb" docker "$h" exec "demo-$h" sh -c 'echo "inside $(hostname): $(ip -o link show lo | cut -d" " -f2-3)"'
+  for tenant in acme globex; do
+    "$tb" docker "$h" network create -d tenet --ipam-driver tenet --ipam-opt tenant=$tenant \
+      -o tenant=$tenant -o network=web --subnet 10.1.0.0/24 $tenant-web >/dev/null
+  done
+  echo "$h: $("$tb" docker "$h" network ls --filter driver=tenet --format '{{.Name}}' | tr '\n' ' ')"
 done
 
 echo
-echo "== the hosts reach each other over the underlay (198.51.100.0/24)"
-for pair in "h0 198.51.100.11" "h1 198.51.100.12" "h2 198.51.100.10"; do
-  set -- $pair
-  printf '%s -> %s: ' "$1" "$2"
-  "$tb" exec "$1" ping -c1 -W2 "$2" | grep -o 'time=[0-9.]* ms'
-done
+echo "== containers: acme on h0/h1/h2 at .10/.11/.12, globex on h0/h1 at .10/.20"
+"$tb" docker h0 run -d --name acme-a --network acme-web --ip 10.1.0.10 tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h1 run -d --name acme-b --network acme-web --ip 10.1.0.11 tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h2 run -d --name acme-c --network acme-web --ip 10.1.0.12 tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h0 run -d --name globex-a --network globex-web --ip 10.1.0.10 tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h1 run -d --name globex-b --network globex-web --ip 10.1.0.20 tenet-test:latest sleep 3600 >/dev/null
+
+try() { # host container target
+  if "$tb" docker "$1" exec "$2" ping -c1 -W1 "$3" >/dev/null 2>&1; then echo reaches; else echo blocked; fi
+}
+echo
+echo "== who reaches whom (ping across hosts)"
+printf '%-22s %-26s %s\n' FROM TO RESULT
+printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-b 10.1.0.11 (h1)" "$(try h0 acme-a 10.1.0.11)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-c 10.1.0.12 (h2)" "$(try h0 acme-a 10.1.0.12)"
+printf '%-22s %-26s %s\n' "acme-c (h2)" "acme-b 10.1.0.11 (h1)" "$(try h2 acme-c 10.1.0.11)"
+printf '%-22s %-26s %s\n' "globex-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 globex-a 10.1.0.20)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 acme-a 10.1.0.20)"
+printf '%-22s %-26s %s\n' "globex-a (h0)" "acme-b 10.1.0.11 (h1)" "$(try h0 globex-a 10.1.0.11)"
+echo "(acme-a and globex-a both have 10.1.0.10 on h0: the same subnet, two tenants, no clash)"

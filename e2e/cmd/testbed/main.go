@@ -2,7 +2,7 @@
 // from a shell (scripts/testbed.sh wraps it). Everything stays inside network
 // namespaces it creates; see package e2e.
 //
-//	testbed up N              N hosts, each with dockerd and the test image
+//	testbed up N [--tenet]    N hosts, each with dockerd and the test image (and tenetd)
 //	testbed ls                runs on this machine
 //	testbed exec HOST CMD...  run CMD on HOST of the testbed that is up
 //	testbed docker HOST ARGS  the docker CLI against HOST's engine
@@ -26,7 +26,8 @@ import (
 )
 
 const usage = `usage: testbed [--dir DIR] COMMAND
-  up N              bring up N hosts (1-%d), each with a Docker engine and the test image
+  up N [--tenet]    bring up N hosts (1-%d), each with a Docker engine and the test image,
+                    and with --tenet a tenetd on each, in one encrypted gossip ring
   ls                list testbed runs on this machine
   exec HOST CMD...  run CMD on HOST (h0, h1, ...) of the testbed that is up
   docker HOST ARGS  run the docker CLI against HOST's engine
@@ -57,14 +58,15 @@ func run(ctx context.Context, dir string, args []string) (int, error) {
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "up":
-		if len(rest) != 1 {
-			return 2, errors.New("up takes the number of hosts, e.g. up 3")
+		tenet := len(rest) == 2 && rest[1] == "--tenet"
+		if len(rest) != 1 && !tenet {
+			return 2, errors.New("up takes the number of hosts and optionally --tenet, e.g. up 3 --tenet")
 		}
 		n, err := strconv.Atoi(rest[0])
 		if err != nil {
 			return 2, fmt.Errorf("up %q: not a number of hosts", rest[0])
 		}
-		return up(ctx, dir, n)
+		return up(ctx, dir, n, tenet)
 	case "ls":
 		return ls(dir)
 	case "exec", "docker":
@@ -101,12 +103,19 @@ func exitCode(err error) int {
 	return 0
 }
 
-func up(ctx context.Context, dir string, n int) (int, error) {
+func up(ctx context.Context, dir string, n int, tenet bool) (int, error) {
 	fmt.Printf("bringing up %d host(s):\n", n)
 	start := time.Now()
 	tb, err := e2e.Up(ctx, e2e.Options{Hosts: n, Engines: true, Persistent: true, BaseDir: dir, Logf: logf})
 	if err != nil {
 		return 1, err
+	}
+	if tenet {
+		if err := startTenet(ctx, tb); err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return 1, errors.Join(err, tb.Down(cctx))
+		}
 	}
 	fmt.Printf("run %s is up in %.1fs:\n", tb.Run, time.Since(start).Seconds())
 	fmt.Printf("  %-4s %-22s %-18s %s\n", "HOST", "NETNS", "UNDERLAY", "DOCKER SOCKET")
@@ -116,6 +125,34 @@ func up(ctx context.Context, dir string, n int) (int, error) {
 	fmt.Println("try: scripts/testbed.sh docker h0 run --rm --network none " + e2e.ImageName + " ip addr")
 	fmt.Println("then: scripts/testbed.sh down")
 	return 0, nil
+}
+
+// startTenet builds tenetd, writes a new cluster key and starts tenetd on
+// every host, each joining all the others.
+func startTenet(ctx context.Context, tb *e2e.Testbed) error {
+	bin, err := e2e.BuildTenetd(tb.Dir)
+	if err != nil {
+		return err
+	}
+	key := tb.Dir + "/cluster.key"
+	if err := e2e.WriteClusterKey(key); err != nil {
+		return err
+	}
+	logf("cluster key %s (AES-256-GCM, new for this run)", key)
+	for _, h := range tb.Hosts {
+		var seeds []string
+		for _, o := range tb.Hosts {
+			if o != h {
+				seeds = append(seeds, o.Underlay().Addr().String())
+			}
+		}
+		d, err := e2e.StartTenetd(ctx, h, bin, key, seeds)
+		if err != nil {
+			return err
+		}
+		logf("host %s: tenetd pid %d, plugin /run/docker/plugins/tenet.sock, log %s", h.Name(), d.Daemon.PID(), d.Daemon.LogPath())
+	}
+	return nil
 }
 
 func ls(dir string) (int, error) {
