@@ -25,12 +25,15 @@ type Config struct {
 	// must not cut traffic to containers that are still running; stale
 	// entries for a host that is really gone only point at nothing.
 	HiddenGrace time.Duration
-	Logger      *slog.Logger
+	// GCInterval is how often endpoints whose container is gone without a
+	// word from Docker are looked for.
+	GCInterval time.Duration
+	Logger     *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.
 func DefaultConfig() Config {
-	return Config{RequestTimeout: 10 * time.Second, HiddenGrace: 2 * time.Minute, Logger: slog.New(slog.DiscardHandler)}
+	return Config{RequestTimeout: 10 * time.Second, HiddenGrace: 2 * time.Minute, GCInterval: 30 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 }
 
 // Validate names the first field that is wrong.
@@ -46,6 +49,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("driver: RequestTimeout %v: must be positive", c.RequestTimeout)
 	case c.HiddenGrace < 0:
 		return fmt.Errorf("driver: HiddenGrace %v: must not be negative", c.HiddenGrace)
+	case c.GCInterval <= 0:
+		return fmt.Errorf("driver: GCInterval %v: must be positive", c.GCInterval)
 	case c.Logger == nil:
 		return errors.New("driver: Logger: must be set")
 	}

@@ -87,6 +87,8 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	gc := time.NewTicker(d.cfg.GCInterval)
+	defer gc.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -117,6 +119,8 @@ func (d *Driver) Run(ctx context.Context) error {
 				d.reconcileAndLogLocked(ctx)
 			}
 			d.mu.Unlock()
+		case <-gc.C:
+			d.collectGarbage(ctx)
 		case <-tick.C:
 			d.mu.Lock()
 			if d.expireHiddenLocked(time.Now()) {

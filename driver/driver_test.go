@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -264,5 +265,32 @@ func TestStateSurvivesARestart(t *testing.T) {
 			t.Fatal("restarted driver never reconciled")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestEndpointsOfVanishedSandboxesAreCollected(t *testing.T) {
+	d, rec, cl, post := serve(t)
+	post("/NetworkDriver.CreateNetwork", createWeb)
+	sandbox := filepath.Join(t.TempDir(), "netns-abc")
+	if err := os.WriteFile(sandbox, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	post("/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"10.1.0.5/24"}}`)
+	if status, body := post("/NetworkDriver.Join", `{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"`+sandbox+`"}`); status != 200 {
+		t.Fatalf("join: %s", body)
+	}
+	d.collectGarbage(t.Context())
+	if s, _ := rec.Last(); len(s.Endpoints) != 1 {
+		t.Fatal("an endpoint whose sandbox exists was collected")
+	}
+	if err := os.Remove(sandbox); err != nil {
+		t.Fatal(err)
+	}
+	d.collectGarbage(t.Context())
+	if s, _ := rec.Last(); len(s.Endpoints) != 0 {
+		t.Errorf("endpoint of a vanished sandbox still programmed: %+v", s.Endpoints)
+	}
+	if _, ok := cl.eps["e1"]; ok {
+		t.Error("endpoint of a vanished sandbox still published")
 	}
 }

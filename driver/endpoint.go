@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -105,6 +107,12 @@ func (d *Driver) Join(ctx context.Context, req joinRequest) (*joinResponse, erro
 	if e == nil || e.Network != req.NetworkID {
 		return nil, fmt.Errorf("join endpoint %.12s: no such endpoint in network %.12s", req.EndpointID, req.NetworkID)
 	}
+	if req.SandboxKey != "" && e.Sandbox != req.SandboxKey {
+		e.Sandbox = req.SandboxKey
+		if err := d.saveLocked(); err != nil {
+			return nil, fmt.Errorf("join endpoint %.12s: %w", e.ID, err)
+		}
+	}
 	// No default gateway yet: egress from tenant networks is a later
 	// feature. DisableGatewayService stops Docker from adding a
 	// docker_gwbridge interface behind our back.
@@ -142,6 +150,36 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, req endpointRequest) error 
 	}
 	d.log.Info("endpoint deleted", "endpoint", e.ID, "ip", e.IP)
 	return nil
+}
+
+// collectGarbage deletes endpoints whose container sandbox no longer
+// exists: after a restart Docker may drop endpoints without calling Leave
+// or DeleteEndpoint (it does not load a lazily activated plugin for its
+// clean-up), which would leave their veths and other hosts' entries.
+func (d *Driver) collectGarbage(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var gone []*localEP
+	for _, e := range d.eps {
+		if e.Sandbox == "" {
+			continue
+		}
+		if _, err := os.Stat(e.Sandbox); errors.Is(err, fs.ErrNotExist) {
+			gone = append(gone, e)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	for _, e := range gone {
+		delete(d.eps, e.ID)
+		d.cl.DeleteEndpoint(e.ID)
+		d.log.Warn("endpoint's sandbox is gone; removing it", "endpoint", e.ID, "ip", e.IP, "sandbox", e.Sandbox)
+	}
+	d.reconcileAndLogLocked(ctx)
+	if err := d.saveLocked(); err != nil {
+		d.log.Error("save state after garbage collection", "err", err)
+	}
 }
 
 // EndpointInfo describes a local endpoint for EndpointOperInfo.

@@ -32,6 +32,9 @@ type localEP struct {
 	Network string           `json:"network"` // DockerID
 	IP      netip.Prefix     `json:"ip"`
 	MAC     net.HardwareAddr `json:"mac"`
+	// Sandbox is the container's network namespace path Docker gave in
+	// Join; once it is gone, so is the container.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 type savedState struct {
