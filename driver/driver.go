@@ -221,6 +221,9 @@ func (d *Driver) desiredLocked() overlay.State {
 	for _, n := range sortedNets(d.nets) {
 		byKey[n.key()] = n
 		on := overlay.Network{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, MTU: n.MTU}
+		if n.egress() {
+			on.Gateway, on.Egress = netip.PrefixFrom(n.Gateway, n.Subnet.Bits()), true
+		}
 		for h := range d.attached[n.key()] {
 			if v, ok := vteps[h]; ok && h != d.cfg.Host && v.IsValid() && v != d.cfg.VTEP {
 				on.Peers = append(on.Peers, v)

@@ -113,13 +113,17 @@ func (d *Driver) Join(ctx context.Context, req joinRequest) (*joinResponse, erro
 			return nil, fmt.Errorf("join endpoint %.12s: %w", e.ID, err)
 		}
 	}
-	// No default gateway yet: egress from tenant networks is a later
-	// feature. DisableGatewayService stops Docker from adding a
-	// docker_gwbridge interface behind our back.
-	return &joinResponse{
+	// The gateway is the tenant router on this host, which NATs out
+	// through the host; --internal networks get none. Either way Docker
+	// must not add a docker_gwbridge interface behind our back.
+	resp := &joinResponse{
 		InterfaceName:         interfaceName{SrcName: overlay.ContainerVeth(e.ID), DstPrefix: "eth"},
 		DisableGatewayService: true,
-	}, nil
+	}
+	if n := d.nets[e.Network]; n.egress() {
+		resp.Gateway = n.Gateway.String()
+	}
+	return resp, nil
 }
 
 // Leave needs no work: the veth pair goes with DeleteEndpoint.

@@ -23,6 +23,10 @@ type netDef struct {
 	Internal bool         `json:"internal,omitempty"`
 }
 
+// egress says whether the network's containers may leave it through the
+// host: it has a gateway and is not --internal.
+func (n *netDef) egress() bool { return !n.Internal && n.Gateway.IsValid() }
+
 // key is the network's cluster-wide identity.
 func (n *netDef) key() string { return n.Tenant + "/" + n.Name }
 

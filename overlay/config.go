@@ -22,6 +22,10 @@ type Config struct {
 	// sockets and container veth ends live. Empty: the namespace the
 	// process was in when New ran.
 	HostNetns string
+	// UplinkNet holds the /30 links between each tenant's namespace and the
+	// host namespace that carry egress traffic; it must not be used on the
+	// host otherwise.
+	UplinkNet netip.Prefix
 	Logger    *slog.Logger
 }
 
@@ -30,7 +34,8 @@ const DefaultPort = 4789
 
 // DefaultConfig returns a Config with the defaults; VTEP must still be set.
 func DefaultConfig() Config {
-	return Config{Port: DefaultPort, NetnsPrefix: "tenet-", Logger: slog.New(slog.DiscardHandler)}
+	return Config{Port: DefaultPort, NetnsPrefix: "tenet-", UplinkNet: netip.MustParsePrefix("169.254.0.0/16"),
+		Logger: slog.New(slog.DiscardHandler)}
 }
 
 var netnsPrefixPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -45,6 +50,9 @@ func (c Config) Validate() error {
 	}
 	if !netnsPrefixPattern.MatchString(c.NetnsPrefix) {
 		return fmt.Errorf("overlay: NetnsPrefix %q: must be 1-64 of letters, digits, '_', '.', '-'", c.NetnsPrefix)
+	}
+	if !c.UplinkNet.Addr().Is4() || c.UplinkNet.Bits() > 24 || c.UplinkNet != c.UplinkNet.Masked() {
+		return fmt.Errorf("overlay: UplinkNet %v: must be an IPv4 network of /24 or larger", c.UplinkNet)
 	}
 	if c.Logger == nil {
 		return errors.New("overlay: Logger: must be set")

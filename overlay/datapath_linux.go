@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -82,8 +84,21 @@ func (d *Datapath) Reconcile(ctx context.Context, s State) error {
 	if err != nil {
 		return err
 	}
-	ops := Plan(Desire(s, d.cfg.VTEP, d.cfg.Port, mtu), observed)
-	return d.applyLocked(ctx, ops)
+	desired, err := d.desireLocked(s, mtu, observed)
+	if err != nil {
+		return err
+	}
+	return d.applyLocked(ctx, Plan(desired, observed))
+}
+
+func (d *Datapath) desireLocked(s State, mtu int, observed Snapshot) (Snapshot, error) {
+	uplinks, ok := AssignUplinks(s, observed, d.cfg.UplinkNet)
+	if !ok {
+		return Snapshot{}, fmt.Errorf("overlay: uplink net %s is full: no /30 left for another tenant's egress", d.cfg.UplinkNet)
+	}
+	desired := Desire(s, d.cfg.VTEP, d.cfg.Port, mtu)
+	DesireEgress(&desired, s, uplinks, d.cfg.UplinkNet)
+	return desired, nil
 }
 
 // Observe reads Tenet's objects from the kernel.
@@ -115,7 +130,11 @@ func (d *Datapath) Desired(s State) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Desire(s, d.cfg.VTEP, d.cfg.Port, mtu), nil
+	observed, err := d.observeLocked()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return d.desireLocked(s, mtu, observed)
 }
 
 func (d *Datapath) netnsName(tenant string) string { return d.cfg.NetnsPrefix + tenant }
@@ -204,6 +223,8 @@ func (a *applier) apply(op Op) error {
 		return nil
 	case OpHostDel:
 		return a.linkDel(d.host, op.Link, "host")
+	case OpHostRules:
+		return a.hostRules(op.Rules)
 	}
 	t, err := d.tenantLocked(op.Tenant)
 	if err != nil {
@@ -214,6 +235,10 @@ func (a *applier) apply(op Op) error {
 		return a.linkAdd(op.Tenant, t, op.Link)
 	case OpLinkSet:
 		return a.linkSet(t, op.Link)
+	case OpUplinkSet:
+		return wrap(a.uplinkSet(t, op.Uplink), "set up egress of tenant %s", op.Tenant)
+	case OpUplinkDel:
+		return wrap(a.uplinkDel(t), "remove egress of tenant %s", op.Tenant)
 	case OpLinkDel:
 		delete(a.index, op.Tenant+"/"+op.Link.Name)
 		return a.linkDel(t, op.Link, "tenant "+op.Tenant)
@@ -283,6 +308,11 @@ func (a *applier) netnsAdd(tenant string) error {
 		{"net/ipv6/conf/default/addr_gen_mode", "1"},
 		{"net/ipv6/conf/default/autoconf", "0"},
 		{"net/ipv6/conf/default/accept_ra", "0"},
+		// Bridged frames are not the router's business (if br_netfilter
+		// is loaded; absent keys are skipped).
+		{"net/bridge/bridge-nf-call-iptables", "0"},
+		{"net/bridge/bridge-nf-call-ip6tables", "0"},
+		{"net/bridge/bridge-nf-call-arptables", "0"},
 	} {
 		if err := writeSysctl(t.ns, kv[0], kv[1]); err != nil {
 			return fmt.Errorf("set %s=%s in namespace of tenant %s: %w", kv[0], kv[1], tenant, err)
@@ -377,7 +407,120 @@ func (a *applier) linkSet(t *nsNet, l Link) error {
 			return fmt.Errorf("set %s up: %w", l.Name, err)
 		}
 	}
+	if l.Kind == "bridge" {
+		if err := setOnlyAddr(t, link, l.Addr); err != nil {
+			return fmt.Errorf("set %s address %v: %w", l.Name, l.Addr, err)
+		}
+	}
 	return nil
+}
+
+// setOnlyAddr makes want (if valid) the link's only IPv4 address.
+func setOnlyAddr(n *nsNet, link netlink.Link, want netip.Prefix) error {
+	addrs, err := n.h.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, a := range addrs {
+		p, ok := prefixFrom(a.IPNet)
+		if ok && p == want {
+			found = true
+			continue
+		}
+		if err := n.h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return err
+		}
+	}
+	if want.IsValid() && !found {
+		return n.h.AddrReplace(link, &netlink.Addr{IPNet: &net.IPNet{IP: want.Addr().AsSlice(), Mask: net.CIDRMask(want.Bits(), 32)}})
+	}
+	return nil
+}
+
+func prefixFrom(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netipFrom(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}
+
+// uplinkSet makes the tenant's uplink as u says: the veth pair (made in
+// the tenant namespace, host end placed in the host namespace), their
+// addresses, the default route, forwarding, and the rules.
+func (a *applier) uplinkSet(t *nsNet, u *Uplink) error {
+	host := a.d.host
+	hostEnd, tenantEnd := uplinkAddrs(a.d.cfg.UplinkNet, u.Index)
+	up, err := t.h.LinkByName(uplinkName)
+	if err != nil {
+		err = t.h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: uplinkName, MTU: UplinkMTU},
+			PeerName: u.HostLink, PeerMTU: UplinkMTU, PeerNamespace: netlink.NsFd(host.ns)})
+		if err != nil {
+			return fmt.Errorf("create uplink %s/%s: %w", uplinkName, u.HostLink, err)
+		}
+		a.undo = append(a.undo, func() { _ = delByName(t, uplinkName) })
+		if up, err = t.h.LinkByName(uplinkName); err != nil {
+			return err
+		}
+	}
+	hl, err := host.h.LinkByName(u.HostLink)
+	if err != nil {
+		return fmt.Errorf("host end %s: %w", u.HostLink, err)
+	}
+	if err := setOnlyAddr(host, hl, hostEnd); err != nil {
+		return fmt.Errorf("address %s on %s: %w", hostEnd, u.HostLink, err)
+	}
+	if err := setOnlyAddr(t, up, tenantEnd); err != nil {
+		return fmt.Errorf("address %s on %s: %w", tenantEnd, uplinkName, err)
+	}
+	for _, x := range []struct {
+		n *nsNet
+		l netlink.Link
+	}{{host, hl}, {t, up}} {
+		if err := x.n.h.LinkSetUp(x.l); err != nil {
+			return fmt.Errorf("set %s up: %w", x.l.Attrs().Name, err)
+		}
+	}
+	if err := t.h.RouteReplace(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: hostEnd.Addr().AsSlice()}); err != nil {
+		return fmt.Errorf("default route via %s: %w", hostEnd.Addr(), err)
+	}
+	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	var bridges []string
+	if u.Bridges != "" {
+		bridges = strings.Split(u.Bridges, ",")
+	}
+	return replaceRules(t.ns, tenantRules(bridges))
+}
+
+func (a *applier) uplinkDel(t *nsNet) error {
+	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "0"); err != nil {
+		return err
+	}
+	if err := replaceRules(t.ns, nil); err != nil {
+		return err
+	}
+	return delByName(t, uplinkName)
+}
+
+// hostRules puts the host's egress rules (and forwarding) in place, or
+// removes the rules when digest is "". Forwarding is left on: the host may
+// need it for others (Docker turns it on too).
+func (a *applier) hostRules(digest string) error {
+	host := a.d.host
+	if digest == "" {
+		return wrap(replaceRules(host.ns, nil), "remove host egress rules")
+	}
+	if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
+		return fmt.Errorf("host forwarding: %w", err)
+	}
+	return wrap(replaceRules(host.ns, hostRules(a.d.cfg.UplinkNet)), "set host egress rules")
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -705,5 +706,115 @@ func TestKernelErrorNamesTheNetworkAndLeavesNothing(t *testing.T) {
 	err = h.dp.Reconcile(t.Context(), overlay.State{Networks: []overlay.Network{{Tenant: "Acme!", Name: "web", VNI: 1}}})
 	if !errors.Is(err, overlay.ErrInvalid) {
 		t.Errorf("bad tenant: %v, want ErrInvalid", err)
+	}
+}
+
+func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
+	hs := newHosts(t, 2)
+	ctx := t.Context()
+	gw := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+	w0, w1 := ep("w0", 4097, "10.1.0.10"), ep("w1", 4097, "10.1.0.11")
+	d1 := ep("d1", 4099, "10.2.0.11")
+	i0 := ep("i0", 4100, "10.3.0.10")
+	c := &cluster{hosts: hs, networks: []overlay.Network{
+		{Tenant: "acme", Name: "web", VNI: 4097, Gateway: gw("10.1.0.1/24"), Egress: true},
+		{Tenant: "acme", Name: "db", VNI: 4099, Gateway: gw("10.2.0.1/24"), Egress: true},
+		{Tenant: "acme", Name: "internal", VNI: 4100, Gateway: gw("10.3.0.1/24")},
+		{Tenant: "globex", Name: "web", VNI: 5001, Gateway: gw("10.1.0.1/24"), Egress: true},
+	}, eps: map[*host][]overlay.Endpoint{hs[0]: {w0, i0, ep("g0", 5001, "10.1.0.50")}, hs[1]: {w1, d1}}}
+	c.reconcile(t)
+	withRoute := func(h *host, e overlay.Endpoint, gateway string) *container {
+		ct := attach(t, h, e, 24)
+		if _, err := ct.in(ctx, "ip", "route", "add", "default", "via", gateway); err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	cw0, cw1 := withRoute(hs[0], w0, "10.1.0.1"), withRoute(hs[1], w1, "10.1.0.1")
+	cd1, ci0 := withRoute(hs[1], d1, "10.2.0.1"), withRoute(hs[0], i0, "10.3.0.1")
+	cg0 := withRoute(hs[0], c.eps[hs[0]][2], "10.1.0.1")
+
+	// Reconcile is still idempotent with egress, and the kernel matches.
+	for _, h := range hs {
+		want, err := h.dp.Desired(c.state(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := h.dp.Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Fatalf("%s kernel:\n%s\nwant:\n%s", h.name, got, want)
+		}
+		if ops := overlay.Plan(want, got); len(ops) != 0 {
+			t.Errorf("%s: second plan not empty: %v", h.name, ops)
+		}
+	}
+	// Egress: the web containers reach their own host's and the other
+	// host's underlay address, through the gateway on their own host.
+	for _, p := range []struct {
+		c  *container
+		to netip.Addr
+	}{{cw0, hs[0].vtep}, {cw0, hs[1].vtep}, {cw1, hs[0].vtep}, {cd1, hs[0].vtep}, {cg0, hs[1].vtep}} {
+		if err := p.c.ping(ctx, p.to); err != nil {
+			t.Errorf("egress from %s to %s: %v", p.c.ip, p.to, err)
+		}
+	}
+	// If br_netfilter is loaded (Docker loads it) and bridged frames are
+	// sent through the router's rules after all, they still pass.
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		for _, h := range hs {
+			if out, err := exec.Command("ip", "netns", "exec", h.netns+"-acme", "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1").CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		if err := cw0.ping(ctx, cw1.ip); err != nil {
+			t.Errorf("bridged traffic through br_netfilter: %v", err)
+		}
+	} else {
+		t.Log("br_netfilter not loaded: bridged frames never meet the router's rules here")
+	}
+	// Each reaches its own network's gateway on its host's router.
+	if err := cw0.ping(ctx, netip.MustParseAddr("10.1.0.1")); err != nil {
+		t.Errorf("w0 to its gateway: %v", err)
+	}
+	// The internal network's container reaches nothing outside.
+	if err := ci0.ping(ctx, hs[0].vtep); err == nil {
+		t.Error("a container of an internal network reached the underlay")
+	}
+	// With routing on in the tenant's router, web still never reaches db,
+	// nor the internal network, nor another tenant, nor another tenant's
+	// uplink: the router forwards only out to the host.
+	capD1 := startCapture(t, cd1.ns, "eth0", "icmp")
+	capI0 := startCapture(t, ci0.ns, "eth0", "icmp")
+	for _, to := range []netip.Addr{cd1.ip, ci0.ip, netip.MustParseAddr("10.2.0.1"), netip.MustParseAddr("169.254.0.6")} {
+		if err := cw1.ping(ctx, to); err == nil {
+			t.Errorf("web's w1 reached %s", to)
+		}
+	}
+	if err := cw0.ping(ctx, ci0.ip); err == nil {
+		t.Errorf("web's w0 reached the internal network's i0")
+	}
+	if pkts := capD1.stop(); len(pkts) > 0 {
+		t.Errorf("db's d1 received packets from web:\n%s", strings.Join(pkts, "\n"))
+	}
+	if pkts := capI0.stop(); len(pkts) > 0 {
+		t.Errorf("internal i0 received packets from web:\n%s", strings.Join(pkts, "\n"))
+	}
+	// Turning egress off removes the uplink and the rules.
+	for i := range c.networks {
+		c.networks[i].Egress = false
+	}
+	c.reconcile(t)
+	if err := cw0.ping(ctx, hs[0].vtep); err == nil {
+		t.Error("egress still works after it was turned off")
+	}
+	snap, err := hs[0].dp.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := snap.String(); strings.Contains(s, "uplink ") || strings.Contains(s, "host: rules") || strings.Contains(s, " addr ") || strings.Contains(s, "tnu") {
+		t.Errorf("egress objects left after turning it off:\n%s", s)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -124,6 +125,20 @@ func writeSysctl(ns netns.NsHandle, key, value string) error {
 		}
 		return err
 	})
+}
+
+// readSysctl reads /proc/sys/<key> inside ns; "" if the key does not exist.
+func readSysctl(ns netns.NsHandle, key string) (string, error) {
+	var v string
+	err := nsDo(ns, func() error {
+		b, err := os.ReadFile(filepath.Join("/proc/sys", key))
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		v = strings.TrimSpace(string(b))
+		return err
+	})
+	return v, err
 }
 
 // dump retries a netlink dump that the kernel interrupted because the table

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ var (
 	vxlanPattern  = regexp.MustCompile(`^vx[0-9]{1,8}$`)
 	tvPattern     = regexp.MustCompile(`^tv[0-9a-f]{12}$`)
 	tcPattern     = regexp.MustCompile(`^tc[0-9a-f]{12}$`)
+	tnuPattern    = regexp.MustCompile(`^tnu[0-9a-f]{12}$`)
 )
 
 // observeLocked reads every Tenet object: tenant namespaces (by name prefix),
@@ -31,9 +33,18 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 	}
 	for _, l := range hostLinks {
 		name := l.Attrs().Name
-		if tcPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") {
+		if tcPattern.MatchString(name) || tnuPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") {
 			snap.HostLinks[name] = Link{Name: name, Kind: l.Type(), MTU: l.Attrs().MTU, Up: l.Attrs().Flags&net.FlagUp != 0}
 		}
+	}
+	rules, err := observeRules(d.host.ns)
+	if err != nil {
+		return snap, fmt.Errorf("overlay: list host rules: %w", err)
+	}
+	if fwd, err := readSysctl(d.host.ns, "net/ipv4/ip_forward"); err != nil {
+		return snap, err
+	} else if rules != "" && fwd == "1" {
+		snap.HostRules = rules
 	}
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !os.IsNotExist(err) {
@@ -51,6 +62,9 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 		o, err := observeTenant(t)
 		if err != nil {
 			return snap, fmt.Errorf("overlay: observe namespace %s: %w", e.Name(), err)
+		}
+		if o.Uplink, err = d.observeUplink(tenant, t, snap.HostLinks); err != nil {
+			return snap, fmt.Errorf("overlay: observe egress of %s: %w", e.Name(), err)
 		}
 		snap.Tenants[tenant] = o
 	}
@@ -77,6 +91,15 @@ func observeTenant(t *nsNet) (*TenantObjects, error) {
 			continue
 		}
 		link := Link{Name: a.Name, Kind: kind, MTU: a.MTU, Master: names[a.MasterIndex], Up: a.Flags&net.FlagUp != 0}
+		if kind == "bridge" {
+			addrs, err := t.h.AddrList(l, netlink.FAMILY_V4)
+			if err != nil {
+				return nil, err
+			}
+			if len(addrs) > 0 {
+				link.Addr, _ = prefixFrom(addrs[0].IPNet)
+			}
+		}
 		if vx, ok := l.(*netlink.Vxlan); ok {
 			link.VNI, link.Port = uint32(vx.VxlanId), uint16(vx.Port)
 			link.Local, _ = netipFrom(vx.SrcAddr)
@@ -88,6 +111,59 @@ func observeTenant(t *nsNet) (*TenantObjects, error) {
 		o.Links[a.Name] = link
 	}
 	return o, nil
+}
+
+// observeUplink reads a tenant's egress: nil if it has neither an uplink
+// nor rules.
+func (d *Datapath) observeUplink(tenant string, t *nsNet, hostLinks map[string]Link) (*Uplink, error) {
+	rules, err := observeRules(t.ns)
+	if err != nil {
+		return nil, err
+	}
+	up, err := t.h.LinkByName(uplinkName)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		if rules == "" {
+			return nil, nil
+		}
+		return &Uplink{Rules: rules}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	u := &Uplink{Rules: rules}
+	if _, ok := hostLinks[hostUplinkName(tenant)]; ok {
+		u.HostLink = hostUplinkName(tenant)
+	}
+	addrs, err := t.h.AddrList(up, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var hostEnd netip.Addr
+	for _, a := range addrs {
+		if p, ok := prefixFrom(a.IPNet); ok {
+			if i, ok := uplinkIndex(d.cfg.UplinkNet, p); ok {
+				u.Index = i
+				h, _ := uplinkAddrs(d.cfg.UplinkNet, i)
+				hostEnd = h.Addr()
+			}
+		}
+	}
+	fwd, err := readSysctl(t.ns, "net/ipv4/ip_forward")
+	if err != nil {
+		return nil, err
+	}
+	routes, err := t.h.RouteList(up, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		gw, _ := netipFrom(r.Gw)
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && gw == hostEnd && hostEnd.IsValid() && fwd == "1" {
+			u.Ready = true
+		}
+	}
+	return u, nil
 }
 
 func observeEntries(t *nsNet, index int, dev string, o *TenantObjects) error {

@@ -11,16 +11,19 @@ import (
 type OpKind int
 
 const (
-	OpNetnsAdd OpKind = iota // create the tenant's namespace
-	OpHostDel                // delete a stray link in the host namespace
-	OpNeighDel               // delete a neighbour entry
-	OpFDBDel                 // delete an FDB entry
-	OpLinkDel                // delete a link in the tenant namespace
-	OpLinkAdd                // create a link (VXLAN: in the host namespace, then moved)
-	OpLinkSet                // fix a link's MTU, master or state
-	OpFDBAdd                 // add (append) an FDB entry
-	OpNeighSet               // add or replace a neighbour entry
-	OpNetnsDel               // delete the tenant's namespace and all in it
+	OpNetnsAdd  OpKind = iota // create the tenant's namespace
+	OpHostDel                 // delete a stray link in the host namespace
+	OpNeighDel                // delete a neighbour entry
+	OpFDBDel                  // delete an FDB entry
+	OpLinkDel                 // delete a link in the tenant namespace
+	OpLinkAdd                 // create a link (VXLAN: in the host namespace, then moved)
+	OpLinkSet                 // fix a link's MTU, master or state
+	OpFDBAdd                  // add (append) an FDB entry
+	OpNeighSet                // add or replace a neighbour entry
+	OpNetnsDel                // delete the tenant's namespace and all in it
+	OpUplinkSet               // make the tenant's uplink, route, forwarding and rules as Uplink says
+	OpUplinkDel               // remove the tenant's uplink and rules; forwarding off
+	OpHostRules               // set (or, if empty, remove) the host's egress rules
 )
 
 // Op is one kernel change. It prints like the iproute2 command that would
@@ -31,6 +34,8 @@ type Op struct {
 	Link   Link // OpLinkAdd, OpLinkSet (the wanted link), OpLinkDel, OpHostDel
 	FDB    FDBEntry
 	Neigh  NeighEntry
+	Uplink *Uplink // OpUplinkSet
+	Rules  string  // OpHostRules: the digest wanted, "" for none
 }
 
 func (op Op) String() string {
@@ -48,6 +53,9 @@ func (op Op) String() string {
 		if op.Link.Master != "" {
 			s += " master " + op.Link.Master
 		}
+		if op.Link.Addr.IsValid() {
+			s += " addr " + op.Link.Addr.String()
+		}
 		return s + " up"
 	case OpLinkDel:
 		return op.Tenant + ": link del " + op.Link.Name
@@ -59,6 +67,15 @@ func (op Op) String() string {
 		return fmt.Sprintf("%s: neigh replace %s lladdr %s dev %s nud permanent", op.Tenant, op.Neigh.IP, op.Neigh.MAC, op.Neigh.Dev)
 	case OpNeighDel:
 		return fmt.Sprintf("%s: neigh del %s dev %s", op.Tenant, op.Neigh.IP, op.Neigh.Dev)
+	case OpUplinkSet:
+		return fmt.Sprintf("%s: uplink %d via %s rules %s", op.Tenant, op.Uplink.Index, op.Uplink.HostLink, op.Uplink.Rules)
+	case OpUplinkDel:
+		return op.Tenant + ": uplink del"
+	case OpHostRules:
+		if op.Rules == "" {
+			return "host: rules del"
+		}
+		return "host: rules " + op.Rules
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -96,6 +113,9 @@ func Plan(desired, observed Snapshot) []Op {
 				wantedPeers[l.Peer] = true
 			}
 		}
+		if o.Uplink != nil {
+			wantedPeers[o.Uplink.HostLink] = true
+		}
 	}
 	for _, name := range sortedKeys(observed.HostLinks) {
 		if !wantedPeers[name] {
@@ -107,8 +127,14 @@ func Plan(desired, observed Snapshot) []Op {
 	}
 	for _, t := range sortedKeys(observed.Tenants) {
 		if desired.Tenants[t] == nil {
+			if observed.Tenants[t].Uplink != nil {
+				ops = append(ops, Op{Kind: OpUplinkDel, Tenant: t}) // its host end too
+			}
 			ops = append(ops, Op{Kind: OpNetnsDel, Tenant: t})
 		}
+	}
+	if desired.HostRules != observed.HostRules {
+		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules})
 	}
 	return ops
 }
@@ -118,6 +144,9 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 		have = newTenantObjects()
 	}
 	var ops []Op
+	if want.Uplink == nil && have.Uplink != nil {
+		ops = append(ops, Op{Kind: OpUplinkDel, Tenant: t})
+	}
 	// Links to delete: not wanted, or wanted with an attribute that can only
 	// be set at creation.
 	doomed := map[string]bool{}
@@ -151,9 +180,12 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 		switch {
 		case !ok || doomed[w.Name]:
 			ops = append(ops, Op{Kind: OpLinkAdd, Tenant: t, Link: w})
-		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up:
+		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up || h.Addr != w.Addr:
 			ops = append(ops, Op{Kind: OpLinkSet, Tenant: t, Link: w})
 		}
+	}
+	if want.Uplink != nil && (have.Uplink == nil || !have.Uplink.same(want.Uplink)) {
+		ops = append(ops, Op{Kind: OpUplinkSet, Tenant: t, Uplink: want.Uplink})
 	}
 	for _, e := range sortedEntries(want.FDB, compareFDB) {
 		if !have.FDB[e] || doomed[e.Dev] {

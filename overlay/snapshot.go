@@ -15,15 +15,36 @@ type Snapshot struct {
 	// an entry has a namespace, even if it holds nothing.
 	Tenants map[string]*TenantObjects
 	// HostLinks are Tenet's links in the host namespace: container veth ends
-	// Docker has not moved yet, and VXLAN devices a crash left unmoved.
+	// Docker has not moved yet, uplinks' host ends, and VXLAN devices a
+	// crash left unmoved.
 	HostLinks map[string]Link
+	// HostRules is the digest of Tenet's egress rules in the host namespace
+	// (with forwarding on), or "" when no tenant has egress.
+	HostRules string
 }
 
 // TenantObjects are the objects in one tenant's namespace.
 type TenantObjects struct {
-	Links map[string]Link
-	FDB   map[FDBEntry]bool
-	Neigh map[NeighEntry]bool
+	Links  map[string]Link
+	FDB    map[FDBEntry]bool
+	Neigh  map[NeighEntry]bool
+	Uplink *Uplink // nil: no egress
+}
+
+// Uplink is a tenant's way out: a veth pair up0 (tenant) / tnu<hash> (host)
+// on the Index-th /30 of the uplink net, a default route over it, forwarding
+// on, and the rule set whose digest is Rules.
+type Uplink struct {
+	Index    int
+	HostLink string
+	Rules    string
+	Ready    bool   // forwarding on and the default route in place
+	Bridges  string // comma-separated bridges let out; desired only (Rules digests it)
+}
+
+// same compares what Observe can see.
+func (u *Uplink) same(o *Uplink) bool {
+	return u.Index == o.Index && u.HostLink == o.HostLink && u.Rules == o.Rules && u.Ready == o.Ready
 }
 
 // Link is one interface, with the attributes Tenet sets.
@@ -44,6 +65,9 @@ type Link struct {
 	// Veth only: the container end's name and MAC, set at creation.
 	Peer    string
 	PeerMAC string
+
+	// Addr is the bridge's address: the network's gateway, with egress.
+	Addr netip.Prefix
 
 	// Network names the network in messages ("acme/web"); not observed.
 	Network string
@@ -100,6 +124,9 @@ func (l Link) String() string {
 		}
 	}
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
+	if l.Addr.IsValid() {
+		fmt.Fprintf(&b, " addr %s", l.Addr)
+	}
 	if l.Master != "" {
 		fmt.Fprintf(&b, " master %s", l.Master)
 	}
@@ -128,6 +155,12 @@ func (s Snapshot) String() string {
 		for n := range o.Neigh {
 			lines = append(lines, fmt.Sprintf("tenant %s: neigh %s lladdr %s dev %s", t, n.IP, n.MAC, n.Dev))
 		}
+		if u := o.Uplink; u != nil {
+			lines = append(lines, fmt.Sprintf("tenant %s: uplink %d via %s rules %s ready %t", t, u.Index, u.HostLink, u.Rules, u.Ready))
+		}
+	}
+	if s.HostRules != "" {
+		lines = append(lines, "host: rules "+s.HostRules)
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

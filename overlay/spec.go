@@ -30,6 +30,12 @@ type Network struct {
 	// Peers are the VTEPs of the other hosts that have this network. Broadcast
 	// and unknown-unicast frames go to each of them (head-end replication).
 	Peers []netip.Addr
+	// Gateway is the network's gateway address with the subnet's length
+	// (10.1.0.1/24), the same on every host. With Egress it is put on the
+	// bridge, and the tenant's router NATs the network's traffic out
+	// through the host; without Egress (--internal) nothing leaves.
+	Gateway netip.Prefix
+	Egress  bool
 }
 
 // Endpoint is a local endpoint: a veth pair whose one end is on the network's
@@ -87,6 +93,15 @@ func (s State) Validate() error {
 		}
 		if o, dup := nets[n.VNI]; dup {
 			return invalid("network %s/%s: vni %d already used by network %s/%s", n.Tenant, n.Name, n.VNI, o.Tenant, o.Name)
+		}
+		if n.Egress && !n.Gateway.IsValid() {
+			return invalid("network %s/%s: egress needs a gateway", n.Tenant, n.Name)
+		}
+		if n.Gateway.IsValid() {
+			g := n.Gateway
+			if !g.Addr().Is4() || g.Bits() > 30 || g.Addr() == g.Masked().Addr() {
+				return invalid("network %s/%s: gateway %s: must be an IPv4 host address in a /30 or larger", n.Tenant, n.Name, g)
+			}
 		}
 		for _, p := range n.Peers {
 			if !p.IsValid() || p.IsUnspecified() || p.IsMulticast() {

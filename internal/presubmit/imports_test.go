@@ -17,6 +17,7 @@ import (
 var kernelImports = []string{
 	"github.com/vishvananda/netlink",
 	"github.com/vishvananda/netns",
+	"github.com/google/nftables",
 	"golang.org/x/sys/unix",
 }
 
