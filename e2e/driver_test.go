@@ -240,3 +240,52 @@ func TestKillingTenetdLosesNoPing(t *testing.T) {
 		t.Errorf("pings across the tenetd kill and restart: %v\n%s", pingErr, pingOut)
 	}
 }
+
+// TestRestartingDockerKeepsTraffic restarts dockerd (with --live-restore,
+// as systemctl restart docker would) under a running ping: the datapath is
+// in the kernel, so no ping is lost, and the restarted engine attaches new
+// containers that the other host reaches.
+func TestRestartingDockerKeepsTraffic(t *testing.T) {
+	c := e2e.NewCluster(t, 2)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	e1 := c.Engine(1)
+	e1.SetLiveRestore(true)
+	stop := func() error {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return e1.Stop(sctx)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	run(t, c.Engine(0), "c0", net, "10.1.0.10")
+	run(t, e1, "c1", net, "10.1.0.11")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.11")
+
+	var wg sync.WaitGroup
+	var pingOut string
+	var pingErr error
+	wg.Go(func() {
+		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "100", "-i", "0.05", "-W", "1", "10.1.0.11")
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e1.Docker(ctx, "ps", "--format", "{{.Names}}"); err != nil || !strings.Contains(out, "c1") {
+		t.Fatalf("c1 did not survive the engine restart: %v %q", err, out)
+	}
+	run(t, e1, "c1b", net, "10.1.0.21")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	wg.Wait()
+	if pingErr != nil || !strings.Contains(pingOut, "100 packets received") {
+		t.Errorf("pings across the dockerd restart: %v\n%s", pingErr, pingOut)
+	}
+}

@@ -24,6 +24,8 @@ type EngineConfig struct {
 	// CgroupParent puts the engine's containers below the testbed's cgroup,
 	// so tear-down ends them too. Empty: Docker's default.
 	CgroupParent string
+	// LiveRestore keeps containers running while dockerd restarts.
+	LiveRestore bool
 }
 
 // StartEngine starts dockerd on h, with its data root, exec root and socket in
@@ -56,6 +58,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	if e.cfg.CgroupParent != "" {
 		argv = append(argv, "--cgroup-parent="+e.cfg.CgroupParent)
+	}
+	if e.cfg.LiveRestore {
+		argv = append(argv, "--live-restore")
 	}
 	d, err := e.host.StartDaemon(ctx, DaemonSpec{Name: "dockerd", Argv: argv})
 	if err != nil {
@@ -103,6 +108,9 @@ func (e *Engine) Stop(ctx context.Context) error {
 	}
 	return e.daemon.Stop(ctx)
 }
+
+// SetLiveRestore sets --live-restore for the engine's next Start.
+func (e *Engine) SetLiveRestore(on bool) { e.cfg.LiveRestore = on }
 
 // Docker runs the docker CLI on the engine's host against this engine.
 func (e *Engine) Docker(ctx context.Context, args ...string) (string, error) {
