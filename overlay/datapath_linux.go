@@ -97,7 +97,7 @@ func (d *Datapath) desireLocked(s State, mtu int, observed Snapshot) (Snapshot, 
 		return Snapshot{}, fmt.Errorf("overlay: uplink net %s is full: no /30 left for another tenant's egress", d.cfg.UplinkNet)
 	}
 	desired := Desire(s, d.cfg.VTEP, d.cfg.Port, mtu)
-	DesireEgress(&desired, s, uplinks, d.cfg.UplinkNet)
+	DesireEgress(&desired, s, uplinks, d.cfg.UplinkNet, d.cfg.Port)
 	return desired, nil
 }
 
@@ -520,7 +520,7 @@ func (a *applier) hostRules(digest string) error {
 	if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("host forwarding: %w", err)
 	}
-	return wrap(replaceRules(host.ns, hostRules(a.d.cfg.UplinkNet)), "set host egress rules")
+	return wrap(replaceRules(host.ns, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port)), "set host egress rules")
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {

@@ -775,6 +775,22 @@ func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
 	} else {
 		t.Log("br_netfilter not loaded: bridged frames never meet the router's rules here")
 	}
+	// A container cannot inject VXLAN into the underlay (NATed by its host,
+	// it would come from a real VTEP): datagrams to the VXLAN port never
+	// reach another host; the same to another port do.
+	inject := func(port string) {
+		if _, err := cw0.in(ctx, "bash", "-c", "echo INJECTED > /dev/udp/"+hs[1].vtep.String()+"/"+port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vx := startCapture(t, hs[1].netns, "eth0", "udp dst port 4789 and udp[8:4] = 0x494e4a45")
+	other := startCapture(t, hs[1].netns, "eth0", "udp dst port 4790 and udp[8:4] = 0x494e4a45")
+	inject("4789")
+	inject("4790")
+	other.await(t, "4790")
+	if pkts := vx.stop(); len(pkts) > 0 {
+		t.Errorf("a container injected VXLAN datagrams into the underlay:\n%s", strings.Join(pkts, "\n"))
+	}
 	// Each reaches its own network's gateway on its host's router.
 	if err := cw0.ping(ctx, netip.MustParseAddr("10.1.0.1")); err != nil {
 		t.Errorf("w0 to its gateway: %v", err)

@@ -111,7 +111,7 @@ func AssignUplinks(s State, observed Snapshot, n netip.Prefix) (map[string]int, 
 // DesireEgress adds to snap what egress needs: gateway addresses on the
 // bridges of egress networks, each egress tenant's uplink, and the host's
 // rules. Pure; uplinks comes from AssignUplinks.
-func DesireEgress(snap *Snapshot, s State, uplinks map[string]int, n netip.Prefix) {
+func DesireEgress(snap *Snapshot, s State, uplinks map[string]int, n netip.Prefix, port uint16) {
 	for _, net := range s.Networks {
 		if !net.Egress {
 			continue
@@ -124,7 +124,7 @@ func DesireEgress(snap *Snapshot, s State, uplinks map[string]int, n netip.Prefi
 	for t, bridges := range egressTenants(s) {
 		snap.Tenants[t].Uplink = &Uplink{Index: uplinks[t], HostLink: hostUplinkName(t), Rules: tenantRulesDigest(bridges),
 			Ready: true, Bridges: strings.Join(bridges, ",")}
-		snap.HostRules = hostRulesDigest(n)
+		snap.HostRules = hostRulesDigest(n, port)
 		h := hostUplinkName(t)
 		snap.HostLinks[h] = Link{Name: h, Kind: "veth", MTU: UplinkMTU, Up: true}
 	}

@@ -22,6 +22,7 @@ package overlay
 // namespace, table ip tenet:
 //
 //	chain fwd-<digest> { type filter hook forward priority 0; policy accept;
+//	    iifname "tnu*" udp dport <vxlan port> drop  # no VXLAN injection
 //	    iifname "tnu*" oifname "tnu*" drop }      # never tenant to tenant
 //	chain nat-<digest> { type nat hook postrouting priority 100;
 //	    ip saddr <uplink net> oifname != "tnu*" masquerade }
@@ -40,6 +41,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -58,8 +60,10 @@ func tenantRulesDigest(bridges []string) string {
 	return digest(append([]string{"tenant-v3"}, bridges...)...)
 }
 
-// hostRulesDigest names the host rule set for uplink net n.
-func hostRulesDigest(n netip.Prefix) string { return digest("host-v1", n.String()) }
+// hostRulesDigest names the host rule set for uplink net n and VXLAN port.
+func hostRulesDigest(n netip.Prefix, port uint16) string {
+	return digest("host-v2", n.String(), fmt.Sprint(port))
+}
 
 func ifname(s string) []byte {
 	b := make([]byte, 16)
@@ -192,9 +196,20 @@ func tenantRules(bridges []string) func(c *nftables.Conn, t *nftables.Table) {
 }
 
 // hostRules builds the host namespace's rules for uplink net n.
-func hostRules(n netip.Prefix) func(c *nftables.Conn, t *nftables.Table) {
+func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.Table) {
 	return func(c *nftables.Conn, t *nftables.Table) {
-		fwd, nat := chains(c, t, hostRulesDigest(n), nftables.ChainPolicyAccept)
+		fwd, nat := chains(c, t, hostRulesDigest(n, port), nftables.ChainPolicyAccept)
+		// A container must not inject VXLAN into the underlay: NATed, its
+		// datagrams would come from a real VTEP, into any VNI.
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
