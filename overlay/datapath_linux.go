@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -235,6 +236,12 @@ func (a *applier) apply(op Op) error {
 		return a.linkAdd(op.Tenant, t, op.Link)
 	case OpLinkSet:
 		return a.linkSet(t, op.Link)
+	case OpSpoofRules:
+		var build func(*nftables.Conn, *nftables.Table)
+		if op.Rules != "" {
+			build = spoofRules(op.ports)
+		}
+		return wrap(replaceFamily(t.ns, nftables.TableFamilyBridge, build), "set anti-spoofing rules of tenant %s", op.Tenant)
 	case OpUplinkSet:
 		return wrap(a.uplinkSet(t, op.Uplink), "set up egress of tenant %s", op.Tenant)
 	case OpUplinkDel:

@@ -834,3 +834,88 @@ func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
 		t.Errorf("egress objects left after turning it off:\n%s", s)
 	}
 }
+
+// TestContainersCannotSpoof attacks from inside a container: a forged source
+// IPv4 address, a forged source MAC, and gratuitous ARP claiming a
+// neighbour's address. Victims on the same host (across the bridge) and on
+// another host (across VXLAN) receive none of it; legitimate traffic flows.
+func TestContainersCannotSpoof(t *testing.T) {
+	hs := newHosts(t, 2)
+	ctx := t.Context()
+	att, local, remote, bystander := ep("att", 4097, "10.1.0.1"), ep("loc", 4097, "10.1.0.2"), ep("rem", 4097, "10.1.0.3"), ep("by", 4097, "10.1.0.4")
+	c := &cluster{hosts: hs, networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}},
+		eps: map[*host][]overlay.Endpoint{hs[0]: {att, local}, hs[1]: {remote, bystander}}}
+	c.reconcile(t)
+	ca, cl, cr := attach(t, hs[0], att, 24), attach(t, hs[0], local, 24), attach(t, hs[1], remote, 24)
+	attach(t, hs[1], bystander, 24)
+	for _, v := range []*container{cl, cr} {
+		if err := ca.ping(ctx, v.ip); err != nil {
+			t.Fatalf("legitimate ping to %s: %v", v.ip, err)
+		}
+	}
+	watch := func(filter string) []*capture {
+		return []*capture{startCapture(t, cl.ns, "eth0", filter), startCapture(t, cr.ns, "eth0", filter)}
+	}
+	expectNone := func(what string, caps []*capture) {
+		t.Helper()
+		for _, c := range caps {
+			if pkts := c.stop(); len(pkts) > 0 {
+				t.Errorf("%s reached a victim:\n%s", what, strings.Join(pkts, "\n"))
+			}
+		}
+	}
+
+	// Forged source IPv4: the bystander's address.
+	caps := watch("icmp and src host 10.1.0.4")
+	if _, err := ca.in(ctx, "ip", "addr", "add", "10.1.0.4/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*container{cl, cr} {
+		_, _ = ca.in(ctx, "ping", "-c1", "-W1", "-I", "10.1.0.4", v.ip.String())
+	}
+	expectNone("a ping with a forged source address", caps)
+	if _, err := ca.in(ctx, "ip", "addr", "del", "10.1.0.4/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Forged source MAC.
+	const forged = "02:66:66:66:66:66"
+	caps = watch("ether src " + forged)
+	if _, err := ca.in(ctx, "ip", "link", "set", "eth0", "address", forged); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*container{cl, cr} {
+		_, _ = ca.in(ctx, "ping", "-c1", "-W1", v.ip.String())
+	}
+	expectNone("a frame with a forged source MAC", caps)
+	if _, err := ca.in(ctx, "ip", "link", "set", "eth0", "address", ca.mac.String()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Gratuitous ARP claiming the local victim's address; the victim on
+	// the same host would take it, the remote one never sees ARP anyway.
+	caps = watch("arp and arp[14:4] = 0x0a010002 and not ether src " + cl.mac.String())
+	own := startCapture(t, cl.ns, "eth0", "arp and arp[14:4] = 0x0a010001")
+	if _, err := ca.in(ctx, "ip", "addr", "add", "10.1.0.2/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.2", "10.1.0.2"); err != nil {
+		t.Logf("arping: %v", err) // no answer expected
+	}
+	if _, err := ca.in(ctx, "ip", "addr", "del", "10.1.0.2/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	// The attacker's own gratuitous ARP is legitimate and arrives.
+	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.1", "10.1.0.1"); err != nil {
+		t.Logf("arping: %v", err)
+	}
+	own.await(t, "10.1.0.1")
+	expectNone("gratuitous ARP claiming 10.1.0.2", caps)
+
+	// Legitimate traffic is unaffected.
+	for _, v := range []*container{cl, cr} {
+		if err := ca.ping(ctx, v.ip); err != nil {
+			t.Errorf("legitimate ping to %s after the attacks: %v", v.ip, err)
+		}
+	}
+}

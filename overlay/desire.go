@@ -68,5 +68,6 @@ func Desire(s State, vtep netip.Addr, port uint16, underlayMTU int) Snapshot {
 			o.Neigh[NeighEntry{Dev: vx, IP: ip, MAC: mac}] = true
 		}
 	}
+	desireSpoof(&snap, s)
 	return snap
 }

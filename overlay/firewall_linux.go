@@ -75,20 +75,26 @@ func nftConn(ns netns.NsHandle) (*nftables.Conn, error) {
 	return nftables.New(nftables.WithNetNSFd(int(ns)))
 }
 
-// observeRules returns the digest of Tenet's rule set in ns, or "".
+// observeRules returns the digest of Tenet's ip rule set in ns, or "".
 func observeRules(ns netns.NsHandle) (string, error) {
+	return observeFamily(ns, nftables.TableFamilyIPv4, "fwd-")
+}
+
+// observeFamily returns the digest in the name of the chain starting with
+// prefix in Tenet's table of family in ns, or "".
+func observeFamily(ns netns.NsHandle, family nftables.TableFamily, prefix string) (string, error) {
 	c, err := nftConn(ns)
 	if err != nil {
 		return "", err
 	}
 	defer c.CloseLasting()
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := c.ListChainsOfTableFamily(family)
 	if err != nil {
 		return "", err
 	}
 	for _, ch := range chains {
 		if ch.Table != nil && ch.Table.Name == nftTable {
-			if d, ok := strings.CutPrefix(ch.Name, "fwd-"); ok {
+			if d, ok := strings.CutPrefix(ch.Name, prefix); ok {
 				return d, nil
 			}
 		}
@@ -96,15 +102,19 @@ func observeRules(ns netns.NsHandle) (string, error) {
 	return "", nil
 }
 
-// replaceRules deletes Tenet's table in ns, if any, and (unless build is
+// replaceRules deletes Tenet's ip table in ns, if any, and (unless build is
 // nil) creates it anew, in one atomic transaction.
 func replaceRules(ns netns.NsHandle, build func(c *nftables.Conn, t *nftables.Table)) error {
+	return replaceFamily(ns, nftables.TableFamilyIPv4, build)
+}
+
+func replaceFamily(ns netns.NsHandle, family nftables.TableFamily, build func(c *nftables.Conn, t *nftables.Table)) error {
 	c, err := nftConn(ns)
 	if err != nil {
 		return err
 	}
 	defer c.CloseLasting()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	tables, err := c.ListTablesOfFamily(family)
 	if err != nil {
 		return err
 	}
@@ -114,7 +124,7 @@ func replaceRules(ns netns.NsHandle, build func(c *nftables.Conn, t *nftables.Ta
 		}
 	}
 	if build != nil {
-		t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: nftTable})
+		t := c.AddTable(&nftables.Table{Family: family, Name: nftTable})
 		build(c, t)
 	}
 	if err := c.Flush(); err != nil {
@@ -231,5 +241,69 @@ func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.T
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(hostUplinkPref)},
 			&expr.Masq{},
 		}})
+	}
+}
+
+// Anti-spoofing, in each tenant namespace with local endpoints, table
+// bridge tenet:
+//
+//	chain pre-<digest> { type filter hook prerouting priority -200; policy accept;
+//	    iifname "tv<hash>" ether saddr != <its MAC> drop
+//	    iifname "tv<hash>" ether type ip ip saddr != <its IPv4> drop
+//	    iifname "tv<hash>" ether type arp arp saddr ether != <its MAC> drop
+//	    iifname "tv<hash>" ether type arp arp saddr ip != <its IPv4> drop
+//	}
+//
+// so a container sends frames only as itself: no forged MAC, no forged
+// IPv4 source, no ARP claiming another's address. (IPv6 sources are not
+// checked yet; the driver offers IPv4 only.)
+
+var (
+	etherIPv4 = binaryutil.BigEndian.PutUint16(0x0800)
+	etherARP  = binaryutil.BigEndian.PutUint16(0x0806)
+)
+
+func spoofRules(ports []spoofPort) func(c *nftables.Conn, t *nftables.Table) {
+	return func(c *nftables.Conn, t *nftables.Table) {
+		policy := nftables.ChainPolicyAccept
+		pre := c.AddChain(&nftables.Chain{Name: "pre-" + spoofDigest(ports), Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+		for _, p := range ports {
+			in := []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.Port)},
+			}
+			proto := func(ethertype []byte) []expr.Any {
+				return []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ethertype},
+				}
+			}
+			field := func(base expr.PayloadBase, off, n uint32, want []byte) []expr.Any {
+				return []expr.Any{
+					&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
+					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
+				}
+			}
+			drop := &expr.Verdict{Kind: expr.VerdictDrop}
+			rule := func(parts ...[]expr.Any) {
+				var es []expr.Any
+				es = append(es, in...)
+				for _, x := range parts {
+					es = append(es, x...)
+				}
+				c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(es, drop)})
+			}
+			rule(field(expr.PayloadBaseLLHeader, 6, 6, p.MAC[:]))
+			if p.IPv4.IsValid() {
+				ip := p.IPv4.As4()
+				rule(proto(etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
+				rule(proto(etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, p.MAC[:]))
+				rule(proto(etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
+			} else {
+				rule(proto(etherIPv4))
+				rule(proto(etherARP))
+			}
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -62,6 +63,9 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 		o, err := observeTenant(t)
 		if err != nil {
 			return snap, fmt.Errorf("overlay: observe namespace %s: %w", e.Name(), err)
+		}
+		if o.Spoof, err = observeFamily(t.ns, nftables.TableFamilyBridge, "pre-"); err != nil {
+			return snap, fmt.Errorf("overlay: observe anti-spoofing rules of %s: %w", e.Name(), err)
 		}
 		if o.Uplink, err = d.observeUplink(tenant, t, snap.HostLinks); err != nil {
 			return snap, fmt.Errorf("overlay: observe egress of %s: %w", e.Name(), err)

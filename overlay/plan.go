@@ -11,19 +11,20 @@ import (
 type OpKind int
 
 const (
-	OpNetnsAdd  OpKind = iota // create the tenant's namespace
-	OpHostDel                 // delete a stray link in the host namespace
-	OpNeighDel                // delete a neighbour entry
-	OpFDBDel                  // delete an FDB entry
-	OpLinkDel                 // delete a link in the tenant namespace
-	OpLinkAdd                 // create a link (VXLAN: in the host namespace, then moved)
-	OpLinkSet                 // fix a link's MTU, master or state
-	OpFDBAdd                  // add (append) an FDB entry
-	OpNeighSet                // add or replace a neighbour entry
-	OpNetnsDel                // delete the tenant's namespace and all in it
-	OpUplinkSet               // make the tenant's uplink, route, forwarding and rules as Uplink says
-	OpUplinkDel               // remove the tenant's uplink and rules; forwarding off
-	OpHostRules               // set (or, if empty, remove) the host's egress rules
+	OpNetnsAdd   OpKind = iota // create the tenant's namespace
+	OpHostDel                  // delete a stray link in the host namespace
+	OpNeighDel                 // delete a neighbour entry
+	OpFDBDel                   // delete an FDB entry
+	OpLinkDel                  // delete a link in the tenant namespace
+	OpLinkAdd                  // create a link (VXLAN: in the host namespace, then moved)
+	OpLinkSet                  // fix a link's MTU, master or state
+	OpFDBAdd                   // add (append) an FDB entry
+	OpNeighSet                 // add or replace a neighbour entry
+	OpNetnsDel                 // delete the tenant's namespace and all in it
+	OpUplinkSet                // make the tenant's uplink, route, forwarding and rules as Uplink says
+	OpUplinkDel                // remove the tenant's uplink and rules; forwarding off
+	OpHostRules                // set (or, if empty, remove) the host's egress rules
+	OpSpoofRules               // set (or, if empty, remove) a tenant's anti-spoofing rules
 )
 
 // Op is one kernel change. It prints like the iproute2 command that would
@@ -35,7 +36,8 @@ type Op struct {
 	FDB    FDBEntry
 	Neigh  NeighEntry
 	Uplink *Uplink // OpUplinkSet
-	Rules  string  // OpHostRules: the digest wanted, "" for none
+	Rules  string  // OpHostRules, OpSpoofRules: the digest wanted, "" for none
+	ports  []spoofPort
 }
 
 func (op Op) String() string {
@@ -76,6 +78,11 @@ func (op Op) String() string {
 			return "host: rules del"
 		}
 		return "host: rules " + op.Rules
+	case OpSpoofRules:
+		if op.Rules == "" {
+			return op.Tenant + ": spoof rules del"
+		}
+		return op.Tenant + ": spoof rules " + op.Rules
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -196,6 +203,9 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 		if !have.Neigh[e] || doomed[e.Dev] {
 			ops = append(ops, Op{Kind: OpNeighSet, Tenant: t, Neigh: e})
 		}
+	}
+	if want.Spoof != have.Spoof {
+		ops = append(ops, Op{Kind: OpSpoofRules, Tenant: t, Rules: want.Spoof, ports: want.spoofPorts})
 	}
 	return ops
 }

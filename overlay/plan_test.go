@@ -75,6 +75,7 @@ func TestPlan(t *testing.T) {
 			observed: Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500),
 			want: []string{
 				"acme: link add " + BridgeVeth("ep1") + " type veth peer " + ContainerVeth("ep1") + " address 02:7e:0a:01:00:05 mtu 1450 master br4097 up",
+				"acme: spoof rules " + Desire(oneEndpoint, vtep0, 4789, 1500).Tenants["acme"].Spoof,
 			},
 		},
 		{
@@ -165,6 +166,7 @@ func withLink(s Snapshot, tenant string, edit func(*Link)) Snapshot {
 func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 	t.Helper()
 	out := newSnapshot()
+	out.HostRules = s.HostRules
 	for k, v := range s.HostLinks {
 		out.HostLinks[k] = v
 	}
@@ -179,6 +181,7 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 		for k := range o.Neigh {
 			c.Neigh[k] = true
 		}
+		c.Spoof, c.Uplink = o.Spoof, o.Uplink
 		out.Tenants[tn] = c
 	}
 	for _, op := range ops {
@@ -195,6 +198,9 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			continue
 		case OpHostDel:
 			delete(out.HostLinks, op.Link.Name)
+			continue
+		case OpHostRules:
+			out.HostRules = op.Rules
 			continue
 		}
 		if o == nil {
@@ -216,7 +222,7 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			if !ok {
 				t.Fatalf("%v: no link", op)
 			}
-			l.MTU, l.Master, l.Up = op.Link.MTU, op.Link.Master, op.Link.Up
+			l.MTU, l.Master, l.Up, l.Addr = op.Link.MTU, op.Link.Master, op.Link.Up, op.Link.Addr
 			o.Links[op.Link.Name] = l
 		case OpLinkDel:
 			delete(o.Links, op.Link.Name)
@@ -249,6 +255,18 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			delete(o.FDB, op.FDB)
 		case OpNeighDel:
 			delete(o.Neigh, op.Neigh)
+		case OpSpoofRules:
+			o.Spoof = op.Rules
+		case OpUplinkSet:
+			u := *op.Uplink
+			u.Bridges = ""
+			o.Uplink = &u
+			out.HostLinks[u.HostLink] = Link{Name: u.HostLink, Kind: "veth", MTU: UplinkMTU, Up: true}
+		case OpUplinkDel:
+			if o.Uplink != nil {
+				delete(out.HostLinks, o.Uplink.HostLink)
+			}
+			o.Uplink = nil
 		}
 	}
 	return out
@@ -275,12 +293,22 @@ func TestPlanConvergesFromAnyState(t *testing.T) {
 			Remotes:   []Remote{{VNI: 5000, MAC: mac("02:7e:0a:01:00:02"), IPs: ips("10.1.0.2"), VTEP: vtep2}}},
 		{Networks: []Network{web(vtep2)},
 			Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:02"), IPs: ips("10.1.0.2"), VTEP: vtep2}}},
+		{Networks: []Network{
+			{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true},
+			{Tenant: "acme", Name: "db", VNI: 4099},
+			{Tenant: "globex", Name: "web", VNI: 5000, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}},
+			Endpoints: []Endpoint{{ID: "a", VNI: 4097, IPs: ips("10.1.0.5")}, {ID: "g", VNI: 5000, IPs: ips("10.1.0.5")}}},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 50 {
 		cur := newSnapshot()
 		for _, i := range rng.Perm(len(states)) {
 			want := Desire(states[i], vtep0, 4789, 1500)
+			uplinks, ok := AssignUplinks(states[i], cur, netip.MustParsePrefix("169.254.0.0/16"))
+			if !ok {
+				t.Fatal("uplink net full")
+			}
+			DesireEgress(&want, states[i], uplinks, netip.MustParsePrefix("169.254.0.0/16"), 4789)
 			ops := Plan(want, cur)
 			cur = simulate(t, cur, ops)
 			if diff := cmp.Diff(normalize(want), normalize(cur)); diff != "" {

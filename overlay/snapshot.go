@@ -29,6 +29,11 @@ type TenantObjects struct {
 	FDB    map[FDBEntry]bool
 	Neigh  map[NeighEntry]bool
 	Uplink *Uplink // nil: no egress
+	// Spoof is the digest of the anti-spoofing rules for the local
+	// endpoints ("" for none); spoofPorts are those rules' input (desired
+	// only).
+	Spoof      string
+	spoofPorts []spoofPort
 }
 
 // Uplink is a tenant's way out: a veth pair up0 (tenant) / tnu<hash> (host)
@@ -154,6 +159,9 @@ func (s Snapshot) String() string {
 		}
 		for n := range o.Neigh {
 			lines = append(lines, fmt.Sprintf("tenant %s: neigh %s lladdr %s dev %s", t, n.IP, n.MAC, n.Dev))
+		}
+		if o.Spoof != "" {
+			lines = append(lines, "tenant "+t+": spoof rules "+o.Spoof)
 		}
 		if u := o.Uplink; u != nil {
 			lines = append(lines, fmt.Sprintf("tenant %s: uplink %d via %s rules %s ready %t", t, u.Index, u.HostLink, u.Rules, u.Ready))
