@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -94,6 +95,43 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 			}
 		}
 	}
+	// tenetctl on any host lists every container, with the host it lives on.
+	tenetctl := c.Dir + "/tenetctl"
+	for _, h := range c.Hosts {
+		e2e.Eventually(t, 10*time.Second, func() error {
+			out, err := h.Run(ctx, tenetctl, "endpoint", "ls", "--json")
+			if err != nil {
+				return err
+			}
+			var eps []struct{ IP, Host, Network string }
+			if err := json.Unmarshal([]byte(out), &eps); err != nil {
+				return fmt.Errorf("tenetctl endpoint ls --json: %w: %s", err, out)
+			}
+			got := map[string]string{}
+			for _, e := range eps {
+				got[e.IP] = e.Host + " " + e.Network
+			}
+			for i, ip := range ips {
+				if want := fmt.Sprintf("h%d acme/web", i); got[ip] != want {
+					return fmt.Errorf("%s: tenetctl says %s is at %q, want %q", h.Name(), ip, got[ip], want)
+				}
+			}
+			return nil
+		})
+	}
+	if out, err := c.Hosts[0].Run(ctx, tenetctl, "endpoint", "ls"); err != nil || !strings.Contains(out, "NETWORK") {
+		t.Errorf("tenetctl endpoint ls: %v\n%s", err, out)
+	} else {
+		t.Logf("tenetctl endpoint ls on h0:\n%s", out)
+	}
+	// Only root may use tenetctl or the plugin socket.
+	for _, sock := range []string{"/run/tenet/admin.sock", "/run/docker/plugins/tenet.sock"} {
+		out, err := c.Hosts[0].Run(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", tenetctl, "--socket", sock, "status")
+		if err == nil || !strings.Contains(out, "permission denied") {
+			t.Errorf("a non-root user asked %s: err %v, output %q", sock, err, out)
+		}
+	}
+
 	// The container's interface has the network's MTU: the underlay's 1500
 	// minus 50.
 	if out, err := c.Engine(0).Docker(ctx, "exec", "c0", "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {

@@ -72,12 +72,13 @@ var hostMounts = []struct{ dir, target string }{
 	{"run-containerd", "/run/containerd"}, // shim sockets
 	{"etc-docker", "/etc/docker"},         // plugin spec files: /etc/docker/plugins
 	{"run-netns", "/run/netns"},           // the host's named namespaces (tenetd's tenants)
+	{"run-tenet", "/run/tenet"},           // tenetd's admin socket
 }
 
 // startHolder starts the process that holds the host's namespaces and waits
 // until its mount namespace is ready.
 func startHolder(ctx context.Context, dir, netns, cgroup string) (proc, error) {
-	for _, d := range []string{"cgroup-hold", "run-docker", "run-containerd", "etc-docker", "run-netns"} {
+	for _, d := range []string{"cgroup-hold", "run-docker", "run-containerd", "etc-docker", "run-netns", "run-tenet"} {
 		if err := os.MkdirAll(filepath.Join(dir, "mnt", d), 0o755); err != nil {
 			return proc{}, err
 		}

@@ -19,20 +19,22 @@ type Tenetd struct {
 	argv   []string
 }
 
-// BuildTenetd compiles cmd/tenetd into dir and returns the binary's path.
+// BuildTenetd compiles cmd/tenetd and cmd/tenetctl into dir and returns
+// tenetd's path (tenetctl is beside it).
 func BuildTenetd(dir string) (string, error) {
 	mod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find module root: %w", err)
+	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
+		return "", fmt.Errorf("find module root (run from the Tenet repository): %v", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(mod)))
-	bin := filepath.Join(dir, "tenetd")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tenetd")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build tenetd: %w: %s", err, out)
+	for _, name := range []string{"tenetd", "tenetctl"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %w: %s", name, err, out)
+		}
 	}
-	return bin, nil
+	return filepath.Join(dir, "tenetd"), nil
 }
 
 // WriteClusterKey writes a new cluster key (hex) to path.

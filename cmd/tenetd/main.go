@@ -29,9 +29,9 @@ import (
 var version = "dev"
 
 type options struct {
-	name, vtep, bind, keyFile, socket, stateDir, netnsPrefix, logLevel string
-	join                                                               []string
-	port, vxlanPort                                                    int
+	name, vtep, bind, keyFile, socket, adminSocket, stateDir, netnsPrefix, logLevel string
+	join                                                                            []string
+	port, vxlanPort                                                                 int
 }
 
 func main() {
@@ -55,6 +55,7 @@ func main() {
 	flag.StringVar(&join, "join", "", "comma-separated HOST[:PORT] of hosts to join; rejoined while unreachable")
 	flag.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
 	flag.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
+	flag.StringVar(&o.adminSocket, "admin-socket", "/run/tenet/admin.sock", "root-only socket tenetctl talks to")
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/tenet", "where local state is kept across restarts")
 	flag.StringVar(&o.netnsPrefix, "netns-prefix", "tenet-", "prefix of tenant namespace names")
 	flag.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
@@ -125,11 +126,12 @@ func run(ctx context.Context, o options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 3)
+	errs := make([]error, 4)
 	for i, fn := range []func(context.Context) error{
 		node.Run,
 		drv.Run,
 		func(ctx context.Context) error { return drv.Serve(ctx, o.socket) },
+		func(ctx context.Context) error { return drv.ServeAdmin(ctx, o.adminSocket) },
 	} {
 		wg.Go(func() {
 			errs[i] = fn(ctx)

@@ -1,0 +1,220 @@
+package driver
+
+// The admin view: what tenetctl shows. Read-only for now.
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// HostInfo is a host of the cluster as this host sees it.
+type HostInfo struct {
+	Name  string `json:"name"`
+	VTEP  string `json:"vtep"`
+	State string `json:"state"` // "up" or "down"
+	Self  bool   `json:"self,omitempty"`
+}
+
+// NetworkInfo is a Tenet network known to this host.
+type NetworkInfo struct {
+	Tenant   string   `json:"tenant"`
+	Name     string   `json:"name"`
+	VNI      uint32   `json:"vni"`
+	Subnet   string   `json:"subnet"`
+	Gateway  string   `json:"gateway,omitempty"`
+	Internal bool     `json:"internal,omitempty"`
+	Local    bool     `json:"local"` // created in this host's engine
+	DockerID string   `json:"docker_id,omitempty"`
+	Hosts    []string `json:"hosts"` // hosts that have it
+}
+
+// EndpointInfo is a container endpoint somewhere in the cluster.
+type EndpointInfo struct {
+	ID      string `json:"id"`
+	Network string `json:"network"` // tenant/name
+	IP      string `json:"ip"`
+	MAC     string `json:"mac"`
+	Host    string `json:"host"`
+	VTEP    string `json:"vtep"`
+	State   string `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+}
+
+// Status summarises this host.
+type Status struct {
+	Host           string   `json:"host"`
+	VTEP           string   `json:"vtep"`
+	HostsUp        int      `json:"hosts_up"`
+	HostsDown      int      `json:"hosts_down"`
+	Networks       int      `json:"networks"`
+	LocalEndpoints int      `json:"local_endpoints"`
+	Endpoints      int      `json:"endpoints"`
+	Warnings       []string `json:"warnings,omitempty"`
+}
+
+// Hosts lists the cluster's hosts: those gossip reports up, and those that
+// have entries kept in the grace period (down).
+func (d *Driver) Hosts() []HostInfo {
+	members := d.cl.Members()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seen := map[string]bool{}
+	var out []HostInfo
+	for _, m := range members {
+		seen[m.Name] = true
+		out = append(out, HostInfo{Name: m.Name, VTEP: m.VTEP.String(), State: "up", Self: m.Name == d.cfg.Host})
+	}
+	for name, vtep := range d.vteps {
+		if !seen[name] {
+			out = append(out, HostInfo{Name: name, VTEP: vtep.String(), State: "down"})
+		}
+	}
+	slices.SortFunc(out, func(a, b HostInfo) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Networks lists the cluster's networks and this host's.
+func (d *Driver) Networks() []NetworkInfo {
+	cluster := d.cl.Networks()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	byKey := map[string]*NetworkInfo{}
+	for _, c := range cluster {
+		byKey[c.ID] = &NetworkInfo{Tenant: c.Tenant, Name: c.Name, VNI: c.VNI, Subnet: c.Subnet.String()}
+	}
+	for _, n := range d.nets {
+		i := byKey[n.key()]
+		if i == nil {
+			i = &NetworkInfo{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, Subnet: n.Subnet.String()}
+			byKey[n.key()] = i
+		}
+		i.Local, i.DockerID, i.Internal = true, n.DockerID, n.Internal
+		if n.Gateway.IsValid() {
+			i.Gateway = n.Gateway.String()
+		}
+	}
+	var out []NetworkInfo
+	for key, i := range byKey {
+		for h, since := range d.attached[key] {
+			if since.IsZero() {
+				i.Hosts = append(i.Hosts, h)
+			}
+		}
+		if i.Local {
+			i.Hosts = append(i.Hosts, d.cfg.Host)
+		}
+		slices.Sort(i.Hosts)
+		i.Hosts = slices.Compact(i.Hosts)
+		out = append(out, *i)
+	}
+	slices.SortFunc(out, func(a, b NetworkInfo) int {
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// Endpoints lists this host's endpoints and those of other hosts on the
+// networks this host has.
+func (d *Driver) Endpoints() []EndpointInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []EndpointInfo
+	for _, e := range d.eps {
+		out = append(out, EndpointInfo{ID: e.ID, Network: d.nets[e.Network].key(), IP: e.IP.Addr().String(),
+			MAC: e.MAC.String(), Host: d.cfg.Host, VTEP: d.cfg.VTEP.String(), State: "up"})
+	}
+	for _, r := range d.remotes {
+		state := "up"
+		if !r.hiddenSince.IsZero() {
+			state = "host-down"
+		}
+		out = append(out, EndpointInfo{ID: r.ep.ID, Network: r.ep.Network, IP: r.ep.IP.String(), MAC: r.ep.MAC.String(),
+			Host: r.ep.Host, VTEP: r.ep.VTEP.String(), State: state})
+	}
+	slices.SortFunc(out, func(a, b EndpointInfo) int {
+		return cmp.Or(cmp.Compare(a.Network, b.Network), cmp.Compare(a.Host, b.Host), cmp.Compare(a.IP, b.IP))
+	})
+	return out
+}
+
+// Status summarises this host's view.
+func (d *Driver) Status() Status {
+	hosts, nets, eps := d.Hosts(), d.Networks(), d.Endpoints()
+	s := Status{Host: d.cfg.Host, VTEP: d.cfg.VTEP.String(), Networks: len(nets), Endpoints: len(eps)}
+	for _, h := range hosts {
+		if h.State == "up" {
+			s.HostsUp++
+		} else {
+			s.HostsDown++
+			s.Warnings = append(s.Warnings, fmt.Sprintf("host %s is down; its endpoints stay programmed for %v", h.Name, d.cfg.HiddenGrace))
+		}
+	}
+	for _, e := range eps {
+		if e.Host == d.cfg.Host {
+			s.LocalEndpoints++
+		}
+	}
+	for _, n := range nets {
+		if c, ok := d.cl.Network(n.Tenant + "/" + n.Name); ok && n.Local && c.Subnet.String() != n.Subnet {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("network %s/%s: this host has subnet %s, the cluster %s (host %s)",
+				n.Tenant, n.Name, n.Subnet, c.Subnet, c.Host))
+		}
+	}
+	return s
+}
+
+// AdminHandler serves the admin API tenetctl uses: GET /v1/status,
+// /v1/hosts, /v1/networks, /v1/endpoints, all JSON.
+func (d *Driver) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	get := func(path string, fn func() any) {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, fn()) })
+	}
+	get("/v1/status", func() any { return d.Status() })
+	get("/v1/hosts", func() any { return d.Hosts() })
+	get("/v1/networks", func() any { return d.Networks() })
+	get("/v1/endpoints", func() any { return d.Endpoints() })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("unknown admin call %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// ServeAdmin answers the admin API on a root-only unix socket at path until
+// ctx is done.
+func (d *Driver) ServeAdmin(ctx context.Context, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("driver: admin socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("driver: remove stale admin socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("driver: admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("driver: admin socket: %w", err)
+	}
+	srv := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("driver: serve %s: %w", path, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	_ = os.Remove(path)
+	return nil
+}
