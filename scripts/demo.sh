@@ -58,3 +58,13 @@ printf '%-22s %-26s %s\n' "globex-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 gl
 printf '%-22s %-26s %s\n' "acme-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 acme-a 10.1.0.20)"
 printf '%-22s %-26s %s\n' "globex-a (h0)" "acme-b 10.1.0.11 (h1)" "$(try h0 globex-a 10.1.0.11)"
 echo "(acme-a and globex-a both have 10.1.0.10 on h0: the same subnet, two tenants, no clash)"
+
+echo
+echo "== egress: acme-a reaches the hosts' underlay side through its host, NATed"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "h2's underlay 198.51.100.12" "$(try h0 acme-a 198.51.100.12)"
+
+echo
+echo "== tenetctl on h2: where every endpoint lives"
+"$tb" tenetctl h2 endpoint ls
+echo
+"$tb" tenetctl h2 host ls

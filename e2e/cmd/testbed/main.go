@@ -6,6 +6,7 @@
 //	testbed ls                runs on this machine
 //	testbed exec HOST CMD...  run CMD on HOST of the testbed that is up
 //	testbed docker HOST ARGS  the docker CLI against HOST's engine
+//	testbed tenetctl HOST ARGS  tenetctl on HOST
 //	testbed down [RUN...]     remove the testbed(s) that are up, and stale runs
 //	testbed reap              remove runs whose test process is gone
 //	testbed leaks             list anything of any run left on the machine; exit 1 if so
@@ -31,6 +32,7 @@ const usage = `usage: testbed [--dir DIR] COMMAND
   ls                list testbed runs on this machine
   exec HOST CMD...  run CMD on HOST (h0, h1, ...) of the testbed that is up
   docker HOST ARGS  run the docker CLI against HOST's engine
+  tenetctl HOST ARGS  run tenetctl on HOST (testbeds made with --tenet)
   down [RUN...]     remove the given runs, or every testbed that is up and every stale run
   reap              remove runs whose test process is gone
   leaks             list anything of any testbed run left on this machine; exit 1 if so
@@ -69,11 +71,11 @@ func run(ctx context.Context, dir string, args []string) (int, error) {
 		return up(ctx, dir, n, tenet)
 	case "ls":
 		return ls(dir)
-	case "exec", "docker":
+	case "exec", "docker", "tenetctl":
 		if len(rest) < 2 {
 			return 2, fmt.Errorf("%s needs a host and a command, e.g. %s h0 ps", cmd, cmd)
 		}
-		return execOn(ctx, dir, cmd == "docker", rest[0], rest[1:])
+		return execOn(ctx, dir, cmd, rest[0], rest[1:])
 	case "down":
 		return down(ctx, dir, rest)
 	case "reap":
@@ -197,7 +199,7 @@ func current(dir string) (*e2e.Testbed, error) {
 	}
 }
 
-func execOn(ctx context.Context, dir string, docker bool, host string, argv []string) (int, error) {
+func execOn(ctx context.Context, dir, how string, host string, argv []string) (int, error) {
 	tb, err := current(dir)
 	if err != nil {
 		return 1, err
@@ -207,7 +209,10 @@ func execOn(ctx context.Context, dir string, docker bool, host string, argv []st
 			continue
 		}
 		var out string
-		if docker {
+		if how == "tenetctl" {
+			argv = append([]string{tb.Dir + "/tenetctl"}, argv...)
+		}
+		if how == "docker" {
 			if i >= len(tb.Engines) {
 				return 1, fmt.Errorf("host %s has no engine", host)
 			}
