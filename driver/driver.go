@@ -32,6 +32,7 @@ type Driver struct {
 	// attached: network key -> host -> when it was hidden (zero: visible)
 	vteps map[string]netip.Addr // last known VTEP of each host
 	pools map[string]*pool      // IPAM pools, by pool ID
+	dirty bool                  // the view of other hosts changed since it was saved
 }
 
 // remoteEP is another host's endpoint as gossip last showed it.
@@ -59,6 +60,22 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Driver, error) {
 	}
 	for _, p := range saved.Pools {
 		d.pools[p.ID] = p
+	}
+	// Other hosts' endpoints as last seen: kept programmed, as if their hosts
+	// were just reported down, until gossip confirms them or the grace ends.
+	now := time.Now()
+	for _, r := range saved.Remotes {
+		d.remotes[r.ID] = &remoteEP{ep: gossip.Endpoint{ID: r.ID, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP, Host: r.Host},
+			version: r.Version, hiddenSince: now}
+	}
+	for key, hosts := range saved.Attached {
+		d.attached[key] = map[string]time.Time{}
+		for _, h := range hosts {
+			d.attached[key][h] = now
+		}
+	}
+	for h, v := range saved.VTEPs {
+		d.vteps[h] = v
 	}
 	for _, e := range saved.Endpoints {
 		if d.nets[e.Network] == nil {
@@ -89,6 +106,15 @@ func (d *Driver) Run(ctx context.Context) error {
 	defer tick.Stop()
 	gc := time.NewTicker(d.cfg.GCInterval)
 	defer gc.Stop()
+	defer func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.dirty {
+			if err := d.saveLocked(); err != nil {
+				d.log.Warn("save the view of other hosts", "err", err)
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,6 +142,7 @@ func (d *Driver) Run(ctx context.Context) error {
 				}
 			}
 			if changed {
+				d.dirty = true
 				d.reconcileAndLogLocked(ctx)
 			}
 			d.mu.Unlock()
@@ -124,7 +151,13 @@ func (d *Driver) Run(ctx context.Context) error {
 		case <-tick.C:
 			d.mu.Lock()
 			if d.expireHiddenLocked(time.Now()) {
+				d.dirty = true
 				d.reconcileAndLogLocked(ctx)
+			}
+			if d.dirty {
+				if err := d.saveLocked(); err != nil {
+					d.log.Warn("save the view of other hosts", "err", err)
+				}
 			}
 			d.mu.Unlock()
 		}
@@ -250,7 +283,7 @@ func (d *Driver) desiredLocked() overlay.State {
 	})
 	for _, r := range rs {
 		n := byKey[r.ep.Network]
-		if n == nil || !r.ep.VTEP.IsValid() || r.ep.VTEP == d.cfg.VTEP || len(r.ep.MAC) != 6 {
+		if n == nil || r.ep.VTEP == d.cfg.VTEP || !validRemote(r.ep) {
 			continue
 		}
 		ipKey, macKey := fmt.Sprint(n.VNI, "/", r.ep.IP), fmt.Sprint(n.VNI, "/", r.ep.MAC)
@@ -281,6 +314,20 @@ func (d *Driver) saveLocked() error {
 		s.Pools = append(s.Pools, p)
 	}
 	slices.SortFunc(s.Pools, func(a, b *pool) int { return cmp.Compare(a.ID, b.ID) })
+	for _, r := range d.remotes {
+		s.Remotes = append(s.Remotes, savedRemote{ID: r.ep.ID, Network: r.ep.Network, MAC: r.ep.MAC, IP: r.ep.IP,
+			VTEP: r.ep.VTEP, Host: r.ep.Host, Version: r.version})
+	}
+	slices.SortFunc(s.Remotes, func(a, b savedRemote) int { return cmp.Compare(a.ID, b.ID) })
+	s.Attached = map[string][]string{}
+	for key, hosts := range d.attached {
+		for h := range hosts {
+			s.Attached[key] = append(s.Attached[key], h)
+		}
+		slices.Sort(s.Attached[key])
+	}
+	s.VTEPs = d.vteps
+	d.dirty = false
 	return saveState(d.cfg.StateDir, s)
 }
 
@@ -327,4 +374,16 @@ func sortedEPs(m map[string]*localEP) []*localEP {
 	}
 	slices.SortFunc(out, func(a, b *localEP) int { return cmp.Compare(a.ID, b.ID) })
 	return out
+}
+
+// validRemote applies the datapath's input rules to a gossip record, so
+// that one bad record from a peer cannot fail every reconcile.
+func validRemote(e gossip.Endpoint) bool {
+	unicast := func(a netip.Addr) bool {
+		return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && a.Zone() == ""
+	}
+	if !unicast(e.VTEP) || len(e.MAC) != 6 || e.MAC[0]&1 != 0 || slices.Equal([]byte(e.MAC), make([]byte, 6)) {
+		return false
+	}
+	return !e.IP.IsValid() || unicast(e.IP)
 }

@@ -241,9 +241,27 @@ func TestNetworkAndEndpointLifecycleProgramsTheDatapath(t *testing.T) {
 }
 
 func TestStateSurvivesARestart(t *testing.T) {
-	d, _, cl, post := serve(t)
+	d, rec, cl, post := serve(t)
 	post("/NetworkDriver.CreateNetwork", createWeb)
 	post("/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"10.1.0.5/24"}}`)
+	// Another host's endpoint is known before the restart.
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- d.Run(ctx1) }()
+	cl.events <- gossip.Event{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: "r1", Host: "h1", Version: 3,
+		Endpoint: &gossip.Endpoint{ID: "r1", Network: "acme/web", MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 9},
+			IP: netip.MustParseAddr("10.1.0.9"), VTEP: netip.MustParseAddr("198.51.100.11"), Host: "h1"}}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if s, _ := rec.Last(); len(s.Remotes) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("remote endpoint never programmed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel1()
+	<-done1 // saves the view on its next tick or has saved it already
 	rec2 := &overlaytest.Recorder{}
 	d2, err := New(d.cfg, rec2, cl)
 	if err != nil {
@@ -258,6 +276,11 @@ func TestStateSurvivesARestart(t *testing.T) {
 			b, _ := json.Marshal(s)
 			if len(s.Endpoints) != 1 || s.Endpoints[0].ID != "e1" || len(s.Networks) != 1 {
 				t.Fatalf("restarted driver reconciled %s", b)
+			}
+			// Before gossip has said anything, the other host's endpoint
+			// stays programmed.
+			if len(s.Remotes) != 1 || s.Remotes[0].VTEP.String() != "198.51.100.11" {
+				t.Fatalf("restarted driver dropped the remote endpoint: %s", b)
 			}
 			break
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -22,6 +23,9 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req createEndpointRequest) 
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create endpoint %.12s: gave up waiting: %w", req.EndpointID, err)
+	}
 	n := d.nets[req.NetworkID]
 	if n == nil {
 		return nil, fmt.Errorf("create endpoint %.12s: network %.12s is not a tenet network on this host", req.EndpointID, req.NetworkID)
@@ -40,7 +44,7 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req createEndpointRequest) 
 	if err != nil || !n.Subnet.Contains(ip.Addr()) {
 		return nil, fmt.Errorf("%s: address %q: must be an address in %s", where, req.Interface.Address, n.Subnet)
 	}
-	e := &localEP{ID: req.EndpointID, Network: n.DockerID, IP: ip}
+	e := &localEP{ID: req.EndpointID, Network: n.DockerID, IP: ip, Created: time.Now().UTC()}
 	resp := &createEndpointResponse{}
 	if req.Interface.MacAddress != "" {
 		e.MAC, err = net.ParseMAC(req.Interface.MacAddress)
@@ -55,9 +59,13 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req createEndpointRequest) 
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	d.eps[e.ID] = e
-	if err := d.reconcileLocked(ctx); err != nil {
+	err = d.reconcileLocked(ctx)
+	if err == nil {
+		err = ctx.Err() // Docker was told it failed: do not succeed behind its back
+	}
+	if err != nil {
 		delete(d.eps, e.ID)
-		d.reconcileAndLogLocked(ctx)
+		d.reconcileAndLogLocked(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if err := d.saveLocked(); err != nil {
@@ -156,6 +164,9 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, req endpointRequest) error 
 	return nil
 }
 
+// unjoinedGrace is how long an endpoint may wait for its Join.
+const unjoinedGrace = 10 * time.Minute
+
 // collectGarbage deletes endpoints whose container sandbox no longer
 // exists: after a restart Docker may drop endpoints without calling Leave
 // or DeleteEndpoint (it does not load a lazily activated plugin for its
@@ -166,6 +177,11 @@ func (d *Driver) collectGarbage(ctx context.Context) {
 	var gone []*localEP
 	for _, e := range d.eps {
 		if e.Sandbox == "" {
+			// Never joined: Docker failed between CreateEndpoint and Join
+			// and did not roll back (a crash). Give it time to join.
+			if !e.Created.IsZero() && time.Since(e.Created) > unjoinedGrace {
+				gone = append(gone, e)
+			}
 			continue
 		}
 		if _, err := os.Stat(e.Sandbox); errors.Is(err, fs.ErrNotExist) {

@@ -121,13 +121,22 @@ func (d *Driver) CreateNetwork(ctx context.Context, req createNetworkRequest) er
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create network %s: gave up waiting: %w", n.key(), err)
+	}
 	if err := d.checkNetworkLocked(n); err != nil {
 		return fmt.Errorf("create network %s: %w", n.key(), err)
 	}
 	d.nets[n.DockerID] = n
-	if err := d.reconcileLocked(ctx); err != nil {
+	err = d.reconcileLocked(ctx)
+	if err == nil {
+		// Docker has been told the call failed once the deadline passed;
+		// it must not succeed here behind its back.
+		err = ctx.Err()
+	}
+	if err != nil {
 		delete(d.nets, n.DockerID)
-		d.reconcileAndLogLocked(ctx)
+		d.reconcileAndLogLocked(context.WithoutCancel(ctx))
 		return fmt.Errorf("create network %s: %w", n.key(), err)
 	}
 	if err := d.saveLocked(); err != nil {
@@ -189,9 +198,14 @@ func (d *Driver) DeleteNetwork(ctx context.Context, req networkRequest) error {
 	if n == nil {
 		return nil
 	}
+	// Docker deletes a network only once it has no endpoints; any left
+	// here are stale (a call that failed half-way), and Docker would only
+	// log a refusal. They go with the network.
 	for _, e := range d.eps {
 		if e.Network == n.DockerID {
-			return fmt.Errorf("delete network %s: endpoint %.12s is still attached", n.key(), e.ID)
+			d.log.Warn("deleting a stale endpoint with its network", "endpoint", e.ID, "network", n.key())
+			delete(d.eps, e.ID)
+			d.cl.DeleteEndpoint(e.ID)
 		}
 	}
 	delete(d.nets, n.DockerID)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // netDef is a Tenet network as created on this host.
@@ -38,13 +39,30 @@ type localEP struct {
 	MAC     net.HardwareAddr `json:"mac"`
 	// Sandbox is the container's network namespace path Docker gave in
 	// Join; once it is gone, so is the container.
-	Sandbox string `json:"sandbox,omitempty"`
+	Sandbox string    `json:"sandbox,omitempty"`
+	Created time.Time `json:"created,omitzero"`
 }
 
 type savedState struct {
 	Networks  []*netDef  `json:"networks"`
 	Endpoints []*localEP `json:"endpoints"`
 	Pools     []*pool    `json:"pools,omitempty"`
+	// The last view of other hosts, so that a restarted tenetd keeps their
+	// endpoints programmed (for HiddenGrace) until gossip has caught up,
+	// instead of withdrawing them from the kernel at its first reconcile.
+	Remotes  []savedRemote         `json:"remotes,omitempty"`
+	Attached map[string][]string   `json:"attached,omitempty"` // network key -> hosts
+	VTEPs    map[string]netip.Addr `json:"vteps,omitempty"`
+}
+
+type savedRemote struct {
+	ID      string           `json:"id"`
+	Network string           `json:"network"`
+	MAC     net.HardwareAddr `json:"mac"`
+	IP      netip.Addr       `json:"ip"`
+	VTEP    netip.Addr       `json:"vtep"`
+	Host    string           `json:"host"`
+	Version uint64           `json:"version"`
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }

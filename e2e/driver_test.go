@@ -137,13 +137,15 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	if out, err := c.Engine(0).Docker(ctx, "exec", "c0", "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
 		t.Errorf("container mtu %q (%v), want 1450", out, err)
 	}
-	// Egress: the containers reach the hosts' underlay side through their
-	// host's tenant router; a container of an --internal network does not.
-	for _, h := range c.Hosts {
+	// Egress: the containers reach the other hosts' underlay side through
+	// their host's tenant router (never their own host itself); a
+	// container of an --internal network reaches nothing outside.
+	for _, h := range c.Hosts[1:] {
 		if _, err := c.Engine(0).Docker(ctx, "exec", "c0", "ping", "-c1", "-W2", h.Underlay().Addr().String()); err != nil {
 			t.Errorf("egress from c0 to %s's underlay address: %v", h.Name(), err)
 		}
 	}
+	e2e.NeverPing(t, c.Engine(0), "c0", c.Hosts[0].Underlay().Addr().String())
 	for _, e := range c.Engines {
 		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--internal", "--ipam-driver", "tenet", "--ipam-opt", "tenant=acme",
 			"-o", "tenant=acme", "-o", "network=vault", "--subnet", "10.3.0.0/24", "acme-vault"); err != nil {
@@ -154,7 +156,6 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	run(t, c.Engine(2), "v2", "acme-vault", "10.3.0.12")
 	e2e.AwaitPing(t, c.Engine(1), "v1", "10.3.0.12")
 	e2e.NeverPing(t, c.Engine(1), "v1", c.Hosts[1].Underlay().Addr().String())
-	e2e.NeverPing(t, c.Engine(1), "v1", ips[1])
 
 	// TCP both ways across hosts.
 	if err := tcp(t, c.Engine(0), "c0", c.Engine(2), "c2", ips[2]); err != nil {
@@ -167,6 +168,11 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	// docker network connect / disconnect of a running container.
 	db := createNetwork(t, c, "acme", "db", "10.2.0.0/24")
 	run(t, c.Engine(1), "d1", db, "10.2.0.11")
+	// Both networks have egress through the same tenant router, which
+	// still never routes between them.
+	e2e.AwaitPing(t, c.Engine(2), "c2", ips[0])
+	e2e.NeverPing(t, c.Engine(0), "c0", "10.2.0.11")
+	e2e.NeverPing(t, c.Engine(1), "c1", "10.2.0.11")
 	if _, err := c.Engine(1).Docker(ctx, "network", "connect", "--ip", "10.1.0.21", net, "d1"); err != nil {
 		t.Fatal(err)
 	}

@@ -111,8 +111,11 @@ func Runs(base string) ([]RunInfo, error) {
 		l, err := readLedger(base, e.Name())
 		if err != nil {
 			// A directory without a readable ledger is debris of a run
-			// killed while it started; it is stale by definition.
-			runs = append(runs, RunInfo{Run: e.Name(), Stale: true})
+			// killed while it started, unless it is being made right now
+			// (the ledger follows the directory within milliseconds).
+			info, serr := e.Info()
+			young := serr == nil && time.Since(info.ModTime()) < time.Minute
+			runs = append(runs, RunInfo{Run: e.Name(), Stale: !young})
 			continue
 		}
 		info := RunInfo{Run: l.Run, Persistent: l.Persistent, Stale: l.stale(), Created: l.Created}

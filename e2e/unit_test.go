@@ -78,8 +78,17 @@ func TestLedgerRoundTripAndStaleness(t *testing.T) {
 		t.Error("a persistent run is stale")
 	}
 
-	// A directory without a ledger is debris: listed as stale.
-	if err := os.MkdirAll(filepath.Join(base, "tb00000b2"), 0o755); err != nil {
+	// A directory without a ledger is debris, listed as stale, once it is
+	// older than a run takes to write its ledger.
+	debris := filepath.Join(base, "tb00000b2")
+	if err := os.MkdirAll(debris, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if runs, _ := Runs(base); len(runs) != 2 || runs[1].Stale {
+		t.Errorf("a run directory made just now is stale: %+v", runs)
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(debris, old, old); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := Runs(base)

@@ -289,6 +289,10 @@ func (a *applier) apply(op Op) error {
 
 func (a *applier) netnsAdd(tenant string) error {
 	name := a.d.netnsName(tenant)
+	if n := a.d.tenants[tenant]; n != nil {
+		n.Close() // a handle to a namespace that is gone
+		delete(a.d.tenants, tenant)
+	}
 	if err := createNamedNS(name); err != nil {
 		return fmt.Errorf("create namespace %s for tenant %s: %w", name, tenant, err)
 	}

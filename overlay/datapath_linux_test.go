@@ -751,14 +751,23 @@ func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
 			t.Errorf("%s: second plan not empty: %v", h.name, ops)
 		}
 	}
-	// Egress: the web containers reach their own host's and the other
-	// host's underlay address, through the gateway on their own host.
+	// Egress: the containers reach the other host's underlay address,
+	// through the gateway on their own host; their own host itself (its
+	// services, its VXLAN socket) they never reach.
 	for _, p := range []struct {
 		c  *container
 		to netip.Addr
-	}{{cw0, hs[0].vtep}, {cw0, hs[1].vtep}, {cw1, hs[0].vtep}, {cd1, hs[0].vtep}, {cg0, hs[1].vtep}} {
+	}{{cw0, hs[1].vtep}, {cw1, hs[0].vtep}, {cd1, hs[0].vtep}, {cg0, hs[1].vtep}} {
 		if err := p.c.ping(ctx, p.to); err != nil {
 			t.Errorf("egress from %s to %s: %v", p.c.ip, p.to, err)
+		}
+	}
+	for _, p := range []struct {
+		c  *container
+		to string
+	}{{cw0, hs[0].vtep.String()}, {cw0, "169.254.0.5"}, {cw1, hs[1].vtep.String()}} {
+		if err := p.c.ping(ctx, netip.MustParseAddr(p.to)); err == nil {
+			t.Errorf("%s reached its own host at %s", p.c.ip, p.to)
 		}
 	}
 	// If br_netfilter is loaded (Docker loads it) and bridged frames are
@@ -791,6 +800,9 @@ func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
 	if pkts := vx.stop(); len(pkts) > 0 {
 		t.Errorf("a container injected VXLAN datagrams into the underlay:\n%s", strings.Join(pkts, "\n"))
 	}
+	// Nor into its own host's VXLAN socket: the host's input chain drops
+	// everything from tenant uplinks (shown above by the pings to the own
+	// host, which the same rule stops).
 	// Each reaches its own network's gateway on its host's router.
 	if err := cw0.ping(ctx, netip.MustParseAddr("10.1.0.1")); err != nil {
 		t.Errorf("w0 to its gateway: %v", err)
@@ -917,5 +929,37 @@ func TestContainersCannotSpoof(t *testing.T) {
 		if err := ca.ping(ctx, v.ip); err != nil {
 			t.Errorf("legitimate ping to %s after the attacks: %v", v.ip, err)
 		}
+	}
+}
+
+// TestTenantNamespaceRecreatedAtOnceAndAfterExternalDelete removes a
+// tenant's last network and creates it again straight away, five times
+// (the VNI must be free at once), then has an admin delete the namespace
+// behind the datapath's back: the next reconcile builds it anew.
+func TestTenantNamespaceRecreatedAtOnceAndAfterExternalDelete(t *testing.T) {
+	hs := newHosts(t, 1)
+	ctx := t.Context()
+	dp := hs[0].dp
+	s := overlay.State{Networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}}}
+	for i := range 5 {
+		if err := dp.Reconcile(ctx, s); err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+		if err := dp.Reconcile(ctx, overlay.State{}); err != nil {
+			t.Fatalf("delete %d: %v", i, err)
+		}
+	}
+	if err := dp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "del", hs[0].netns+"-acme").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := dp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "-n", hs[0].netns+"-acme", "-o", "link").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "vx4097") || !strings.Contains(string(out), "br4097") {
+		t.Errorf("after an external delete, the re-created namespace holds: %v\n%s", err, out)
 	}
 }

@@ -22,8 +22,12 @@ package overlay
 // namespace, table ip tenet:
 //
 //	chain fwd-<digest> { type filter hook forward priority 0; policy accept;
+//	    iifname "tnu*" ip daddr 169.254.169.254 drop  # no cloud metadata
 //	    iifname "tnu*" udp dport <vxlan port> drop  # no VXLAN injection
 //	    iifname "tnu*" oifname "tnu*" drop }      # never tenant to tenant
+//	chain in-<digest> { type filter hook input priority 0; policy accept;
+//	    ct state established,related accept
+//	    iifname "tnu*" drop }                     # tenants never reach the host itself
 //	chain nat-<digest> { type nat hook postrouting priority 100;
 //	    ip saddr <uplink net> oifname != "tnu*" masquerade }
 //
@@ -35,6 +39,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -62,7 +67,7 @@ func tenantRulesDigest(bridges []string) string {
 
 // hostRulesDigest names the host rule set for uplink net n and VXLAN port.
 func hostRulesDigest(n netip.Prefix, port uint16) string {
-	return digest("host-v2", n.String(), fmt.Sprint(port))
+	return digest("host-v3", n.String(), fmt.Sprint(port))
 }
 
 func ifname(s string) []byte {
@@ -209,6 +214,24 @@ func tenantRules(bridges []string) func(c *nftables.Conn, t *nftables.Table) {
 func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.Table) {
 	return func(c *nftables.Conn, t *nftables.Table) {
 		fwd, nat := chains(c, t, hostRulesDigest(n, port), nftables.ChainPolicyAccept)
+		accept := nftables.ChainPolicyAccept
+		in := c.AddChain(&nftables.Chain{Name: "in-" + hostRulesDigest(n, port), Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+		fromTenant := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
+		}
+		// Tenants have no business with the host itself: not its VXLAN
+		// socket (a datagram to it would be decapsulated into any VNI), not
+		// its gossip port, nothing; only replies to what the host started.
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: established()})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(slices.Clone(fromTenant), &expr.Verdict{Kind: expr.VerdictDrop})})
+		// Nor may they reach the cloud metadata service through the host.
+		md := metadataAddr.As4()
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: append(slices.Clone(fromTenant),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: md[:]},
+			&expr.Verdict{Kind: expr.VerdictDrop})})
 		// A container must not inject VXLAN into the underlay: NATed, its
 		// datagrams would come from a real VTEP, into any VNI.
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
@@ -218,13 +241,6 @@ func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.T
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		}})
 		bits := n.Bits()
@@ -247,11 +263,12 @@ func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.T
 // Anti-spoofing, in each tenant namespace with local endpoints, table
 // bridge tenet:
 //
-//	chain pre-<digest> { type filter hook prerouting priority -200; policy accept;
+//	chain pre-<digest> { type filter hook prerouting priority 0; policy accept;
 //	    iifname "tv<hash>" ether saddr != <its MAC> drop
 //	    iifname "tv<hash>" ether type ip ip saddr != <its IPv4> drop
 //	    iifname "tv<hash>" ether type arp arp saddr ether != <its MAC> drop
 //	    iifname "tv<hash>" ether type arp arp saddr ip != <its IPv4> drop
+//	    iifname "tv<hash>" ether type != { ip, arp, ip6 } drop  # no VLAN tags etc.
 //	}
 //
 // so a container sends frames only as itself: no forged MAC, no forged
@@ -261,6 +278,7 @@ func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.T
 var (
 	etherIPv4 = binaryutil.BigEndian.PutUint16(0x0800)
 	etherARP  = binaryutil.BigEndian.PutUint16(0x0806)
+	etherIPv6 = binaryutil.BigEndian.PutUint16(0x86dd)
 )
 
 func spoofRules(ports []spoofPort) func(c *nftables.Conn, t *nftables.Table) {
@@ -295,6 +313,14 @@ func spoofRules(ports []spoofPort) func(c *nftables.Conn, t *nftables.Table) {
 				c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(es, drop)})
 			}
 			rule(field(expr.PayloadBaseLLHeader, 6, 6, p.MAC[:]))
+			// Only IPv4, ARP and IPv6 frames; a VLAN tag would hide a forged
+			// inner header from the checks below.
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(slices.Clone(in),
+				&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherIPv4},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherARP},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherIPv6},
+				drop)})
 			if p.IPv4.IsValid() {
 				ip := p.IPv4.As4()
 				rule(proto(etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))

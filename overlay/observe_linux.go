@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,11 +52,14 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 	if err != nil && !os.IsNotExist(err) {
 		return snap, fmt.Errorf("overlay: list namespaces: %w", err)
 	}
+	present := map[string]bool{}
 	for _, e := range entries {
 		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
 		if !ok || !tenantPattern.MatchString(tenant) {
 			continue
 		}
+		present[tenant] = true
+		d.dropStaleLocked(tenant)
 		t, err := d.tenantLocked(tenant)
 		if err != nil {
 			return snap, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
@@ -72,7 +76,44 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 		}
 		snap.Tenants[tenant] = o
 	}
+	for tenant, n := range d.tenants {
+		if !present[tenant] {
+			d.forgetLocked(tenant, n) // its namespace was deleted behind our back
+		}
+	}
 	return snap, nil
+}
+
+// dropStaleLocked forgets the cached handle of tenant's namespace if the
+// name now pins another namespace (someone deleted and re-created it).
+func (d *Datapath) dropStaleLocked(tenant string) {
+	n := d.tenants[tenant]
+	if n == nil {
+		return
+	}
+	cur, err := netns.GetFromPath(netnsDir + "/" + d.netnsName(tenant))
+	if err == nil {
+		defer cur.Close()
+	}
+	if err != nil || !cur.Equal(n.ns) {
+		d.forgetLocked(tenant, n)
+	}
+}
+
+// forgetLocked drops the handle of a namespace that is no longer pinned,
+// first deleting its VXLAN devices through it: the kernel tears an
+// unpinned namespace down asynchronously, and until then the devices hold
+// their VNIs on the host's socket.
+func (d *Datapath) forgetLocked(tenant string, n *nsNet) {
+	if links, err := dump(n.h.LinkList); err == nil {
+		for _, l := range links {
+			if l.Type() == "vxlan" && vxlanPattern.MatchString(l.Attrs().Name) {
+				_ = n.h.LinkDel(l)
+			}
+		}
+	}
+	n.Close()
+	delete(d.tenants, tenant)
 }
 
 func observeTenant(t *nsNet) (*TenantObjects, error) {

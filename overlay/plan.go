@@ -137,6 +137,15 @@ func Plan(desired, observed Snapshot) []Op {
 			if observed.Tenants[t].Uplink != nil {
 				ops = append(ops, Op{Kind: OpUplinkDel, Tenant: t}) // its host end too
 			}
+			// Delete the links first: a namespace's devices go away
+			// asynchronously once it is unpinned, and until then its VXLAN
+			// devices still hold their VNI on the host's socket, so a quick
+			// re-create would fail with "file exists".
+			dels := sortedLinks(observed.Tenants[t].Links, func(Link) bool { return true })
+			slices.Reverse(dels)
+			for _, l := range dels {
+				ops = append(ops, Op{Kind: OpLinkDel, Tenant: t, Link: l})
+			}
 			ops = append(ops, Op{Kind: OpNetnsDel, Tenant: t})
 		}
 	}

@@ -119,10 +119,11 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name:     "last network of a tenant gone: namespace deleted",
+			name:     "last network of a tenant gone: links deleted, then the namespace",
 			desired:  State{},
 			observed: Desire(oneEndpoint, vtep0, 4789, 1500),
-			want:     []string{"netns del acme"},
+			want: []string{"acme: link del " + BridgeVeth("ep1"), "acme: link del vx4097", "acme: link del br4097",
+				"netns del acme"},
 		},
 		{
 			name:    "stray host links: an unmoved vxlan and an orphan container end",

@@ -15,7 +15,7 @@ type spoofPort struct {
 }
 
 func spoofDigest(ports []spoofPort) string {
-	parts := []string{"spoof-v1"}
+	parts := []string{"spoof-v2"}
 	for _, p := range ports {
 		parts = append(parts, fmt.Sprintf("%s %x %v", p.Port, p.MAC, p.IPv4))
 	}
