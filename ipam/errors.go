@@ -1,0 +1,33 @@
+package ipam
+
+import "errors"
+
+// Errors callers branch on with errors.Is. Every error this package returns
+// wraps one of them and names the input and the rule it broke.
+var (
+	// ErrInvalid: malformed input (bad CIDR, bad address, bad tenant name).
+	ErrInvalid = errors.New("invalid")
+	// ErrOverlap: a subnet overlaps another pool of the same tenant.
+	ErrOverlap = errors.New("overlaps an existing pool")
+	// ErrNotInPool: an address lies outside the pool (or outside its ip-range).
+	ErrNotInPool = errors.New("not in pool")
+	// ErrUnknownPool: no pool with that ID on this host.
+	ErrUnknownPool = errors.New("unknown pool")
+	// ErrInUse: a requested address is already allocated or reserved.
+	ErrInUse = errors.New("already in use")
+	// ErrExhausted: no free address on this host and no host could hand over
+	// a block.
+	ErrExhausted = errors.New("exhausted")
+	// ErrNotOwned: the address lies in a block this host does not own, so
+	// this host cannot allocate or release it.
+	ErrNotOwned = errors.New("block not owned by this host")
+	// ErrUnavailable: the owner of the space needed did not answer in time
+	// (unreachable or partitioned); retrying later may succeed.
+	ErrUnavailable = errors.New("owner unavailable")
+	// ErrRemoved: this host was removed from the cluster by an admin and may
+	// not allocate any more.
+	ErrRemoved = errors.New("host removed from the cluster")
+	// ErrUnsafe: an admin action was refused because it could not be done
+	// safely now (for example a host to remove is still alive).
+	ErrUnsafe = errors.New("refused: unsafe")
+)
