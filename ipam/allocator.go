@@ -69,9 +69,10 @@ func (g geometry) blockIndex(p netip.Prefix) (uint64, bool) {
 
 // blockAlloc is the bitmap of one owned block.
 type blockAlloc struct {
-	used  []uint64 // bit set: allocated to a container
-	n     int      // allocated count
-	avail int      // free and not reserved
+	used   []uint64 // bit set: allocated to a container
+	n      int      // allocated count
+	avail  int      // free and not reserved
+	frozen bool     // lost to a conflict: keep what is allocated, add nothing
 }
 
 // Allocator hands out addresses from the blocks of one pool that this host
@@ -151,9 +152,27 @@ func (a *Allocator) Used(i uint64) int {
 func (a *Allocator) Free() int {
 	n := 0
 	for _, b := range a.blocks {
-		n += b.avail
+		if !b.frozen {
+			n += b.avail
+		}
 	}
 	return n
+}
+
+// Avail returns the number of addresses still available in block i.
+func (a *Allocator) Avail(i uint64) int {
+	if b := a.blocks[i]; b != nil && !b.frozen {
+		return b.avail
+	}
+	return 0
+}
+
+// Freeze stops allocating from block i while keeping its allocations; used
+// when another host turns out to own it (a conflict).
+func (a *Allocator) Freeze(i uint64) {
+	if b := a.blocks[i]; b != nil {
+		b.frozen = true
+	}
 }
 
 func (a *Allocator) reservedIn(i uint64) int {
@@ -206,7 +225,7 @@ func (a *Allocator) Reserved(addr netip.Addr) bool { _, ok := a.reserved[addr]; 
 func (a *Allocator) Allocate() (addr netip.Addr, ok bool) {
 	for _, i := range a.order {
 		b := a.blocks[i]
-		if b.avail == 0 {
+		if b.avail == 0 || b.frozen {
 			continue
 		}
 		base := a.geo.block(i).Addr()
@@ -238,7 +257,7 @@ func (a *Allocator) AllocateAddr(addr netip.Addr) error {
 		return fmt.Errorf("address %s: outside %s: %w", addr, a.geo.rng, ErrNotInPool)
 	}
 	b := a.blocks[i]
-	if b == nil {
+	if b == nil || b.frozen {
 		return fmt.Errorf("address %s: block %s: %w", addr, a.geo.block(i), ErrNotOwned)
 	}
 	if _, r := a.reserved[addr]; r {

@@ -1,0 +1,287 @@
+package ipam_test
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/ipam"
+	"github.com/tenet-net/tenet/ipam/ipamtest"
+)
+
+func TestSingleHostFillsPoolThenExhausted(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	h := startHost(t, c, "h1", []string{"h1"})
+	p := mustPool(t, h, "acme", "10.1.0.0/24", "")
+	if p.ID != "acme/10.1.0.0/24" || p.Gateway.String() != "10.1.0.1" {
+		t.Fatalf("pool = %+v", p)
+	}
+	seen := map[netip.Addr]bool{}
+	for range 253 { // 256 minus network, broadcast and gateway
+		a, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err != nil {
+			t.Fatalf("after %d: %v", len(seen), err)
+		}
+		if seen[a.Addr()] || a.Addr() == p.Gateway || a.Bits() != 24 {
+			t.Fatalf("bad address %s (seen %v)", a, seen[a.Addr()])
+		}
+		seen[a.Addr()] = true
+	}
+	_, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if !errors.Is(err, ipam.ErrExhausted) || !strings.Contains(err.Error(), "acme/10.1.0.0/24") {
+		t.Fatalf("err = %v, want ErrExhausted naming the pool", err)
+	}
+	for a := range seen {
+		if err := h.m.ReleaseAddress(ctxT(t), p.ID, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.m.ReleaseAddress(ctxT(t), p.ID, a); err != nil {
+			t.Fatalf("second release of %s: %v", a, err)
+		}
+	}
+	st, _ := h.m.Status(p.ID)
+	if len(st.Addresses) != 0 {
+		t.Fatalf("after releasing all, %d addresses remain", len(st.Addresses))
+	}
+}
+
+func TestTenantsAndOverlap(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	h := startHost(t, c, "h1", []string{"h1"})
+	a := mustPool(t, h, "acme", "10.1.0.0/24", "")
+	b := mustPool(t, h, "bolt", "10.1.0.0/24", "")
+	if a.ID == b.ID {
+		t.Fatalf("two tenants got the same pool id %s", a.ID)
+	}
+	// The same address in both tenants.
+	for _, id := range []string{a.ID, b.ID} {
+		got, err := h.m.RequestAddress(ctxT(t), id, ipam.AddressRequest{Addr: netip.MustParseAddr("10.1.0.9")})
+		if err != nil || got.String() != "10.1.0.9/24" {
+			t.Fatalf("pool %s: %v, %v", id, got, err)
+		}
+	}
+	// Identical request again: same pool (Docker's replay).
+	if again := mustPool(t, h, "acme", "10.1.0.0/24", ""); again.ID != a.ID {
+		t.Fatalf("identical RequestPool gave %s, want %s", again.ID, a.ID)
+	}
+	for _, tc := range []struct{ subnet, rng string }{
+		{"10.1.0.0/16", ""}, {"10.1.0.128/25", ""}, {"10.1.0.0/24", "10.1.0.0/25"},
+	} {
+		req, err := ipam.ParsePoolRequest("default", "", tc.subnet, tc.rng, map[string]string{"tenant": "acme"}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.m.RequestPool(ctxT(t), req)
+		if !errors.Is(err, ipam.ErrOverlap) {
+			t.Errorf("pool %s range %q in acme: err = %v, want ErrOverlap", tc.subnet, tc.rng, err)
+		}
+	}
+	if st, _ := h.m.Status(a.ID); len(st.Addresses) != 1 {
+		t.Fatalf("a refused request changed state: %v", st.Addresses)
+	}
+}
+
+func TestGatewayAuxAndRequestedAddress(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	h := startHost(t, c, "h1", []string{"h1"})
+	p := mustPool(t, h, "acme", "10.2.0.0/24", "10.2.0.128/25")
+	ctx := ctxT(t)
+	gw, err := h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{Kind: ipam.KindGateway})
+	if err != nil || gw.String() != "10.2.0.1/24" {
+		t.Fatalf("default gateway = %v, %v", gw, err)
+	}
+	gw, err = h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{Kind: ipam.KindGateway, Addr: netip.MustParseAddr("10.2.0.129")})
+	if err != nil || gw.String() != "10.2.0.129/24" {
+		t.Fatalf("--gateway = %v, %v", gw, err)
+	}
+	if _, err := h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{Kind: ipam.KindAux, Addr: netip.MustParseAddr("10.2.0.130")}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{})
+	if err != nil || a.String() != "10.2.0.128/24" {
+		t.Fatalf("first address = %v, %v; want 10.2.0.128 (range start, not the subnet's network address)", a, err)
+	}
+	a, err = h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{})
+	if err != nil || a.String() != "10.2.0.131/24" {
+		t.Fatalf("second address = %v, %v; want 10.2.0.131 (skipping gateway and aux)", a, err)
+	}
+	for _, tc := range []struct {
+		name string
+		req  ipam.AddressRequest
+		want error
+	}{
+		{"gateway as --ip", ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.129")}, ipam.ErrInUse},
+		{"aux as --ip", ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.130")}, ipam.ErrInUse},
+		{"taken --ip", ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.131")}, ipam.ErrInUse},
+		{"--ip outside the range", ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.5")}, ipam.ErrNotInPool},
+		{"--ip outside the subnet", ipam.AddressRequest{Addr: netip.MustParseAddr("10.3.0.5")}, ipam.ErrNotInPool},
+		{"broadcast", ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.255")}, ipam.ErrInUse},
+	} {
+		if _, err := h.m.RequestAddress(ctx, p.ID, tc.req); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if got, err := h.m.RequestAddress(ctx, p.ID, ipam.AddressRequest{Addr: netip.MustParseAddr("10.2.0.200")}); err != nil || got.String() != "10.2.0.200/24" {
+		t.Fatalf("--ip 10.2.0.200 = %v, %v", got, err)
+	}
+	if _, err := ipam.ParseAddress(p.ID, "10.1.0.300"); err == nil || err.Error() != "request address 10.1.0.300 in pool acme/10.2.0.0/24: not an address: invalid" {
+		t.Errorf("ParseAddress error = %v", err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want error
+	}{{"10.3.0.1", ipam.ErrNotInPool}, {"10.2.0.140", nil}, {"10.2.0.129", nil}} {
+		if err := h.m.ReleaseAddress(ctx, p.ID, netip.MustParseAddr(tc.addr)); !errors.Is(err, tc.want) {
+			t.Errorf("release %s: err = %v, want %v", tc.addr, err, tc.want)
+		}
+	}
+	if _, err := h.m.RequestAddress(ctx, "acme/10.9.0.0/24", ipam.AddressRequest{}); !errors.Is(err, ipam.ErrUnknownPool) {
+		t.Errorf("unknown pool: err = %v", err)
+	}
+}
+
+func TestIPv6Pool(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	a := startHost(t, c, "a", []string{"a"})
+	b := startHost(t, c, "b", []string{"a"})
+	pa := mustPool(t, a, "acme", "fd00:1::/64", "")
+	pb := mustPool(t, b, "acme", "fd00:1::/64", "")
+	if pa != pb {
+		t.Fatalf("hosts disagree on the pool: %+v vs %+v", pa, pb)
+	}
+	got := map[netip.Addr]string{}
+	for i := range 200 {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		p, err := h.m.RequestAddress(ctxT(t), pa.ID, ipam.AddressRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := got[p.Addr()]; dup {
+			t.Fatalf("%s given to %s and %s", p.Addr(), prev, h.name)
+		}
+		got[p.Addr()] = h.name
+	}
+	if _, err := b.m.RequestAddress(ctxT(t), pa.ID, ipam.AddressRequest{Addr: netip.MustParseAddr("fd00:1::abcd:1")}); err != nil {
+		t.Fatalf("--ip6 in a far block: %v", err)
+	}
+}
+
+func TestHandoverToNonSeed(t *testing.T) {
+	c := ipamtest.NewCluster(2*time.Millisecond, 7)
+	a := startHost(t, c, "a", []string{"a"})
+	b := startHost(t, c, "b", []string{"a"})
+	p := mustPool(t, a, "acme", "10.4.0.0/24", "")
+	mustPool(t, b, "acme", "10.4.0.0/24", "")
+	x, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x == y {
+		t.Fatalf("both hosts got %s", x)
+	}
+	sb, _ := b.m.Status(p.ID)
+	sa, _ := a.m.Status(p.ID)
+	for _, bb := range sb.Blocks {
+		for _, ba := range sa.Blocks {
+			if bb.Prefix.Overlaps(ba.Prefix) {
+				t.Fatalf("block %s owned by both", bb.Prefix)
+			}
+		}
+	}
+	// --ip in a block the seed owns but has not used: handed over whole.
+	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: netip.MustParseAddr("10.4.0.200")}); err != nil {
+		t.Fatalf("--ip in a free block of another host: %v", err)
+	}
+	// --ip in a block the seed uses: refused with a clear error, nothing changes.
+	_, err = b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: y.Addr().Next()})
+	if !errors.Is(err, ipam.ErrNotOwned) || !strings.Contains(err.Error(), "owned by host a") {
+		t.Fatalf("--ip in a used block of another host: err = %v", err)
+	}
+}
+
+func TestRestartKeepsAllocations(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	store := &ipam.MemStore{}
+	h := startHost(t, c, "h1", []string{"h1"}, func(cfg *ipam.Config) { cfg.Store = store })
+	p := mustPool(t, h, "acme", "10.5.0.0/24", "")
+	var before []netip.Addr
+	for range 70 {
+		a, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, a.Addr())
+	}
+	h.halt()
+	h2 := startHost(t, c, "h1", []string{"h1"}, func(cfg *ipam.Config) { cfg.Store = store })
+	st, err := h2.m.Status(p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(st.Addresses) != fmt.Sprint(before) {
+		t.Fatalf("after restart: %v\nbefore: %v", st.Addresses, before)
+	}
+	a, err := h2.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range before {
+		if a.Addr() == b {
+			t.Fatalf("restarted host handed out %s again", b)
+		}
+	}
+}
+
+func TestRemoveHost(t *testing.T) {
+	c := ipamtest.NewCluster(time.Millisecond, 3)
+	seeds := []string{"a", "b", "c"}
+	a := startHost(t, c, "a", seeds)
+	b := startHost(t, c, "b", seeds)
+	d := startHost(t, c, "c", seeds)
+	p := mustPool(t, a, "acme", "10.6.0.0/24", "")
+	mustPool(t, b, "acme", "10.6.0.0/24", "")
+	mustPool(t, d, "acme", "10.6.0.0/24", "")
+	dead, err := d.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.m.RemoveHost(ctxT(t), "c"); !errors.Is(err, ipam.ErrUnsafe) {
+		t.Fatalf("removing a live host: err = %v, want ErrUnsafe", err)
+	}
+	d.halt()
+	c.Kill("c")
+	// Two admins at once, and one of them twice.
+	errs := make(chan error, 3)
+	go func() { errs <- a.m.RemoveHost(ctxT(t), "c") }()
+	go func() { errs <- b.m.RemoveHost(ctxT(t), "c") }()
+	go func() { errs <- b.m.RemoveHost(ctxT(t), "c") }()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The heir is the lowest-named requester, a; the removed host's
+	// containers are gone for good, so its addresses are free again there.
+	eventually(t, 10*time.Second, func() error {
+		_, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr()})
+		return err
+	})
+	// And only there: b cannot get the block, a uses it.
+	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); !errors.Is(err, ipam.ErrNotOwned) {
+		t.Fatalf("b asking for the reclaimed block: err = %v, want ErrNotOwned", err)
+	}
+	// Running it again after completion changes nothing.
+	if err := b.m.RemoveHost(ctxT(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+}
