@@ -74,6 +74,7 @@ type pool struct {
 	refs     int // RequestPool minus ReleasePool since start (Docker replays at its start)
 	alloc    *Allocator
 	genNext  uint64        // genesis blocks below this are not ours to use
+	received uint64        // blocks accepted by handover, ever
 	acquirer chan struct{} // one block acquisition at a time
 }
 
@@ -485,11 +486,14 @@ func (m *IPAM) putBlockLocked(p *pool, i uint64, e blockEntry) error {
 // acquireLocked obtains a block by handover: any block with space, or block
 // i if exact. It releases m.mu while waiting and holds it again on return.
 func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool) error {
+	r0 := p.received
 	done := func() bool {
 		if exact {
 			return p.alloc.Owns(i)
 		}
-		return p.alloc.Free() > 0
+		// Another request of this host may already have used up the new
+		// block; it still counts as an answer.
+		return p.alloc.Free() > 0 || p.received != r0
 	}
 	m.mu.Unlock()
 	select {

@@ -127,6 +127,7 @@ func (m *IPAM) acceptLocked() {
 				continue
 			}
 			p.alloc.AddBlock(i)
+			p.received++
 			m.log.Info("block received", "pool", pid, "block", b, "from", c.writer, "epoch", c.Epoch)
 		}
 	}
