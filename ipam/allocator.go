@@ -28,7 +28,8 @@ type geometry struct {
 }
 
 func newGeometry(rng netip.Prefix, blockBits int) geometry {
-	b := max(blockBits, rng.Bits())
+	// A block never has more than 16 host bits, whatever the caller asked.
+	b := max(blockBits, rng.Bits(), rng.Addr().BitLen()-16)
 	n := b - rng.Bits()
 	count := uint64(maxBlocks)
 	if n < 62 {
@@ -84,8 +85,9 @@ type Allocator struct {
 	order    []uint64 // owned block indexes, ascending
 }
 
-// NewAllocator returns an allocator over rng with blocks of blockBits and the
-// given reserved addresses, owning no block yet.
+// NewAllocator returns an allocator over rng with blocks of blockBits (made
+// longer if needed: a block holds at most 65536 addresses, and never more
+// than rng) and the given reserved addresses, owning no block yet.
 func NewAllocator(rng netip.Prefix, blockBits int, reserved []netip.Addr) *Allocator {
 	a := &Allocator{geo: newGeometry(rng.Masked(), blockBits), reserved: map[netip.Addr]struct{}{}, blocks: map[uint64]*blockAlloc{}}
 	for _, r := range reserved {

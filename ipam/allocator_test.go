@@ -173,3 +173,10 @@ func TestAllocatorIPv6DoesNotMaterialise(t *testing.T) {
 		t.Fatalf("block 2^50 addresses start %v (n=%d)", got[:1], len(got))
 	}
 }
+
+func TestBlockNeverExceeds16HostBits(t *testing.T) {
+	a := NewAllocator(netip.MustParsePrefix("fd00::/64"), 26, nil)
+	if a.geo.shift != 16 || a.Block(1).String() != "fd00::1:0/112" {
+		t.Fatalf("shift %d, block 1 %s; want 16, fd00::1:0/112", a.geo.shift, a.Block(1))
+	}
+}

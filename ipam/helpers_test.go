@@ -43,6 +43,7 @@ func startHost(t testing.TB, c *ipamtest.Cluster, name string, seeds []string, o
 	return h
 }
 
+// halt stops Run; safe to call twice.
 func (h *host) halt() {
 	h.stop()
 	<-h.done

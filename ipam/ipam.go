@@ -59,6 +59,7 @@ type IPAM struct {
 	own        map[string]blockEntry   // this host's block entries
 	ownRemoval map[string]removalEntry // this host's removal entries
 	claims     map[string][]claim      // every block claim seen, by key
+	cache      map[[2]string]cached    // decoded entries by (key, host)
 	removed    map[string]bool         // hosts removed by an admin
 	heirs      map[string]string       // removed host -> heir, once done
 	served     map[string]uint64       // "<pool>|<requester>" -> last want seq answered
@@ -91,7 +92,7 @@ func New(cfg Config, rep Replica) (*IPAM, error) {
 		cfg: cfg, log: log.With("component", "ipam", "host", cfg.Host), rep: rep,
 		kick:  make(chan struct{}, 1),
 		pools: map[string]*pool{}, own: map[string]blockEntry{}, ownRemoval: map[string]removalEntry{},
-		claims: map[string][]claim{}, removed: map[string]bool{}, heirs: map[string]string{},
+		claims: map[string][]claim{}, cache: map[[2]string]cached{}, removed: map[string]bool{}, heirs: map[string]string{},
 		served: map[string]uint64{}, notify: make(chan struct{}),
 	}
 	if err := m.restore(); err != nil {
@@ -717,8 +718,9 @@ func (m *IPAM) Run(ctx context.Context) error {
 	defer cancel()
 	tick := time.NewTicker(m.cfg.AnswerTimeout / 4)
 	defer tick.Stop()
-	for {
-		m.reconcile()
+	for full := true; ; {
+		m.reconcile(full)
+		full = false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -732,6 +734,7 @@ func (m *IPAM) Run(ctx context.Context) error {
 			}
 		case <-m.kick:
 		case <-tick.C:
+			full = true
 		}
 	}
 }

@@ -13,7 +13,16 @@ import (
 	"strings"
 )
 
-func (m *IPAM) reconcile() {
+// cached is a decoded entry, reused while its version is unchanged.
+type cached struct {
+	version uint64
+	value   any // blockEntry, removalEntry, wantEntry or replyEntry; nil if malformed
+}
+
+// reconcile brings this host in line with the table. Only keys whose entries
+// changed since the last pass are examined for handovers and conflicts,
+// unless full is set (the periodic pass, which covers dropped notices).
+func (m *IPAM) reconcile(full bool) {
 	entries := m.rep.List(prefixIPAM)
 	members := m.rep.Members()
 	m.mu.Lock()
@@ -23,37 +32,45 @@ func (m *IPAM) reconcile() {
 	claims := map[string][]claim{}
 	removals := map[string]map[string]removalEntry{} // removed host -> writer -> entry
 	var wants []Entry
+	dirty := map[string]bool{}
+	seen := make(map[[2]string]bool, len(entries))
 	for _, e := range entries {
-		switch {
-		case strings.HasPrefix(e.Key, prefixBlock):
-			be, ok := decode[blockEntry](e.Value)
-			if !ok {
-				m.log.Error("malformed block entry ignored", "key", e.Key, "host", e.Host)
-				continue
+		id := [2]string{e.Key, e.Host}
+		seen[id] = true
+		c, ok := m.cache[id]
+		if !ok || c.version != e.Version {
+			c = cached{version: e.Version, value: decodeEntry(e)}
+			if c.value == nil {
+				m.log.Error("malformed entry ignored", "key", e.Key, "host", e.Host)
 			}
-			if e.Host == me {
-				continue // m.own is authoritative for our entries
+			m.cache[id] = c
+			dirty[e.Key] = true
+		}
+		switch v := c.value.(type) {
+		case blockEntry:
+			if e.Host != me { // m.own is authoritative for our entries
+				claims[e.Key] = append(claims[e.Key], claim{writer: e.Host, blockEntry: v})
 			}
-			claims[e.Key] = append(claims[e.Key], claim{writer: e.Host, blockEntry: be})
-		case strings.HasPrefix(e.Key, prefixRemoval):
-			re, ok := decode[removalEntry](e.Value)
-			if !ok {
-				m.log.Error("malformed removal entry ignored", "key", e.Key, "host", e.Host)
-				continue
-			}
+		case removalEntry:
 			d := strings.TrimPrefix(e.Key, prefixRemoval)
 			if removals[d] == nil {
 				removals[d] = map[string]removalEntry{}
 			}
-			removals[d][e.Host] = re
-		case strings.HasPrefix(e.Key, prefixWant):
+			removals[d][e.Host] = v
+		case wantEntry:
 			wants = append(wants, e)
-		case strings.HasPrefix(e.Key, prefixReply) && e.Host == me:
-			if r, ok := decode[replyEntry](e.Value); ok {
+		case replyEntry:
+			if e.Host == me {
 				pid, req, _ := strings.Cut(strings.TrimPrefix(e.Key, prefixReply), "|")
 				k := pid + "|" + req
-				m.served[k] = max(m.served[k], r.Seq)
+				m.served[k] = max(m.served[k], v.Seq)
 			}
+		}
+	}
+	for id := range m.cache {
+		if !seen[id] {
+			delete(m.cache, id)
+			dirty[id[0]] = true
 		}
 	}
 	for _, ws := range removals {
@@ -67,14 +84,49 @@ func (m *IPAM) reconcile() {
 		}
 	}
 	m.claims = claims
+	if full || len(removals) > 0 && m.removalsChanged(dirty) {
+		dirty = nil // examine every key
+	}
 
 	m.removalsLocked(removals, members)
-	m.acceptLocked()
-	m.checkConflictsLocked()
+	m.acceptLocked(dirty)
+	m.checkConflictsLocked(dirty)
 	for _, e := range wants {
-		m.serveLocked(e)
+		if dirty == nil || dirty[e.Key] {
+			m.serveLocked(e)
+		}
 	}
 	m.broadcastLocked()
+}
+
+func (m *IPAM) removalsChanged(dirty map[string]bool) bool {
+	for k := range dirty {
+		if strings.HasPrefix(k, prefixRemoval) {
+			return true
+		}
+	}
+	return false
+}
+
+func decodeEntry(e Entry) any {
+	var v any
+	var ok bool
+	switch {
+	case strings.HasPrefix(e.Key, prefixBlock):
+		v, ok = decode[blockEntry](e.Value)
+	case strings.HasPrefix(e.Key, prefixRemoval):
+		v, ok = decode[removalEntry](e.Value)
+	case strings.HasPrefix(e.Key, prefixWant):
+		v, ok = decode[wantEntry](e.Value)
+	case strings.HasPrefix(e.Key, prefixReply):
+		v, ok = decode[replyEntry](e.Value)
+	default:
+		return struct{}{} // someone else's key under ipam/: not ours to judge
+	}
+	if !ok {
+		return nil
+	}
+	return v
 }
 
 // shadowPoolLocked returns the local record of pool id, creating one with no
@@ -100,10 +152,14 @@ func (m *IPAM) shadowPoolLocked(id, rng string) *pool {
 }
 
 // acceptLocked takes every block handed to this host at an epoch above its
-// own entry for that block.
-func (m *IPAM) acceptLocked() {
+// own entry for that block, looking at the dirty keys only (all if nil).
+func (m *IPAM) acceptLocked(dirty map[string]bool) {
 	me := m.cfg.Host
-	for _, key := range slices.Sorted(maps.Keys(m.claims)) {
+	keys := maps.Keys(m.claims)
+	if dirty != nil {
+		keys = maps.Keys(dirty)
+	}
+	for _, key := range slices.Sorted(keys) {
 		for _, c := range m.claims[key] {
 			if c.To != me || c.writer == me || m.removed[c.writer] || m.fenced {
 				continue
@@ -138,9 +194,12 @@ func (m *IPAM) acceptLocked() {
 // it happens anyway (a lost disk, an admin removing a live host), it is
 // logged loudly and resolved by the same rule on every host: the owner by
 // ownerOf keeps the block, this host stops adding to it.
-func (m *IPAM) checkConflictsLocked() {
+func (m *IPAM) checkConflictsLocked(dirty map[string]bool) {
 	for id, p := range m.pools {
 		for _, i := range p.alloc.Owned() {
+			if dirty != nil && !dirty[blockKey(id, p.alloc.Block(i))] {
+				continue
+			}
 			o := m.ownerLocked(p, i)
 			if o.owner == m.cfg.Host && o.conflict == nil {
 				continue
