@@ -13,10 +13,11 @@ package ipam
 //	                       block (a given one, or any empty one).
 //	reply/<pool>|<host>    {seq, block}: the donor's answer to host's want seq;
 //	                       block "" means no.
-//	removal/<host>         {requester, held, heir, done}: the writer requested
-//	                       (or acknowledged) the removal of host; held lists the
-//	                       writer's own block entries at that moment; the heir
-//	                       sets done once it took the removed host's blocks.
+//	removal/<host>         {requester, requesters, held, heir, done}: the writer
+//	                       requested (or acknowledged) the removal of host;
+//	                       requesters are those it has seen; held lists its own
+//	                       block entries when it first wrote; the heir sets done
+//	                       once it took the removed host's blocks.
 
 import (
 	"encoding/json"
@@ -51,10 +52,11 @@ type replyEntry struct {
 }
 
 type removalEntry struct {
-	Requester bool                  `json:"requester"`
-	Held      map[string]blockEntry `json:"held,omitempty"`
-	Heir      string                `json:"heir,omitempty"`
-	Done      bool                  `json:"done,omitempty"`
+	Requester  bool                  `json:"requester"`
+	Requesters []string              `json:"requesters,omitempty"` // requesters the writer has seen, sorted; only grows
+	Held       map[string]blockEntry `json:"held,omitempty"`
+	Heir       string                `json:"heir,omitempty"`
+	Done       bool                  `json:"done,omitempty"`
 }
 
 func blockKey(poolID string, b netip.Prefix) string { return prefixBlock + poolID + "|" + b.String() }

@@ -2,6 +2,7 @@ package ipam_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -82,4 +83,29 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// checkEpochs fails if two entries for one block name different owners at
+// the same epoch: the protocol's core invariant (see doc.go), checked on the
+// raw replicated table so that no conflict resolution can hide a violation.
+func checkEpochs(t testing.TB, n *ipamtest.Node) {
+	t.Helper()
+	type be struct {
+		Epoch uint64 `json:"epoch"`
+		To    string `json:"to"`
+	}
+	seen := map[string]map[uint64]string{}
+	for _, e := range n.List("ipam/block/") {
+		var v be
+		if err := json.Unmarshal(e.Value, &v); err != nil {
+			t.Fatalf("entry %s of %s: %v", e.Key, e.Host, err)
+		}
+		if seen[e.Key] == nil {
+			seen[e.Key] = map[uint64]string{}
+		}
+		if prev, ok := seen[e.Key][v.Epoch]; ok && prev != v.To {
+			t.Fatalf("block %s: epoch %d names both %s and %s", e.Key, v.Epoch, prev, v.To)
+		}
+		seen[e.Key][v.Epoch] = v.To
+	}
 }

@@ -60,6 +60,7 @@ type IPAM struct {
 	ownRemoval map[string]removalEntry // this host's removal entries
 	claims     map[string][]claim      // every block claim seen, by key
 	cache      map[[2]string]cached    // decoded entries by (key, host)
+	logged     map[string]bool         // conflicts already logged, so each is logged once
 	removed    map[string]bool         // hosts removed by an admin
 	heirs      map[string]string       // removed host -> heir, once done
 	served     map[string]uint64       // "<pool>|<requester>" -> last want seq answered
@@ -92,7 +93,7 @@ func New(cfg Config, rep Replica) (*IPAM, error) {
 		cfg: cfg, log: log.With("component", "ipam", "host", cfg.Host), rep: rep,
 		kick:  make(chan struct{}, 1),
 		pools: map[string]*pool{}, own: map[string]blockEntry{}, ownRemoval: map[string]removalEntry{},
-		claims: map[string][]claim{}, cache: map[[2]string]cached{}, removed: map[string]bool{}, heirs: map[string]string{},
+		claims: map[string][]claim{}, cache: map[[2]string]cached{}, logged: map[string]bool{}, removed: map[string]bool{}, heirs: map[string]string{},
 		served: map[string]uint64{}, notify: make(chan struct{}),
 	}
 	if err := m.restore(); err != nil {

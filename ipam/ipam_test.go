@@ -1,6 +1,7 @@
 package ipam_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -258,6 +259,20 @@ func TestRemoveHost(t *testing.T) {
 	if err := a.m.RemoveHost(ctxT(t), "c"); !errors.Is(err, ipam.ErrUnsafe) {
 		t.Fatalf("removing a live host: err = %v, want ErrUnsafe", err)
 	}
+	// Let everyone see c's claim on its block before c dies, so the heir
+	// has to take the block explicitly.
+	eventually(t, 5*time.Second, func() error {
+		for _, n := range []string{"a", "b"} {
+			found := false
+			for _, e := range c.Node(n).List("ipam/block/") {
+				found = found || e.Host == "c"
+			}
+			if !found {
+				return fmt.Errorf("host %s has not seen c's block entry", n)
+			}
+		}
+		return nil
+	})
 	d.halt()
 	c.Kill("c")
 	// Two admins at once, and one of them twice.
@@ -270,18 +285,77 @@ func TestRemoveHost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The heir is the lowest-named requester, a; the removed host's
-	// containers are gone for good, so its addresses are free again there.
+	// Exactly one heir is recorded: the lowest-named requester (a, unless b
+	// saw a's request before its own admin command ran).
+	var heir string
 	eventually(t, 10*time.Second, func() error {
-		_, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr()})
+		heirs := map[string]bool{}
+		for _, e := range c.Node("a").List("ipam/removal/c") {
+			var v struct {
+				Heir string `json:"heir"`
+				Done bool   `json:"done"`
+			}
+			if err := json.Unmarshal(e.Value, &v); err != nil {
+				return err
+			}
+			if v.Done {
+				heirs[v.Heir] = true
+				heir = v.Heir
+			}
+		}
+		if len(heirs) != 1 {
+			return fmt.Errorf("heirs recorded: %v, want exactly one", heirs)
+		}
+		return nil
+	})
+	hh, other := a, b
+	if heir == "b" {
+		hh, other = b, a
+	}
+	// The removed host's containers are gone for good, so its addresses are
+	// free again on the heir, and only there.
+	eventually(t, 10*time.Second, func() error {
+		_, err := hh.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr()})
 		return err
 	})
-	// And only there: b cannot get the block, a uses it.
-	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); !errors.Is(err, ipam.ErrNotOwned) {
-		t.Fatalf("b asking for the reclaimed block: err = %v, want ErrNotOwned", err)
+	if _, err := other.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); !errors.Is(err, ipam.ErrNotOwned) {
+		t.Fatalf("%s asking for the reclaimed block: err = %v, want ErrNotOwned", other.name, err)
 	}
+	checkEpochs(t, c.Node("a"))
+	checkEpochs(t, c.Node("b"))
 	// Running it again after completion changes nothing.
 	if err := b.m.RemoveHost(ctxT(t), "c"); err != nil {
 		t.Fatal(err)
+	}
+	// The removed host comes back anyway: it learns it was removed and
+	// allocates nothing more.
+	c.Revive("c")
+	back := startHost(t, c, "c", seeds)
+	mustPool(t, back, "acme", "10.6.0.0/24", "")
+	eventually(t, 10*time.Second, func() error {
+		_, err := back.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if !errors.Is(err, ipam.ErrRemoved) {
+			return fmt.Errorf("returning removed host: err = %v, want ErrRemoved", err)
+		}
+		return nil
+	})
+}
+
+func TestRemoveHostRefusedDuringPartition(t *testing.T) {
+	c := ipamtest.NewCluster(0, 3)
+	seeds := []string{"a", "b", "c"}
+	a := startHost(t, c, "a", seeds)
+	startHost(t, c, "b", seeds)
+	startHost(t, c, "c", seeds)
+	c.Partition([]string{"a", "c"}, []string{"b"})
+	c.Kill("c")
+	err := a.m.RemoveHost(ctxT(t), "c")
+	if !errors.Is(err, ipam.ErrUnsafe) || !strings.Contains(err.Error(), "host b is unreachable") {
+		t.Fatalf("err = %v, want ErrUnsafe naming b", err)
+	}
+	for _, bad := range []string{"a", "", "x/y"} {
+		if err := a.m.RemoveHost(ctxT(t), bad); err == nil {
+			t.Errorf("RemoveHost(%q) succeeded", bad)
+		}
 	}
 }

@@ -7,6 +7,7 @@ package ipam
 // removals of dead hosts forward.
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -204,6 +205,11 @@ func (m *IPAM) checkConflictsLocked(dirty map[string]bool) {
 			if o.owner == m.cfg.Host && o.conflict == nil {
 				continue
 			}
+			lk := fmt.Sprintf("block %s %s %d", id, p.alloc.Block(i), o.epoch)
+			if m.logged[lk] {
+				continue
+			}
+			m.logged[lk] = true
 			if o.owner == m.cfg.Host {
 				m.log.Error("conflicting claims on a block; resolved by lowest name, this host keeps it",
 					"pool", id, "block", p.alloc.Block(i), "epoch", o.epoch, "claims", o.conflict)

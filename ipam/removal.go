@@ -11,13 +11,15 @@ package ipam
 //     its block entries, written after the fence. A host's first removal
 //     entry for <dead> fixes whether it is a requester; running the command
 //     again changes nothing.
-//  3. Once a host sees removal entries from every member it knows (the dead
-//     host and other removed hosts excepted), the set of requesters is final
-//     and the same everywhere: the heir is the lowest-named requester. Only
-//     the heir acts: for every block whose owner (by ownerOf, with the held
-//     lists as extra claims) is <dead>, it writes an accept at the next
-//     epoch; then it marks the removal done, naming itself as heir, which
-//     also passes <dead>'s unused genesis share to it.
+//  3. Each removal entry also lists the requesters its writer has seen; the
+//     list only grows, and is frozen once anyone marks the removal done. A
+//     host acts as heir only when it is the lowest name in its own list and
+//     every member it knows (the dead host and other removed hosts excepted)
+//     has written an entry listing exactly the same requesters. It then, for
+//     every block whose owner (by ownerOf, with the held lists as extra
+//     claims) is <dead>, writes an accept at the next epoch, and marks the
+//     removal done naming itself, which also passes <dead>'s unused genesis
+//     share to it. Anyone who sees a done record adopts its heir.
 //
 // doc.go argues why this yields one owner even when run twice or on two
 // hosts at once.
@@ -78,6 +80,9 @@ func (m *IPAM) RemoveHost(ctx context.Context, names ...string) error {
 func (m *IPAM) writeRemovalLocked(dead string, requester bool) error {
 	m.removed[dead] = true
 	re := removalEntry{Requester: requester, Held: maps.Clone(m.own)}
+	if requester {
+		re.Requesters = []string{m.cfg.Host}
+	}
 	if err := m.rep.Put(prefixRemoval+dead, encode(re)); err != nil {
 		return err
 	}
@@ -95,12 +100,21 @@ func (m *IPAM) removalsLocked(removals map[string]map[string]removalEntry, membe
 			m.removed[d] = true
 			m.log.Warn("host removed by an admin; its handovers and wants are ignored from now on", "removed", d)
 		}
+		var heirs []string
 		for _, re := range ws {
-			if re.Done && re.Heir != "" && m.heirs[d] != re.Heir {
-				m.heirs[d] = re.Heir
-				for _, p := range m.pools {
-					p.genNext = 0 // the heir's genesis share grew
-				}
+			if re.Done && re.Heir != "" && !slices.Contains(heirs, re.Heir) {
+				heirs = append(heirs, re.Heir)
+			}
+		}
+		if slices.Sort(heirs); len(heirs) > 1 && !m.logged["heirs "+d+fmt.Sprint(heirs)] {
+			// Impossible by the agreement rule; resolved the same way everywhere.
+			m.logged["heirs "+d+fmt.Sprint(heirs)] = true
+			m.log.Error("removal has more than one heir; the lowest name wins", "removed", d, "heirs", heirs)
+		}
+		if len(heirs) > 0 && m.heirs[d] != slices.Min(heirs) {
+			m.heirs[d] = slices.Min(heirs)
+			for _, p := range m.pools {
+				p.genNext = 0 // the heir's genesis share grew
 			}
 		}
 		if d == me {
@@ -116,30 +130,41 @@ func (m *IPAM) removalsLocked(removals map[string]map[string]removalEntry, membe
 				m.log.Warn("cannot acknowledge removal yet", "removed", d, "err", err)
 				continue
 			}
-			ws[me] = m.ownRemoval[d]
 		}
 		if _, done := m.heirs[d]; done {
 			continue
 		}
-		complete := true
-		var requesters []string
+		// Grow this host's list of requesters seen.
+		own := m.ownRemoval[d]
+		seen := slices.Clone(own.Requesters)
+		for w, re := range ws {
+			if re.Requester && !m.removed[w] && !slices.Contains(seen, w) {
+				seen = append(seen, w)
+			}
+		}
+		slices.Sort(seen)
+		if !slices.Equal(seen, own.Requesters) {
+			own.Requesters = seen
+			if err := m.rep.Put(prefixRemoval+d, encode(own)); err != nil {
+				m.log.Warn("cannot update removal entry yet", "removed", d, "err", err)
+				continue
+			}
+			m.ownRemoval[d] = own
+		}
+		ws[me] = own
+		if len(seen) == 0 || seen[0] != me {
+			continue
+		}
+		agreed := true
 		for _, mb := range members {
 			if mb.Name == d || m.removed[mb.Name] {
 				continue
 			}
-			if _, ok := ws[mb.Name]; !ok {
-				complete = false
+			if re, ok := ws[mb.Name]; !ok || !slices.Equal(re.Requesters, seen) {
+				agreed = false
 			}
 		}
-		for w, re := range ws {
-			if re.Requester && !m.removed[w] {
-				requesters = append(requesters, w)
-			}
-		}
-		if !complete || len(requesters) == 0 {
-			continue
-		}
-		if heir := slices.Min(requesters); heir == me {
+		if agreed {
 			m.takeoverLocked(d)
 		}
 	}

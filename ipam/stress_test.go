@@ -215,6 +215,7 @@ func TestStressBlocksMove(t *testing.T) {
 		releaseAll(t, h, p.ID, l)
 	}
 	accountFor(t, hosts, p.ID, p.Subnet)
+	checkEpochs(t, c.Node("h0"))
 	t.Logf("%d allocations, h1 handed %d blocks on", l.n, len(before.Blocks)-len(after.Blocks))
 }
 
@@ -267,6 +268,7 @@ func TestStressPartition(t *testing.T) {
 		releaseAll(t, h, p.ID, l)
 	}
 	accountFor(t, hosts, p.ID, p.Subnet)
+	checkEpochs(t, c.Node("h1"))
 	t.Logf("%d allocations", l.n)
 }
 
@@ -334,6 +336,7 @@ func TestStressChurn(t *testing.T) {
 		releaseAll(t, h, p.ID, l)
 	}
 	accountForBlocks(t, hosts, p.ID, p.Subnet, 28)
+	checkEpochs(t, c.Node("h2"))
 	t.Logf("%d allocations: %v", l.n, gotBy)
 }
 
