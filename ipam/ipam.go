@@ -70,14 +70,16 @@ type IPAM struct {
 }
 
 type pool struct {
-	req      PoolRequest
-	gateway  netip.Addr
-	aux      []netip.Addr
-	refs     int // RequestPool minus ReleasePool since start (Docker replays at its start)
-	alloc    *Allocator
-	genNext  uint64        // genesis blocks below this are not ours to use
-	received uint64        // blocks accepted by handover, ever
-	acquirer chan struct{} // one block acquisition at a time
+	req            PoolRequest
+	gateway        netip.Addr
+	aux            []netip.Addr
+	refs           int // RequestPool minus ReleasePool since start (Docker replays at its start)
+	alloc          *Allocator
+	genNext        uint64              // genesis blocks below this are not ours to use
+	received       uint64              // blocks accepted by handover, ever
+	extra          map[netip.Addr]bool // reserved because another host published them
+	pendingReserve map[netip.Addr]bool // to reserve once released (a conflict)
+	acquirer       chan struct{}       // one block acquisition at a time
 }
 
 // New returns an IPAM for cfg.Host over rep, restoring cfg.Store's state.
@@ -160,6 +162,7 @@ func (m *IPAM) restore() error {
 func (m *IPAM) rebuildPools(ps []persistedPool) error {
 	for _, pp := range ps {
 		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux)
+		m.publishLocked(p.req.PoolID())
 		for _, a := range pp.Addrs {
 			if err := p.alloc.AllocateAddr(a); err != nil {
 				// An allocation in a block we no longer own: keep going, say so.
@@ -178,7 +181,7 @@ func (m *IPAM) newPoolLocked(req PoolRequest, gateway netip.Addr, aux []netip.Ad
 		bb = m.cfg.BlockBitsV6
 	}
 	res := reservedAddrs(req.Subnet, gateway, aux)
-	p := &pool{req: req, gateway: gateway, aux: aux, acquirer: make(chan struct{}, 1),
+	p := &pool{req: req, gateway: gateway, aux: aux, acquirer: make(chan struct{}, 1), pendingReserve: map[netip.Addr]bool{},
 		alloc: NewAllocator(req.allocRange(), bb, sortedAddrs(res))}
 	id := req.PoolID()
 	for k, e := range m.own {
@@ -206,7 +209,9 @@ func (m *IPAM) RequestPool(ctx context.Context, req PoolRequest) (Pool, error) {
 		if p.req != req {
 			return Pool{}, fmt.Errorf("request pool %s with ip-range %v: the pool exists with ip-range %v: %w", id, req.Range, p.req.Range, ErrOverlap)
 		}
-		p.refs++
+		if p.refs++; p.refs == 1 {
+			m.publishLocked(id)
+		}
 		return Pool{ID: id, Subnet: req.Subnet, Gateway: p.gateway}, nil
 	}
 	for oid, p := range m.pools {
@@ -216,6 +221,7 @@ func (m *IPAM) RequestPool(ctx context.Context, req PoolRequest) (Pool, error) {
 	}
 	p := m.newPoolLocked(req, req.DefaultGateway(), nil)
 	p.refs = 1
+	m.publishLocked(id)
 	m.saveLocked()
 	m.log.Info("pool created", "tenant", req.Tenant, "pool", id)
 	return Pool{ID: id, Subnet: req.Subnet, Gateway: p.gateway}, nil
@@ -235,6 +241,7 @@ func (m *IPAM) ReleasePool(ctx context.Context, id string) error {
 	}
 	if p.refs == 0 && p.usedLocked() == 0 {
 		delete(m.pools, id)
+		m.publishLocked(id)
 		m.log.Info("pool released", "pool", id)
 	}
 	m.saveLocked()
@@ -290,8 +297,11 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 		if err := p.alloc.Reserve(req.Addr); err != nil {
 			return netip.Prefix{}, fmt.Errorf("request gateway %s in pool %s: %w", req.Addr, poolID, err)
 		}
-		p.alloc.Unreserve(p.gateway)
+		if !p.extra[p.gateway] {
+			p.alloc.Unreserve(p.gateway)
+		}
 		p.gateway = req.Addr
+		m.publishLocked(poolID)
 		m.saveLocked()
 		return netip.PrefixFrom(p.gateway, bits), nil
 	case KindAux:
@@ -303,6 +313,7 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 		}
 		if !slices.Contains(p.aux, req.Addr) {
 			p.aux = append(p.aux, req.Addr)
+			m.publishLocked(poolID)
 		}
 		m.saveLocked()
 		return netip.PrefixFrom(req.Addr, bits), nil
@@ -369,7 +380,10 @@ func (m *IPAM) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) 
 	}
 	if i := slices.Index(p.aux, a); i >= 0 {
 		p.aux = slices.Delete(p.aux, i, i+1)
-		p.alloc.Unreserve(a)
+		if !p.extra[a] {
+			p.alloc.Unreserve(a)
+		}
+		m.publishLocked(poolID)
 		m.saveLocked()
 		return nil
 	}
@@ -381,9 +395,14 @@ func (m *IPAM) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) 
 		return fmt.Errorf("release address %s in pool %s: %w", a, poolID, err)
 	}
 	if released {
+		if p.pendingReserve[a] {
+			delete(p.pendingReserve, a)
+			m.kickNow() // reserve it now, on the next reconcile
+		}
 		m.saveLocked()
 		if p.refs == 0 && p.usedLocked() == 0 && len(p.aux) == 0 {
 			delete(m.pools, poolID)
+			m.publishLocked(poolID)
 		}
 	}
 	return nil

@@ -359,3 +359,99 @@ func TestRemoveHostRefusedDuringPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestReservedAcrossHosts: hosts given different --gateway and --aux-address
+// flags still never hand another host's gateway or aux address to a
+// container.
+func TestReservedAcrossHosts(t *testing.T) {
+	c := ipamtest.NewCluster(time.Millisecond, 5)
+	seeds := []string{"a", "b"}
+	small := func(cfg *ipam.Config) { cfg.BlockBitsV4 = 28 }
+	a := startHost(t, c, "a", seeds, small)
+	b := startHost(t, c, "b", seeds, small)
+	p := mustPool(t, a, "acme", "10.7.0.0/27", "") // block .0/28 is a's, .16/28 is b's
+	mustPool(t, b, "acme", "10.7.0.0/27", "")
+	gw := netip.MustParseAddr("10.7.0.30") // in b's block
+	aux := netip.MustParseAddr("10.7.0.20")
+	for _, r := range []ipam.AddressRequest{{Kind: ipam.KindGateway, Addr: gw}, {Kind: ipam.KindAux, Addr: aux}} {
+		if _, err := a.m.RequestAddress(ctxT(t), p.ID, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, func() error {
+		for _, h := range []*host{a, b} {
+			for _, n := range []string{"a", "b"} {
+				found := false
+				for _, e := range c.Node(h.name).List("ipam/pool/") {
+					found = found || e.Host == n
+				}
+				if !found {
+					return fmt.Errorf("%s has not seen %s's pool entry", h.name, n)
+				}
+			}
+		}
+		return nil
+	})
+	got := map[netip.Addr]bool{}
+	for _, h := range []*host{a, b} {
+		for {
+			x, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+			if errors.Is(err, ipam.ErrExhausted) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[x.Addr()] = true
+		}
+	}
+	for _, r := range []string{"10.7.0.1", "10.7.0.30", "10.7.0.20", "10.7.0.0", "10.7.0.31"} {
+		if got[netip.MustParseAddr(r)] {
+			t.Errorf("reserved %s handed to a container", r)
+		}
+	}
+	if len(got) != 32-5 {
+		t.Errorf("handed out %d addresses, want 27", len(got))
+	}
+}
+
+func TestReleasePoolAndUnknownAddress(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	a := startHost(t, c, "a", []string{"a"})
+	b := startHost(t, c, "b", []string{"a"})
+	p := mustPool(t, a, "acme", "10.8.0.0/24", "")
+	mustPool(t, a, "acme", "10.8.0.0/24", "") // a second reference (Docker's replay)
+	mustPool(t, b, "acme", "10.8.0.0/24", "")
+	x, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b never handed x out: releasing it there is an error that changes nothing.
+	if err := b.m.ReleaseAddress(ctxT(t), p.ID, x.Addr()); !errors.Is(err, ipam.ErrNotOwned) {
+		t.Fatalf("release on a host that does not own the block: err = %v", err)
+	}
+	if st, _ := a.m.Status(p.ID); len(st.Addresses) != 1 {
+		t.Fatalf("a refused release changed a: %v", st.Addresses)
+	}
+	for range 2 {
+		if err := a.m.ReleasePool(ctxT(t), p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Still known: an address is allocated in it.
+	if _, err := a.m.Status(p.ID); err != nil {
+		t.Fatalf("pool dropped while an address is allocated: %v", err)
+	}
+	if err := a.m.ReleaseAddress(ctxT(t), p.ID, x.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.m.Status(p.ID); !errors.Is(err, ipam.ErrUnknownPool) {
+		t.Fatalf("pool with no reference and no address still known: %v", err)
+	}
+	if err := a.m.ReleasePool(ctxT(t), p.ID); err != nil {
+		t.Fatalf("ReleasePool is idempotent: %v", err)
+	}
+	if err := a.m.ReleaseAddress(ctxT(t), p.ID, x.Addr()); err != nil {
+		t.Fatalf("release after the pool is gone is a no-op: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ func (m *IPAM) reconcile(full bool) {
 	claims := map[string][]claim{}
 	removals := map[string]map[string]removalEntry{} // removed host -> writer -> entry
 	var wants []Entry
+	pools := map[string]map[string]poolEntry{}
 	dirty := map[string]bool{}
 	seen := make(map[[2]string]bool, len(entries))
 	for _, e := range entries {
@@ -60,6 +61,12 @@ func (m *IPAM) reconcile(full bool) {
 			removals[d][e.Host] = v
 		case wantEntry:
 			wants = append(wants, e)
+		case poolEntry:
+			id, _ := isPoolKey(e.Key)
+			if pools[id] == nil {
+				pools[id] = map[string]poolEntry{}
+			}
+			pools[id][e.Host] = v
 		case replyEntry:
 			if e.Host == me {
 				pid, req, _ := strings.Cut(strings.TrimPrefix(e.Key, prefixReply), "|")
@@ -92,6 +99,7 @@ func (m *IPAM) reconcile(full bool) {
 	m.removalsLocked(removals, members)
 	m.acceptLocked(dirty)
 	m.checkConflictsLocked(dirty)
+	m.syncReservedLocked(pools)
 	for _, e := range wants {
 		if dirty == nil || dirty[e.Key] {
 			m.serveLocked(e)
@@ -121,6 +129,8 @@ func decodeEntry(e Entry) any {
 		v, ok = decode[wantEntry](e.Value)
 	case strings.HasPrefix(e.Key, prefixReply):
 		v, ok = decode[replyEntry](e.Value)
+	case strings.HasPrefix(e.Key, prefixPool):
+		v, ok = decode[poolEntry](e.Value)
 	default:
 		return struct{}{} // someone else's key under ipam/: not ours to judge
 	}
