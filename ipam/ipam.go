@@ -61,6 +61,7 @@ type IPAM struct {
 	claims     map[string][]claim      // every block claim seen, by key
 	cache      map[[2]string]cached    // decoded entries by (key, host)
 	logged     map[string]bool         // conflicts already logged, so each is logged once
+	keep       map[string]bool         // blocks whose allocations are unknown (restored without a store): never given away
 	removed    map[string]bool         // hosts removed by an admin
 	heirs      map[string]string       // removed host -> heir, once done
 	served     map[string]uint64       // "<pool>|<requester>" -> last want seq answered
@@ -95,12 +96,13 @@ func New(cfg Config, rep Replica) (*IPAM, error) {
 		cfg: cfg, log: log.With("component", "ipam", "host", cfg.Host), rep: rep,
 		kick:  make(chan struct{}, 1),
 		pools: map[string]*pool{}, own: map[string]blockEntry{}, ownRemoval: map[string]removalEntry{},
-		claims: map[string][]claim{}, cache: map[[2]string]cached{}, logged: map[string]bool{}, removed: map[string]bool{}, heirs: map[string]string{},
+		claims: map[string][]claim{}, cache: map[[2]string]cached{}, logged: map[string]bool{}, keep: map[string]bool{}, removed: map[string]bool{}, heirs: map[string]string{},
 		served: map[string]uint64{}, notify: make(chan struct{}),
 	}
 	if err := m.restore(); err != nil {
 		return nil, err
 	}
+	m.reconcile(true) // know removals, heirs and claims before the first request
 	return m, nil
 }
 
@@ -127,7 +129,17 @@ func (m *IPAM) restore() error {
 			}
 		}
 	}
+	// Without saved allocations, blocks we own may hold addresses of running
+	// containers that Docker has yet to replay: never give those away.
+	keepOwned := func() {
+		for k, e := range m.own {
+			if e.To == m.cfg.Host {
+				m.keep[k] = true
+			}
+		}
+	}
 	if m.cfg.Store == nil {
+		keepOwned()
 		return m.rebuildPools(nil)
 	}
 	b, err := m.cfg.Store.Load()
@@ -135,6 +147,7 @@ func (m *IPAM) restore() error {
 		return fmt.Errorf("ipam: load state: %w", err)
 	}
 	if b == nil {
+		keepOwned()
 		return m.rebuildPools(nil)
 	}
 	s, err := decodeState(b)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -454,4 +455,70 @@ func TestReleasePoolAndUnknownAddress(t *testing.T) {
 	if err := a.m.ReleaseAddress(ctxT(t), p.ID, x.Addr()); err != nil {
 		t.Fatalf("release after the pool is gone is a no-op: %v", err)
 	}
+}
+
+// TestRestartWithoutStoreReplay: a host that lost its local state but not
+// the cluster's keeps the blocks it obtained (its entries are in the
+// replicated table), and Docker's request replay (RequiresRequestReplay)
+// re-allocates its containers' addresses there.
+func TestRestartWithoutStoreReplay(t *testing.T) {
+	c := ipamtest.NewCluster(time.Millisecond, 9)
+	seeds := []string{"a"}
+	startHost(t, c, "a", seeds)
+	b := startHost(t, c, "b", seeds)
+	p := mustPool(t, b, "acme", "10.9.0.0/24", "")
+	var had []netip.Addr
+	for range 70 { // more than one block, all obtained from a
+		x, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		had = append(had, x.Addr())
+	}
+	before, _ := b.m.Status(p.ID)
+	b.halt()
+	b2 := startHost(t, c, "b", seeds)
+	// Before Docker replays, another host asks for b's blocks: b has lost
+	// its allocations, so it must not give any of them away.
+	cc := startHost(t, c, "c", seeds)
+	mustPool(t, cc, "acme", "10.9.0.0/24", "")
+	for {
+		x, err := cc.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if errors.Is(err, ipam.ErrExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(had, x.Addr()) {
+			t.Fatalf("c got %s, still used by a container of b", x.Addr())
+		}
+	}
+	mustPool(t, b2, "acme", "10.9.0.0/24", "") // replayed RequestPool
+	after, _ := b2.m.Status(p.ID)
+	if fmt.Sprint(blocksOf(after)) != fmt.Sprint(blocksOf(before)) {
+		t.Fatalf("blocks after restart %v, before %v", blocksOf(after), blocksOf(before))
+	}
+	for _, x := range had { // replayed RequestAddress with the stored address
+		if _, err := b2.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: x}); err != nil {
+			t.Fatalf("replay of %s: %v", x, err)
+		}
+	}
+	y, err := b2.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range had {
+		if x == y.Addr() {
+			t.Fatalf("%s handed out twice", x)
+		}
+	}
+}
+
+func blocksOf(s ipam.PoolStatus) []netip.Prefix {
+	var out []netip.Prefix
+	for _, b := range s.Blocks {
+		out = append(out, b.Prefix)
+	}
+	return out
 }

@@ -291,7 +291,7 @@ func (m *IPAM) pickDonationLocked(p *pool, w wantEntry) (uint64, uint64, bool) {
 		switch {
 		case !ok:
 			return 0, 0, false
-		case p.alloc.Owns(i) && p.alloc.Used(i) == 0:
+		case p.alloc.Owns(i) && p.alloc.Used(i) == 0 && !m.keep[key(i)]:
 			return i, m.own[key(i)].Epoch + 1, true
 		case m.genesisFreeLocked(p, i):
 			return i, m.genesisEpoch(i) + 1, true
@@ -303,7 +303,7 @@ func (m *IPAM) pickDonationLocked(p *pool, w wantEntry) (uint64, uint64, bool) {
 	}
 	var empty []uint64
 	for _, i := range p.alloc.order {
-		if p.alloc.Used(i) == 0 && p.alloc.Avail(i) > 0 {
+		if p.alloc.Used(i) == 0 && p.alloc.Avail(i) > 0 && !m.keep[key(i)] {
 			empty = append(empty, i)
 		}
 	}

@@ -40,15 +40,32 @@ func NewCluster(maxDelay time.Duration, seed uint64) *Cluster {
 		maxDelay: maxDelay, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
-// Node returns the replica of host name, creating it.
+// Node returns the replica of host name, creating it. A new node receives
+// every entry the others hold, as gossip's state sync on join does.
 func (c *Cluster) Node(name string) *Node {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if n := c.nodes[name]; n != nil {
+		c.mu.Unlock()
 		return n
 	}
 	n := &Node{c: c, name: name, table: map[[2]string]row{}, subs: map[int]chan ipam.Event{}}
+	others := make([]*Node, 0, len(c.nodes))
+	for _, o := range c.nodes {
+		others = append(others, o)
+	}
 	c.nodes[name] = n
+	c.mu.Unlock()
+	for _, o := range others {
+		o.mu.Lock()
+		rows := make([]row, 0, len(o.table))
+		for _, r := range o.table {
+			rows = append(rows, r)
+		}
+		o.mu.Unlock()
+		for _, r := range rows {
+			c.send(msg{from: o.name, to: name, e: r.e, deleted: r.deleted})
+		}
+	}
 	return n
 }
 
