@@ -169,6 +169,9 @@ func (a *Allocator) Avail(i uint64) int {
 	return 0
 }
 
+// Frozen reports whether block i is frozen.
+func (a *Allocator) Frozen(i uint64) bool { b := a.blocks[i]; return b != nil && b.frozen }
+
 // Freeze stops allocating from block i while keeping its allocations; used
 // when another host turns out to own it (a conflict).
 func (a *Allocator) Freeze(i uint64) {

@@ -408,6 +408,9 @@ func (m *IPAM) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) 
 		return fmt.Errorf("release address %s in pool %s: %w", a, poolID, err)
 	}
 	if released {
+		if i, _ := p.alloc.BlockOf(a); p.alloc.Frozen(i) && p.alloc.Used(i) == 0 {
+			_ = p.alloc.RemoveBlock(i) // lost to a conflict, now empty: let it go
+		}
 		if p.pendingReserve[a] {
 			delete(p.pendingReserve, a)
 			m.kickNow() // reserve it now, on the next reconcile

@@ -522,3 +522,48 @@ func blocksOf(s ipam.PoolStatus) []netip.Prefix {
 	}
 	return out
 }
+
+// TestImpossibleConflictResolved forges what the protocol never produces:
+// another host claiming, at a higher epoch, a block this host allocates
+// from. It is resolved the same way on every host (highest epoch, then
+// lowest name), this host keeps its allocated addresses but adds none
+// from that block, and nothing else breaks.
+func TestImpossibleConflictResolved(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	a := startHost(t, c, "a", []string{"a"})
+	p := mustPool(t, a, "acme", "10.11.0.0/24", "")
+	first, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := netip.PrefixFrom(first.Addr(), 26).Masked()
+	forger := c.Node("x")
+	forger.Put("ipam/block/"+p.ID+"|"+block.String(), []byte(`{"epoch":7,"to":"x"}`))
+	eventually(t, 5*time.Second, func() error {
+		x, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err != nil {
+			return err
+		}
+		if block.Contains(x.Addr()) {
+			return fmt.Errorf("still allocating %s from the block claimed by x", x.Addr())
+		}
+		return nil
+	})
+	st, _ := a.m.Status(p.ID)
+	if !slices.Contains(st.Addresses, first.Addr()) {
+		t.Fatalf("the container's address %s was dropped: %v", first.Addr(), st.Addresses)
+	}
+	for _, x := range st.Addresses {
+		if block.Contains(x) {
+			if err := a.m.ReleaseAddress(ctxT(t), p.ID, x); err != nil {
+				t.Fatalf("releasing an address of the lost block: %v", err)
+			}
+		}
+	}
+	st, _ = a.m.Status(p.ID)
+	for _, b := range st.Blocks {
+		if b.Prefix == block {
+			t.Fatalf("emptied block %s lost to x is still held", block)
+		}
+	}
+}
