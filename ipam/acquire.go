@@ -127,7 +127,7 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool)
 	case p.acquirer <- struct{}{}:
 	case <-ctx.Done():
 		m.mu.Lock()
-		return fmt.Errorf("waiting for a block: %w: %w", ErrUnavailable, ctx.Err())
+		return kindErrorf(ErrUnavailable, "waiting for a block: %w", ctx.Err())
 	}
 	m.mu.Lock()
 	defer func() { <-p.acquirer }()
@@ -138,10 +138,10 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool)
 	if exact {
 		o := m.ownerLocked(p, i)
 		if o.owner == m.cfg.Host {
-			return fmt.Errorf("block %s: owned here but not loaded: %w", p.alloc.Block(i), ErrNotOwned)
+			return kindErrorf(ErrNotOwned, "block %s: owned by this host but not loaded (a bug)", p.alloc.Block(i))
 		}
 		if m.removed[o.owner] {
-			return fmt.Errorf("block %s is owned by removed host %s until its reclaim completes: %w", p.alloc.Block(i), o.owner, ErrUnavailable)
+			return kindErrorf(ErrUnavailable, "block %s is owned by removed host %s until its reclaim completes", p.alloc.Block(i), o.owner)
 		}
 		donors = []string{o.owner}
 	} else {
@@ -185,11 +185,11 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool)
 	}
 	switch {
 	case len(timedOut) > 0:
-		return fmt.Errorf("%s and hosts %v did not answer (refused: %v): %w", what, timedOut, refused, ErrUnavailable)
+		return kindErrorf(ErrUnavailable, "%s and hosts %v did not answer (refused: %v)", what, timedOut, refused)
 	case exact:
-		return fmt.Errorf("%s, which has addresses allocated in it: %w", what, ErrNotOwned)
+		return kindErrorf(ErrNotOwned, "%s, which has addresses allocated in it", what)
 	}
-	return fmt.Errorf("%s and no host could hand over a block (asked %v): %w", what, refused, ErrExhausted)
+	return kindErrorf(ErrExhausted, "%s and no host could hand over a block (asked %v)", what, refused)
 }
 
 type answer int
@@ -231,7 +231,7 @@ func (m *IPAM) awaitLocked(ctx context.Context, p *pool, donor string, seq uint6
 			return answerTimeout, nil
 		case <-ctx.Done():
 			m.mu.Lock()
-			return answerTimeout, fmt.Errorf("waiting for host %s to hand over a block: %w: %w", donor, ErrUnavailable, ctx.Err())
+			return answerTimeout, kindErrorf(ErrUnavailable, "waiting for host %s to hand over a block: %w", donor, ctx.Err())
 		}
 	}
 }

@@ -200,7 +200,7 @@ func (a *Allocator) Reserve(addr netip.Addr) error {
 	if ok {
 		if b := a.blocks[i]; b != nil {
 			if b.used[off/64]&(1<<(off%64)) != 0 {
-				return fmt.Errorf("reserve %s: allocated to a container: %w", addr, ErrInUse)
+				return kindErrorf(ErrInUse, "reserve %s: allocated to a container", addr)
 			}
 			b.avail--
 		}
@@ -259,17 +259,17 @@ func (a *Allocator) Allocate() (addr netip.Addr, ok bool) {
 func (a *Allocator) AllocateAddr(addr netip.Addr) error {
 	i, off, ok := a.geo.index(addr)
 	if !ok {
-		return fmt.Errorf("address %s: outside %s: %w", addr, a.geo.rng, ErrNotInPool)
+		return kindErrorf(ErrNotInPool, "address %s: not in %s", addr, a.geo.rng)
 	}
 	b := a.blocks[i]
 	if b == nil || b.frozen {
-		return fmt.Errorf("address %s: block %s: %w", addr, a.geo.block(i), ErrNotOwned)
+		return kindErrorf(ErrNotOwned, "address %s: block %s is not owned by this host", addr, a.geo.block(i))
 	}
 	if _, r := a.reserved[addr]; r {
-		return fmt.Errorf("address %s: reserved (network, broadcast, gateway or aux): %w", addr, ErrInUse)
+		return kindErrorf(ErrInUse, "address %s: reserved (network, broadcast, gateway or aux)", addr)
 	}
 	if b.used[off/64]&(1<<(off%64)) != 0 {
-		return fmt.Errorf("address %s: %w", addr, ErrInUse)
+		return kindErrorf(ErrInUse, "address %s: already allocated", addr)
 	}
 	b.used[off/64] |= 1 << (off % 64)
 	b.n++
@@ -292,11 +292,11 @@ func (a *Allocator) Allocated(addr netip.Addr) bool {
 func (a *Allocator) Release(addr netip.Addr) (released bool, err error) {
 	i, off, ok := a.geo.index(addr)
 	if !ok {
-		return false, fmt.Errorf("address %s: outside %s: %w", addr, a.geo.rng, ErrNotInPool)
+		return false, kindErrorf(ErrNotInPool, "address %s: not in %s", addr, a.geo.rng)
 	}
 	b := a.blocks[i]
 	if b == nil {
-		return false, fmt.Errorf("address %s: block %s: %w", addr, a.geo.block(i), ErrNotOwned)
+		return false, kindErrorf(ErrNotOwned, "address %s: block %s is not owned by this host", addr, a.geo.block(i))
 	}
 	if b.used[off/64]&(1<<(off%64)) == 0 {
 		return false, nil

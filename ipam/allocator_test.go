@@ -180,3 +180,6 @@ func TestBlockNeverExceeds16HostBits(t *testing.T) {
 		t.Fatalf("shift %d, block 1 %s; want 16, fd00::1:0/112", a.geo.shift, a.Block(1))
 	}
 }
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }

@@ -1,6 +1,9 @@
 package ipam
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors callers branch on with errors.Is. Every error this package returns
 // wraps one of them and names the input and the rule it broke.
@@ -31,3 +34,24 @@ var (
 	// safely now (for example a host to remove is still alive).
 	ErrUnsafe = errors.New("refused: unsafe")
 )
+
+// kindError reads as its message alone but matches its kind with
+// errors.Is, so messages do not end in a repeated sentinel text.
+type kindError struct {
+	msg   string
+	kinds []error // the sentinel, and a cause wrapped with %w if any
+}
+
+func (e *kindError) Error() string   { return e.msg }
+func (e *kindError) Unwrap() []error { return e.kinds }
+
+// kindErrorf formats like fmt.Errorf (a %w operand stays matchable) and
+// makes the result match kind.
+func kindErrorf(kind error, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	kinds := []error{kind}
+	if u := errors.Unwrap(err); u != nil {
+		kinds = append(kinds, u)
+	}
+	return &kindError{msg: err.Error(), kinds: kinds}
+}

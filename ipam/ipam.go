@@ -138,7 +138,7 @@ func (m *IPAM) RequestPool(ctx context.Context, req PoolRequest) (Pool, error) {
 	defer m.mu.Unlock()
 	if p := m.pools[id]; p != nil {
 		if p.req != req {
-			return Pool{}, fmt.Errorf("request pool %s with ip-range %v: the pool exists with ip-range %v: %w", id, req.Range, p.req.Range, ErrOverlap)
+			return Pool{}, kindErrorf(ErrOverlap, "request pool %s with ip-range %v: the pool exists with ip-range %v", id, req.Range, p.req.Range)
 		}
 		if p.refs++; p.refs == 1 {
 			m.publishLocked(id)
@@ -147,7 +147,7 @@ func (m *IPAM) RequestPool(ctx context.Context, req PoolRequest) (Pool, error) {
 	}
 	for oid, p := range m.pools {
 		if p.req.Tenant == req.Tenant && overlaps(p.req.Subnet, req.Subnet) {
-			return Pool{}, fmt.Errorf("request pool %s: subnet %s overlaps pool %s of tenant %s: %w", id, req.Subnet, oid, req.Tenant, ErrOverlap)
+			return Pool{}, kindErrorf(ErrOverlap, "request pool %s: subnet %s overlaps pool %s of tenant %s", id, req.Subnet, oid, req.Tenant)
 		}
 	}
 	p := m.newPoolLocked(req, req.DefaultGateway(), nil)
@@ -197,7 +197,7 @@ func ParseAddress(poolID, s string) (netip.Addr, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("request address %s in pool %s: not an address: %w", s, poolID, ErrInvalid)
+		return netip.Addr{}, kindErrorf(ErrInvalid, "request address %s in pool %s: not an address", s, poolID)
 	}
 	return a.Unmap(), nil
 }
@@ -211,14 +211,14 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 	defer m.mu.Unlock()
 	p := m.pools[poolID]
 	if p == nil {
-		return netip.Prefix{}, fmt.Errorf("request address in pool %s: %w", poolID, ErrUnknownPool)
+		return netip.Prefix{}, kindErrorf(ErrUnknownPool, "request address in pool %s: no such pool on this host", poolID)
 	}
 	if m.fenced {
-		return netip.Prefix{}, fmt.Errorf("request address in pool %s on host %s: %w", poolID, m.cfg.Host, ErrRemoved)
+		return netip.Prefix{}, kindErrorf(ErrRemoved, "request address in pool %s: host %s was removed from the cluster", poolID, m.cfg.Host)
 	}
 	bits := p.req.Subnet.Bits()
 	if req.Addr.IsValid() && !p.req.Subnet.Contains(req.Addr) {
-		return netip.Prefix{}, fmt.Errorf("request address %s in pool %s: outside the subnet: %w", req.Addr, poolID, ErrNotInPool)
+		return netip.Prefix{}, kindErrorf(ErrNotInPool, "request address %s in pool %s: outside the subnet", req.Addr, poolID)
 	}
 	switch req.Kind {
 	case KindGateway:
@@ -237,7 +237,7 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 		return netip.PrefixFrom(p.gateway, bits), nil
 	case KindAux:
 		if !req.Addr.IsValid() {
-			return netip.Prefix{}, fmt.Errorf("request aux address in pool %s: no address given: %w", poolID, ErrInvalid)
+			return netip.Prefix{}, kindErrorf(ErrInvalid, "request aux address in pool %s: no address given", poolID)
 		}
 		if err := p.alloc.Reserve(req.Addr); err != nil {
 			return netip.Prefix{}, fmt.Errorf("request aux address %s in pool %s: %w", req.Addr, poolID, err)
@@ -268,7 +268,7 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 			return netip.Prefix{}, fmt.Errorf("request address in pool %s on host %s: %w", poolID, m.cfg.Host, err)
 		}
 		if m.fenced {
-			return netip.Prefix{}, fmt.Errorf("request address in pool %s on host %s: %w", poolID, m.cfg.Host, ErrRemoved)
+			return netip.Prefix{}, kindErrorf(ErrRemoved, "request address in pool %s: host %s was removed from the cluster", poolID, m.cfg.Host)
 		}
 	}
 }
@@ -276,10 +276,10 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 func (m *IPAM) allocateAddrLocked(ctx context.Context, p *pool, a netip.Addr) error {
 	i, ok := p.alloc.BlockOf(a)
 	if !ok {
-		return fmt.Errorf("outside the ip-range %s: %w", p.req.allocRange(), ErrNotInPool)
+		return kindErrorf(ErrNotInPool, "outside the ip-range %s", p.req.allocRange())
 	}
 	if p.alloc.Reserved(a) {
-		return fmt.Errorf("reserved (network, broadcast, gateway or aux): %w", ErrInUse)
+		return kindErrorf(ErrInUse, "reserved (network, broadcast, gateway or aux address)")
 	}
 	if !p.alloc.Owns(i) && !m.materializeLocked(p, i, true) {
 		if err := m.acquireLocked(ctx, p, i, true); err != nil {
@@ -304,7 +304,7 @@ func (m *IPAM) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) 
 		return nil
 	}
 	if !p.req.Subnet.Contains(a) {
-		return fmt.Errorf("release address %s in pool %s: outside the subnet: %w", a, poolID, ErrNotInPool)
+		return kindErrorf(ErrNotInPool, "release address %s in pool %s: outside the subnet", a, poolID)
 	}
 	if a == p.gateway {
 		return nil

@@ -35,33 +35,33 @@ func ParsePoolRequest(defaultTenant, addressSpace, pool, subPool string, options
 	}
 	if pool == "" {
 		if subPool != "" {
-			return PoolRequest{}, fmt.Errorf("request pool: ip-range %q without a subnet: %w", subPool, ErrInvalid)
+			return PoolRequest{}, kindErrorf(ErrInvalid, "request pool: ip-range %q without a subnet", subPool)
 		}
-		return PoolRequest{}, fmt.Errorf("request pool (tenant %s): no subnet given: pass --subnet, hosts must agree on it: %w", tenant, ErrInvalid)
+		return PoolRequest{}, kindErrorf(ErrInvalid, "request pool (tenant %s): no subnet given: pass --subnet, hosts must agree on it", tenant)
 	}
 	sub, err := netip.ParsePrefix(pool)
 	if err != nil {
-		return PoolRequest{}, fmt.Errorf("request pool (tenant %s): subnet %q: not a CIDR: %w", tenant, pool, ErrInvalid)
+		return PoolRequest{}, kindErrorf(ErrInvalid, "request pool (tenant %s): subnet %q: not a CIDR", tenant, pool)
 	}
 	sub = sub.Masked()
 	if sub.Addr().Is4In6() || sub.Addr().Zone() != "" {
-		return PoolRequest{}, fmt.Errorf("request pool (tenant %s): subnet %q: must be plain IPv4 or IPv6: %w", tenant, pool, ErrInvalid)
+		return PoolRequest{}, kindErrorf(ErrInvalid, "request pool (tenant %s): subnet %q: must be plain IPv4 or IPv6", tenant, pool)
 	}
 	if sub.Addr().Is6() != v6 {
-		return PoolRequest{}, fmt.Errorf("request pool (tenant %s): subnet %s: address family does not match v6=%v: %w", tenant, sub, v6, ErrInvalid)
+		return PoolRequest{}, kindErrorf(ErrInvalid, "request pool (tenant %s): subnet %s: address family does not match v6=%v", tenant, sub, v6)
 	}
 	if n := sub.Addr().BitLen() - sub.Bits(); n < 2 {
-		return PoolRequest{}, fmt.Errorf("request pool (tenant %s): subnet %s: too small, needs at least 2 host bits: %w", tenant, sub, ErrInvalid)
+		return PoolRequest{}, kindErrorf(ErrInvalid, "request pool (tenant %s): subnet %s: too small, needs at least 2 host bits", tenant, sub)
 	}
 	r := PoolRequest{Tenant: tenant, Subnet: sub}
 	if subPool != "" {
 		rng, err := netip.ParsePrefix(subPool)
 		if err != nil {
-			return PoolRequest{}, fmt.Errorf("request pool %s/%s: ip-range %q: not a CIDR: %w", tenant, sub, subPool, ErrInvalid)
+			return PoolRequest{}, kindErrorf(ErrInvalid, "request pool %s/%s: ip-range %q: not a CIDR", tenant, sub, subPool)
 		}
 		rng = rng.Masked()
 		if rng.Addr().Is6() != v6 || !sub.Contains(rng.Addr()) || rng.Bits() < sub.Bits() {
-			return PoolRequest{}, fmt.Errorf("request pool %s/%s: ip-range %s: must lie inside the subnet: %w", tenant, sub, rng, ErrNotInPool)
+			return PoolRequest{}, kindErrorf(ErrNotInPool, "request pool %s/%s: ip-range %s: must lie inside the subnet", tenant, sub, rng)
 		}
 		if rng != sub {
 			r.Range = rng
@@ -85,11 +85,11 @@ func (r PoolRequest) PoolID() string { return r.Tenant + "/" + r.Subnet.String()
 func ParsePoolID(id string) (tenant string, subnet netip.Prefix, err error) {
 	tenant, cidr, ok := strings.Cut(id, "/")
 	if !ok || validTenant(tenant) != nil {
-		return "", netip.Prefix{}, fmt.Errorf("pool id %q: not <tenant>/<subnet>: %w", id, ErrInvalid)
+		return "", netip.Prefix{}, kindErrorf(ErrInvalid, "pool id %q: not <tenant>/<subnet>", id)
 	}
 	subnet, err = netip.ParsePrefix(cidr)
 	if err != nil || subnet.Masked() != subnet {
-		return "", netip.Prefix{}, fmt.Errorf("pool id %q: subnet %q not a masked CIDR: %w", id, cidr, ErrInvalid)
+		return "", netip.Prefix{}, kindErrorf(ErrInvalid, "pool id %q: subnet %q not a masked CIDR", id, cidr)
 	}
 	return tenant, subnet, nil
 }
@@ -111,12 +111,12 @@ func overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
 
 func validTenant(t string) error {
 	if t == "" || len(t) > 63 {
-		return fmt.Errorf("must be 1-63 characters: %w", ErrInvalid)
+		return kindErrorf(ErrInvalid, "must be 1-63 characters")
 	}
 	for i, r := range t {
 		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || i > 0 && (r == '-' || r == '_' || r == '.')
 		if !ok {
-			return fmt.Errorf("must be lower-case letters, digits, '-', '_' or '.', starting with a letter or digit: %w", ErrInvalid)
+			return kindErrorf(ErrInvalid, "must be lower-case letters, digits, '-', '_' or '.', starting with a letter or digit")
 		}
 	}
 	return nil

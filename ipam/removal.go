@@ -42,25 +42,25 @@ func (m *IPAM) RemoveHost(ctx context.Context, names ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fenced {
-		return fmt.Errorf("remove host %v: %w", names, ErrRemoved)
+		return kindErrorf(ErrRemoved, "remove host %v: this host was itself removed", names)
 	}
 	if len(names) == 0 {
-		return fmt.Errorf("remove host: no host named: %w", ErrInvalid)
+		return kindErrorf(ErrInvalid, "remove host: no host named")
 	}
 	for _, n := range names {
 		if err := validName(n); err != nil {
-			return fmt.Errorf("remove host %q: %w: %w", n, err, ErrInvalid)
+			return kindErrorf(ErrInvalid, "remove host %q: %v", n, err)
 		}
 		if n == m.cfg.Host {
-			return fmt.Errorf("remove host %s: it is this host; run it on another host: %w", n, ErrUnsafe)
+			return kindErrorf(ErrUnsafe, "remove host %s: it is this host; run it on another host", n)
 		}
 	}
 	for _, mb := range members {
 		switch {
 		case slices.Contains(names, mb.Name) && mb.Alive:
-			return fmt.Errorf("remove host %s: it is alive; stop it for good first: %w", mb.Name, ErrUnsafe)
+			return kindErrorf(ErrUnsafe, "remove host %s: it is alive; stop it for good first", mb.Name)
 		case !slices.Contains(names, mb.Name) && !mb.Alive && !m.removed[mb.Name] && mb.Name != m.cfg.Host:
-			return fmt.Errorf("remove host %v: host %s is unreachable: heal the partition, or remove it in the same command: %w", names, mb.Name, ErrUnsafe)
+			return kindErrorf(ErrUnsafe, "remove host %v: host %s is unreachable: heal the partition, or remove it in the same command", names, mb.Name)
 		}
 	}
 	for _, n := range names {

@@ -55,44 +55,44 @@ func decodeState(b []byte) (*persistedState, error) {
 			return nil, fmt.Errorf("decode ipam state: pool %d: tenant %q: %w", i, p.Tenant, err)
 		}
 		if !p.Subnet.IsValid() || p.Subnet.Masked() != p.Subnet || p.Subnet.Addr().Zone() != "" || p.Subnet.Addr().BitLen()-p.Subnet.Bits() < 2 {
-			return nil, fmt.Errorf("decode ipam state: pool %d: subnet %v: not a usable masked prefix: %w", i, p.Subnet, ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %d: subnet %v: not a usable masked prefix", i, p.Subnet)
 		}
 		req := PoolRequest{Tenant: p.Tenant, Subnet: p.Subnet}
 		if p.Range.IsValid() {
 			if p.Range.Masked() != p.Range || !p.Subnet.Contains(p.Range.Addr()) || p.Range.Bits() < p.Subnet.Bits() || p.Range == p.Subnet {
-				return nil, fmt.Errorf("decode ipam state: pool %s: range %v: not inside the subnet: %w", req.PoolID(), p.Range, ErrInvalid)
+				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: range %v: not inside the subnet", req.PoolID(), p.Range)
 			}
 			req.Range = p.Range
 		}
 		if ids[req.PoolID()] {
-			return nil, fmt.Errorf("decode ipam state: pool %s: listed twice: %w", req.PoolID(), ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: listed twice", req.PoolID())
 		}
 		ids[req.PoolID()] = true
 		if !p.Gateway.IsValid() || !p.Subnet.Contains(p.Gateway) {
-			return nil, fmt.Errorf("decode ipam state: pool %s: gateway %v: not in the subnet: %w", req.PoolID(), p.Gateway, ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: gateway %v: not in the subnet", req.PoolID(), p.Gateway)
 		}
 		for _, a := range p.Aux {
 			if !p.Subnet.Contains(a) {
-				return nil, fmt.Errorf("decode ipam state: pool %s: aux %v: not in the subnet: %w", req.PoolID(), a, ErrInvalid)
+				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: aux %v: not in the subnet", req.PoolID(), a)
 			}
 		}
 		for _, a := range p.Addrs {
 			if !req.allocRange().Contains(a) {
-				return nil, fmt.Errorf("decode ipam state: pool %s: address %v: not in the range: %w", req.PoolID(), a, ErrInvalid)
+				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: address %v: not in the range", req.PoolID(), a)
 			}
 		}
 	}
 	for k, e := range s.Own {
 		if _, _, ok := parseBlockKey(k); !ok {
-			return nil, fmt.Errorf("decode ipam state: block key %q: malformed: %w", k, ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: block key %q: malformed", k)
 		}
 		if validName(e.To) != nil {
-			return nil, fmt.Errorf("decode ipam state: block %q: owner %q: %w", k, e.To, ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: block %q: owner %q: not a host name", k, e.To)
 		}
 	}
 	for _, h := range s.Removed {
 		if validName(h) != nil {
-			return nil, fmt.Errorf("decode ipam state: removed host %q: %w", h, ErrInvalid)
+			return nil, kindErrorf(ErrInvalid, "decode ipam state: removed host %q: not a host name", h)
 		}
 	}
 	slices.Sort(s.Removed)

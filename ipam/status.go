@@ -1,9 +1,6 @@
 package ipam
 
-import (
-	"fmt"
-	"net/netip"
-)
+import "net/netip"
 
 // BlockStatus describes one block this host owns.
 type BlockStatus struct {
@@ -26,7 +23,7 @@ func (m *IPAM) Status(poolID string) (PoolStatus, error) {
 	defer m.mu.Unlock()
 	p := m.pools[poolID]
 	if p == nil {
-		return PoolStatus{}, fmt.Errorf("status of pool %s: %w", poolID, ErrUnknownPool)
+		return PoolStatus{}, kindErrorf(ErrUnknownPool, "status of pool %s: no such pool on this host", poolID)
 	}
 	s := PoolStatus{Pool: Pool{ID: poolID, Subnet: p.req.Subnet, Gateway: p.gateway}, Refs: p.refs}
 	for _, i := range p.alloc.order {
