@@ -1,12 +1,15 @@
 package ipam_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -566,4 +569,40 @@ func TestImpossibleConflictResolved(t *testing.T) {
 			t.Fatalf("emptied block %s lost to x is still held", block)
 		}
 	}
+}
+
+// TestConfigMismatchLogged: hosts configured with different seeds break the
+// uniqueness argument; one host cannot prevent it, so it is logged loudly.
+func TestConfigMismatchLogged(t *testing.T) {
+	c := ipamtest.NewCluster(0, 1)
+	var buf syncBuffer
+	a := startHost(t, c, "a", []string{"a"}, func(cfg *ipam.Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	})
+	b := startHost(t, c, "b", []string{"a", "b"})
+	mustPool(t, a, "acme", "10.12.0.0/24", "")
+	mustPool(t, b, "acme", "10.12.0.0/24", "")
+	eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(buf.String(), "hosts disagree on Seeds or block size") {
+			return fmt.Errorf("no loud log yet")
+		}
+		return nil
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

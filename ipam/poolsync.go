@@ -17,9 +17,11 @@ import (
 const prefixPool = "ipam/pool/"
 
 type poolEntry struct {
-	Range   string       `json:"range,omitempty"`
-	Gateway netip.Addr   `json:"gateway"`
-	Aux     []netip.Addr `json:"aux,omitempty"`
+	Range     string       `json:"range,omitempty"`
+	Gateway   netip.Addr   `json:"gateway"`
+	Aux       []netip.Addr `json:"aux,omitempty"`
+	BlockBits int          `json:"blockbits"` // must agree on every host
+	Seeds     []string     `json:"seeds"`     // must agree on every host
 }
 
 // publishLocked writes this host's pool entry, or deletes it when the local
@@ -30,7 +32,7 @@ func (m *IPAM) publishLocked(id string) {
 	if p == nil {
 		err = m.rep.Delete(prefixPool + id)
 	} else {
-		e := poolEntry{Gateway: p.gateway, Aux: p.aux}
+		e := poolEntry{Gateway: p.gateway, Aux: p.aux, BlockBits: p.alloc.geo.bits, Seeds: m.cfg.Seeds}
 		if p.req.Range.IsValid() {
 			e.Range = p.req.Range.String()
 		}
@@ -55,6 +57,15 @@ func (m *IPAM) syncReservedLocked(pools map[string]map[string]poolEntry) {
 					m.logged[k] = true
 					m.log.Error("hosts disagree on the pool's ip-range; create the network with the same flags everywhere",
 						"pool", id, "other", h, "their_range", e.Range, "our_range", p.req.Range)
+				}
+			}
+			if e.BlockBits != p.alloc.geo.bits || !slices.Equal(e.Seeds, m.cfg.Seeds) {
+				// The uniqueness argument needs both to be equal everywhere.
+				if k := "config " + id + h; !m.logged[k] {
+					m.logged[k] = true
+					m.log.Error("hosts disagree on Seeds or block size: addresses may be duplicated; fix the configuration",
+						"pool", id, "other", h, "their_seeds", e.Seeds, "our_seeds", m.cfg.Seeds,
+						"their_block_bits", e.BlockBits, "our_block_bits", p.alloc.geo.bits)
 				}
 			}
 			if e.Gateway != p.gateway {
