@@ -117,15 +117,29 @@
 // unreachable and not removed in the same command, because then the heir
 // could not learn what that host holds.
 //
-// Limits, stated plainly: the one unsafe act left is an admin removing a
-// host that is in fact alive on the other side of a partition (membership
-// says dead); addresses handed out on both sides of that partition may then
-// collide. When it returns, the removed host sees its removal, stops
-// allocating (ErrRemoved) and logs it loudly; it must rejoin under a new
-// name. Hosts that have never heard of each other (joining during a removal)
-// are outside the agreement argument. Seeds and block sizes that differ
-// between hosts break the genesis argument; conflicting claims then show up
-// as loud conflict logs, resolved by lowest name.
+// # Limits, stated plainly
+//
+//   - An admin removing a host that is in fact alive on the other side of a
+//     partition (membership says dead) is the one unsafe act left: addresses
+//     handed out on both sides may collide. When it returns, the removed
+//     host sees its removal, stops allocating (ErrRemoved) and logs loudly;
+//     it must rejoin under a new name.
+//   - Hosts that have never heard of each other (one joining during a
+//     removal) are outside the agreement argument.
+//   - Seeds and block sizes must be equal on every host. Each host publishes
+//     both (pool/<pool> entries) and logs loudly when another differs; it
+//     cannot prevent it.
+//   - A host must keep its Store or its replica across restarts. Without the
+//     Store it keeps its blocks from the replica but never gives them away
+//     (their allocations are unknown until Docker replays them). A host that
+//     lost both must rejoin under a new name, as with Weave's peer names.
+//   - Costs: each change re-encodes the host's whole state for the Store,
+//     and each reconcile reads the whole "ipam/" table (decoded entries are
+//     cached by version). Fine for hundreds of blocks and thousands of
+//     addresses per host; not tuned beyond.
+//   - A requested address (--ip) in a block another host uses is refused
+//     (ErrNotOwned): blocks move only when empty, single addresses never
+//     (Calico-style borrowing needs per-address routes; not done).
 //
 // # What the driver glue must do
 //
