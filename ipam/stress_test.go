@@ -3,6 +3,7 @@ package ipam_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"testing"
@@ -347,4 +348,122 @@ func slicesDelete(s []netip.Addr, a netip.Addr) []netip.Addr {
 		}
 	}
 	return s
+}
+
+// TestStressPartitionWhileAllocating cuts the cluster while requests and
+// handovers are in flight: only h0 starts with space, so blocks must move,
+// and some handovers are caught by the partition. Each side keeps
+// allocating from what it owns; after healing there is no duplicate and no
+// block with two owners.
+func TestStressPartitionWhileAllocating(t *testing.T) {
+	attempts := 500
+	if testing.Short() {
+		attempts = 150
+	}
+	c := ipamtest.NewCluster(2*time.Millisecond, 14)
+	seeds := []string{"h0"}
+	var hosts []*host
+	for _, name := range []string{"h0", "h1", "h2"} {
+		hosts = append(hosts, startHost(t, c, name, seeds, func(cfg *ipam.Config) {
+			cfg.BlockBitsV4 = 28
+			cfg.AnswerTimeout = 100 * time.Millisecond
+		}))
+	}
+	var p ipam.Pool
+	for _, h := range hosts {
+		p = mustPool(t, h, "acme", "10.40.0.0/21", "")
+	}
+	l := newLedger()
+	var mu sync.Mutex
+	unavailable := map[string]int{}
+	gotDuring, gotAll := map[string]int{}, map[string]int{}
+	partitioned := false
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		for w := range 3 {
+			wg.Go(func() {
+				var mine []netip.Addr
+				for i := range attempts {
+					if i%5 == 4 && len(mine) > 0 { // some churn, so blocks empty and move
+						a := mine[(i+w)%len(mine)]
+						mine = slicesDelete(mine, a)
+						l.give(a)
+						if err := h.m.ReleaseAddress(ctxT(t), p.ID, a); err != nil {
+							t.Errorf("host %s release %s: %v", h.name, a, err)
+							return
+						}
+						continue
+					}
+					a, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+					mu.Lock()
+					switch {
+					case errors.Is(err, ipam.ErrUnavailable):
+						unavailable[h.name]++
+					case errors.Is(err, ipam.ErrExhausted):
+					case err != nil:
+						mu.Unlock()
+						t.Errorf("host %s: %v", h.name, err)
+						return
+					default:
+						gotAll[h.name]++
+						if partitioned {
+							gotDuring[h.name]++
+						}
+					}
+					mu.Unlock()
+					if err == nil {
+						l.take(a.Addr(), h.name)
+						mine = append(mine, a.Addr())
+					}
+				}
+			})
+		}
+	}
+	workers := make(chan struct{})
+	go func() { wg.Wait(); close(workers) }()
+	// Partition once every host has allocated (so each owns blocks), heal
+	// once both sides made progress
+	// during it (or the workers are done), polling without sleeping on a
+	// condition that can no longer change.
+	waitFor := func(cond func() bool) {
+		for !cond() {
+			select {
+			case <-workers:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	waitFor(func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return gotAll["h0"] >= 30 && gotAll["h1"] >= 30 && gotAll["h2"] >= 30
+	})
+	mu.Lock()
+	partitioned = true
+	mu.Unlock()
+	c.Partition([]string{"h0", "h1"}, []string{"h2"})
+	waitFor(func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return gotDuring["h2"] >= 20 && gotDuring["h0"]+gotDuring["h1"] >= 20
+	})
+	mu.Lock()
+	partitioned = false
+	during := maps.Clone(gotDuring)
+	mu.Unlock()
+	c.Heal()
+	<-workers
+	l.check(t)
+	if during["h2"] == 0 || during["h0"]+during["h1"] == 0 {
+		t.Fatalf("a side made no progress during the partition: %v", during)
+	}
+	for _, h := range hosts {
+		releaseAll(t, h, p.ID, l)
+	}
+	accountForBlocks(t, hosts, p.ID, p.Subnet, 28)
+	for _, h := range hosts {
+		checkEpochs(t, c.Node(h.name))
+	}
+	t.Logf("%d allocations; during the partition %v; unavailable %v", l.n, gotDuring, unavailable)
 }
