@@ -53,17 +53,18 @@ func (m *IPAM) genesisEpoch(i uint64) uint64 {
 func (m *IPAM) nextGenesisLocked(p *pool) (uint64, bool) {
 	const maxScan = 1 << 20
 	n := uint64(len(m.cfg.Seeds))
-	i, step := p.genNext, uint64(1)
-	if len(m.heirs) == 0 {
-		k := slices.Index(m.cfg.Seeds, m.cfg.Host)
-		if k < 0 {
-			return 0, false
+	mine := make([]bool, n) // seeds whose genesis share is now this host's
+	some := false
+	for k := range n {
+		if g, _ := genesisOwner(m.cfg.Seeds, k, m.heirs); g == m.cfg.Host {
+			mine[k], some = true, true
 		}
-		i += (uint64(k) + n - i%n) % n
-		step = n
 	}
-	for scanned := 0; i < p.alloc.Blocks() && scanned < maxScan; i, scanned = i+step, scanned+1 {
-		if m.genesisFreeLocked(p, i) {
+	if !some {
+		return 0, false
+	}
+	for i, scanned := p.genNext, 0; i < p.alloc.Blocks() && scanned < maxScan; i, scanned = i+1, scanned+1 {
+		if mine[i%n] && m.genesisFreeLocked(p, i) {
 			return i, true
 		}
 	}
