@@ -72,7 +72,8 @@ type pool struct {
 	req            PoolRequest
 	gateway        netip.Addr
 	aux            []netip.Addr
-	refs           int // RequestPool minus ReleasePool since start (Docker replays at its start)
+	refs           int  // RequestPool minus ReleasePool since start (Docker replays at its start)
+	dropping       bool // ReleasePool found addresses still allocated: drop when the last goes
 	alloc          *Allocator
 	genNext        uint64              // genesis blocks below this are not ours to use
 	received       uint64              // blocks accepted by handover, ever
@@ -143,6 +144,7 @@ func (m *IPAM) RequestPool(ctx context.Context, req PoolRequest) (Pool, error) {
 		if p.refs++; p.refs == 1 {
 			m.publishLocked(id)
 		}
+		p.dropping = false
 		return Pool{ID: id, Subnet: req.Subnet, Gateway: p.gateway}, nil
 	}
 	for oid, p := range m.pools {
@@ -170,13 +172,23 @@ func (m *IPAM) ReleasePool(ctx context.Context, id string) error {
 	if p.refs > 0 {
 		p.refs--
 	}
-	if p.refs == 0 && p.usedLocked() == 0 {
+	if p.refs == 0 {
+		p.dropping = true
+		m.dropIfUnusedLocked(id, p)
+	}
+	m.saveLocked()
+	return nil
+}
+
+// dropIfUnusedLocked forgets a released pool once no container address is
+// left in it. Only ReleasePool starts this: after a restart refs is 0 until
+// Docker replays, and the pool must not vanish under running containers.
+func (m *IPAM) dropIfUnusedLocked(id string, p *pool) {
+	if p.dropping && p.refs == 0 && p.usedLocked() == 0 {
 		delete(m.pools, id)
 		m.publishLocked(id)
 		m.log.Info("pool released", "pool", id)
 	}
-	m.saveLocked()
-	return nil
 }
 
 func (p *pool) usedLocked() int {
@@ -267,6 +279,9 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 		if err := m.acquireLocked(ctx, p, 0, false); err != nil {
 			return netip.Prefix{}, fmt.Errorf("request address in pool %s on host %s: %w", poolID, m.cfg.Host, err)
 		}
+		if m.pools[poolID] != p {
+			return netip.Prefix{}, kindErrorf(ErrUnknownPool, "request address in pool %s: released while waiting for a block", poolID)
+		}
 		if m.fenced {
 			return netip.Prefix{}, kindErrorf(ErrRemoved, "request address in pool %s: host %s was removed from the cluster", poolID, m.cfg.Host)
 		}
@@ -284,6 +299,9 @@ func (m *IPAM) allocateAddrLocked(ctx context.Context, p *pool, a netip.Addr) er
 	if !p.alloc.Owns(i) && !m.materializeLocked(p, i, true) {
 		if err := m.acquireLocked(ctx, p, i, true); err != nil {
 			return err
+		}
+		if m.pools[p.req.PoolID()] != p {
+			return kindErrorf(ErrUnknownPool, "pool released while waiting for a block")
 		}
 	}
 	return p.alloc.AllocateAddr(a)
@@ -333,11 +351,8 @@ func (m *IPAM) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) 
 			delete(p.pendingReserve, a)
 			m.kickNow() // reserve it now, on the next reconcile
 		}
+		m.dropIfUnusedLocked(poolID, p)
 		m.saveLocked()
-		if p.refs == 0 && p.usedLocked() == 0 && len(p.aux) == 0 {
-			delete(m.pools, poolID)
-			m.publishLocked(poolID)
-		}
 	}
 	return nil
 }

@@ -245,6 +245,16 @@ func TestRestartKeepsAllocations(t *testing.T) {
 			t.Fatalf("restarted host handed out %s again", b)
 		}
 	}
+	// Docker has not replayed RequestPool (no reference yet): releasing
+	// every address must not make the pool vanish under the network.
+	for _, x := range append(before, a.Addr()) {
+		if err := h2.m.ReleaseAddress(ctxT(t), p.ID, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h2.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{}); err != nil {
+		t.Fatalf("pool gone after its addresses were released: %v", err)
+	}
 }
 
 func TestRemoveHost(t *testing.T) {
