@@ -143,10 +143,20 @@
 //
 // # What the driver glue must do
 //
-// Answer GetCapabilities with RequiresMACAddress and RequiresRequestReplay
-// true: the MAC option tells endpoint requests (KindContainer) from aux
-// requests (no options, KindAux), and the replay at Docker's start rebuilds
-// pool references (refcounts are not persisted; allocations are). When
-// CreateEndpoint or Join fails after RequestAddress, Docker does not always
-// release the address: the driver must call ReleaseAddress itself.
+//	GetCapabilities:        {"RequiresMACAddress": true, "RequiresRequestReplay": true}
+//	GetDefaultAddressSpaces: m.DefaultAddressSpaces()
+//	RequestPool:  req, err := ipam.ParsePoolRequest(cfg.DefaultTenant, r.AddressSpace, r.Pool, r.SubPool, r.Options, r.V6)
+//	              pool, err := m.RequestPool(ctx, req) → {PoolID: pool.ID, Pool: pool.Subnet}
+//	ReleasePool:  m.ReleasePool(ctx, r.PoolID)
+//	RequestAddress: ar, err := ipam.ParseAddressRequest(r.PoolID, r.Address, r.Options)
+//	              addr, err := m.RequestAddress(ctx, r.PoolID, ar) → {Address: addr.String()}
+//	ReleaseAddress: a, err := ipam.ParseAddress(r.PoolID, r.Address); m.ReleaseAddress(ctx, r.PoolID, a)
+//
+// RequiresMACAddress makes Docker send the MAC option that tells endpoint
+// requests from aux requests; RequiresRequestReplay makes Docker replay
+// pools and addresses at its start, which rebuilds pool references (not
+// persisted) and re-confirms allocations. When CreateEndpoint or Join fails
+// after RequestAddress, Docker does not always release the address: the
+// driver must call ReleaseAddress itself. Errors go to Docker as their
+// text; branch on them with errors.Is.
 package ipam
