@@ -467,3 +467,99 @@ func TestStressPartitionWhileAllocating(t *testing.T) {
 	}
 	t.Logf("%d allocations; during the partition %v; unavailable %v", l.n, gotDuring, unavailable)
 }
+
+// TestStressRemoveHostUnderLoad removes a dead host, from two hosts at
+// once, while both keep allocating and releasing: its blocks go to one
+// heir, whose allocations from them never collide with the other's.
+func TestStressRemoveHostUnderLoad(t *testing.T) {
+	ops := 600
+	if testing.Short() {
+		ops = 200
+	}
+	c := ipamtest.NewCluster(time.Millisecond, 15)
+	seeds := []string{"a", "b", "c"}
+	small := func(cfg *ipam.Config) { cfg.BlockBitsV4 = 28 }
+	a := startHost(t, c, "a", seeds, small)
+	b := startHost(t, c, "b", seeds, small)
+	d := startHost(t, c, "c", seeds, small)
+	var p ipam.Pool
+	for _, h := range []*host{a, b, d} {
+		p = mustPool(t, h, "acme", "10.50.0.0/23", "")
+	}
+	l := newLedger()
+	if got, _ := allocate(t, d, p.ID, 100, 2, l); got != 100 {
+		t.Fatalf("c got %d of 100", got)
+	}
+	eventually(t, 5*time.Second, func() error { // everyone knows c's blocks
+		for _, n := range []string{"a", "b"} {
+			seen := 0
+			for _, e := range c.Node(n).List("ipam/block/") {
+				if e.Host == "c" {
+					seen++
+				}
+			}
+			if seen < 7 {
+				return fmt.Errorf("%s sees %d of c's block entries", n, seen)
+			}
+		}
+		return nil
+	})
+	d.halt()
+	c.Kill("c")
+	for _, x := range l.of("c") { // c's containers are gone for good
+		l.give(x)
+	}
+	var wg sync.WaitGroup
+	for _, h := range []*host{a, b} {
+		wg.Go(func() {
+			if err := h.m.RemoveHost(ctxT(t), "c"); err != nil {
+				t.Errorf("%s: %v", h.name, err)
+			}
+		})
+		for w := range 2 {
+			wg.Go(func() {
+				var mine []netip.Addr
+				for i := range ops {
+					if (i/50)%2 == 1 && len(mine) > 0 {
+						x := mine[(i+w)%len(mine)]
+						mine = slicesDelete(mine, x)
+						l.give(x)
+						if err := h.m.ReleaseAddress(ctxT(t), p.ID, x); err != nil {
+							t.Errorf("%s release %s: %v", h.name, x, err)
+							return
+						}
+						continue
+					}
+					x, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+					if errors.Is(err, ipam.ErrExhausted) || errors.Is(err, ipam.ErrUnavailable) {
+						continue
+					}
+					if err != nil {
+						t.Errorf("%s: %v", h.name, err)
+						return
+					}
+					l.take(x.Addr(), h.name)
+					mine = append(mine, x.Addr())
+				}
+			})
+		}
+	}
+	wg.Wait()
+	l.check(t)
+	// Afterwards the pool can be filled completely by a and b: c's blocks
+	// were reclaimed, none is stranded.
+	for _, h := range []*host{a, b} {
+		allocate(t, h, p.ID, 600, 2, l, ipam.ErrExhausted, ipam.ErrUnavailable)
+	}
+	l.check(t)
+	if held := len(l.of("a")) + len(l.of("b")); held != 512-3 {
+		t.Fatalf("a and b hold %d addresses when full, want all 509: blocks stranded", held)
+	}
+	for _, h := range []*host{a, b} {
+		releaseAll(t, h, p.ID, l)
+	}
+	accountForBlocks(t, []*host{a, b}, p.ID, p.Subnet, 28)
+	checkEpochs(t, c.Node("a"))
+	checkEpochs(t, c.Node("b"))
+	t.Logf("%d allocations", l.n)
+}
