@@ -17,7 +17,8 @@
 //
 // IPAM is safe for concurrent use. One mutex guards its state; the hot path
 // (RequestAddress with space in an owned block) takes it once and does no
-// I/O but Store.Save. Run must be running: it reacts to the table and is
+// I/O but Store.Save (and, once per new block of its genesis share, a local
+// Replica.Put). Run must be running: it reacts to the table and is
 // what lets this host obtain blocks and serve other hosts' requests. A
 // request that must obtain a block waits (bounded by its ctx) with the lock
 // released. Replica.Put is called under the lock, so it must not block on
