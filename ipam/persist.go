@@ -1,0 +1,119 @@
+package ipam
+
+// Persistence glue: restore at New, save after every change (state.go has
+// the encoding).
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// restore loads the persisted state and writes this host's entries again, so
+// a restart with a lost replica still never re-accepts a block handed away.
+func (m *IPAM) restore() error {
+	// Entries already in the replica are ours too (it may outlive us).
+	for _, e := range m.rep.List(prefixIPAM) {
+		if e.Host != m.cfg.Host {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(e.Key, prefixBlock):
+			if be, ok := decode[blockEntry](e.Value); ok {
+				m.own[e.Key] = be
+			}
+		case strings.HasPrefix(e.Key, prefixRemoval):
+			if re, ok := decode[removalEntry](e.Value); ok {
+				m.ownRemoval[strings.TrimPrefix(e.Key, prefixRemoval)] = re
+			}
+		case strings.HasPrefix(e.Key, prefixWant):
+			if we, ok := decode[wantEntry](e.Value); ok {
+				m.seq = max(m.seq, we.Seq)
+			}
+		}
+	}
+	// Without saved allocations, blocks we own may hold addresses of running
+	// containers that Docker has yet to replay: never give those away.
+	keepOwned := func() {
+		for k, e := range m.own {
+			if e.To == m.cfg.Host {
+				m.keep[k] = true
+			}
+		}
+	}
+	if m.cfg.Store == nil {
+		keepOwned()
+		return m.rebuildPools(nil)
+	}
+	b, err := m.cfg.Store.Load()
+	if err != nil {
+		return fmt.Errorf("ipam: load state: %w", err)
+	}
+	if b == nil {
+		keepOwned()
+		return m.rebuildPools(nil)
+	}
+	s, err := decodeState(b)
+	if err != nil {
+		return fmt.Errorf("ipam: %w", err)
+	}
+	m.seq = max(m.seq, s.Seq)
+	m.fenced = s.Fenced
+	for _, h := range s.Removed {
+		m.removed[h] = true
+	}
+	for k, e := range s.Own {
+		if cur, ok := m.own[k]; !ok || e.Epoch > cur.Epoch {
+			m.own[k] = e
+		}
+	}
+	for k, e := range m.own {
+		if err := m.rep.Put(k, encode(e)); err != nil {
+			return fmt.Errorf("ipam: restore block entry %s: %w", k, err)
+		}
+	}
+	return m.rebuildPools(s.Pools)
+}
+
+func (m *IPAM) rebuildPools(ps []persistedPool) error {
+	for _, pp := range ps {
+		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux)
+		m.publishLocked(p.req.PoolID())
+		for _, a := range pp.Addrs {
+			if err := p.alloc.AllocateAddr(a); err != nil {
+				// An allocation in a block we no longer own: keep going, say so.
+				m.log.Error("restore: allocation lost", "pool", p.req.PoolID(), "ip", a, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// saveLocked persists the state; a failure is logged loudly (the allocation
+// itself stands, and is also recorded in the cluster's block entries).
+func (m *IPAM) saveLocked() {
+	if m.cfg.Store == nil {
+		return
+	}
+	s := &persistedState{Seq: m.seq, Own: m.own, Fenced: m.fenced}
+	for h := range m.removed {
+		s.Removed = append(s.Removed, h)
+	}
+	slices.Sort(s.Removed)
+	ids := make([]string, 0, len(m.pools))
+	for id := range m.pools {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		p := m.pools[id]
+		pp := persistedPool{Tenant: p.req.Tenant, Subnet: p.req.Subnet, Range: p.req.Range, Gateway: p.gateway, Aux: p.aux}
+		for _, i := range p.alloc.order {
+			pp.Addrs = append(pp.Addrs, p.alloc.Addresses(i)...)
+		}
+		s.Pools = append(s.Pools, pp)
+	}
+	if err := m.cfg.Store.Save(encodeState(s)); err != nil {
+		m.log.Error("cannot persist ipam state", "err", err)
+	}
+}
