@@ -28,12 +28,15 @@ type Config struct {
 	// GCInterval is how often endpoints whose container is gone without a
 	// word from Docker are looked for.
 	GCInterval time.Duration
-	Logger     *slog.Logger
+	// DefaultTenant is the tenant of an IPAM pool requested without
+	// --ipam-opt tenant=.
+	DefaultTenant string
+	Logger        *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.
 func DefaultConfig() Config {
-	return Config{RequestTimeout: 10 * time.Second, HiddenGrace: 2 * time.Minute, GCInterval: 30 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+	return Config{RequestTimeout: 10 * time.Second, HiddenGrace: 2 * time.Minute, GCInterval: 30 * time.Second, DefaultTenant: "default", Logger: slog.New(slog.DiscardHandler)}
 }
 
 // Validate names the first field that is wrong.

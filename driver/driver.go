@@ -19,10 +19,11 @@ import (
 // use: every call and every cluster change is applied under one mutex, and
 // each leaves the kernel reconciled with the result.
 type Driver struct {
-	cfg Config
-	log *slog.Logger
-	dp  Datapath
-	cl  Cluster
+	cfg  Config
+	log  *slog.Logger
+	dp   Datapath
+	cl   Cluster
+	ipam Addresses // nil: no IPAM
 
 	mu       sync.Mutex           // guards the fields below
 	nets     map[string]*netDef   // by Docker network ID
@@ -31,7 +32,6 @@ type Driver struct {
 	attached map[string]map[string]time.Time
 	// attached: network key -> host -> when it was hidden (zero: visible)
 	vteps map[string]netip.Addr // last known VTEP of each host
-	pools map[string]*pool      // IPAM pools, by pool ID
 	dirty bool                  // the view of other hosts changed since it was saved
 }
 
@@ -44,7 +44,7 @@ type remoteEP struct {
 
 // New loads the local state saved by an earlier run; Run then reconciles
 // the kernel with it and with the cluster.
-func New(cfg Config, dp Datapath, cl Cluster) (*Driver, error) {
+func New(cfg Config, dp Datapath, cl Cluster, am Addresses) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -52,14 +52,11 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "driver"), dp: dp, cl: cl,
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "driver"), dp: dp, cl: cl, ipam: am,
 		nets: map[string]*netDef{}, eps: map[string]*localEP{}, remotes: map[string]*remoteEP{},
-		attached: map[string]map[string]time.Time{}, vteps: map[string]netip.Addr{}, pools: map[string]*pool{}}
+		attached: map[string]map[string]time.Time{}, vteps: map[string]netip.Addr{}}
 	for _, n := range saved.Networks {
 		d.nets[n.DockerID] = n
-	}
-	for _, p := range saved.Pools {
-		d.pools[p.ID] = p
 	}
 	// Other hosts' endpoints as last seen: kept programmed, as if their hosts
 	// were just reported down, until gossip confirms them or the grace ends.
@@ -310,10 +307,6 @@ func (d *Driver) saveLocked() error {
 	var s savedState
 	s.Networks = sortedNets(d.nets)
 	s.Endpoints = sortedEPs(d.eps)
-	for _, p := range d.pools {
-		s.Pools = append(s.Pools, p)
-	}
-	slices.SortFunc(s.Pools, func(a, b *pool) int { return cmp.Compare(a.ID, b.ID) })
 	for _, r := range d.remotes {
 		s.Remotes = append(s.Remotes, savedRemote{ID: r.ep.ID, Network: r.ep.Network, MAC: r.ep.MAC, IP: r.ep.IP,
 			VTEP: r.ep.VTEP, Host: r.ep.Host, Version: r.version})

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/ipam"
+	"github.com/tenet-net/tenet/ipam/ipamtest"
 	"github.com/tenet-net/tenet/overlay/overlaytest"
 )
 
@@ -77,7 +79,16 @@ func serve(t *testing.T) (*Driver, *overlaytest.Recorder, *fakeCluster, func(pat
 	rec, cl := &overlaytest.Recorder{}, newFakeCluster()
 	cfg := DefaultConfig()
 	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
-	d, err := New(cfg, rec, cl)
+	icfg := ipam.DefaultConfig()
+	icfg.Host, icfg.Seeds = "h0", []string{"h0"}
+	m, err := ipam.New(icfg, ipamtest.NewCluster(0, 1).Node("h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, icancel := context.WithCancel(context.Background())
+	t.Cleanup(icancel)
+	go func() { _ = m.Run(ictx) }()
+	d, err := New(cfg, rec, cl, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,8 +153,9 @@ func TestPluginAnswersEveryCallOrSaysWhatIsWrong(t *testing.T) {
 			"network nope is not a tenet network on this host"},
 		{"unknown endpoint join", "/NetworkDriver.Join", `{"NetworkID":"n1","EndpointID":"zz"}`, 500, "no such endpoint"},
 		{"unknown call", "/NetworkDriver.Frobnicate", `{}`, 404, "unknown call"},
-		{"pool without tenant", "/IpamDriver.RequestPool", `{"Pool":"10.1.0.0/24"}`, 500, "--ipam-opt tenant=TENANT is required"},
-		{"release unknown address", "/IpamDriver.ReleaseAddress", `{"PoolID":"acme/10.9.0.0/24","Address":"10.9.0.5"}`, 200, "{}"},
+		{"pool without subnet", "/IpamDriver.RequestPool", `{"Options":{"tenant":"acme"}}`, 500, "no subnet given"},
+		{"pool with bad cidr", "/IpamDriver.RequestPool", `{"Pool":"10.1.0.300/24","Options":{"tenant":"acme"}}`, 500, `subnet \"10.1.0.300/24\": not a CIDR`},
+		{"ipam capabilities", "/IpamDriver.GetCapabilities", "", 200, `"RequiresRequestReplay":true`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -263,7 +275,7 @@ func TestStateSurvivesARestart(t *testing.T) {
 	cancel1()
 	<-done1 // saves the view on its next tick or has saved it already
 	rec2 := &overlaytest.Recorder{}
-	d2, err := New(d.cfg, rec2, cl)
+	d2, err := New(d.cfg, rec2, cl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,5 +327,36 @@ func TestEndpointsOfVanishedSandboxesAreCollected(t *testing.T) {
 	}
 	if _, ok := cl.eps["e1"]; ok {
 		t.Error("endpoint of a vanished sandbox still published")
+	}
+}
+
+func TestIPAMHandsOutAddressesAndTheGateway(t *testing.T) {
+	_, _, _, post := serve(t)
+	status, body := post("/IpamDriver.RequestPool", `{"AddressSpace":"tenet-global","Pool":"10.1.0.0/24","Options":{"tenant":"acme"}}`)
+	if status != 200 || !strings.Contains(body, `"PoolID":"acme/10.1.0.0/24"`) {
+		t.Fatalf("request pool: %d %s", status, body)
+	}
+	// The same subnet for another tenant is another pool; an overlapping
+	// one for the same tenant is refused.
+	if _, body := post("/IpamDriver.RequestPool", `{"Pool":"10.1.0.0/24","Options":{"tenant":"globex"}}`); !strings.Contains(body, `"PoolID":"globex/10.1.0.0/24"`) {
+		t.Errorf("same subnet, other tenant: %s", body)
+	}
+	if status, body := post("/IpamDriver.RequestPool", `{"Pool":"10.1.0.0/16","Options":{"tenant":"acme"}}`); status == 200 {
+		t.Errorf("overlapping subnet in one tenant accepted: %s", body)
+	}
+	_, body = post("/IpamDriver.RequestAddress", `{"PoolID":"acme/10.1.0.0/24","Options":{"RequestAddressType":"com.docker.network.gateway"}}`)
+	if !strings.Contains(body, `"Address":"10.1.0.1/24"`) {
+		t.Errorf("gateway: %s", body)
+	}
+	seen := map[string]bool{}
+	for range 5 {
+		status, body := post("/IpamDriver.RequestAddress", `{"PoolID":"acme/10.1.0.0/24","Options":{"com.docker.network.endpoint.macaddress":"02:00:00:00:00:01"}}`)
+		if status != 200 || seen[body] || strings.Contains(body, "10.1.0.1/") {
+			t.Fatalf("address %d: %d %s (seen %v)", len(seen), status, body, seen)
+		}
+		seen[body] = true
+	}
+	if status, body := post("/IpamDriver.RequestAddress", `{"PoolID":"acme/10.1.0.0/24","Address":"10.2.0.5","Options":{"com.docker.network.endpoint.macaddress":"02:00:00:00:00:01"}}`); status == 200 {
+		t.Errorf("address outside the pool accepted: %s", body)
 	}
 }

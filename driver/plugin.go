@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/tenet-net/tenet/ipam"
 )
 
 // PluginName is the name Docker knows the driver by: -d tenet.
@@ -50,10 +52,12 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 		return map[string][]string{"Implements": {"NetworkDriver", "IpamDriver"}}, nil
 	})
 	handle("/IpamDriver.GetCapabilities", func(context.Context, []byte) (any, error) {
-		return map[string]bool{"RequiresMACAddress": false, "RequiresRequestReplay": false}, nil
+		// The MAC option tells a container's address from an aux address;
+		// the replay at Docker's start rebuilds pool references.
+		return map[string]bool{"RequiresMACAddress": true, "RequiresRequestReplay": true}, nil
 	})
 	handle("/IpamDriver.GetDefaultAddressSpaces", func(context.Context, []byte) (any, error) {
-		return map[string]string{"LocalDefaultAddressSpace": "tenet", "GlobalDefaultAddressSpace": "tenet"}, nil
+		return map[string]string{"LocalDefaultAddressSpace": ipam.LocalSpace, "GlobalDefaultAddressSpace": ipam.GlobalSpace}, nil
 	})
 	handle("/IpamDriver.RequestPool", func(ctx context.Context, b []byte) (any, error) {
 		var req requestPoolRequest

@@ -46,7 +46,6 @@ type localEP struct {
 type savedState struct {
 	Networks  []*netDef  `json:"networks"`
 	Endpoints []*localEP `json:"endpoints"`
-	Pools     []*pool    `json:"pools,omitempty"`
 	// The last view of other hosts, so that a restarted tenetd keeps their
 	// endpoints programmed (for HiddenGrace) until gossip has caught up,
 	// instead of withdrawing them from the kernel at its first reconcile.

@@ -37,7 +37,7 @@ func BenchmarkDockerRun(b *testing.B) {
 	if _, err := h0.Docker(ctx, "network", "create", "-d", "bridge", "--subnet", "10.8.0.0/24", "localbr"); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := h1.Docker(ctx, "run", "-d", "--name", "pinger", "--network", "acme-web", "--ip", "10.1.0.200", e2e.ImageName, "sleep", "3600"); err != nil {
+	if _, err := h1.Docker(ctx, "run", "-d", "--name", "pinger", "--network", "acme-web", "--ip", "10.1.0.100", e2e.ImageName, "sleep", "3600"); err != nil {
 		b.Fatal(err)
 	}
 	out, err := h1.Docker(ctx, "inspect", "-f", "{{.State.Pid}}", "pinger")

@@ -123,6 +123,10 @@ func (c *Cluster) StartTenetds(t testing.TB) []*Tenetd {
 		t.Fatal(err)
 	}
 	var ds []*Tenetd
+	var names []string
+	for _, h := range c.Hosts {
+		names = append(names, h.Name())
+	}
 	for _, h := range c.Hosts {
 		var seeds []string
 		for _, o := range c.Hosts {
@@ -130,7 +134,7 @@ func (c *Cluster) StartTenetds(t testing.TB) []*Tenetd {
 				seeds = append(seeds, o.Underlay().Addr().String())
 			}
 		}
-		d, err := StartTenetd(t.Context(), h, bin, key, seeds)
+		d, err := StartTenetd(t.Context(), h, bin, key, seeds, names)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -52,30 +52,42 @@ func mac(t *testing.T, e *e2e.Engine, container string) string {
 	return strings.TrimSpace(out)
 }
 
-// tcp sends a line from one container to a listener in another, retrying
-// until the listener is up, and returns the last error if the line never
-// arrives.
+// tcp sends a line from one container to a listener in another and
+// returns an error unless the listener received it. The listener runs in
+// the foreground of a docker exec (so its end is seen); the sender retries
+// until it is up.
 func tcp(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP string) error {
 	t.Helper()
-	ctx := t.Context()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
 	word := fmt.Sprintf("hello-%s-%d", fromName, time.Now().UnixNano())
-	if _, err := to.Docker(ctx, "exec", "-d", toName, "sh", "-c", "nc -l -p 5000 > /tmp/got"); err != nil {
-		t.Fatal(err)
+	got := make(chan string, 1)
+	go func() {
+		out, _ := to.Docker(ctx, "exec", toName, "timeout", "15", "nc", "-l", "-p", "5000")
+		got <- out
+	}()
+	var err error
+	for ctx.Err() == nil {
+		if _, err = from.Docker(ctx, "exec", fromName, "sh", "-c", "echo "+word+" | nc -w 2 "+toIP+" 5000"); err == nil {
+			break
+		}
+		select {
+		case out := <-got:
+			return fmt.Errorf("listener in %s ended before the send (%q); last send: %v", toName, out, err)
+		case <-time.After(100 * time.Millisecond): // poll interval while the listener starts
+		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := from.Docker(ctx, "exec", fromName, "sh", "-c", "echo "+word+" | nc -w 2 "+toIP+" 5000")
-		if err == nil {
-			out, _ := to.Docker(ctx, "exec", toName, "cat", "/tmp/got")
-			if strings.Contains(out, word) {
-				return nil
-			}
-			err = fmt.Errorf("%s received %q, want %q", toName, out, word)
+	if err != nil {
+		return err
+	}
+	select {
+	case out := <-got:
+		if !strings.Contains(out, word) {
+			return fmt.Errorf("%s received %q, want %q", toName, out, word)
 		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval while the listener starts
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: listener never returned: %w", toName, ctx.Err())
 	}
 }
 
@@ -84,7 +96,7 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	c.StartTenetds(t)
 	ctx := t.Context()
 	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
-	ips := []string{"10.1.0.10", "10.1.0.11", "10.1.0.12"}
+	ips := []string{"10.1.0.10", "10.1.0.74", "10.1.0.138"}
 	for i, e := range c.Engines {
 		run(t, e, fmt.Sprint("c", i), net, ips[i])
 	}
@@ -152,9 +164,9 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run(t, c.Engine(1), "v1", "acme-vault", "10.3.0.11")
-	run(t, c.Engine(2), "v2", "acme-vault", "10.3.0.12")
-	e2e.AwaitPing(t, c.Engine(1), "v1", "10.3.0.12")
+	run(t, c.Engine(1), "v1", "acme-vault", "10.3.0.75")
+	run(t, c.Engine(2), "v2", "acme-vault", "10.3.0.139")
+	e2e.AwaitPing(t, c.Engine(1), "v1", "10.3.0.139")
 	e2e.NeverPing(t, c.Engine(1), "v1", c.Hosts[1].Underlay().Addr().String())
 
 	// TCP both ways across hosts.
@@ -167,26 +179,30 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 
 	// docker network connect / disconnect of a running container.
 	db := createNetwork(t, c, "acme", "db", "10.2.0.0/24")
-	run(t, c.Engine(1), "d1", db, "10.2.0.11")
+	run(t, c.Engine(1), "d1", db, "10.2.0.75")
 	// Both networks have egress through the same tenant router, which
 	// still never routes between them.
 	e2e.AwaitPing(t, c.Engine(2), "c2", ips[0])
-	e2e.NeverPing(t, c.Engine(0), "c0", "10.2.0.11")
-	e2e.NeverPing(t, c.Engine(1), "c1", "10.2.0.11")
-	if _, err := c.Engine(1).Docker(ctx, "network", "connect", "--ip", "10.1.0.21", net, "d1"); err != nil {
+	e2e.NeverPing(t, c.Engine(0), "c0", "10.2.0.75")
+	e2e.NeverPing(t, c.Engine(1), "c1", "10.2.0.75")
+	if _, err := c.Engine(1).Docker(ctx, "network", "connect", "--ip", "10.1.0.85", net, "d1"); err != nil {
 		t.Fatal(err)
 	}
-	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.85")
 	e2e.AwaitPing(t, c.Engine(1), "d1", ips[2])
-	// d1's web interface has the MAC derived from 10.1.0.21.
-	const d1webMAC = "02:7e:0a:01:00:15"
+	// d1's web interface (its second) is in h0's FDB.
+	d1out, err := c.Engine(1).Docker(ctx, "exec", "d1", "cat", "/sys/class/net/eth1/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1webMAC := strings.TrimSpace(d1out)
 	if !strings.Contains(fdb(t, c.Hosts[0], "acme"), d1webMAC) {
 		t.Errorf("h0 has no FDB entry for d1's web interface %s", d1webMAC)
 	}
 	if _, err := c.Engine(1).Docker(ctx, "network", "disconnect", net, "d1"); err != nil {
 		t.Fatal(err)
 	}
-	e2e.NeverPing(t, c.Engine(0), "c0", "10.1.0.21")
+	e2e.NeverPing(t, c.Engine(0), "c0", "10.1.0.85")
 	if f := fdb(t, c.Hosts[0], "acme"); strings.Contains(f, d1webMAC) {
 		t.Errorf("after disconnect, h0 still has d1's web entry:\n%s", f)
 	}
@@ -219,24 +235,24 @@ func TestTenantsWithTheSameSubnetReachOnlyTheirOwnContainers(t *testing.T) {
 	acme := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
 	globex := createNetwork(t, c, "globex", "web", "10.1.0.0/24")
 	run(t, c.Engine(0), "a0", acme, "10.1.0.10")
-	run(t, c.Engine(1), "a1", acme, "10.1.0.11")
+	run(t, c.Engine(1), "a1", acme, "10.1.0.74")
 	run(t, c.Engine(0), "g0", globex, "10.1.0.10")
-	run(t, c.Engine(1), "g1", globex, "10.1.0.12")
-	e2e.AwaitPing(t, c.Engine(0), "a0", "10.1.0.11")
+	run(t, c.Engine(1), "g1", globex, "10.1.0.76")
+	e2e.AwaitPing(t, c.Engine(0), "a0", "10.1.0.74")
 	e2e.AwaitPing(t, c.Engine(1), "a1", "10.1.0.10")
-	e2e.AwaitPing(t, c.Engine(0), "g0", "10.1.0.12")
+	e2e.AwaitPing(t, c.Engine(0), "g0", "10.1.0.76")
 	e2e.AwaitPing(t, c.Engine(1), "g1", "10.1.0.10")
-	if err := tcp(t, c.Engine(0), "a0", c.Engine(1), "a1", "10.1.0.11"); err != nil {
+	if err := tcp(t, c.Engine(0), "a0", c.Engine(1), "a1", "10.1.0.74"); err != nil {
 		t.Errorf("acme tcp: %v", err)
 	}
 	// Each tenant's containers never reach the other's, by ping or TCP.
-	e2e.NeverPing(t, c.Engine(0), "a0", "10.1.0.12")
-	e2e.NeverPing(t, c.Engine(0), "g0", "10.1.0.11")
+	e2e.NeverPing(t, c.Engine(0), "a0", "10.1.0.76")
+	e2e.NeverPing(t, c.Engine(0), "g0", "10.1.0.74")
 	ctx := t.Context()
 	if _, err := c.Engine(1).Docker(ctx, "exec", "-d", "g1", "sh", "-c", "nc -l -p 6000 > /tmp/stolen"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Engine(0).Docker(ctx, "exec", "a0", "sh", "-c", "echo secret | nc -w 2 10.1.0.12 6000"); err == nil {
+	if _, err := c.Engine(0).Docker(ctx, "exec", "a0", "sh", "-c", "echo secret | nc -w 2 10.1.0.76 6000"); err == nil {
 		t.Error("acme's a0 opened a TCP connection to globex's g1")
 	}
 	if out, _ := c.Engine(1).Docker(ctx, "exec", "g1", "cat", "/tmp/stolen"); strings.Contains(out, "secret") {
@@ -250,8 +266,8 @@ func TestKillingTenetdLosesNoPing(t *testing.T) {
 	ctx := t.Context()
 	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
 	run(t, c.Engine(0), "c0", net, "10.1.0.10")
-	run(t, c.Engine(1), "c1", net, "10.1.0.11")
-	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.11")
+	run(t, c.Engine(1), "c1", net, "10.1.0.74")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.74")
 
 	// 300 pings, 20 per second, across the kill, the other host noticing,
 	// and the restart.
@@ -259,7 +275,7 @@ func TestKillingTenetdLosesNoPing(t *testing.T) {
 	var pingOut string
 	var pingErr error
 	wg.Go(func() {
-		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "300", "-i", "0.05", "-W", "1", "10.1.0.11")
+		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "300", "-i", "0.05", "-W", "1", "10.1.0.74")
 	})
 	if err := ds[1].Daemon.Kill(ctx); err != nil {
 		t.Fatal(err)
@@ -276,8 +292,8 @@ func TestKillingTenetdLosesNoPing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new container on the restarted host joins and is reachable.
-	run(t, c.Engine(1), "c1b", net, "10.1.0.21")
-	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	run(t, c.Engine(1), "c1b", net, "10.1.0.85")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.85")
 	e2e.AwaitPing(t, c.Engine(1), "c1b", "10.1.0.10")
 	wg.Wait()
 	if pingErr != nil || !strings.Contains(pingOut, "300 packets received") {
@@ -308,14 +324,14 @@ func TestRestartingDockerKeepsTraffic(t *testing.T) {
 	}
 	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
 	run(t, c.Engine(0), "c0", net, "10.1.0.10")
-	run(t, e1, "c1", net, "10.1.0.11")
-	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.11")
+	run(t, e1, "c1", net, "10.1.0.74")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.74")
 
 	var wg sync.WaitGroup
 	var pingOut string
 	var pingErr error
 	wg.Go(func() {
-		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "100", "-i", "0.05", "-W", "1", "10.1.0.11")
+		pingOut, pingErr = c.Engine(0).Docker(context.Background(), "exec", "c0", "ping", "-c", "100", "-i", "0.05", "-W", "1", "10.1.0.74")
 	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -326,10 +342,71 @@ func TestRestartingDockerKeepsTraffic(t *testing.T) {
 	if out, err := e1.Docker(ctx, "ps", "--format", "{{.Names}}"); err != nil || !strings.Contains(out, "c1") {
 		t.Fatalf("c1 did not survive the engine restart: %v %q", err, out)
 	}
-	run(t, e1, "c1b", net, "10.1.0.21")
-	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.21")
+	run(t, e1, "c1b", net, "10.1.0.85")
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.85")
 	wg.Wait()
 	if pingErr != nil || !strings.Contains(pingOut, "100 packets received") {
 		t.Errorf("pings across the dockerd restart: %v\n%s", pingErr, pingOut)
 	}
+}
+
+// TestContainersStartedAtOnceOnThreeHostsGetDistinctAddresses starts
+// containers without --ip on all hosts at the same time: the cluster-wide
+// IPAM gives each its own address, and they all reach one another.
+func TestContainersStartedAtOnceOnThreeHostsGetDistinctAddresses(t *testing.T) {
+	c := e2e.NewCluster(t, 3)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	const perHost = 4
+	type started struct {
+		e    *e2e.Engine
+		name string
+	}
+	var mu sync.Mutex
+	var all []started
+	var wg sync.WaitGroup
+	for i, e := range c.Engines {
+		for j := range perHost {
+			wg.Go(func() {
+				name := fmt.Sprintf("x%d-%d", i, j)
+				if _, err := e.Docker(ctx, "run", "-d", "--name", name, "--network", net, e2e.ImageName, "sleep", "3600"); err != nil {
+					t.Errorf("%s: %v", name, err)
+					return
+				}
+				mu.Lock()
+				all = append(all, started{e, name})
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	ips := map[string]string{}
+	for _, s := range all {
+		out, err := s.e.Docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+net+"\").IPAddress}}", s.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip := strings.TrimSpace(out)
+		if other, dup := ips[ip]; dup {
+			t.Errorf("%s and %s both got %s", s.name, other, ip)
+		}
+		ips[ip] = s.name
+	}
+	if len(ips) != len(c.Engines)*perHost {
+		t.Fatalf("%d distinct addresses for %d containers: %v", len(ips), len(c.Engines)*perHost, ips)
+	}
+	// Each container reaches one on every other host.
+	for _, s := range all[:3] {
+		for ip, name := range ips {
+			if !strings.HasPrefix(name, "x"+s.name[1:2]) {
+				e2e.AwaitPing(t, s.e, s.name, ip)
+				break
+			}
+		}
+	}
+	t.Logf("addresses: %v", ips)
 }

@@ -46,11 +46,13 @@ func WriteClusterKey(path string) error {
 	return os.WriteFile(path, []byte(fmt.Sprintf("%x\n", k)), 0o600)
 }
 
-// StartTenetd starts tenetd on h, joining the hosts at seeds, with its
-// state in h.Dir()/tenet, and waits for its plugin socket.
-func StartTenetd(ctx context.Context, h Host, bin, keyFile string, seeds []string) (*Tenetd, error) {
+// StartTenetd starts tenetd on h, joining the hosts at seeds (addresses),
+// with ipamSeeds (host names) owning the address blocks at first, its state
+// in h.Dir()/tenet, and waits for its plugin socket.
+func StartTenetd(ctx context.Context, h Host, bin, keyFile string, seeds, ipamSeeds []string) (*Tenetd, error) {
 	argv := []string{bin, "--name", h.Name(), "--vtep", h.Underlay().Addr().String(),
-		"--key-file", keyFile, "--state-dir", filepath.Join(h.Dir(), "tenet"), "--log-level", "debug"}
+		"--key-file", keyFile, "--state-dir", filepath.Join(h.Dir(), "tenet"), "--log-level", "debug",
+		"--ipam-seeds", strings.Join(ipamSeeds, ",")}
 	if len(seeds) > 0 {
 		argv = append(argv, "--join", strings.Join(seeds, ","))
 	}

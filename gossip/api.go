@@ -9,6 +9,7 @@ package gossip
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 )
 
 // Networks is the networks table.
@@ -196,5 +197,64 @@ func firstPerKey(es []entry) []entry {
 			out = append(out, es[i])
 		}
 	}
+	return out
+}
+
+// KVEntry is one host's entry in the generic key-value table.
+type KVEntry struct {
+	Key     string
+	Host    string // the writer; only it changes or deletes the entry
+	Value   []byte // shared: do not modify
+	Version uint64 // Lamport version of the write
+}
+
+// KV is a generic owner-writes-only table for other packages' replicated
+// state (ipam keeps its block ownership here). Several hosts may hold an
+// entry under one key; they are distinct entries.
+type KV struct{ n *Node }
+
+// KV returns the generic key-value table.
+func (n *Node) KV() KV { return KV{n} }
+
+// Put writes this host's entry under key.
+func (t KV) Put(key string, value []byte) error {
+	if err := checkID("key", key); err != nil {
+		return fmt.Errorf("put kv: %w", err)
+	}
+	if len(value) > maxValueLen {
+		return fmt.Errorf("put kv %q: value of %d bytes: must be at most %d", key, len(value), maxValueLen)
+	}
+	t.n.put(tableKV, key, append([]byte(nil), value...), "")
+	return nil
+}
+
+// Delete deletes this host's entry under key; no-op if it has none.
+func (t KV) Delete(key string) { t.n.del(tableKV, key) }
+
+// List returns every host's entries whose key starts with prefix,
+// including those of hosts currently down (hidden from other tables'
+// readers), sorted by key, then host.
+func (t KV) List(prefix string) []KVEntry {
+	var out []KVEntry
+	for _, e := range t.n.store.withPrefix(tableKV, prefix) {
+		out = append(out, KVEntry{Key: e.key, Host: e.owner, Value: e.value, Version: e.version})
+	}
+	return out
+}
+
+// HostState is a host the store has heard of.
+type HostState struct {
+	Name  string
+	Alive bool
+}
+
+// Hosts returns every host this node has heard of, alive or not, itself
+// included, sorted by name.
+func (n *Node) Hosts() []HostState {
+	var out []HostState
+	for name, alive := range n.store.hosts() {
+		out = append(out, HostState{Name: name, Alive: alive})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }

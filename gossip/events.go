@@ -43,6 +43,7 @@ type Event struct {
 	Endpoint   *Endpoint
 	Block      *Block
 	Attachment *Attachment
+	KV         *KVEntry
 }
 
 // rawEvent is an event as the store records it, before the value is
@@ -78,6 +79,8 @@ func (r *rawEvent) decode() Event {
 		ev.Block = &b
 	case tableAttachments:
 		ev.Attachment = &Attachment{Network: r.key, Host: r.owner}
+	case tableKV:
+		ev.KV = &KVEntry{Key: r.key, Host: r.owner, Value: r.value, Version: r.version}
 	}
 	return ev
 }

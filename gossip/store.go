@@ -16,6 +16,7 @@ package gossip
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -254,6 +255,40 @@ func (s *store) visible(t tableID, key string, byKey bool) []entry {
 		}
 		return a.owner < b.owner
 	})
+	return out
+}
+
+// withPrefix returns the live entries of table t whose key starts with
+// prefix, of every owner, alive or not (hidden entries too; reaped ones are
+// gone), sorted by (key, owner).
+func (s *store) withPrefix(t tableID, prefix string) []entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []entry
+	for owner, o := range s.owners {
+		for k, r := range o.entries {
+			if k.table == t && !r.deleted && strings.HasPrefix(k.key, prefix) {
+				out = append(out, entry{table: t, owner: owner, key: k.key, version: r.version, value: r.value})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].key != out[j].key {
+			return out[i].key < out[j].key
+		}
+		return out[i].owner < out[j].owner
+	})
+	return out
+}
+
+// hosts returns every owner the store knows, and whether it is alive.
+func (s *store) hosts() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]bool, len(s.owners))
+	for name, o := range s.owners {
+		out[name] = o.alive
+	}
 	return out
 }
 

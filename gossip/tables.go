@@ -21,6 +21,7 @@ const (
 	tableEndpoints   tableID = 2
 	tableBlocks      tableID = 3
 	tableAttachments tableID = 4
+	tableKV          tableID = 5
 )
 
 // Table names a replicated table in events and stats.
@@ -32,6 +33,7 @@ const (
 	TableEndpoints   Table = "endpoints"
 	TableBlocks      Table = "blocks"
 	TableAttachments Table = "attachments"
+	TableKV          Table = "kv"
 )
 
 func (t tableID) name() Table {
@@ -44,11 +46,13 @@ func (t tableID) name() Table {
 		return TableBlocks
 	case tableAttachments:
 		return TableAttachments
+	case tableKV:
+		return TableKV
 	}
 	return Table(fmt.Sprintf("table-%d", uint8(t)))
 }
 
-func (t tableID) known() bool { return t >= tableNetworks && t <= tableAttachments }
+func (t tableID) known() bool { return t >= tableNetworks && t <= tableKV }
 
 // Network is one overlay network, owned by the host that created it.
 type Network struct {
@@ -310,6 +314,11 @@ func checkValue(e *entry) error {
 			return err
 		}
 		key = bl.Prefix.String()
+	case tableKV:
+		if e.key == "" || len(e.key) > maxKeyLen {
+			return fmt.Errorf("kv: %w", errKey)
+		}
+		key = e.key
 	case tableAttachments:
 		if len(e.value) != 0 {
 			return fmt.Errorf("%w: attachment carries %d bytes", errBadValue, len(e.value))

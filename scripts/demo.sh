@@ -38,12 +38,19 @@ for h in h0 h1 h2; do
 done
 
 echo
-echo "== containers: acme on h0/h1/h2 at .10/.11/.12, globex on h0/h1 at .10/.20"
-"$tb" docker h0 run -d --name acme-a --network acme-web --ip 10.1.0.10 tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h1 run -d --name acme-b --network acme-web --ip 10.1.0.11 tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h2 run -d --name acme-c --network acme-web --ip 10.1.0.12 tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h0 run -d --name globex-a --network globex-web --ip 10.1.0.10 tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h1 run -d --name globex-b --network globex-web --ip 10.1.0.20 tenet-test:latest sleep 3600 >/dev/null
+echo "== containers, addresses from Tenet's cluster-wide IPAM (each host allocates from blocks it owns)"
+"$tb" docker h0 run -d --name acme-a --network acme-web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h1 run -d --name acme-b --network acme-web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h2 run -d --name acme-c --network acme-web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h0 run -d --name globex-a --network globex-web tenet-test:latest sleep 3600 >/dev/null
+# an address of one's choice works too (inside the blocks this host owns):
+"$tb" docker h1 run -d --name globex-b --network globex-web --ip 10.1.0.100 tenet-test:latest sleep 3600 >/dev/null
+ip_of() { # host container network
+  "$tb" docker "$1" inspect -f "{{(index .NetworkSettings.Networks \"$3\").IPAddress}}" "$2" | tr -d '\n'
+}
+A=$(ip_of h0 acme-a acme-web); B=$(ip_of h1 acme-b acme-web); C=$(ip_of h2 acme-c acme-web)
+GA=$(ip_of h0 globex-a globex-web); GB=$(ip_of h1 globex-b globex-web)
+echo "acme-a $A (h0), acme-b $B (h1), acme-c $C (h2); globex-a $GA (h0), globex-b $GB (h1)"
 
 try() { # host container target
   if "$tb" docker "$1" exec "$2" ping -c1 -W1 "$3" >/dev/null 2>&1; then echo reaches; else echo blocked; fi
@@ -51,17 +58,18 @@ try() { # host container target
 echo
 echo "== who reaches whom (ping across hosts)"
 printf '%-22s %-26s %s\n' FROM TO RESULT
-printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-b 10.1.0.11 (h1)" "$(try h0 acme-a 10.1.0.11)"
-printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-c 10.1.0.12 (h2)" "$(try h0 acme-a 10.1.0.12)"
-printf '%-22s %-26s %s\n' "acme-c (h2)" "acme-b 10.1.0.11 (h1)" "$(try h2 acme-c 10.1.0.11)"
-printf '%-22s %-26s %s\n' "globex-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 globex-a 10.1.0.20)"
-printf '%-22s %-26s %s\n' "acme-a (h0)" "globex-b 10.1.0.20 (h1)" "$(try h0 acme-a 10.1.0.20)"
-printf '%-22s %-26s %s\n' "globex-a (h0)" "acme-b 10.1.0.11 (h1)" "$(try h0 globex-a 10.1.0.11)"
-echo "(acme-a and globex-a both have 10.1.0.10 on h0: the same subnet, two tenants, no clash)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-b $B (h1)" "$(try h0 acme-a $B)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "acme-c $C (h2)" "$(try h0 acme-a $C)"
+printf '%-22s %-26s %s\n' "acme-c (h2)" "acme-b $B (h1)" "$(try h2 acme-c $B)"
+printf '%-22s %-26s %s\n' "globex-a (h0)" "globex-b $GB (h1)" "$(try h0 globex-a $GB)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "globex-b $GB (h1)" "$(try h0 acme-a $GB)"
+printf '%-22s %-26s %s\n' "globex-a (h0)" "acme-b $B (h1)" "$(try h0 globex-a $B)"
+echo "(acme-a and globex-a both have $A on h0: the same subnet, two tenants, no clash)"
 
 echo
 echo "== egress: acme-a reaches the hosts' underlay side through its host, NATed"
 printf '%-22s %-26s %s\n' "acme-a (h0)" "h2's underlay 198.51.100.12" "$(try h0 acme-a 198.51.100.12)"
+printf '%-22s %-26s %s\n' "acme-a (h0)" "its own host 198.51.100.10" "$(try h0 acme-a 198.51.100.10)"
 
 echo
 echo "== tenetctl on h2: where every endpoint lives"

@@ -16,12 +16,14 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/tenet-net/tenet/driver"
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/ipam"
 	"github.com/tenet-net/tenet/overlay"
 )
 
@@ -30,7 +32,7 @@ var version = "dev"
 
 type options struct {
 	name, vtep, bind, keyFile, socket, adminSocket, stateDir, netnsPrefix, logLevel string
-	join                                                                            []string
+	join, ipamSeeds                                                                 []string
 	port, vxlanPort                                                                 int
 }
 
@@ -46,13 +48,14 @@ func main() {
 	}
 	var o options
 	host, _ := os.Hostname()
-	var join string
+	var join, seeds string
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.StringVar(&o.name, "name", host, "this host's unique name in the cluster")
 	flag.StringVar(&o.vtep, "vtep", "", "this host's underlay address (required): VXLAN source and gossip address")
 	flag.StringVar(&o.bind, "bind", "", "address the gossip ring listens on (default: the VTEP)")
 	flag.IntVar(&o.port, "port", 7946, "gossip port (UDP and TCP)")
 	flag.StringVar(&join, "join", "", "comma-separated HOST[:PORT] of hosts to join; rejoined while unreachable")
+	flag.StringVar(&seeds, "ipam-seeds", "", "comma-separated names of the hosts that first own each pool's address blocks (required; the same list on every host, never changed once pools exist)")
 	flag.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
 	flag.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
 	flag.StringVar(&o.adminSocket, "admin-socket", "/run/tenet/admin.sock", "root-only socket tenetctl talks to")
@@ -67,6 +70,9 @@ func main() {
 	}
 	if join != "" {
 		o.join = strings.Split(join, ",")
+	}
+	if seeds != "" {
+		o.ipamSeeds = strings.Split(seeds, ",")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -114,9 +120,19 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer dp.Close()
+	icfg := ipam.DefaultConfig()
+	icfg.Host, icfg.Seeds, icfg.Logger = o.name, o.ipamSeeds, logger
+	icfg.Store = driver.FileStore{Path: filepath.Join(o.stateDir, "ipam.json")}
+	if len(o.ipamSeeds) == 0 {
+		return errors.New("--ipam-seeds: name the hosts that first own address blocks, e.g. --ipam-seeds h0,h1,h2 (the same on every host)")
+	}
+	addrs, err := ipam.New(icfg, driver.GossipReplica{Node: node})
+	if err != nil {
+		return err
+	}
 	dcfg := driver.DefaultConfig()
 	dcfg.Host, dcfg.VTEP, dcfg.StateDir, dcfg.Logger = o.name, vtep, o.stateDir, logger
-	drv, err := driver.New(dcfg, dp, driver.GossipCluster{Node: node})
+	drv, err := driver.New(dcfg, dp, driver.GossipCluster{Node: node}, addrs)
 	if err != nil {
 		return err
 	}
@@ -126,9 +142,10 @@ func run(ctx context.Context, o options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	for i, fn := range []func(context.Context) error{
 		node.Run,
+		addrs.Run,
 		drv.Run,
 		func(ctx context.Context) error { return drv.Serve(ctx, o.socket) },
 		func(ctx context.Context) error { return drv.ServeAdmin(ctx, o.adminSocket) },

@@ -141,6 +141,10 @@ func startTenet(ctx context.Context, tb *e2e.Testbed) error {
 		return err
 	}
 	logf("cluster key %s (AES-256-GCM, new for this run)", key)
+	var names []string
+	for _, h := range tb.Hosts {
+		names = append(names, h.Name())
+	}
 	for _, h := range tb.Hosts {
 		var seeds []string
 		for _, o := range tb.Hosts {
@@ -148,7 +152,7 @@ func startTenet(ctx context.Context, tb *e2e.Testbed) error {
 				seeds = append(seeds, o.Underlay().Addr().String())
 			}
 		}
-		d, err := e2e.StartTenetd(ctx, h, bin, key, seeds)
+		d, err := e2e.StartTenetd(ctx, h, bin, key, seeds, names)
 		if err != nil {
 			return err
 		}
