@@ -17,6 +17,7 @@ const (
 	dropTrailing
 	dropOwnerIndex
 	dropFlags
+	dropVarint
 	dropTable
 	dropValue
 	dropKey
@@ -27,7 +28,7 @@ const (
 
 var dropNames = [numDropReasons]string{
 	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index",
-	"flags", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
+	"flags", "varint", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
 }
 
 func reasonOf(err error) dropReason {
@@ -39,7 +40,7 @@ func reasonOf(err error) dropReason {
 		{errOwnership, dropOwnership}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
 		{errTruncated, dropTruncated}, {errWireVersion, dropVersion}, {errMsgType, dropType},
 		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex},
-		{errBadFlags, dropFlags},
+		{errBadFlags, dropFlags}, {errVarint, dropVarint},
 	} {
 		if errors.Is(err, c.err) {
 			return c.r

@@ -14,7 +14,7 @@ package gossip
 //	         into owners), key str, version uvarint, value str (absent for
 //	         tombstones)
 //
-// str is a uvarint length then the bytes. Every length and count is checked
+// str is a uvarint length then the bytes. Varints must be minimal. Every length and count is checked
 // against both a fixed maximum and the bytes remaining before anything is
 // allocated, so a hostile length cannot make the decoder allocate much more
 // than the message size. Values are opaque here; tables.go decodes them.
@@ -50,6 +50,7 @@ var (
 	errTrailing    = errors.New("trailing bytes")
 	errBadOwner    = errors.New("owner index out of range")
 	errBadFlags    = errors.New("unknown flags")
+	errVarint      = errors.New("overlong varint")
 )
 
 // entry is one replicated record: the owner's latest word on (table, owner,
@@ -201,6 +202,12 @@ func (r *reader) uvarint() uint64 {
 	v, n := binary.Uvarint(r.b)
 	if n <= 0 {
 		r.fail(errTruncated) // n < 0 is an overflow, which is as bad
+		return 0
+	}
+	if n > 1 && r.b[n-1] == 0 {
+		// An overlong encoding: refuse it, so that every value has exactly
+		// one encoding.
+		r.fail(errVarint)
 		return 0
 	}
 	r.b = r.b[n:]
