@@ -92,7 +92,7 @@ func (t Endpoints) Get(id string) (Endpoint, bool) {
 	if len(es) == 0 {
 		return Endpoint{}, false
 	}
-	ep, _ := decodeEndpoint(es[0].value)
+	ep, _ := decodeEndpoint(es[0].key, es[0].value)
 	ep.Host = es[0].owner
 	return ep, true
 }
@@ -105,7 +105,7 @@ func (t Endpoints) List(network string) []Endpoint {
 		if network != "" && endpointNetwork(e.value) != network {
 			continue
 		}
-		ep, _ := decodeEndpoint(e.value)
+		ep, _ := decodeEndpoint(e.key, e.value)
 		ep.Host = e.owner
 		out = append(out, ep)
 	}

@@ -66,7 +66,7 @@ func (r *rawEvent) decode() Event {
 		n.Host = r.owner
 		ev.Network = &n
 	case tableEndpoints:
-		e, _ := decodeEndpoint(r.value)
+		e, _ := decodeEndpoint(r.key, r.value)
 		e.Host = r.owner
 		ev.Endpoint = &e
 	case tableBlocks:

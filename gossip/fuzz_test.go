@@ -84,7 +84,7 @@ func FuzzDecodeValue(f *testing.F) {
 			}
 			re = encodeNetwork(&v)
 		case tableEndpoints:
-			v, err := decodeEndpoint(b)
+			v, err := decodeEndpoint("e", b)
 			if err != nil {
 				return
 			}

@@ -242,7 +242,7 @@ func (n *Node) forgetFailed(before time.Time) {
 // adopted after the host came back with a new underlay address.
 func (n *Node) fixVTEP() {
 	for _, e := range n.store.owned(tableEndpoints) {
-		ep, err := decodeEndpoint(e.value)
+		ep, err := decodeEndpoint(e.key, e.value)
 		if err != nil || ep.VTEP == n.cfg.VTEP {
 			continue
 		}

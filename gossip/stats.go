@@ -17,7 +17,7 @@ const (
 	dropTrailing
 	dropOwnerIndex
 	dropFlags
-	dropVarint
+	dropNonCanonical
 	dropTable
 	dropValue
 	dropKey
@@ -28,7 +28,7 @@ const (
 
 var dropNames = [numDropReasons]string{
 	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index",
-	"flags", "varint", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
+	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
 }
 
 func reasonOf(err error) dropReason {
@@ -40,7 +40,7 @@ func reasonOf(err error) dropReason {
 		{errOwnership, dropOwnership}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
 		{errTruncated, dropTruncated}, {errWireVersion, dropVersion}, {errMsgType, dropType},
 		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex},
-		{errBadFlags, dropFlags}, {errVarint, dropVarint},
+		{errBadFlags, dropFlags}, {errNonCanonical, dropNonCanonical},
 	} {
 		if errors.Is(err, c.err) {
 			return c.r

@@ -231,18 +231,17 @@ func decodeNetwork(b []byte) (Network, error) {
 	return n, nil
 }
 
+// encodeEndpoint leaves out the ID: it is the entry's key.
 func encodeEndpoint(e *Endpoint) []byte {
-	b := appendStr(nil, e.ID)
-	b = appendStr(b, e.Network)
+	b := appendStr(nil, e.Network)
 	b = appendBytes(b, e.MAC)
 	b = appendAddr(b, e.IP)
 	return appendAddr(b, e.VTEP)
 }
 
-func decodeEndpoint(b []byte) (Endpoint, error) {
+func decodeEndpoint(key string, b []byte) (Endpoint, error) {
 	r := reader{b: b}
-	var e Endpoint
-	e.ID = r.str(maxKeyLen)
+	e := Endpoint{ID: key}
 	e.Network = r.str(maxKeyLen)
 	if mac := r.bytes(6); len(mac) > 0 {
 		e.MAC = net.HardwareAddr(mac)
@@ -299,11 +298,10 @@ func checkValue(e *entry) error {
 		}
 		key = n.ID
 	case tableEndpoints:
-		ep, err := decodeEndpoint(e.value)
-		if err != nil {
+		if _, err := decodeEndpoint(e.key, e.value); err != nil {
 			return err
 		}
-		key = ep.ID
+		key = e.key
 	case tableBlocks:
 		bl, err := decodeBlock(e.value)
 		if err != nil {
@@ -326,9 +324,8 @@ func checkValue(e *entry) error {
 }
 
 // endpointNetwork returns the network of an encoded endpoint without a full
-// decode (the network is the second field).
+// decode (the network is the first field).
 func endpointNetwork(v []byte) string {
 	r := reader{b: v}
-	r.str(maxKeyLen)
 	return r.str(maxKeyLen)
 }

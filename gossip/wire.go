@@ -14,13 +14,18 @@ package gossip
 //	         into owners), key str, version uvarint, value str (absent for
 //	         tombstones)
 //
-// str is a uvarint length then the bytes. Varints must be minimal. Every length and count is checked
+// str is a uvarint header h then the string: h>>1 is the string's length;
+// if h&1 is set the string is lower-case hex (Docker's 64-character IDs)
+// and is carried as h>>1/2 raw bytes, halving the size of IDs. Varints
+// must be minimal and hex strings must use the hex form, so every message
+// has exactly one encoding. Every length and count is checked
 // against both a fixed maximum and the bytes remaining before anything is
 // allocated, so a hostile length cannot make the decoder allocate much more
 // than the message size. Values are opaque here; tables.go decodes them.
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -43,14 +48,14 @@ const (
 
 // Decode errors; each one is a drop reason in Stats.
 var (
-	errTruncated   = errors.New("truncated")
-	errWireVersion = errors.New("unsupported wire version")
-	errMsgType     = errors.New("unknown message type")
-	errTooLong     = errors.New("field too long")
-	errTrailing    = errors.New("trailing bytes")
-	errBadOwner    = errors.New("owner index out of range")
-	errBadFlags    = errors.New("unknown flags")
-	errVarint      = errors.New("overlong varint")
+	errTruncated    = errors.New("truncated")
+	errWireVersion  = errors.New("unsupported wire version")
+	errMsgType      = errors.New("unknown message type")
+	errTooLong      = errors.New("field too long")
+	errTrailing     = errors.New("trailing bytes")
+	errBadOwner     = errors.New("owner index out of range")
+	errBadFlags     = errors.New("unknown flags")
+	errNonCanonical = errors.New("non-canonical encoding")
 )
 
 // entry is one replicated record: the owner's latest word on (table, owner,
@@ -159,8 +164,27 @@ func decodeMessage(b []byte) (*message, error) {
 }
 
 func appendStr(buf []byte, s string) []byte {
-	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	if isHex(s) {
+		buf = binary.AppendUvarint(buf, uint64(len(s))<<1|1)
+		buf, _ = hex.AppendDecode(buf, []byte(s)) // cannot fail: isHex
+		return buf
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(s))<<1)
 	return append(buf, s...)
+}
+
+// isHex reports whether s is a non-empty, even-length, lower-case hex
+// string.
+func isHex(s string) bool {
+	if len(s) == 0 || len(s)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func appendBytes(buf, b []byte) []byte {
@@ -207,7 +231,7 @@ func (r *reader) uvarint() uint64 {
 	if n > 1 && r.b[n-1] == 0 {
 		// An overlong encoding: refuse it, so that every value has exactly
 		// one encoding.
-		r.fail(errVarint)
+		r.fail(errNonCanonical)
 		return 0
 	}
 	r.b = r.b[n:]
@@ -245,19 +269,37 @@ func (r *reader) bytes(max int) []byte {
 }
 
 func (r *reader) str(max int) string {
-	n := r.uvarint()
+	h := r.uvarint()
 	if r.err != nil {
 		return ""
 	}
+	n, packed := h>>1, h&1 == 1
 	if n > uint64(max) {
 		r.fail(errTooLong)
 		return ""
 	}
-	if n > uint64(len(r.b)) {
+	if !packed {
+		if n > uint64(len(r.b)) {
+			r.fail(errTruncated)
+			return ""
+		}
+		s := string(r.b[:n])
+		r.b = r.b[n:]
+		if isHex(s) {
+			r.fail(errNonCanonical)
+			return ""
+		}
+		return s
+	}
+	if n == 0 || n%2 != 0 {
+		r.fail(errNonCanonical)
+		return ""
+	}
+	if n/2 > uint64(len(r.b)) {
 		r.fail(errTruncated)
 		return ""
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
+	s := hex.EncodeToString(r.b[:n/2])
+	r.b = r.b[n/2:]
 	return s
 }

@@ -57,7 +57,7 @@ func TestValueRoundTrips(t *testing.T) {
 	}
 	ep := testEndpoint("e1", "n1", 9)
 	ep.IP = netip.MustParseAddr("fd00:1::9")
-	if got, err := decodeEndpoint(encodeEndpoint(&ep)); err != nil || got.ID != ep.ID || got.IP != ep.IP || got.VTEP != ep.VTEP || got.MAC.String() != ep.MAC.String() {
+	if got, err := decodeEndpoint(ep.ID, encodeEndpoint(&ep)); err != nil || got.ID != ep.ID || got.IP != ep.IP || got.VTEP != ep.VTEP || got.MAC.String() != ep.MAC.String() {
 		t.Errorf("endpoint round trip = %+v, %v; want %+v", got, err, ep)
 	}
 	bl := Block{Prefix: netip.MustParsePrefix("10.9.0.0/26"), Network: "n1"}
@@ -90,8 +90,8 @@ func TestHostileMessagesDropped(t *testing.T) {
 	withType[1] = 9
 	unknownTable := valid
 	unknownTable.table = 42
-	wrongKey := valid
-	wrongKey.key = "ep2"
+	bl := Block{Prefix: netip.MustParsePrefix("10.1.4.0/24")}
+	wrongKey := entry{table: tableBlocks, owner: "h2", key: "10.9.9.0/24", version: 5, value: encodeBlock(&bl)}
 	badValue := valid
 	badValue.value = []byte{1, 2, 3}
 	selfOwned := valid
