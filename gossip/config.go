@@ -85,6 +85,9 @@ type Config struct {
 	// wrapTransport, if set, wraps the UDP/TCP transport (tests use it to
 	// drop traffic between groups of nodes).
 	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	// tuneMemberlist, if set, adjusts memberlist's config last (tests use
+	// it to make memberlist forget dead peers quickly).
+	tuneMemberlist func(*memberlist.Config)
 }
 
 // DefaultConfig returns a Config for a LAN, with the tuned failure detector.

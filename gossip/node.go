@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -26,15 +27,16 @@ var errOwnership = errors.New("entry owned by another host")
 // Node is one host's member of the gossip ring and its replica of the
 // tables. Create it with New, then call Run.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *store
-	stats   counters
-	keyring *memberlist.Keyring
-	ml      *memberlist.Memberlist
-	meta    []byte
-	vtepFix chan struct{} // an adopted endpoint carries an old VTEP
-	stopped sync.Once
+	cfg       Config
+	log       *slog.Logger
+	store     *store
+	stats     counters
+	keyring   *memberlist.Keyring
+	ml        *memberlist.Memberlist
+	meta      []byte
+	vtepFix   chan struct{} // an adopted endpoint carries an old VTEP
+	stopped   sync.Once
+	rejoining atomic.Bool
 
 	addr string // host:port others join
 	port uint16
@@ -126,6 +128,9 @@ func New(cfg Config) (*Node, error) {
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Logger = mlog
+	if cfg.tuneMemberlist != nil {
+		cfg.tuneMemberlist(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = nt.Shutdown()
@@ -162,7 +167,14 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rejoin.C:
-			n.rejoin()
+			// A join dials each target in turn and a dead host can take
+			// TCPTimeout to fail, so it runs aside, one at a time.
+			if n.rejoining.CompareAndSwap(false, true) {
+				go func() {
+					defer n.rejoining.Store(false)
+					n.rejoin()
+				}()
+			}
 		case <-reap.C:
 			tomb, dead := n.store.reap(n.cfg.TombstoneTTL, n.cfg.ReapDeadAfter)
 			if tomb+dead > 0 {
