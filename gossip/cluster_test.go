@@ -441,3 +441,38 @@ func TestPartitionHeals(t *testing.T) {
 		return nil
 	})
 }
+
+// TestEndpointScopeAndRepair shows that an endpoint change is sent directly
+// only to the hosts attached to its network, and that the periodic full
+// push/pull still brings it to a host that was not sent it.
+func TestEndpointScopeAndRepair(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	for _, n := range nodes[:2] {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, "h0 sees both attachments", func() error {
+		if h := nodes[0].Attachments().Hosts("net-a"); len(h) != 2 {
+			return fmt.Errorf("attached: %v", h)
+		}
+		return nil
+	})
+	sent := nodes[0].Stats().MessagesSent
+	if err := nodes[0].Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if d := nodes[0].Stats().MessagesSent - sent; d != 1 {
+		t.Errorf("h0 sent the endpoint to %d hosts, want 1 (only h1 has net-a)", d)
+	}
+	for _, n := range nodes[1:] {
+		eventually(t, 15*time.Second, n.cfg.NodeName+" has ep-a", func() error {
+			if _, ok := n.Endpoints().Get("ep-a"); !ok {
+				return errors.New("missing")
+			}
+			return nil
+		})
+	}
+}

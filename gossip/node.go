@@ -151,11 +151,17 @@ func (n *Node) Addr() string { return n.addr }
 // restart. On return it has left the ring and closed every subscription.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.stop(true)
-	if len(n.cfg.Seeds) > 0 {
-		if k, err := n.ml.Join(n.cfg.Seeds); err != nil && k == 0 {
-			n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", n.cfg.Seeds, "err", err)
+	var seeds []string
+	for _, s := range n.cfg.Seeds {
+		if withPort(s, n.port) != n.addr { // a shared seed list may name this host
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) > 0 {
+		if k, err := n.ml.Join(seeds); err != nil && k == 0 {
+			n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", seeds, "err", err)
 		} else {
-			n.log.Info("joined ring", "seeds", n.cfg.Seeds, "reached", k, "members", n.ml.NumMembers())
+			n.log.Info("joined ring", "seeds", seeds, "reached", k)
 		}
 	}
 	rejoin := time.NewTicker(n.cfg.RejoinInterval)
