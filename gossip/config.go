@@ -96,7 +96,7 @@ func DefaultConfig() Config {
 	return Config{
 		BindPort:                7946,
 		Cluster:                 "tenet",
-		ProbeInterval:           400 * time.Millisecond,
+		ProbeInterval:           350 * time.Millisecond,
 		ProbeTimeout:            200 * time.Millisecond,
 		SuspicionMult:           3,
 		SuspicionMaxTimeoutMult: 2,
