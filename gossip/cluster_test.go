@@ -476,3 +476,19 @@ func TestEndpointScopeAndRepair(t *testing.T) {
 		})
 	}
 }
+
+// TestGracefulLeaveHides: a host that stops cleanly (Run's context
+// cancelled) leaves the ring, and its peers hide its entries without
+// waiting for failure detection.
+func TestGracefulLeaveHides(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	if err := nodes[2].Endpoints().Put(testEndpoint("ep-2", "net-a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	awaitSameView(t, nodes, 1, 15*time.Second)
+	c.stops[nodes[2]]()
+	awaitSameView(t, nodes[:2], 0, 15*time.Second)
+	awaitMembers(t, nodes[:2], 2, time.Second)
+}
