@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -196,4 +197,54 @@ func TestKeyRotation(t *testing.T) {
 	if err := nodes[0].RemoveKey(fresh); err == nil {
 		t.Error("removing the primary key succeeded")
 	}
+}
+
+// TestHostileInputOverTheRing sends malformed messages from a key holder
+// through memberlist itself: the receiver drops and counts them and keeps
+// replicating.
+func TestHostileInputOverTheRing(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(2)
+	awaitMembers(t, nodes, 2, 15*time.Second)
+	h0, h1 := nodes[0], nodes[1]
+	var target *memberlist.Node
+	for _, p := range h1.peers() {
+		target = p
+	}
+	good := testEndpoint("ep-x", "net-a", 1)
+	forged := encodeMessage(nil, &message{typ: msgUpdate, sender: "h1", entries: []entry{
+		{table: tableEndpoints, owner: "h0", key: "ep-x", version: 1 << 60, value: encodeEndpoint(&good)},
+	}})
+	// (An empty message is not delivered by memberlist at all.)
+	for _, msg := range [][]byte{{wireVersion}, {9, msgUpdate}, forged, append(forged, 1)} {
+		if err := h1.ml.SendReliable(target, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "four drops counted on h0", func() error {
+		var total uint64
+		for _, v := range h0.Stats().Dropped {
+			total += v
+		}
+		if total != 4 {
+			return fmt.Errorf("dropped %v", h0.Stats().Dropped)
+		}
+		return nil
+	})
+	if d := h0.Stats().Dropped; d["ownership"] != 1 || d["truncated"] != 1 || d["wire-version"] != 1 || d["trailing-bytes"] != 1 {
+		t.Errorf("drop reasons = %v", d)
+	}
+	if _, ok := h0.Endpoints().Get("ep-x"); ok {
+		t.Error("h0 stored an entry that claimed to be its own")
+	}
+	// Still replicating.
+	if err := h1.Endpoints().Put(testEndpoint("ep-ok", "net-a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "h0 has ep-ok", func() error {
+		if _, ok := h0.Endpoints().Get("ep-ok"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
 }
