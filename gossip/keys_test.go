@@ -213,7 +213,7 @@ func TestHostileInputOverTheRing(t *testing.T) {
 	}
 	good := testEndpoint("ep-x", "net-a", 1)
 	forged := encodeMessage(nil, &message{typ: msgUpdate, sender: "h1", entries: []entry{
-		{table: tableEndpoints, owner: "h0", key: "ep-x", version: 1 << 60, value: encodeEndpoint(&good)},
+		{table: tableEndpoints, owner: "h0", key: "ep-x", version: 1, value: encodeEndpoint(&good)},
 	}})
 	// (An empty message is not delivered by memberlist at all.)
 	for _, msg := range [][]byte{{wireVersion}, {9, msgUpdate}, forged, append(forged, 1)} {

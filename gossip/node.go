@@ -22,7 +22,17 @@ import (
 // headers, the label and AES-GCM's nonce and tag.
 const udpBudget = 1200
 
-var errOwnership = errors.New("entry owned by another host")
+// maxAhead bounds how far an entry's version may be ahead of this host's
+// wall clock. Versions track the wall clock in microseconds (see clock),
+// so a much larger one comes from a broken or hostile sender; accepting
+// it would drag every host's clock up to it, and near 2^64 the clock
+// would wrap. A day tolerates badly set clocks (time zones) between hosts.
+const maxAhead = 24 * time.Hour
+
+var (
+	errOwnership = errors.New("entry owned by another host")
+	errFuture    = errors.New("version too far ahead of the clock")
+)
 
 // Node is one host's member of the gossip ring and its replica of the
 // tables. Create it with New, then call Run.
@@ -411,6 +421,8 @@ func (n *Node) admit(m *message, e *entry) error {
 		return fmt.Errorf("empty owner: %w", errOwnership)
 	case m.typ == msgUpdate && (e.owner != m.sender || m.sender == n.cfg.NodeName):
 		return fmt.Errorf("update from %q for %q: %w", m.sender, e.owner, errOwnership)
+	case e.version > uint64(time.Now().Add(maxAhead).UnixMicro()):
+		return fmt.Errorf("version %d: %w", e.version, errFuture)
 	}
 	return checkValue(e)
 }

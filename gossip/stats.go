@@ -22,13 +22,14 @@ const (
 	dropValue
 	dropKey
 	dropOwnership
+	dropFuture
 	dropOther
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index",
-	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
+	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "future-version", "other",
 }
 
 func reasonOf(err error) dropReason {
@@ -37,7 +38,7 @@ func reasonOf(err error) dropReason {
 		r   dropReason
 	}{
 		// Entry-level reasons first: a bad value also wraps the reader's error.
-		{errOwnership, dropOwnership}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
+		{errOwnership, dropOwnership}, {errFuture, dropFuture}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
 		{errTruncated, dropTruncated}, {errWireVersion, dropVersion}, {errMsgType, dropType},
 		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex},
 		{errBadFlags, dropFlags}, {errNonCanonical, dropNonCanonical},

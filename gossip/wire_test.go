@@ -96,6 +96,8 @@ func TestHostileMessagesDropped(t *testing.T) {
 	badValue.value = []byte{1, 2, 3}
 	selfOwned := valid
 	selfOwned.owner = "me"
+	future := valid
+	future.version = 1<<64 - 1
 
 	for _, tc := range []struct {
 		name   string
@@ -111,6 +113,7 @@ func TestHostileMessagesDropped(t *testing.T) {
 		{"malformed value", enc(msgUpdate, "h2", badValue), "bad-value"},
 		{"update for another host", enc(msgUpdate, "h3", valid), "ownership"},
 		{"update claiming to be this host", enc(msgUpdate, "me", selfOwned), "ownership"},
+		{"version far in the future", enc(msgUpdate, "h2", future), "future-version"},
 		{"huge count", []byte{wireVersion, msgState, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "truncated"},
 		{"trailing bytes", append(enc(msgUpdate, "h2", valid), 0), "trailing-bytes"},
 	} {
