@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -143,5 +144,35 @@ func TestHostileMessagesDropped(t *testing.T) {
 	n.handle(enc(msgState, "h9", entry{table: tableAttachments, owner: "h2", key: "net-a", version: 6}))
 	if hosts := n.Attachments().Hosts("net-a"); !cmp.Equal(hosts, []string{"h2"}) {
 		t.Fatalf("attachment relayed in a full state: hosts = %v, want [h2]", hosts)
+	}
+}
+
+// TestFullStateFitsAtScale checks the scale on the wire: the full
+// state of 1,000 hosts with 100 endpoints each (Docker-style 64-character
+// IDs) must fit memberlist's 20 MiB push/pull limit with room to spare, and
+// decode back whole.
+func TestFullStateFitsAtScale(t *testing.T) {
+	const hosts, perHost = 1000, 100
+	const limit = 20 << 20 // memberlist's maxPushStateBytes
+	var entries []entry
+	for h := range hosts {
+		for i := range perHost {
+			ep := testEndpoint(fmt.Sprintf("%064x", h*perHost+i), fmt.Sprintf("%064x", i%20), byte(i))
+			ep.VTEP = netip.AddrFrom4([4]byte{198, 51, byte(h >> 8), byte(h)})
+			entries = append(entries, entry{table: tableEndpoints, owner: fmt.Sprintf("host-%04d", h),
+				key: ep.ID, version: 1_800_000_000_000_000 + uint64(i), value: encodeEndpoint(&ep)})
+		}
+	}
+	b := encodeMessage(nil, &message{typ: msgState, sender: "host-0000", entries: entries})
+	t.Logf("full state: %d endpoints, %d bytes (%.0f per endpoint)", len(entries), len(b), float64(len(b))/float64(len(entries)))
+	if len(b) > limit/2 {
+		t.Errorf("full state is %d bytes, want at most half of memberlist's %d", len(b), limit)
+	}
+	m, err := decodeMessage(b)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if len(m.entries) != len(entries) {
+		t.Fatalf("decoded %d entries, want %d", len(m.entries), len(entries))
 	}
 }
