@@ -149,18 +149,25 @@ func (t Blocks) List() []Block {
 	return out
 }
 
-// Attach records that this host has network, so endpoint changes for it
-// are sent here directly.
+// Attach records that this host has network: from now on it keeps the
+// network's endpoints, they are sent here directly, and it fetches the
+// current ones from a peer that has the network.
 func (t Attachments) Attach(network string) error {
 	if err := checkID("network", network); err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
 	t.n.put(tableAttachments, network, nil, "")
+	t.n.wantSync(network)
 	return nil
 }
 
-// Detach deletes this host's attachment to network.
-func (t Attachments) Detach(network string) { t.n.del(tableAttachments, network) }
+// Detach deletes this host's attachment to network and forgets the other
+// hosts' endpoints on it (reported as hidden deletes).
+func (t Attachments) Detach(network string) {
+	t.n.del(tableAttachments, network)
+	t.n.synced(network)
+	t.n.store.dropNetwork(network)
+}
 
 // Hosts returns the alive hosts attached to network, this one included.
 func (t Attachments) Hosts(network string) []string {
@@ -178,10 +185,10 @@ func (n *Node) put(t tableID, key string, value []byte, network string) {
 }
 
 func (n *Node) del(t tableID, key string) {
-	if e, old, ok := n.store.del(t, key); ok {
+	if e, _, ok := n.store.del(t, key); ok {
 		network := ""
 		if t == tableEndpoints {
-			network = endpointNetwork(old)
+			network = endpointNetwork(e.value)
 		}
 		n.publish(e, network)
 	}

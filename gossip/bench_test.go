@@ -8,6 +8,7 @@ package gossip
 //	go test -run='^$' -bench='Join10k|MemoryPerEndpoint' -benchtime=5x ./gossip
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -187,14 +188,20 @@ func BenchmarkCluster50(b *testing.B) {
 }
 
 // BenchmarkJoin10k measures the time for a new host to receive 10,000
-// endpoints: from starting the node (bind, join, full-state push/pull) until
-// its subscriber has seen all 10,000.
+// endpoints on 50 networks: from starting the node (bind, join, push/pull
+// of the global tables, then one sync per network) until its subscriber
+// has seen all 10,000.
 func BenchmarkJoin10k(b *testing.B) {
-	const count = 10_000
+	const count, networks = 10_000, 50
 	c := newTestCluster(b)
 	h0 := c.startN(1)[0]
+	for i := range networks {
+		if err := h0.Attachments().Attach(fmt.Sprintf("%064x", i)); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for i := range count {
-		ep := testEndpoint(fmt.Sprintf("%064x", i), fmt.Sprintf("%064x", i%50), byte(i))
+		ep := testEndpoint(fmt.Sprintf("%064x", i), fmt.Sprintf("%064x", i%networks), byte(i))
 		ep.IP = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		if err := h0.Endpoints().Put(ep); err != nil {
 			b.Fatal(err)
@@ -206,8 +213,20 @@ func BenchmarkJoin10k(b *testing.B) {
 		cfg := testConfig(b, fmt.Sprintf("joiner-%d", i), c.key)
 		cfg.Seeds = []string{h0.Addr()}
 		start := time.Now()
-		n := c.start(cfg)
+		cfg.wrapTransport = c.net.wrap
+		n, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for j := range networks {
+			if err := n.Attachments().Attach(fmt.Sprintf("%064x", j)); err != nil {
+				b.Fatal(err)
+			}
+		}
 		ch, cancel := n.Subscribe(count)
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
 		seen := 0
 		for ev := range ch {
 			if ev.Table == TableEndpoints && ev.Kind == EventPut {
@@ -220,7 +239,10 @@ func BenchmarkJoin10k(b *testing.B) {
 		total += time.Since(start)
 		cancel()
 		b.StopTimer()
-		n.stop(true)
+		stop()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 	b.ReportMetric(ms(total)/float64(b.N), "ms/join")

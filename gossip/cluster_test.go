@@ -61,6 +61,7 @@ func testConfig(t testing.TB, name string, key []byte) Config {
 	cfg.VTEP = netip.MustParseAddr("192.0.2.1")
 	cfg.Keys = [][]byte{key}
 	cfg.PushPullInterval = 2 * time.Second
+	cfg.SyncInterval = time.Second
 	cfg.RejoinInterval = 500 * time.Millisecond
 	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
 	cfg.ReapInterval = time.Second
@@ -442,12 +443,14 @@ func TestPartitionHeals(t *testing.T) {
 	})
 }
 
-// TestEndpointScopeAndRepair shows that an endpoint change is sent directly
-// only to the hosts attached to its network, and that the periodic full
-// push/pull still brings it to a host that was not sent it.
+// TestEndpointScopeAndRepair shows that an endpoint change goes only to
+// the hosts attached to its network, that the per-network sync repairs a
+// lost send, that an unattached host keeps none of the network's
+// endpoints, and that attaching fetches them.
 func TestEndpointScopeAndRepair(t *testing.T) {
 	c := newTestCluster(t)
 	nodes := c.startN(3)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
 	awaitMembers(t, nodes, 3, 15*time.Second)
 	for _, n := range nodes[:2] {
 		if err := n.Attachments().Attach("net-a"); err != nil {
@@ -455,25 +458,44 @@ func TestEndpointScopeAndRepair(t *testing.T) {
 		}
 	}
 	eventually(t, 15*time.Second, "h0 sees both attachments", func() error {
-		if h := nodes[0].Attachments().Hosts("net-a"); len(h) != 2 {
+		if h := h0.Attachments().Hosts("net-a"); len(h) != 2 {
 			return fmt.Errorf("attached: %v", h)
 		}
 		return nil
 	})
-	sent := nodes[0].Stats().MessagesSent
-	if err := nodes[0].Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
+
+	// The direct send is lost on the wire.
+	c.net.partition([]string{h0.Addr()}, []string{h1.Addr(), h2.Addr()})
+	sent := h0.Stats().MessagesSent
+	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
 		t.Fatal(err)
 	}
-	if d := nodes[0].Stats().MessagesSent - sent; d != 1 {
+	if d := h0.Stats().MessagesSent - sent; d != 1 {
 		t.Errorf("h0 sent the endpoint to %d hosts, want 1 (only h1 has net-a)", d)
 	}
-	for _, n := range nodes[1:] {
-		eventually(t, 15*time.Second, n.cfg.NodeName+" has ep-a", func() error {
-			if _, ok := n.Endpoints().Get("ep-a"); !ok {
-				return errors.New("missing")
-			}
-			return nil
-		})
+	c.net.heal()
+	eventually(t, 15*time.Second, "h1 gets ep-a by sync", func() error {
+		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	if got := h2.store.networkState("net-a"); len(got) != 0 {
+		t.Errorf("h2, without net-a, holds its endpoints: %+v", got)
+	}
+
+	if err := h2.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "h2 gets ep-a after attaching", func() error {
+		if _, ok := h2.Endpoints().Get("ep-a"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	h2.Attachments().Detach("net-a")
+	if _, ok := h2.Endpoints().Get("ep-a"); ok {
+		t.Error("h2 still shows ep-a after detaching")
 	}
 }
 
@@ -484,11 +506,16 @@ func TestGracefulLeaveHides(t *testing.T) {
 	c := newTestCluster(t)
 	nodes := c.startN(3)
 	awaitMembers(t, nodes, 3, 15*time.Second)
+	for _, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := nodes[2].Endpoints().Put(testEndpoint("ep-2", "net-a", 2)); err != nil {
 		t.Fatal(err)
 	}
-	awaitSameView(t, nodes, 1, 15*time.Second)
+	awaitSameView(t, nodes, 3+1, 15*time.Second)
 	c.stops[nodes[2]]()
-	awaitSameView(t, nodes[:2], 0, 15*time.Second)
+	awaitSameView(t, nodes[:2], 2, 15*time.Second)
 	awaitMembers(t, nodes[:2], 2, time.Second)
 }

@@ -28,7 +28,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
 func (d *delegate) LocalState(join bool) []byte {
 	n := (*Node)(d)
-	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, entries: n.store.snapshot()})
+	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, entries: n.store.globalState()})
 }
 
 func (d *delegate) MergeRemoteState(b []byte, join bool) { (*Node)(d).handle(b) }

@@ -52,6 +52,11 @@ func FuzzHandleMessage(f *testing.F) {
 		for _, h := range []string{"h1", "h2", "h3", "a"} {
 			n.store.setAlive(h, true)
 		}
+		for _, nw := range []string{"net-a", "n", "a"} {
+			if err := n.Attachments().Attach(nw); err != nil {
+				t.Fatal(err)
+			}
+		}
 		n.handle(b)
 		for _, e := range n.store.snapshot() {
 			if err := checkValue(&e); err != nil {

@@ -207,6 +207,11 @@ func TestHostileInputOverTheRing(t *testing.T) {
 	nodes := c.startN(2)
 	awaitMembers(t, nodes, 2, 15*time.Second)
 	h0, h1 := nodes[0], nodes[1]
+	for _, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var target *memberlist.Node
 	for _, p := range h1.peers() {
 		target = p

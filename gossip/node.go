@@ -32,6 +32,7 @@ const maxAhead = 24 * time.Hour
 var (
 	errOwnership = errors.New("entry owned by another host")
 	errFuture    = errors.New("version too far ahead of the clock")
+	errScope     = errors.New("entry outside the synced network")
 )
 
 // Node is one host's member of the gossip ring and its replica of the
@@ -47,13 +48,15 @@ type Node struct {
 	vtepFix   chan struct{} // an adopted endpoint carries an old VTEP
 	stopped   sync.Once
 	rejoining atomic.Bool
+	syncJobs  chan syncJob
 
 	addr string // host:port others join
 	port uint16
 
-	mu      sync.Mutex                  // guards the fields below
-	failed  map[string]failed           // recently failed peers, joined again by Run
-	members map[string]*memberlist.Node // copies taken in the event callbacks
+	mu       sync.Mutex                  // guards the fields below
+	failed   map[string]failed           // recently failed peers, joined again by Run
+	members  map[string]*memberlist.Node // copies taken in the event callbacks
+	needSync map[string]bool             // networks attached here not yet synced with a peer
 }
 
 type failed struct {
@@ -84,13 +87,15 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
-		store:   newStore(cfg.NodeName, time.Now),
-		meta:    appendAddr([]byte{metaVersion}, cfg.VTEP),
-		vtepFix: make(chan struct{}, 1),
-		failed:  make(map[string]failed),
-		members: make(map[string]*memberlist.Node),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
+		store:    newStore(cfg.NodeName, time.Now),
+		meta:     appendAddr([]byte{metaVersion}, cfg.VTEP),
+		vtepFix:  make(chan struct{}, 1),
+		failed:   make(map[string]failed),
+		members:  make(map[string]*memberlist.Node),
+		needSync: make(map[string]bool),
+		syncJobs: make(chan syncJob, 1024),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
@@ -174,6 +179,11 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Info("joined ring", "seeds", seeds, "reached", k)
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go n.syncWorker(ctx)
+	syncTimer := time.NewTimer(n.cfg.SyncInterval)
+	defer syncTimer.Stop()
 	rejoin := time.NewTicker(n.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	reap := time.NewTicker(n.cfg.ReapInterval)
@@ -199,6 +209,8 @@ func (n *Node) Run(ctx context.Context) error {
 			n.forgetFailed(time.Now().Add(-n.cfg.ReapDeadAfter))
 		case <-n.vtepFix:
 			n.fixVTEP()
+		case <-syncTimer.C:
+			syncTimer.Reset(n.syncRound())
 		}
 	}
 }
@@ -395,20 +407,38 @@ func (n *Node) handle(b []byte) {
 			n.drop(err, m.sender, e.key)
 			continue
 		}
+		if e.table == tableEndpoints && e.owner != n.cfg.NodeName && !n.store.isAttached(endpointNetwork(e.value)) {
+			n.stats.unscoped.Add(1) // not ours to keep: this host lacks the network
+			continue
+		}
 		switch n.store.merge(e) {
 		case mergeApplied:
 			n.stats.applied.Add(1)
+			if e.table == tableAttachments && !e.deleted {
+				n.peerAttached(e.owner, e.key)
+			}
 		case mergeAdopted:
 			n.stats.applied.Add(1)
-			if e.table == tableEndpoints && !e.deleted {
+			switch {
+			case e.table == tableEndpoints && !e.deleted:
 				select {
 				case n.vtepFix <- struct{}{}:
 				default:
 				}
+			case e.table == tableAttachments && !e.deleted:
+				n.wantSync(e.key) // restarted: fetch the network's endpoints
 			}
 		case mergeStale, mergeReaped:
 			n.stats.stale.Add(1)
 		}
+	}
+	switch m.typ {
+	case msgSyncReq:
+		if n.store.isAttached(m.network) {
+			n.requestSync(m.sender, m.network, true)
+		}
+	case msgSyncResp:
+		n.synced(m.network)
 	}
 }
 
@@ -421,6 +451,8 @@ func (n *Node) admit(m *message, e *entry) error {
 		return fmt.Errorf("empty owner: %w", errOwnership)
 	case m.typ == msgUpdate && (e.owner != m.sender || m.sender == n.cfg.NodeName):
 		return fmt.Errorf("update from %q for %q: %w", m.sender, e.owner, errOwnership)
+	case isSync(m.typ) && (e.table != tableEndpoints || endpointNetwork(e.value) != m.network):
+		return fmt.Errorf("sync of network %q carries %s %q: %w", m.network, e.table.name(), e.key, errScope)
 	case e.version > uint64(time.Now().Add(maxAhead).UnixMicro()):
 		return fmt.Errorf("version %d: %w", e.version, errFuture)
 	}

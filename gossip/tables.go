@@ -87,6 +87,14 @@ type Attachment struct {
 	Host    string // owner; filled in by gossip
 }
 
+// tombstoneValue is what a tombstone of an entry with value v keeps.
+func tombstoneValue(t tableID, v []byte) []byte {
+	if t == tableEndpoints {
+		return appendStr(nil, endpointNetwork(v))
+	}
+	return nil
+}
+
 var (
 	errBadValue = errors.New("malformed value")
 	errKey      = errors.New("key does not match value")
@@ -287,6 +295,19 @@ func checkValue(e *entry) error {
 		if e.key == "" {
 			return fmt.Errorf("tombstone: %w", errKey)
 		}
+		if e.table == tableEndpoints {
+			// An endpoint's tombstone keeps its network, so that it can
+			// be scoped like the endpoint.
+			r := reader{b: e.value}
+			nw := r.str(maxKeyLen)
+			if err := r.done(); err != nil || nw == "" {
+				return fmt.Errorf("endpoint tombstone %q: %w", e.key, errBadValue)
+			}
+			return nil
+		}
+		if len(e.value) != 0 {
+			return fmt.Errorf("tombstone %q carries %d bytes: %w", e.key, len(e.value), errBadValue)
+		}
 		return nil
 	}
 	var key string
@@ -323,8 +344,9 @@ func checkValue(e *entry) error {
 	return nil
 }
 
-// endpointNetwork returns the network of an encoded endpoint without a full
-// decode (the network is the first field).
+// endpointNetwork returns the network of an encoded endpoint, or of an
+// endpoint's tombstone, without a full decode (the network is the first
+// field of both).
 func endpointNetwork(v []byte) string {
 	r := reader{b: v}
 	return r.str(maxKeyLen)

@@ -5,14 +5,16 @@ package gossip
 // every input:
 //
 //	version  u8      wireVersion
-//	type     u8      msgUpdate | msgState
+//	type     u8      msgUpdate | msgState | msgSyncReq | msgSyncResp
 //	sender   str     name of the host that encoded the message
+//	network  str     only in msgSyncReq and msgSyncResp: the network synced
 //	owners   uvarint count, then count × str (dictionary, so a full state
 //	                 names each host once, not once per entry)
 //	entries  uvarint count, then count × entry
 //	entry:   table u8, flags u8 (bit 0: tombstone), owner uvarint (index
-//	         into owners), key str, version uvarint, value str (absent for
-//	         tombstones)
+//	         into owners), key str, version uvarint, value bytes (for an
+//	         endpoint tombstone: its network as a str; for other
+//	         tombstones: empty)
 //
 // str is a uvarint header h then the string: h>>1 is the string's length;
 // if h&1 is set the string is lower-case hex (Docker's 64-character IDs)
@@ -33,8 +35,10 @@ import (
 const (
 	wireVersion = 1
 
-	msgUpdate = 1 // changes sent by their owner; every entry's owner must be the sender
-	msgState  = 2 // a full state (push/pull); entries of any owner
+	msgUpdate   = 1 // changes sent by their owner; every entry's owner must be the sender
+	msgState    = 2 // the global tables (push/pull); entries of any owner
+	msgSyncReq  = 3 // one network's endpoints, of any owner; answer with ours
+	msgSyncResp = 4 // the answer to msgSyncReq
 
 	flagTombstone = 1 << 0
 
@@ -73,6 +77,7 @@ type entry struct {
 type message struct {
 	typ     byte
 	sender  string
+	network string // msgSyncReq and msgSyncResp only
 	entries []entry
 }
 
@@ -80,6 +85,9 @@ type message struct {
 func encodeMessage(buf []byte, m *message) []byte {
 	buf = append(buf, wireVersion, m.typ)
 	buf = appendStr(buf, m.sender)
+	if isSync(m.typ) {
+		buf = appendStr(buf, m.network)
+	}
 	idx := make(map[string]uint64)
 	var owners []string
 	for i := range m.entries {
@@ -104,9 +112,7 @@ func encodeMessage(buf []byte, m *message) []byte {
 		buf = binary.AppendUvarint(buf, idx[e.owner])
 		buf = appendStr(buf, e.key)
 		buf = binary.AppendUvarint(buf, e.version)
-		if !e.deleted {
-			buf = appendBytes(buf, e.value)
-		}
+		buf = appendBytes(buf, e.value)
 	}
 	return buf
 }
@@ -120,10 +126,13 @@ func decodeMessage(b []byte) (*message, error) {
 		return nil, fmt.Errorf("version %d: %w", v, errWireVersion)
 	}
 	m := &message{typ: r.byte()}
-	if r.err == nil && m.typ != msgUpdate && m.typ != msgState {
+	if r.err == nil && (m.typ < msgUpdate || m.typ > msgSyncResp) {
 		return nil, fmt.Errorf("type %d: %w", m.typ, errMsgType)
 	}
 	m.sender = r.str(maxNameLen)
+	if isSync(m.typ) {
+		m.network = r.str(maxKeyLen)
+	}
 	nOwners := r.count(1)
 	owners := make([]string, 0, nOwners)
 	for i := 0; i < nOwners && r.err == nil; i++ {
@@ -149,9 +158,7 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 		e.owner = owners[oi]
 		e.deleted = flags&flagTombstone != 0
-		if !e.deleted {
-			e.value = r.bytes(maxValueLen)
-		}
+		e.value = r.bytes(maxValueLen)
 		m.entries = append(m.entries, e)
 	}
 	if r.err != nil {
@@ -162,6 +169,8 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	return m, nil
 }
+
+func isSync(typ byte) bool { return typ == msgSyncReq || typ == msgSyncResp }
 
 func appendStr(buf []byte, s string) []byte {
 	if isHex(s) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/memberlist"
 )
 
 func sampleMessage() *message {
@@ -19,7 +20,8 @@ func sampleMessage() *message {
 		{table: tableNetworks, owner: "h2", key: "net-a", version: 9, value: encodeNetwork(&nw)},
 		{table: tableBlocks, owner: "h2", key: "10.1.4.0/24", version: 10, value: encodeBlock(&bl)},
 		{table: tableAttachments, owner: "h3", key: "net-a", version: 11, value: []byte{}},
-		{table: tableEndpoints, owner: "h3", key: "ep9", version: 12, deleted: true},
+		{table: tableEndpoints, owner: "h3", key: "ep9", version: 12, deleted: true, value: appendStr(nil, "net-a")},
+		{table: tableBlocks, owner: "h3", key: "10.1.9.0/24", version: 13, deleted: true, value: []byte{}},
 	}}
 }
 
@@ -71,11 +73,14 @@ func TestValueRoundTrips(t *testing.T) {
 func newTestNode(t *testing.T, name string) *Node {
 	t.Helper()
 	return &Node{
-		cfg:     Config{NodeName: name, VTEP: netip.MustParseAddr("192.0.2.99")},
-		log:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-		store:   newStore(name, time.Now),
-		vtepFix: make(chan struct{}, 1),
-		failed:  make(map[string]failed),
+		cfg:      Config{NodeName: name, VTEP: netip.MustParseAddr("192.0.2.99")},
+		log:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		store:    newStore(name, time.Now),
+		vtepFix:  make(chan struct{}, 1),
+		failed:   make(map[string]failed),
+		members:  make(map[string]*memberlist.Node),
+		needSync: make(map[string]bool),
+		syncJobs: make(chan syncJob, 16),
 	}
 }
 
@@ -115,18 +120,23 @@ func TestHostileMessagesDropped(t *testing.T) {
 		{"update for another host", enc(msgUpdate, "h3", valid), "ownership"},
 		{"update claiming to be this host", enc(msgUpdate, "me", selfOwned), "ownership"},
 		{"version far in the future", enc(msgUpdate, "h2", future), "future-version"},
+		{"sync carrying another network", encodeMessage(nil, &message{typ: msgSyncReq, sender: "h2", network: "net-b", entries: []entry{valid}}), "scope"},
+		{"sync carrying a block", encodeMessage(nil, &message{typ: msgSyncResp, sender: "h2", network: "net-a", entries: []entry{wrongKey}}), "scope"},
 		{"huge count", []byte{wireVersion, msgState, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "truncated"},
 		{"trailing bytes", append(enc(msgUpdate, "h2", valid), 0), "trailing-bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newTestNode(t, "me")
 			n.store.setAlive("h2", true)
+			if err := n.Attachments().Attach("net-a"); err != nil {
+				t.Fatal(err)
+			}
 			n.handle(tc.msg)
 			st := n.Stats()
 			if st.Dropped[tc.reason] != 1 {
 				t.Errorf("dropped = %v, want one %q", st.Dropped, tc.reason)
 			}
-			if got := n.store.snapshot(); len(got) != 0 {
+			if got := n.store.snapshot(); len(got) != 1 { // the attachment
 				t.Errorf("state changed: %+v", got)
 			}
 		})
@@ -136,14 +146,17 @@ func TestHostileMessagesDropped(t *testing.T) {
 	// above fail for the reason named, not by accident.
 	n := newTestNode(t, "me")
 	n.store.setAlive("h2", true)
+	if err := n.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
 	n.handle(enc(msgUpdate, "h2", valid))
 	if ep, ok := n.Endpoints().Get("ep1"); !ok || ep.Host != "h2" || ep.IP != good.IP {
 		t.Fatalf("valid update not applied: %+v %v, stats %+v", ep, ok, n.Stats())
 	}
 	// A full state may carry other hosts' entries.
 	n.handle(enc(msgState, "h9", entry{table: tableAttachments, owner: "h2", key: "net-a", version: 6}))
-	if hosts := n.Attachments().Hosts("net-a"); !cmp.Equal(hosts, []string{"h2"}) {
-		t.Fatalf("attachment relayed in a full state: hosts = %v, want [h2]", hosts)
+	if hosts := n.Attachments().Hosts("net-a"); !cmp.Equal(hosts, []string{"h2", "me"}) {
+		t.Fatalf("attachment relayed in a full state: hosts = %v, want [h2 me]", hosts)
 	}
 }
 

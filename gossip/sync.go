@@ -1,0 +1,128 @@
+package gossip
+
+// Per-network anti-entropy. memberlist's push/pull does not say which peer
+// it talks to, so it cannot be scoped; it carries only the global tables
+// (networks, blocks, attachments). Endpoints are repaired here instead,
+// only between hosts attached to the endpoint's network:
+//
+//   - every SyncInterval (scaled like memberlist's push/pull above 32
+//     attached hosts), for each network it has, a host sends its view of
+//     that network's endpoints to one random attached peer (msgSyncReq);
+//   - the peer merges it and answers with its own view (msgSyncResp);
+//   - a host that has just attached (or adopted an attachment after a
+//     restart) asks the first attached peer it learns of at once, so a
+//     new host gets a network's endpoints in one round trip.
+//
+// Hosts keep only the endpoints of networks they have (and their own), so
+// memory and repair traffic scale with a host's networks, not the cluster.
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+type syncJob struct {
+	to      string
+	network string
+	reply   bool
+}
+
+// requestSync queues a sync of network with host to; it never blocks (a
+// full queue drops the job; the periodic round catches up).
+func (n *Node) requestSync(to, network string, reply bool) {
+	select {
+	case n.syncJobs <- syncJob{to: to, network: network, reply: reply}:
+	default:
+		n.log.Debug("sync queue full", "network", network, "peer", to)
+	}
+}
+
+// syncWorker sends queued syncs, one at a time, off memberlist's
+// goroutines (a reliable send dials TCP).
+func (n *Node) syncWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-n.syncJobs:
+			n.sendSync(job)
+		}
+	}
+}
+
+func (n *Node) sendSync(job syncJob) {
+	n.mu.Lock()
+	peer := n.members[job.to]
+	n.mu.Unlock()
+	if peer == nil {
+		return
+	}
+	typ := byte(msgSyncReq)
+	if job.reply {
+		typ = msgSyncResp
+	}
+	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, network: job.network,
+		entries: n.store.networkState(job.network)})
+	if err := n.ml.SendReliable(peer, msg); err != nil {
+		n.stats.sendErrors.Add(1)
+		n.log.Debug("sync network", "network", job.network, "peer", job.to, "err", err)
+		return
+	}
+	n.stats.sent.Add(1)
+}
+
+// syncRound starts one sync per network this host has, each with a random
+// attached peer. It returns the interval until the next round.
+func (n *Node) syncRound() time.Duration {
+	most := 0
+	for _, e := range n.store.owned(tableAttachments) {
+		peers := n.store.attached(e.key)
+		most = max(most, len(peers)+1)
+		if len(peers) == 0 {
+			continue
+		}
+		n.requestSync(peers[rand.IntN(len(peers))], e.key, false)
+	}
+	return scaleInterval(n.cfg.SyncInterval, most)
+}
+
+// scaleInterval stretches interval above 32 hosts as memberlist does for
+// push/pull, so repair traffic per host grows with log n, not n.
+func scaleInterval(interval time.Duration, hosts int) time.Duration {
+	if hosts <= 32 {
+		return interval
+	}
+	mult := math.Ceil(math.Log2(float64(hosts))-5) + 1
+	return time.Duration(mult) * interval
+}
+
+// wantSync marks network as needing a first sync and asks any attached
+// peer already known.
+func (n *Node) wantSync(network string) {
+	n.mu.Lock()
+	n.needSync[network] = true
+	n.mu.Unlock()
+	if peers := n.store.attached(network); len(peers) > 0 {
+		n.requestSync(peers[rand.IntN(len(peers))], network, false)
+	}
+}
+
+// synced records that network had a sync answer.
+func (n *Node) synced(network string) {
+	n.mu.Lock()
+	delete(n.needSync, network)
+	n.mu.Unlock()
+}
+
+// peerAttached is called when a remote attachment is merged: if this host
+// still waits for a first sync of that network, it asks the new peer.
+func (n *Node) peerAttached(peer, network string) {
+	n.mu.Lock()
+	want := n.needSync[network]
+	n.mu.Unlock()
+	if want {
+		n.requestSync(peer, network, false)
+	}
+}
