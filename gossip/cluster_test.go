@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -65,17 +66,37 @@ func testConfig(t testing.TB, name string, key []byte) Config {
 	cfg.RejoinInterval = 500 * time.Millisecond
 	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
 	cfg.ReapInterval = time.Second
-	var w interface{ Write([]byte) (int, error) } = testWriter{t}
+	w := &testLog{}
 	if tt, ok := t.(*testing.T); ok {
-		w = tt.Output()
+		w.out = tt.Output()
 	}
+	t.Cleanup(w.close) // runs after the node's own cleanup, registered later
 	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return cfg
 }
 
-type testWriter struct{ t testing.TB }
+// testLog forwards to the test's output until the test ends, then drops:
+// memberlist's Shutdown does not wait for a probe already in flight, which
+// may still log, and writing to a finished test's output panics.
+type testLog struct {
+	mu  sync.Mutex
+	out io.Writer // nil: discard
+}
 
-func (w testWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		return w.out.Write(p)
+	}
+	return len(p), nil
+}
+
+func (w *testLog) close() {
+	w.mu.Lock()
+	w.out = nil
+	w.mu.Unlock()
+}
 
 // start creates and runs a node; the node stops at cleanup.
 func (c *testCluster) start(cfg Config) *Node {
