@@ -14,6 +14,7 @@ func fuzzSeeds(f *testing.F) {
 	m.typ = msgUpdate
 	m.entries = m.entries[:1]
 	f.Add(encodeMessage(nil, m))
+	f.Add(encodeMessage(nil, sampleSync()))
 	f.Add([]byte{})
 	f.Add([]byte{wireVersion, msgState, 0, 0, 0})
 	f.Add([]byte{wireVersion, msgUpdate, 1, 'a', 1, 1, 'a', 1, 42, 0, 0, 1, 'k', 1, 0})

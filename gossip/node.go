@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -432,13 +433,15 @@ func (n *Node) handle(b []byte) {
 			n.stats.stale.Add(1)
 		}
 	}
-	switch m.typ {
-	case msgSyncReq:
-		if n.store.isAttached(m.network) {
-			n.requestSync(m.sender, m.network, true)
+	for _, nw := range m.networks {
+		switch m.typ {
+		case msgSyncReq:
+			if n.store.isAttached(nw) {
+				n.requestSync(m.sender, nw, true)
+			}
+		case msgSyncResp:
+			n.synced(nw)
 		}
-	case msgSyncResp:
-		n.synced(m.network)
 	}
 }
 
@@ -451,8 +454,8 @@ func (n *Node) admit(m *message, e *entry) error {
 		return fmt.Errorf("empty owner: %w", errOwnership)
 	case m.typ == msgUpdate && (e.owner != m.sender || m.sender == n.cfg.NodeName):
 		return fmt.Errorf("update from %q for %q: %w", m.sender, e.owner, errOwnership)
-	case isSync(m.typ) && (e.table != tableEndpoints || endpointNetwork(e.value) != m.network):
-		return fmt.Errorf("sync of network %q carries %s %q: %w", m.network, e.table.name(), e.key, errScope)
+	case isSync(m.typ) && (e.table != tableEndpoints || !slices.Contains(m.networks, endpointNetwork(e.value))):
+		return fmt.Errorf("sync of networks %q carries %s %q: %w", m.networks, e.table.name(), e.key, errScope)
 	case e.version > uint64(time.Now().Add(maxAhead).UnixMicro()):
 		return fmt.Errorf("version %d: %w", e.version, errFuture)
 	}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -39,35 +40,67 @@ func (n *Node) requestSync(to, network string, reply bool) {
 	}
 }
 
-// syncWorker sends queued syncs, one at a time, off memberlist's
-// goroutines (a reliable send dials TCP).
+// syncWorker sends queued syncs off memberlist's goroutines (a reliable
+// send dials TCP). Jobs queued together for the same peer go in one
+// message: a host that just joined asks for all its networks at once.
 func (n *Node) syncWorker(ctx context.Context) {
 	for {
+		var batch []syncJob
 		select {
 		case <-ctx.Done():
 			return
 		case job := <-n.syncJobs:
-			n.sendSync(job)
+			batch = append(batch, job)
+		}
+	drain:
+		for len(batch) < cap(n.syncJobs) {
+			select {
+			case job := <-n.syncJobs:
+				batch = append(batch, job)
+			default:
+				break drain
+			}
+		}
+		type dest struct {
+			to    string
+			reply bool
+		}
+		groups := make(map[dest][]string)
+		var order []dest
+		for _, j := range batch {
+			d := dest{j.to, j.reply}
+			if _, ok := groups[d]; !ok {
+				order = append(order, d)
+			}
+			if !slices.Contains(groups[d], j.network) {
+				groups[d] = append(groups[d], j.network)
+			}
+		}
+		for _, d := range order {
+			n.sendSync(d.to, groups[d], d.reply)
 		}
 	}
 }
 
-func (n *Node) sendSync(job syncJob) {
+func (n *Node) sendSync(to string, networks []string, reply bool) {
 	n.mu.Lock()
-	peer := n.members[job.to]
+	peer := n.members[to]
 	n.mu.Unlock()
 	if peer == nil {
 		return
 	}
 	typ := byte(msgSyncReq)
-	if job.reply {
+	if reply {
 		typ = msgSyncResp
 	}
-	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, network: job.network,
-		entries: n.store.networkState(job.network)})
+	var entries []entry
+	for _, nw := range networks {
+		entries = append(entries, n.store.networkState(nw)...)
+	}
+	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, networks: networks, entries: entries})
 	if err := n.ml.SendReliable(peer, msg); err != nil {
 		n.stats.sendErrors.Add(1)
-		n.log.Debug("sync network", "network", job.network, "peer", job.to, "err", err)
+		n.log.Debug("sync networks", "networks", len(networks), "peer", to, "err", err)
 		return
 	}
 	n.stats.sent.Add(1)

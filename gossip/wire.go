@@ -7,7 +7,8 @@ package gossip
 //	version  u8      wireVersion
 //	type     u8      msgUpdate | msgState | msgSyncReq | msgSyncResp
 //	sender   str     name of the host that encoded the message
-//	network  str     only in msgSyncReq and msgSyncResp: the network synced
+//	networks uvarint count, then count × str; only in msgSyncReq and
+//	                 msgSyncResp: the networks synced
 //	owners   uvarint count, then count × str (dictionary, so a full state
 //	                 names each host once, not once per entry)
 //	entries  uvarint count, then count × entry
@@ -37,7 +38,7 @@ const (
 
 	msgUpdate   = 1 // changes sent by their owner; every entry's owner must be the sender
 	msgState    = 2 // the global tables (push/pull); entries of any owner
-	msgSyncReq  = 3 // one network's endpoints, of any owner; answer with ours
+	msgSyncReq  = 3 // some networks' endpoints, of any owner; answer with ours
 	msgSyncResp = 4 // the answer to msgSyncReq
 
 	flagTombstone = 1 << 0
@@ -75,10 +76,10 @@ type entry struct {
 
 // message is a decoded wire message.
 type message struct {
-	typ     byte
-	sender  string
-	network string // msgSyncReq and msgSyncResp only
-	entries []entry
+	typ      byte
+	sender   string
+	networks []string // msgSyncReq and msgSyncResp only
+	entries  []entry
 }
 
 // encodeMessage appends the encoding of m to buf.
@@ -86,7 +87,10 @@ func encodeMessage(buf []byte, m *message) []byte {
 	buf = append(buf, wireVersion, m.typ)
 	buf = appendStr(buf, m.sender)
 	if isSync(m.typ) {
-		buf = appendStr(buf, m.network)
+		buf = binary.AppendUvarint(buf, uint64(len(m.networks)))
+		for _, nw := range m.networks {
+			buf = appendStr(buf, nw)
+		}
 	}
 	idx := make(map[string]uint64)
 	var owners []string
@@ -131,7 +135,11 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	m.sender = r.str(maxNameLen)
 	if isSync(m.typ) {
-		m.network = r.str(maxKeyLen)
+		k := r.count(1)
+		m.networks = make([]string, 0, k)
+		for i := 0; i < k && r.err == nil; i++ {
+			m.networks = append(m.networks, r.str(maxKeyLen))
+		}
 	}
 	nOwners := r.count(1)
 	owners := make([]string, 0, nOwners)

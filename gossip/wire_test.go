@@ -25,8 +25,23 @@ func sampleMessage() *message {
 	}}
 }
 
-func TestMessageRoundTrip(t *testing.T) {
+// sampleSync is a sync request for net-a carrying its endpoints.
+func sampleSync() *message {
 	m := sampleMessage()
+	m.typ = msgSyncReq
+	m.networks = []string{"net-a", "0123abcd"}
+	m.entries = []entry{m.entries[0], m.entries[4]}
+	return m
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	for _, m := range []*message{sampleMessage(), sampleSync()} {
+		testRoundTrip(t, m)
+	}
+}
+
+func testRoundTrip(t *testing.T, m *message) {
+	t.Helper()
 	b := encodeMessage(nil, m)
 	got, err := decodeMessage(b)
 	if err != nil {
@@ -120,8 +135,8 @@ func TestHostileMessagesDropped(t *testing.T) {
 		{"update for another host", enc(msgUpdate, "h3", valid), "ownership"},
 		{"update claiming to be this host", enc(msgUpdate, "me", selfOwned), "ownership"},
 		{"version far in the future", enc(msgUpdate, "h2", future), "future-version"},
-		{"sync carrying another network", encodeMessage(nil, &message{typ: msgSyncReq, sender: "h2", network: "net-b", entries: []entry{valid}}), "scope"},
-		{"sync carrying a block", encodeMessage(nil, &message{typ: msgSyncResp, sender: "h2", network: "net-a", entries: []entry{wrongKey}}), "scope"},
+		{"sync carrying another network", encodeMessage(nil, &message{typ: msgSyncReq, sender: "h2", networks: []string{"net-b", "net-c"}, entries: []entry{valid}}), "scope"},
+		{"sync carrying a block", encodeMessage(nil, &message{typ: msgSyncResp, sender: "h2", networks: []string{"net-a"}, entries: []entry{wrongKey}}), "scope"},
 		{"huge count", []byte{wireVersion, msgState, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, "truncated"},
 		{"trailing bytes", append(enc(msgUpdate, "h2", valid), 0), "trailing-bytes"},
 	} {
