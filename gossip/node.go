@@ -402,6 +402,7 @@ func (n *Node) handle(b []byte) {
 		return
 	}
 	n.stats.received.Add(1)
+	ask := make(map[string][]string) // peer -> networks to sync with it, one request each
 	for i := range m.entries {
 		e := &m.entries[i]
 		if err := n.admit(m, e); err != nil {
@@ -416,7 +417,9 @@ func (n *Node) handle(b []byte) {
 		case mergeApplied:
 			n.stats.applied.Add(1)
 			if e.table == tableAttachments && !e.deleted {
-				n.peerAttached(e.owner, e.key)
+				if n.waitingSync(e.key) {
+					ask[e.owner] = append(ask[e.owner], e.key)
+				}
 			}
 		case mergeAdopted:
 			n.stats.applied.Add(1)
@@ -433,16 +436,21 @@ func (n *Node) handle(b []byte) {
 			n.stats.stale.Add(1)
 		}
 	}
+	for peer, nws := range ask {
+		n.requestSync(peer, nws, false)
+	}
+	var answer []string
 	for _, nw := range m.networks {
 		switch m.typ {
 		case msgSyncReq:
 			if n.store.isAttached(nw) {
-				n.requestSync(m.sender, nw, true)
+				answer = append(answer, nw)
 			}
 		case msgSyncResp:
 			n.synced(nw)
 		}
 	}
+	n.requestSync(m.sender, answer, true)
 }
 
 // admit checks one received entry: its owner (an update carries only its

@@ -232,9 +232,13 @@ func (s *store) globalState() []entry {
 }
 
 // networkState returns the endpoints (tombstones and hidden ones included)
-// of network.
-func (s *store) networkState(network string) []entry {
-	return s.collect(func(t tableID, r *record) bool { return t == tableEndpoints && r.network == network })
+// of the given networks, in one pass.
+func (s *store) networkState(networks ...string) []entry {
+	set := make(map[string]bool, len(networks))
+	for _, nw := range networks {
+		set[nw] = true
+	}
+	return s.collect(func(t tableID, r *record) bool { return t == tableEndpoints && set[r.network] })
 }
 
 func (s *store) collect(keep func(tableID, *record) bool) []entry {

@@ -25,18 +25,21 @@ import (
 )
 
 type syncJob struct {
-	to      string
-	network string
-	reply   bool
+	to       string
+	networks []string
+	reply    bool
 }
 
-// requestSync queues a sync of network with host to; it never blocks (a
+// requestSync queues a sync of networks with host to; it never blocks (a
 // full queue drops the job; the periodic round catches up).
-func (n *Node) requestSync(to, network string, reply bool) {
+func (n *Node) requestSync(to string, networks []string, reply bool) {
+	if len(networks) == 0 {
+		return
+	}
 	select {
-	case n.syncJobs <- syncJob{to: to, network: network, reply: reply}:
+	case n.syncJobs <- syncJob{to: to, networks: networks, reply: reply}:
 	default:
-		n.log.Debug("sync queue full", "network", network, "peer", to)
+		n.log.Debug("sync queue full", "networks", len(networks), "peer", to)
 	}
 }
 
@@ -72,8 +75,10 @@ func (n *Node) syncWorker(ctx context.Context) {
 			if _, ok := groups[d]; !ok {
 				order = append(order, d)
 			}
-			if !slices.Contains(groups[d], j.network) {
-				groups[d] = append(groups[d], j.network)
+			for _, nw := range j.networks {
+				if !slices.Contains(groups[d], nw) {
+					groups[d] = append(groups[d], nw)
+				}
 			}
 		}
 		for _, d := range order {
@@ -93,11 +98,8 @@ func (n *Node) sendSync(to string, networks []string, reply bool) {
 	if reply {
 		typ = msgSyncResp
 	}
-	var entries []entry
-	for _, nw := range networks {
-		entries = append(entries, n.store.networkState(nw)...)
-	}
-	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, networks: networks, entries: entries})
+	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, networks: networks,
+		entries: n.store.networkState(networks...)})
 	if err := n.ml.SendReliable(peer, msg); err != nil {
 		n.stats.sendErrors.Add(1)
 		n.log.Debug("sync networks", "networks", len(networks), "peer", to, "err", err)
@@ -116,7 +118,7 @@ func (n *Node) syncRound() time.Duration {
 		if len(peers) == 0 {
 			continue
 		}
-		n.requestSync(peers[rand.IntN(len(peers))], e.key, false)
+		n.requestSync(peers[rand.IntN(len(peers))], []string{e.key}, false)
 	}
 	return scaleInterval(n.cfg.SyncInterval, most)
 }
@@ -138,7 +140,7 @@ func (n *Node) wantSync(network string) {
 	n.needSync[network] = true
 	n.mu.Unlock()
 	if peers := n.store.attached(network); len(peers) > 0 {
-		n.requestSync(peers[rand.IntN(len(peers))], network, false)
+		n.requestSync(peers[rand.IntN(len(peers))], []string{network}, false)
 	}
 }
 
@@ -149,13 +151,10 @@ func (n *Node) synced(network string) {
 	n.mu.Unlock()
 }
 
-// peerAttached is called when a remote attachment is merged: if this host
-// still waits for a first sync of that network, it asks the new peer.
-func (n *Node) peerAttached(peer, network string) {
+// waitingSync reports whether this host still waits for a first sync of
+// network; handle then asks the peer whose attachment it just merged.
+func (n *Node) waitingSync(network string) bool {
 	n.mu.Lock()
-	want := n.needSync[network]
-	n.mu.Unlock()
-	if want {
-		n.requestSync(peer, network, false)
-	}
+	defer n.mu.Unlock()
+	return n.needSync[network]
 }
