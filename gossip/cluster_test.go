@@ -540,3 +540,52 @@ func TestGracefulLeaveHides(t *testing.T) {
 	awaitSameView(t, nodes[:2], 2, 15*time.Second)
 	awaitMembers(t, nodes[:2], 2, time.Second)
 }
+
+// TestJoinerFetchesEndpointsAtOnce: a new host attached to a network gets
+// its endpoints from the join itself, not from a periodic round (both
+// periodic repairs are off here). memberlist answers a join before it
+// merges the joiner, so the joiner's first sync request can arrive at a
+// host that does not know it yet; the answer must wait for the joiner's
+// membership instead of being lost.
+func TestJoinerFetchesEndpointsAtOnce(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.SyncInterval = time.Hour
+		cfg.PushPullInterval = time.Hour
+	}
+	h0 := c.startN(1)[0]
+	if err := h0.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := h0.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		cfg := testConfig(t, fmt.Sprintf("joiner-%d", i), c.key)
+		cfg.Seeds = []string{h0.Addr()}
+		cfg.wrapTransport = c.net.wrap
+		c.tune(&cfg)
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		eventually(t, 10*time.Second, n.cfg.NodeName+" has net-a's 50 endpoints", func() error {
+			if got := len(n.Endpoints().List("net-a")); got != 50 {
+				return fmt.Errorf("has %d", got)
+			}
+			return nil
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

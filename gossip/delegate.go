@@ -44,6 +44,7 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	n.members[m.Name] = copyNode(m)
 	n.mu.Unlock()
 	n.store.setAlive(m.Name, true)
+	n.unpark(m.Name)
 	if m.Name != n.cfg.NodeName {
 		n.log.Info("host up", "peer", m.Name, "addr", m.Address())
 	}
@@ -53,6 +54,7 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
 	n.mu.Lock()
 	delete(n.members, m.Name)
+	delete(n.parked, m.Name)
 	if m.State == memberlist.StateDead {
 		n.failed[m.Name] = failed{addr: m.Address(), since: time.Now()}
 	}

@@ -58,6 +58,7 @@ type Node struct {
 	failed   map[string]failed           // recently failed peers, joined again by Run
 	members  map[string]*memberlist.Node // copies taken in the event callbacks
 	needSync map[string]bool             // networks attached here not yet synced with a peer
+	parked   map[string][]syncJob        // syncs for peers not yet in members
 }
 
 type failed struct {
@@ -96,6 +97,7 @@ func New(cfg Config) (*Node, error) {
 		failed:   make(map[string]failed),
 		members:  make(map[string]*memberlist.Node),
 		needSync: make(map[string]bool),
+		parked:   make(map[string][]syncJob),
 		syncJobs: make(chan syncJob, 1024),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])

@@ -24,6 +24,22 @@ import (
 	"time"
 )
 
+// maxParked bounds the peers with sync jobs waiting for their membership.
+const maxParked = 64
+
+// unpark queues the sync jobs parked for peer, which just joined. Called
+// from memberlist's NotifyJoin; it only sends on a channel without
+// blocking.
+func (n *Node) unpark(peer string) {
+	n.mu.Lock()
+	jobs := n.parked[peer]
+	delete(n.parked, peer)
+	n.mu.Unlock()
+	for _, j := range jobs {
+		n.requestSync(j.to, j.networks, j.reply)
+	}
+}
+
 type syncJob struct {
 	to       string
 	networks []string
@@ -90,10 +106,17 @@ func (n *Node) syncWorker(ctx context.Context) {
 func (n *Node) sendSync(to string, networks []string, reply bool) {
 	n.mu.Lock()
 	peer := n.members[to]
-	n.mu.Unlock()
 	if peer == nil {
+		// A peer can ask before we have merged its membership: memberlist
+		// answers a join's push/pull before merging the joiner. Park the
+		// job until NotifyJoin (bounded; the periodic round catches up).
+		if len(n.parked) < maxParked {
+			n.parked[to] = append(n.parked[to], syncJob{to: to, networks: networks, reply: reply})
+		}
+		n.mu.Unlock()
 		return
 	}
+	n.mu.Unlock()
 	typ := byte(msgSyncReq)
 	if reply {
 		typ = msgSyncResp

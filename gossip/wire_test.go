@@ -95,6 +95,7 @@ func newTestNode(t *testing.T, name string) *Node {
 		failed:   make(map[string]failed),
 		members:  make(map[string]*memberlist.Node),
 		needSync: make(map[string]bool),
+		parked:   make(map[string][]syncJob),
 		syncJobs: make(chan syncJob, 16),
 	}
 }
@@ -202,5 +203,39 @@ func TestFullStateFitsAtScale(t *testing.T) {
 	}
 	if len(m.entries) != len(entries) {
 		t.Fatalf("decoded %d entries, want %d", len(m.entries), len(entries))
+	}
+}
+
+// TestSyncAnswerWaitsForMembership: memberlist answers a join's push/pull
+// before it merges the joiner, so a sync request can come from a host not
+// yet in our members. The answer is parked, not lost, and goes out when
+// the host's membership arrives.
+func TestSyncAnswerWaitsForMembership(t *testing.T) {
+	n := newTestNode(t, "me")
+	if err := n.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(n.syncJobs) != 0 {
+		t.Fatalf("Attach without known peers queued %d syncs", len(n.syncJobs))
+	}
+	n.handle(encodeMessage(nil, &message{typ: msgSyncReq, sender: "joiner", networks: []string{"net-a"}}))
+	job := <-n.syncJobs
+	if job.to != "joiner" || !job.reply || !cmp.Equal(job.networks, []string{"net-a"}) {
+		t.Fatalf("queued %+v, want an answer for net-a to joiner", job)
+	}
+	n.sendSync(job.to, job.networks, job.reply) // joiner unknown: parked
+	select {
+	case j := <-n.syncJobs:
+		t.Fatalf("job for an unknown host was not parked: %+v", j)
+	default:
+	}
+	(*events)(n).NotifyJoin(&memberlist.Node{Name: "joiner", Addr: []byte{127, 0, 0, 1}, Port: 1})
+	select {
+	case j := <-n.syncJobs:
+		if j.to != "joiner" || !j.reply {
+			t.Fatalf("unparked %+v", j)
+		}
+	default:
+		t.Fatal("the parked answer was not queued when the joiner's membership arrived")
 	}
 }
