@@ -456,8 +456,9 @@ func (n *Node) handle(b []byte) {
 }
 
 // admit checks one received entry: its owner (an update carries only its
-// sender's entries; only a full state carries other hosts' entries, and
-// nobody may update this host's entries), then its table and value.
+// sender's entries, and nobody may update this host's entries; push/pull
+// states and syncs relay other hosts' entries), a sync's scope, the
+// version's distance from the clock, then its table and value.
 func (n *Node) admit(m *message, e *entry) error {
 	switch {
 	case e.owner == "":

@@ -53,7 +53,7 @@ func reasonOf(err error) dropReason {
 
 // Stats are counters since the node started.
 type Stats struct {
-	MessagesReceived uint64 // decoded messages, updates and full states
+	MessagesReceived uint64 // decoded messages: updates, push/pull states, syncs
 	EntriesApplied   uint64 // remote entries that changed the state
 	EntriesStale     uint64 // remote entries we already had
 	EntriesUnscoped  uint64 // endpoints of networks this host does not have, ignored
