@@ -73,11 +73,18 @@ func (t Networks) List() []Network {
 }
 
 // Put creates or replaces endpoint ep on this host. Its VTEP is set to
-// this host's.
+// this host's. A host with an endpoint on a network has that network, so
+// Put attaches the network first if needed: the host then takes part in
+// the network's sync, which repairs its endpoints on the other hosts.
 func (t Endpoints) Put(ep Endpoint) error {
 	ep.VTEP = t.n.cfg.VTEP
 	if err := ep.validate(); err != nil {
 		return fmt.Errorf("put endpoint: %w", err)
+	}
+	if !t.n.store.isAttached(ep.Network) {
+		if err := t.n.Attachments().Attach(ep.Network); err != nil {
+			return fmt.Errorf("put endpoint %q: %w", ep.ID, err)
+		}
 	}
 	t.n.put(tableEndpoints, ep.ID, encodeEndpoint(&ep), ep.Network)
 	return nil

@@ -239,3 +239,16 @@ func TestSyncAnswerWaitsForMembership(t *testing.T) {
 		t.Fatal("the parked answer was not queued when the joiner's membership arrived")
 	}
 }
+
+func TestEndpointPutAttaches(t *testing.T) {
+	n := newTestNode(t, "me")
+	if err := n.Endpoints().Put(testEndpoint("ep1", "net-z", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !n.store.isAttached("net-z") {
+		t.Fatal("a host with an endpoint on net-z is not attached to it")
+	}
+	if ep, ok := n.Endpoints().Get("ep1"); !ok || ep.VTEP != n.cfg.VTEP || ep.Host != "me" {
+		t.Fatalf("Get = %+v, %v; want ep1 on me with VTEP %s", ep, ok, n.cfg.VTEP)
+	}
+}
