@@ -49,6 +49,7 @@ type Node struct {
 	vtepFix   chan struct{} // an adopted endpoint carries an old VTEP
 	stopped   sync.Once
 	rejoining atomic.Bool
+	running   atomic.Bool
 	syncJobs  chan syncJob
 
 	addr string // host:port others join
@@ -83,7 +84,8 @@ func GenerateKey() ([]byte, error) {
 }
 
 // New validates cfg, binds the gossip port and starts answering other
-// hosts; it joins nobody until Run.
+// hosts; it joins nobody until Run. Call Run next: it owns the node's
+// lifetime and releases the port when it returns.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -168,6 +170,9 @@ func (n *Node) Addr() string { return n.addr }
 // and dead hosts' entries, and fixes the VTEP on entries adopted after a
 // restart. On return it has left the ring and closed every subscription.
 func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("gossip: Run called twice")
+	}
 	defer n.stop(true)
 	var seeds []string
 	for _, s := range n.cfg.Seeds {
