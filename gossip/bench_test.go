@@ -75,8 +75,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func BenchmarkCluster50(b *testing.B) {
 	const size, attached = 50, 40
 	c := newTestCluster(b)
-	c.tune = func(cfg *Config) {
+	c.tune = func(cfg *Config) { // the default repair timers, not the tests' fast ones
 		cfg.PushPullInterval = DefaultConfig().PushPullInterval
+		cfg.SyncInterval = DefaultConfig().SyncInterval
 	}
 	nodes := c.startN(size)
 	awaitMembers(b, nodes, size, 60*time.Second)
