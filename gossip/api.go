@@ -74,11 +74,18 @@ func (t Networks) List() []Network {
 }
 
 // Put creates or replaces endpoint ep on this host. Its VTEP is set to
-// this host's.
+// this host's. A host with an endpoint on a network has that network, so
+// Put attaches the network first if needed: the host then takes part in
+// the network's sync, which repairs its endpoints on the other hosts.
 func (t Endpoints) Put(ep Endpoint) error {
 	ep.VTEP = t.n.cfg.VTEP
 	if err := ep.validate(); err != nil {
 		return fmt.Errorf("put endpoint: %w", err)
+	}
+	if !t.n.store.isAttached(ep.Network) {
+		if err := t.n.Attachments().Attach(ep.Network); err != nil {
+			return fmt.Errorf("put endpoint %q: %w", ep.ID, err)
+		}
 	}
 	t.n.put(tableEndpoints, ep.ID, encodeEndpoint(&ep), ep.Network)
 	return nil
@@ -93,7 +100,7 @@ func (t Endpoints) Get(id string) (Endpoint, bool) {
 	if len(es) == 0 {
 		return Endpoint{}, false
 	}
-	ep, _ := decodeEndpoint(es[0].value)
+	ep, _ := decodeEndpoint(es[0].key, es[0].value)
 	ep.Host = es[0].owner
 	return ep, true
 }
@@ -106,7 +113,7 @@ func (t Endpoints) List(network string) []Endpoint {
 		if network != "" && endpointNetwork(e.value) != network {
 			continue
 		}
-		ep, _ := decodeEndpoint(e.value)
+		ep, _ := decodeEndpoint(e.key, e.value)
 		ep.Host = e.owner
 		out = append(out, ep)
 	}
@@ -150,18 +157,25 @@ func (t Blocks) List() []Block {
 	return out
 }
 
-// Attach records that this host has network, so endpoint changes for it
-// are sent here directly.
+// Attach records that this host has network: from now on it keeps the
+// network's endpoints, they are sent here directly, and it fetches the
+// current ones from a peer that has the network.
 func (t Attachments) Attach(network string) error {
 	if err := checkID("network", network); err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
 	t.n.put(tableAttachments, network, nil, "")
+	t.n.wantSync(network)
 	return nil
 }
 
-// Detach deletes this host's attachment to network.
-func (t Attachments) Detach(network string) { t.n.del(tableAttachments, network) }
+// Detach deletes this host's attachment to network and forgets the other
+// hosts' endpoints on it (reported as hidden deletes).
+func (t Attachments) Detach(network string) {
+	t.n.del(tableAttachments, network)
+	t.n.synced(network)
+	t.n.store.dropNetwork(network)
+}
 
 // Hosts returns the alive hosts attached to network, this one included.
 func (t Attachments) Hosts(network string) []string {
@@ -179,10 +193,10 @@ func (n *Node) put(t tableID, key string, value []byte, network string) {
 }
 
 func (n *Node) del(t tableID, key string) {
-	if e, old, ok := n.store.del(t, key); ok {
+	if e, _, ok := n.store.del(t, key); ok {
 		network := ""
 		if t == tableEndpoints {
-			network = endpointNetwork(old)
+			network = endpointNetwork(e.value)
 		}
 		n.publish(e, network)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/memberlist"
 )
 
 // eventually polls check until it returns nil or timeout passes.
@@ -60,20 +62,41 @@ func testConfig(t testing.TB, name string, key []byte) Config {
 	cfg.VTEP = netip.MustParseAddr("192.0.2.1")
 	cfg.Keys = [][]byte{key}
 	cfg.PushPullInterval = 2 * time.Second
+	cfg.SyncInterval = time.Second
 	cfg.RejoinInterval = 500 * time.Millisecond
 	cfg.DeadNodeReclaimTime = 500 * time.Millisecond
 	cfg.ReapInterval = time.Second
-	var w interface{ Write([]byte) (int, error) } = testWriter{t}
+	w := &testLog{}
 	if tt, ok := t.(*testing.T); ok {
-		w = tt.Output()
+		w.out = tt.Output()
 	}
+	t.Cleanup(w.close) // runs after the node's own cleanup, registered later
 	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return cfg
 }
 
-type testWriter struct{ t testing.TB }
+// testLog forwards to the test's output until the test ends, then drops:
+// memberlist's Shutdown does not wait for a probe already in flight, which
+// may still log, and writing to a finished test's output panics.
+type testLog struct {
+	mu  sync.Mutex
+	out io.Writer // nil: discard
+}
 
-func (w testWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out != nil {
+		return w.out.Write(p)
+	}
+	return len(p), nil
+}
+
+func (w *testLog) close() {
+	w.mu.Lock()
+	w.out = nil
+	w.mu.Unlock()
+}
 
 // start creates and runs a node; the node stops at cleanup.
 func (c *testCluster) start(cfg Config) *Node {
@@ -375,6 +398,12 @@ func TestPartitionHeals(t *testing.T) {
 		t.Skip("slow: waits for failure detection on both sides of a partition")
 	}
 	c := newTestCluster(t)
+	// memberlist stops gossiping to a dead peer after GossipToTheDeadTime
+	// (30 s by default) and never contacts it again. Make that 1 s, so this
+	// short partition is a "long" one: only Run's periodic rejoin heals it.
+	c.tune = func(cfg *Config) {
+		cfg.tuneMemberlist = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = time.Second }
+	}
 	nodes := c.startN(5)
 	awaitMembers(t, nodes, 5, 15*time.Second)
 	for i, n := range nodes {
@@ -404,6 +433,10 @@ func TestPartitionHeals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The partition must outlast GossipToTheDeadTime, so that memberlist
+	// has forgotten the other side; this is the scenario's length, not a
+	// wait for an outcome.
+	<-time.After(3 * time.Second)
 	a[1].Endpoints().Delete("ep-1")
 	b[0].Endpoints().Delete("ep-3")
 	if err := b[1].Endpoints().Put(testEndpoint("ep-4", "net-a", 99)); err != nil {
@@ -429,4 +462,130 @@ func TestPartitionHeals(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEndpointScopeAndRepair shows that an endpoint change goes only to
+// the hosts attached to its network, that the per-network sync repairs a
+// lost send, that an unattached host keeps none of the network's
+// endpoints, and that attaching fetches them.
+func TestEndpointScopeAndRepair(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(3)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	for _, n := range nodes[:2] {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, "h0 sees both attachments", func() error {
+		if h := h0.Attachments().Hosts("net-a"); len(h) != 2 {
+			return fmt.Errorf("attached: %v", h)
+		}
+		return nil
+	})
+
+	// The direct send is lost on the wire.
+	c.net.partition([]string{h0.Addr()}, []string{h1.Addr(), h2.Addr()})
+	sent := h0.Stats().MessagesSent
+	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if d := h0.Stats().MessagesSent - sent; d != 1 {
+		t.Errorf("h0 sent the endpoint to %d hosts, want 1 (only h1 has net-a)", d)
+	}
+	c.net.heal()
+	eventually(t, 15*time.Second, "h1 gets ep-a by sync", func() error {
+		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	if got := h2.store.networkState("net-a"); len(got) != 0 {
+		t.Errorf("h2, without net-a, holds its endpoints: %+v", got)
+	}
+
+	if err := h2.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "h2 gets ep-a after attaching", func() error {
+		if _, ok := h2.Endpoints().Get("ep-a"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	h2.Attachments().Detach("net-a")
+	if _, ok := h2.Endpoints().Get("ep-a"); ok {
+		t.Error("h2 still shows ep-a after detaching")
+	}
+}
+
+// TestGracefulLeaveHides: a host that stops cleanly (Run's context
+// cancelled) leaves the ring, and its peers hide its entries without
+// waiting for failure detection.
+func TestGracefulLeaveHides(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	for _, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[2].Endpoints().Put(testEndpoint("ep-2", "net-a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	awaitSameView(t, nodes, 3+1, 15*time.Second)
+	c.stops[nodes[2]]()
+	awaitSameView(t, nodes[:2], 2, 15*time.Second)
+	awaitMembers(t, nodes[:2], 2, time.Second)
+}
+
+// TestJoinerFetchesEndpointsAtOnce: a new host attached to a network gets
+// its endpoints from the join itself, not from a periodic round (both
+// periodic repairs are off here). memberlist answers a join before it
+// merges the joiner, so the joiner's first sync request can arrive at a
+// host that does not know it yet; the answer must wait for the joiner's
+// membership instead of being lost.
+func TestJoinerFetchesEndpointsAtOnce(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.SyncInterval = time.Hour
+		cfg.PushPullInterval = time.Hour
+	}
+	h0 := c.startN(1)[0]
+	if err := h0.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := h0.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		cfg := testConfig(t, fmt.Sprintf("joiner-%d", i), c.key)
+		cfg.Seeds = []string{h0.Addr()}
+		cfg.wrapTransport = c.net.wrap
+		c.tune(&cfg)
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		eventually(t, 10*time.Second, n.cfg.NodeName+" has net-a's 50 endpoints", func() error {
+			if got := len(n.Endpoints().List("net-a")); got != 50 {
+				return fmt.Errorf("has %d", got)
+			}
+			return nil
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

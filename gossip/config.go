@@ -58,10 +58,15 @@ type Config struct {
 	// directly to the hosts that need them.
 	GossipInterval time.Duration
 	GossipNodes    int
-	// PushPullInterval is how often a full state exchange with one random
-	// host repairs anything a direct send missed. memberlist scales it up
-	// above 32 hosts.
+	// PushPullInterval is how often memberlist exchanges the membership and
+	// the global tables (networks, blocks, attachments) with one random
+	// host, repairing anything a direct send missed. memberlist scales it
+	// up above 32 hosts.
 	PushPullInterval time.Duration
+	// SyncInterval is how often a host exchanges each of its networks'
+	// endpoints with one random host attached to the same network, to
+	// repair what a direct send missed (scaled up above 32 attached hosts).
+	SyncInterval time.Duration
 	// RejoinInterval is how often seeds and recently failed peers that are
 	// not alive members are joined again, so a long partition heals.
 	RejoinInterval time.Duration
@@ -85,6 +90,9 @@ type Config struct {
 	// wrapTransport, if set, wraps the UDP/TCP transport (tests use it to
 	// drop traffic between groups of nodes).
 	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	// tuneMemberlist, if set, adjusts memberlist's config last (tests use
+	// it to make memberlist forget dead peers quickly).
+	tuneMemberlist func(*memberlist.Config)
 }
 
 // DefaultConfig returns a Config for a LAN, with the tuned failure detector.
@@ -93,13 +101,14 @@ func DefaultConfig() Config {
 	return Config{
 		BindPort:                7946,
 		Cluster:                 "tenet",
-		ProbeInterval:           400 * time.Millisecond,
+		ProbeInterval:           350 * time.Millisecond,
 		ProbeTimeout:            200 * time.Millisecond,
 		SuspicionMult:           3,
 		SuspicionMaxTimeoutMult: 2,
 		GossipInterval:          100 * time.Millisecond,
 		GossipNodes:             4,
 		PushPullInterval:        15 * time.Second,
+		SyncInterval:            15 * time.Second,
 		RejoinInterval:          10 * time.Second,
 		DeadNodeReclaimTime:     2 * time.Second,
 		TombstoneTTL:            30 * time.Minute,
@@ -143,6 +152,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("gossip: GossipNodes %d: must be at least 1", c.GossipNodes)
 	case c.PushPullInterval <= 0:
 		return fmt.Errorf("gossip: PushPullInterval %s: must be positive", c.PushPullInterval)
+	case c.SyncInterval <= 0:
+		return fmt.Errorf("gossip: SyncInterval %s: must be positive", c.SyncInterval)
 	case c.RejoinInterval <= 0:
 		return fmt.Errorf("gossip: RejoinInterval %s: must be positive", c.RejoinInterval)
 	case c.DeadNodeReclaimTime < 0:

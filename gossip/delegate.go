@@ -28,7 +28,7 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
 func (d *delegate) LocalState(join bool) []byte {
 	n := (*Node)(d)
-	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, entries: n.store.snapshot()})
+	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, entries: n.store.globalState()})
 }
 
 func (d *delegate) MergeRemoteState(b []byte, join bool) { (*Node)(d).handle(b) }
@@ -44,6 +44,7 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 	n.members[m.Name] = copyNode(m)
 	n.mu.Unlock()
 	n.store.setAlive(m.Name, true)
+	n.unpark(m.Name)
 	if m.Name != n.cfg.NodeName {
 		n.log.Info("host up", "peer", m.Name, "addr", m.Address())
 	}
@@ -53,6 +54,7 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
 	n.mu.Lock()
 	delete(n.members, m.Name)
+	delete(n.parked, m.Name)
 	if m.State == memberlist.StateDead {
 		n.failed[m.Name] = failed{addr: m.Address(), since: time.Now()}
 	}

@@ -10,8 +10,9 @@
 // wrote it; only that host changes it, with Lamport versions, so every host
 // ends in the same state whatever order messages arrive in. Deletes are
 // tombstones reaped after Config.TombstoneTTL. Changes are sent directly to
-// the hosts that need them (endpoint changes only to hosts attached to the
-// endpoint's network); a periodic full push/pull repairs anything missed.
+// the hosts that need them. Endpoints are kept, sent and repaired only
+// among the hosts attached to their network (a per-network sync); the
+// other tables are on every host and repaired by memberlist's push/pull.
 // The entries of a host that memberlist declares dead are hidden (deleted
 // for subscribers) and return if it comes back; they are dropped after
 // Config.ReapDeadAfter. See ARCHITECTURE-gossip.md for the state model and

@@ -3,6 +3,7 @@ package gossip
 import (
 	"fmt"
 	"net/netip"
+	"sort"
 	"sync"
 )
 
@@ -67,7 +68,7 @@ func (r *rawEvent) decode() Event {
 		n.Host = r.owner
 		ev.Network = &n
 	case tableEndpoints:
-		e, _ := decodeEndpoint(r.value)
+		e, _ := decodeEndpoint(r.key, r.value)
 		e.Host = r.owner
 		ev.Endpoint = &e
 	case tableBlocks:
@@ -152,12 +153,25 @@ func (s *store) subscribe(buf int) (<-chan Event, func()) {
 		if !o.alive {
 			continue
 		}
-		for _, k := range sortedKeys(o.entries) {
-			if r := o.entries[k]; !r.deleted {
+		for k, r := range o.entries {
+			if !r.deleted {
 				sub.queue = append(sub.queue, rawEvent{kind: EventPut, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value})
 			}
 		}
 	}
+	// Replay in table order (networks before their endpoints), then by
+	// owner and key, so a subscriber sees a stable order. Sorted before
+	// the subscriber is registered: after that, pushes append to queue.
+	sort.Slice(sub.queue, func(i, j int) bool {
+		a, b := &sub.queue[i], &sub.queue[j]
+		if a.table != b.table {
+			return a.table < b.table
+		}
+		if a.owner != b.owner {
+			return a.owner < b.owner
+		}
+		return a.key < b.key
+	})
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	go sub.run()

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -21,27 +23,43 @@ import (
 // headers, the label and AES-GCM's nonce and tag.
 const udpBudget = 1200
 
-var errOwnership = errors.New("entry owned by another host")
+// maxAhead bounds how far an entry's version may be ahead of this host's
+// wall clock. Versions track the wall clock in microseconds (see clock),
+// so a much larger one comes from a broken or hostile sender; accepting
+// it would drag every host's clock up to it, and near 2^64 the clock
+// would wrap. A day tolerates badly set clocks (time zones) between hosts.
+const maxAhead = 24 * time.Hour
+
+var (
+	errOwnership = errors.New("entry owned by another host")
+	errFuture    = errors.New("version too far ahead of the clock")
+	errScope     = errors.New("entry outside the synced network")
+)
 
 // Node is one host's member of the gossip ring and its replica of the
 // tables. Create it with New, then call Run.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *store
-	stats   counters
-	keyring *memberlist.Keyring
-	ml      *memberlist.Memberlist
-	meta    []byte
-	vtepFix chan struct{} // an adopted endpoint carries an old VTEP
-	stopped sync.Once
+	cfg       Config
+	log       *slog.Logger
+	store     *store
+	stats     counters
+	keyring   *memberlist.Keyring
+	ml        *memberlist.Memberlist
+	meta      []byte
+	vtepFix   chan struct{} // an adopted endpoint carries an old VTEP
+	stopped   sync.Once
+	rejoining atomic.Bool
+	running   atomic.Bool
+	syncJobs  chan syncJob
 
 	addr string // host:port others join
 	port uint16
 
-	mu      sync.Mutex                  // guards the fields below
-	failed  map[string]failed           // recently failed peers, joined again by Run
-	members map[string]*memberlist.Node // copies taken in the event callbacks
+	mu       sync.Mutex                  // guards the fields below
+	failed   map[string]failed           // recently failed peers, joined again by Run
+	members  map[string]*memberlist.Node // copies taken in the event callbacks
+	needSync map[string]bool             // networks attached here not yet synced with a peer
+	parked   map[string][]syncJob        // syncs for peers not yet in members
 }
 
 type failed struct {
@@ -66,19 +84,23 @@ func GenerateKey() ([]byte, error) {
 }
 
 // New validates cfg, binds the gossip port and starts answering other
-// hosts; it joins nobody until Run.
+// hosts; it joins nobody until Run. Call Run next: it owns the node's
+// lifetime and releases the port when it returns.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
-		store:   newStore(cfg.NodeName, time.Now),
-		meta:    appendAddr([]byte{metaVersion}, cfg.VTEP),
-		vtepFix: make(chan struct{}, 1),
-		failed:  make(map[string]failed),
-		members: make(map[string]*memberlist.Node),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
+		store:    newStore(cfg.NodeName, time.Now),
+		meta:     appendAddr([]byte{metaVersion}, cfg.VTEP),
+		vtepFix:  make(chan struct{}, 1),
+		failed:   make(map[string]failed),
+		members:  make(map[string]*memberlist.Node),
+		needSync: make(map[string]bool),
+		parked:   make(map[string][]syncJob),
+		syncJobs: make(chan syncJob, 1024),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
@@ -126,6 +148,9 @@ func New(cfg Config) (*Node, error) {
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Logger = mlog
+	if cfg.tuneMemberlist != nil {
+		cfg.tuneMemberlist(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = nt.Shutdown()
@@ -145,14 +170,28 @@ func (n *Node) Addr() string { return n.addr }
 // and dead hosts' entries, and fixes the VTEP on entries adopted after a
 // restart. On return it has left the ring and closed every subscription.
 func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("gossip: Run called twice")
+	}
 	defer n.stop(true)
-	if len(n.cfg.Seeds) > 0 {
-		if k, err := n.ml.Join(n.cfg.Seeds); err != nil && k == 0 {
-			n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", n.cfg.Seeds, "err", err)
-		} else {
-			n.log.Info("joined ring", "seeds", n.cfg.Seeds, "reached", k, "members", n.ml.NumMembers())
+	var seeds []string
+	for _, s := range n.cfg.Seeds {
+		if withPort(s, n.port) != n.addr { // a shared seed list may name this host
+			seeds = append(seeds, s)
 		}
 	}
+	if len(seeds) > 0 {
+		if k, err := n.ml.Join(seeds); err != nil && k == 0 {
+			n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", seeds, "err", err)
+		} else {
+			n.log.Info("joined ring", "seeds", seeds, "reached", k)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go n.syncWorker(ctx)
+	syncTimer := time.NewTimer(n.cfg.SyncInterval)
+	defer syncTimer.Stop()
 	rejoin := time.NewTicker(n.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	reap := time.NewTicker(n.cfg.ReapInterval)
@@ -162,7 +201,14 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rejoin.C:
-			n.rejoin()
+			// A join dials each target in turn and a dead host can take
+			// TCPTimeout to fail, so it runs aside, one at a time.
+			if n.rejoining.CompareAndSwap(false, true) {
+				go func() {
+					defer n.rejoining.Store(false)
+					n.rejoin()
+				}()
+			}
 		case <-reap.C:
 			tomb, dead := n.store.reap(n.cfg.TombstoneTTL, n.cfg.ReapDeadAfter)
 			if tomb+dead > 0 {
@@ -171,6 +217,8 @@ func (n *Node) Run(ctx context.Context) error {
 			n.forgetFailed(time.Now().Add(-n.cfg.ReapDeadAfter))
 		case <-n.vtepFix:
 			n.fixVTEP()
+		case <-syncTimer.C:
+			syncTimer.Reset(n.syncRound())
 		}
 	}
 }
@@ -242,7 +290,7 @@ func (n *Node) forgetFailed(before time.Time) {
 // adopted after the host came back with a new underlay address.
 func (n *Node) fixVTEP() {
 	for _, e := range n.store.owned(tableEndpoints) {
-		ep, err := decodeEndpoint(e.value)
+		ep, err := decodeEndpoint(e.key, e.value)
 		if err != nil || ep.VTEP == n.cfg.VTEP {
 			continue
 		}
@@ -361,38 +409,71 @@ func (n *Node) handle(b []byte) {
 		return
 	}
 	n.stats.received.Add(1)
+	ask := make(map[string][]string) // peer -> networks to sync with it, one request each
 	for i := range m.entries {
 		e := &m.entries[i]
 		if err := n.admit(m, e); err != nil {
 			n.drop(err, m.sender, e.key)
 			continue
 		}
+		if e.table == tableEndpoints && e.owner != n.cfg.NodeName && !n.store.isAttached(endpointNetwork(e.value)) {
+			n.stats.unscoped.Add(1) // not ours to keep: this host lacks the network
+			continue
+		}
 		switch n.store.merge(e) {
 		case mergeApplied:
 			n.stats.applied.Add(1)
+			if e.table == tableAttachments && !e.deleted {
+				if n.waitingSync(e.key) {
+					ask[e.owner] = append(ask[e.owner], e.key)
+				}
+			}
 		case mergeAdopted:
 			n.stats.applied.Add(1)
-			if e.table == tableEndpoints && !e.deleted {
+			switch {
+			case e.table == tableEndpoints && !e.deleted:
 				select {
 				case n.vtepFix <- struct{}{}:
 				default:
 				}
+			case e.table == tableAttachments && !e.deleted:
+				n.wantSync(e.key) // restarted: fetch the network's endpoints
 			}
 		case mergeStale, mergeReaped:
 			n.stats.stale.Add(1)
 		}
 	}
+	for peer, nws := range ask {
+		n.requestSync(peer, nws, false)
+	}
+	var answer []string
+	for _, nw := range m.networks {
+		switch m.typ {
+		case msgSyncReq:
+			if n.store.isAttached(nw) {
+				answer = append(answer, nw)
+			}
+		case msgSyncResp:
+			n.synced(nw)
+		}
+	}
+	n.requestSync(m.sender, answer, true)
 }
 
 // admit checks one received entry: its owner (an update carries only its
-// sender's entries; only a full state carries other hosts' entries, and
-// nobody may update this host's entries), then its table and value.
+// sender's entries, and nobody may update this host's entries; push/pull
+// states and syncs relay other hosts' entries), a sync's scope, the
+// version's distance from the clock, then its table and value.
 func (n *Node) admit(m *message, e *entry) error {
 	switch {
 	case e.owner == "":
 		return fmt.Errorf("empty owner: %w", errOwnership)
 	case m.typ == msgUpdate && (e.owner != m.sender || m.sender == n.cfg.NodeName):
 		return fmt.Errorf("update from %q for %q: %w", m.sender, e.owner, errOwnership)
+	case isSync(m.typ) && (e.table != tableEndpoints || !slices.Contains(m.networks, endpointNetwork(e.value))):
+		return fmt.Errorf("sync of networks %q carries %s %q: %w", m.networks, e.table.name(), e.key, errScope)
+	case e.version > uint64(time.Now().Add(maxAhead).UnixMicro()):
+		return fmt.Errorf("version %d: %w", e.version, errFuture)
 	}
 	return checkValue(e)
 }

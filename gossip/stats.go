@@ -17,17 +17,20 @@ const (
 	dropTrailing
 	dropOwnerIndex
 	dropFlags
+	dropNonCanonical
 	dropTable
 	dropValue
 	dropKey
 	dropOwnership
+	dropFuture
+	dropScope
 	dropOther
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index",
-	"flags", "unknown-table", "bad-value", "key-mismatch", "ownership", "other",
+	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "future-version", "scope", "other",
 }
 
 func reasonOf(err error) dropReason {
@@ -36,10 +39,10 @@ func reasonOf(err error) dropReason {
 		r   dropReason
 	}{
 		// Entry-level reasons first: a bad value also wraps the reader's error.
-		{errOwnership, dropOwnership}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
+		{errOwnership, dropOwnership}, {errFuture, dropFuture}, {errScope, dropScope}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
 		{errTruncated, dropTruncated}, {errWireVersion, dropVersion}, {errMsgType, dropType},
 		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex},
-		{errBadFlags, dropFlags},
+		{errBadFlags, dropFlags}, {errNonCanonical, dropNonCanonical},
 	} {
 		if errors.Is(err, c.err) {
 			return c.r
@@ -50,9 +53,10 @@ func reasonOf(err error) dropReason {
 
 // Stats are counters since the node started.
 type Stats struct {
-	MessagesReceived uint64 // decoded messages, updates and full states
+	MessagesReceived uint64 // decoded messages: updates, push/pull states, syncs
 	EntriesApplied   uint64 // remote entries that changed the state
 	EntriesStale     uint64 // remote entries we already had
+	EntriesUnscoped  uint64 // endpoints of networks this host does not have, ignored
 	MessagesSent     uint64 // direct sends that memberlist accepted
 	SendErrors       uint64
 	// Dropped counts refused messages and entries by reason
@@ -61,9 +65,9 @@ type Stats struct {
 }
 
 type counters struct {
-	received, applied, stale, sent, sendErrors atomic.Uint64
-	dropped                                    [numDropReasons]atomic.Uint64
-	lastDropLog                                atomic.Int64 // unix nanoseconds; rate-limits warnings
+	received, applied, stale, unscoped, sent, sendErrors atomic.Uint64
+	dropped                                              [numDropReasons]atomic.Uint64
+	lastDropLog                                          atomic.Int64 // unix nanoseconds; rate-limits warnings
 }
 
 func (c *counters) snapshot() Stats {
@@ -71,6 +75,7 @@ func (c *counters) snapshot() Stats {
 		MessagesReceived: c.received.Load(),
 		EntriesApplied:   c.applied.Load(),
 		EntriesStale:     c.stale.Load(),
+		EntriesUnscoped:  c.unscoped.Load(),
 		MessagesSent:     c.sent.Load(),
 		SendErrors:       c.sendErrors.Load(),
 		Dropped:          make(map[string]uint64),

@@ -33,7 +33,8 @@ type record struct {
 	version   uint64
 	deleted   bool
 	value     []byte
-	deletedAt int64 // unix nanoseconds, for reaping tombstones
+	network   string // endpoints only: the network, interned
+	deletedAt int64  // unix nanoseconds, for reaping tombstones
 }
 
 // ownerState is everything known about one owner.
@@ -53,6 +54,7 @@ type store struct {
 	clock  clock
 	owners map[string]*ownerState
 	subs   map[*subscription]struct{}
+	names  map[string]string // interned network names
 }
 
 func newStore(self string, now func() time.Time) *store {
@@ -61,9 +63,25 @@ func newStore(self string, now func() time.Time) *store {
 		clock:  clock{now: now},
 		owners: make(map[string]*ownerState),
 		subs:   make(map[*subscription]struct{}),
+		names:  make(map[string]string),
 	}
 	s.owners[self] = &ownerState{alive: true, entries: make(map[tkey]*record)}
 	return s
+}
+
+// networkLocked returns the interned network of an endpoint value (or an
+// endpoint's tombstone value); "" for other tables. Interning keeps one
+// copy of each network ID however many endpoints it has.
+func (s *store) networkLocked(t tableID, value []byte) string {
+	if t != tableEndpoints {
+		return ""
+	}
+	nw := endpointNetwork(value)
+	if in, ok := s.names[nw]; ok {
+		return in
+	}
+	s.names[nw] = nw
+	return nw
 }
 
 // ownerLocked returns the state of owner, creating it (not alive) if new.
@@ -86,7 +104,7 @@ func (s *store) put(t tableID, key string, value []byte) (e entry, ok bool) {
 	if r := o.entries[k]; r != nil && !r.deleted && string(r.value) == string(value) {
 		return entry{}, false
 	}
-	r := &record{version: s.clock.next(), value: value}
+	r := &record{version: s.clock.next(), value: value, network: s.networkLocked(t, value)}
 	o.entries[k] = r
 	s.emitLocked(rawEvent{kind: EventPut, table: t, owner: s.self, key: key, version: r.version, value: value})
 	return entry{table: t, owner: s.self, key: key, version: r.version, value: value}, true
@@ -103,10 +121,10 @@ func (s *store) del(t tableID, key string) (e entry, oldValue []byte, ok bool) {
 	if old == nil || old.deleted {
 		return entry{}, nil, false
 	}
-	r := &record{version: s.clock.next(), deleted: true, deletedAt: s.clock.now().UnixNano()}
+	r := &record{version: s.clock.next(), deleted: true, value: tombstoneValue(t, old.value), network: old.network, deletedAt: s.clock.now().UnixNano()}
 	o.entries[k] = r
 	s.emitLocked(rawEvent{kind: EventDelete, table: t, owner: s.self, key: key, version: r.version, value: old.value})
-	return entry{table: t, owner: s.self, key: key, version: r.version, deleted: true}, old.value, true
+	return entry{table: t, owner: s.self, key: key, version: r.version, deleted: true, value: r.value}, old.value, true
 }
 
 // mergeResult says what merging one remote entry did.
@@ -133,7 +151,7 @@ func (s *store) merge(e *entry) mergeResult {
 	if old != nil && old.version >= e.version {
 		return mergeStale
 	}
-	r := &record{version: e.version, deleted: e.deleted, value: e.value}
+	r := &record{version: e.version, deleted: e.deleted, value: e.value, network: s.networkLocked(e.table, e.value)}
 	if e.deleted {
 		r.deletedAt = s.clock.now().UnixNano()
 	}
@@ -205,22 +223,66 @@ func (s *store) reap(ttl, deadAfter time.Duration) (tombstones, entries int) {
 	return tombstones, entries
 }
 
-// snapshot returns every entry, tombstones and hidden ones included, for a
-// full-state exchange.
-func (s *store) snapshot() []entry {
+// snapshot returns every entry, tombstones and hidden ones included.
+func (s *store) snapshot() []entry { return s.collect(func(tableID, *record) bool { return true }) }
+
+// globalState returns the entries of every table but endpoints, for
+// memberlist's push/pull; endpoints are synced per network.
+func (s *store) globalState() []entry {
+	return s.collect(func(t tableID, _ *record) bool { return t != tableEndpoints })
+}
+
+// networkState returns the endpoints (tombstones and hidden ones included)
+// of the given networks, in one pass.
+func (s *store) networkState(networks ...string) []entry {
+	set := make(map[string]bool, len(networks))
+	for _, nw := range networks {
+		set[nw] = true
+	}
+	return s.collect(func(t tableID, r *record) bool { return t == tableEndpoints && set[r.network] })
+}
+
+func (s *store) collect(keep func(tableID, *record) bool) []entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for _, o := range s.owners {
-		n += len(o.entries)
-	}
-	out := make([]entry, 0, n)
+	var out []entry
 	for owner, o := range s.owners {
 		for k, r := range o.entries {
-			out = append(out, entry{table: k.table, owner: owner, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
+			if keep(k.table, r) {
+				out = append(out, entry{table: k.table, owner: owner, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
+			}
 		}
 	}
 	return out
+}
+
+// isAttached reports whether this host has network.
+func (s *store) isAttached(network string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.owners[s.self].entries[tkey{tableAttachments, network}]
+	return r != nil && !r.deleted
+}
+
+// dropNetwork forgets other hosts' endpoints of network (this host no
+// longer has it); visible ones are reported as hidden deletes.
+func (s *store) dropNetwork(network string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for owner, o := range s.owners {
+		if owner == s.self {
+			continue
+		}
+		for k, r := range o.entries {
+			if k.table != tableEndpoints || r.network != network {
+				continue
+			}
+			delete(o.entries, k)
+			if o.alive && !r.deleted {
+				s.emitLocked(rawEvent{kind: EventDelete, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value, hidden: true})
+			}
+		}
+	}
 }
 
 // visible returns the live entries of table t of alive owners, optionally

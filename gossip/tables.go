@@ -91,6 +91,14 @@ type Attachment struct {
 	Host    string // owner; filled in by gossip
 }
 
+// tombstoneValue is what a tombstone of an entry with value v keeps.
+func tombstoneValue(t tableID, v []byte) []byte {
+	if t == tableEndpoints {
+		return appendStr(nil, endpointNetwork(v))
+	}
+	return nil
+}
+
 var (
 	errBadValue = errors.New("malformed value")
 	errKey      = errors.New("key does not match value")
@@ -235,18 +243,17 @@ func decodeNetwork(b []byte) (Network, error) {
 	return n, nil
 }
 
+// encodeEndpoint leaves out the ID: it is the entry's key.
 func encodeEndpoint(e *Endpoint) []byte {
-	b := appendStr(nil, e.ID)
-	b = appendStr(b, e.Network)
+	b := appendStr(nil, e.Network)
 	b = appendBytes(b, e.MAC)
 	b = appendAddr(b, e.IP)
 	return appendAddr(b, e.VTEP)
 }
 
-func decodeEndpoint(b []byte) (Endpoint, error) {
+func decodeEndpoint(key string, b []byte) (Endpoint, error) {
 	r := reader{b: b}
-	var e Endpoint
-	e.ID = r.str(maxKeyLen)
+	e := Endpoint{ID: key}
 	e.Network = r.str(maxKeyLen)
 	if mac := r.bytes(6); len(mac) > 0 {
 		e.MAC = net.HardwareAddr(mac)
@@ -292,6 +299,19 @@ func checkValue(e *entry) error {
 		if e.key == "" {
 			return fmt.Errorf("tombstone: %w", errKey)
 		}
+		if e.table == tableEndpoints {
+			// An endpoint's tombstone keeps its network, so that it can
+			// be scoped like the endpoint.
+			r := reader{b: e.value}
+			nw := r.str(maxKeyLen)
+			if err := r.done(); err != nil || nw == "" {
+				return fmt.Errorf("endpoint tombstone %q: %w", e.key, errBadValue)
+			}
+			return nil
+		}
+		if len(e.value) != 0 {
+			return fmt.Errorf("tombstone %q carries %d bytes: %w", e.key, len(e.value), errBadValue)
+		}
 		return nil
 	}
 	var key string
@@ -303,11 +323,10 @@ func checkValue(e *entry) error {
 		}
 		key = n.ID
 	case tableEndpoints:
-		ep, err := decodeEndpoint(e.value)
-		if err != nil {
+		if _, err := decodeEndpoint(e.key, e.value); err != nil {
 			return err
 		}
-		key = ep.ID
+		key = e.key
 	case tableBlocks:
 		bl, err := decodeBlock(e.value)
 		if err != nil {
@@ -334,10 +353,10 @@ func checkValue(e *entry) error {
 	return nil
 }
 
-// endpointNetwork returns the network of an encoded endpoint without a full
-// decode (the network is the second field).
+// endpointNetwork returns the network of an encoded endpoint, or of an
+// endpoint's tombstone, without a full decode (the network is the first
+// field of both).
 func endpointNetwork(v []byte) string {
 	r := reader{b: v}
-	r.str(maxKeyLen)
 	return r.str(maxKeyLen)
 }

@@ -5,22 +5,30 @@ package gossip
 // every input:
 //
 //	version  u8      wireVersion
-//	type     u8      msgUpdate | msgState
+//	type     u8      msgUpdate | msgState | msgSyncReq | msgSyncResp
 //	sender   str     name of the host that encoded the message
+//	networks uvarint count, then count × str; only in msgSyncReq and
+//	                 msgSyncResp: the networks synced
 //	owners   uvarint count, then count × str (dictionary, so a full state
 //	                 names each host once, not once per entry)
 //	entries  uvarint count, then count × entry
 //	entry:   table u8, flags u8 (bit 0: tombstone), owner uvarint (index
-//	         into owners), key str, version uvarint, value str (absent for
-//	         tombstones)
+//	         into owners), key str, version uvarint, value bytes (for an
+//	         endpoint tombstone: its network as a str; for other
+//	         tombstones: empty)
 //
-// str is a uvarint length then the bytes. Every length and count is checked
+// str is a uvarint header h then the string: h>>1 is the string's length;
+// if h&1 is set the string is lower-case hex (Docker's 64-character IDs)
+// and is carried as h>>1/2 raw bytes, halving the size of IDs. Varints
+// must be minimal and hex strings must use the hex form, so every message
+// has exactly one encoding. Every length and count is checked
 // against both a fixed maximum and the bytes remaining before anything is
 // allocated, so a hostile length cannot make the decoder allocate much more
 // than the message size. Values are opaque here; tables.go decodes them.
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -28,8 +36,10 @@ import (
 const (
 	wireVersion = 1
 
-	msgUpdate = 1 // changes sent by their owner; every entry's owner must be the sender
-	msgState  = 2 // a full state (push/pull); entries of any owner
+	msgUpdate   = 1 // changes sent by their owner; every entry's owner must be the sender
+	msgState    = 2 // the global tables (push/pull); entries of any owner
+	msgSyncReq  = 3 // some networks' endpoints, of any owner; answer with ours
+	msgSyncResp = 4 // the answer to msgSyncReq
 
 	flagTombstone = 1 << 0
 
@@ -43,13 +53,14 @@ const (
 
 // Decode errors; each one is a drop reason in Stats.
 var (
-	errTruncated   = errors.New("truncated")
-	errWireVersion = errors.New("unsupported wire version")
-	errMsgType     = errors.New("unknown message type")
-	errTooLong     = errors.New("field too long")
-	errTrailing    = errors.New("trailing bytes")
-	errBadOwner    = errors.New("owner index out of range")
-	errBadFlags    = errors.New("unknown flags")
+	errTruncated    = errors.New("truncated")
+	errWireVersion  = errors.New("unsupported wire version")
+	errMsgType      = errors.New("unknown message type")
+	errTooLong      = errors.New("field too long")
+	errTrailing     = errors.New("trailing bytes")
+	errBadOwner     = errors.New("owner index out of range")
+	errBadFlags     = errors.New("unknown flags")
+	errNonCanonical = errors.New("non-canonical encoding")
 )
 
 // entry is one replicated record: the owner's latest word on (table, owner,
@@ -65,15 +76,22 @@ type entry struct {
 
 // message is a decoded wire message.
 type message struct {
-	typ     byte
-	sender  string
-	entries []entry
+	typ      byte
+	sender   string
+	networks []string // msgSyncReq and msgSyncResp only
+	entries  []entry
 }
 
 // encodeMessage appends the encoding of m to buf.
 func encodeMessage(buf []byte, m *message) []byte {
 	buf = append(buf, wireVersion, m.typ)
 	buf = appendStr(buf, m.sender)
+	if isSync(m.typ) {
+		buf = binary.AppendUvarint(buf, uint64(len(m.networks)))
+		for _, nw := range m.networks {
+			buf = appendStr(buf, nw)
+		}
+	}
 	idx := make(map[string]uint64)
 	var owners []string
 	for i := range m.entries {
@@ -98,9 +116,7 @@ func encodeMessage(buf []byte, m *message) []byte {
 		buf = binary.AppendUvarint(buf, idx[e.owner])
 		buf = appendStr(buf, e.key)
 		buf = binary.AppendUvarint(buf, e.version)
-		if !e.deleted {
-			buf = appendBytes(buf, e.value)
-		}
+		buf = appendBytes(buf, e.value)
 	}
 	return buf
 }
@@ -114,10 +130,17 @@ func decodeMessage(b []byte) (*message, error) {
 		return nil, fmt.Errorf("version %d: %w", v, errWireVersion)
 	}
 	m := &message{typ: r.byte()}
-	if r.err == nil && m.typ != msgUpdate && m.typ != msgState {
+	if r.err == nil && (m.typ < msgUpdate || m.typ > msgSyncResp) {
 		return nil, fmt.Errorf("type %d: %w", m.typ, errMsgType)
 	}
 	m.sender = r.str(maxNameLen)
+	if isSync(m.typ) {
+		k := r.count(1)
+		m.networks = make([]string, 0, k)
+		for i := 0; i < k && r.err == nil; i++ {
+			m.networks = append(m.networks, r.str(maxKeyLen))
+		}
+	}
 	nOwners := r.count(1)
 	owners := make([]string, 0, nOwners)
 	for i := 0; i < nOwners && r.err == nil; i++ {
@@ -143,9 +166,7 @@ func decodeMessage(b []byte) (*message, error) {
 		}
 		e.owner = owners[oi]
 		e.deleted = flags&flagTombstone != 0
-		if !e.deleted {
-			e.value = r.bytes(maxValueLen)
-		}
+		e.value = r.bytes(maxValueLen)
 		m.entries = append(m.entries, e)
 	}
 	if r.err != nil {
@@ -157,9 +178,30 @@ func decodeMessage(b []byte) (*message, error) {
 	return m, nil
 }
 
+func isSync(typ byte) bool { return typ == msgSyncReq || typ == msgSyncResp }
+
 func appendStr(buf []byte, s string) []byte {
-	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	if isHex(s) {
+		buf = binary.AppendUvarint(buf, uint64(len(s))<<1|1)
+		buf, _ = hex.AppendDecode(buf, []byte(s)) // cannot fail: isHex
+		return buf
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(s))<<1)
 	return append(buf, s...)
+}
+
+// isHex reports whether s is a non-empty, even-length, lower-case hex
+// string.
+func isHex(s string) bool {
+	if len(s) == 0 || len(s)%2 != 0 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func appendBytes(buf, b []byte) []byte {
@@ -203,6 +245,12 @@ func (r *reader) uvarint() uint64 {
 		r.fail(errTruncated) // n < 0 is an overflow, which is as bad
 		return 0
 	}
+	if n > 1 && r.b[n-1] == 0 {
+		// An overlong encoding: refuse it, so that every value has exactly
+		// one encoding.
+		r.fail(errNonCanonical)
+		return 0
+	}
 	r.b = r.b[n:]
 	return v
 }
@@ -238,19 +286,37 @@ func (r *reader) bytes(max int) []byte {
 }
 
 func (r *reader) str(max int) string {
-	n := r.uvarint()
+	h := r.uvarint()
 	if r.err != nil {
 		return ""
 	}
+	n, packed := h>>1, h&1 == 1
 	if n > uint64(max) {
 		r.fail(errTooLong)
 		return ""
 	}
-	if n > uint64(len(r.b)) {
+	if !packed {
+		if n > uint64(len(r.b)) {
+			r.fail(errTruncated)
+			return ""
+		}
+		s := string(r.b[:n])
+		r.b = r.b[n:]
+		if isHex(s) {
+			r.fail(errNonCanonical)
+			return ""
+		}
+		return s
+	}
+	if n == 0 || n%2 != 0 {
+		r.fail(errNonCanonical)
+		return ""
+	}
+	if n/2 > uint64(len(r.b)) {
 		r.fail(errTruncated)
 		return ""
 	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
+	s := hex.EncodeToString(r.b[:n/2])
+	r.b = r.b[n/2:]
 	return s
 }
