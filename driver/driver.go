@@ -172,6 +172,7 @@ func (d *Driver) reconcileAndLogLocked(ctx context.Context) {
 // endpoints and attachments, and says whether the datapath may need work.
 func (d *Driver) applyEventLocked(ev gossip.Event) bool {
 	if ev.Host == d.cfg.Host {
+		d.dropStaleOwnLocked(ev)
 		return false
 	}
 	switch ev.Table {
@@ -211,6 +212,35 @@ func (d *Driver) applyEventLocked(ev gossip.Event) bool {
 		return true
 	}
 	return false
+}
+
+// dropStaleOwnLocked withdraws an entry of this host that the ring still
+// holds but this host no longer has: gossip hands a restarted host its old
+// entries back, including those of endpoints and networks removed while it
+// was down.
+func (d *Driver) dropStaleOwnLocked(ev gossip.Event) {
+	if ev.Kind != gossip.EventPut {
+		return
+	}
+	switch ev.Table {
+	case gossip.TableEndpoints:
+		if d.eps[ev.Key] == nil {
+			d.log.Info("withdrawing a stale endpoint of this host", "endpoint", ev.Key)
+			d.cl.DeleteEndpoint(ev.Key)
+		}
+	case gossip.TableNetworks, gossip.TableAttachments:
+		for _, n := range d.nets {
+			if n.key() == ev.Key {
+				return
+			}
+		}
+		d.log.Info("withdrawing a stale network of this host", "network", ev.Key)
+		if ev.Table == gossip.TableNetworks {
+			d.cl.DeleteNetwork(ev.Key)
+		} else {
+			d.cl.Detach(ev.Key)
+		}
+	}
 }
 
 // expireHiddenLocked forgets what hidden hosts had once the grace is over.

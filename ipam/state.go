@@ -96,5 +96,20 @@ func decodeState(b []byte) (*persistedState, error) {
 		}
 	}
 	slices.Sort(s.Removed)
+	// One form for "none": empty lists decode as nil, as they encode.
+	for i := range s.Pools {
+		if len(s.Pools[i].Aux) == 0 {
+			s.Pools[i].Aux = nil
+		}
+		if len(s.Pools[i].Addrs) == 0 {
+			s.Pools[i].Addrs = nil
+		}
+	}
+	if len(s.Removed) == 0 {
+		s.Removed = nil
+	}
+	if len(s.Own) == 0 {
+		s.Own = nil
+	}
 	return &s, nil
 }

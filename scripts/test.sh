@@ -18,6 +18,11 @@ go vet ./...
 echo "== unit tests (no root needed)"
 go test -short -count=1 ./...
 
+echo "== fuzzing every gossip and ipam decoder, 10 s each"
+for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile; do
+  go test -run='^$' -fuzz="^${target#*:}\$" -fuzztime=10s "./${target%%:*}"
+done
+
 if [ "$(id -u)" -ne 0 ]; then
   echo "== privileged tests skipped: not root (they create namespaces, mounts and Docker engines)"
   exit 0
