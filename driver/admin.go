@@ -171,7 +171,8 @@ func (d *Driver) Status() Status {
 }
 
 // AdminHandler serves the admin API tenetctl uses: GET /v1/status,
-// /v1/hosts, /v1/networks, /v1/endpoints, all JSON.
+// /v1/hosts, /v1/networks, /v1/endpoints, and POST /v1/hosts/NAME/remove
+// (reclaim the address space of a host gone for good), all JSON.
 func (d *Driver) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	get := func(path string, fn func() any) {
@@ -181,6 +182,24 @@ func (d *Driver) AdminHandler() http.Handler {
 	get("/v1/hosts", func() any { return d.Hosts() })
 	get("/v1/networks", func() any { return d.Networks() })
 	get("/v1/endpoints", func() any { return d.Endpoints() })
+	mux.HandleFunc("POST /v1/hosts/{name}/remove", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		rm, ok := d.ipam.(interface {
+			RemoveHost(ctx context.Context, names ...string) error
+		})
+		if !ok {
+			writeError(w, http.StatusNotImplemented, errors.New("this tenetd has no IPAM to reclaim space from"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d.cfg.RequestTimeout)
+		defer cancel()
+		if err := rm.RemoveHost(ctx, name); err != nil {
+			writeError(w, http.StatusConflict, fmt.Errorf("remove host %s: %w", name, err))
+			return
+		}
+		d.log.Warn("host removed by an admin; its address blocks go to one heir", "host", name)
+		writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("unknown admin call %s %s", r.Method, r.URL.Path))
 	})

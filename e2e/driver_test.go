@@ -355,7 +355,7 @@ func TestRestartingDockerKeepsTraffic(t *testing.T) {
 // IPAM gives each its own address, and they all reach one another.
 func TestContainersStartedAtOnceOnThreeHostsGetDistinctAddresses(t *testing.T) {
 	c := e2e.NewCluster(t, 3)
-	c.StartTenetds(t)
+	ds := c.StartTenetds(t)
 	ctx := t.Context()
 	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
 	const perHost = 4
@@ -409,4 +409,28 @@ func TestContainersStartedAtOnceOnThreeHostsGetDistinctAddresses(t *testing.T) {
 		}
 	}
 	t.Logf("addresses: %v", ips)
+
+	// An admin reclaims the space of a host gone for good: refused while it
+	// is alive, done (and safe to repeat) once it is down.
+	tenetctl := c.Dir + "/tenetctl"
+	if out, err := c.Hosts[0].Run(ctx, tenetctl, "host", "remove", "h2"); err == nil {
+		t.Errorf("removing a live host was accepted: %s", out)
+	}
+	if err := ds[2].Daemon.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2e.Eventually(t, 20*time.Second, func() error {
+		out, err := c.Hosts[0].Run(ctx, tenetctl, "host", "remove", "h2")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if out, err := c.Hosts[1].Run(ctx, tenetctl, "host", "remove", "h2"); err != nil {
+		t.Errorf("repeating the removal on another host: %v: %s", err, out)
+	}
+	// Containers still start on the remaining hosts.
+	if _, err := c.Engine(1).Docker(ctx, "run", "-d", "--network", net, e2e.ImageName, "sleep", "600"); err != nil {
+		t.Errorf("after removing h2: %v", err)
+	}
 }

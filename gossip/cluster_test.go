@@ -59,7 +59,7 @@ func testConfig(t testing.TB, name string, key []byte) Config {
 	cfg.NodeName = name
 	cfg.BindAddr = netip.MustParseAddr("127.0.0.1")
 	cfg.BindPort = 0
-	cfg.VTEP = netip.MustParseAddr("192.0.2.1")
+	cfg.VTEP = netip.MustParseAddr("203.0.113.1")
 	cfg.Keys = [][]byte{key}
 	cfg.PushPullInterval = 2 * time.Second
 	cfg.SyncInterval = time.Second
@@ -135,7 +135,7 @@ func (c *testCluster) startN(n int) []*Node {
 	var seed string
 	for i := range n {
 		cfg := testConfig(c.t, fmt.Sprintf("h%d", i), c.key)
-		cfg.VTEP = netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+		cfg.VTEP = netip.AddrFrom4([4]byte{203, 0, 113, byte(10 + i)})
 		if seed != "" {
 			cfg.Seeds = []string{seed}
 		}
@@ -224,8 +224,8 @@ func TestFiveNodesConverge(t *testing.T) {
 
 	for i, n := range nodes {
 		ep, ok := n.Endpoints().Get("ep-4")
-		if !ok || ep.Host != "h4" || ep.VTEP != netip.MustParseAddr("192.0.2.14") {
-			t.Errorf("h%d: ep-4 = %+v, %v; want it on h4 with VTEP 192.0.2.14", i, ep, ok)
+		if !ok || ep.Host != "h4" || ep.VTEP != netip.MustParseAddr("203.0.113.14") {
+			t.Errorf("h%d: ep-4 = %+v, %v; want it on h4 with VTEP 203.0.113.14", i, ep, ok)
 		}
 		if got := n.Networks().List(); len(got) != 1 || got[0].VNI != 4097 || got[0].Host != "h0" {
 			t.Errorf("h%d: networks = %+v", i, got)
@@ -235,7 +235,7 @@ func TestFiveNodesConverge(t *testing.T) {
 			t.Errorf("h%d: %d members, want 5", i, len(members))
 		}
 		for _, m := range members {
-			if want := netip.AddrFrom4([4]byte{192, 0, 2, 10 + m.Name[1] - '0'}); m.VTEP != want {
+			if want := netip.AddrFrom4([4]byte{203, 0, 113, 10 + m.Name[1] - '0'}); m.VTEP != want {
 				t.Errorf("h%d: member %s VTEP %s, want %s", i, m.Name, m.VTEP, want)
 			}
 		}
@@ -372,7 +372,7 @@ func TestKilledHostHiddenThenReturns(t *testing.T) {
 	// Restart h4 with the same name at a new address and a new VTEP: it
 	// takes its entries back, and they return everywhere with the new VTEP.
 	cfg := testConfig(t, "h4", c.key)
-	cfg.VTEP = netip.MustParseAddr("192.0.2.99")
+	cfg.VTEP = netip.MustParseAddr("203.0.113.99")
 	cfg.Seeds = []string{nodes[0].Addr()}
 	back := c.start(cfg)
 	all := append(append([]*Node(nil), others...), back)

@@ -17,7 +17,7 @@ func validConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.NodeName = "h0"
 	cfg.BindAddr = netip.MustParseAddr("127.0.0.1")
-	cfg.VTEP = netip.MustParseAddr("192.0.2.1")
+	cfg.VTEP = netip.MustParseAddr("203.0.113.1")
 	cfg.Keys = [][]byte{key}
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	return cfg

@@ -37,7 +37,7 @@ func testEndpoint(id, network string, last byte) Endpoint {
 		ID: id, Network: network,
 		MAC:  []byte{0x02, 0x42, 10, 1, 0, last},
 		IP:   netip.AddrFrom4([4]byte{10, 1, 0, last}),
-		VTEP: netip.MustParseAddr("192.0.2.1"),
+		VTEP: netip.MustParseAddr("203.0.113.1"),
 	}
 }
 

@@ -88,7 +88,7 @@ func TestValueRoundTrips(t *testing.T) {
 func newTestNode(t *testing.T, name string) *Node {
 	t.Helper()
 	return &Node{
-		cfg:      Config{NodeName: name, VTEP: netip.MustParseAddr("192.0.2.99")},
+		cfg:      Config{NodeName: name, VTEP: netip.MustParseAddr("203.0.113.99")},
 		log:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		store:    newStore(name, time.Now),
 		vtepFix:  make(chan struct{}, 1),

@@ -31,6 +31,8 @@ var version = "dev"
 const usage = `usage: tenetctl [--socket PATH] COMMAND [--json]
   status         this host, ring health, counts and warnings
   host ls        the cluster's hosts
+  host remove NAME
+                 reclaim the address blocks of a host gone for good
   network ls     the Tenet networks
   endpoint ls    container endpoints and where they live
   version        print the version
@@ -84,6 +86,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		name += " " + rest[0]
 		rest = rest[1:]
 	}
+	if name == "host remove" {
+		return hostRemove(*socket, rest, stdout, stderr)
+	}
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "tenetctl: unknown command %q\n%s", name, usage)
@@ -123,13 +128,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // get asks tenetd over its admin socket.
-func get(socket, path string) ([]byte, error) {
+func get(socket, path string) ([]byte, error) { return call(socket, http.MethodGet, path) }
+
+func call(socket, method, path string) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		}}}
-	resp, err := client.Get("http://tenetd" + path)
+	req, err := http.NewRequest(method, "http://tenetd"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.EACCES) || errors.Is(err, os.ErrPermission):
@@ -230,4 +241,45 @@ func endpointTable(w io.Writer, body []byte) error {
 		rows = append(rows, []string{e.Network, e.IP, e.MAC, e.Host, e.State, e.ID[:min(12, len(e.ID))]})
 	}
 	return table(w, "NETWORK\tIP\tMAC\tHOST\tSTATE\tENDPOINT", rows)
+}
+
+// hostRemove asks tenetd to reclaim a dead host's address space. Safe to
+// repeat, here or on another host.
+func hostRemove(socket string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tenetctl host remove", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tenetctl host remove NAME [--json]\n  reclaim the address blocks of host NAME, which is gone for good and must not come back under that name")
+		fs.PrintDefaults()
+	}
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if name == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	body, err := post(socket, "/v1/hosts/"+name+"/remove")
+	if err != nil {
+		fmt.Fprintln(stderr, "tenetctl:", err)
+		return 1
+	}
+	if *asJSON {
+		_, _ = stdout.Write(body)
+	} else {
+		fmt.Fprintf(stdout, "host %s removed: its address blocks go to one surviving host\n", name)
+	}
+	return 0
+}
+
+func post(socket, path string) ([]byte, error) {
+	return call(socket, http.MethodPost, path)
 }
