@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/gossip/gossiptest"
 	"github.com/tenet-net/tenet/ipam"
 )
 
@@ -18,9 +19,19 @@ import (
 // the pool's blocks at first, so h1 and h2 must have blocks handed over
 // while all three allocate at once. No address is ever held twice, and
 // after every release nothing is left allocated.
-func TestIPAMOverRealGossipHasNoDuplicates(t *testing.T) {
+// ipamRing is n hosts' gossip nodes and IPAMs on 127.0.0.1, joined, with a
+// pool 10.64.0.0/20 of tenant acme requested on each.
+type ipamRing struct {
+	nodes  []*gossip.Node
+	ipams  []*ipam.IPAM
+	poolID string
+	net    *gossiptest.Net
+}
+
+func newIPAMRing(t *testing.T, n int, seeds []string) *ipamRing {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("starts three gossip rings on loopback")
+		t.Skip("starts gossip rings on loopback")
 	}
 	key, err := gossip.GenerateKey()
 	if err != nil {
@@ -30,88 +41,132 @@ func TestIPAMOverRealGossipHasNoDuplicates(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	quiet := slog.New(slog.DiscardHandler)
-	var nodes []*gossip.Node
-	var ipams []*ipam.IPAM
-	for i := range 3 {
+	r := &ipamRing{net: gossiptest.NewNet()}
+	for i := range n {
 		cfg := gossip.DefaultConfig()
 		cfg.NodeName = fmt.Sprintf("h%d", i)
 		cfg.BindAddr, cfg.BindPort = netip.MustParseAddr("127.0.0.1"), 0
 		cfg.VTEP = netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)})
-		cfg.Keys, cfg.Logger = [][]byte{key}, quiet
+		cfg.Keys, cfg.Logger, cfg.WrapTransport = [][]byte{key}, quiet, r.net.Wrap
+		cfg.RejoinInterval, cfg.PushPullInterval = 500*time.Millisecond, 2*time.Second
 		if i > 0 {
-			cfg.Seeds = []string{nodes[0].Addr()}
+			cfg.Seeds = []string{r.nodes[0].Addr()}
 		}
-		n, err := gossip.New(cfg)
+		node, err := gossip.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		nodes = append(nodes, n)
+		r.nodes = append(r.nodes, node)
 		icfg := ipam.DefaultConfig()
-		icfg.Host, icfg.Seeds, icfg.Logger = cfg.NodeName, []string{"h0"}, quiet
-		m, err := ipam.New(icfg, GossipReplica{Node: n})
+		icfg.Host, icfg.Seeds, icfg.Logger = cfg.NodeName, seeds, quiet
+		m, err := ipam.New(icfg, GossipReplica{Node: node})
 		if err != nil {
 			t.Fatal(err)
 		}
-		ipams = append(ipams, m)
-		wg.Go(func() { _ = n.Run(ctx) })
+		r.ipams = append(r.ipams, m)
+		wg.Go(func() { _ = node.Run(ctx) })
 		wg.Go(func() { _ = m.Run(ctx) })
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for _, n := range nodes {
-		for len(n.Members()) < 3 {
-			if time.Now().After(deadline) {
-				t.Fatalf("ring never formed: %v", n.Members())
-			}
-			time.Sleep(20 * time.Millisecond) // poll interval
-		}
-	}
+	r.awaitMembers(t, n)
 	req, err := ipam.ParsePoolRequest("default", "", "10.64.0.0/20", "", map[string]string{"tenant": "acme"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var poolID string
-	for _, m := range ipams {
+	for _, m := range r.ipams {
 		p, err := m.RequestPool(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		poolID = p.ID
+		r.poolID = p.ID
 	}
+	return r
+}
 
-	const perHost = 400 // 1,200 of the /20's 4,094: most blocks must move off h0
-	var mu sync.Mutex
-	held := map[netip.Addr]string{}
-	var dups []string
-	var all sync.WaitGroup
-	for i, m := range ipams {
-		all.Go(func() {
-			for j := range perHost {
-				rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
-				a, err := m.RequestAddress(rctx, poolID, ipam.AddressRequest{Kind: ipam.KindContainer})
-				rcancel()
+// awaitMembers polls until every node sees n alive members.
+func (r *ipamRing) awaitMembers(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, node := range r.nodes {
+		for len(node.Members()) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("ring never formed: %v", node.Members())
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
+		}
+	}
+}
+
+// holdings records who holds each address; a second holder is a duplicate.
+type holdings struct {
+	mu   sync.Mutex
+	held map[netip.Addr]int
+	dups []string
+}
+
+// allocate has each listed host take count addresses at the same time.
+func (h *holdings) allocate(t *testing.T, r *ipamRing, hosts []int, count int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, i := range hosts {
+		wg.Go(func() {
+			for j := range count {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				a, err := r.ipams[i].RequestAddress(ctx, r.poolID, ipam.AddressRequest{Kind: ipam.KindContainer})
+				cancel()
 				if err != nil {
 					t.Errorf("h%d request %d: %v", i, j, err)
 					return
 				}
-				mu.Lock()
-				if prev, dup := held[a.Addr()]; dup {
-					dups = append(dups, fmt.Sprintf("%s to %s and h%d", a.Addr(), prev, i))
+				h.mu.Lock()
+				if prev, dup := h.held[a.Addr()]; dup {
+					h.dups = append(h.dups, fmt.Sprintf("%s to h%d and h%d", a.Addr(), prev, i))
 				}
-				held[a.Addr()] = fmt.Sprint("h", i)
-				mu.Unlock()
+				h.held[a.Addr()] = i
+				h.mu.Unlock()
 			}
 		})
 	}
-	all.Wait()
-	if len(dups) > 0 {
-		t.Fatalf("%d duplicate addresses, e.g. %v", len(dups), dups[:min(5, len(dups))])
+	wg.Wait()
+	if len(h.dups) > 0 {
+		t.Fatalf("%d duplicate addresses, e.g. %v", len(h.dups), h.dups[:min(5, len(h.dups))])
 	}
-	if len(held) != 3*perHost {
-		t.Fatalf("%d addresses held, want %d", len(held), 3*perHost)
+}
+
+// releaseAll releases every held address and checks nothing is left.
+func (h *holdings) releaseAll(t *testing.T, r *ipamRing) {
+	t.Helper()
+	for a, i := range h.held {
+		if err := r.ipams[i].ReleaseAddress(context.Background(), r.poolID, a); err != nil {
+			t.Fatalf("h%d release %s: %v", i, a, err)
+		}
+	}
+	for i, m := range r.ipams {
+		st, err := m.Status(r.poolID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Addresses) != 0 {
+			t.Errorf("h%d still holds %d addresses after every release", i, len(st.Addresses))
+		}
+	}
+}
+
+// TestIPAMOverRealGossipHasNoDuplicates runs three hosts' IPAM over real
+// memberlist rings on 127.0.0.1 (encrypted, distinct ports). Only h0 owns
+// the pool's blocks at first, so h1 and h2 must have blocks handed over
+// while all three allocate at once. No address is ever held twice, and
+// after every release nothing is left allocated.
+func TestIPAMOverRealGossipHasNoDuplicates(t *testing.T) {
+	r := newIPAMRing(t, 3, []string{"h0"})
+	h := &holdings{held: map[netip.Addr]int{}}
+	const perHost = 400 // 1,200 of the /20's 4,094: most blocks must move off h0
+	h.allocate(t, r, []int{0, 1, 2}, perHost)
+	if len(h.held) != 3*perHost {
+		t.Fatalf("%d addresses held, want %d", len(h.held), 3*perHost)
 	}
 	moved := 0
-	for i, m := range ipams {
-		st, err := m.Status(poolID)
+	for i, m := range r.ipams {
+		st, err := m.Status(r.poolID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,20 +180,33 @@ func TestIPAMOverRealGossipHasNoDuplicates(t *testing.T) {
 	if moved == 0 {
 		t.Error("no block moved off h0; the test exercised no handover")
 	}
-	for a, h := range held {
-		i := int(h[1] - '0')
-		if err := ipams[i].ReleaseAddress(ctx, poolID, a); err != nil {
-			t.Fatalf("%s release %s: %v", h, a, err)
-		}
-	}
-	for i, m := range ipams {
-		st, err := m.Status(poolID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(st.Addresses) != 0 {
-			t.Errorf("h%d still holds %d addresses after every release", i, len(st.Addresses))
-		}
-	}
+	h.releaseAll(t, r)
 	t.Logf("1,200 addresses on 3 hosts, %d blocks moved to h1 and h2, no duplicate", moved)
+}
+
+// TestIPAMOverRealGossipThroughAPartition allocates on three hosts, cuts
+// h2 off from h0 and h1, keeps allocating on both sides (each from what it
+// owns or can obtain on its side), heals, and allocates again: no address
+// is ever held twice.
+func TestIPAMOverRealGossipThroughAPartition(t *testing.T) {
+	r := newIPAMRing(t, 3, []string{"h0", "h1", "h2"})
+	h := &holdings{held: map[netip.Addr]int{}}
+	h.allocate(t, r, []int{0, 1, 2}, 100)
+	r.net.Partition([]string{r.nodes[0].Addr(), r.nodes[1].Addr()}, []string{r.nodes[2].Addr()})
+	// Each side sees the other as gone before it allocates again.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(r.nodes[0].Members()) != 2 || len(r.nodes[2].Members()) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("partition not seen: h0 sees %v, h2 sees %v", r.nodes[0].Members(), r.nodes[2].Members())
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	h.allocate(t, r, []int{0, 1, 2}, 150)
+	r.net.Heal()
+	r.awaitMembers(t, 3)
+	h.allocate(t, r, []int{0, 1, 2}, 100)
+	if want := 3 * 350; len(h.held) != want {
+		t.Fatalf("%d addresses held, want %d", len(h.held), want)
+	}
+	h.releaseAll(t, r)
 }

@@ -214,7 +214,7 @@ func BenchmarkJoin10k(b *testing.B) {
 		cfg := testConfig(b, fmt.Sprintf("joiner-%d", i), c.key)
 		cfg.Seeds = []string{h0.Addr()}
 		start := time.Now()
-		cfg.wrapTransport = c.net.wrap
+		cfg.WrapTransport = c.net.Wrap
 		n, err := New(cfg)
 		if err != nil {
 			b.Fatal(err)

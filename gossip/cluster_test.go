@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/memberlist"
+
+	"github.com/tenet-net/tenet/gossip/gossiptest"
 )
 
 // eventually polls check until it returns nil or timeout passes.
@@ -35,7 +37,7 @@ func eventually(t testing.TB, timeout time.Duration, what string, check func() e
 // testCluster runs in-process nodes on 127.0.0.1 with free ports.
 type testCluster struct {
 	t     testing.TB
-	net   *testNet
+	net   *gossiptest.Net
 	key   []byte
 	mu    sync.Mutex
 	nodes []*Node
@@ -49,7 +51,7 @@ func newTestCluster(t testing.TB) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testCluster{t: t, net: newTestNet(), key: key, stops: make(map[*Node]func())}
+	return &testCluster{t: t, net: gossiptest.NewNet(), key: key, stops: make(map[*Node]func())}
 }
 
 // testConfig is DefaultConfig with test timers: quick repair and rejoin,
@@ -101,7 +103,7 @@ func (w *testLog) close() {
 // start creates and runs a node; the node stops at cleanup.
 func (c *testCluster) start(cfg Config) *Node {
 	c.t.Helper()
-	cfg.wrapTransport = c.net.wrap
+	cfg.WrapTransport = c.net.Wrap
 	if c.tune != nil {
 		c.tune(&cfg)
 	}
@@ -424,7 +426,7 @@ func TestPartitionHeals(t *testing.T) {
 		}
 		return out
 	}
-	c.net.partition(addrs(a), addrs(b))
+	c.net.Partition(addrs(a), addrs(b))
 	awaitMembers(t, a, 3, hideBound(a[0].cfg, 5))
 	awaitMembers(t, b, 2, hideBound(a[0].cfg, 5))
 	// Each side writes while cut off: new, changed and deleted entries.
@@ -447,7 +449,7 @@ func TestPartitionHeals(t *testing.T) {
 	awaitSameView(t, a, 3*3-1, 10*time.Second)
 	awaitSameView(t, b, 2*3-1, 10*time.Second)
 
-	c.net.heal()
+	c.net.Heal()
 	awaitMembers(t, nodes, 5, 30*time.Second)
 	awaitSameView(t, nodes, 5*3-2, 20*time.Second)
 	if ep, _ := nodes[0].Endpoints().Get("ep-4"); ep.IP != netip.AddrFrom4([4]byte{10, 1, 0, 99}) {
@@ -486,7 +488,7 @@ func TestEndpointScopeAndRepair(t *testing.T) {
 	})
 
 	// The direct send is lost on the wire.
-	c.net.partition([]string{h0.Addr()}, []string{h1.Addr(), h2.Addr()})
+	c.net.Partition([]string{h0.Addr()}, []string{h1.Addr(), h2.Addr()})
 	sent := h0.Stats().MessagesSent
 	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
 		t.Fatal(err)
@@ -494,7 +496,7 @@ func TestEndpointScopeAndRepair(t *testing.T) {
 	if d := h0.Stats().MessagesSent - sent; d != 1 {
 		t.Errorf("h0 sent the endpoint to %d hosts, want 1 (only h1 has net-a)", d)
 	}
-	c.net.heal()
+	c.net.Heal()
 	eventually(t, 15*time.Second, "h1 gets ep-a by sync", func() error {
 		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
 			return errors.New("missing")
@@ -565,7 +567,7 @@ func TestJoinerFetchesEndpointsAtOnce(t *testing.T) {
 	for i := range 5 {
 		cfg := testConfig(t, fmt.Sprintf("joiner-%d", i), c.key)
 		cfg.Seeds = []string{h0.Addr()}
-		cfg.wrapTransport = c.net.wrap
+		cfg.WrapTransport = c.net.Wrap
 		c.tune(&cfg)
 		n, err := New(cfg)
 		if err != nil {

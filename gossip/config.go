@@ -87,9 +87,9 @@ type Config struct {
 	// Logger receives lifecycle and dropped-message logs; required.
 	Logger *slog.Logger
 
-	// wrapTransport, if set, wraps the UDP/TCP transport (tests use it to
+	// WrapTransport, if set, wraps the UDP/TCP transport (tests use it to
 	// drop traffic between groups of nodes).
-	wrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 	// tuneMemberlist, if set, adjusts memberlist's config last (tests use
 	// it to make memberlist forget dead peers quickly).
 	tuneMemberlist func(*memberlist.Config)

@@ -118,8 +118,8 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.BindPort)), err)
 	}
 	var tr memberlist.NodeAwareTransport = nt
-	if cfg.wrapTransport != nil {
-		tr = cfg.wrapTransport(nt)
+	if cfg.WrapTransport != nil {
+		tr = cfg.WrapTransport(nt)
 	}
 	adv := cfg.AdvertiseAddr
 	if !adv.IsValid() {

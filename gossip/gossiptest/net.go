@@ -1,4 +1,7 @@
-package gossip
+// Package gossiptest lets tests cut the loopback network between groups of
+// in-process gossip nodes (gossip.Config.WrapTransport), to simulate
+// partitions without touching the kernel. Safe for concurrent use.
+package gossiptest
 
 import (
 	"fmt"
@@ -9,24 +12,25 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// testNet lets tests cut the loopback "network" between groups of nodes:
+// Net lets tests cut the loopback "network" between groups of nodes:
 // each node's transport is wrapped so that it drops packets to, and refuses
 // connections to, nodes in another group while a partition is on. Both ends
 // are wrapped, so traffic is cut in both directions. Nothing leaves
 // 127.0.0.1.
-type testNet struct {
+type Net struct {
 	mu    sync.Mutex     // guards the fields below
 	group map[string]int // node address -> group
 	cut   bool           // partition on
 }
 
-func newTestNet() *testNet {
-	return &testNet{group: make(map[string]int)}
+// NewNet returns a Net with no partition.
+func NewNet() *Net {
+	return &Net{group: make(map[string]int)}
 }
 
-// partition puts each address in the group of its index in groups and cuts
+// Partition puts each address in the group of its index in groups and cuts
 // traffic between groups.
-func (tn *testNet) partition(groups ...[]string) {
+func (tn *Net) Partition(groups ...[]string) {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	for g, addrs := range groups {
@@ -37,19 +41,21 @@ func (tn *testNet) partition(groups ...[]string) {
 	tn.cut = true
 }
 
-func (tn *testNet) heal() {
+// Heal restores traffic between all groups.
+func (tn *Net) Heal() {
 	tn.mu.Lock()
 	tn.cut = false
 	tn.mu.Unlock()
 }
 
-func (tn *testNet) blocked(from, to string) bool {
+func (tn *Net) blocked(from, to string) bool {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
 	return tn.cut && tn.group[from] != tn.group[to]
 }
 
-func (tn *testNet) wrap(nt memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+// Wrap wraps a node's transport; pass it as gossip.Config.WrapTransport.
+func (tn *Net) Wrap(nt memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
 	port := 0
 	if p, ok := nt.(interface{ GetAutoBindPort() int }); ok {
 		port = p.GetAutoBindPort()
@@ -59,7 +65,7 @@ func (tn *testNet) wrap(nt memberlist.NodeAwareTransport) memberlist.NodeAwareTr
 
 type filterTransport struct {
 	memberlist.NodeAwareTransport
-	net  *testNet
+	net  *Net
 	self string
 }
 
