@@ -5,8 +5,10 @@ package driver
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -66,7 +68,7 @@ func (d *Driver) Hosts() []HostInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	seen := map[string]bool{}
-	var out []HostInfo
+	out := []HostInfo{}
 	for _, m := range members {
 		seen[m.Name] = true
 		out = append(out, HostInfo{Name: m.Name, VTEP: m.VTEP.String(), State: "up", Self: m.Name == d.cfg.Host})
@@ -100,7 +102,7 @@ func (d *Driver) Networks() []NetworkInfo {
 			i.Gateway = n.Gateway.String()
 		}
 	}
-	var out []NetworkInfo
+	out := []NetworkInfo{}
 	for key, i := range byKey {
 		for h, since := range d.attached[key] {
 			if since.IsZero() {
@@ -125,7 +127,7 @@ func (d *Driver) Networks() []NetworkInfo {
 func (d *Driver) Endpoints() []EndpointInfo {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []EndpointInfo
+	out := []EndpointInfo{}
 	for _, e := range d.eps {
 		out = append(out, EndpointInfo{ID: e.ID, Network: d.nets[e.Network].key(), IP: e.IP.Addr().String(),
 			MAC: e.MAC.String(), Host: d.cfg.Host, VTEP: d.cfg.VTEP.String(), State: "up"})
@@ -182,6 +184,59 @@ func (d *Driver) AdminHandler() http.Handler {
 	get("/v1/hosts", func() any { return d.Hosts() })
 	get("/v1/networks", func() any { return d.Networks() })
 	get("/v1/endpoints", func() any { return d.Endpoints() })
+	registry := func(w http.ResponseWriter) bool {
+		if d.kv == nil {
+			writeError(w, http.StatusNotImplemented, errNoRegistry)
+			return false
+		}
+		return true
+	}
+	done := func(w http.ResponseWriter, err error, v any) {
+		if err != nil {
+			writeError(w, http.StatusConflict, err)
+			return
+		}
+		d.kickRegistry()
+		writeJSON(w, http.StatusOK, v)
+	}
+	mux.HandleFunc("GET /v1/tenants", func(w http.ResponseWriter, r *http.Request) {
+		if registry(w) {
+			writeJSON(w, http.StatusOK, d.Tenants())
+		}
+	})
+	mux.HandleFunc("POST /v1/tenants/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if registry(w) {
+			done(w, d.CreateTenant(r.PathValue("name")), map[string]string{"created": r.PathValue("name")})
+		}
+	})
+	mux.HandleFunc("DELETE /v1/tenants/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if registry(w) {
+			done(w, d.RemoveTenant(r.PathValue("name")), map[string]string{"removed": r.PathValue("name")})
+		}
+	})
+	mux.HandleFunc("GET /v1/definitions", func(w http.ResponseWriter, r *http.Request) {
+		if registry(w) {
+			writeJSON(w, http.StatusOK, d.DefinedNetworks())
+		}
+	})
+	mux.HandleFunc("POST /v1/definitions", func(w http.ResponseWriter, r *http.Request) {
+		if !registry(w) {
+			return
+		}
+		var def Definition
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&def); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("create network: malformed request: %w", err))
+			return
+		}
+		def.Removed, def.Gen, def.Origin = false, 0, ""
+		done(w, d.CreateDefinedNetwork(def), map[string]string{"created": def.Tenant + "/" + def.Name})
+	})
+	mux.HandleFunc("DELETE /v1/definitions/{tenant}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if registry(w) {
+			t, n := r.PathValue("tenant"), r.PathValue("name")
+			done(w, d.RemoveDefinedNetwork(t, n), map[string]string{"removed": t + "/" + n})
+		}
+	})
 	mux.HandleFunc("POST /v1/hosts/{name}/remove", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		rm, ok := d.ipam.(interface {

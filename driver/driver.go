@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +25,11 @@ type Driver struct {
 	dp   Datapath
 	cl   Cluster
 	ipam Addresses // nil: no IPAM
+
+	// The registry of admin-defined tenants and networks (nil: none).
+	kv      KV
+	engine  *engine
+	regKick chan struct{}
 
 	mu       sync.Mutex           // guards the fields below
 	nets     map[string]*netDef   // by Docker network ID
@@ -84,6 +90,43 @@ func New(cfg Config, dp Datapath, cl Cluster, am Addresses) (*Driver, error) {
 	return d, nil
 }
 
+// EnableRegistry makes the driver keep admin-defined tenants and networks
+// in kv and create every defined network in the Docker engine at
+// dockerSocket. Call before Run.
+func (d *Driver) EnableRegistry(kv KV, dockerSocket string) {
+	d.kv, d.engine, d.regKick = kv, newEngine(dockerSocket), make(chan struct{}, 1)
+}
+
+func (d *Driver) kickRegistry() {
+	if d.regKick == nil {
+		return
+	}
+	select {
+	case d.regKick <- struct{}{}:
+	default:
+	}
+}
+
+// runRegistry syncs the registry into the engine on every change and every
+// few seconds (retrying what failed). It never holds d.mu while it talks to
+// the engine, which calls back into this driver.
+func (d *Driver) runRegistry(ctx context.Context) {
+	if d.regKick == nil {
+		return
+	}
+	tick := time.NewTicker(3 * time.Second)
+	defer tick.Stop()
+	for {
+		d.syncRegistry(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.regKick:
+		case <-tick.C:
+		}
+	}
+}
+
 // Run reconciles the kernel with the saved state, publishes this host's
 // networks and endpoints, and then follows the cluster's changes until ctx
 // is done.
@@ -99,6 +142,9 @@ func (d *Driver) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("driver: adopt saved state: %w", err)
 	}
+	regDone := make(chan struct{})
+	go func() { defer close(regDone); d.runRegistry(ctx) }()
+	defer func() { <-regDone }()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	gc := time.NewTicker(d.cfg.GCInterval)
@@ -171,6 +217,10 @@ func (d *Driver) reconcileAndLogLocked(ctx context.Context) {
 // applyEventLocked folds one cluster change into the view of other hosts'
 // endpoints and attachments, and says whether the datapath may need work.
 func (d *Driver) applyEventLocked(ev gossip.Event) bool {
+	if ev.Table == gossip.TableKV && (strings.HasPrefix(ev.Key, kvTenant) || strings.HasPrefix(ev.Key, kvNetwork)) {
+		d.kickRegistry()
+		return false
+	}
 	if ev.Host == d.cfg.Host {
 		d.dropStaleOwnLocked(ev)
 		return false

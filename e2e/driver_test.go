@@ -434,3 +434,196 @@ func TestContainersStartedAtOnceOnThreeHostsGetDistinctAddresses(t *testing.T) {
 		t.Errorf("after removing h2: %v", err)
 	}
 }
+
+// TestNetworkDefinedOnceAppearsInEveryEngine: an admin defines a tenant and
+// a network once, on one host, with tenetctl; every engine has the Docker
+// network within 2 s, containers on all hosts use it, and removing it is
+// refused while containers are attached and done everywhere after.
+func TestNetworkDefinedOnceAppearsInEveryEngine(t *testing.T) {
+	c := e2e.NewCluster(t, 3)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	tenetctl := c.Dir + "/tenetctl"
+	h1 := c.Hosts[1]
+	ctl := func(h e2e.Host, args ...string) (string, error) {
+		return h.Run(ctx, append([]string{tenetctl}, args...)...)
+	}
+	if out, err := ctl(h1, "network", "create", "acme/web", "--subnet", "10.1.0.0/24"); err == nil {
+		t.Errorf("a network of an undefined tenant was accepted: %s", out)
+	}
+	if _, err := ctl(h1, "tenant", "create", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl(h1, "network", "create", "acme/web", "--subnet", "10.1.0.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	defined := time.Now()
+	for _, e := range c.Engines {
+		e2e.Eventually(t, 2*time.Second-time.Since(defined), func() error {
+			_, err := e.Docker(ctx, "network", "inspect", "acme-web")
+			return err
+		})
+	}
+	t.Logf("acme-web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
+	if out, err := ctl(c.Hosts[0], "network", "create", "acme/db", "--subnet", "10.1.0.128/25"); err == nil {
+		t.Errorf("an overlapping subnet in one tenant was accepted: %s", out)
+	}
+
+	for i, e := range c.Engines {
+		if _, err := e.Docker(ctx, "run", "-d", "--name", fmt.Sprint("w", i), "--network", "acme-web", e2e.ImageName, "sleep", "600"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ip := func(i int) string {
+		out, err := c.Engine(i).Docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \"acme-web\").IPAddress}}", fmt.Sprint("w", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	e2e.AwaitPing(t, c.Engine(0), "w0", ip(2))
+	e2e.AwaitPing(t, c.Engine(2), "w2", ip(1))
+
+	out, err := ctl(c.Hosts[2], "network", "rm", "acme/web")
+	if err == nil || !strings.Contains(out, "still attached") {
+		t.Errorf("removing a network with containers: err %v, output %q", err, out)
+	}
+	if out, err := ctl(c.Hosts[2], "tenant", "rm", "acme"); err == nil || !strings.Contains(out, "still has network") {
+		t.Errorf("removing a tenant with networks: err %v, output %q", err, out)
+	}
+	for i, e := range c.Engines {
+		if _, err := e.Docker(ctx, "rm", "-f", fmt.Sprint("w", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e2e.Eventually(t, 10*time.Second, func() error {
+		out, err := ctl(c.Hosts[2], "network", "rm", "acme/web")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	for _, e := range c.Engines {
+		e2e.Eventually(t, 10*time.Second, func() error {
+			if _, err := e.Docker(ctx, "network", "inspect", "acme-web"); err == nil {
+				return fmt.Errorf("%s still has acme-web", e.Host().Name())
+			}
+			return nil
+		})
+	}
+	if _, err := ctl(c.Hosts[0], "tenant", "rm", "acme"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = ctl(c.Hosts[1], "tenant", "ls", "--json")
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("tenant ls after removing the only tenant: %v %q", err, out)
+	}
+}
+
+// sniff runs tcpdump in a container's network namespace (from its host,
+// in the background, its output in a file), waits until it listens, and
+// returns a function that stops it and returns the packets it saw.
+func sniff(t *testing.T, e *e2e.Engine, container, filter string) func() []string {
+	t.Helper()
+	ctx := t.Context()
+	h := e.Host()
+	pid, err := e.Docker(ctx, "inspect", "-f", "{{.State.Pid}}", container)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := fmt.Sprintf("%s/sniff-%s-%d", h.Dir(), container, time.Now().UnixNano())
+	if _, err := h.Run(ctx, "sh", "-c", "nsenter --net=/proc/"+strings.TrimSpace(pid)+"/ns/net tcpdump --immediate-mode -l -nn -e -i eth0 '"+
+		filter+"' > "+file+" 2>&1 & echo $! > "+file+".pid"); err != nil {
+		t.Fatal(err)
+	}
+	stop := func() {
+		_, _ = h.Run(context.Background(), "sh", "-c", "kill -INT $(cat "+file+".pid) 2>/dev/null; while kill -0 $(cat "+file+".pid) 2>/dev/null; do sleep 0.05; done")
+	}
+	t.Cleanup(stop)
+	e2e.Eventually(t, 10*time.Second, func() error {
+		out, _ := h.Run(ctx, "cat", file)
+		if !strings.Contains(out, "listening on") {
+			return fmt.Errorf("tcpdump in %s not listening: %q", container, out)
+		}
+		return nil
+	})
+	return func() []string {
+		stop()
+		out, _ := h.Run(context.Background(), "cat", file)
+		var pkts []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, " > ") {
+				pkts = append(pkts, l)
+			}
+		}
+		return pkts
+	}
+}
+
+// TestAttacksFromAContainerFail attacks from inside a real container (with
+// NET_ADMIN and NET_RAW): a forged source address, a forged source MAC, a
+// gratuitous ARP claiming a neighbour's address, and sending to another
+// tenant's MAC and address. Victims on the same host and across hosts
+// receive none of it; legitimate traffic flows.
+func TestAttacksFromAContainerFail(t *testing.T) {
+	c := e2e.NewCluster(t, 2)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	acme := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	globex := createNetwork(t, c, "globex", "web", "10.1.0.0/24")
+	e0, e1 := c.Engine(0), c.Engine(1)
+	runCap := func(e *e2e.Engine, name, network, ip string) {
+		if _, err := e.Docker(ctx, "run", "-d", "--name", name, "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+			"--network", network, "--ip", ip, e2e.ImageName, "sleep", "3600"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCap(e0, "att", acme, "10.1.0.10")     // the attacker, on h0
+	runCap(e0, "near", acme, "10.1.0.11")    // a victim on the same host
+	runCap(e1, "far", acme, "10.1.0.74")     // a victim on the other host
+	runCap(e1, "other", globex, "10.1.0.75") // another tenant's container
+	e2e.AwaitPing(t, e0, "att", "10.1.0.11")
+	e2e.AwaitPing(t, e0, "att", "10.1.0.74")
+	otherMAC := mac(t, e1, "other")
+	attack := func(args ...string) {
+		_, _ = e0.Docker(ctx, append([]string{"exec", "att"}, args...)...) // failures are expected
+	}
+	nearSniff := sniff(t, e0, "near", "(icmp and src host 10.1.0.99) or ether src 02:66:66:66:66:66 or (arp and arp[14:4] = 0x0a01004a)")
+	farSniff := sniff(t, e1, "far", "(icmp and src host 10.1.0.99) or ether src 02:66:66:66:66:66 or (arp and arp[14:4] = 0x0a01000b)")
+	otherSniff := sniff(t, e1, "other", "icmp")
+
+	// Forged source address.
+	attack("ip", "addr", "add", "10.1.0.99/32", "dev", "eth0")
+	attack("ping", "-c1", "-W1", "-I", "10.1.0.99", "10.1.0.11")
+	attack("ping", "-c1", "-W1", "-I", "10.1.0.99", "10.1.0.74")
+	attack("ip", "addr", "del", "10.1.0.99/32", "dev", "eth0")
+	// Forged source MAC.
+	realMAC := mac(t, e0, "att")
+	attack("ip", "link", "set", "eth0", "address", "02:66:66:66:66:66")
+	attack("ping", "-c1", "-W1", "10.1.0.11")
+	attack("ping", "-c1", "-W1", "10.1.0.74")
+	attack("ip", "link", "set", "eth0", "address", realMAC)
+	// Gratuitous ARP claiming the victims' addresses.
+	attack("ip", "addr", "add", "10.1.0.74/32", "dev", "eth0")
+	attack("arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.74", "10.1.0.74")
+	attack("ip", "addr", "del", "10.1.0.74/32", "dev", "eth0")
+	attack("ip", "addr", "add", "10.1.0.11/32", "dev", "eth0")
+	attack("arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.11", "10.1.0.11")
+	attack("ip", "addr", "del", "10.1.0.11/32", "dev", "eth0")
+	// Another tenant's MAC and address, with a forged neighbour entry.
+	attack("ip", "neigh", "replace", "10.1.0.75", "lladdr", otherMAC, "dev", "eth0")
+	attack("ping", "-c2", "-W1", "10.1.0.75")
+
+	for name, stop := range map[string]func() []string{"near": nearSniff, "far": farSniff, "other": otherSniff} {
+		if pkts := stop(); len(pkts) > 0 {
+			t.Errorf("%s received the attacker's packets:\n%s", name, strings.Join(pkts, "\n"))
+		}
+	}
+	// Legitimate traffic is unaffected, and the same capture does see it.
+	seen := sniff(t, e1, "far", "icmp and src host 10.1.0.10")
+	e2e.AwaitPing(t, e0, "att", "10.1.0.11")
+	e2e.AwaitPing(t, e0, "att", "10.1.0.74")
+	if pkts := seen(); len(pkts) == 0 {
+		t.Error("the victim's capture saw not even legitimate pings; it proves nothing")
+	}
+}

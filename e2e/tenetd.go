@@ -52,7 +52,8 @@ func WriteClusterKey(path string) error {
 func StartTenetd(ctx context.Context, h Host, bin, keyFile string, seeds, ipamSeeds []string) (*Tenetd, error) {
 	argv := []string{bin, "--name", h.Name(), "--vtep", h.Underlay().Addr().String(),
 		"--key-file", keyFile, "--state-dir", filepath.Join(h.Dir(), "tenet"), "--log-level", "debug",
-		"--ipam-seeds", strings.Join(ipamSeeds, ",")}
+		"--ipam-seeds", strings.Join(ipamSeeds, ","),
+		"--docker-socket", filepath.Join(h.Dir(), "docker", "docker.sock")}
 	if len(seeds) > 0 {
 		argv = append(argv, "--join", strings.Join(seeds, ","))
 	}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tenet's multi-host demo on this one machine: three simulated hosts, each
 # with its own real Docker engine and tenetd; two tenants whose networks use
-# the same subnet; containers across the hosts reach their own tenant's
-# containers and never the other's. Everything is removed at the end.
+# the same subnet, defined once with tenetctl; containers across the hosts
+# reach their own tenant's containers and never the other's. Everything is
+# removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -28,13 +29,19 @@ echo "== bringing up 3 hosts, each with a Docker engine and tenetd"
 "$tb" up 3 --tenet
 
 echo
-echo "== on every host: two tenants, both with 10.1.0.0/24"
+echo "== once, on h1 with tenetctl: two tenants, each with a network on 10.1.0.0/24"
+for tenant in acme globex; do
+  "$tb" tenetctl h1 tenant create $tenant
+  "$tb" tenetctl h1 network create $tenant/web --subnet 10.1.0.0/24
+done
+"$tb" tenetctl h1 network inspect acme/web
+echo "every engine gets the networks by itself:"
 for h in h0 h1 h2; do
-  for tenant in acme globex; do
-    "$tb" docker "$h" network create -d tenet --ipam-driver tenet --ipam-opt tenant=$tenant \
-      -o tenant=$tenant -o network=web --subnet 10.1.0.0/24 $tenant-web >/dev/null
+  for i in $(seq 100); do
+    [ "$("$tb" docker "$h" network ls --filter driver=tenet -q | wc -l)" -ge 2 ] && break
+    sleep 0.05
   done
-  echo "$h: $("$tb" docker "$h" network ls --filter driver=tenet --format '{{.Name}}' | tr '\n' ' ')"
+  echo "  $h: $("$tb" docker "$h" network ls --filter driver=tenet --format '{{.Name}}' | tr '\n' ' ')"
 done
 
 echo

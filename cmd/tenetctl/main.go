@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,11 @@ const usage = `usage: tenetctl [--socket PATH] COMMAND [--json]
   host ls        the cluster's hosts
   host remove NAME
                  reclaim the address blocks of a host gone for good
+  tenant create NAME | tenant rm NAME | tenant ls
+  network create TENANT/NAME --subnet CIDR [--vni N] [--internal] [--mtu N]
+                 define a network once; every host's engine gets it as TENANT-NAME
+  network rm TENANT/NAME     (refused while containers are attached)
+  network inspect TENANT/NAME
   network ls     the Tenet networks
   endpoint ls    container endpoints and where they live
   version        print the version
@@ -46,6 +52,7 @@ type command struct {
 
 var commands = map[string]command{
 	"status":      {"/v1/status", "show this host's view: hosts up and down, counts, warnings", statusTable},
+	"tenant ls":   {"/v1/tenants", "list the tenants defined with tenant create", tenantTable},
 	"host ls":     {"/v1/hosts", "list the cluster's hosts: name, VTEP, state (up/down)", hostTable},
 	"network ls":  {"/v1/networks", "list Tenet networks: tenant, name, VNI, subnet, hosts that have it", networkTable},
 	"endpoint ls": {"/v1/endpoints", "list container endpoints: network, IP, MAC, host, state", endpointTable},
@@ -86,8 +93,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		name += " " + rest[0]
 		rest = rest[1:]
 	}
-	if name == "host remove" {
+	switch name {
+	case "host remove":
 		return hostRemove(*socket, rest, stdout, stderr)
+	case "tenant create", "tenant rm", "network create", "network rm", "network inspect":
+		return define(*socket, name, rest, stdout, stderr)
 	}
 	cmd, ok := commands[name]
 	if !ok {
@@ -128,15 +138,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // get asks tenetd over its admin socket.
-func get(socket, path string) ([]byte, error) { return call(socket, http.MethodGet, path) }
+func get(socket, path string) ([]byte, error) { return call(socket, http.MethodGet, path, nil) }
 
-func call(socket, method, path string) ([]byte, error) {
+func call(socket, method, path string, body any) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		}}}
-	req, err := http.NewRequest(method, "http://tenetd"+path, nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://tenetd"+path, rd)
 	if err != nil {
 		return nil, err
 	}
@@ -151,16 +169,16 @@ func call(socket, method, path string) ([]byte, error) {
 		return nil, fmt.Errorf("ask tenetd on %s: %w", socket, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Err string }
-		_ = json.Unmarshal(body, &e)
+		_ = json.Unmarshal(out, &e)
 		return nil, fmt.Errorf("tenetd: %s", e.Err)
 	}
-	return body, nil
+	return out, nil
 }
 
 func table(w io.Writer, header string, rows [][]string) error {
@@ -281,5 +299,99 @@ func hostRemove(socket string, args []string, stdout, stderr io.Writer) int {
 }
 
 func post(socket, path string) ([]byte, error) {
-	return call(socket, http.MethodPost, path)
+	return call(socket, http.MethodPost, path, nil)
+}
+
+func tenantTable(w io.Writer, body []byte) error {
+	var ts []struct{ Tenant, Origin string }
+	if err := json.Unmarshal(body, &ts); err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, t := range ts {
+		rows = append(rows, []string{t.Tenant, t.Origin})
+	}
+	return table(w, "TENANT\tDEFINED ON", rows)
+}
+
+// define runs the commands that change the cluster's registry.
+func define(socket, name string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tenetctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	subnet := fs.String("subnet", "", "the network's IPv4 subnet (network create)")
+	vni := fs.Uint("vni", 0, "the network's VNI (default: derived from TENANT/NAME)")
+	internal := fs.Bool("internal", false, "no egress: the network's containers reach only each other")
+	mtu := fs.Int("mtu", 0, "the network's MTU (default: the underlay's minus 50)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tenetctl %s ARG [flags]\n", name)
+		fs.PrintDefaults()
+	}
+	var arg string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		arg, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if arg == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	var method, path string
+	var body any
+	tenant, netName, _ := strings.Cut(arg, "/")
+	if strings.HasPrefix(name, "network") && (tenant == "" || netName == "") {
+		fmt.Fprintf(stderr, "tenetctl %s: %q: want TENANT/NAME\n", name, arg)
+		return 2
+	}
+	switch name {
+	case "tenant create":
+		method, path = http.MethodPost, "/v1/tenants/"+arg
+	case "tenant rm":
+		method, path = http.MethodDelete, "/v1/tenants/"+arg
+	case "network create":
+		if *subnet == "" {
+			fmt.Fprintln(stderr, "tenetctl network create: --subnet is required")
+			return 2
+		}
+		method, path = http.MethodPost, "/v1/definitions"
+		body = map[string]any{"tenant": tenant, "name": netName, "subnet": *subnet, "vni": *vni, "internal": *internal, "mtu": *mtu}
+	case "network rm":
+		method, path = http.MethodDelete, "/v1/definitions/"+tenant+"/"+netName
+	case "network inspect":
+		out, err := call(socket, http.MethodGet, "/v1/definitions", nil)
+		if err != nil {
+			fmt.Fprintln(stderr, "tenetctl:", err)
+			return 1
+		}
+		var defs []map[string]any
+		if err := json.Unmarshal(out, &defs); err != nil {
+			fmt.Fprintln(stderr, "tenetctl:", err)
+			return 1
+		}
+		for _, d := range defs {
+			if d["tenant"] == tenant && d["name"] == netName {
+				b, _ := json.MarshalIndent(d, "", "  ")
+				fmt.Fprintln(stdout, string(b))
+				return 0
+			}
+		}
+		fmt.Fprintf(stderr, "tenetctl: no network %s\n", arg)
+		return 1
+	}
+	out, err := call(socket, method, path, body)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenetctl:", err)
+		return 1
+	}
+	if *asJSON {
+		_, _ = stdout.Write(out)
+	} else {
+		fmt.Fprintf(stdout, "%s %s: done\n", name, arg)
+	}
+	return 0
 }

@@ -31,9 +31,9 @@ import (
 var version = "dev"
 
 type options struct {
-	name, vtep, bind, keyFile, socket, adminSocket, stateDir, netnsPrefix, logLevel string
-	join, ipamSeeds                                                                 []string
-	port, vxlanPort                                                                 int
+	name, vtep, bind, keyFile, socket, adminSocket, dockerSocket, stateDir, netnsPrefix, logLevel string
+	join, ipamSeeds                                                                               []string
+	port, vxlanPort                                                                               int
 }
 
 func main() {
@@ -59,6 +59,7 @@ func main() {
 	flag.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
 	flag.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
 	flag.StringVar(&o.adminSocket, "admin-socket", "/run/tenet/admin.sock", "root-only socket tenetctl talks to")
+	flag.StringVar(&o.dockerSocket, "docker-socket", "/var/run/docker.sock", "the local Docker engine's API socket, where networks defined with tenetctl are created")
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/tenet", "where local state is kept across restarts")
 	flag.StringVar(&o.netnsPrefix, "netns-prefix", "tenet-", "prefix of tenant namespace names")
 	flag.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
@@ -136,6 +137,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	drv.EnableRegistry(driver.GossipKV{Node: node}, o.dockerSocket)
 	logger.Info("tenetd starting", "version", version, "vtep", vtep, "gossip", node.Addr(), "socket", o.socket)
 
 	// Join the components: the first to fail stops the others.
