@@ -19,10 +19,11 @@ import (
 
 // HostInfo is a host of the cluster as this host sees it.
 type HostInfo struct {
-	Name  string `json:"name"`
-	VTEP  string `json:"vtep"`
-	State string `json:"state"` // "up" or "down"
-	Self  bool   `json:"self,omitempty"`
+	Name     string `json:"name"`
+	VTEP     string `json:"vtep"`
+	State    string `json:"state"` // "up" or "down"
+	Self     bool   `json:"self,omitempty"`
+	LastSeen string `json:"last_seen"` // "now" while up, else when it went down (RFC 3339)
 }
 
 // NetworkInfo is a Tenet network known to this host.
@@ -58,6 +59,7 @@ type Status struct {
 	Networks       int      `json:"networks"`
 	LocalEndpoints int      `json:"local_endpoints"`
 	Endpoints      int      `json:"endpoints"`
+	KeyInUse       string   `json:"key_in_use,omitempty"` // fingerprint of the cluster key this host encrypts with
 	Warnings       []string `json:"warnings,omitempty"`
 }
 
@@ -71,15 +73,35 @@ func (d *Driver) Hosts() []HostInfo {
 	out := []HostInfo{}
 	for _, m := range members {
 		seen[m.Name] = true
-		out = append(out, HostInfo{Name: m.Name, VTEP: m.VTEP.String(), State: "up", Self: m.Name == d.cfg.Host})
+		out = append(out, HostInfo{Name: m.Name, VTEP: m.VTEP.String(), State: "up", Self: m.Name == d.cfg.Host, LastSeen: "now"})
 	}
 	for name, vtep := range d.vteps {
 		if !seen[name] {
-			out = append(out, HostInfo{Name: name, VTEP: vtep.String(), State: "down"})
+			out = append(out, HostInfo{Name: name, VTEP: vtep.String(), State: "down", LastSeen: d.downSinceLocked(name)})
 		}
 	}
 	slices.SortFunc(out, func(a, b HostInfo) int { return cmp.Compare(a.Name, b.Name) })
 	return out
+}
+
+// downSinceLocked is when a host's entries were hidden, as far as this
+// driver saw, or "unknown".
+func (d *Driver) downSinceLocked(host string) string {
+	var since time.Time
+	for _, hosts := range d.attached {
+		if t, ok := hosts[host]; ok && !t.IsZero() && (since.IsZero() || t.Before(since)) {
+			since = t
+		}
+	}
+	for _, r := range d.remotes {
+		if r.ep.Host == host && !r.hiddenSince.IsZero() && (since.IsZero() || r.hiddenSince.Before(since)) {
+			since = r.hiddenSince
+		}
+	}
+	if since.IsZero() {
+		return "unknown"
+	}
+	return since.UTC().Format(time.RFC3339)
 }
 
 // Networks lists the cluster's networks and this host's.
@@ -150,6 +172,9 @@ func (d *Driver) Endpoints() []EndpointInfo {
 func (d *Driver) Status() Status {
 	hosts, nets, eps := d.Hosts(), d.Networks(), d.Endpoints()
 	s := Status{Host: d.cfg.Host, VTEP: d.cfg.VTEP.String(), Networks: len(nets), Endpoints: len(eps)}
+	if k, ok := d.cl.(interface{ KeyInUse() string }); ok {
+		s.KeyInUse = k.KeyInUse()
+	}
 	for _, h := range hosts {
 		if h.State == "up" {
 			s.HostsUp++

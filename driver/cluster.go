@@ -43,6 +43,7 @@ func (g GossipCluster) DeleteEndpoint(id string)            { g.Node.Endpoints()
 func (g GossipCluster) Attach(network string) error         { return g.Node.Attachments().Attach(network) }
 func (g GossipCluster) Detach(network string)               { g.Node.Attachments().Detach(network) }
 func (g GossipCluster) Members() []gossip.Member            { return g.Node.Members() }
+func (g GossipCluster) KeyInUse() string                    { return g.Node.KeyInUse() }
 func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 	return g.Node.Subscribe(buf)
 }

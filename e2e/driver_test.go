@@ -465,6 +465,13 @@ func TestNetworkDefinedOnceAppearsInEveryEngine(t *testing.T) {
 		})
 	}
 	t.Logf("acme-web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
+	var st struct {
+		HostsUp  int    `json:"hosts_up"`
+		KeyInUse string `json:"key_in_use"`
+	}
+	if out, err := ctl(c.Hosts[0], "status", "--json"); err != nil || json.Unmarshal([]byte(out), &st) != nil || st.HostsUp != 3 || st.KeyInUse == "" {
+		t.Errorf("tenetctl status --json: %v %q -> %+v", err, out, st)
+	}
 	if out, err := ctl(c.Hosts[0], "network", "create", "acme/db", "--subnet", "10.1.0.128/25"); err == nil {
 		t.Errorf("an overlapping subnet in one tenant was accepted: %s", out)
 	}

@@ -3,6 +3,8 @@ package gossip
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -335,6 +337,18 @@ func (n *Node) peers() []*memberlist.Node {
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats { return n.stats.snapshot() }
+
+// KeyInUse returns a fingerprint of the primary cluster key (the first 8 hex
+// digits of its SHA-256), for showing which key a host encrypts with
+// without showing the key.
+func (n *Node) KeyInUse() string {
+	k := n.keyring.GetPrimaryKey()
+	if k == nil {
+		return ""
+	}
+	sum := sha256.Sum256(k)
+	return hex.EncodeToString(sum[:4])
+}
 
 // InstallKey adds a cluster key that is accepted on receive. Rotation
 // without downtime: InstallKey on every host, then UseKey on every host,

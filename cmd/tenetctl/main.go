@@ -192,15 +192,19 @@ func table(w io.Writer, header string, rows [][]string) error {
 
 func statusTable(w io.Writer, body []byte) error {
 	var s struct {
-		Host, VTEP                                              string
-		HostsUp, HostsDown, Networks, LocalEndpoints, Endpoints int
-		Warnings                                                []string
+		Host, VTEP          string
+		HostsUp             int `json:"hosts_up"`
+		HostsDown           int `json:"hosts_down"`
+		Networks, Endpoints int
+		LocalEndpoints      int      `json:"local_endpoints"`
+		KeyInUse            string   `json:"key_in_use"`
+		Warnings            []string `json:"warnings"`
 	}
 	if err := json.Unmarshal(body, &s); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "host       %s (vtep %s)\n", s.Host, s.VTEP)
-	fmt.Fprintf(w, "ring       %d up, %d down\n", s.HostsUp, s.HostsDown)
+	fmt.Fprintf(w, "ring       %d up, %d down, cluster key %s\n", s.HostsUp, s.HostsDown, s.KeyInUse)
 	fmt.Fprintf(w, "networks   %d\n", s.Networks)
 	fmt.Fprintf(w, "endpoints  %d here, %d in all\n", s.LocalEndpoints, s.Endpoints)
 	for _, x := range s.Warnings {
@@ -213,6 +217,7 @@ func hostTable(w io.Writer, body []byte) error {
 	var hs []struct {
 		Name, VTEP, State string
 		Self              bool
+		LastSeen          string `json:"last_seen"`
 	}
 	if err := json.Unmarshal(body, &hs); err != nil {
 		return err
@@ -223,9 +228,9 @@ func hostTable(w io.Writer, body []byte) error {
 		if h.Self {
 			name += " (this host)"
 		}
-		rows = append(rows, []string{name, h.VTEP, h.State})
+		rows = append(rows, []string{name, h.VTEP, h.State, h.LastSeen})
 	}
-	return table(w, "HOST\tVTEP\tSTATE", rows)
+	return table(w, "HOST\tVTEP\tSTATE\tLAST SEEN", rows)
 }
 
 func networkTable(w io.Writer, body []byte) error {
