@@ -9,10 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 )
@@ -289,31 +286,5 @@ func (d *Driver) AdminHandler() http.Handler {
 // ServeAdmin answers the admin API on a root-only unix socket at path until
 // ctx is done.
 func (d *Driver) ServeAdmin(ctx context.Context, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("driver: admin socket: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("driver: remove stale admin socket: %w", err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("driver: admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return fmt.Errorf("driver: admin socket: %w", err)
-	}
-	srv := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("driver: serve %s: %w", path, err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	_ = os.Remove(path)
-	return nil
+	return d.serveUnix(ctx, path, 0o700, "admin", d.AdminHandler())
 }

@@ -205,24 +205,30 @@ func writeError(w http.ResponseWriter, status int, err error) {
 // discovers /run/docker/plugins/tenet.sock) until ctx is done. The socket
 // is created root-only and removed on return.
 func (d *Driver) Serve(ctx context.Context, path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("driver: plugin socket: %w", err)
+	return d.serveUnix(ctx, path, 0o755, "docker plugin", d.Handler(ctx))
+}
+
+// serveUnix serves h on a root-only unix socket at path (its directory
+// made with dirMode) until ctx is done, then removes the socket.
+func (d *Driver) serveUnix(ctx context.Context, path string, dirMode os.FileMode, what string, h http.Handler) error {
+	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+		return fmt.Errorf("driver: %s socket: %w", what, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("driver: remove stale plugin socket: %w", err)
+		return fmt.Errorf("driver: remove stale %s socket: %w", what, err)
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("driver: plugin socket: %w", err)
+		return fmt.Errorf("driver: %s socket: %w", what, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
-		return fmt.Errorf("driver: plugin socket: %w", err)
+		return fmt.Errorf("driver: %s socket: %w", what, err)
 	}
-	srv := &http.Server{Handler: d.Handler(ctx), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	d.log.Info("serving docker plugin", "socket", path)
+	d.log.Info("serving "+what, "socket", path)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("driver: serve %s: %w", path, err)
