@@ -37,8 +37,10 @@ type Driver struct {
 	remotes  map[string]*remoteEP // other hosts' endpoints, by ID
 	attached map[string]map[string]time.Time
 	// attached: network key -> host -> when it was hidden (zero: visible)
-	vteps map[string]netip.Addr // last known VTEP of each host
-	dirty bool                  // the view of other hosts changed since it was saved
+	vteps     map[string]netip.Addr // last known VTEP of each host
+	dirty     bool                  // the view of other hosts changed since it was saved
+	retry     bool                  // the last reconcile failed: try again
+	lastRetry time.Time             // when it was last retried
 }
 
 // remoteEP is another host's endpoint as gossip last showed it.
@@ -90,6 +92,9 @@ func New(cfg Config, dp Datapath, cl Cluster, am Addresses) (*Driver, error) {
 	return d, nil
 }
 
+// retryEvery spaces the retries of a reconcile that keeps failing.
+const retryEvery = 10 * time.Second
+
 // EnableRegistry makes the driver keep admin-defined tenants and networks
 // in kv and create every defined network in the Docker engine at
 // dockerSocket. Call before Run.
@@ -134,14 +139,13 @@ func (d *Driver) Run(ctx context.Context) error {
 	events, cancel := d.cl.Subscribe(1024)
 	defer cancel()
 	d.mu.Lock()
-	err := d.reconcileLocked(ctx)
-	if err == nil {
-		d.publishAllLocked()
+	if err := d.reconcileLocked(ctx); err != nil {
+		// Not fatal: what could be programmed is; the rest is retried.
+		d.log.Error("adopt saved state", "err", err)
+		d.retry = true
 	}
+	d.publishAllLocked()
 	d.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("driver: adopt saved state: %w", err)
-	}
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); d.runRegistry(ctx) }()
 	defer func() { <-regDone }()
@@ -193,8 +197,12 @@ func (d *Driver) Run(ctx context.Context) error {
 			d.collectGarbage(ctx)
 		case <-tick.C:
 			d.mu.Lock()
-			if d.expireHiddenLocked(time.Now()) {
-				d.dirty = true
+			retryNow := d.retry && time.Since(d.lastRetry) >= retryEvery
+			if d.expireHiddenLocked(time.Now()) || retryNow {
+				d.dirty, d.retry = true, false
+				if retryNow {
+					d.lastRetry = time.Now()
+				}
 				d.reconcileAndLogLocked(ctx)
 			}
 			if d.dirty {
@@ -211,6 +219,7 @@ func (d *Driver) reconcileAndLogLocked(ctx context.Context) {
 	if err := d.reconcileLocked(ctx); err != nil {
 		// Nobody else will report it: the change came from the cluster.
 		d.log.Error("reconcile after cluster change", "err", err)
+		d.retry = true
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tenet-net/tenet/overlay"
@@ -182,6 +183,11 @@ func (d *Driver) collectGarbage(ctx context.Context) {
 			if !e.Created.IsZero() && time.Since(e.Created) > unjoinedGrace {
 				gone = append(gone, e)
 			}
+			continue
+		}
+		// Only when this process can see where sandboxes live (it may run
+		// in another mount namespace than dockerd) is a missing one gone.
+		if _, err := os.Stat(filepath.Dir(e.Sandbox)); err != nil {
 			continue
 		}
 		if _, err := os.Stat(e.Sandbox); errors.Is(err, fs.ErrNotExist) {

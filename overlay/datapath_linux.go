@@ -183,7 +183,32 @@ type applier struct {
 	index map[string]int // "tenant/link" -> ifindex, cached for entry ops
 }
 
-func (d *Datapath) applyLocked(ctx context.Context, ops []Op) (err error) {
+// applyLocked applies ops tenant by tenant: a failure undoes what this call
+// created for that tenant and is reported, but does not keep the other
+// tenants (or the host's own ops) from being programmed.
+func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
+	var order []string
+	groups := map[string][]Op{}
+	for _, op := range ops {
+		key := op.Tenant
+		if op.Kind == OpHostDel || op.Kind == OpHostRules {
+			key = "" // the host's own ops
+		}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], op)
+	}
+	var errs []error
+	for _, key := range order {
+		if err := d.applyGroupLocked(ctx, groups[key]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) applyGroupLocked(ctx context.Context, ops []Op) (err error) {
 	a := &applier{d: d, index: map[string]int{}}
 	defer func() {
 		if err != nil {
@@ -360,6 +385,7 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 			PeerName: l.Peer, PeerHardwareAddr: mac, PeerMTU: uint32(l.MTU), PeerNamespace: netlink.NsFd(a.d.host.ns)})
 		if err == nil {
 			a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
+			err = markOwned(a.d.host, l.Peer)
 		}
 	default:
 		return fmt.Errorf("%s: unknown kind", what)
@@ -374,7 +400,7 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 // is bound there, on the underlay, and then moves it into the tenant's.
 func (a *applier) vxlanAdd(t *nsNet, l Link) error {
 	host := a.d.host
-	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}, VxlanId: int(l.VNI),
+	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias}, VxlanId: int(l.VNI),
 		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}
 	if err := host.h.LinkAdd(vx); err != nil {
 		return err
@@ -478,6 +504,9 @@ func (a *applier) uplinkSet(t *nsNet, u *Uplink) error {
 		if up, err = t.h.LinkByName(uplinkName); err != nil {
 			return err
 		}
+		if err := markOwned(host, u.HostLink); err != nil {
+			return err
+		}
 	}
 	hl, err := host.h.LinkByName(u.HostLink)
 	if err != nil {
@@ -537,6 +566,23 @@ func (a *applier) hostRules(digest string) error {
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {
 	err := delByName(n, l.Name)
 	return wrap(err, "delete %s %s (%s)", l.Kind, l.Name, where)
+}
+
+// ownerAlias marks the links Tenet makes in the host namespace, where other
+// software's links live too: only links with this alias (ifalias) are ever
+// treated as Tenet's there, whatever their name.
+const ownerAlias = "tenet"
+
+// markOwned sets ownerAlias on a link in n.
+func markOwned(n *nsNet, name string) error {
+	link, err := n.h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if err := n.h.LinkSetAlias(link, ownerAlias); err != nil {
+		return fmt.Errorf("mark %s as Tenet's: %w", name, err)
+	}
+	return nil
 }
 
 // delByName deletes a link; no-op if it is not there.

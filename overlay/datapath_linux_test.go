@@ -702,6 +702,18 @@ func TestKernelErrorNamesTheNetworkAndLeavesNothing(t *testing.T) {
 	if _, err := netns.GetFromName(h.netns + "-acme"); err == nil {
 		t.Error("the tenant namespace made by the failed Reconcile is still there")
 	}
+	// One tenant's failure does not keep another from being programmed.
+	err = h.dp.Reconcile(t.Context(), overlay.State{Networks: []overlay.Network{
+		{Tenant: "acme", Name: "web", VNI: 4097}, {Tenant: "globex", Name: "web", VNI: 5000}}})
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Reconcile with a squatted VNI = %v, want %q", err, want)
+	}
+	if out, err := exec.Command("ip", "-n", h.netns+"-globex", "-o", "link").CombinedOutput(); err != nil || !strings.Contains(string(out), "vx5000") {
+		t.Errorf("globex was not programmed next to acme's failure: %v\n%s", err, out)
+	}
+	if err := h.dp.Reconcile(t.Context(), overlay.State{}); err != nil {
+		t.Fatal(err)
+	}
 	// Bad input is refused before any change.
 	err = h.dp.Reconcile(t.Context(), overlay.State{Networks: []overlay.Network{{Tenant: "Acme!", Name: "web", VNI: 1}}})
 	if !errors.Is(err, overlay.ErrInvalid) {
@@ -961,5 +973,37 @@ func TestTenantNamespaceRecreatedAtOnceAndAfterExternalDelete(t *testing.T) {
 	out, err := exec.Command("ip", "-n", hs[0].netns+"-acme", "-o", "link").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "vx4097") || !strings.Contains(string(out), "br4097") {
 		t.Errorf("after an external delete, the re-created namespace holds: %v\n%s", err, out)
+	}
+}
+
+// TestLinksOfOthersInTheHostNamespaceAreLeftAlone: an admin's vx100 and a
+// link that merely looks like a container end are not Tenet's (they lack
+// its ifalias), so no reconcile deletes them.
+func TestLinksOfOthersInTheHostNamespaceAreLeftAlone(t *testing.T) {
+	hs := newHosts(t, 1)
+	h := hs[0]
+	for _, args := range [][]string{
+		{"link", "add", "vx100", "type", "vxlan", "id", "100", "dstport", "4790"},
+		{"link", "add", "tc0123456789ab", "type", "veth", "peer", "name", "notours0"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", h.netns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	s := overlay.State{Networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}},
+		Endpoints: []overlay.Endpoint{ep("e1", 4097, "10.1.0.1")}}
+	for _, st := range []overlay.State{s, {}} {
+		if err := h.dp.Reconcile(t.Context(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("ip", "-n", h.netns, "-o", "link").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vx100", "tc0123456789ab"} {
+		if !strings.Contains(string(out), name) {
+			t.Errorf("reconcile deleted %s, which is not Tenet's:\n%s", name, out)
+		}
 	}
 }

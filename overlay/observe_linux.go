@@ -35,6 +35,9 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 	}
 	for _, l := range hostLinks {
 		name := l.Attrs().Name
+		if l.Attrs().Alias != ownerAlias {
+			continue // not ours, whatever its name
+		}
 		if tcPattern.MatchString(name) || tnuPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") {
 			snap.HostLinks[name] = Link{Name: name, Kind: l.Type(), MTU: l.Attrs().MTU, Up: l.Attrs().Flags&net.FlagUp != 0}
 		}
@@ -45,8 +48,11 @@ func (d *Datapath) observeLocked() (Snapshot, error) {
 	}
 	if fwd, err := readSysctl(d.host.ns, "net/ipv4/ip_forward"); err != nil {
 		return snap, err
-	} else if rules != "" && fwd == "1" {
+	} else if rules != "" {
 		snap.HostRules = rules
+		if fwd != "1" {
+			snap.HostRules += "-noforward" // matches no wanted digest: re-applied, or removed
+		}
 	}
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !os.IsNotExist(err) {
