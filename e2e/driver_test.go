@@ -53,11 +53,22 @@ func mac(t *testing.T, e *e2e.Engine, container string) string {
 }
 
 // tcp sends a line from one container to a listener in another and
-// returns an error unless the listener received it. The listener runs in
-// the foreground of a docker exec (so its end is seen); the sender retries
-// until it is up.
+// returns an error unless the listener received it, in one of three tries.
+// The listener runs in the foreground of a docker exec (so its end is
+// seen); the sender retries until it is up.
 func tcp(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP string) error {
 	t.Helper()
+	var err error
+	for range 3 {
+		if err = tcpOnce(t, from, fromName, to, toName, toIP); err == nil {
+			return nil
+		}
+		t.Logf("tcp %s -> %s: %v; trying again", fromName, toName, err)
+	}
+	return err
+}
+
+func tcpOnce(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP string) error {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	word := fmt.Sprintf("hello-%s-%d", fromName, time.Now().UnixNano())
