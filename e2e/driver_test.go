@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -643,5 +644,46 @@ func TestAttacksFromAContainerFail(t *testing.T) {
 	e2e.AwaitPing(t, e0, "att", "10.1.0.74")
 	if pkts := seen(); len(pkts) == 0 {
 		t.Error("the victim's capture saw not even legitimate pings; it proves nothing")
+	}
+}
+
+// TestAFailedStartLeaksNoAddress: when the driver refuses an endpoint
+// (here: a MAC another container of the network has), Docker's rollback
+// releases the address IPAM handed out, so the next container gets it.
+func TestAFailedStartLeaksNoAddress(t *testing.T) {
+	c := e2e.NewCluster(t, 1)
+	c.StartTenetds(t)
+	ctx := t.Context()
+	e := c.Engine(0)
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	addr := func(name string) string {
+		out, err := e.Docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+net+"\").IPAddress}}", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	// Debian's docker.io CLI (20.10) still sends --mac-address the way a
+	// 20.10 engine takes it; newer CLIs refuse to talk to it about that.
+	docker20 := func(args ...string) (string, error) {
+		return e.Host().Run(ctx, append([]string{"/usr/bin/docker", "-H", "unix://" + e.Socket()}, args...)...)
+	}
+	if _, err := docker20("run", "-d", "--name", "first", "--network", net, "--mac-address", "02:00:00:00:00:aa", e2e.ImageName, "sleep", "600"); err != nil {
+		t.Fatal(err)
+	}
+	first := addr("first")
+	out, err := docker20("run", "-d", "--name", "dup", "--network", net, "--mac-address", "02:00:00:00:00:aa", e2e.ImageName, "sleep", "600")
+	if err == nil || !strings.Contains(out, "already used") {
+		t.Fatalf("a container with a taken MAC started: %v %q", err, out)
+	}
+	if _, err := e.Docker(ctx, "run", "-d", "--name", "second", "--network", net, e2e.ImageName, "sleep", "600"); err != nil {
+		t.Fatal(err)
+	}
+	second := addr("second")
+	// IPAM hands out the lowest free address: if the failed start had kept
+	// its address, the second would have the one after it.
+	a4, _ := netip.ParseAddr(first)
+	if want := a4.Next().String(); second != want {
+		t.Errorf("second got %s, want %s (the address the failed start was given, released again)", second, want)
 	}
 }
