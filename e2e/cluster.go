@@ -110,35 +110,13 @@ func (c *Cluster) Engine(i int) *Engine {
 	return c.Engines[i]
 }
 
-// StartTenetds builds tenetd, writes a cluster key and starts tenetd on
-// every host, each joining all the others. The daemons end with the testbed.
+// StartTenetds starts tenetd on every host (Testbed.StartTenetds) or fails
+// t. The daemons end with the testbed.
 func (c *Cluster) StartTenetds(t testing.TB) []*Tenetd {
 	t.Helper()
-	bin, err := BuildTenetd(c.Dir)
+	ds, err := c.Testbed.StartTenetds(t.Context())
 	if err != nil {
 		t.Fatal(err)
-	}
-	key := c.Dir + "/cluster.key"
-	if err := WriteClusterKey(key); err != nil {
-		t.Fatal(err)
-	}
-	var ds []*Tenetd
-	var names []string
-	for _, h := range c.Hosts {
-		names = append(names, h.Name())
-	}
-	for _, h := range c.Hosts {
-		var seeds []string
-		for _, o := range c.Hosts {
-			if o != h {
-				seeds = append(seeds, o.Underlay().Addr().String())
-			}
-		}
-		d, err := StartTenetd(t.Context(), h, bin, key, seeds, names)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ds = append(ds, d)
 	}
 	return ds
 }

@@ -94,3 +94,38 @@ func (t *Tenetd) Start(ctx context.Context) error {
 		}
 	}
 }
+
+// StartTenetds builds tenetd and tenetctl into the run's directory, writes a
+// new cluster key there, and starts tenetd on every host, each joining all
+// the others, with all hosts as IPAM seeds.
+func (tb *Testbed) StartTenetds(ctx context.Context) ([]*Tenetd, error) {
+	bin, err := BuildTenetd(tb.Dir)
+	if err != nil {
+		return nil, err
+	}
+	key := filepath.Join(tb.Dir, "cluster.key")
+	if err := WriteClusterKey(key); err != nil {
+		return nil, err
+	}
+	tb.logf("cluster key %s (AES-256-GCM, new for this run)", key)
+	var names []string
+	for _, h := range tb.Hosts {
+		names = append(names, h.Name())
+	}
+	var ds []*Tenetd
+	for _, h := range tb.Hosts {
+		var seeds []string
+		for _, o := range tb.Hosts {
+			if o != h {
+				seeds = append(seeds, o.Underlay().Addr().String())
+			}
+		}
+		d, err := StartTenetd(ctx, h, bin, key, seeds, names)
+		if err != nil {
+			return ds, err
+		}
+		tb.logf("host %s: tenetd pid %d, plugin /run/docker/plugins/tenet.sock, log %s", h.Name(), d.Daemon.PID(), d.Daemon.LogPath())
+		ds = append(ds, d)
+	}
+	return ds, nil
+}

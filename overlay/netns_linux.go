@@ -46,10 +46,11 @@ func (n *nsNet) Close() {
 	n.ns.Close()
 }
 
-// nsDo runs fn on a fresh OS thread that has entered ns, and returns its
-// error. If the thread cannot be put back, it stays locked so that Go
+// onOwnThread runs fn on a fresh OS thread locked for the call, and puts
+// the thread back into its original network namespace afterwards (fn may
+// leave it elsewhere). If that fails, the thread stays locked so that Go
 // discards it rather than reuse a thread in the wrong namespace.
-func nsDo(ns netns.NsHandle, fn func() error) error {
+func onOwnThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -60,15 +61,10 @@ func nsDo(ns netns.NsHandle, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
 		ferr := fn()
 		if err := netns.Set(orig); err != nil {
 			errc <- errors.Join(ferr, fmt.Errorf("return to original namespace: %w", err))
-			return // thread stays locked and dies with the goroutine
+			return // the thread stays locked and dies with the goroutine
 		}
 		runtime.UnlockOSThread()
 		errc <- ferr
@@ -76,31 +72,26 @@ func nsDo(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
+// nsDo runs fn inside ns, on a thread of its own.
+func nsDo(ns netns.NsHandle, fn func() error) error {
+	return onOwnThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return err
+		}
+		return fn()
+	})
+}
+
 // createNamedNS creates a network namespace pinned at netnsDir/name, without
 // moving any thread of ours into it for longer than the call.
 func createNamedNS(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	return onOwnThread(func() error {
 		ns, err := netns.NewNamed(name) // leaves this thread in the new namespace
 		if err == nil {
 			ns.Close()
 		}
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, fmt.Errorf("return to original namespace: %w", rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+		return err
+	})
 }
 
 // deleteNamedNS unpins netnsDir/name; the namespace and all in it go away

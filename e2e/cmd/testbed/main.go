@@ -113,7 +113,7 @@ func up(ctx context.Context, dir string, n int, tenet bool) (int, error) {
 		return 1, err
 	}
 	if tenet {
-		if err := startTenet(ctx, tb); err != nil {
+		if _, err := tb.StartTenetds(ctx); err != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			return 1, errors.Join(err, tb.Down(cctx))
@@ -127,38 +127,6 @@ func up(ctx context.Context, dir string, n int, tenet bool) (int, error) {
 	fmt.Println("try: scripts/testbed.sh docker h0 run --rm --network none " + e2e.ImageName + " ip addr")
 	fmt.Println("then: scripts/testbed.sh down")
 	return 0, nil
-}
-
-// startTenet builds tenetd, writes a new cluster key and starts tenetd on
-// every host, each joining all the others.
-func startTenet(ctx context.Context, tb *e2e.Testbed) error {
-	bin, err := e2e.BuildTenetd(tb.Dir)
-	if err != nil {
-		return err
-	}
-	key := tb.Dir + "/cluster.key"
-	if err := e2e.WriteClusterKey(key); err != nil {
-		return err
-	}
-	logf("cluster key %s (AES-256-GCM, new for this run)", key)
-	var names []string
-	for _, h := range tb.Hosts {
-		names = append(names, h.Name())
-	}
-	for _, h := range tb.Hosts {
-		var seeds []string
-		for _, o := range tb.Hosts {
-			if o != h {
-				seeds = append(seeds, o.Underlay().Addr().String())
-			}
-		}
-		d, err := e2e.StartTenetd(ctx, h, bin, key, seeds, names)
-		if err != nil {
-			return err
-		}
-		logf("host %s: tenetd pid %d, plugin /run/docker/plugins/tenet.sock, log %s", h.Name(), d.Daemon.PID(), d.Daemon.LogPath())
-	}
-	return nil
 }
 
 func ls(dir string) (int, error) {
