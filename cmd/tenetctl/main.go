@@ -1,13 +1,15 @@
-// Command tenetctl is the cluster admin's CLI. It asks the local tenetd,
-// over its root-only admin socket, what the cluster looks like from here:
+// Command tenetctl is the cluster admin's CLI. It talks to the local tenetd
+// over its root-only admin socket, to define tenants and networks for the
+// whole cluster and to show what the cluster looks like from here:
 //
-//	tenetctl status          this host, ring health, counts, warnings
-//	tenetctl host ls         hosts, their VTEP and state
-//	tenetctl network ls      Tenet networks, their VNI, subnet and hosts
-//	tenetctl endpoint ls     container endpoints and the host each lives on
+//	tenetctl status                     this host, ring health, key, counts, warnings
+//	tenetctl host ls | host remove NAME hosts; reclaim a dead host's addresses
+//	tenetctl tenant create|ls|rm        tenants
+//	tenetctl network create|ls|inspect|rm  networks, created in every engine
+//	tenetctl endpoint ls                container endpoints and where they live
 //
-// Every command takes --json for scripts. Exit codes: 0 done, 1 tenetd
-// could not be asked, 2 bad usage.
+// Every command takes --json for scripts and --help. Exit codes: 0 done,
+// 1 tenetd refused or could not be asked, 2 bad usage.
 package main
 
 import (
