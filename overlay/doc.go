@@ -2,9 +2,14 @@
 // the only package that talks netlink (the e2e testbed aside).
 //
 // Per host, each tenant present gets its own network namespace (prefix +
-// tenant name, pinned under /run/netns): the tenant's private router, with
-// IPv4/IPv6 forwarding off and no addresses of its own, so tenants may use
-// the same subnets. In it, each network (VNI) is a bridge br<vni> and a VXLAN
+// tenant name, pinned under /run/netns): the tenant's private router, so
+// tenants may use the same subnets. It has no addresses and forwards
+// nothing, unless a network has egress: then that network's gateway is on
+// its bridge, an uplink veth leads to the host, and nf_tables rules let
+// the router forward only from egress networks out to the host (NATed),
+// never between networks (egress.go, firewall_linux.go). Per endpoint port,
+// bridge rules drop frames with a source MAC, IPv4 source or ARP sender
+// other than the endpoint's own (spoof.go). In it, each network (VNI) is a bridge br<vni> and a VXLAN
 // device vx<vni> (learning off, ARP/NDP proxy on), which is created in the
 // host namespace, so that its UDP socket stays on the underlay, and then
 // moved in. Each local endpoint is a veth pair: tv<hash> on the bridge, and
