@@ -82,6 +82,11 @@ func nsDo(ns netns.NsHandle, fn func() error) error {
 	})
 }
 
+// CreateNamedNetns creates a network namespace pinned at /run/netns/name,
+// as "ip netns add" does, without moving any thread of the caller's into it
+// for longer than the call (tests make their namespaces with it too).
+func CreateNamedNetns(name string) error { return createNamedNS(name) }
+
 // createNamedNS creates a network namespace pinned at netnsDir/name, without
 // moving any thread of ours into it for longer than the call.
 func createNamedNS(name string) error {

@@ -7,11 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // RequireRoot skips t unless it runs as root and not in -short mode.
@@ -62,28 +63,7 @@ func Leaked() []string {
 func NewNetNS(t testing.TB) string {
 	t.Helper()
 	name := Prefix + randomHex(4)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.NewNamed(name)
-		if err == nil {
-			ns.Close()
-		}
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, rerr)
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := overlay.CreateNamedNetns(name); err != nil {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
 	t.Cleanup(func() {
