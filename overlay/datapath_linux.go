@@ -43,6 +43,12 @@ func New(cfg Config) (*Datapath, error) {
 		host.Close()
 		return nil, err
 	}
+	// A VTEP that is no address of this host is a configuration error, not
+	// something to discover at the first reconcile.
+	if _, err := d.underlayMTULocked(); err != nil {
+		host.Close()
+		return nil, err
+	}
 	return d, nil
 }
 

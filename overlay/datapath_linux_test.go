@@ -714,6 +714,12 @@ func TestKernelErrorNamesTheNetworkAndLeavesNothing(t *testing.T) {
 	if err := h.dp.Reconcile(t.Context(), overlay.State{}); err != nil {
 		t.Fatal(err)
 	}
+	// A VTEP that is not this host's is refused when the datapath opens.
+	cfg := overlay.DefaultConfig()
+	cfg.VTEP, cfg.HostNetns = netip.MustParseAddr("198.51.100.99"), "/run/netns/"+h.netns
+	if _, err := overlay.New(cfg); err == nil || !strings.Contains(err.Error(), "vtep 198.51.100.99: not an address of any interface") {
+		t.Errorf("New with a foreign VTEP = %v", err)
+	}
 	// Bad input is refused before any change.
 	err = h.dp.Reconcile(t.Context(), overlay.State{Networks: []overlay.Network{{Tenant: "Acme!", Name: "web", VNI: 1}}})
 	if !errors.Is(err, overlay.ErrInvalid) {
