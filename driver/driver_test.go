@@ -360,3 +360,67 @@ func TestIPAMHandsOutAddressesAndTheGateway(t *testing.T) {
 		t.Errorf("address outside the pool accepted: %s", body)
 	}
 }
+
+// fakeKV is an in-memory gossip key-value table of several hosts.
+type fakeKV struct {
+	mu      sync.Mutex
+	entries map[string]gossip.KVEntry // key|host
+	host    string
+}
+
+func (f *fakeKV) Put(key string, value []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.entries[key+"|"+f.host]
+	f.entries[key+"|"+f.host] = gossip.KVEntry{Key: key, Host: f.host, Value: value, Version: old.Version + 1}
+	return nil
+}
+
+func (f *fakeKV) List(prefix string) []gossip.KVEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []gossip.KVEntry
+	for _, e := range f.entries {
+		if strings.HasPrefix(e.Key, prefix) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestRegistryValidatesAndIgnoresBadPeerEntries(t *testing.T) {
+	d, _, _, _ := serve(t)
+	kv := &fakeKV{entries: map[string]gossip.KVEntry{}, host: "h0"}
+	d.kv = kv
+	if err := d.CreateTenant("Acme!"); err == nil || !strings.Contains(err.Error(), `create tenant "Acme!"`) {
+		t.Errorf("bad tenant name: %v", err)
+	}
+	if err := d.CreateDefinedNetwork(Definition{Tenant: "acme", Name: "web", Subnet: "10.1.0.0/24"}); err == nil || !strings.Contains(err.Error(), "no tenant") {
+		t.Errorf("network of an unknown tenant: %v", err)
+	}
+	if err := d.CreateTenant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []Definition{
+		{Tenant: "acme", Name: "web", Subnet: "10.1.0.300/24"},
+		{Tenant: "acme", Name: "Web!", Subnet: "10.1.0.0/24"},
+		{Tenant: "acme", Name: "web", Subnet: "10.1.0.0/24", MTU: 100},
+	} {
+		if err := d.CreateDefinedNetwork(bad); err == nil {
+			t.Errorf("accepted %+v", bad)
+		}
+	}
+	if err := d.CreateDefinedNetwork(Definition{Tenant: "acme", Name: "web", Subnet: "10.1.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	// A peer's invalid entry is ignored, not acted on.
+	kv.host = "h9"
+	_ = kv.Put("network/acme/evil", []byte(`{"tenant":"acme","name":"evil","subnet":"not-a-cidr","vni":5,"gen":99,"origin":"h9"}`))
+	got := d.DefinedNetworks()
+	if len(got) != 1 || got[0].Name != "web" {
+		t.Errorf("defined networks = %+v, want only acme/web", got)
+	}
+	if err := d.RemoveTenant("acme"); err == nil || !strings.Contains(err.Error(), "still has network acme/web") {
+		t.Errorf("removing a tenant with a network: %v", err)
+	}
+}

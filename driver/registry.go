@@ -60,6 +60,20 @@ func (d Definition) key() string {
 	return kvNetwork + d.Tenant + "/" + d.Name
 }
 
+// valid applies the admin API's rules to a definition read from the
+// cluster, so that a bad entry from a peer is ignored, not acted on.
+func (d Definition) valid() bool {
+	if !tenantPattern.MatchString(d.Tenant) {
+		return false
+	}
+	if d.Name == "" || d.Removed {
+		return d.Name == "" || networkPattern.MatchString(d.Name)
+	}
+	p, err := netip.ParsePrefix(d.Subnet)
+	return networkPattern.MatchString(d.Name) && err == nil && p.Addr().Is4() && p == p.Masked() &&
+		d.VNI >= overlay.MinVNI && d.VNI <= overlay.MaxVNI && (d.MTU == 0 || d.MTU >= overlay.MinMTU && d.MTU <= overlay.MaxMTU)
+}
+
 // DockerName is the name of the network in every engine.
 func (d Definition) DockerName() string { return d.Tenant + "-" + d.Name }
 
@@ -80,8 +94,8 @@ func winners(kv KV, prefix string) map[string]Definition {
 	out := map[string]Definition{}
 	for _, e := range kv.List(prefix) {
 		var d Definition
-		if json.Unmarshal(e.Value, &d) != nil || d.key() != e.Key {
-			continue // malformed or mislabelled: ignored
+		if json.Unmarshal(e.Value, &d) != nil || d.key() != e.Key || !d.valid() {
+			continue // malformed, mislabelled or invalid: ignored
 		}
 		if w, ok := out[e.Key]; !ok || cmp.Or(cmp.Compare(d.Gen, w.Gen), cmp.Compare(d.Origin, w.Origin)) > 0 {
 			out[e.Key] = d
