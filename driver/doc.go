@@ -1,15 +1,19 @@
-// Package driver answers Docker's remote NetworkDriver and IpamDriver
-// protocols (as of Docker 20.10) on one unix socket: it decodes and
-// validates each request into a typed value before any side effect, keeps
-// this host's networks and endpoints (state.json), publishes them through
-// gossip, follows other hosts' changes, and reconciles the overlay datapath
-// with the whole desired state after every change. IPAM calls go to package
-// ipam. It also serves the admin API tenetctl uses, and keeps the registry
-// of admin-defined tenants and networks, creating their Docker networks in
-// the local engine.
+// Package driver is Tenet's Docker front end. It answers Docker's remote
+// NetworkDriver and IpamDriver protocols (as of Docker 20.10) on one unix
+// socket, turning each call into a typed request to the host core
+// (package core) or to IPAM (package ipam): decode, validate Docker's
+// options, call, encode the answer or the error. It also realises the
+// networks admins define with tenetctl (package registry) in the local
+// engine, through the engine's API (Syncer).
 //
-// It never touches the kernel itself (package overlay does). Driver is safe
-// for concurrent use: plugin calls and cluster events are applied under one
-// mutex; each plugin call is answered within Config.RequestTimeout, and one
-// whose deadline passed is rolled back rather than committed.
+// What it owns: Docker's wire types and options, the mapping from Docker's
+// network IDs to the core's networks (the core stores the ID as the
+// network's Ref), and the choice of Docker names for defined networks
+// (rules.DockerName). What it never does: keep state of its own, touch the
+// kernel, or talk to gossip.
+//
+// Concurrency: a Driver is safe for concurrent use and holds no lock; each
+// plugin call runs on its own goroutine with a deadline
+// (Config.RequestTimeout), which the core and IPAM check at their commit
+// points, so a call Docker has given up on leaves nothing behind.
 package driver

@@ -2,28 +2,15 @@ package driver
 
 // Docker's remote IPAM protocol, served on the same socket as the network
 // driver (docker network create --ipam-driver tenet --ipam-opt tenant=T),
-// backed by package ipam: addresses unique across the cluster, allocated
-// locally from blocks this host owns. This file only decodes, delegates and
-// encodes.
+// backed by package ipam. This file only decodes, delegates and encodes.
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/netip"
-	"os"
-	"path/filepath"
 
 	"github.com/tenet-net/tenet/ipam"
 )
-
-// Addresses is what the driver needs of the cluster-wide allocator:
-// *ipam.IPAM, or a fake in unit tests.
-type Addresses interface {
-	RequestPool(ctx context.Context, req ipam.PoolRequest) (ipam.Pool, error)
-	ReleasePool(ctx context.Context, id string) error
-	RequestAddress(ctx context.Context, poolID string, req ipam.AddressRequest) (netip.Prefix, error)
-	ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) error
-}
 
 type requestPoolRequest struct {
 	AddressSpace string
@@ -57,24 +44,28 @@ type releaseAddressRequest struct {
 	Address string
 }
 
-func (d *Driver) addresses() (Addresses, error) {
-	if d.ipam == nil {
-		return nil, fmt.Errorf("this tenetd runs without IPAM")
-	}
-	return d.ipam, nil
-}
+var errNoIPAM = errors.New("this tenetd runs without IPAM")
 
-// RequestPool registers (or counts another use of) a tenant's subnet.
+// RequestPool registers (or counts another use of) a tenant's subnet,
+// after the subnet and tenant rules.
 func (d *Driver) RequestPool(ctx context.Context, r requestPoolRequest) (*requestPoolResponse, error) {
-	m, err := d.addresses()
-	if err != nil {
-		return nil, err
+	if d.ipam == nil {
+		return nil, errNoIPAM
 	}
 	req, err := ipam.ParsePoolRequest(d.cfg.DefaultTenant, r.AddressSpace, r.Pool, r.SubPool, r.Options, r.V6)
 	if err != nil {
 		return nil, err
 	}
-	p, err := m.RequestPool(ctx, req)
+	if !req.Subnet.Addr().Is4() {
+		return nil, fmt.Errorf("request pool %s: IPv6 is not supported yet", req.Subnet)
+	}
+	if err := d.core.CheckSubnet(req.Subnet); err != nil {
+		return nil, fmt.Errorf("request pool (tenant %s): %w", req.Tenant, err)
+	}
+	if err := d.checkTenant(req.Tenant); err != nil {
+		return nil, fmt.Errorf("request pool %s: %w", req.Subnet, err)
+	}
+	p, err := d.ipam.RequestPool(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -83,25 +74,23 @@ func (d *Driver) RequestPool(ctx context.Context, r requestPoolRequest) (*reques
 
 // ReleasePool drops one use of a pool.
 func (d *Driver) ReleasePool(ctx context.Context, r releasePoolRequest) error {
-	m, err := d.addresses()
-	if err != nil {
-		return err
+	if d.ipam == nil {
+		return errNoIPAM
 	}
-	return m.ReleasePool(ctx, r.PoolID)
+	return d.ipam.ReleasePool(ctx, r.PoolID)
 }
 
 // RequestAddress hands out an address unique in the cluster, the one asked
 // for with --ip, or the network's cluster-wide gateway.
 func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*requestAddressResponse, error) {
-	m, err := d.addresses()
-	if err != nil {
-		return nil, err
+	if d.ipam == nil {
+		return nil, errNoIPAM
 	}
 	req, err := ipam.ParseAddressRequest(r.PoolID, r.Address, r.Options)
 	if err != nil {
 		return nil, err
 	}
-	a, err := m.RequestAddress(ctx, r.PoolID, req)
+	a, err := d.ipam.RequestAddress(ctx, r.PoolID, req)
 	if err != nil {
 		return nil, err
 	}
@@ -111,39 +100,12 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 // ReleaseAddress frees an address; releasing one that is not held is not
 // an error (Docker repeats releases when it rolls back).
 func (d *Driver) ReleaseAddress(ctx context.Context, r releaseAddressRequest) error {
-	m, err := d.addresses()
-	if err != nil {
-		return err
+	if d.ipam == nil {
+		return errNoIPAM
 	}
 	a, err := ipam.ParseAddress(r.PoolID, r.Address)
 	if err != nil {
 		return err
 	}
-	return m.ReleaseAddress(ctx, r.PoolID, a)
-}
-
-// FileStore keeps ipam's state in a file, written atomically.
-type FileStore struct{ Path string }
-
-var _ ipam.Store = FileStore{}
-
-// Load returns the saved state, or nil if there is none yet.
-func (f FileStore) Load() ([]byte, error) {
-	b, err := os.ReadFile(f.Path)
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	return b, err
-}
-
-// Save replaces the state (temporary file and rename).
-func (f FileStore) Save(state []byte) error {
-	if err := os.MkdirAll(filepath.Dir(f.Path), 0o700); err != nil {
-		return err
-	}
-	tmp := f.Path + ".tmp"
-	if err := os.WriteFile(tmp, state, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, f.Path)
+	return d.ipam.ReleaseAddress(ctx, r.PoolID, a)
 }

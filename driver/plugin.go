@@ -3,15 +3,13 @@ package driver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/tenet-net/tenet/internal/unixhttp"
 	"github.com/tenet-net/tenet/ipam"
 )
 
@@ -23,7 +21,9 @@ const maxRequestBody = 1 << 20
 // Handler returns the HTTP handler of the plugin protocol. Every call is
 // decoded, answered within Config.RequestTimeout, and every failure is a
 // JSON {"Err": "..."} saying what was wrong; nothing panics on bad input.
+// Failed calls are logged at most a few times a second.
 func (d *Driver) Handler(ctx context.Context) http.Handler {
+	failed := &unixhttp.RateLog{Logger: d.log, Level: slog.LevelWarn, Burst: 10}
 	mux := http.NewServeMux()
 	handle := func(path string, fn func(ctx context.Context, body []byte) (any, error)) {
 		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
@@ -32,20 +32,30 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 				err = fmt.Errorf("request body over %d bytes", maxRequestBody)
 			}
 			if err != nil {
+				failed.Log(r.Context(), "plugin call failed", "call", path, "err", err)
 				writeError(w, http.StatusBadRequest, fmt.Errorf("%s: %w", path, err))
 				return
 			}
 			cctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
 			defer cancel()
 			start := time.Now()
-			resp, err := d.bounded(cctx, path, func(c context.Context) (any, error) { return fn(c, body) })
+			resp, err := fn(cctx, body)
 			d.log.Debug("plugin call", "call", path, "took", time.Since(start))
 			if err != nil {
-				d.log.Warn("plugin call failed", "call", path, "err", err)
+				failed.Log(r.Context(), "plugin call failed", "call", path, "err", err)
 				writeError(w, http.StatusInternalServerError, err)
 				return
 			}
 			writeJSON(w, http.StatusOK, resp)
+		})
+	}
+	call := func(path string, req func() any, fn func(ctx context.Context, req any) (any, error)) {
+		handle(path, func(ctx context.Context, b []byte) (any, error) {
+			v := req()
+			if err := decode(path, b, v); err != nil {
+				return nil, err
+			}
+			return fn(ctx, v)
 		})
 	}
 	handle("/Plugin.Activate", func(context.Context, []byte) (any, error) {
@@ -59,125 +69,58 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 	handle("/IpamDriver.GetDefaultAddressSpaces", func(context.Context, []byte) (any, error) {
 		return map[string]string{"LocalDefaultAddressSpace": ipam.LocalSpace, "GlobalDefaultAddressSpace": ipam.GlobalSpace}, nil
 	})
-	handle("/IpamDriver.RequestPool", func(ctx context.Context, b []byte) (any, error) {
-		var req requestPoolRequest
-		if err := decode("RequestPool", b, &req); err != nil {
-			return nil, err
-		}
-		return d.RequestPool(ctx, req)
+	call("/IpamDriver.RequestPool", func() any { return &requestPoolRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return d.RequestPool(ctx, *r.(*requestPoolRequest))
 	})
-	handle("/IpamDriver.ReleasePool", func(ctx context.Context, b []byte) (any, error) {
-		var req releasePoolRequest
-		if err := decode("ReleasePool", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.ReleasePool(ctx, req)
+	call("/IpamDriver.ReleasePool", func() any { return &releasePoolRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.ReleasePool(ctx, *r.(*releasePoolRequest))
 	})
-	handle("/IpamDriver.RequestAddress", func(ctx context.Context, b []byte) (any, error) {
-		var req requestAddressRequest
-		if err := decode("RequestAddress", b, &req); err != nil {
-			return nil, err
-		}
-		return d.RequestAddress(ctx, req)
+	call("/IpamDriver.RequestAddress", func() any { return &requestAddressRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return d.RequestAddress(ctx, *r.(*requestAddressRequest))
 	})
-	handle("/IpamDriver.ReleaseAddress", func(ctx context.Context, b []byte) (any, error) {
-		var req releaseAddressRequest
-		if err := decode("ReleaseAddress", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.ReleaseAddress(ctx, req)
+	call("/IpamDriver.ReleaseAddress", func() any { return &releaseAddressRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.ReleaseAddress(ctx, *r.(*releaseAddressRequest))
 	})
 	handle("/NetworkDriver.GetCapabilities", func(context.Context, []byte) (any, error) {
 		// Docker 20.10 refuses Scope "global" outside swarm.
 		return capabilitiesResponse{Scope: "local", ConnectivityScope: "global"}, nil
 	})
-	handle("/NetworkDriver.CreateNetwork", func(ctx context.Context, b []byte) (any, error) {
-		var req createNetworkRequest
-		if err := decode("CreateNetwork", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.CreateNetwork(ctx, req)
+	call("/NetworkDriver.CreateNetwork", func() any { return &createNetworkRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.CreateNetwork(ctx, *r.(*createNetworkRequest))
 	})
-	handle("/NetworkDriver.DeleteNetwork", func(ctx context.Context, b []byte) (any, error) {
-		var req networkRequest
-		if err := decode("DeleteNetwork", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.DeleteNetwork(ctx, req)
+	call("/NetworkDriver.DeleteNetwork", func() any { return &networkRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.DeleteNetwork(ctx, *r.(*networkRequest))
 	})
-	handle("/NetworkDriver.CreateEndpoint", func(ctx context.Context, b []byte) (any, error) {
-		var req createEndpointRequest
-		if err := decode("CreateEndpoint", b, &req); err != nil {
-			return nil, err
-		}
-		return d.CreateEndpoint(ctx, req)
+	call("/NetworkDriver.CreateEndpoint", func() any { return &createEndpointRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return d.CreateEndpoint(ctx, *r.(*createEndpointRequest))
 	})
-	handle("/NetworkDriver.EndpointOperInfo", func(ctx context.Context, b []byte) (any, error) {
-		var req endpointRequest
-		if err := decode("EndpointOperInfo", b, &req); err != nil {
-			return nil, err
-		}
-		v, err := d.EndpointInfo(req)
+	call("/NetworkDriver.EndpointOperInfo", func() any { return &endpointRequest{} }, func(ctx context.Context, r any) (any, error) {
+		v, err := d.EndpointInfo(*r.(*endpointRequest))
 		return infoResponse{Value: v}, err
 	})
-	handle("/NetworkDriver.DeleteEndpoint", func(ctx context.Context, b []byte) (any, error) {
-		var req endpointRequest
-		if err := decode("DeleteEndpoint", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.DeleteEndpoint(ctx, req)
+	call("/NetworkDriver.DeleteEndpoint", func() any { return &endpointRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.DeleteEndpoint(ctx, *r.(*endpointRequest))
 	})
-	handle("/NetworkDriver.Join", func(ctx context.Context, b []byte) (any, error) {
-		var req joinRequest
-		if err := decode("Join", b, &req); err != nil {
-			return nil, err
-		}
-		return d.Join(ctx, req)
+	call("/NetworkDriver.Join", func() any { return &joinRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return d.Join(ctx, *r.(*joinRequest))
 	})
-	handle("/NetworkDriver.Leave", func(ctx context.Context, b []byte) (any, error) {
-		var req endpointRequest
-		if err := decode("Leave", b, &req); err != nil {
-			return nil, err
-		}
-		return struct{}{}, d.Leave(ctx, req)
+	call("/NetworkDriver.Leave", func() any { return &endpointRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.Leave(ctx, *r.(*endpointRequest))
 	})
 	// Calls Tenet has no work for. Swarm's AllocateNetwork/FreeNetwork and
 	// the Discover* node events come only in swarm mode, which Tenet does
 	// not use; external connectivity has nothing to program yet.
-	for _, call := range []string{"AllocateNetwork", "FreeNetwork", "DiscoverNew", "DiscoverDelete",
+	for _, name := range []string{"AllocateNetwork", "FreeNetwork", "DiscoverNew", "DiscoverDelete",
 		"ProgramExternalConnectivity", "RevokeExternalConnectivity"} {
-		handle("/NetworkDriver."+call, func(ctx context.Context, b []byte) (any, error) {
-			var req map[string]any
-			if err := decode(call, b, &req); err != nil {
-				return nil, err
-			}
+		call("/NetworkDriver."+name, func() any { return &map[string]any{} }, func(context.Context, any) (any, error) {
 			return struct{}{}, nil
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		failed.Log(r.Context(), "unknown plugin call", "call", r.Method+" "+r.URL.Path)
 		writeError(w, http.StatusNotFound, fmt.Errorf("unknown call %s %s", r.Method, r.URL.Path))
 	})
 	return mux
-}
-
-// bounded runs fn and returns its result, or an error once ctx is done:
-// Docker must get an answer in bounded time even if the kernel is slow.
-func (d *Driver) bounded(ctx context.Context, call string, fn func(context.Context) (any, error)) (any, error) {
-	type result struct {
-		v   any
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		v, err := fn(ctx)
-		done <- result{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: no answer within %v: %w", call, d.cfg.RequestTimeout, ctx.Err())
-	}
 }
 
 // decode parses a request body; an empty body is an empty request.
@@ -203,40 +146,7 @@ func writeError(w http.ResponseWriter, status int, err error) {
 
 // Serve answers the plugin protocol on the unix socket at path (Docker
 // discovers /run/docker/plugins/tenet.sock) until ctx is done. The socket
-// is created root-only and removed on return.
+// is root-only and removed on return.
 func (d *Driver) Serve(ctx context.Context, path string) error {
-	return d.serveUnix(ctx, path, 0o755, "docker plugin", d.Handler(ctx))
-}
-
-// serveUnix serves h on a root-only unix socket at path (its directory
-// made with dirMode) until ctx is done, then removes the socket.
-func (d *Driver) serveUnix(ctx context.Context, path string, dirMode os.FileMode, what string, h http.Handler) error {
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
-		return fmt.Errorf("driver: %s socket: %w", what, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("driver: remove stale %s socket: %w", what, err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("driver: %s socket: %w", what, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return fmt.Errorf("driver: %s socket: %w", what, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	d.log.Info("serving "+what, "socket", path)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("driver: serve %s: %w", path, err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	_ = os.Remove(path)
-	return nil
+	return unixhttp.Serve(ctx, unixhttp.Config{Path: path, Name: "docker plugin", Logger: d.log}, d.Handler(ctx))
 }

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tenet-net/tenet/internal/adminapi"
+	"github.com/tenet-net/tenet/internal/rules"
+)
+
+// network create's flags.
+var netFlags struct {
+	subnet   string
+	vni      uint
+	internal bool
+	mtu      int
+}
+
+func splitKey(arg string) (tenant, name string, err error) {
+	tenant, name, err = rules.SplitKey(arg)
+	if err != nil {
+		return "", "", usagef("%v", err)
+	}
+	return tenant, name, nil
+}
+
+func init() {
+	commands = append(commands,
+		command{group: "network", name: "create", args: []string{"TENANT/NAME"},
+			help: "define a network once; every host's engine gets it as TENANT-NAME",
+			flags: func(fs *flag.FlagSet) {
+				fs.StringVar(&netFlags.subnet, "subnet", "", "the network's IPv4 subnet, e.g. 10.1.0.0/24 (required)")
+				fs.UintVar(&netFlags.vni, "vni", 0, "the network's VXLAN id, 1-16777215 (default: derived from TENANT/NAME)")
+				fs.BoolVar(&netFlags.internal, "internal", false, "no egress: the network's containers reach only each other")
+				fs.IntVar(&netFlags.mtu, "mtu", 0, "the network's MTU (default: the underlay's minus 50)")
+			},
+			run: func(ctx context.Context, c adminapi.Client, args []string, asJSON bool, out io.Writer) error {
+				t, n, err := splitKey(args[0])
+				if err != nil {
+					return err
+				}
+				if netFlags.subnet == "" {
+					return usagef("network create: --subnet is required")
+				}
+				if netFlags.vni > rules.MaxVNI {
+					return usagef("network create: --vni %d: must be 1-%d", netFlags.vni, rules.MaxVNI)
+				}
+				d, err := c.CreateNetwork(ctx, adminapi.Definition{Tenant: t, Name: n, Subnet: netFlags.subnet,
+					VNI: uint32(netFlags.vni), Internal: netFlags.internal, MTU: netFlags.mtu})
+				return done(out, asJSON, d, err, "network create "+args[0])
+			}},
+		command{group: "network", name: "ls", help: "list Tenet networks: tenant, name, VNI, subnet, kind, hosts that have it",
+			run: func(ctx context.Context, c adminapi.Client, _ []string, asJSON bool, out io.Writer) error {
+				return list(ctx, c, "/v1/networks", asJSON, out, "TENANT	NETWORK	VNI	SUBNET	KIND	HOSTS", func(n adminapi.Network) []string {
+					kind := "egress"
+					if n.Internal {
+						kind = "internal"
+					}
+					return []string{n.Tenant, n.Name, fmt.Sprint(n.VNI), n.Subnet, kind, strings.Join(n.Hosts, ",")}
+				})
+			}},
+		command{group: "network", name: "inspect", args: []string{"TENANT/NAME"}, help: "show one network",
+			run: func(ctx context.Context, c adminapi.Client, args []string, asJSON bool, out io.Writer) error {
+				t, n, err := splitKey(args[0])
+				if err != nil {
+					return err
+				}
+				ns, err := c.Networks(ctx)
+				if err != nil {
+					return err
+				}
+				for _, x := range ns {
+					if x.Tenant == t && x.Name == n {
+						if asJSON {
+							b, _ := json.Marshal(x)
+							printJSON(out, b)
+							return nil
+						}
+						return inspect(out, x)
+					}
+				}
+				return fmt.Errorf("no network %s", args[0])
+			}},
+		command{group: "network", name: "rm", args: []string{"TENANT/NAME"},
+			help: "remove a defined network from every host (refused while containers are attached)",
+			run: func(ctx context.Context, c adminapi.Client, args []string, asJSON bool, out io.Writer) error {
+				t, n, err := splitKey(args[0])
+				if err != nil {
+					return err
+				}
+				d, err := c.RemoveNetwork(ctx, t, n)
+				return done(out, asJSON, d, err, "network rm "+args[0])
+			}},
+	)
+}
+
+func inspect(out io.Writer, n adminapi.Network) error {
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(out, "%-12s %s\n", k, v)
+		}
+	}
+	row("network", n.Tenant+"/"+n.Name)
+	row("docker name", n.DockerName)
+	row("vni", fmt.Sprint(n.VNI))
+	row("subnet", n.Subnet)
+	row("gateway", n.Gateway)
+	kind := "egress"
+	if n.Internal {
+		kind = "internal"
+	}
+	row("kind", kind)
+	if n.MTU != 0 {
+		row("mtu", fmt.Sprint(n.MTU))
+	}
+	row("defined", fmt.Sprint(n.Defined))
+	row("hosts", strings.Join(n.Hosts, ","))
+	row("docker id", n.DockerID)
+	return nil
+}

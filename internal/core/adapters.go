@@ -1,0 +1,125 @@
+package core
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// GossipCluster adapts a gossip node to Cluster.
+type GossipCluster struct{ Node *gossip.Node }
+
+var _ Cluster = GossipCluster{}
+
+func (g GossipCluster) PutNetwork(n gossip.Network) error { return g.Node.Networks().Put(n) }
+func (g GossipCluster) DeleteNetwork(key string)          { g.Node.Networks().Delete(key) }
+func (g GossipCluster) Network(key string) (gossip.Network, bool) {
+	return g.Node.Networks().Get(key)
+}
+func (g GossipCluster) Networks() []gossip.Network          { return g.Node.Networks().List() }
+func (g GossipCluster) PutEndpoint(e gossip.Endpoint) error { return g.Node.Endpoints().Put(e) }
+func (g GossipCluster) DeleteEndpoint(id string)            { g.Node.Endpoints().Delete(id) }
+func (g GossipCluster) Attach(network string) error         { return g.Node.Attachments().Attach(network) }
+func (g GossipCluster) Detach(network string)               { g.Node.Attachments().Detach(network) }
+func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
+	return g.Node.Subscribe(buf)
+}
+
+func (g GossipCluster) Remotes(network string) []Remote {
+	var out []Remote
+	for _, e := range g.Node.Endpoints().List(network) {
+		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host})
+	}
+	return out
+}
+
+func (g GossipCluster) Peers(network string) []Peer {
+	vteps := map[string]netip.Addr{}
+	for _, m := range g.Node.Members() {
+		vteps[m.Name] = m.VTEP
+	}
+	var out []Peer
+	for _, h := range g.Node.Attachments().Hosts(network) {
+		if v, ok := vteps[h]; ok {
+			out = append(out, Peer{Host: h, VTEP: v})
+		}
+	}
+	return out
+}
+
+func (g GossipCluster) Hosts() []HostInfo {
+	vteps := map[string]netip.Addr{}
+	for _, m := range g.Node.Members() {
+		vteps[m.Name] = m.VTEP
+	}
+	var out []HostInfo
+	for _, h := range g.Node.Hosts() {
+		out = append(out, HostInfo{Name: h.Name, VTEP: vteps[h.Name], Alive: h.Alive})
+	}
+	return out
+}
+
+// Synced: this gossip version cannot tell, so adopted entries are kept for
+// Config.SyncWait.
+func (g GossipCluster) Synced(string) bool { return false }
+
+// OverlayDatapath adapts an overlay.Datapath to Datapath.
+type OverlayDatapath struct{ DP *overlay.Datapath }
+
+var _ Datapath = OverlayDatapath{}
+var _ RemoteObserver = OverlayDatapath{}
+
+// Apply reconciles the whole state: this overlay version cannot limit a
+// reconcile to a scope.
+func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) error {
+	return o.DP.Reconcile(ctx, s)
+}
+
+// MaxMTU: unknown to this overlay version (0 means no limit is checked).
+func (o OverlayDatapath) MaxMTU() (int, error) { return 0, nil }
+
+// ObserveRemotes reads the remote entries of every VXLAN device: unicast
+// FDB entries with their neighbour entries, and the flood entries' VTEPs.
+func (o OverlayDatapath) ObserveRemotes(ctx context.Context) (map[uint32][]overlay.Remote, map[uint32][]netip.Addr, error) {
+	snap, err := o.DP.Observe(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	remotes, peers := map[uint32][]overlay.Remote{}, map[uint32][]netip.Addr{}
+	for _, t := range snap.Tenants {
+		ips := map[string][]netip.Addr{} // "dev/mac" -> IPs
+		for n := range t.Neigh {
+			ips[n.Dev+"/"+n.MAC] = append(ips[n.Dev+"/"+n.MAC], n.IP)
+		}
+		for f := range t.FDB {
+			vni, ok := vxlanVNI(f.Dev)
+			if !ok {
+				continue
+			}
+			mac, err := net.ParseMAC(f.MAC)
+			if err != nil {
+				continue
+			}
+			if f.MAC == "00:00:00:00:00:00" {
+				peers[vni] = append(peers[vni], f.Dst)
+				continue
+			}
+			remotes[vni] = append(remotes[vni], overlay.Remote{VNI: vni, MAC: mac, VTEP: f.Dst, IPs: ips[f.Dev+"/"+f.MAC]})
+		}
+	}
+	return remotes, peers, nil
+}
+
+func vxlanVNI(dev string) (uint32, bool) {
+	s, ok := strings.CutPrefix(dev, "vx")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	return uint32(v), err == nil
+}

@@ -1,0 +1,68 @@
+package core
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/tenet-net/tenet/gossip"
+)
+
+// Cluster is what the core needs of the gossip ring: the tables it
+// publishes this host's state to, and reads of everybody else's, made at
+// the moment the core plans. Writes return once stored; they never wait on
+// the network. GossipCluster adapts a *gossip.Node.
+type Cluster interface {
+	PutNetwork(gossip.Network) error
+	DeleteNetwork(key string)
+	PutEndpoint(gossip.Endpoint) error
+	DeleteEndpoint(id string)
+	Attach(network string) error
+	Detach(network string)
+
+	// Network and Networks read the networks table (every host's).
+	Network(key string) (gossip.Network, bool)
+	Networks() []gossip.Network
+	// Remotes lists other hosts' endpoints on network, those of hosts
+	// reported down included (with DownSince set).
+	Remotes(network string) []Remote
+	// Peers lists the other hosts that have network, those reported down
+	// included.
+	Peers(network string) []Peer
+	// Hosts lists every host known, this one included.
+	Hosts() []HostInfo
+	// Synced says whether this host has merged network's state from the
+	// other hosts that have it since it started.
+	Synced(network string) bool
+	// Subscribe streams the tables' changes.
+	Subscribe(buf int) (<-chan gossip.Event, func())
+}
+
+// Remote is another host's endpoint.
+type Remote struct {
+	ID      string
+	Network string // key
+	MAC     net.HardwareAddr
+	IP      netip.Addr
+	VTEP    netip.Addr
+	Host    string
+	Version uint64
+	// DownSince is when gossip reported the endpoint's host down; zero
+	// while it is up.
+	DownSince time.Time
+}
+
+// Peer is another host that has a network.
+type Peer struct {
+	Host      string
+	VTEP      netip.Addr
+	DownSince time.Time
+}
+
+// HostInfo is a host of the cluster as gossip knows it.
+type HostInfo struct {
+	Name      string
+	VTEP      netip.Addr
+	Alive     bool
+	DownSince time.Time // when it was reported down; zero if alive or unknown
+}

@@ -1,0 +1,519 @@
+package core
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/rules"
+)
+
+// Core owns this host's networks and endpoints. Safe for concurrent use.
+type Core struct {
+	cfg   Config
+	log   *slog.Logger
+	dp    Datapath
+	cl    Cluster
+	w     *writer
+	saver *saver
+	start time.Time
+
+	mu      sync.Mutex           // guards the fields below; held only for memory work
+	nets    map[string]*Network  // by key
+	ready   map[string]bool      // keys and endpoint IDs whose creation has committed
+	eps     map[string]*Endpoint // by ID
+	adopted map[uint32]adoptedRemotes
+	warned  map[string]uint64 // remote ID -> version of a conflict already logged
+	next    time.Time         // earliest end of a hidden entry's grace
+	retryAt time.Time         // when to retry a failed reconcile (zero: no need)
+	bg      context.Context   // Run's context, for work after a caller gave up
+}
+
+// New loads the local state saved by an earlier run. Run reconciles the
+// datapath with it and serves the calls; calls made before Run wait for it.
+func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Core{cfg: cfg, log: cfg.Logger.With("component", "core"), dp: dp, cl: cl, start: time.Now(),
+		ready: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}}
+	nets, eps, err := loadState(cfg.StateDir, c.log.Warn)
+	if err != nil {
+		return nil, err
+	}
+	c.nets, c.eps = nets, eps
+	for k := range nets {
+		c.ready[k] = true
+	}
+	for id := range eps {
+		c.ready[id] = true
+	}
+	c.w, c.saver = newWriter(c), newSaver(c)
+	return c, nil
+}
+
+// forbidden is what tenant subnets may not overlap on this host: the
+// configured ranges and every known host's underlay address.
+func (c *Core) forbidden() []rules.Forbidden {
+	out := slices.Clone(c.cfg.Forbidden)
+	for _, h := range c.cl.Hosts() {
+		if h.VTEP.IsValid() && h.VTEP.Is4() {
+			out = append(out, rules.Forbidden{Prefix: netip.PrefixFrom(h.VTEP, 32),
+				What: fmt.Sprintf("the underlay address %s of host %s", h.VTEP, h.Name)})
+		}
+	}
+	if c.cfg.VTEP.Is4() {
+		out = append(out, rules.Forbidden{Prefix: netip.PrefixFrom(c.cfg.VTEP, 32),
+			What: fmt.Sprintf("the underlay address %s of host %s", c.cfg.VTEP, c.cfg.Host)})
+	}
+	return out
+}
+
+// CheckSubnet applies the subnet rules of this host to p, for front ends
+// that want to refuse a subnet early (Docker asks IPAM for the pool before
+// it creates the network).
+func (c *Core) CheckSubnet(p netip.Prefix) error {
+	if err := rules.Subnet(p, c.forbidden()); err != nil {
+		return kindErrorf(ErrInvalid, "%v", err)
+	}
+	return nil
+}
+
+// CreateNetwork creates a network on this host: checks it against the
+// rules, this host's networks and the cluster's definition of the same
+// tenant/name, builds it in the datapath, saves it and publishes it.
+func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, error) {
+	what := "create network " + spec.Key()
+	maxMTU, err := c.dp.MaxMTU()
+	if err != nil {
+		return Network{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := spec.normalize(c.forbidden(), maxMTU); err != nil {
+		return Network{}, kindErrorf(ErrInvalid, "%s: %v", what, err)
+	}
+	if cn, ok := c.cl.Network(spec.Key()); ok && cn.Host != c.cfg.Host {
+		if cn.Subnet != spec.Subnet {
+			return Network{}, kindErrorf(ErrConflict, "%s: subnet %s differs from the cluster's %s (defined by host %s)", what, spec.Subnet, cn.Subnet, cn.Host)
+		}
+		if cn.VNI != spec.VNI {
+			return Network{}, kindErrorf(ErrConflict, "%s: vni %d differs from the cluster's %d (defined by host %s)", what, spec.VNI, cn.VNI, cn.Host)
+		}
+	}
+	var others []rules.Net
+	for _, o := range c.cl.Networks() {
+		others = append(others, rules.Net{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnet: o.Subnet})
+	}
+	n := &Network{NetworkSpec: spec, Created: time.Now().UTC()}
+	c.mu.Lock()
+	if err := c.checkNewNetworkLocked(spec, others); err != nil {
+		c.mu.Unlock()
+		return Network{}, wrapKind(ErrConflict, err, "%s", what)
+	}
+	c.nets[spec.Key()] = n
+	c.mu.Unlock()
+
+	scope := Scope{Tenants: []string{spec.Tenant}, Networks: []uint32{spec.VNI}}
+	if err := c.commit(ctx, scope); err != nil {
+		c.mu.Lock()
+		delete(c.nets, spec.Key())
+		c.mu.Unlock()
+		c.undo(scope)
+		return Network{}, fmt.Errorf("%s: %w", what, err)
+	}
+	c.mu.Lock()
+	c.ready[spec.Key()] = true
+	c.mu.Unlock()
+	c.publishNetwork(*n)
+	c.log.Info("network created", "network", spec.Key(), "vni", spec.VNI, "subnet", spec.Subnet, "ref", spec.Ref)
+	return *n, nil
+}
+
+func (c *Core) checkNewNetworkLocked(spec NetworkSpec, others []rules.Net) error {
+	if o := c.netByRefLocked(spec.Ref); spec.Ref != "" && o != nil {
+		return fmt.Errorf("%.12s is already network %s here", spec.Ref, o.Key())
+	}
+	if o := c.nets[spec.Key()]; o != nil {
+		return fmt.Errorf("already created on this host (as %.12s)", o.Ref)
+	}
+	for _, o := range c.nets {
+		others = append(others, rules.Net{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnet: o.Subnet})
+	}
+	return rules.Conflict(rules.Net{Tenant: spec.Tenant, Name: spec.Name, VNI: spec.VNI, Subnet: spec.Subnet}, others)
+}
+
+// commit makes a change that is already in the local state real: the
+// datapath holds it, the state file holds it, and the deadline has not
+// passed (the commit point). On error the caller removes the change and
+// calls undo.
+func (c *Core) commit(ctx context.Context, scope Scope) error {
+	if err := c.w.apply(ctx, scope); err != nil {
+		return err
+	}
+	if err := c.saver.save(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("deadline passed before the change could be committed: %w", err)
+	}
+	return nil
+}
+
+// undo removes what a failed change left in the datapath and the state
+// file, in the background: the change is already gone from the local state.
+func (c *Core) undo(scope Scope) {
+	c.mu.Lock()
+	bg := c.bg
+	c.mu.Unlock()
+	if bg == nil {
+		return
+	}
+	go func() {
+		if err := <-c.w.submit(scope); err != nil {
+			c.log.Error("undo a failed change", "err", err)
+			c.scheduleRetry()
+		}
+		if err := c.saver.save(bg); err != nil && bg.Err() == nil {
+			c.log.Error("save state after undoing a failed change", "err", err)
+		}
+	}()
+}
+
+func (c *Core) scheduleRetry() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.retryAt.IsZero() {
+		c.retryAt = time.Now().Add(c.cfg.RetryInterval)
+	}
+}
+
+func (c *Core) publishNetwork(n Network) {
+	if err := c.cl.PutNetwork(gossip.Network{ID: n.Key(), Name: n.Name, Tenant: n.Tenant, VNI: n.VNI, Subnet: n.Subnet}); err != nil {
+		c.log.Warn("publish network", "network", n.Key(), "err", err)
+	}
+	if err := c.cl.Attach(n.Key()); err != nil {
+		c.log.Warn("publish attachment", "network", n.Key(), "err", err)
+	}
+}
+
+func (c *Core) publishEndpoint(e Endpoint) {
+	if err := c.cl.PutEndpoint(gossip.Endpoint{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP.Addr()}); err != nil {
+		c.log.Warn("publish endpoint", "endpoint", e.ID, "err", err)
+	}
+}
+
+// DeleteNetwork removes a network from this host, with any endpoint still
+// on it. Deleting a network this host does not have is not an error.
+func (c *Core) DeleteNetwork(ctx context.Context, key string) error {
+	c.mu.Lock()
+	n := c.nets[key]
+	if n == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	scope := Scope{Tenants: []string{n.Tenant}, Networks: []uint32{n.VNI}}
+	var stale []string
+	for id, e := range c.eps {
+		if e.Network == key {
+			stale = append(stale, id)
+			delete(c.eps, id)
+			delete(c.ready, id)
+			scope.Endpoints = append(scope.Endpoints, id)
+		}
+	}
+	delete(c.nets, key)
+	delete(c.ready, key)
+	c.mu.Unlock()
+	for _, id := range stale {
+		// Docker deletes a network only once it has no endpoints; these
+		// are left by a call that failed half-way.
+		c.log.Warn("deleting a stale endpoint with its network", "endpoint", id, "network", key)
+		c.cl.DeleteEndpoint(id)
+	}
+	c.cl.Detach(key)
+	c.cl.DeleteNetwork(key)
+	err := c.w.apply(ctx, scope)
+	if serr := c.saver.save(ctx); err == nil {
+		err = serr
+	}
+	if err != nil {
+		c.scheduleRetry()
+		return fmt.Errorf("delete network %s: %w", key, err)
+	}
+	c.log.Info("network deleted", "network", key, "ref", n.Ref)
+	return nil
+}
+
+// CreateEndpoint creates a container's interface on one of this host's
+// networks: a veth pair whose container end the front end hands over, and
+// publishes it so that every other host with the network programs it.
+func (c *Core) CreateEndpoint(ctx context.Context, spec EndpointSpec) (Endpoint, error) {
+	what := fmt.Sprintf("create endpoint %.12s in network %s", spec.ID, spec.Network)
+	c.mu.Lock()
+	n := c.nets[spec.Network]
+	var nspec NetworkSpec
+	if n != nil {
+		nspec = n.NetworkSpec
+	}
+	ready := c.ready[spec.Network]
+	c.mu.Unlock()
+	if n == nil {
+		return Endpoint{}, kindErrorf(ErrNotFound, "%s: no such network on this host", what)
+	}
+	if !ready {
+		return Endpoint{}, kindErrorf(ErrConflict, "%s: the network is still being created", what)
+	}
+	if err := spec.normalize(nspec); err != nil {
+		return Endpoint{}, kindErrorf(ErrInvalid, "%s: %v", what, err)
+	}
+	remotes := c.cl.Remotes(spec.Network)
+	e := &Endpoint{EndpointSpec: spec, Created: time.Now().UTC()}
+	c.mu.Lock()
+	if err := c.checkNewEndpointLocked(spec, remotes); err != nil {
+		c.mu.Unlock()
+		return Endpoint{}, wrapKind(ErrConflict, err, "%s", what)
+	}
+	c.eps[spec.ID] = e
+	c.mu.Unlock()
+
+	scope := Scope{Tenants: []string{nspec.Tenant}, Endpoints: []string{spec.ID}}
+	if err := c.commit(ctx, scope); err != nil {
+		c.mu.Lock()
+		delete(c.eps, spec.ID)
+		c.mu.Unlock()
+		c.undo(scope)
+		return Endpoint{}, fmt.Errorf("%s: %w", what, err)
+	}
+	c.mu.Lock()
+	c.ready[spec.ID] = true
+	c.mu.Unlock()
+	c.publishEndpoint(*e)
+	c.log.Info("endpoint created", "endpoint", spec.ID, "network", spec.Network, "ip", spec.IP, "mac", spec.MAC.String())
+	return *e, nil
+}
+
+func (c *Core) checkNewEndpointLocked(spec EndpointSpec, remotes []Remote) error {
+	if c.eps[spec.ID] != nil {
+		return errors.New("already exists")
+	}
+	for _, o := range c.eps {
+		if o.Network != spec.Network {
+			continue
+		}
+		if o.IP.Addr() == spec.IP.Addr() {
+			return fmt.Errorf("address %s is already used by endpoint %.12s on this host", spec.IP.Addr(), o.ID)
+		}
+		if o.MAC.String() == spec.MAC.String() {
+			return fmt.Errorf("mac %s is already used by endpoint %.12s on this host", spec.MAC, o.ID)
+		}
+	}
+	for _, r := range remotes {
+		if !r.DownSince.IsZero() || r.Host == c.cfg.Host {
+			continue
+		}
+		if r.IP == spec.IP.Addr() {
+			return fmt.Errorf("address %s is already used by endpoint %.12s on host %s", spec.IP.Addr(), r.ID, r.Host)
+		}
+		if r.MAC.String() == spec.MAC.String() {
+			return fmt.Errorf("mac %s is already used by endpoint %.12s on host %s", spec.MAC, r.ID, r.Host)
+		}
+	}
+	return nil
+}
+
+// AttachEndpoint records the network namespace an endpoint's interface
+// went to (Docker's Join), which garbage collection watches.
+func (c *Core) AttachEndpoint(ctx context.Context, id, netns string) (Endpoint, Network, error) {
+	c.mu.Lock()
+	e := c.eps[id]
+	if e == nil || !c.ready[id] {
+		c.mu.Unlock()
+		return Endpoint{}, Network{}, kindErrorf(ErrNotFound, "attach endpoint %.12s: no such endpoint", id)
+	}
+	n := *c.nets[e.Network]
+	changed := netns != "" && e.Netns != netns
+	if changed {
+		e.Netns = netns
+	}
+	out := *e
+	c.mu.Unlock()
+	if changed {
+		if err := c.saver.save(ctx); err != nil {
+			return Endpoint{}, Network{}, fmt.Errorf("attach endpoint %.12s: %w", id, err)
+		}
+	}
+	return out, n, nil
+}
+
+// DeleteEndpoint removes an endpoint and withdraws it from the cluster.
+// Deleting an unknown endpoint is not an error (Docker repeats calls when it
+// rolls back).
+func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
+	c.mu.Lock()
+	e := c.eps[id]
+	if e == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	delete(c.eps, id)
+	delete(c.ready, id)
+	tenant := c.nets[e.Network].Tenant
+	c.mu.Unlock()
+	// Withdraw first: other hosts stop sending to it while it goes.
+	c.cl.DeleteEndpoint(id)
+	err := c.w.apply(ctx, Scope{Tenants: []string{tenant}, Endpoints: []string{id}})
+	if serr := c.saver.save(ctx); err == nil {
+		err = serr
+	}
+	if err != nil {
+		c.scheduleRetry()
+		return fmt.Errorf("delete endpoint %.12s: %w", id, err)
+	}
+	c.log.Info("endpoint deleted", "endpoint", id, "network", e.Network, "ip", e.IP)
+	return nil
+}
+
+// Network returns the network with key, if this host has it.
+func (c *Core) Network(key string) (Network, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.nets[key]; n != nil && c.ready[key] {
+		return *n, true
+	}
+	return Network{}, false
+}
+
+// NetworkByRef returns the network a front end knows by ref.
+func (c *Core) NetworkByRef(ref string) (Network, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.netByRefLocked(ref); n != nil && c.ready[n.Key()] {
+		return *n, true
+	}
+	return Network{}, false
+}
+
+func (c *Core) netByRefLocked(ref string) *Network {
+	for _, n := range c.nets {
+		if n.Ref == ref {
+			return n
+		}
+	}
+	return nil
+}
+
+// Endpoint returns a local endpoint.
+func (c *Core) Endpoint(id string) (Endpoint, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.eps[id]; e != nil && c.ready[id] {
+		return *e, true
+	}
+	return Endpoint{}, false
+}
+
+// Networks lists this host's networks, sorted by key.
+func (c *Core) Networks() []Network {
+	nets, _ := c.snapshotReady()
+	return nets
+}
+
+// Endpoints lists this host's endpoints, sorted by ID.
+func (c *Core) Endpoints() []Endpoint {
+	_, eps := c.snapshotReady()
+	return eps
+}
+
+// snapshot copies the local state, pending changes included (they are in
+// the datapath and must be in the state file).
+func (c *Core) snapshot() ([]Network, []Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.copyLocked(func(string) bool { return true })
+}
+
+func (c *Core) snapshotReady() ([]Network, []Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.copyLocked(func(k string) bool { return c.ready[k] })
+}
+
+func (c *Core) copyLocked(keep func(string) bool) ([]Network, []Endpoint) {
+	nets := make([]Network, 0, len(c.nets))
+	for k, n := range c.nets {
+		if keep(k) {
+			nets = append(nets, *n)
+		}
+	}
+	eps := make([]Endpoint, 0, len(c.eps))
+	for id, e := range c.eps {
+		if keep(id) {
+			eps = append(eps, *e)
+		}
+	}
+	slices.SortFunc(nets, func(a, b Network) int { return cmp.Compare(a.Key(), b.Key()) })
+	slices.SortFunc(eps, func(a, b Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	return nets, eps
+}
+
+// readView reads everything the desired state needs: the local state under
+// the lock, then gossip's view of the local networks without it.
+func (c *Core) readView() view {
+	nets, eps := c.snapshot()
+	c.mu.Lock()
+	adopted := make(map[uint32]adoptedRemotes, len(c.adopted))
+	for k, v := range c.adopted {
+		adopted[k] = v
+	}
+	c.mu.Unlock()
+	v := view{host: c.cfg.Host, vtep: c.cfg.VTEP, nets: nets, eps: eps, adopted: adopted,
+		remotes: map[string][]Remote{}, peers: map[string][]Peer{}}
+	for _, n := range nets {
+		v.remotes[n.Key()] = c.cl.Remotes(n.Key())
+		v.peers[n.Key()] = c.cl.Peers(n.Key())
+	}
+	return v
+}
+
+// reconcile is the writer's pass: desired state from the view, then the
+// datapath for scope.
+func (c *Core) reconcile(ctx context.Context, scope Scope) error {
+	if scope.Empty() {
+		return nil
+	}
+	v := c.readView()
+	s, conflicts, next := desired(v, time.Now(), c.cfg.HiddenGrace)
+	c.mu.Lock()
+	if !next.IsZero() && (c.next.IsZero() || next.Before(c.next)) {
+		c.next = next
+	}
+	var fresh []conflict
+	for _, cf := range conflicts {
+		if c.warned[cf.remote.ID] != cf.remote.Version {
+			c.warned[cf.remote.ID] = cf.remote.Version
+			fresh = append(fresh, cf)
+		}
+	}
+	c.mu.Unlock()
+	for _, cf := range fresh {
+		c.log.Warn("remote endpoint claims a taken address or mac; ignored", "endpoint", cf.remote.ID, "host", cf.remote.Host,
+			"ip", cf.remote.IP, "mac", cf.remote.MAC.String(), "network", cf.remote.Network, "taken_by", cf.with)
+	}
+	return c.dp.Apply(ctx, s, scope)
+}
+
+// vniOf returns the VNI of a local network, if this host has it.
+func (c *Core) vniOf(key string) (uint32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.nets[key]; n != nil {
+		return n.VNI, true
+	}
+	return 0, false
+}

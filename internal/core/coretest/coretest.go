@@ -1,0 +1,366 @@
+// Package coretest provides fakes of what the core depends on, for unit
+// tests of the core and of its front ends: Datapath records what it is
+// asked to program, Cluster is one host's in-memory view of a gossip ring
+// whose other hosts a test plays.
+package coretest
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// Call is one Apply.
+type Call struct {
+	State overlay.State
+	Scope core.Scope
+}
+
+// Datapath is a fake core.Datapath. Safe for concurrent use.
+type Datapath struct {
+	mu    sync.Mutex // guards the fields below
+	calls []Call
+	fail  error
+	block chan struct{}
+	// MTU is what MaxMTU answers (0: unknown).
+	MTU int
+	// Kernel, if set, is what ObserveRemotes answers: the remote entries
+	// the kernel held at start-up, by VNI, and flood peers.
+	Kernel      map[uint32][]overlay.Remote
+	KernelPeers map[uint32][]netip.Addr
+}
+
+var _ core.Datapath = (*Datapath)(nil)
+var _ core.RemoteObserver = (*Datapath)(nil)
+
+// Apply validates s as the real datapath does, then records it.
+func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	block := d.block
+	d.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.fail; err != nil {
+		d.fail = nil
+		return err
+	}
+	d.calls = append(d.calls, Call{s, scope})
+	return nil
+}
+
+// MaxMTU answers d.MTU.
+func (d *Datapath) MaxMTU() (int, error) { return d.MTU, nil }
+
+// ObserveRemotes answers d.Kernel and d.KernelPeers.
+func (d *Datapath) ObserveRemotes(context.Context) (map[uint32][]overlay.Remote, map[uint32][]netip.Addr, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.Kernel, d.KernelPeers, nil
+}
+
+// FailNext makes the next Apply fail with err.
+func (d *Datapath) FailNext(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail = err
+}
+
+// Block makes every Apply wait until the returned function is called.
+func (d *Datapath) Block() (release func()) {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	d.block = ch
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			d.block = nil
+			d.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Last returns the state of the last successful Apply.
+func (d *Datapath) Last() (overlay.State, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.calls) == 0 {
+		return overlay.State{}, false
+	}
+	return d.calls[len(d.calls)-1].State, true
+}
+
+// Calls returns every successful Apply so far.
+func (d *Datapath) Calls() []Call {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.calls)
+}
+
+// Cluster is a fake core.Cluster: this host's own writes, and other hosts'
+// entries a test puts with AddRemote and friends, each change also sent as
+// an event. Safe for concurrent use.
+type Cluster struct {
+	Host string
+
+	mu       sync.Mutex // guards the fields below
+	networks map[string]gossip.Network
+	eps      map[string]gossip.Endpoint // this host's
+	attached map[string]bool
+	remotes  map[string]core.Remote // by ID
+	peers    map[string]map[string]core.Peer
+	hosts    map[string]core.HostInfo
+	synced   map[string]bool
+	subs     []chan gossip.Event
+	version  uint64
+}
+
+var _ core.Cluster = (*Cluster)(nil)
+
+// NewCluster returns the view of host.
+func NewCluster(host string) *Cluster {
+	return &Cluster{Host: host, networks: map[string]gossip.Network{}, eps: map[string]gossip.Endpoint{},
+		attached: map[string]bool{}, remotes: map[string]core.Remote{}, peers: map[string]map[string]core.Peer{},
+		hosts: map[string]core.HostInfo{}, synced: map[string]bool{}}
+}
+
+func (c *Cluster) emitLocked(ev gossip.Event) {
+	for _, s := range c.subs {
+		s <- ev
+	}
+}
+
+func (c *Cluster) PutNetwork(n gossip.Network) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n.Host = c.Host
+	c.networks[n.ID] = n
+	return nil
+}
+
+func (c *Cluster) DeleteNetwork(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n, ok := c.networks[key]; ok && n.Host == c.Host {
+		delete(c.networks, key)
+	}
+}
+
+func (c *Cluster) PutEndpoint(e gossip.Endpoint) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.Host = c.Host
+	c.eps[e.ID] = e
+	return nil
+}
+
+func (c *Cluster) DeleteEndpoint(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.eps, id)
+}
+
+func (c *Cluster) Attach(network string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.attached[network] = true
+	return nil
+}
+
+func (c *Cluster) Detach(network string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.attached, network)
+}
+
+func (c *Cluster) Network(key string) (gossip.Network, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.networks[key]
+	return n, ok
+}
+
+func (c *Cluster) Networks() []gossip.Network {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []gossip.Network
+	for _, n := range c.networks {
+		out = append(out, n)
+	}
+	return out
+}
+
+func (c *Cluster) Remotes(network string) []core.Remote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []core.Remote
+	for _, r := range c.remotes {
+		if r.Network == network {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (c *Cluster) Peers(network string) []core.Peer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []core.Peer
+	for _, p := range c.peers[network] {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *Cluster) Hosts() []core.HostInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []core.HostInfo{{Name: c.Host, Alive: true}}
+	for _, h := range c.hosts {
+		out = append(out, h)
+	}
+	return out
+}
+
+func (c *Cluster) Synced(network string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced[network]
+}
+
+func (c *Cluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
+	ch := make(chan gossip.Event, max(buf, 1024))
+	c.mu.Lock()
+	c.subs = append(c.subs, ch)
+	c.mu.Unlock()
+	return ch, func() {}
+}
+
+// Own returns this host's published endpoint and whether it exists.
+func (c *Cluster) Own(id string) (gossip.Endpoint, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.eps[id]
+	return e, ok
+}
+
+// OwnNetwork returns this host's published network and whether it is
+// attached.
+func (c *Cluster) OwnNetwork(key string) (gossip.Network, bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.networks[key]
+	return n, ok && n.Host == c.Host, c.attached[key]
+}
+
+// AddHost makes another host known (alive).
+func (c *Cluster) AddHost(name string, vtep netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hosts[name] = core.HostInfo{Name: name, VTEP: vtep, Alive: true}
+}
+
+// AddNetwork adds another host's network to the networks table.
+func (c *Cluster) AddNetwork(n gossip.Network) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.networks[n.ID]; !ok || c.networks[n.ID].Host != c.Host {
+		c.networks[n.ID] = n
+	}
+}
+
+// AddRemote puts another host's endpoint, as gossip would deliver it.
+func (c *Cluster) AddRemote(r core.Remote) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version++
+	if r.Version == 0 {
+		r.Version = c.version
+	}
+	c.remotes[r.ID] = r
+	c.emitLocked(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: r.ID, Host: r.Host, Version: r.Version,
+		Endpoint: &gossip.Endpoint{ID: r.ID, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP, Host: r.Host}})
+}
+
+// DeleteRemote deletes another host's endpoint (a tombstone: no MAC).
+func (c *Cluster) DeleteRemote(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.remotes[id]
+	if !ok {
+		return
+	}
+	delete(c.remotes, id)
+	c.emitLocked(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: id, Host: r.Host,
+		Endpoint: &gossip.Endpoint{ID: id, Network: r.Network}})
+}
+
+// AddPeer attaches another host to a network.
+func (c *Cluster) AddPeer(network string, p core.Peer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.peers[network] == nil {
+		c.peers[network] = map[string]core.Peer{}
+	}
+	c.peers[network][p.Host] = p
+	c.emitLocked(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableAttachments, Key: network, Host: p.Host,
+		Attachment: &gossip.Attachment{Network: network, Host: p.Host}})
+}
+
+// HostDown marks host down at since: its endpoints and attachments are
+// hidden, as gossip reports a failed host.
+func (c *Cluster) HostDown(host string, since time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.hosts[host]
+	h.Name, h.Alive, h.DownSince = host, false, since
+	c.hosts[host] = h
+	for id, r := range c.remotes {
+		if r.Host == host {
+			r.DownSince = since
+			c.remotes[id] = r
+			c.emitLocked(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: id, Host: host, Hidden: true,
+				Endpoint: &gossip.Endpoint{ID: id, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP, Host: host}})
+		}
+	}
+	for network, ps := range c.peers {
+		if p, ok := ps[host]; ok {
+			p.DownSince = since
+			ps[host] = p
+			c.emitLocked(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableAttachments, Key: network, Host: host, Hidden: true,
+				Attachment: &gossip.Attachment{Network: network, Host: host}})
+		}
+	}
+}
+
+// SetSynced says that network has been synced from its peers.
+func (c *Cluster) SetSynced(network string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.synced[network] = true
+}
+
+// Emit sends an arbitrary event, as a hostile or confused peer might.
+func (c *Cluster) Emit(ev gossip.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.emitLocked(ev)
+}

@@ -1,0 +1,184 @@
+package core
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// view is everything the desired datapath state is computed from, read at
+// one moment: this host's networks and endpoints, and gossip's remote view
+// of those networks.
+type view struct {
+	host    string
+	vtep    netip.Addr
+	nets    []Network
+	eps     []Endpoint
+	remotes map[string][]Remote // by network key
+	peers   map[string][]Peer   // by network key
+	// adopted holds, for networks gossip has not synced yet since start,
+	// the remote entries found in the kernel: they are kept as they are.
+	adopted map[uint32]adoptedRemotes
+}
+
+// adoptedRemotes are a network's remote entries as the kernel held them at
+// start-up.
+type adoptedRemotes struct {
+	remotes []overlay.Remote
+	peers   []netip.Addr
+}
+
+// conflict is a remote endpoint left out because it claims an address or
+// MAC that another endpoint of its network has.
+type conflict struct {
+	remote Remote
+	with   string
+}
+
+// desired turns a view into the datapath state: every local network with its
+// peers, every local endpoint, and every remote endpoint of those networks
+// whose host is up or down for less than grace (at now). A remote claiming
+// an address or MAC already taken in its network is left out (local ones
+// win, then the newer record), reported in conflicts. next is the earliest
+// time a hidden entry's grace runs out (zero: none). Pure.
+func desired(v view, now time.Time, grace time.Duration) (s overlay.State, conflicts []conflict, next time.Time) {
+	live := func(downSince time.Time) bool {
+		if downSince.IsZero() {
+			return true
+		}
+		end := downSince.Add(grace)
+		if now.Before(end) {
+			if next.IsZero() || end.Before(next) {
+				next = end
+			}
+			return true
+		}
+		return false
+	}
+	nets := slices.Clone(v.nets)
+	slices.SortFunc(nets, func(a, b Network) int { return cmp.Compare(a.Key(), b.Key()) })
+	byKey := map[string]Network{}
+	for _, n := range nets {
+		byKey[n.Key()] = n
+		on := overlay.Network{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, MTU: n.MTU}
+		if n.Egress() {
+			on.Gateway, on.Egress = netip.PrefixFrom(n.Gateway, n.Subnet.Bits()), true
+		}
+		peers := map[netip.Addr]bool{}
+		for _, p := range v.peers[n.Key()] {
+			if p.Host != v.host && usable(p.VTEP) && p.VTEP != v.vtep && live(p.DownSince) {
+				peers[p.VTEP] = true
+			}
+		}
+		for _, p := range v.adopted[n.VNI].peers {
+			if p != v.vtep {
+				peers[p] = true
+			}
+		}
+		for p := range peers {
+			on.Peers = append(on.Peers, p)
+		}
+		slices.SortFunc(on.Peers, netip.Addr.Compare)
+		s.Networks = append(s.Networks, on)
+	}
+	taken := map[string]string{} // "vni/ip" or "vni/mac" -> who
+	eps := slices.Clone(v.eps)
+	slices.SortFunc(eps, func(a, b Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	for _, e := range eps {
+		n, ok := byKey[e.Network]
+		if !ok {
+			continue
+		}
+		s.Endpoints = append(s.Endpoints, overlay.Endpoint{ID: e.ID, VNI: n.VNI, MAC: e.MAC, IPs: []netip.Addr{e.IP.Addr()}})
+		who := "endpoint " + short(e.ID) + " on this host"
+		taken[fmt.Sprint(n.VNI, "/", e.IP.Addr())] = who
+		taken[fmt.Sprint(n.VNI, "/", e.MAC)] = who
+	}
+	var rs []Remote
+	for key, list := range v.remotes {
+		if _, ok := byKey[key]; !ok {
+			continue
+		}
+		for _, r := range list {
+			if r.Network == key && r.Host != v.host && r.VTEP != v.vtep && validRemote(r) && live(r.DownSince) {
+				rs = append(rs, r)
+			}
+		}
+	}
+	// Newest first, so that of two records claiming one address the newer
+	// wins, the same choice on every host.
+	slices.SortFunc(rs, func(a, b Remote) int {
+		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID))
+	})
+	for _, r := range rs {
+		n := byKey[r.Network]
+		ipKey, macKey := fmt.Sprint(n.VNI, "/", r.IP), fmt.Sprint(n.VNI, "/", r.MAC)
+		if w, ok := taken[ipKey]; ok {
+			conflicts = append(conflicts, conflict{r, w})
+			continue
+		}
+		if w, ok := taken[macKey]; ok {
+			conflicts = append(conflicts, conflict{r, w})
+			continue
+		}
+		who := "endpoint " + short(r.ID) + " on host " + r.Host
+		taken[ipKey], taken[macKey] = who, who
+		rem := overlay.Remote{VNI: n.VNI, MAC: r.MAC, VTEP: r.VTEP}
+		if r.IP.IsValid() {
+			rem.IPs = []netip.Addr{r.IP}
+		}
+		s.Remotes = append(s.Remotes, rem)
+	}
+	// Adopted entries fill in what gossip has not told us yet; they never
+	// displace what it has.
+	vnis := make([]uint32, 0, len(v.adopted))
+	for vni := range v.adopted {
+		vnis = append(vnis, vni)
+	}
+	slices.Sort(vnis)
+	for _, vni := range vnis {
+		for _, r := range v.adopted[vni].remotes {
+			if r.VTEP == v.vtep || !usable(r.VTEP) {
+				continue
+			}
+			macKey := fmt.Sprint(vni, "/", r.MAC)
+			if _, ok := taken[macKey]; ok {
+				continue
+			}
+			var ips []netip.Addr
+			for _, ip := range r.IPs {
+				if _, ok := taken[fmt.Sprint(vni, "/", ip)]; !ok {
+					ips = append(ips, ip)
+					taken[fmt.Sprint(vni, "/", ip)] = "adopted"
+				}
+			}
+			taken[macKey] = "adopted"
+			s.Remotes = append(s.Remotes, overlay.Remote{VNI: vni, MAC: r.MAC, VTEP: r.VTEP, IPs: ips})
+		}
+	}
+	return s, conflicts, next
+}
+
+func usable(a netip.Addr) bool {
+	return a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && a.Zone() == ""
+}
+
+// validRemote applies the datapath's input rules to a gossip record, so
+// that one bad record from a peer cannot fail every reconcile.
+func validRemote(r Remote) bool {
+	if !usable(r.VTEP) || len(r.MAC) != 6 || r.MAC[0]&1 != 0 || slices.Equal([]byte(r.MAC), make([]byte, 6)) {
+		return false
+	}
+	return !r.IP.IsValid() || usable(r.IP)
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

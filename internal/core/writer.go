@@ -1,0 +1,172 @@
+package core
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// Datapath is what the core needs of the kernel side: overlay.Datapath (see
+// OverlayDatapath), or a fake in unit tests.
+type Datapath interface {
+	// Apply makes the kernel match s for the objects scope names (all of
+	// them when scope.All), touching nothing else.
+	Apply(ctx context.Context, s overlay.State, scope Scope) error
+	// MaxMTU is the largest network MTU the underlay carries.
+	MaxMTU() (int, error)
+}
+
+// Scope names what changed, so that only that is reconciled.
+type Scope struct {
+	All bool // everything: start-up, repair, retry after a failure
+	// Tenants whose namespace-wide objects changed (namespace, uplink,
+	// egress rules, anti-spoofing of its ports).
+	Tenants []string
+	// Networks (VNIs) whose own objects changed: bridge, VXLAN device,
+	// gateway, flood entries to peers.
+	Networks []uint32
+	// Endpoints: local endpoint IDs added, changed or removed.
+	Endpoints []string
+	// Remotes: remote entries (by VNI and MAC) added, changed or removed.
+	Remotes []RemoteKey
+	// RemoteNets: every remote entry of these networks.
+	RemoteNets []uint32
+}
+
+// RemoteKey names one remote entry.
+type RemoteKey struct {
+	VNI uint32
+	MAC string // net.HardwareAddr.String()
+}
+
+func remoteKey(vni uint32, mac net.HardwareAddr) RemoteKey { return RemoteKey{vni, mac.String()} }
+
+// Empty says whether the scope names nothing.
+func (s Scope) Empty() bool {
+	return !s.All && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
+}
+
+// merge returns the union of s and o, each list sorted and without repeats.
+func (s Scope) merge(o Scope) Scope {
+	out := Scope{All: s.All || o.All}
+	if out.All {
+		return out
+	}
+	out.Tenants = union(s.Tenants, o.Tenants)
+	out.Networks = union(s.Networks, o.Networks)
+	out.Endpoints = union(s.Endpoints, o.Endpoints)
+	out.RemoteNets = union(s.RemoteNets, o.RemoteNets)
+	out.Remotes = append(slices.Clone(s.Remotes), o.Remotes...)
+	slices.SortFunc(out.Remotes, func(a, b RemoteKey) int {
+		return cmp.Or(cmp.Compare(a.VNI, b.VNI), cmp.Compare(a.MAC, b.MAC))
+	})
+	out.Remotes = slices.Compact(out.Remotes)
+	return out
+}
+
+func union[T interface{ ~string | ~uint32 }](a, b []T) []T {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// job is one request to the writer: reconcile scope, and report on done
+// (buffered) unless nobody waits.
+type job struct {
+	scope Scope
+	done  chan error
+}
+
+// writer is the one goroutine that writes the datapath. Requests queue
+// while it works; it then takes them all at once, so a burst costs one
+// pass. If a merged pass fails, each request is retried alone, so that an
+// error reaches the caller whose change caused it.
+type writer struct {
+	c    *Core
+	mu   sync.Mutex // guards q and busy
+	q    []job
+	busy int // requests in the pass under way
+	wake chan struct{}
+}
+
+func newWriter(c *Core) *writer { return &writer{c: c, wake: make(chan struct{}, 1)} }
+
+// depth returns the requests waiting and those in the pass under way.
+func (w *writer) depth() (queued, busy int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.q), w.busy
+}
+
+// submit queues a scope and returns the channel its result arrives on.
+func (w *writer) submit(s Scope) <-chan error {
+	j := job{scope: s, done: make(chan error, 1)}
+	w.mu.Lock()
+	w.q = append(w.q, j)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return j.done
+}
+
+// apply queues a scope and waits for it to be reconciled, or for ctx.
+func (w *writer) apply(ctx context.Context, s Scope) error {
+	done := w.submit(s)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting for the datapath: %w", ctx.Err())
+	}
+}
+
+// run serves the queue until ctx is done.
+func (w *writer) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			w.mu.Lock()
+			q := w.q
+			w.q = nil
+			w.mu.Unlock()
+			for _, j := range q {
+				j.done <- errors.New("core: stopped")
+			}
+			return
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		q := w.q
+		w.q, w.busy = nil, len(q)
+		w.mu.Unlock()
+		if len(q) == 0 {
+			continue
+		}
+		var merged Scope
+		for _, j := range q {
+			merged = merged.merge(j.scope)
+		}
+		err := w.c.reconcile(ctx, merged)
+		if err != nil && len(q) > 1 {
+			// Find whose change failed: try each alone.
+			for _, j := range q {
+				j.done <- w.c.reconcile(ctx, j.scope)
+			}
+		} else {
+			for _, j := range q {
+				j.done <- err
+			}
+		}
+		w.mu.Lock()
+		w.busy = 0
+		w.mu.Unlock()
+	}
+}

@@ -1,0 +1,105 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// gateDatapath counts passes and holds each until the gate opens.
+type gateDatapath struct {
+	mu     sync.Mutex
+	passes int
+	last   overlay.State
+	gate   chan struct{}
+}
+
+func (g *gateDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	select {
+	case <-gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.passes++
+	g.last = s
+	return nil
+}
+
+func (g *gateDatapath) MaxMTU() (int, error) { return 0, nil }
+
+func TestConcurrentCallsAreBatched(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
+	dp := &gateDatapath{gate: make(chan struct{})}
+	c, err := New(cfg, dp, &memCluster{eps: map[string]bool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	close(dp.gate) // the start-up pass and the network pass them freely
+	if _, err := c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/22")}); err != nil {
+		t.Fatal(err)
+	}
+	dp.mu.Lock()
+	dp.gate = make(chan struct{})
+	before := dp.passes
+	dp.mu.Unlock()
+
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			a := netip.AddrFrom4([4]byte{10, 1, byte(i / 200), byte(10 + i%200)})
+			_, err := c.CreateEndpoint(t.Context(), EndpointSpec{ID: fmt.Sprintf("e%03d", i), Network: "acme/web", IP: netip.PrefixFrom(a, 22)})
+			errs <- err
+		})
+	}
+	// Wait until every call is queued or in the pass held at the gate.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, busy := c.w.depth()
+		if q+busy == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(dp.gate)
+			t.Fatalf("only %d+%d calls queued", q, busy)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	dp.mu.Lock()
+	close(dp.gate)
+	dp.mu.Unlock()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if len(dp.last.Endpoints) != n {
+		t.Fatalf("%d endpoints programmed, want %d", len(dp.last.Endpoints), n)
+	}
+	if passes := dp.passes - before; passes > 3 {
+		t.Errorf("%d datapath passes for %d concurrent calls; want them batched into at most 3", passes, n)
+	}
+}
