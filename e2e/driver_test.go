@@ -472,11 +472,11 @@ func TestNetworkDefinedOnceAppearsInEveryEngine(t *testing.T) {
 	defined := time.Now()
 	for _, e := range c.Engines {
 		e2e.Eventually(t, 2*time.Second-time.Since(defined), func() error {
-			_, err := e.Docker(ctx, "network", "inspect", "acme-web")
+			_, err := e.Docker(ctx, "network", "inspect", "acme.web")
 			return err
 		})
 	}
-	t.Logf("acme-web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
+	t.Logf("acme.web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
 	var st struct {
 		HostsUp  int    `json:"hosts_up"`
 		KeyInUse string `json:"key_in_use"`
@@ -489,12 +489,12 @@ func TestNetworkDefinedOnceAppearsInEveryEngine(t *testing.T) {
 	}
 
 	for i, e := range c.Engines {
-		if _, err := e.Docker(ctx, "run", "-d", "--name", fmt.Sprint("w", i), "--network", "acme-web", e2e.ImageName, "sleep", "600"); err != nil {
+		if _, err := e.Docker(ctx, "run", "-d", "--name", fmt.Sprint("w", i), "--network", "acme.web", e2e.ImageName, "sleep", "600"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ip := func(i int) string {
-		out, err := c.Engine(i).Docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \"acme-web\").IPAddress}}", fmt.Sprint("w", i))
+		out, err := c.Engine(i).Docker(ctx, "inspect", "-f", "{{(index .NetworkSettings.Networks \"acme.web\").IPAddress}}", fmt.Sprint("w", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -524,8 +524,8 @@ func TestNetworkDefinedOnceAppearsInEveryEngine(t *testing.T) {
 	})
 	for _, e := range c.Engines {
 		e2e.Eventually(t, 10*time.Second, func() error {
-			if _, err := e.Docker(ctx, "network", "inspect", "acme-web"); err == nil {
-				return fmt.Errorf("%s still has acme-web", e.Host().Name())
+			if _, err := e.Docker(ctx, "network", "inspect", "acme.web"); err == nil {
+				return fmt.Errorf("%s still has acme.web", e.Host().Name())
 			}
 			return nil
 		})

@@ -46,17 +46,17 @@ done
 
 echo
 echo "== containers, addresses from Tenet's cluster-wide IPAM (each host allocates from blocks it owns)"
-"$tb" docker h0 run -d --name acme-a --network acme-web tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h1 run -d --name acme-b --network acme-web tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h2 run -d --name acme-c --network acme-web tenet-test:latest sleep 3600 >/dev/null
-"$tb" docker h0 run -d --name globex-a --network globex-web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h0 run -d --name acme-a --network acme.web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h1 run -d --name acme-b --network acme.web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h2 run -d --name acme-c --network acme.web tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h0 run -d --name globex-a --network globex.web tenet-test:latest sleep 3600 >/dev/null
 # an address of one's choice works too (inside the blocks this host owns):
-"$tb" docker h1 run -d --name globex-b --network globex-web --ip 10.1.0.100 tenet-test:latest sleep 3600 >/dev/null
+"$tb" docker h1 run -d --name globex-b --network globex.web --ip 10.1.0.100 tenet-test:latest sleep 3600 >/dev/null
 ip_of() { # host container network
   "$tb" docker "$1" inspect -f "{{(index .NetworkSettings.Networks \"$3\").IPAddress}}" "$2" | tr -d '\n'
 }
-A=$(ip_of h0 acme-a acme-web); B=$(ip_of h1 acme-b acme-web); C=$(ip_of h2 acme-c acme-web)
-GA=$(ip_of h0 globex-a globex-web); GB=$(ip_of h1 globex-b globex-web)
+A=$(ip_of h0 acme-a acme.web); B=$(ip_of h1 acme-b acme.web); C=$(ip_of h2 acme-c acme.web)
+GA=$(ip_of h0 globex-a globex.web); GB=$(ip_of h1 globex-b globex.web)
 echo "acme-a $A (h0), acme-b $B (h1), acme-c $C (h2); globex-a $GA (h0), globex-b $GB (h1)"
 
 try() { # host container target

@@ -31,7 +31,7 @@ func splitKey(arg string) (tenant, name string, err error) {
 func init() {
 	commands = append(commands,
 		command{group: "network", name: "create", args: []string{"TENANT/NAME"},
-			help: "define a network once; every host's engine gets it as TENANT-NAME",
+			help: "define a network once; every host's engine gets it as TENANT.NAME",
 			flags: func(fs *flag.FlagSet) {
 				fs.StringVar(&netFlags.subnet, "subnet", "", "the network's IPv4 subnet, e.g. 10.1.0.0/24 (required)")
 				fs.UintVar(&netFlags.vni, "vni", 0, "the network's VXLAN id, 1-16777215 (default: derived from TENANT/NAME)")

@@ -57,8 +57,10 @@ func SplitKey(key string) (tenant, name string, err error) {
 }
 
 // DockerName is the Docker network name of a tenant's network in every
-// engine: "tenant-name".
-func DockerName(tenant, name string) string { return tenant + "-" + name }
+// engine: "tenant.name". Tenant names hold no '.', so the first '.' splits
+// it back, and no two (tenant, name) pairs share a Docker name
+// ("acme-eu/web" is acme-eu.web, "acme/eu-web" is acme.eu-web).
+func DockerName(tenant, name string) string { return tenant + "." + name }
 
 // VNIs Tenet derives lie in [MinDerivedVNI, MaxVNI]; below is left for
 // VNIs an admin chooses.

@@ -30,6 +30,28 @@ func TestNamesAcceptAndRefuseNamingTheInput(t *testing.T) {
 	}
 }
 
+func TestDockerNamesNeverCollide(t *testing.T) {
+	// The reported collision, and every pairing of a few dashed names.
+	seen := map[string]string{}
+	words := []string{"acme", "acme-eu", "eu", "eu-web", "web", "a", "a-b", "b", "b-c", "c", "a.b", "b.c"}
+	for _, tn := range words {
+		if Tenant(tn) != nil {
+			continue
+		}
+		for _, nn := range words {
+			key := Key(tn, nn)
+			d := DockerName(tn, nn)
+			if o, dup := seen[d]; dup {
+				t.Fatalf("%s and %s both map to %s", o, key, d)
+			}
+			seen[d] = key
+		}
+	}
+	if DockerName("acme-eu", "web") == DockerName("acme", "eu-web") {
+		t.Fatal("the reported collision is back")
+	}
+}
+
 func TestSubnetRules(t *testing.T) {
 	underlay := []Forbidden{{netip.MustParsePrefix("198.51.100.0/24"), "the underlay"},
 		{netip.MustParsePrefix("169.254.0.0/16"), "the uplink range"}}
