@@ -184,14 +184,15 @@ func run(ctx context.Context, o options) error {
 
 	ccfg := core.DefaultConfig()
 	ccfg.Host, ccfg.VTEP, ccfg.StateDir, ccfg.Logger = o.name, vtep, o.stateDir, logger
-	ccfg.Forbidden = forbidden(vtep, ocfg.UplinkNet)
+	under, mtu := underlay(vtep)
+	ccfg.Forbidden = forbidden(under, ocfg.UplinkNet)
 	cl := core.GossipCluster{Node: node}
-	c, err := core.New(ccfg, core.OverlayDatapath{DP: dp}, cl)
+	c, err := core.New(ccfg, core.OverlayDatapath{DP: dp, UnderlayMTU: mtu}, cl)
 	if err != nil {
 		return err
 	}
 	reg := registry.New(o.name, registry.GossipKV{Node: node}, registry.GossipCluster{Node: node})
-	reg.CheckSubnet = c.CheckSubnet
+	reg.CheckSubnet, reg.MaxMTU = c.CheckSubnet, c.MaxMTU
 	syncer := &driver.Syncer{Registry: reg, Engine: driver.NewEngine(o.dockerSocket), Logger: logger.With("component", "registry")}
 	reg.CheckRealizable = syncer.CheckRealizable
 	dcfg := driver.DefaultConfig()
@@ -249,10 +250,8 @@ func kickOnRegistryChanges(ctx context.Context, node *gossip.Node, s *driver.Syn
 	}
 }
 
-// forbidden lists what tenant subnets may not overlap on this host: the
-// underlay network the VTEP is on, and the uplink range.
-func forbidden(vtep netip.Addr, uplink netip.Prefix) []rules.Forbidden {
-	out := []rules.Forbidden{{Prefix: uplink, What: fmt.Sprintf("the range of tenant uplinks (%s)", uplink)}}
+// underlay finds the interface that holds the VTEP: its network and MTU.
+func underlay(vtep netip.Addr) (rules.Forbidden, int) {
 	ifaces, _ := net.Interfaces()
 	for _, i := range ifaces {
 		addrs, _ := i.Addrs()
@@ -267,8 +266,18 @@ func forbidden(vtep netip.Addr, uplink netip.Prefix) []rules.Forbidden {
 			}
 			ones, _ := n.Mask.Size()
 			p := netip.PrefixFrom(vtep, ones).Masked()
-			out = append(out, rules.Forbidden{Prefix: p, What: fmt.Sprintf("the underlay network %s (%s)", p, i.Name)})
+			return rules.Forbidden{Prefix: p, What: fmt.Sprintf("the underlay network %s (%s)", p, i.Name)}, i.MTU
 		}
+	}
+	return rules.Forbidden{}, 0
+}
+
+// forbidden lists what tenant subnets may not overlap on this host: the
+// underlay network the VTEP is on, and the uplink range.
+func forbidden(under rules.Forbidden, uplink netip.Prefix) []rules.Forbidden {
+	out := []rules.Forbidden{{Prefix: uplink, What: fmt.Sprintf("the range of tenant uplinks (%s)", uplink)}}
+	if under.Prefix.IsValid() {
+		out = append(out, under)
 	}
 	return out
 }

@@ -69,7 +69,11 @@ func (g GossipCluster) Hosts() []HostInfo {
 func (g GossipCluster) Synced(string) bool { return false }
 
 // OverlayDatapath adapts an overlay.Datapath to Datapath.
-type OverlayDatapath struct{ DP *overlay.Datapath }
+type OverlayDatapath struct {
+	DP *overlay.Datapath
+	// UnderlayMTU is the MTU of the underlay interface (0: unknown).
+	UnderlayMTU int
+}
 
 var _ Datapath = OverlayDatapath{}
 var _ RemoteObserver = OverlayDatapath{}
@@ -80,8 +84,14 @@ func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) er
 	return o.DP.Reconcile(ctx, s)
 }
 
-// MaxMTU: unknown to this overlay version (0 means no limit is checked).
-func (o OverlayDatapath) MaxMTU() (int, error) { return 0, nil }
+// MaxMTU is the underlay's MTU minus the VXLAN overhead (0: unknown, so
+// unchecked).
+func (o OverlayDatapath) MaxMTU() (int, error) {
+	if o.UnderlayMTU == 0 {
+		return 0, nil
+	}
+	return o.UnderlayMTU - overlay.VXLANOverhead, nil
+}
 
 // ObserveRemotes reads the remote entries of every VXLAN device: unicast
 // FDB entries with their neighbour entries, and the flood entries' VTEPs.

@@ -76,6 +76,9 @@ func (c *Core) forbidden() []rules.Forbidden {
 	return out
 }
 
+// MaxMTU is the largest network MTU the underlay carries (0: unknown).
+func (c *Core) MaxMTU() (int, error) { return c.dp.MaxMTU() }
+
 // CheckSubnet applies the subnet rules of this host to p, for front ends
 // that want to refuse a subnet early (Docker asks IPAM for the pool before
 // it creates the network).
