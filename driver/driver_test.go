@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,16 @@ type harness struct {
 // that posts raw bodies to it.
 func serve(t *testing.T, tenants Tenants) *harness {
 	t.Helper()
+	return serveOpts(t, tenants, nil)
+}
+
+func serveWithLog(t *testing.T, w io.Writer) *harness {
+	t.Helper()
+	return serveOpts(t, nil, w)
+}
+
+func serveOpts(t *testing.T, tenants Tenants, logTo io.Writer) *harness {
+	t.Helper()
 	dp, cl := &coretest.Datapath{MTU: 1450}, coretest.NewCluster("h0")
 	ccfg := core.DefaultConfig()
 	ccfg.Host, ccfg.VTEP, ccfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
@@ -50,6 +62,9 @@ func serve(t *testing.T, tenants Tenants) *harness {
 	}
 	cfg := DefaultConfig()
 	cfg.Host = "h0"
+	if logTo != nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(logTo, nil))
+	}
 	d, err := New(cfg, c, m, tenants)
 	if err != nil {
 		t.Fatal(err)
@@ -241,4 +256,30 @@ func TestIPAMHandsOutAddressesAndTheGateway(t *testing.T) {
 	if status, body := h.post("/IpamDriver.RequestAddress", `{"PoolID":"acme/10.1.0.0/24","Address":"10.2.0.5","Options":{"com.docker.network.endpoint.macaddress":"02:00:00:00:00:01"}}`); status == 200 {
 		t.Errorf("address outside the pool accepted: %s", body)
 	}
+}
+
+func TestBadCallsDoNotFloodTheLog(t *testing.T) {
+	var log strings.Builder
+	var mu sync.Mutex
+	h := serveWithLog(t, &lockedWriter{w: &log, mu: &mu})
+	for range 1000 {
+		h.post("/NetworkDriver.CreateNetwork", `{"NetworkID":`)
+		h.post("/NetworkDriver.Nope", `{}`)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(log.String(), "plugin call failed") + strings.Count(log.String(), "unknown plugin call"); n == 0 || n > 60 {
+		t.Errorf("%d log lines for 2,000 bad calls", n)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -115,3 +115,24 @@ func TestRateLogBoundsTheLog(t *testing.T) {
 		t.Fatal("nothing counted as suppressed")
 	}
 }
+
+func TestManyUnfinishedRequestsAreAllDropped(t *testing.T) {
+	path := serve(t, Config{HeaderTimeout: 300 * time.Millisecond, ReadTimeout: 600 * time.Millisecond, MaxConns: 64})
+	const n = 300
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.Close()
+		// Half send nothing, half start a body they never finish.
+		if i%2 == 1 {
+			io.WriteString(c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial")
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		waitClosed(t, c, 30*time.Second)
+	}
+}
