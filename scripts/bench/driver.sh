@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Driver benchmarks, as root, on 3 simulated hosts with real Docker engines:
-# docker run -d wall time on a Tenet network against --network none, and the
-# time from docker run returning on one host until a container on another
-# host gets its first ping reply.
+# Driver and core benchmarks, as root, on simulated hosts with real Docker
+# engines (figures printed, never asserted):
+# - docker run -d on a Tenet network against --network none and Docker's
+#   own bridge, interleaved, 20 each; and the time from docker run returning
+#   on one host until a container on another host gets its first ping reply;
+# - docker run -d with 0, then 10,000, then 0 remote endpoints programmed;
+# - the plugin calls of 1,000 endpoints on one host (last against first), and
+#   their p99 with one peer blackholed against without.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/deps.sh
 tenet_deps
-go test -run '^$' -bench 'BenchmarkDockerRun' -benchtime 1x ./e2e/ | grep -v '^ *\(cluster\|testbed\)\.go'
+go test -run '^$' -bench 'BenchmarkDockerRun|BenchmarkPluginCalls' -benchtime 1x ./e2e/ | grep -v '^ *\(cluster\|testbed\)\.go'

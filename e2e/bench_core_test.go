@@ -1,0 +1,253 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/e2e"
+)
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func p99(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*99/100)]
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return sum / time.Duration(len(ds))
+}
+
+// startTenetds starts tenetd on the first n hosts only (the others are
+// left for fakepeer), all of them IPAM seeds.
+func startTenetds(b *testing.B, c *e2e.Cluster, n int) (bin, key string) {
+	b.Helper()
+	ctx := b.Context()
+	bin, err := e2e.BuildTenetd(c.Dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key = filepath.Join(c.Dir, "cluster.key")
+	if err := e2e.WriteClusterKey(key); err != nil {
+		b.Fatal(err)
+	}
+	var names []string
+	for _, h := range c.Hosts[:n] {
+		names = append(names, h.Name())
+	}
+	for _, h := range c.Hosts[:n] {
+		var seeds []string
+		for _, o := range c.Hosts[:n] {
+			if o != h {
+				seeds = append(seeds, o.Underlay().Addr().String())
+			}
+		}
+		if _, err := e2e.StartTenetd(ctx, h, bin, key, seeds, names); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return bin, key
+}
+
+func createNetworkOn(b *testing.B, engines []*e2e.Engine, tenant, name, subnet string) string {
+	b.Helper()
+	dn := tenant + "." + name
+	for _, e := range engines {
+		if out, err := e.Docker(b.Context(), "network", "create", "-d", "tenet", "--ipam-driver", "tenet", "--ipam-opt", "tenant="+tenant,
+			"-o", "tenant="+tenant, "-o", "network="+name, "--subnet", subnet, dn); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+	return dn
+}
+
+// fdbCount counts the static FDB entries in a host's tenant namespace.
+func fdbCount(b *testing.B, h e2e.Host, tenant string) int {
+	out, _ := h.Run(b.Context(), "sh", "-c", "ip netns exec tenet-"+tenant+" bridge fdb show | grep -c 'dev vx.* dst '")
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	return n
+}
+
+// BenchmarkDockerRunWithManyRemotes measures docker run -d on h0 with no
+// remote endpoints programmed, then with 10,000 (published by a fake peer
+// on h3 on the same network, so they are in h0's kernel), then with none
+// again (issue 13: at most +10%). Run with -benchtime=1x.
+func BenchmarkDockerRunWithManyRemotes(b *testing.B) {
+	c := e2e.NewCluster(b, 4)
+	_, key := startTenetds(b, c, 3)
+	ctx := b.Context()
+	net := createNetworkOn(b, c.Engines[:3], "acme", "web", "10.1.0.0/16")
+	fake := filepath.Join(c.Dir, "fakepeer")
+	if out, err := exec.Command("go", "build", "-o", fake, "./cmd/fakepeer").CombinedOutput(); err != nil {
+		b.Fatalf("build fakepeer: %v: %s", err, out)
+	}
+	h0 := c.Engine(0)
+	measure := func(label string) time.Duration {
+		var ds []time.Duration
+		for range 20 {
+			start := time.Now()
+			if _, err := h0.Docker(ctx, "run", "-d", "--network", net, e2e.ImageName, "sleep", "600"); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		fmt.Printf("docker run -d, %-28s median %v (n=%d)\n", label, median(ds).Round(time.Millisecond), len(ds))
+		return median(ds)
+	}
+	var base, loaded, after time.Duration
+	for b.Loop() {
+		base = measure("0 remote endpoints:")
+		h3 := c.Hosts[3]
+		d, err := h3.StartDaemon(ctx, e2e.DaemonSpec{Name: "fakepeer", Argv: []string{fake, "--name", "fake", "--bind", h3.Underlay().Addr().String(),
+			"--key-file", key, "--join", c.Hosts[0].Underlay().Addr().String(), "--network", "acme/web", "--subnet", "10.1.0.0/16",
+			"--first", "16384", "--count", "10000"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		e2e.Eventually(b, 120*time.Second, func() error {
+			if n := fdbCount(b, c.Hosts[0], "acme"); n < 10000 {
+				return fmt.Errorf("h0 has %d remote entries", n)
+			}
+			return nil
+		})
+		fmt.Printf("10,000 remote endpoints programmed on h0 in %v\n", time.Since(start).Round(time.Millisecond))
+		loaded = measure("10,000 remote endpoints:")
+		if err := d.Kill(ctx); err != nil {
+			b.Fatal(err)
+		}
+		e2e.Eventually(b, 180*time.Second, func() error {
+			if n := fdbCount(b, c.Hosts[0], "acme"); n > 100 {
+				return fmt.Errorf("h0 still has %d remote entries", n)
+			}
+			return nil
+		})
+		after = measure("0 again:")
+	}
+	ref := (base + after) / 2
+	fmt.Printf("with 10,000 remote endpoints: %.2fx the run without (target <= 1.10x)\n", float64(loaded)/float64(ref))
+}
+
+// pluginClient posts to a host's plugin socket from the test process.
+type pluginClient struct {
+	b    *testing.B
+	http *http.Client
+}
+
+func newPluginClient(b *testing.B, h e2e.Host) *pluginClient {
+	sock := filepath.Join(h.Dir(), "mnt", "run-docker", "plugins", "tenet.sock")
+	return &pluginClient{b: b, http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}}
+}
+
+func (p *pluginClient) call(path string, req, resp any) {
+	body, _ := json.Marshal(req)
+	r, err := p.http.Post("http://plugin"+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		p.b.Fatal(err)
+	}
+	defer r.Body.Close()
+	out, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 {
+		p.b.Fatalf("%s: %d %s", path, r.StatusCode, out)
+	}
+	if resp != nil {
+		if err := json.Unmarshal(out, resp); err != nil {
+			p.b.Fatal(err)
+		}
+	}
+}
+
+// endpoint makes one endpoint as docker run would: an address, the
+// endpoint, the join; it returns how long the three calls took.
+func (p *pluginClient) endpoint(netID, pool, id string) time.Duration {
+	start := time.Now()
+	var addr struct{ Address string }
+	p.call("/IpamDriver.RequestAddress", map[string]any{"PoolID": pool, "Options": map[string]string{"com.docker.network.endpoint.name": id}}, &addr)
+	p.call("/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": netID, "EndpointID": id, "Interface": map[string]string{"Address": addr.Address}}, nil)
+	p.call("/NetworkDriver.Join", map[string]any{"NetworkID": netID, "EndpointID": id}, nil)
+	return time.Since(start)
+}
+
+// BenchmarkPluginCalls measures, through h0's plugin socket, the calls
+// docker run makes (RequestAddress, CreateEndpoint, Join): for 1,000
+// endpoints created one after another on one host, the cost of the last
+// against the first (issue 13: at most 1.5x); then the p99 of those calls
+// with one peer blackholed (in the ring, but its gossip TCP port dropping
+// every packet) against without, interleaved (at most 1.2x). Run with
+// -benchtime=1x.
+func BenchmarkPluginCalls(b *testing.B) {
+	c := e2e.NewCluster(b, 3)
+	c.StartTenetds(b)
+	ctx := b.Context()
+	dn := createNetworkOn(b, c.Engines, "acme", "web", "10.1.0.0/20")
+	out, err := c.Engine(0).Docker(ctx, "network", "inspect", "-f", "{{.Id}}", dn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	netID, pool := strings.TrimSpace(out), "acme/10.1.0.0/20"
+	p := newPluginClient(b, c.Hosts[0])
+	n := 0
+	next := func() string { n++; return fmt.Sprintf("bench%058d", n) }
+	var costs []time.Duration
+	var normal, holed []time.Duration
+	h2 := c.Hosts[2]
+	blackhole := func(on bool) {
+		cmd := "nft delete table inet benchhole 2>/dev/null; true"
+		if on {
+			cmd = "nft add table inet benchhole && nft add chain inet benchhole in '{ type filter hook input priority -10; }' && " +
+				"nft add rule inet benchhole in tcp dport 7946 drop && " +
+				"nft add chain inet benchhole out '{ type filter hook output priority -10; }' && nft add rule inet benchhole out tcp sport 7946 drop"
+		}
+		if out, err := h2.Run(ctx, "sh", "-c", cmd); err != nil {
+			b.Fatalf("blackhole %v: %v: %s", on, err, out)
+		}
+	}
+	for b.Loop() {
+		for range 1000 {
+			costs = append(costs, p.endpoint(netID, pool, next()))
+		}
+		for round := range 6 {
+			on := round%2 == 1
+			blackhole(on)
+			for range 25 {
+				d := p.endpoint(netID, pool, next())
+				if on {
+					holed = append(holed, d)
+				} else {
+					normal = append(normal, d)
+				}
+			}
+		}
+		blackhole(false)
+	}
+	first, last := mean(costs[:10]), mean(costs[len(costs)-10:])
+	fmt.Printf("1,000 endpoints on one host: first 10 %v each, last 10 %v each: %.2fx (target <= 1.5x); the 1,000th took %v\n",
+		first.Round(10*time.Microsecond), last.Round(10*time.Microsecond), float64(last)/float64(first), costs[len(costs)-1].Round(10*time.Microsecond))
+	fmt.Printf("plugin calls of one docker run: p99 %v without, %v with h2 blackholed: %.2fx (target <= 1.2x)\n",
+		p99(normal).Round(10*time.Microsecond), p99(holed).Round(10*time.Microsecond), float64(p99(holed))/float64(p99(normal)))
+}
