@@ -342,7 +342,7 @@ func (c *Core) AttachEndpoint(ctx context.Context, id, netns string) (Endpoint, 
 	n := *c.nets[e.Network]
 	changed := netns != "" && e.Netns != netns
 	if changed {
-		e.Netns = netns
+		e.Netns, e.NetnsSeen = netns, false
 	}
 	out := *e
 	c.mu.Unlock()

@@ -77,8 +77,9 @@ func TestGarbageCollectionTakesOnlyWhatIsGone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, netns := range []string{alive, gone, "", "/no/such/dir/netns"} {
-		id := []string{"alive", "gone", "unjoined", "elsewhere"}[i]
+	notYet := filepath.Join(dir, "not-yet")
+	for i, netns := range []string{alive, gone, "", "/no/such/dir/netns", notYet} {
+		id := []string{"alive", "gone", "unjoined", "elsewhere", "starting"}[i]
 		if _, err := c.CreateEndpoint(t.Context(), EndpointSpec{ID: id, Network: "acme/web", IP: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(5 + i)}), 24)}); err != nil {
 			t.Fatal(err)
 		}
@@ -88,11 +89,15 @@ func TestGarbageCollectionTakesOnlyWhatIsGone(t *testing.T) {
 			}
 		}
 	}
+	// A first round sees the namespaces that exist.
+	c.collectGarbage(t.Context())
 	if err := os.Remove(gone); err != nil {
 		t.Fatal(err)
 	}
 	c.collectGarbage(t.Context())
-	want := map[string]bool{"alive": true, "unjoined": true, "elsewhere": true}
+	// "starting" was named at Join, but its namespace never appeared yet
+	// (Docker makes it when the container's process starts): it stays.
+	want := map[string]bool{"alive": true, "unjoined": true, "elsewhere": true, "starting": true}
 	for _, e := range c.Endpoints() {
 		if !want[e.ID] {
 			t.Errorf("endpoint %s survived", e.ID)
@@ -105,10 +110,17 @@ func TestGarbageCollectionTakesOnlyWhatIsGone(t *testing.T) {
 	if cl.has("gone") {
 		t.Error("collected endpoint still published")
 	}
-	// Past the grace, an endpoint that never joined goes too.
+	// Past the grace, an endpoint that never joined goes too, and one
+	// whose namespace never appeared.
 	c.cfg.UnjoinedGrace = time.Nanosecond
 	c.collectGarbage(t.Context())
 	if _, ok := c.Endpoint("unjoined"); ok {
 		t.Error("an endpoint that never joined survived its grace")
+	}
+	if _, ok := c.Endpoint("starting"); ok {
+		t.Error("an endpoint whose namespace never appeared survived its grace")
+	}
+	if _, ok := c.Endpoint("alive"); !ok {
+		t.Error("an endpoint whose namespace exists was collected after the grace")
 	}
 }

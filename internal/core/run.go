@@ -272,13 +272,17 @@ func (c *Core) dropStaleOwn(ev gossip.Event) {
 
 // collectGarbage deletes endpoints whose network namespace no longer
 // exists: after its own restart Docker may drop endpoints without telling
-// the driver, which would leave their veths and other hosts' entries. An
-// endpoint never attached is collected after UnjoinedGrace.
+// the driver, which would leave their veths and other hosts' entries. A
+// namespace counts as gone only once it has been seen: Docker names it at
+// Join, before the container's process (and so the namespace) exists. An
+// endpoint never attached, or whose namespace never appeared, is collected
+// after UnjoinedGrace.
 func (c *Core) collectGarbage(ctx context.Context) {
-	var gone []Endpoint
+	var gone, seen []Endpoint
 	for _, e := range c.Endpoints() {
+		old := !e.Created.IsZero() && time.Since(e.Created) > c.cfg.UnjoinedGrace
 		if e.Netns == "" {
-			if !e.Created.IsZero() && time.Since(e.Created) > c.cfg.UnjoinedGrace {
+			if old {
 				gone = append(gone, e)
 			}
 			continue
@@ -288,8 +292,24 @@ func (c *Core) collectGarbage(ctx context.Context) {
 		if _, err := os.Stat(filepath.Dir(e.Netns)); err != nil {
 			continue
 		}
-		if _, err := os.Stat(e.Netns); errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Stat(e.Netns)
+		switch {
+		case err == nil && !e.NetnsSeen:
+			seen = append(seen, e)
+		case errors.Is(err, fs.ErrNotExist) && (e.NetnsSeen || old):
 			gone = append(gone, e)
+		}
+	}
+	if len(seen) > 0 {
+		c.mu.Lock()
+		for _, s := range seen {
+			if e := c.eps[s.ID]; e != nil && e.Netns == s.Netns {
+				e.NetnsSeen = true
+			}
+		}
+		c.mu.Unlock()
+		if err := c.saver.save(ctx); err != nil {
+			c.log.Warn("save state", "err", err)
 		}
 	}
 	for _, e := range gone {

@@ -65,8 +65,12 @@ type Endpoint struct {
 	EndpointSpec
 	// Netns is the network namespace the container's interface was moved
 	// into (Docker's sandbox key); empty until the endpoint is attached.
-	Netns   string
-	Created time.Time
+	Netns string
+	// NetnsSeen says the namespace has existed: Docker names it at Join,
+	// but it appears only when the container's process starts, so only
+	// one that was there and is gone means the container is gone.
+	NetnsSeen bool
+	Created   time.Time
 }
 
 // normalize fills the defaults of s and checks it on its own: names, VNI,

@@ -46,6 +46,7 @@ type savedEndpoint struct {
 	IP      netip.Prefix     `json:"ip"`
 	MAC     net.HardwareAddr `json:"mac"`
 	Netns   string           `json:"netns,omitempty"`
+	Seen    bool             `json:"netns_seen,omitempty"`
 	Sandbox string           `json:"sandbox,omitempty"` // version 1's Netns
 	Created time.Time        `json:"created,omitzero"`
 }
@@ -96,7 +97,10 @@ func loadState(dir string, warn func(msg string, args ...any)) (map[string]*Netw
 		if netns == "" {
 			netns = e.Sandbox
 		}
-		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC}, Netns: netns, Created: e.Created}
+		// Version 1 did not record whether the namespace was seen; an
+		// endpoint it knew had joined long ago.
+		seen := e.Seen || s.Version < 2
+		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC}, Netns: netns, NetnsSeen: seen, Created: e.Created}
 	}
 	return nets, eps, nil
 }
@@ -108,7 +112,7 @@ func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 			Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created})
 	}
 	for _, e := range eps {
-		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Netns: e.Netns, Created: e.Created})
+		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Netns: e.Netns, Seen: e.NetnsSeen, Created: e.Created})
 	}
 	slices.SortFunc(s.Networks, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
 	slices.SortFunc(s.Endpoints, func(a, b savedEndpoint) int { return cmp.Compare(a.ID, b.ID) })
