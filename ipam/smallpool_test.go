@@ -294,3 +294,60 @@ func TestStressSmallPoolChurnAcrossPartitions(t *testing.T) {
 	}
 	t.Logf("%d allocations, %d handovers, %d cuts", l.n, given, cuts.Load())
 }
+
+// TestRemoveHostHoldingParts: a host gone for good held parts split off a
+// /28 (some handed on to it twice). After RemoveHost, one heir owns them,
+// and the two survivors fill the pool completely: nothing is stranded and
+// nothing is given twice.
+func TestRemoveHostHoldingParts(t *testing.T) {
+	c := ipamtest.NewCluster(time.Millisecond, 24)
+	seeds := []string{"a", "b", "c"}
+	var hosts []*host
+	var p ipam.Pool
+	for _, n := range seeds {
+		h := startHost(t, c, n, seeds)
+		p = mustPool(t, h, "acme", "10.9.0.0/28", "")
+		hosts = append(hosts, h)
+	}
+	a, d := hosts[0], hosts[2]
+	l := newLedger()
+	roundRobin(t, hosts, p.ID, l, 13, ipam.ErrExhausted)
+	if len(l.of("c")) == 0 {
+		t.Fatal("c got no part: the test shows nothing")
+	}
+	// c's containers go; a and b free some addresses, and c takes some.
+	for _, x := range l.of("a")[:2] {
+		l.give(x)
+		if err := a.m.ReleaseAddress(ctxT(t), p.ID, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		x, err := d.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.take(x.Addr(), "c")
+	}
+	eventually(t, 5*time.Second, func() error { return settled(hosts, p.ID, 0) })
+	d.halt()
+	c.Kill("c")
+	for _, x := range l.of("c") { // gone for good with its host
+		l.give(x)
+	}
+	if err := a.m.RemoveHost(ctxT(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		return settled(hosts[:2], p.ID, len(l.held)-len(l.held)+13-len(l.of("a"))-len(l.of("b")))
+	})
+	if got := roundRobin(t, hosts[:2], p.ID, l, -1, ipam.ErrExhausted); len(l.of("a"))+len(l.of("b")) != 13 {
+		t.Fatalf("a and b hold %d addresses after the removal (got %d more), want all 13", len(l.of("a"))+len(l.of("b")), got)
+	}
+	l.check(t)
+	for _, h := range hosts[:2] {
+		releaseAll(t, h, p.ID, l)
+		checkEpochs(t, c.Node(h.name))
+	}
+	accountFor(t, hosts[:2], p.ID, p.Subnet)
+}
