@@ -23,7 +23,8 @@
 // answers only once a save covering its change is done (concurrent calls
 // share one save), and its entries for other hosts are written by a writer
 // Run starts, after that save. The hot path (RequestAddress with space this
-// host owns) takes the mutex once and waits for one save. Every call checks
+// host owns) holds the mutex for the change alone, then waits for one save
+// (none without a Store). Every call checks
 // its ctx right before its change and again once the change is saved; if
 // ctx has ended, or the save failed, it takes the change back and returns
 // the error, so a caller that gives up leaves nothing behind. A request that
