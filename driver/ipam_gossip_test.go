@@ -29,7 +29,7 @@ type ipamRing struct {
 	net    *gossiptest.Net
 }
 
-func newIPAMRing(t *testing.T, n int, seeds []string) *ipamRing {
+func newIPAMRing(t *testing.T, n int, seeds []string, opts ...func(*ipam.Config)) *ipamRing {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts gossip rings on loopback")
@@ -60,6 +60,9 @@ func newIPAMRing(t *testing.T, n int, seeds []string) *ipamRing {
 		r.nodes = append(r.nodes, node)
 		icfg := ipam.DefaultConfig()
 		icfg.Host, icfg.Seeds, icfg.Logger = cfg.NodeName, seeds, quiet
+		for _, o := range opts {
+			o(&icfg)
+		}
 		m, err := ipam.New(icfg, GossipReplica{Node: node})
 		if err != nil {
 			t.Fatal(err)
@@ -239,7 +242,9 @@ func (r *ipamRing) requestPool(t *testing.T, subnet, rng string) string {
 // allocating at once (issue 10, point 3). On f959d08 the third host is
 // refused while the /28 has ten free addresses.
 func TestIPAMOverRealGossipSmallPools(t *testing.T) {
-	r := newIPAMRing(t, 5, []string{"h0", "h1", "h2", "h3", "h4"})
+	// Every peer is reachable: a slow answer (a loaded machine, -race) must
+	// not read as a missing one.
+	r := newIPAMRing(t, 5, []string{"h0", "h1", "h2", "h3", "h4"}, func(c *ipam.Config) { c.AnswerTimeout = 15 * time.Second })
 	for _, tc := range []struct {
 		subnet, rng string
 		capacity    int
