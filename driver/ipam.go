@@ -86,7 +86,7 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 	if d.ipam == nil {
 		return nil, errNoIPAM
 	}
-	req, err := ipam.ParseAddressRequest(r.PoolID, r.Address, r.Options)
+	req, err := ipam.ParseAddressRequest(r.PoolID, r.Address, r.Options, d.hasPoolNetwork(r.PoolID))
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +95,24 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 		return nil, err
 	}
 	return &requestAddressResponse{Address: a.String(), Data: map[string]string{}}, nil
+}
+
+// hasPoolNetwork reports whether this host has the network an IPAM pool
+// serves (the pool's tenant and subnet): Docker asks for a network's aux
+// addresses before CreateNetwork, and for endpoints' addresses after.
+func (d *Driver) hasPoolNetwork(poolID string) bool {
+	tenant, subnet, err := ipam.ParsePoolID(poolID)
+	if err != nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, n := range d.nets {
+		if n.Tenant == tenant && n.Subnet == subnet {
+			return true
+		}
+	}
+	return false
 }
 
 // ReleaseAddress frees an address; releasing one that is not held is not

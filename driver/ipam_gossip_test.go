@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -28,7 +29,7 @@ type ipamRing struct {
 	net    *gossiptest.Net
 }
 
-func newIPAMRing(t *testing.T, n int, seeds []string) *ipamRing {
+func newIPAMRing(t *testing.T, n int, seeds []string, opts ...func(*ipam.Config)) *ipamRing {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts gossip rings on loopback")
@@ -59,6 +60,9 @@ func newIPAMRing(t *testing.T, n int, seeds []string) *ipamRing {
 		r.nodes = append(r.nodes, node)
 		icfg := ipam.DefaultConfig()
 		icfg.Host, icfg.Seeds, icfg.Logger = cfg.NodeName, seeds, quiet
+		for _, o := range opts {
+			o(&icfg)
+		}
 		m, err := ipam.New(icfg, GossipReplica{Node: node})
 		if err != nil {
 			t.Fatal(err)
@@ -209,4 +213,116 @@ func TestIPAMOverRealGossipThroughAPartition(t *testing.T) {
 		t.Fatalf("%d addresses held, want %d", len(h.held), want)
 	}
 	h.releaseAll(t, r)
+}
+
+// requestPool requests pool subnet (with ip-range rng) of tenant acme on
+// every host of the ring, with its gateway, as docker network create does.
+func (r *ipamRing) requestPool(t *testing.T, subnet, rng string) string {
+	t.Helper()
+	req, err := ipam.ParsePoolRequest("default", "", subnet, rng, map[string]string{"tenant": "acme"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range r.ipams {
+		p, err := m.RequestPool(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.RequestAddress(t.Context(), p.ID, ipam.AddressRequest{Kind: ipam.KindGateway}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return req.PoolID()
+}
+
+// TestIPAMOverRealGossipSmallPools: five hosts over real memberlist rings
+// share a /28 and a /27 ip-range, each one default block held by one seed
+// at first. In turns, each host gets an address while the pool has one,
+// and every address is used exactly once; then again with all five
+// allocating at once (issue 10, point 3). On f959d08 the third host is
+// refused while the /28 has ten free addresses.
+func TestIPAMOverRealGossipSmallPools(t *testing.T) {
+	// Every peer is reachable: a slow answer (a loaded machine, -race) must
+	// not read as a missing one.
+	r := newIPAMRing(t, 5, []string{"h0", "h1", "h2", "h3", "h4"}, func(c *ipam.Config) { c.AnswerTimeout = 15 * time.Second })
+	for _, tc := range []struct {
+		subnet, rng string
+		capacity    int
+	}{
+		{"10.65.0.0/28", "", 13},               // network, gateway and broadcast reserved
+		{"10.66.0.0/24", "10.66.0.128/27", 32}, // gateway and broadcast outside the range
+	} {
+		poolID := r.requestPool(t, tc.subnet, tc.rng)
+		held := map[netip.Addr]int{}
+		take := func(i int, a netip.Prefix) {
+			if prev, dup := held[a.Addr()]; dup {
+				t.Fatalf("pool %s: %s given to h%d and h%d", poolID, a.Addr(), prev, i)
+			}
+			held[a.Addr()] = i
+		}
+		fill := func() {
+			for {
+				refused := 0
+				for i, m := range r.ipams {
+					ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+					a, err := m.RequestAddress(ctx, poolID, ipam.AddressRequest{})
+					cancel()
+					if err != nil {
+						if !errors.Is(err, ipam.ErrExhausted) || len(held) < tc.capacity {
+							t.Fatalf("pool %s: h%d refused with %d of %d addresses in use: %v", poolID, i, len(held), tc.capacity, err)
+						}
+						refused++
+						continue
+					}
+					take(i, a)
+				}
+				if refused == len(r.ipams) {
+					return
+				}
+			}
+		}
+		fill()
+		if len(held) != tc.capacity {
+			t.Fatalf("pool %s: %d addresses handed out, want %d", poolID, len(held), tc.capacity)
+		}
+		per := map[int]int{}
+		for a, i := range held {
+			per[i]++
+			if err := r.ipams[i].ReleaseAddress(t.Context(), poolID, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(per) != 5 {
+			t.Fatalf("pool %s: only hosts %v got addresses", poolID, per)
+		}
+		clear(held)
+		// All at once, then in turns for what is left (a refusal can come
+		// while a part is on its way to another host).
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, m := range r.ipams {
+			wg.Go(func() {
+				for {
+					ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+					a, err := m.RequestAddress(ctx, poolID, ipam.AddressRequest{})
+					cancel()
+					if err != nil {
+						if !errors.Is(err, ipam.ErrExhausted) {
+							t.Errorf("pool %s: h%d: %v", poolID, i, err)
+						}
+						return
+					}
+					mu.Lock()
+					take(i, a)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		fill()
+		if len(held) != tc.capacity {
+			t.Fatalf("pool %s, all at once: %d addresses handed out, want %d", poolID, len(held), tc.capacity)
+		}
+		t.Logf("pool %s: %d addresses on 5 hosts, each once, twice over", poolID, tc.capacity)
+	}
 }

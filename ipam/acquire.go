@@ -2,51 +2,18 @@ package ipam
 
 // How this host obtains space: first its own unused genesis share
 // (materialize), then by asking owners one at a time for a handover
-// (acquire). Reads of ownership go through ownerLocked, the same rule every
-// host applies (blocks.go).
+// (acquire). Reads of ownership go through segmentsLocked, the same rule
+// every host applies (blocks.go). Nothing here calls the Replica with the
+// lock held: entries are queued for the writer (outbox.go).
 
 import (
 	"context"
-	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 )
-
-// claimsLocked returns the claims on block key, this host's own entry first.
-func (m *IPAM) claimsLocked(key string) []claim {
-	cs := slices.Clone(m.claims[key])
-	if e, ok := m.own[key]; ok {
-		cs = append(cs, claim{writer: m.cfg.Host, blockEntry: e})
-	}
-	return cs
-}
-
-func (m *IPAM) ownerLocked(p *pool, i uint64) ownership {
-	key := blockKey(p.req.PoolID(), p.alloc.Block(i))
-	g, ge := genesisOwner(m.cfg.Seeds, i, m.heirs)
-	return ownerOf(m.claimsLocked(key), func(h string) bool { return m.removed[h] }, g, ge)
-}
-
-// genesisFreeLocked reports whether block i is one of this host's genesis
-// blocks that nobody has written about: never used, never handed over.
-func (m *IPAM) genesisFreeLocked(p *pool, i uint64) bool {
-	if g, _ := genesisOwner(m.cfg.Seeds, i, m.heirs); g != m.cfg.Host {
-		return false
-	}
-	key := blockKey(p.req.PoolID(), p.alloc.Block(i))
-	if _, mine := m.own[key]; mine {
-		return false
-	}
-	// Claims older than our genesis epoch are the removed seeds' own.
-	return m.ownerLocked(p, i).owner == m.cfg.Host
-}
-
-func (m *IPAM) genesisEpoch(i uint64) uint64 {
-	_, e := genesisOwner(m.cfg.Seeds, i, m.heirs)
-	return e
-}
 
 // nextGenesisLocked finds the lowest free genesis block of this host at or
 // after p.genNext. The scan is bounded so a huge IPv6 pool cannot stall it.
@@ -72,7 +39,7 @@ func (m *IPAM) nextGenesisLocked(p *pool) (uint64, bool) {
 }
 
 // materializeLocked starts using a free genesis block (block i if exact,
-// else the lowest one), writing the accept entry that tells everyone.
+// else the lowest one), recording the accept entry that tells everyone.
 func (m *IPAM) materializeLocked(p *pool, i uint64, exact bool) bool {
 	if !exact {
 		var ok bool
@@ -83,10 +50,7 @@ func (m *IPAM) materializeLocked(p *pool, i uint64, exact bool) bool {
 	} else if !m.genesisFreeLocked(p, i) {
 		return false
 	}
-	if err := m.putBlockLocked(p, i, blockEntry{Epoch: m.genesisEpoch(i), To: m.cfg.Host}); err != nil {
-		m.log.Warn("cannot record block", "pool", p.req.PoolID(), "block", p.alloc.Block(i), "err", err)
-		return false
-	}
+	m.writeBlockLocked(p, p.alloc.Block(i), blockEntry{Epoch: m.genesisEpoch(i), To: m.cfg.Host})
 	p.alloc.AddBlock(i)
 	if !exact {
 		p.genNext = i + 1
@@ -95,32 +59,18 @@ func (m *IPAM) materializeLocked(p *pool, i uint64, exact bool) bool {
 	return true
 }
 
-// putBlockLocked writes this host's entry for block i. The replica's Put
-// only writes the local copy and queues the broadcast, so it is called under
-// the lock: deciding and recording a change of owner must be one step.
-func (m *IPAM) putBlockLocked(p *pool, i uint64, e blockEntry) error {
-	if p.req.Range.IsValid() {
-		e.Range = p.req.Range.String()
-	}
-	key := blockKey(p.req.PoolID(), p.alloc.Block(i))
-	if err := m.rep.Put(key, encode(e)); err != nil {
-		return err
-	}
-	m.own[key] = e
-	m.saveLocked()
-	return nil
-}
-
-// acquireLocked obtains a block by handover: any block with space, or block
-// i if exact. It releases m.mu while waiting and holds it again on return.
-func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool) error {
+// acquireLocked obtains space by handover: any part with space, or the part
+// holding address want if valid. It releases m.mu while it waits and holds
+// it again on return.
+func (m *IPAM) acquireLocked(ctx context.Context, p *pool, want netip.Addr) error {
+	exact := want.IsValid()
 	r0 := p.received
 	done := func() bool {
 		if exact {
-			return p.alloc.Owns(i)
+			return p.alloc.OwnsAddr(want)
 		}
-		// Another request of this host may already have used up the new
-		// block; it still counts as an answer.
+		// Another request of this host may already have used up what came;
+		// it still counts as an answer.
 		return p.alloc.Free() > 0 || p.received != r0
 	}
 	m.mu.Unlock()
@@ -130,44 +80,53 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool)
 		m.mu.Lock()
 		return kindErrorf(ErrUnavailable, "waiting for a block: %w", ctx.Err())
 	}
+	members := m.rep.Members() // never under m.mu
 	m.mu.Lock()
 	defer func() { <-p.acquirer }()
 	if done() {
 		return nil
 	}
+	alive := map[string]bool{}
+	for _, mb := range members {
+		alive[mb.Name] = mb.Alive
+	}
 	var donors []string
 	if exact {
-		o := m.ownerLocked(p, i)
-		if o.owner == m.cfg.Host {
-			return kindErrorf(ErrNotOwned, "block %s: owned by this host but not loaded (a bug)", p.alloc.Block(i))
-		}
-		if m.removed[o.owner] {
-			return kindErrorf(ErrUnavailable, "block %s is owned by removed host %s until its reclaim completes", p.alloc.Block(i), o.owner)
+		o := m.ownerOfAddrLocked(p, want)
+		switch {
+		case o.owner == m.cfg.Host:
+			// Handed to this host and not accepted yet: the reconciler will.
+			if a, _, err := m.awaitLocked(ctx, p, "", 0, done); err != nil || a == answerGiven {
+				return err
+			}
+			return kindErrorf(ErrNotOwned, "address %s: owned by this host by the cluster's entries but not usable here (a bug)", want)
+		case m.removed[o.owner]:
+			return kindErrorf(ErrUnavailable, "address %s is owned by removed host %s until its reclaim completes", want, o.owner)
 		}
 		donors = []string{o.owner}
 	} else {
 		donors = m.donorsLocked(p)
 	}
-	alive := m.aliveSet()
-	timedOut, refused := []string{}, []string{}
-	for _, d := range donors {
+	asked := map[string]bool{m.cfg.Host: true}
+	var timedOut, refused []string
+	inUse := false
+	for k := 0; k < len(donors); k++ {
+		d := donors[k]
+		if asked[d] || m.removed[d] {
+			continue
+		}
+		asked[d] = true
 		if !alive[d] {
 			timedOut = append(timedOut, d)
 			continue
 		}
 		m.seq++
-		w := wantEntry{Seq: m.seq, Donor: d}
+		w := wantEntry{Seq: m.seq, Donor: d, Range: p.rangeString()}
 		if exact {
-			w.Block = p.alloc.Block(i).String()
+			w.Block = netip.PrefixFrom(want, want.BitLen()).String()
 		}
-		if p.req.Range.IsValid() {
-			w.Range = p.req.Range.String()
-		}
-		if err := m.rep.Put(prefixWant+p.req.PoolID(), encode(w)); err != nil {
-			return fmt.Errorf("ask host %s for a block: %w", d, err)
-		}
-		m.saveLocked()
-		answer, err := m.awaitLocked(ctx, p, d, w.Seq, done)
+		m.putLocked(prefixWant+p.req.PoolID(), encode(w))
+		answer, reply, err := m.awaitLocked(ctx, p, d, w.Seq, done)
 		if err != nil {
 			return err
 		}
@@ -176,21 +135,23 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, i uint64, exact bool)
 			return nil
 		case answerRefused:
 			refused = append(refused, d)
+			inUse = inUse || reply.InUse
+			donors = append(donors, reply.Ask...) // hosts it gave space to
 		case answerTimeout:
 			timedOut = append(timedOut, d)
 		}
 	}
-	what := "no free address on this host"
-	if exact {
-		what = fmt.Sprintf("block %s is owned by host %s", p.alloc.Block(i), donors[0])
-	}
 	switch {
-	case len(timedOut) > 0:
-		return kindErrorf(ErrUnavailable, "%s and hosts %v did not answer (refused: %v)", what, timedOut, refused)
+	case exact && inUse:
+		return kindErrorf(ErrInUse, "address %s is allocated or reserved on host %s", want, donors[0])
+	case len(timedOut) > 0 && exact:
+		return kindErrorf(ErrUnavailable, "address %s is owned by host %s, which did not answer", want, donors[0])
 	case exact:
-		return kindErrorf(ErrNotOwned, "%s, which has addresses allocated in it", what)
+		return kindErrorf(ErrNotOwned, "address %s is owned by host %s, which did not hand it over", want, donors[0])
+	case len(timedOut) > 0:
+		return kindErrorf(ErrUnavailable, "no free address on this host and hosts %v did not answer (refused: %v)", timedOut, refused)
 	}
-	return kindErrorf(ErrExhausted, "%s and no host could hand over a block (asked %v)", what, refused)
+	return kindErrorf(ErrExhausted, "no free address on this host and no host could hand over any (asked %v)", refused)
 }
 
 type answer int
@@ -201,23 +162,22 @@ const (
 	answerTimeout
 )
 
-// awaitLocked waits for donor's answer to want seq, with m.mu released.
-func (m *IPAM) awaitLocked(ctx context.Context, p *pool, donor string, seq uint64, done func() bool) (answer, error) {
+// awaitLocked waits, with m.mu released, until done, or donor's refusal of
+// want seq, or AnswerTimeout. With no donor it waits only for done.
+func (m *IPAM) awaitLocked(ctx context.Context, p *pool, donor string, seq uint64, done func() bool) (answer, replyEntry, error) {
 	timer := time.NewTimer(m.cfg.AnswerTimeout)
 	defer timer.Stop()
-	rkey := replyKey(p.req.PoolID(), m.cfg.Host)
+	rk := p.req.PoolID() + "|" + donor
 	m.kickNow()
 	for {
 		if done() {
-			return answerGiven, nil
+			return answerGiven, replyEntry{}, nil
 		}
 		if m.fenced {
-			return answerRefused, ErrRemoved
+			return answerRefused, replyEntry{}, ErrRemoved
 		}
-		for _, e := range m.rep.List(rkey) {
-			if r, ok := decode[replyEntry](e.Value); ok && e.Key == rkey && e.Host == donor && r.Seq == seq && r.Block == "" {
-				return answerRefused, nil
-			}
+		if r, ok := m.replies[rk]; ok && donor != "" && r.Seq == seq && r.Block == "" {
+			return answerRefused, r, nil
 		}
 		ch := m.notify
 		m.mu.Unlock()
@@ -227,19 +187,20 @@ func (m *IPAM) awaitLocked(ctx context.Context, p *pool, donor string, seq uint6
 		case <-timer.C:
 			m.mu.Lock()
 			if done() {
-				return answerGiven, nil
+				return answerGiven, replyEntry{}, nil
 			}
-			return answerTimeout, nil
+			return answerTimeout, replyEntry{}, nil
 		case <-ctx.Done():
 			m.mu.Lock()
-			return answerTimeout, kindErrorf(ErrUnavailable, "waiting for host %s to hand over a block: %w", donor, ctx.Err())
+			return answerTimeout, replyEntry{}, kindErrorf(ErrUnavailable, "waiting for host %s to hand over space: %w", donor, ctx.Err())
 		}
 	}
 }
 
 // donorsLocked orders the hosts to ask for space: the seeds first (they hold
 // the unused genesis space), starting at a place that depends on this host
-// so that requesters spread out, then every other owner, most blocks first.
+// so that requesters spread out, then every other owner, most addresses
+// first. Hosts a refusing donor names are asked after these.
 func (m *IPAM) donorsLocked(p *pool) []string {
 	seen := map[string]bool{m.cfg.Host: true}
 	var out []string
@@ -261,14 +222,15 @@ func (m *IPAM) donorsLocked(p *pool) []string {
 		add(m.cfg.Seeds[(start+k)%len(m.cfg.Seeds)])
 	}
 	count := map[string]int{}
-	pfx := prefixBlock + p.req.PoolID() + "|"
-	for key, cs := range m.claims {
-		if !strings.HasPrefix(key, pfx) {
+	for _, bk := range m.poolBlockKeysLocked(p.req.PoolID()) {
+		_, b, ok := parseBlockKey(bk)
+		if !ok {
 			continue
 		}
-		o := ownerOf(cs, func(h string) bool { return m.removed[h] }, "", 0)
-		if o.owner != "" {
-			count[o.owner]++
+		for _, s := range segmentsOf(b, append(slices.Clone(m.claims[bk]), m.ownClaimsLocked(bk)...), m.isRemoved, "", 0) {
+			if s.owner != "" {
+				count[s.owner] += 1 << (s.prefix.Addr().BitLen() - s.prefix.Bits())
+			}
 		}
 	}
 	var rest []string
@@ -285,14 +247,4 @@ func (m *IPAM) donorsLocked(p *pool) []string {
 		add(h)
 	}
 	return out
-}
-
-func (m *IPAM) aliveSet() map[string]bool {
-	alive := map[string]bool{}
-	for _, mb := range m.rep.Members() {
-		if mb.Alive {
-			alive[mb.Name] = true
-		}
-	}
-	return alive
 }

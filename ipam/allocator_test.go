@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -183,3 +184,78 @@ func TestBlockNeverExceeds16HostBits(t *testing.T) {
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+
+func TestAllocatorParts(t *testing.T) {
+	sub := mustPrefix("10.1.0.0/24")
+	a := NewAllocator(sub, 26, sortedAddrs(reservedAddrs(sub, mustAddr("10.1.0.1"), nil)))
+	if !a.AddPrefix(mustPrefix("10.1.0.0/27")) || !a.AddPrefix(mustPrefix("10.1.0.40/30")) {
+		t.Fatal("AddPrefix refused a part")
+	}
+	for _, bad := range []string{"10.1.0.0/25", "10.1.1.0/28", "10.1.0.1/30", "fd00::/126"} {
+		if a.AddPrefix(netip.MustParsePrefix(bad)) {
+			t.Errorf("AddPrefix(%s) accepted a prefix that is no part of a block", bad)
+		}
+	}
+	if got := fmt.Sprint(a.OwnedParts(0)); got != "[10.1.0.0/27 10.1.0.40/30]" {
+		t.Fatalf("owned parts %s", got)
+	}
+	if a.Free() != 32-2+4 || a.OwnedCount(0) != 36 {
+		t.Fatalf("free %d, owned %d; want 34 and 36", a.Free(), a.OwnedCount(0))
+	}
+	if err := a.AllocateAddr(mustAddr("10.1.0.41")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.AllocateAddr(mustAddr("10.1.0.50")); !errors.Is(err, ErrNotOwned) {
+		t.Fatalf("allocating an address not owned: %v", err)
+	}
+	if err := a.RemovePrefix(mustPrefix("10.1.0.40/30")); err == nil {
+		t.Fatal("removed a part with an address allocated")
+	}
+	// The largest empty part with at most 8 available addresses, then one
+	// holding a given address.
+	if p, n, ok := a.emptyPart(0, 8, netip.Addr{}); !ok || p.String() != "10.1.0.24/29" || n != 8 {
+		t.Fatalf("emptyPart(8) = %s, %d, %v; want 10.1.0.24/29 (the highest of the largest)", p, n, ok)
+	}
+	if p, n, ok := a.emptyPart(0, 100, netip.Addr{}); !ok || p.String() != "10.1.0.0/27" || n != 30 {
+		t.Fatalf("emptyPart(100) = %s, %d, %v; want 10.1.0.0/27 with 30 (reserved addresses go along)", p, n, ok)
+	}
+	if p, _, ok := a.emptyPart(0, 1, mustAddr("10.1.0.42")); !ok || p.String() != "10.1.0.42/32" {
+		t.Fatalf("emptyPart holding .42 = %s, %v", p, ok)
+	}
+	if _, _, ok := a.emptyPart(0, 4, mustAddr("10.1.0.41")); ok {
+		t.Fatal("emptyPart holding an allocated address")
+	}
+	if _, _, ok := a.emptyPart(0, 1, mustAddr("10.1.0.1")); ok {
+		t.Fatal("emptyPart made only of a reserved address")
+	}
+	if err := a.RemovePrefix(mustPrefix("10.1.0.16/28")); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(a.OwnedParts(0)); got != "[10.1.0.0/28 10.1.0.40/30]" {
+		t.Fatalf("owned parts after removing .16/28: %s", got)
+	}
+	// Lost to a conflict: the allocated address stays until released, and
+	// is not handed out again.
+	a.Disown(mustPrefix("10.1.0.40/30"))
+	if !a.Allocated(mustAddr("10.1.0.41")) || a.OwnsAddr(mustAddr("10.1.0.41")) || !a.Frozen(0) {
+		t.Fatal("Disown dropped the allocation or kept the ownership")
+	}
+	if rel, err := a.Release(mustAddr("10.1.0.41")); !rel || err != nil {
+		t.Fatalf("release of a disowned allocation = %v, %v", rel, err)
+	}
+	if _, err := a.Release(mustAddr("10.1.0.41")); !errors.Is(err, ErrNotOwned) {
+		t.Fatalf("second release of it: %v, want ErrNotOwned", err)
+	}
+	for {
+		addr, ok := a.Allocate()
+		if !ok {
+			break
+		}
+		if !mustPrefix("10.1.0.0/28").Contains(addr) {
+			t.Fatalf("allocated %s outside the owned part", addr)
+		}
+	}
+	if used, avail := a.PartStats(mustPrefix("10.1.0.0/28")); used != 14 || avail != 0 {
+		t.Fatalf("part stats %d used, %d free; want 14, 0", used, avail)
+	}
+}

@@ -1,27 +1,36 @@
 package ipam
 
-// Block ownership: who may allocate from which block. The safety argument is
-// in doc.go; this file is the pure part of it, shared by every host, so that
-// every host that has seen the same entries computes the same owner.
+// Block ownership: who may allocate from which addresses. The safety
+// argument is in doc.go; this file is the pure part of it, shared by every
+// host, so that every host that has seen the same entries computes the same
+// owner for every address.
 //
 // Entries, all written by their host only (keys under "ipam/"):
 //
-//	block/<pool>|<block>   {epoch, to}: the writer handed the block to "to" at
-//	                       epoch (to != writer), or accepted it at epoch
-//	                       (to == writer). Epoch 0 is the genesis owner.
-//	want/<pool>            {seq, donor, block}: the writer asks donor for a
-//	                       block (a given one, or any empty one).
-//	reply/<pool>|<host>    {seq, block}: the donor's answer to host's want seq;
-//	                       block "" means no.
+//	block/<pool>|<part>    {epoch, to}: the writer handed the part (a block,
+//	                       or an aligned part of one down to one address)
+//	                       to "to" at epoch (to != writer), or accepted it
+//	                       at epoch (to == writer). Epoch 0 is the genesis
+//	                       owner.
+//	want/<pool>            {seq, donor, block}: the writer asks donor for
+//	                       space (the part holding a given address, or any).
+//	reply/<pool>|<host>    {seq, block, inuse, ask}: the donor's answer to
+//	                       host's want seq; block "" means no, ask names
+//	                       hosts the donor gave space to.
 //	removal/<host>         {requester, requesters, held, heir, done}: the writer
 //	                       requested (or acknowledged) the removal of host;
 //	                       requesters are those it has seen; held lists its own
 //	                       block entries when it first wrote; the heir sets done
 //	                       once it took the removed host's blocks.
+//
+// The owner of an address is decided by the claims on every part that
+// contains it: the highest epoch wins (ownerOf). segmentsOf applies that
+// rule to a whole block at once.
 
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -42,13 +51,15 @@ type blockEntry struct {
 type wantEntry struct {
 	Seq   uint64 `json:"seq"`
 	Donor string `json:"donor"`
-	Block string `json:"block,omitempty"` // a given block, for a requested address
+	Block string `json:"block,omitempty"` // a requested address as a full-length prefix (or a block, from older hosts)
 	Range string `json:"range,omitempty"` // the pool's ip-range
 }
 
 type replyEntry struct {
-	Seq   uint64 `json:"seq"`
-	Block string `json:"block,omitempty"` // "" is a refusal
+	Seq   uint64   `json:"seq"`
+	Block string   `json:"block,omitempty"` // the part handed over; "" is a refusal
+	InUse bool     `json:"inuse,omitempty"` // refused: the requested address is allocated or reserved there
+	Ask   []string `json:"ask,omitempty"`   // hosts the donor handed parts of the pool to: ask them next
 }
 
 type removalEntry struct {
@@ -71,7 +82,7 @@ func parseBlockKey(k string) (poolID string, b netip.Prefix, ok bool) {
 		return "", netip.Prefix{}, false
 	}
 	b, err := netip.ParsePrefix(bs)
-	return poolID, b, err == nil
+	return poolID, b, err == nil && b.Masked() == b && b.Addr().Zone() == ""
 }
 
 func replyKey(poolID, host string) string { return prefixReply + poolID + "|" + host }
@@ -90,49 +101,124 @@ func encode(v any) []byte {
 	return b
 }
 
-// claim is one host's statement about a block: its entry, or an entry it
-// listed as held when it acknowledged a removal.
+// claim is one host's statement about a part of a block: its entry, or an
+// entry it listed as held when it acknowledged a removal.
 type claim struct {
 	writer string
+	prefix netip.Prefix
 	blockEntry
 }
 
-// ownership is the outcome of the max-epoch rule for one block.
+// ownership is the outcome of the max-epoch rule for one address.
 type ownership struct {
 	owner    string
 	epoch    uint64
 	conflict []claim // non-nil when two claims name different owners at the top epoch
 }
 
-// ownerOf applies the rule every host uses: the owner of a block is the host
-// named by the claim with the highest epoch; with no claims it is the genesis
-// owner at epoch 0. Handovers written by a removed host are ignored (the
-// recipient has either accepted, and then its own claim stands, or never
-// will). Two different owners at the top epoch cannot happen while hosts
-// follow the protocol; if it does, the lowest name wins on every host and
-// the claims are returned for a loud log.
-func ownerOf(claims []claim, removed func(string) bool, genesis string, genesisEpoch uint64) ownership {
-	best := ownership{owner: genesis, epoch: genesisEpoch}
-	found := false
-	for _, c := range claims {
-		if c.To != c.writer && removed(c.writer) {
-			continue
+// fold applies the max-epoch rule one claim at a time; the result does not
+// depend on the order. A copy can be folded on independently.
+type fold struct {
+	best          ownership
+	found         bool
+	genesisEpoch  uint64
+	removedWriter func(string) bool
+}
+
+func newFold(removed func(string) bool, genesis string, genesisEpoch uint64) fold {
+	return fold{best: ownership{owner: genesis, epoch: genesisEpoch}, genesisEpoch: genesisEpoch, removedWriter: removed}
+}
+
+func (f *fold) add(c claim) {
+	if c.To != c.writer && f.removedWriter(c.writer) {
+		return
+	}
+	switch {
+	case !f.found && c.Epoch < f.genesisEpoch:
+		// Older than the genesis share passing to an heir.
+	case !f.found || c.Epoch > f.best.epoch:
+		f.best = ownership{owner: c.To, epoch: c.Epoch}
+		f.found = true
+	case c.Epoch == f.best.epoch && c.To != f.best.owner:
+		conflict := slices.Clip(f.best.conflict) // never append into a slice a copy shares
+		if conflict == nil {
+			conflict = []claim{{writer: "?", blockEntry: blockEntry{Epoch: f.best.epoch, To: f.best.owner}}}
 		}
-		switch {
-		case !found && c.Epoch < genesisEpoch:
-			// Older than the genesis share passing to an heir.
-		case !found || c.Epoch > best.epoch:
-			best = ownership{owner: c.To, epoch: c.Epoch}
-			found = true
-		case c.Epoch == best.epoch && c.To != best.owner:
-			if best.conflict == nil {
-				best.conflict = []claim{{writer: "?", blockEntry: blockEntry{Epoch: best.epoch, To: best.owner}}}
-			}
-			best.conflict = append(best.conflict, c)
-			best.owner = min(best.owner, c.To)
+		f.best.conflict = append(conflict, c)
+		f.best.owner = min(f.best.owner, c.To)
+	}
+}
+
+// ownerOf applies the rule every host uses to the claims on the parts
+// containing one address: the owner is the host named by the claim with the
+// highest epoch; with no claims it is the genesis owner at its epoch.
+// Handovers written by a removed host are ignored (the recipient has either
+// accepted, and then its own claim stands, or never will). Two different
+// owners at the top epoch cannot happen while hosts follow the protocol; if
+// it does, the lowest name wins on every host and the claims are returned
+// for a loud log.
+func ownerOf(claims []claim, removed func(string) bool, genesis string, genesisEpoch uint64) ownership {
+	f := newFold(removed, genesis, genesisEpoch)
+	for _, c := range claims {
+		f.add(c)
+	}
+	return f.best
+}
+
+// segment is an aligned part of a block whose addresses all have the same
+// ownership.
+type segment struct {
+	prefix netip.Prefix
+	ownership
+}
+
+// segmentsOf applies ownerOf to every address of block at once, with the
+// claims on block and on its parts (others are ignored). It returns aligned
+// parts covering block in address order; their number is at most twice the
+// claims times the depth, whatever the block's size.
+func segmentsOf(block netip.Prefix, claims []claim, removed func(string) bool, genesis string, genesisEpoch uint64) []segment {
+	var in []claim
+	for _, c := range claims {
+		if c.prefix.IsValid() && c.prefix.Bits() >= block.Bits() && block.Contains(c.prefix.Addr()) {
+			in = append(in, c)
 		}
 	}
-	return best
+	var out []segment
+	var walk func(p netip.Prefix, f fold, cs []claim)
+	walk = func(p netip.Prefix, f fold, cs []claim) {
+		var inner []claim
+		for _, c := range cs {
+			if c.prefix.Bits() == p.Bits() {
+				f.add(c)
+			} else {
+				inner = append(inner, c)
+			}
+		}
+		if len(inner) == 0 || p.Bits() == p.Addr().BitLen() {
+			out = append(out, segment{prefix: p, ownership: f.best})
+			return
+		}
+		lo, hi := halves(p)
+		var los, his []claim
+		for _, c := range inner {
+			if lo.Contains(c.prefix.Addr()) {
+				los = append(los, c)
+			} else {
+				his = append(his, c)
+			}
+		}
+		walk(lo, f, los)
+		walk(hi, f, his)
+	}
+	walk(block, newFold(removed, genesis, genesisEpoch), in)
+	return out
+}
+
+// halves splits p into its two aligned halves; p must have a host bit.
+func halves(p netip.Prefix) (lo, hi netip.Prefix) {
+	b := p.Bits() + 1
+	step := u128{lo: 1}.shl(p.Addr().BitLen() - b)
+	return netip.PrefixFrom(p.Addr(), b), netip.PrefixFrom(fromU128(toU128(p.Addr()).add(step), p.Addr().Is6()), b)
 }
 
 // genesisOwner is the owner of block i before any handover: the seeds share

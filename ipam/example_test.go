@@ -41,7 +41,7 @@ func Example() {
 		{"", map[string]string{ipam.OptMACAddress: "02:42:0a:01:00:02"}},
 		{"10.1.0.9", map[string]string{ipam.OptMACAddress: "02:42:0a:01:00:09"}},
 	} {
-		ar, err := ipam.ParseAddressRequest(pool.ID, r.addr, r.opts)
+		ar, err := ipam.ParseAddressRequest(pool.ID, r.addr, r.opts, true)
 		if err != nil {
 			panic(err)
 		}
@@ -50,7 +50,7 @@ func Example() {
 	}
 
 	// Bad input: a clear error, nothing changes.
-	_, err = ipam.ParseAddressRequest(pool.ID, "10.1.0.300", nil)
+	_, err = ipam.ParseAddressRequest(pool.ID, "10.1.0.300", nil, true)
 	fmt.Println(err)
 
 	// ReleaseAddress, twice: idempotent.

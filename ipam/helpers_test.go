@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,27 +86,36 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-// checkEpochs fails if two entries for one block name different owners at
-// the same epoch: the protocol's core invariant (see doc.go), checked on the
-// raw replicated table so that no conflict resolution can hide a violation.
+// checkEpochs fails if two entries on overlapping parts of one pool name
+// different owners at the same epoch: the protocol's core invariant (see
+// doc.go: every address has at most one owner per epoch), checked on the raw
+// replicated table so that no conflict resolution can hide a violation.
 func checkEpochs(t testing.TB, n *ipamtest.Node) {
 	t.Helper()
-	type be struct {
-		Epoch uint64 `json:"epoch"`
-		To    string `json:"to"`
+	type claim struct {
+		host, pool string
+		part       netip.Prefix
+		Epoch      uint64 `json:"epoch"`
+		To         string `json:"to"`
 	}
-	seen := map[string]map[uint64]string{}
+	byPool := map[string][]claim{}
 	for _, e := range n.List("ipam/block/") {
-		var v be
-		if err := json.Unmarshal(e.Value, &v); err != nil {
+		var c claim
+		if err := json.Unmarshal(e.Value, &c); err != nil {
 			t.Fatalf("entry %s of %s: %v", e.Key, e.Host, err)
 		}
-		if seen[e.Key] == nil {
-			seen[e.Key] = map[uint64]string{}
+		rest := strings.TrimPrefix(e.Key, "ipam/block/")
+		pool, part, _ := strings.Cut(rest, "|")
+		c.host, c.pool, c.part = e.Host, pool, netip.MustParsePrefix(part)
+		byPool[pool] = append(byPool[pool], c)
+	}
+	for pool, cs := range byPool {
+		for i, a := range cs {
+			for _, b := range cs[i+1:] {
+				if a.Epoch == b.Epoch && a.To != b.To && a.part.Overlaps(b.part) {
+					t.Fatalf("pool %s: %s (by %s) and %s (by %s) at epoch %d name %s and %s", pool, a.part, a.host, b.part, b.host, a.Epoch, a.To, b.To)
+				}
+			}
 		}
-		if prev, ok := seen[e.Key][v.Epoch]; ok && prev != v.To {
-			t.Fatalf("block %s: epoch %d names both %s and %s", e.Key, v.Epoch, prev, v.To)
-		}
-		seen[e.Key][v.Epoch] = v.To
 	}
 }

@@ -207,10 +207,18 @@ func TestHandoverToNonSeed(t *testing.T) {
 	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: netip.MustParseAddr("10.4.0.200")}); err != nil {
 		t.Fatalf("--ip in a free block of another host: %v", err)
 	}
-	// --ip in a block the seed uses: refused with a clear error, nothing changes.
-	_, err = b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: y.Addr().Next()})
-	if !errors.Is(err, ipam.ErrNotOwned) || !strings.Contains(err.Error(), "owned by host a") {
-		t.Fatalf("--ip in a used block of another host: err = %v", err)
+	// --ip of an address the seed uses: refused with a clear error, nothing changes.
+	_, err = b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: y.Addr()})
+	if !errors.Is(err, ipam.ErrInUse) || !strings.Contains(err.Error(), "on host a") {
+		t.Fatalf("--ip of an address another host uses: err = %v", err)
+	}
+	// --ip of a free address in a block the seed uses: the seed splits off
+	// a part holding it.
+	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: y.Addr().Next()}); err != nil {
+		t.Fatalf("--ip of a free address in a used block of another host: %v", err)
+	}
+	if _, err := a.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: y.Addr().Next()}); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("the seed asking for the address it handed over: err = %v", err)
 	}
 }
 
@@ -332,8 +340,15 @@ func TestRemoveHost(t *testing.T) {
 		_, err := hh.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr()})
 		return err
 	})
-	if _, err := other.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); !errors.Is(err, ipam.ErrNotOwned) {
-		t.Fatalf("%s asking for the reclaimed block: err = %v, want ErrNotOwned", other.name, err)
+	if _, err := other.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr()}); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("%s asking for the reclaimed address the heir reused: err = %v, want ErrInUse", other.name, err)
+	}
+	// A free address of the reclaimed block: the heir hands a part over.
+	if _, err := other.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); err != nil {
+		t.Fatalf("%s asking for a free address of the reclaimed block: %v", other.name, err)
+	}
+	if _, err := hh.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: dead.Addr().Next()}); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("heir asking for the address it handed over: err = %v, want ErrInUse", err)
 	}
 	checkEpochs(t, c.Node("a"))
 	checkEpochs(t, c.Node("b"))
@@ -385,6 +400,10 @@ func TestReservedAcrossHosts(t *testing.T) {
 	b := startHost(t, c, "b", seeds, small)
 	p := mustPool(t, a, "acme", "10.7.0.0/27", "") // block .0/28 is a's, .16/28 is b's
 	mustPool(t, b, "acme", "10.7.0.0/27", "")
+	// b's network has the default gateway, as Docker's gateway request says.
+	if _, err := b.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Kind: ipam.KindGateway}); err != nil {
+		t.Fatal(err)
+	}
 	gw := netip.MustParseAddr("10.7.0.30") // in b's block
 	aux := netip.MustParseAddr("10.7.0.20")
 	for _, r := range []ipam.AddressRequest{{Kind: ipam.KindGateway, Addr: gw}, {Kind: ipam.KindAux, Addr: aux}} {

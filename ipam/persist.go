@@ -1,7 +1,7 @@
 package ipam
 
-// Persistence glue: restore at New, save after every change (state.go has
-// the encoding).
+// Persistence glue: restore at New; snapshots for the writer (outbox.go)
+// after changes (state.go has the encoding).
 
 import (
 	"fmt"
@@ -9,8 +9,9 @@ import (
 	"strings"
 )
 
-// restore loads the persisted state and writes this host's entries again, so
-// a restart with a lost replica still never re-accepts a block handed away.
+// restore loads the persisted state and queues this host's entries to be
+// written again, so a restart with a lost replica still never re-accepts a
+// part handed away.
 func (m *IPAM) restore() error {
 	// Entries already in the replica are ours too (it may outlive us).
 	for _, e := range m.rep.List(prefixIPAM) {
@@ -32,56 +33,51 @@ func (m *IPAM) restore() error {
 			}
 		}
 	}
-	// Without saved allocations, blocks we own may hold addresses of running
-	// containers that Docker has yet to replay: never give those away.
-	keepOwned := func() {
-		for k, e := range m.own {
-			if e.To == m.cfg.Host {
-				m.keep[k] = true
+	var s *persistedState
+	if m.cfg.Store != nil {
+		b, err := m.cfg.Store.Load()
+		if err != nil {
+			return fmt.Errorf("ipam: load state: %w", err)
+		}
+		if b != nil {
+			if s, err = decodeState(b); err != nil {
+				return fmt.Errorf("ipam: %w", err)
 			}
 		}
 	}
-	if m.cfg.Store == nil {
-		keepOwned()
-		return m.rebuildPools(nil)
-	}
-	b, err := m.cfg.Store.Load()
-	if err != nil {
-		return fmt.Errorf("ipam: load state: %w", err)
-	}
-	if b == nil {
-		keepOwned()
-		return m.rebuildPools(nil)
-	}
-	s, err := decodeState(b)
-	if err != nil {
-		return fmt.Errorf("ipam: %w", err)
-	}
-	m.seq = max(m.seq, s.Seq)
-	m.fenced = s.Fenced
-	for _, h := range s.Removed {
-		m.removed[h] = true
-	}
-	for k, e := range s.Own {
-		if cur, ok := m.own[k]; !ok || e.Epoch > cur.Epoch {
-			m.own[k] = e
+	if s != nil {
+		m.seq = max(m.seq, s.Seq)
+		m.fenced = s.Fenced
+		for _, h := range s.Removed {
+			m.removed[h] = true
+		}
+		for k, e := range s.Own {
+			if cur, ok := m.own[k]; !ok || e.Epoch > cur.Epoch {
+				m.own[k] = e
+			}
 		}
 	}
 	for k, e := range m.own {
-		if err := m.rep.Put(k, encode(e)); err != nil {
-			return fmt.Errorf("ipam: restore block entry %s: %w", k, err)
-		}
+		m.indexOwnLocked(k, e)
+		m.putLocked(k, encode(e))
 	}
-	return m.rebuildPools(s.Pools)
-}
-
-func (m *IPAM) rebuildPools(ps []persistedPool) error {
-	for _, pp := range ps {
-		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux)
+	if s == nil {
+		// Without saved allocations, parts we own may hold addresses of
+		// running containers that Docker has yet to replay: never give
+		// those blocks away.
+		for bk := range m.ownIdx {
+			if len(m.ownPartsLocked(bk)) > 0 {
+				m.keep[bk] = true
+			}
+		}
+		return nil
+	}
+	for _, pp := range s.Pools {
+		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux, pp.GatewayPending)
 		m.publishLocked(p.req.PoolID())
 		for _, a := range pp.Addrs {
 			if err := p.alloc.AllocateAddr(a); err != nil {
-				// An allocation in a block we no longer own: keep going, say so.
+				// An allocation in a part we no longer own: keep going, say so.
 				m.log.Error("restore: allocation lost", "pool", p.req.PoolID(), "ip", a, "err", err)
 			}
 		}
@@ -89,12 +85,8 @@ func (m *IPAM) rebuildPools(ps []persistedPool) error {
 	return nil
 }
 
-// saveLocked persists the state; a failure is logged loudly (the allocation
-// itself stands, and is also recorded in the cluster's block entries).
-func (m *IPAM) saveLocked() {
-	if m.cfg.Store == nil {
-		return
-	}
+// encodeLocked snapshots the state to persist.
+func (m *IPAM) encodeLocked() []byte {
 	s := &persistedState{Seq: m.seq, Own: m.own, Fenced: m.fenced}
 	for h := range m.removed {
 		s.Removed = append(s.Removed, h)
@@ -107,13 +99,11 @@ func (m *IPAM) saveLocked() {
 	slices.Sort(ids)
 	for _, id := range ids {
 		p := m.pools[id]
-		pp := persistedPool{Tenant: p.req.Tenant, Subnet: p.req.Subnet, Range: p.req.Range, Gateway: p.gateway, Aux: p.aux}
+		pp := persistedPool{Tenant: p.req.Tenant, Subnet: p.req.Subnet, Range: p.req.Range, Gateway: p.gateway, GatewayPending: p.gwPending, Aux: p.aux}
 		for _, i := range p.alloc.order {
 			pp.Addrs = append(pp.Addrs, p.alloc.Addresses(i)...)
 		}
 		s.Pools = append(s.Pools, pp)
 	}
-	if err := m.cfg.Store.Save(encodeState(s)); err != nil {
-		m.log.Error("cannot persist ipam state", "err", err)
-	}
+	return encodeState(s)
 }

@@ -7,6 +7,11 @@ package ipam
 // other hosts reserved: the union is never handed to a container anywhere.
 // A reserved address already allocated to a container here is a conflict:
 // logged loudly, the container keeps it, and it is not handed out again.
+//
+// The gateway is published only once Docker's gateway request confirmed it
+// (RequestPool cannot know whether --gateway follows): publishing the
+// default first made every peer with --gateway log a disagreement that
+// was not there.
 
 import (
 	"net/netip"
@@ -28,19 +33,15 @@ type poolEntry struct {
 // record is gone.
 func (m *IPAM) publishLocked(id string) {
 	p := m.pools[id]
-	var err error
 	if p == nil {
-		err = m.rep.Delete(prefixPool + id)
-	} else {
-		e := poolEntry{Gateway: p.gateway, Aux: p.aux, BlockBits: p.alloc.geo.bits, Seeds: m.cfg.Seeds}
-		if p.req.Range.IsValid() {
-			e.Range = p.req.Range.String()
-		}
-		err = m.rep.Put(prefixPool+id, encode(e))
+		m.deleteLocked(prefixPool + id)
+		return
 	}
-	if err != nil {
-		m.log.Warn("cannot publish pool", "pool", id, "err", err)
+	e := poolEntry{Range: p.rangeString(), Aux: p.aux, BlockBits: p.alloc.geo.bits, Seeds: m.cfg.Seeds}
+	if !p.gwPending {
+		e.Gateway = p.gateway
 	}
+	m.putLocked(prefixPool+id, encode(e))
 }
 
 // syncReservedLocked reserves, in every local pool, the gateway and aux
@@ -68,7 +69,7 @@ func (m *IPAM) syncReservedLocked(pools map[string]map[string]poolEntry) {
 						"their_block_bits", e.BlockBits, "our_block_bits", p.alloc.geo.bits)
 				}
 			}
-			if e.Gateway != p.gateway {
+			if e.Gateway.IsValid() && !p.gwPending && e.Gateway != p.gateway {
 				if k := "gateway " + id + h + e.Gateway.String(); !m.logged[k] {
 					m.logged[k] = true
 					m.log.Error("hosts disagree on the pool's gateway; both are kept from containers",
@@ -82,13 +83,19 @@ func (m *IPAM) syncReservedLocked(pools map[string]map[string]poolEntry) {
 			}
 		}
 		for a := range p.extra {
-			if _, ok := want[a]; !ok && a != p.gateway && !slices.Contains(p.aux, a) {
-				p.alloc.Unreserve(a)
+			if _, ok := want[a]; !ok {
+				if a != p.gateway && !slices.Contains(p.aux, a) {
+					p.alloc.Unreserve(a)
+				}
 				delete(p.extra, a)
 			}
 		}
 		for a, h := range want {
-			if p.extra[a] || a == p.gateway || slices.Contains(p.aux, a) {
+			if p.extra[a] != "" {
+				continue
+			}
+			if a == p.gateway || slices.Contains(p.aux, a) {
+				p.extra[a] = h // reserved here already; stays reserved if ours goes
 				continue
 			}
 			if err := p.alloc.Reserve(a); err != nil {
@@ -100,10 +107,7 @@ func (m *IPAM) syncReservedLocked(pools map[string]map[string]poolEntry) {
 				p.pendingReserve[a] = true
 				continue
 			}
-			if p.extra == nil {
-				p.extra = map[netip.Addr]bool{}
-			}
-			p.extra[a] = true
+			p.extra[a] = h
 		}
 	}
 }

@@ -2,9 +2,10 @@ package ipam
 
 // The reconciler: Run calls reconcile on every change of the replicated
 // table (and on a timer, in case notices were dropped). It reads the whole
-// "ipam/" table, then, under the lock, accepts blocks handed to this host,
-// answers wants addressed to it, checks its blocks for conflicts, and moves
-// removals of dead hosts forward.
+// "ipam/" table without the lock, then, under the lock, accepts parts handed
+// to this host, answers wants addressed to it, checks what it owns for
+// conflicts, and moves removals of dead hosts forward. What it writes is
+// queued for the writer (outbox.go).
 
 import (
 	"fmt"
@@ -17,12 +18,13 @@ import (
 // cached is a decoded entry, reused while its version is unchanged.
 type cached struct {
 	version uint64
-	value   any // blockEntry, removalEntry, wantEntry or replyEntry; nil if malformed
+	value   any // blockEntry, removalEntry, wantEntry, replyEntry or poolEntry; nil if malformed
 }
 
-// reconcile brings this host in line with the table. Only keys whose entries
-// changed since the last pass are examined for handovers and conflicts,
-// unless full is set (the periodic pass, which covers dropped notices).
+// reconcile brings this host in line with the table. Only blocks whose
+// entries changed since the last pass are examined for handovers and
+// conflicts, unless full is set (the periodic pass, which covers dropped
+// notices).
 func (m *IPAM) reconcile(full bool) {
 	entries := m.rep.List(prefixIPAM)
 	members := m.rep.Members()
@@ -30,17 +32,32 @@ func (m *IPAM) reconcile(full bool) {
 	defer m.mu.Unlock()
 	me := m.cfg.Host
 
-	claims := map[string][]claim{}
+	claims := map[string][]claim{}                   // by block key
 	removals := map[string]map[string]removalEntry{} // removed host -> writer -> entry
 	var wants []Entry
 	pools := map[string]map[string]poolEntry{}
-	dirty := map[string]bool{}
+	dirty := map[string]bool{} // changed keys; block entries as their block's key
 	seen := make(map[[2]string]bool, len(entries))
+	addClaim := func(key, writer string, e blockEntry, changed bool) {
+		id, part, ok := parseBlockKey(key)
+		if !ok {
+			return
+		}
+		bk, ok := m.blockKeyOf(id, part, e.Range)
+		if !ok {
+			return // not a part of any block of that pool: ignored
+		}
+		claims[bk] = append(claims[bk], claim{writer: writer, prefix: part, blockEntry: e})
+		if changed {
+			dirty[bk] = true
+		}
+	}
 	for _, e := range entries {
 		id := [2]string{e.Key, e.Host}
 		seen[id] = true
 		c, ok := m.cache[id]
-		if !ok || c.version != e.Version {
+		changed := !ok || c.version != e.Version
+		if changed {
 			c = cached{version: e.Version, value: decodeEntry(e)}
 			if c.value == nil {
 				m.log.Error("malformed entry ignored", "key", e.Key, "host", e.Host)
@@ -51,9 +68,12 @@ func (m *IPAM) reconcile(full bool) {
 		switch v := c.value.(type) {
 		case blockEntry:
 			if e.Host != me { // m.own is authoritative for our entries
-				claims[e.Key] = append(claims[e.Key], claim{writer: e.Host, blockEntry: v})
+				addClaim(e.Key, e.Host, v, changed)
 			}
 		case removalEntry:
+			if e.Host == me {
+				continue // m.ownRemoval is authoritative
+			}
 			d := strings.TrimPrefix(e.Key, prefixRemoval)
 			if removals[d] == nil {
 				removals[d] = map[string]removalEntry{}
@@ -68,10 +88,16 @@ func (m *IPAM) reconcile(full bool) {
 			}
 			pools[id][e.Host] = v
 		case replyEntry:
-			if e.Host == me {
-				pid, req, _ := strings.Cut(strings.TrimPrefix(e.Key, prefixReply), "|")
-				k := pid + "|" + req
+			pid, to, _ := strings.Cut(strings.TrimPrefix(e.Key, prefixReply), "|")
+			switch {
+			case e.Host == me:
+				k := pid + "|" + to
 				m.served[k] = max(m.served[k], v.Seq)
+			case to == me:
+				k := pid + "|" + e.Host
+				if r, ok := m.replies[k]; !ok || v.Seq >= r.Seq {
+					m.replies[k] = v
+				}
 			}
 		}
 	}
@@ -79,7 +105,16 @@ func (m *IPAM) reconcile(full bool) {
 		if !seen[id] {
 			delete(m.cache, id)
 			dirty[id[0]] = true
+			if strings.HasPrefix(id[0], prefixBlock) {
+				full = true // a deleted claim: which block it was in is unknown now
+			}
 		}
+	}
+	for d, re := range m.ownRemoval {
+		if removals[d] == nil {
+			removals[d] = map[string]removalEntry{}
+		}
+		removals[d][me] = re
 	}
 	for _, ws := range removals {
 		for w, re := range ws {
@@ -87,7 +122,7 @@ func (m *IPAM) reconcile(full bool) {
 				continue
 			}
 			for k, be := range re.Held {
-				claims[k] = append(claims[k], claim{writer: w, blockEntry: be})
+				addClaim(k, w, be, false) // a changed removal makes the pass full
 			}
 		}
 	}
@@ -141,7 +176,7 @@ func decodeEntry(e Entry) any {
 }
 
 // shadowPoolLocked returns the local record of pool id, creating one with no
-// reference when this host holds or serves blocks of a pool it never
+// reference when this host holds or serves parts of a pool it never
 // requested (a seed, an heir, a handover arriving after ReleasePool).
 func (m *IPAM) shadowPoolLocked(id, rng string) *pool {
 	if p := m.pools[id]; p != nil {
@@ -154,87 +189,105 @@ func (m *IPAM) shadowPoolLocked(id, rng string) *pool {
 	req := PoolRequest{Tenant: tenant, Subnet: subnet}
 	if rng != "" {
 		r, err := netip.ParsePrefix(rng)
-		if err != nil || r.Masked() != r || !subnet.Contains(r.Addr()) || r.Bits() < subnet.Bits() {
+		if err != nil || r.Masked() != r || r.Addr().Is6() != subnet.Addr().Is6() || !subnet.Contains(r.Addr()) || r.Bits() < subnet.Bits() {
 			return nil
 		}
-		req.Range = r
+		if r != subnet {
+			req.Range = r
+		}
 	}
-	return m.newPoolLocked(req, req.DefaultGateway(), nil)
+	return m.newPoolLocked(req, req.DefaultGateway(), nil, true)
 }
 
-// acceptLocked takes every block handed to this host at an epoch above its
-// own entry for that block, looking at the dirty keys only (all if nil).
+// acceptLocked takes every part handed to this host at an epoch above its
+// own entries on that part, looking at the dirty blocks only (all if nil).
 func (m *IPAM) acceptLocked(dirty map[string]bool) {
 	me := m.cfg.Host
 	keys := maps.Keys(m.claims)
 	if dirty != nil {
 		keys = maps.Keys(dirty)
 	}
-	for _, key := range slices.Sorted(keys) {
-		for _, c := range m.claims[key] {
-			if c.To != me || c.writer == me || m.removed[c.writer] || m.fenced {
+	for _, bk := range slices.Sorted(keys) {
+		for _, c := range m.claims[bk] {
+			if c.To != me || c.writer == me || m.removed[c.writer] || m.fenced || c.Epoch == 0 {
 				continue
 			}
-			if cur, ok := m.own[key]; ok && cur.Epoch >= c.Epoch || c.Epoch == 0 {
-				continue
+			pid, _, _ := parseBlockKey(bk)
+			if m.ownMaxEpochLocked(bk, c.prefix) >= c.Epoch {
+				continue // accepted already, or an old handover
 			}
-			pid, b, _ := parseBlockKey(key)
 			p := m.shadowPoolLocked(pid, c.Range)
 			if p == nil {
-				m.log.Error("handover for an unusable pool ignored", "key", key, "host", c.writer)
+				m.log.Error("handover for an unusable pool ignored", "pool", pid, "part", c.prefix, "host", c.writer)
 				continue
 			}
-			i, ok := p.alloc.geo.blockIndex(b)
-			if !ok {
-				m.log.Error("handover of a block that does not fit the pool ignored", "key", key, "host", c.writer)
+			if _, _, _, ok := p.alloc.geo.partOf(c.prefix); !ok {
+				m.log.Error("handover of a part that does not fit the pool ignored", "pool", pid, "part", c.prefix, "host", c.writer)
 				continue
 			}
-			if err := m.putBlockLocked(p, i, blockEntry{Epoch: c.Epoch, To: me}); err != nil {
-				m.log.Warn("cannot accept block yet", "pool", pid, "block", b, "err", err)
-				continue
-			}
-			p.alloc.AddBlock(i)
+			m.writeBlockLocked(p, c.prefix, blockEntry{Epoch: c.Epoch, To: me})
+			p.alloc.AddPrefix(c.prefix)
 			p.received++
-			m.log.Info("block received", "pool", pid, "block", b, "from", c.writer, "epoch", c.Epoch)
+			m.log.Info("block received", "pool", pid, "block", c.prefix, "from", c.writer, "epoch", c.Epoch)
 		}
 	}
 }
 
-// checkConflictsLocked looks for blocks this host allocates from while the
-// claims say another host owns them. The protocol makes this impossible; if
-// it happens anyway (a lost disk, an admin removing a live host), it is
-// logged loudly and resolved by the same rule on every host: the owner by
-// ownerOf keeps the block, this host stops adding to it.
+// ownMaxEpochLocked returns the highest epoch of this host's entries in
+// block bk on parts overlapping part.
+func (m *IPAM) ownMaxEpochLocked(bk string, part netip.Prefix) uint64 {
+	var e uint64
+	for k := range m.ownIdx[bk] {
+		if _, q, ok := parseBlockKey(k); ok && q.Overlaps(part) {
+			e = max(e, m.own[k].Epoch)
+		}
+	}
+	return e
+}
+
+// checkConflictsLocked looks for addresses this host allocates from while
+// the claims say another host owns them. The protocol makes this
+// impossible; if it happens anyway (a lost disk, an admin removing a live
+// host), it is logged loudly and resolved by the same rule on every host:
+// the owner by ownerOf keeps the part, this host stops adding to it and
+// keeps what it allocated there until released.
 func (m *IPAM) checkConflictsLocked(dirty map[string]bool) {
 	for id, p := range m.pools {
 		for _, i := range p.alloc.Owned() {
-			if dirty != nil && !dirty[blockKey(id, p.alloc.Block(i))] {
+			if !p.alloc.Owns(i) || dirty != nil && !dirty[blockKey(id, p.alloc.Block(i))] {
 				continue
 			}
-			o := m.ownerLocked(p, i)
-			if o.owner == m.cfg.Host && o.conflict == nil {
-				continue
-			}
-			lk := fmt.Sprintf("block %s %s %d", id, p.alloc.Block(i), o.epoch)
-			if m.logged[lk] {
-				continue
-			}
-			m.logged[lk] = true
-			if o.owner == m.cfg.Host {
-				m.log.Error("conflicting claims on a block; resolved by lowest name, this host keeps it",
-					"pool", id, "block", p.alloc.Block(i), "epoch", o.epoch, "claims", o.conflict)
-				continue
-			}
-			used := p.alloc.Used(i)
-			m.log.Error("block owned here is claimed by another host at a higher epoch; this host stops allocating from it",
-				"pool", id, "block", p.alloc.Block(i), "owner", o.owner, "epoch", o.epoch, "allocated_here", used)
-			if used == 0 {
-				_ = p.alloc.RemoveBlock(i)
-			} else {
-				p.alloc.Freeze(i)
+			for _, s := range m.segmentsLocked(p, i) {
+				if s.owner == m.cfg.Host && s.conflict == nil {
+					continue
+				}
+				lk := fmt.Sprintf("block %s %s %d", id, s.prefix, s.epoch)
+				if m.logged[lk] {
+					continue
+				}
+				if !m.ownsAnyLocked(p, s.prefix) {
+					continue
+				}
+				m.logged[lk] = true
+				if s.owner == m.cfg.Host {
+					m.log.Error("conflicting claims on a block; resolved by lowest name, this host keeps it",
+						"pool", id, "block", s.prefix, "epoch", s.epoch, "claims", s.conflict)
+					continue
+				}
+				used, _ := p.alloc.PartStats(s.prefix)
+				m.log.Error("block owned here is claimed by another host at a higher epoch; this host stops allocating from it",
+					"pool", id, "block", s.prefix, "owner", s.owner, "epoch", s.epoch, "allocated_here", used)
+				p.alloc.Disown(s.prefix)
 			}
 		}
 	}
+}
+
+// ownsAnyLocked reports whether this host owns any address of part of p.
+func (m *IPAM) ownsAnyLocked(p *pool, part netip.Prefix) bool {
+	i, off, n, ok := p.alloc.geo.partOf(part)
+	b := p.alloc.blocks[i]
+	return ok && b != nil && countRange(b.owned, off, n) > 0
 }
 
 // serveLocked answers a want addressed to this host, once per seq.
@@ -258,61 +311,90 @@ func (m *IPAM) serveLocked(e Entry) {
 		m.log.Error("want for an unusable pool ignored", "pool", pid, "host", e.Host)
 		return
 	}
-	i, epoch, ok := m.pickDonationLocked(p, w)
-	given := ""
+	r := replyEntry{Seq: w.Seq}
+	part, epoch, inUse, ok := m.pickDonationLocked(p, w)
 	if ok {
-		p.alloc.RemoveBlock(i) // empty, so it cannot fail
-		if err := m.putBlockLocked(p, i, blockEntry{Epoch: epoch, To: e.Host}); err != nil {
-			m.log.Warn("cannot hand over block", "pool", pid, "block", p.alloc.Block(i), "err", err)
-			if m.own[blockKey(pid, p.alloc.Block(i))].To == me {
-				p.alloc.AddBlock(i)
-			}
-		} else {
-			given = p.alloc.Block(i).String()
-			m.log.Info("block handed over", "pool", pid, "block", given, "to", e.Host, "epoch", epoch)
+		if err := p.alloc.RemovePrefix(part); err != nil {
+			m.log.Error("cannot hand over a part picked as empty (a bug)", "pool", pid, "block", part, "err", err)
+			ok = false
 		}
 	}
-	if err := m.rep.Put(replyKey(pid, e.Host), encode(replyEntry{Seq: w.Seq, Block: given})); err != nil {
-		m.log.Warn("cannot answer want", "pool", pid, "host", e.Host, "err", err)
+	if ok {
+		m.writeBlockLocked(p, part, blockEntry{Epoch: epoch, To: e.Host})
+		p.given++
+		r.Block = part.String()
+		m.log.Info("block handed over", "pool", pid, "block", part, "to", e.Host, "epoch", epoch)
+	} else {
+		r.InUse, r.Ask = inUse, m.recipientsLocked(p)
 	}
+	m.putLocked(replyKey(pid, e.Host), encode(r))
 }
 
-// pickDonationLocked chooses the block to give for a want: the requested one
-// if this host owns it and it is empty; otherwise an unused genesis block, or
-// an empty block if this host keeps space of its own.
-func (m *IPAM) pickDonationLocked(p *pool, w wantEntry) (uint64, uint64, bool) {
-	key := func(i uint64) string { return blockKey(p.req.PoolID(), p.alloc.Block(i)) }
+// pickDonationLocked chooses what to give for a want, and its epoch. For a
+// requested address: the whole block if it is an unused genesis block of
+// this host, else the largest empty part holding the address (at most half
+// this host's free space, or the address alone). Otherwise: an unused
+// genesis block; else an empty block if this host keeps space besides; else
+// the largest empty part holding at most half its free space, down to its
+// last free address, so that any host can get an address while the pool has
+// one. Blocks restored without their allocations are never given.
+func (m *IPAM) pickDonationLocked(p *pool, w wantEntry) (part netip.Prefix, epoch uint64, inUse, ok bool) {
+	id := p.req.PoolID()
+	keep := func(i uint64) bool { return m.keep[blockKey(id, p.alloc.Block(i))] }
+	free := 0
+	for _, i := range p.alloc.order {
+		if !keep(i) {
+			free += p.alloc.Avail(i)
+		}
+	}
+	limit := max(1, (free+1)/2)
 	if w.Block != "" {
 		b, err := netip.ParsePrefix(w.Block)
 		if err != nil {
-			return 0, 0, false
+			return netip.Prefix{}, 0, false, false
 		}
-		i, ok := p.alloc.geo.blockIndex(b)
+		a := b.Addr()
+		i, in := p.alloc.BlockOf(a)
 		switch {
-		case !ok:
-			return 0, 0, false
-		case p.alloc.Owns(i) && p.alloc.Used(i) == 0 && !m.keep[key(i)]:
-			return i, m.own[key(i)].Epoch + 1, true
+		case !in:
+			return netip.Prefix{}, 0, false, false
 		case m.genesisFreeLocked(p, i):
-			return i, m.genesisEpoch(i) + 1, true
+			return p.alloc.Block(i), m.genesisEpoch(i) + 1, false, true
+		case p.alloc.Allocated(a) || p.alloc.Reserved(a):
+			return netip.Prefix{}, 0, true, false
+		case !p.alloc.OwnsAddr(a) || keep(i):
+			return netip.Prefix{}, 0, false, false
 		}
-		return 0, 0, false
+		part, _, ok := p.alloc.emptyPart(i, limit, a)
+		if !ok {
+			return netip.Prefix{}, 0, false, false
+		}
+		return part, m.ownEpochLocked(p, part) + 1, false, true
 	}
 	if i, ok := m.nextGenesisLocked(p); ok {
-		return i, m.genesisEpoch(i) + 1, true
+		return p.alloc.Block(i), m.genesisEpoch(i) + 1, false, true
 	}
-	var empty []uint64
-	for _, i := range p.alloc.order {
-		if p.alloc.Used(i) == 0 && p.alloc.Avail(i) > 0 && !m.keep[key(i)] {
-			empty = append(empty, i)
+	if free == 0 {
+		return netip.Prefix{}, 0, false, false
+	}
+	for _, i := range slices.Backward(p.alloc.order) {
+		whole := p.alloc.OwnedCount(i) == p.alloc.geo.size() && p.alloc.Used(i) == 0
+		if whole && !keep(i) && p.alloc.Avail(i) > 0 && free-p.alloc.Avail(i) > 0 {
+			b := p.alloc.Block(i)
+			return b, m.ownEpochLocked(p, b) + 1, false, true
 		}
 	}
-	if len(empty) == 0 {
-		return 0, 0, false
+	best, bestN := netip.Prefix{}, 0
+	for _, i := range p.alloc.order {
+		if keep(i) {
+			continue
+		}
+		if q, n, ok := p.alloc.emptyPart(i, limit, netip.Addr{}); ok && n >= bestN {
+			best, bestN = q, n
+		}
 	}
-	last := empty[len(empty)-1]
-	if len(empty) >= 2 || p.alloc.Free()-p.alloc.Avail(last) > 0 {
-		return last, m.own[key(last)].Epoch + 1, true
+	if bestN == 0 {
+		return netip.Prefix{}, 0, false, false
 	}
-	return 0, 0, false
+	return best, m.ownEpochLocked(p, best) + 1, false, true
 }

@@ -47,6 +47,13 @@ func FuzzReconcile(f *testing.F) {
 	f.Add("removal/d", []byte(`{"requester":true,"requesters":["me","x"],"held":{"ipam/block/acme/10.1.0.0/24|10.1.0.0/26":{"epoch":4,"to":"x"}}}`))
 	f.Add("removal/me", []byte(`{"requester":true}`))
 	f.Add("pool/acme/10.1.0.0/24", []byte(`{"gateway":"10.1.0.9","aux":["10.1.0.10"],"blockbits":26,"seeds":["me"]}`))
+	f.Add("pool/acme/10.1.0.0/24", []byte(`{"gateway":"","blockbits":26,"seeds":["me","x"]}`))
+	f.Add("block/acme/10.1.0.0/24|10.1.0.8/29", []byte(`{"epoch":1,"to":"me"}`))
+	f.Add("block/acme/10.1.0.0/24|10.1.0.5/32", []byte(`{"epoch":4,"to":"x"}`))
+	f.Add("block/acme/10.1.0.0/24|10.1.0.0/24", []byte(`{"epoch":4,"to":"me"}`))
+	f.Add("block/acme/10.1.0.0/24|10.1.0.1/30", []byte(`{"epoch":1,"to":"me"}`))
+	f.Add("want/acme/10.1.0.0/24", []byte(`{"seq":3,"donor":"me","block":"10.1.0.7/32"}`))
+	f.Add("reply/acme/10.1.0.0/24|me", []byte(`{"seq":1,"inuse":true,"ask":["x","me","d"]}`))
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
 		rep := &staticReplica{entries: []Entry{{Key: "ipam/" + key, Host: "x", Value: value, Version: 5}}}
 		cfg := DefaultConfig()

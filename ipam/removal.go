@@ -63,31 +63,56 @@ func (m *IPAM) RemoveHost(ctx context.Context, names ...string) error {
 			return kindErrorf(ErrUnsafe, "remove host %v: host %s is unreachable: heal the partition, or remove it in the same command", names, mb.Name)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove host %v: %w", names, err)
+	}
 	for _, n := range names {
 		if _, ok := m.ownRemoval[n]; ok {
 			continue // already requested or acknowledged: idempotent
 		}
-		if err := m.writeRemovalLocked(n, true); err != nil {
-			return fmt.Errorf("remove host %s: %w", n, err)
-		}
+		m.writeRemovalLocked(n, true)
 		m.log.Warn("removal of host requested", "removed", n)
 	}
-	m.saveLocked()
 	m.kickNow()
 	return nil
 }
 
-func (m *IPAM) writeRemovalLocked(dead string, requester bool) error {
+func (m *IPAM) writeRemovalLocked(dead string, requester bool) {
 	m.removed[dead] = true
-	re := removalEntry{Requester: requester, Held: maps.Clone(m.own)}
+	re := removalEntry{Requester: requester, Held: m.heldLocked(dead)}
 	if requester {
 		re.Requesters = []string{m.cfg.Host}
 	}
-	if err := m.rep.Put(prefixRemoval+dead, encode(re)); err != nil {
-		return err
-	}
 	m.ownRemoval[dead] = re
-	return nil
+	m.putLocked(prefixRemoval+dead, encode(re))
+}
+
+// heldLocked copies this host's block entries in the blocks where dead wrote
+// a claim or was named by one: all the heir may not know of. A handover from
+// dead that this host accepted is among them (this host saw dead's entry),
+// and so is anything this host handed on from such a part. Other blocks
+// are left out, to keep the entry small.
+func (m *IPAM) heldLocked(dead string) map[string]blockEntry {
+	held := map[string]blockEntry{}
+	for bk, keys := range m.ownIdx {
+		involved := false
+		for _, c := range m.claims[bk] {
+			involved = involved || c.writer == dead || c.To == dead
+		}
+		for k := range keys {
+			involved = involved || m.own[k].To == dead
+		}
+		if !involved {
+			continue
+		}
+		for k := range keys {
+			held[k] = m.own[k]
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return held
 }
 
 // removalsLocked fences removed hosts, acknowledges their removal and, on the
@@ -121,15 +146,12 @@ func (m *IPAM) removalsLocked(removals map[string]map[string]removalEntry, membe
 			if !m.fenced {
 				m.fenced = true
 				m.log.Error("this host was removed from the cluster by an admin; it allocates nothing more. Start it under a new name")
-				m.saveLocked()
+				m.changedLocked()
 			}
 			continue
 		}
 		if _, ok := m.ownRemoval[d]; !ok {
-			if err := m.writeRemovalLocked(d, false); err != nil {
-				m.log.Warn("cannot acknowledge removal yet", "removed", d, "err", err)
-				continue
-			}
+			m.writeRemovalLocked(d, false)
 		}
 		if _, done := m.heirs[d]; done {
 			continue
@@ -145,11 +167,8 @@ func (m *IPAM) removalsLocked(removals map[string]map[string]removalEntry, membe
 		slices.Sort(seen)
 		if !slices.Equal(seen, own.Requesters) {
 			own.Requesters = seen
-			if err := m.rep.Put(prefixRemoval+d, encode(own)); err != nil {
-				m.log.Warn("cannot update removal entry yet", "removed", d, "err", err)
-				continue
-			}
 			m.ownRemoval[d] = own
+			m.putLocked(prefixRemoval+d, encode(own))
 		}
 		ws[me] = own
 		if len(seen) == 0 || seen[0] != me {
@@ -170,24 +189,25 @@ func (m *IPAM) removalsLocked(removals map[string]map[string]removalEntry, membe
 	}
 }
 
-// takeoverLocked makes this host, the heir, the owner of every block whose
+// takeoverLocked makes this host, the heir, the owner of every part whose
 // owner is the removed host d.
 func (m *IPAM) takeoverLocked(d string) {
 	me := m.cfg.Host
-	removed := func(h string) bool { return m.removed[h] }
-	keys := map[string]string{} // block key -> range
-	for k, cs := range m.claims {
+	rngs := map[string]string{} // block key -> range
+	for bk, cs := range m.claims {
 		for _, c := range cs {
-			keys[k] = c.Range
+			rngs[bk] = c.Range
 		}
 	}
-	for k, e := range m.own {
-		keys[k] = e.Range
+	for bk, keys := range m.ownIdx {
+		for k := range keys {
+			rngs[bk] = m.own[k].Range
+		}
 	}
 	n := 0
-	for _, k := range slices.Sorted(maps.Keys(keys)) {
-		pid, b, _ := parseBlockKey(k)
-		p := m.shadowPoolLocked(pid, keys[k])
+	for _, bk := range slices.Sorted(maps.Keys(rngs)) {
+		pid, b, _ := parseBlockKey(bk)
+		p := m.shadowPoolLocked(pid, rngs[bk])
 		if p == nil {
 			continue
 		}
@@ -195,29 +215,22 @@ func (m *IPAM) takeoverLocked(d string) {
 		if !ok {
 			continue
 		}
-		g, ge := genesisOwner(m.cfg.Seeds, i, m.heirs)
-		o := ownerOf(m.claimsLocked(k), removed, g, ge)
-		if o.owner != d {
-			continue
+		for _, s := range m.segmentsLocked(p, i) {
+			if s.owner != d {
+				continue
+			}
+			m.writeBlockLocked(p, s.prefix, blockEntry{Epoch: s.epoch + 1, To: me})
+			p.alloc.AddPrefix(s.prefix)
+			n++
 		}
-		if err := m.putBlockLocked(p, i, blockEntry{Epoch: o.epoch + 1, To: me}); err != nil {
-			m.log.Warn("cannot reclaim block yet", "pool", pid, "block", b, "err", err)
-			return // retried on the next reconcile
-		}
-		p.alloc.AddBlock(i)
-		n++
 	}
 	re := m.ownRemoval[d]
 	re.Heir, re.Done = me, true
-	if err := m.rep.Put(prefixRemoval+d, encode(re)); err != nil {
-		m.log.Warn("cannot record reclaim yet", "removed", d, "err", err)
-		return
-	}
 	m.ownRemoval[d] = re
+	m.putLocked(prefixRemoval+d, encode(re))
 	m.heirs[d] = me
 	for _, p := range m.pools {
 		p.genNext = 0
 	}
-	m.saveLocked()
-	m.log.Info("blocks of removed host reclaimed", "removed", d, "blocks", n)
+	m.log.Info("blocks of removed host reclaimed", "removed", d, "parts", n)
 }

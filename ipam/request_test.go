@@ -8,24 +8,30 @@ import (
 func TestParseAddressRequest(t *testing.T) {
 	const pool = "acme/10.1.0.0/24"
 	for _, tc := range []struct {
-		name    string
-		addr    string
-		opts    map[string]string
-		want    AddrKind
-		wantIP  string
-		wantErr error
+		name         string
+		addr         string
+		opts         map[string]string
+		haveNetwork  bool
+		want         AddrKind
+		wantUntagged bool
+		wantIP       string
+		wantErr      error
 	}{
-		{"gateway default", "", map[string]string{OptRequestAddressType: OptGatewayType}, KindGateway, "", nil},
-		{"--gateway", "10.1.0.254", map[string]string{OptRequestAddressType: OptGatewayType}, KindGateway, "10.1.0.254", nil},
-		{"endpoint", "", map[string]string{OptMACAddress: "02:42:0a:01:00:05"}, KindContainer, "", nil},
-		{"--ip", "10.1.0.9", map[string]string{OptMACAddress: "02:42:0a:01:00:05"}, KindContainer, "10.1.0.9", nil},
-		{"--ip, newer docker", "10.1.0.9", map[string]string{OptEndpointName: "web"}, KindContainer, "10.1.0.9", nil},
-		{"--aux-address", "10.1.0.3", nil, KindAux, "10.1.0.3", nil},
-		{"no address, no options", "", nil, KindContainer, "", nil},
-		{"address with prefix", "10.1.0.9/24", map[string]string{OptMACAddress: "x"}, KindContainer, "10.1.0.9", nil},
-		{"malformed", "10.1.0.300", nil, 0, "", ErrInvalid},
+		{"gateway default", "", map[string]string{OptRequestAddressType: OptGatewayType}, false, KindGateway, false, "", nil},
+		{"--gateway", "10.1.0.254", map[string]string{OptRequestAddressType: OptGatewayType}, false, KindGateway, false, "10.1.0.254", nil},
+		{"gateway replayed", "10.1.0.254", map[string]string{OptRequestAddressType: OptGatewayType}, true, KindGateway, false, "10.1.0.254", nil},
+		{"--aux-address at network create", "10.1.0.3", nil, false, KindAux, false, "10.1.0.3", nil},
+		{"endpoint, Docker 20.10", "", nil, true, KindContainer, false, "", nil},
+		{"endpoint, newer Docker", "", map[string]string{OptEndpointName: "web"}, true, KindContainer, false, "", nil},
+		{"endpoint with MAC (RequiresMACAddress)", "", map[string]string{OptMACAddress: "02:42:0a:01:00:05"}, true, KindContainer, false, "", nil},
+		{"--ip, Docker 20.10 (or a replay)", "10.1.0.9", nil, true, KindContainer, true, "10.1.0.9", nil},
+		{"--ip, newer Docker", "10.1.0.9", map[string]string{OptEndpointName: "web"}, true, KindContainer, false, "10.1.0.9", nil},
+		{"--ip with MAC", "10.1.0.9", map[string]string{OptMACAddress: "x"}, false, KindContainer, false, "10.1.0.9", nil},
+		{"address with prefix", "10.1.0.9/24", nil, true, KindContainer, true, "10.1.0.9", nil},
+		{"no address, no network yet", "", nil, false, KindContainer, false, "", nil},
+		{"malformed", "10.1.0.300", nil, true, 0, false, "", ErrInvalid},
 	} {
-		r, err := ParseAddressRequest(pool, tc.addr, tc.opts)
+		r, err := ParseAddressRequest(pool, tc.addr, tc.opts, tc.haveNetwork)
 		if tc.wantErr != nil {
 			if !errors.Is(err, tc.wantErr) {
 				t.Errorf("%s: err = %v, want %v", tc.name, err, tc.wantErr)
@@ -36,8 +42,8 @@ func TestParseAddressRequest(t *testing.T) {
 		if r.Addr.IsValid() {
 			got = r.Addr.String()
 		}
-		if err != nil || r.Kind != tc.want || got != tc.wantIP {
-			t.Errorf("%s: %+v, %v; want kind %d ip %q", tc.name, r, err, tc.want, tc.wantIP)
+		if err != nil || r.Kind != tc.want || r.Untagged != tc.wantUntagged || got != tc.wantIP {
+			t.Errorf("%s: %+v, %v; want kind %d untagged %v ip %q", tc.name, r, err, tc.want, tc.wantUntagged, tc.wantIP)
 		}
 	}
 }

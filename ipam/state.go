@@ -27,8 +27,11 @@ type persistedPool struct {
 	Subnet  netip.Prefix `json:"subnet"`
 	Range   netip.Prefix `json:"range"`
 	Gateway netip.Addr   `json:"gateway"`
-	Aux     []netip.Addr `json:"aux,omitempty"`
-	Addrs   []netip.Addr `json:"addrs,omitempty"` // allocated to containers
+	// GatewayPending: the gateway is the default one, reserved but not yet
+	// confirmed by Docker's gateway request, so not yet published.
+	GatewayPending bool         `json:"gateway_pending,omitempty"`
+	Aux            []netip.Addr `json:"aux,omitempty"`
+	Addrs          []netip.Addr `json:"addrs,omitempty"` // allocated to containers
 }
 
 func encodeState(s *persistedState) []byte {

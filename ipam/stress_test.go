@@ -122,21 +122,18 @@ func releaseAll(t *testing.T, h *host, poolID string, l *ledger) {
 	wg.Wait()
 }
 
-// accountFor checks, once every address is released, that each block of the
-// pool is owned by at most one host, that every owned block is wholly free,
-// and that the free addresses plus the never-used blocks make the whole pool.
+// accountFor checks, once every address is released, that no address of
+// the pool is owned by two hosts, that everything owned is free, and that
+// the free addresses plus the reserved ones in owned parts plus the
+// addresses nobody took yet make the whole pool. The pool's reserved
+// addresses are assumed to be its network address, gateway (the next one)
+// and broadcast address.
 func accountFor(t *testing.T, hosts []*host, poolID string, rng netip.Prefix) {
 	t.Helper()
-	accountForBlocks(t, hosts, poolID, rng, 26)
-}
-
-// accountForBlocks assumes the pool's reserved addresses are its network
-// address, gateway (the next one) and broadcast address.
-func accountForBlocks(t *testing.T, hosts []*host, poolID string, rng netip.Prefix, blockBits int) {
-	t.Helper()
 	eventually(t, 10*time.Second, func() error {
+		var parts []netip.Prefix
 		owner := map[netip.Prefix]string{}
-		free := 0
+		free, owned := 0, 0
 		for _, h := range hosts {
 			st, err := h.m.Status(poolID)
 			if err != nil {
@@ -146,31 +143,32 @@ func accountForBlocks(t *testing.T, hosts []*host, poolID string, rng netip.Pref
 				return fmt.Errorf("host %s still has %d addresses", h.name, len(st.Addresses))
 			}
 			for _, b := range st.Blocks {
-				if o, ok := owner[b.Prefix]; ok {
-					return fmt.Errorf("block %s owned by %s and %s", b.Prefix, o, h.name)
+				for _, q := range parts {
+					if q.Overlaps(b.Prefix) {
+						return fmt.Errorf("%s of %s overlaps %s of %s", b.Prefix, h.name, q, owner[q])
+					}
 				}
+				parts = append(parts, b.Prefix)
 				owner[b.Prefix] = h.name
 				free += b.Avail
+				owned += 1 << (32 - b.Prefix.Bits())
 			}
 		}
+		bcast := rng.Addr()
+		for range (1 << (32 - rng.Bits())) - 1 {
+			bcast = bcast.Next()
+		}
 		reserved := 0
-		for _, r := range []netip.Addr{rng.Addr(), rng.Addr().Next(), netip.AddrFrom4([4]byte{255, 255, 255, 255})} {
-			if r.Is4() && !rng.Contains(r) { // the broadcast address
-				r = rng.Addr()
-				for range (1 << (32 - rng.Bits())) - 1 {
-					r = r.Next()
-				}
-			}
-			for b := range owner {
-				if b.Contains(r) {
+		for _, r := range []netip.Addr{rng.Addr(), rng.Addr().Next(), bcast} {
+			for _, q := range parts {
+				if q.Contains(r) {
 					reserved++
 				}
 			}
 		}
-		blocks := 1 << (blockBits - rng.Bits())
-		unused := (blocks - len(owner)) << (32 - blockBits)
-		if total := 1 << (32 - rng.Bits()); free+unused+reserved != total {
-			return fmt.Errorf("free %d + in unused blocks %d + reserved in owned blocks %d != %d addresses of %s", free, unused, reserved, total, rng)
+		total := 1 << (32 - rng.Bits())
+		if free+reserved != owned || owned > total {
+			return fmt.Errorf("owned %d = free %d + reserved %d does not hold (pool %s of %d)", owned, free, reserved, rng, total)
 		}
 		return nil
 	})
@@ -336,7 +334,7 @@ func TestStressChurn(t *testing.T) {
 		}
 		releaseAll(t, h, p.ID, l)
 	}
-	accountForBlocks(t, hosts, p.ID, p.Subnet, 28)
+	accountFor(t, hosts, p.ID, p.Subnet)
 	checkEpochs(t, c.Node("h2"))
 	t.Logf("%d allocations: %v", l.n, gotBy)
 }
@@ -461,7 +459,7 @@ func TestStressPartitionWhileAllocating(t *testing.T) {
 	for _, h := range hosts {
 		releaseAll(t, h, p.ID, l)
 	}
-	accountForBlocks(t, hosts, p.ID, p.Subnet, 28)
+	accountFor(t, hosts, p.ID, p.Subnet)
 	for _, h := range hosts {
 		checkEpochs(t, c.Node(h.name))
 	}
@@ -558,7 +556,7 @@ func TestStressRemoveHostUnderLoad(t *testing.T) {
 	for _, h := range []*host{a, b} {
 		releaseAll(t, h, p.ID, l)
 	}
-	accountForBlocks(t, []*host{a, b}, p.ID, p.Subnet, 28)
+	accountFor(t, []*host{a, b}, p.ID, p.Subnet)
 	checkEpochs(t, c.Node("a"))
 	checkEpochs(t, c.Node("b"))
 	t.Logf("%d allocations", l.n)
