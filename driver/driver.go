@@ -23,6 +23,7 @@ type Core interface {
 	DeleteEndpoint(ctx context.Context, id string) error
 	Endpoint(id string) (core.Endpoint, bool)
 	CheckSubnet(p netip.Prefix) error
+	HasSubnet(tenant string, subnet netip.Prefix) bool
 }
 
 // Addresses is what the driver needs of the cluster-wide allocator:

@@ -158,7 +158,7 @@ func TestPluginAnswersEveryCallOrSaysWhatIsWrong(t *testing.T) {
 		{"pool on the underlay", "/IpamDriver.RequestPool", `{"Pool":"198.51.100.0/25","Options":{"tenant":"acme"}}`, 500, `underlay address 198.51.100.10 of host h0`},
 		{"pool of everything", "/IpamDriver.RequestPool", `{"Pool":"0.0.0.0/0","Options":{"tenant":"acme"}}`, 500, `0.0.0.0/0`},
 		{"pool of loopback", "/IpamDriver.RequestPool", `{"Pool":"127.0.0.0/8","Options":{"tenant":"acme"}}`, 500, `loopback`},
-		{"ipam capabilities", "/IpamDriver.GetCapabilities", "", 200, `"RequiresRequestReplay":true`},
+		{"ipam capabilities", "/IpamDriver.GetCapabilities", "", 200, `{"RequiresMACAddress":false,"RequiresRequestReplay":true}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -102,17 +102,7 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 // addresses before CreateNetwork, and for endpoints' addresses after.
 func (d *Driver) hasPoolNetwork(poolID string) bool {
 	tenant, subnet, err := ipam.ParsePoolID(poolID)
-	if err != nil {
-		return false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, n := range d.nets {
-		if n.Tenant == tenant && n.Subnet == subnet {
-			return true
-		}
-	}
-	return false
+	return err == nil && d.core.HasSubnet(tenant, subnet)
 }
 
 // ReleaseAddress frees an address; releasing one that is not held is not

@@ -62,9 +62,11 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 		return map[string][]string{"Implements": {"NetworkDriver", "IpamDriver"}}, nil
 	})
 	handle("/IpamDriver.GetCapabilities", func(context.Context, []byte) (any, error) {
-		// The MAC option tells a container's address from an aux address;
-		// the replay at Docker's start rebuilds pool references.
-		return map[string]bool{"RequiresMACAddress": true, "RequiresRequestReplay": true}, nil
+		// No MAC from Docker: it would be random, and a restarted
+		// container would come back with a new one behind its peers' ARP
+		// caches; the core derives it from the address instead. The
+		// replay at Docker's start rebuilds pool references.
+		return map[string]bool{"RequiresMACAddress": false, "RequiresRequestReplay": true}, nil
 	})
 	handle("/IpamDriver.GetDefaultAddressSpaces", func(context.Context, []byte) (any, error) {
 		return map[string]string{"LocalDefaultAddressSpace": ipam.LocalSpace, "GlobalDefaultAddressSpace": ipam.GlobalSpace}, nil

@@ -392,6 +392,19 @@ func (c *Core) Network(key string) (Network, bool) {
 	return Network{}, false
 }
 
+// HasSubnet says whether this host has a network of tenant with subnet
+// (created, or being created).
+func (c *Core) HasSubnet(tenant string, subnet netip.Prefix) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.nets {
+		if n.Tenant == tenant && n.Subnet == subnet {
+			return true
+		}
+	}
+	return false
+}
+
 // NetworkByRef returns the network a front end knows by ref.
 func (c *Core) NetworkByRef(ref string) (Network, bool) {
 	c.mu.Lock()
