@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,7 +48,11 @@ func New(cfg Config) (*Datapath, error) {
 	}
 	// A VTEP that is no address of this host is a configuration error, not
 	// something to discover at the first reconcile.
-	if _, err := d.underlayMTULocked(); err != nil {
+	addrs, err := d.hostAddrsLocked()
+	if err == nil {
+		_, err = d.hostLocked(addrs)
+	}
+	if err != nil {
 		host.Close()
 		return nil, err
 	}
@@ -73,39 +80,199 @@ func (d *Datapath) Close() error {
 // observes the kernel, and applies the difference. Objects that already match
 // are not touched, so traffic through them is not interrupted; running it
 // twice changes nothing the second time. If an op fails, what this call
-// created is removed again and the error names what was being done.
+// created is removed again and the error names what was being done. It is
+// for start-up (adopting what a previous run left) and periodic repair;
+// changes go through ReconcileScope.
 func (d *Datapath) Reconcile(ctx context.Context, s State) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	return d.reconcile(ctx, s, netIndex(s), nil)
+}
+
+// ReconcileScope makes the kernel objects of sc match s, the whole desired
+// state: it validates what sc needs of s, reads only the kernel objects of
+// sc, and applies the difference, as Reconcile does for everything. Objects
+// outside sc are neither read nor touched, even if s says they should
+// change, so its cost does not grow with the rest of the host (adding an
+// endpoint costs the same with 0 or 10,000 remote endpoints programmed).
+// Concurrent calls are serialized; each may pass the State it saw, since
+// only its scope is applied.
+func (d *Datapath) ReconcileScope(ctx context.Context, s State, sc Scope) error {
+	nets, err := s.validateScope(sc)
+	if err != nil {
+		return err
+	}
+	if sc.Empty() {
+		return nil
+	}
+	return d.reconcile(ctx, s, nets, &sc)
+}
+
+func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Network, sc *Scope) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("overlay: datapath is closed")
 	}
-	mtu, err := d.underlayMTULocked()
+	addrs, err := d.hostAddrsLocked()
 	if err != nil {
 		return err
 	}
-	observed, err := d.observeLocked()
+	h, err := d.hostLocked(addrs)
 	if err != nil {
 		return err
 	}
-	desired, err := d.desireLocked(s, mtu, observed)
+	v := viewAll
+	if sc != nil {
+		if v, err = d.viewLocked(s, nets, *sc); err != nil {
+			return err
+		}
+	}
+	if err := checkMTUs(s, nets, v, h.MaxMTU()); err != nil {
+		return err
+	}
+	observed, err := d.observeLocked(v, addrs)
 	if err != nil {
 		return err
+	}
+	desired, ok := desire(s, nets, h, v, observed)
+	if !ok {
+		return fmt.Errorf("overlay: uplink net %s is full: no /30 left for another tenant's egress", d.cfg.UplinkNet)
 	}
 	return d.applyLocked(ctx, Plan(desired, observed))
 }
 
-func (d *Datapath) desireLocked(s State, mtu int, observed Snapshot) (Snapshot, error) {
-	uplinks, ok := AssignUplinks(s, observed, d.cfg.UplinkNet)
-	if !ok {
-		return Snapshot{}, fmt.Errorf("overlay: uplink net %s is full: no /30 left for another tenant's egress", d.cfg.UplinkNet)
+// checkMTUs refuses a network in v whose MTU the underlay cannot carry
+// without fragmenting.
+func checkMTUs(s State, nets map[uint32]*Network, v *view, max int) error {
+	if v.all {
+		return s.ValidateMTU(max)
 	}
-	desired := Desire(s, d.cfg.VTEP, d.cfg.Port, mtu)
-	DesireEgress(&desired, s, uplinks, d.cfg.UplinkNet, d.cfg.Port)
-	return desired, nil
+	for vni := range v.nets {
+		if n := nets[vni]; n != nil {
+			if err := n.checkMTU(max); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range s.Endpoints {
+		if _, ok := v.eps[s.Endpoints[i].ID]; ok {
+			if err := nets[s.Endpoints[i].VNI].checkMTU(max); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// viewLocked makes the view of sc, first finding in the kernel the tenant
+// of each network and endpoint sc names that s no longer has.
+func (d *Datapath) viewLocked(s State, nets map[uint32]*Network, sc Scope) (*view, error) {
+	var gone []string // link names to look for
+	for _, vni := range sc.Networks {
+		if nets[vni] == nil {
+			gone = append(gone, bridgeName(vni), vxlanName(vni))
+		}
+	}
+	for _, k := range sc.Remotes {
+		if nets[k.VNI] == nil {
+			gone = append(gone, bridgeName(k.VNI), vxlanName(k.VNI))
+		}
+	}
+	if len(sc.Endpoints) > 0 {
+		want := map[string]bool{}
+		for _, id := range sc.Endpoints {
+			want[id] = true
+		}
+		for _, e := range s.Endpoints {
+			delete(want, e.ID)
+		}
+		for id := range want {
+			gone = append(gone, BridgeVeth(id))
+		}
+	}
+	locNets := map[uint32]string{}
+	locEps := map[string]string{}
+	if len(gone) > 0 {
+		found, err := d.locateLocked(gone)
+		if err != nil {
+			return nil, err
+		}
+		for _, vni := range append(slices.Clone(sc.Networks), remoteVNIs(sc.Remotes)...) {
+			if t := cmp.Or(found[bridgeName(vni)], found[vxlanName(vni)]); t != "" {
+				locNets[vni] = t
+			}
+		}
+		for _, id := range sc.Endpoints {
+			if t := found[BridgeVeth(id)]; t != "" {
+				locEps[id] = t
+			}
+		}
+	}
+	return newView(s, nets, sc, locNets, locEps), nil
+}
+
+func remoteVNIs(ks []RemoteKey) []uint32 {
+	var out []uint32
+	for _, k := range ks {
+		out = append(out, k.VNI)
+	}
+	return out
+}
+
+// locateLocked finds which tenant namespaces hold links with these names:
+// one lookup per name and tenant on the host.
+func (d *Datapath) locateLocked(names []string) (map[string]string, error) {
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("overlay: list namespaces: %w", err)
+	}
+	found := map[string]string{}
+	for _, e := range entries {
+		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
+		if !ok || !validTenant(tenant) {
+			continue
+		}
+		d.dropStaleLocked(tenant)
+		t, err := d.tenantLocked(tenant)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
+		}
+		for _, name := range names {
+			if found[name] != "" {
+				continue
+			}
+			l, err := linkByName(t, name)
+			if err != nil {
+				return nil, fmt.Errorf("overlay: find %s in namespace %s: %w", name, e.Name(), err)
+			}
+			if l != nil {
+				found[name] = tenant
+			}
+		}
+	}
+	return found, nil
+}
+
+// MaxMTU is the largest network MTU this host's underlay carries without
+// fragmenting: the underlay interface's MTU less the VXLAN overhead.
+// Reconcile refuses a network with a larger one.
+func (d *Datapath) MaxMTU() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return 0, errors.New("overlay: datapath is closed")
+	}
+	addrs, err := d.hostAddrsLocked()
+	if err != nil {
+		return 0, err
+	}
+	h, err := d.hostLocked(addrs)
+	if err != nil {
+		return 0, err
+	}
+	return h.MaxMTU(), nil
 }
 
 // Observe reads Tenet's objects from the kernel.
@@ -115,7 +282,11 @@ func (d *Datapath) Observe(ctx context.Context) (Snapshot, error) {
 	if d.closed {
 		return Snapshot{}, errors.New("overlay: datapath is closed")
 	}
-	return d.observeLocked()
+	addrs, err := d.hostAddrsLocked()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return d.observeLocked(viewAll, addrs)
 }
 
 // Apply runs ops as Reconcile would; for tests and benchmarks that need to
@@ -126,47 +297,61 @@ func (d *Datapath) Apply(ctx context.Context, ops []Op) error {
 	return d.applyLocked(ctx, ops)
 }
 
-// Desired is what Reconcile would aim for, given s and the current underlay.
+// Desired is what Reconcile would aim for, given s and the current kernel.
 func (d *Datapath) Desired(s State) (Snapshot, error) {
 	if err := s.Validate(); err != nil {
 		return Snapshot{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	mtu, err := d.underlayMTULocked()
+	addrs, err := d.hostAddrsLocked()
 	if err != nil {
 		return Snapshot{}, err
 	}
-	observed, err := d.observeLocked()
+	h, err := d.hostLocked(addrs)
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return d.desireLocked(s, mtu, observed)
+	observed, err := d.observeLocked(viewAll, addrs)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	desired, ok := desire(s, netIndex(s), h, viewAll, observed)
+	if !ok {
+		return Snapshot{}, fmt.Errorf("overlay: uplink net %s is full", d.cfg.UplinkNet)
+	}
+	return desired, nil
 }
 
 func (d *Datapath) netnsName(tenant string) string { return d.cfg.NetnsPrefix + tenant }
 
-// underlayMTULocked finds the MTU of the host interface that holds the VTEP
-// address.
-func (d *Datapath) underlayMTULocked() (int, error) {
+// hostAddrsLocked lists the host namespace's addresses of the VTEP's
+// family.
+func (d *Datapath) hostAddrsLocked() ([]netlink.Addr, error) {
 	family := netlink.FAMILY_V4
 	if d.cfg.VTEP.Is6() {
 		family = netlink.FAMILY_V6
 	}
-	addrs, err := d.host.h.AddrList(nil, family)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return 0, fmt.Errorf("overlay: list host addresses: %w", err)
+	addrs, err := dump(func() ([]netlink.Addr, error) { return d.host.h.AddrList(nil, family) })
+	if err != nil {
+		return nil, fmt.Errorf("overlay: list host addresses: %w", err)
 	}
+	return addrs, nil
+}
+
+// hostLocked describes this host for Desire, finding the MTU of the
+// interface that holds the VTEP address among addrs.
+func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
 	for _, a := range addrs {
 		if ip, ok := netipFrom(a.IP); ok && ip == d.cfg.VTEP {
 			l, err := d.host.h.LinkByIndex(a.LinkIndex)
 			if err != nil {
-				return 0, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
+				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}
-			return l.Attrs().MTU, nil
+			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet}, nil
 		}
 	}
-	return 0, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)
+	return Host{}, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)
 }
 
 // tenantLocked opens (once) the namespace of tenant.
@@ -184,9 +369,10 @@ func (d *Datapath) tenantLocked(tenant string) (*nsNet, error) {
 
 // applier runs ops and remembers how to undo the creations among them.
 type applier struct {
-	d     *Datapath
-	undo  []func()
-	index map[string]int // "tenant/link" -> ifindex, cached for entry ops
+	d       *Datapath
+	undo    []func()
+	index   map[string]int  // "tenant/link" -> ifindex, cached for entry ops
+	created map[string]bool // "tenant/link" made by this call
 }
 
 // applyLocked applies ops tenant by tenant: a failure undoes what this call
@@ -198,7 +384,7 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 	for _, op := range ops {
 		key := op.Tenant
 		if op.Kind == OpHostDel || op.Kind == OpHostRules {
-			key = "" // the host's own ops
+			key = "" // the host's own ops (so are elements without a tenant)
 		}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
@@ -215,7 +401,7 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 }
 
 func (d *Datapath) applyGroupLocked(ctx context.Context, ops []Op) (err error) {
-	a := &applier{d: d, index: map[string]int{}}
+	a := &applier{d: d, index: map[string]int{}, created: map[string]bool{}}
 	defer func() {
 		if err != nil {
 			for i := len(a.undo) - 1; i >= 0; i-- {
@@ -245,7 +431,14 @@ func (a *applier) apply(op Op) error {
 	case OpNetnsAdd:
 		return a.netnsAdd(op.Tenant)
 	case OpNetnsDel:
-		if n := d.tenants[op.Tenant]; n != nil {
+		// Its VXLAN devices first: a namespace's devices go away
+		// asynchronously once it is unpinned, and until then they hold
+		// their VNIs on the host's socket, so that a quick re-create would
+		// fail with "file exists".
+		if n, err := d.tenantLocked(op.Tenant); err == nil {
+			if err := deleteVXLANs(n); err != nil {
+				return fmt.Errorf("delete the vxlan devices of tenant %s: %w", op.Tenant, err)
+			}
 			n.Close()
 			delete(d.tenants, op.Tenant)
 		}
@@ -256,7 +449,11 @@ func (a *applier) apply(op Op) error {
 	case OpHostDel:
 		return a.linkDel(d.host, op.Link, "host")
 	case OpHostRules:
-		return a.hostRules(op.Rules)
+		return a.hostRules(op.Rules, op.elems)
+	case OpElemAdd, OpElemDel:
+		if op.Tenant == "" {
+			return wrap(setElem(d.host, false, op.Elem, op.Kind == OpElemDel), "%s", op)
+		}
 	}
 	t, err := d.tenantLocked(op.Tenant)
 	if err != nil {
@@ -264,17 +461,26 @@ func (a *applier) apply(op Op) error {
 	}
 	switch op.Kind {
 	case OpLinkAdd:
+		a.created[op.Tenant+"/"+op.Link.Name] = true
 		return a.linkAdd(op.Tenant, t, op.Link)
 	case OpLinkSet:
 		return a.linkSet(t, op.Link)
-	case OpSpoofRules:
-		var build func(*nftables.Conn, *nftables.Table)
-		if op.Rules != "" {
-			build = spoofRules(op.ports)
+	case OpGuardSet:
+		if err := setGuard(t, op.Guard); err != nil {
+			return fmt.Errorf("set port guard of %s (tenant %s): %w", op.Guard.Port, op.Tenant, err)
 		}
-		return wrap(replaceFamily(t.ns, nftables.TableFamilyBridge, build), "set anti-spoofing rules of tenant %s", op.Tenant)
+		if a.created[op.Tenant+"/"+op.Guard.Port] {
+			a.undo = append(a.undo, func() { _ = delGuard(t, op.Guard.Port) })
+		}
+		return nil
+	case OpGuardDel:
+		return wrap(delGuard(t, op.Guard.Port), "delete port guard of %s (tenant %s)", op.Guard.Port, op.Tenant)
+	case OpLegacyDel:
+		return wrap(delTable(t, nftables.TableFamilyBridge), "delete the old rule table %s of tenant %s", op.Rules, op.Tenant)
+	case OpElemAdd, OpElemDel:
+		return wrap(setElem(t, true, op.Elem, op.Kind == OpElemDel), "%s", op)
 	case OpUplinkSet:
-		return wrap(a.uplinkSet(t, op.Uplink), "set up egress of tenant %s", op.Tenant)
+		return wrap(a.uplinkSet(t, op.Uplink, op.Rebuild), "set up egress of tenant %s", op.Tenant)
 	case OpUplinkDel:
 		return wrap(a.uplinkDel(t), "remove egress of tenant %s", op.Tenant)
 	case OpLinkDel:
@@ -374,7 +580,11 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 	var err error
 	switch l.Kind {
 	case "bridge":
-		err = t.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}})
+		mac, perr := net.ParseMAC(l.MAC)
+		if perr != nil {
+			return fmt.Errorf("%s: mac %q: %w", what, l.MAC, perr)
+		}
+		err = t.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, HardwareAddr: mac}})
 		if err == nil {
 			a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
 		}
@@ -406,7 +616,7 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 // is bound there, on the underlay, and then moves it into the tenant's.
 func (a *applier) vxlanAdd(t *nsNet, l Link) error {
 	host := a.d.host
-	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias}, VxlanId: int(l.VNI),
+	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias, Group: vxlanGroup}, VxlanId: int(l.VNI),
 		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}
 	if err := host.h.LinkAdd(vx); err != nil {
 		return err
@@ -451,6 +661,11 @@ func (a *applier) linkSet(t *nsNet, l Link) error {
 		}
 	}
 	if l.Kind == "bridge" {
+		if mac, err := net.ParseMAC(l.MAC); err == nil && link.Attrs().HardwareAddr.String() != l.MAC {
+			if err := t.h.LinkSetHardwareAddr(link, mac); err != nil {
+				return fmt.Errorf("set %s address %s: %w", l.Name, l.MAC, err)
+			}
+		}
 		if err := setOnlyAddr(t, link, l.Addr); err != nil {
 			return fmt.Errorf("set %s address %v: %w", l.Name, l.Addr, err)
 		}
@@ -496,7 +711,7 @@ func prefixFrom(n *net.IPNet) (netip.Prefix, bool) {
 // uplinkSet makes the tenant's uplink as u says: the veth pair (made in
 // the tenant namespace, host end placed in the host namespace), their
 // addresses, the default route, forwarding, and the rules.
-func (a *applier) uplinkSet(t *nsNet, u *Uplink) error {
+func (a *applier) uplinkSet(t *nsNet, u *Uplink, rules bool) error {
 	host := a.d.host
 	hostEnd, tenantEnd := uplinkAddrs(a.d.cfg.UplinkNet, u.Index)
 	up, err := t.h.LinkByName(uplinkName)
@@ -538,18 +753,17 @@ func (a *applier) uplinkSet(t *nsNet, u *Uplink) error {
 	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
-	var bridges []string
-	if u.Bridges != "" {
-		bridges = strings.Split(u.Bridges, ",")
+	if !rules {
+		return nil
 	}
-	return replaceRules(t.ns, tenantRules(bridges))
+	return rebuild(t, nftables.TableFamilyIPv4, tenantRules(u.elems))
 }
 
 func (a *applier) uplinkDel(t *nsNet) error {
 	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "0"); err != nil {
 		return err
 	}
-	if err := replaceRules(t.ns, nil); err != nil {
+	if err := delTable(t, nftables.TableFamilyIPv4); err != nil {
 		return err
 	}
 	return delByName(t, uplinkName)
@@ -558,20 +772,49 @@ func (a *applier) uplinkDel(t *nsNet) error {
 // hostRules puts the host's egress rules (and forwarding) in place, or
 // removes the rules when digest is "". Forwarding is left on: the host may
 // need it for others (Docker turns it on too).
-func (a *applier) hostRules(digest string) error {
+func (a *applier) hostRules(digest string, els []Elem) error {
 	host := a.d.host
 	if digest == "" {
-		return wrap(replaceRules(host.ns, nil), "remove host egress rules")
+		return wrap(delTable(host, nftables.TableFamilyIPv4), "remove host egress rules")
 	}
 	if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("host forwarding: %w", err)
 	}
-	return wrap(replaceRules(host.ns, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port)), "set host egress rules")
+	return wrap(rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, els)), "set host egress rules")
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {
 	err := delByName(n, l.Name)
 	return wrap(err, "delete %s %s (%s)", l.Kind, l.Name, where)
+}
+
+// vxlanGroup is the link group of Tenet's VXLAN devices, which lets a
+// tenant's be deleted in one batch.
+const vxlanGroup = 4789
+
+// deleteVXLANs deletes Tenet's VXLAN devices in a tenant's namespace: its
+// group in one batch, then any made before devices had a group.
+func deleteVXLANs(n *nsNet) error {
+	rt, err := n.raw(unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	if err := linkDelGroup(rt, vxlanGroup); err != nil {
+		n.dropRaw(unix.NETLINK_ROUTE)
+		return err
+	}
+	links, err := dump(n.h.LinkList)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Type() == "vxlan" && vxlanPattern.MatchString(l.Attrs().Name) {
+			if err := ignoreNotFound(n.h.LinkDel(l)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ownerAlias marks the links Tenet makes in the host namespace, where other

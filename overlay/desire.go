@@ -8,20 +8,46 @@ import (
 // VXLAN 8 and the inner Ethernet header 14. Over IPv6 it is 20 more.
 const VXLANOverhead = 50
 
-// Desire computes the kernel objects that realise s on a host whose VTEP is
-// vtep, with VXLAN UDP port port and an underlay interface of MTU underlayMTU.
-// It is pure. s must be valid (State.Validate).
-func Desire(s State, vtep netip.Addr, port uint16, underlayMTU int) Snapshot {
+// Host describes the host a desired snapshot is for.
+type Host struct {
+	VTEP        netip.Addr   // this host's underlay address
+	Port        uint16       // the VXLAN UDP port
+	UnderlayMTU int          // MTU of the interface holding VTEP
+	UplinkNet   netip.Prefix // Config.UplinkNet
+}
+
+// MaxMTU is the largest network MTU the underlay carries without
+// fragmenting: its MTU less VXLAN's overhead (20 more over IPv6). It is
+// also the default MTU of a network.
+func (h Host) MaxMTU() int {
+	m := h.UnderlayMTU - VXLANOverhead
+	if h.VTEP.Is6() && !h.VTEP.Is4In6() {
+		m -= 20
+	}
+	return m
+}
+
+// Desire computes the kernel objects that realise s on host h. A tenant with
+// egress keeps the uplink index it has in observed, else gets the lowest
+// free one; ok is false if the uplink net is full. Pure; s must be valid
+// (State.Validate).
+func Desire(s State, h Host, observed Snapshot) (snap Snapshot, ok bool) {
+	return desire(s, netIndex(s), h, viewAll, observed)
+}
+
+func netIndex(s State) map[uint32]*Network {
+	nets := make(map[uint32]*Network, len(s.Networks))
+	for i := range s.Networks {
+		nets[s.Networks[i].VNI] = &s.Networks[i]
+	}
+	return nets
+}
+
+// desire is Desire limited to the objects in v: it reads the parts of s
+// that v needs and skips the rest (an endpoint's scope never looks at the
+// remotes).
+func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapshot) (Snapshot, bool) {
 	snap := newSnapshot()
-	defaultMTU := underlayMTU - VXLANOverhead
-	if vtep.Is6() && !vtep.Is4In6() {
-		defaultMTU -= 20
-	}
-	type netInfo struct {
-		tenant string
-		mtu    int
-	}
-	nets := map[uint32]netInfo{}
 	tenant := func(name string) *TenantObjects {
 		o := snap.Tenants[name]
 		if o == nil {
@@ -30,44 +56,88 @@ func Desire(s State, vtep netip.Addr, port uint16, underlayMTU int) Snapshot {
 		}
 		return o
 	}
-	for _, n := range s.Networks {
-		mtu := n.MTU
-		if mtu == 0 {
-			mtu = defaultMTU
+	mtuOf := func(n *Network) int {
+		if n.MTU != 0 {
+			return n.MTU
 		}
-		nets[n.VNI] = netInfo{n.Tenant, mtu}
+		return h.MaxMTU()
+	}
+	for i := range s.Networks {
+		n := &s.Networks[i]
+		if !v.hasNS(n.Tenant) {
+			continue
+		}
 		o := tenant(n.Tenant)
 		label := n.Tenant + "/" + n.Name
 		br, vx := bridgeName(n.VNI), vxlanName(n.VNI)
-		o.Links[br] = Link{Name: br, Kind: "bridge", MTU: mtu, Up: true, Network: label}
-		o.Links[vx] = Link{Name: vx, Kind: "vxlan", MTU: mtu, Master: br, Up: true, VNI: n.VNI, Port: port,
-			Local: vtep, Learning: false, Proxy: true, Network: label}
-		for _, p := range n.Peers {
-			if p != vtep {
-				o.FDB[FDBEntry{Dev: vx, MAC: floodMAC, Dst: p}] = true
+		if v.hasLink(n.Tenant, br) {
+			l := Link{Name: br, Kind: "bridge", MTU: mtuOf(n), Up: true, MAC: bridgeMAC(n.VNI), Network: label}
+			if n.Egress {
+				l.Addr = n.Gateway
+			}
+			o.Links[br] = l
+		}
+		if v.hasLink(n.Tenant, vx) {
+			o.Links[vx] = Link{Name: vx, Kind: "vxlan", MTU: mtuOf(n), Master: br, Up: true, VNI: n.VNI, Port: h.Port,
+				Local: h.VTEP, Learning: false, Proxy: true, Network: label}
+		}
+		if v.hasAllEntries(n.Tenant, vx) {
+			for _, p := range n.Peers {
+				if p != h.VTEP {
+					o.FDB[FDBEntry{Dev: vx, MAC: floodMAC, Dst: p}] = true
+				}
 			}
 		}
 	}
-	for _, e := range s.Endpoints {
-		ni := nets[e.VNI]
-		o := tenant(ni.tenant)
-		tv := BridgeVeth(e.ID)
-		o.Links[tv] = Link{Name: tv, Kind: "veth", MTU: ni.mtu, Master: bridgeName(e.VNI), Up: true,
-			Peer: ContainerVeth(e.ID), PeerMAC: e.macOrDerived().String(), Network: o.Links[bridgeName(e.VNI)].Network}
-	}
-	for _, r := range s.Remotes {
-		o := tenant(nets[r.VNI].tenant)
-		vx := vxlanName(r.VNI)
-		if r.VTEP == vtep {
-			continue // a stale record of our own; never tunnel to ourselves
+	if v.all || len(v.whole) > 0 || len(v.eps) > 0 {
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
+			n := nets[e.VNI]
+			t := n.Tenant
+			if !v.all && !v.whole[t] && v.eps[e.ID] != t {
+				continue
+			}
+			o := tenant(t)
+			tv := BridgeVeth(e.ID)
+			mac := e.macOrDerived().String()
+			o.Links[tv] = Link{Name: tv, Kind: "veth", MTU: mtuOf(n), Master: bridgeName(e.VNI), Up: true,
+				Peer: ContainerVeth(e.ID), PeerMAC: mac, Network: n.Tenant + "/" + n.Name}
+			g := Guard{Port: tv, MAC: mac}
+			for _, ip := range e.IPs {
+				if ip.Is4() {
+					g.IPv4 = ip
+					break
+				}
+			}
+			o.Guards[tv] = g
 		}
-		mac := r.MAC.String()
-		o.FDB[FDBEntry{Dev: vx, MAC: mac, Dst: r.VTEP}] = true
-		o.FDB[FDBEntry{Dev: vx, MAC: floodMAC, Dst: r.VTEP}] = true
-		for _, ip := range r.IPs {
-			o.Neigh[NeighEntry{Dev: vx, IP: ip, MAC: mac}] = true
+	}
+	if v.hasRemotes() {
+		for i := range s.Remotes {
+			r := &s.Remotes[i]
+			n := nets[r.VNI]
+			t := n.Tenant
+			if !v.all && !v.whole[t] && v.nets[r.VNI] != t && v.remotes[binKey(r.VNI, r.MAC)] != t {
+				continue
+			}
+			if r.VTEP == h.VTEP {
+				continue // a stale record of our own; never tunnel to ourselves
+			}
+			o := tenant(t)
+			vx := vxlanName(r.VNI)
+			mac := r.MAC.String()
+			if e := (FDBEntry{Dev: vx, MAC: mac, Dst: r.VTEP}); v.hasFDB(t, e) {
+				o.FDB[e] = true
+			}
+			if v.hasAllEntries(t, vx) {
+				o.FDB[FDBEntry{Dev: vx, MAC: floodMAC, Dst: r.VTEP}] = true
+			}
+			for _, ip := range r.IPs {
+				if e := (NeighEntry{Dev: vx, IP: ip, MAC: mac}); v.hasNeigh(t, e) {
+					o.Neigh[e] = true
+				}
+			}
 		}
 	}
-	desireSpoof(&snap, s)
-	return snap
+	return snap, desireEgress(&snap, s, h, v, observed)
 }

@@ -3,31 +3,48 @@
 //
 // Per host, each tenant present gets its own network namespace (prefix +
 // tenant name, pinned under /run/netns): the tenant's private router, so
-// tenants may use the same subnets. It has no addresses and forwards
-// nothing, unless a network has egress: then that network's gateway is on
-// its bridge, an uplink veth leads to the host, and nf_tables rules let
-// the router forward only from egress networks out to the host (NATed),
-// never between networks (egress.go, firewall_linux.go). Per endpoint port,
-// bridge rules drop frames with a source MAC, IPv4 source or ARP sender
-// other than the endpoint's own (spoof.go). In it, each network (VNI) is a bridge br<vni> and a VXLAN
-// device vx<vni> (learning off, ARP/NDP proxy on), which is created in the
-// host namespace, so that its UDP socket stays on the underlay, and then
-// moved in. Each local endpoint is a veth pair: tv<hash> on the bridge, and
-// tc<hash> in the host namespace for Docker to move into the container.
-// Remote endpoints are static FDB entries (MAC -> VTEP) and permanent
-// neighbour entries (IP -> MAC) on the VXLAN device; broadcast and unknown
-// unicast go to every peer VTEP of the network (00:00:00:00:00:00 entries).
-// ARP and NDP are answered by the VXLAN proxy and never cross the underlay;
-// a request for an address with no entry is dropped.
+// tenants may use the same subnets. In it, each network (VNI) is a bridge
+// br<vni> and a VXLAN device vx<vni> (learning off, ARP/NDP proxy on),
+// which is created in the host namespace, so that its UDP socket stays on
+// the underlay, and then moved in. Each local endpoint is a veth pair:
+// tv<hash> on the bridge, and tc<hash> in the host namespace for Docker to
+// move into the container. Remote endpoints are static FDB entries (MAC ->
+// VTEP) and permanent neighbour entries (IP -> MAC) on the VXLAN device;
+// broadcast and unknown unicast go to every peer VTEP of the network
+// (00:00:00:00:00:00 entries). ARP and NDP are answered by the VXLAN proxy
+// and never cross the underlay; a request for an address with no entry is
+// dropped.
 //
-// The datapath is driven by desired state: State (validated as a whole
-// before any change) -> Desire (pure) -> Snapshot; Observe reads the kernel
-// into a Snapshot; Plan (pure) lists the Ops between the two; Reconcile
-// applies them, undoing its own creations if one fails. Matching objects are
-// never touched, so a restarted daemon adopts the kernel state without
-// interrupting traffic.
+// Rules (firewall_linux.go, which shows them in nft syntax) are laid out so
+// that adding an endpoint, a network or an infrastructure member adds one
+// small chain or a few set elements, never a rewrite of a table:
+//   - Each local endpoint's port has a guard, a chain on the port's ingress
+//     that drops frames with a source MAC, IPv4 source or ARP sender other
+//     than the endpoint's own, and any frame whose ethertype as sent is not
+//     IPv4, ARP or IPv6, so VLAN-tagged (802.1Q, 802.1ad) frames too.
+//   - A tenant with an egress network (one with a gateway, not --internal)
+//     gets its gateway on that network's bridge, an uplink veth to the host
+//     and a rule set whose set "pairs" lists, per network, where its bridge
+//     may forward: out to the host, never between networks.
+//   - The host, when any tenant has egress, NATs the uplinks out and keeps
+//     tenants from the cluster's infrastructure (State.Infra: the members'
+//     addresses, the underlay subnets, gossip's port; the VXLAN port
+//     always) and from the host itself, unless an operator allows a
+//     destination.
 //
-// Datapath is safe for concurrent use; Reconcile calls are serialized. It
-// never calls netns.Set on a shared goroutine: namespace-bound work runs on
-// a locked, fresh OS thread (nsDo).
+// The datapath is driven by desired state: State (validated before any
+// change) -> Desire (pure) -> Snapshot; Observe reads the kernel into a
+// Snapshot; Plan (pure) lists the Ops between the two; Reconcile applies
+// them, undoing its own creations if one fails. Matching objects are never
+// touched, so a restarted daemon adopts the kernel state without
+// interrupting traffic. ReconcileScope does the same for the objects of a
+// Scope only (tenants, networks, endpoints, remotes, infrastructure): it
+// computes their desired form from the whole State but reads and changes
+// nothing else, each object by its name or key, so its cost does not grow
+// with the rest of the host. Reconcile is for start-up and periodic repair.
+//
+// Datapath is safe for concurrent use; reconciles are serialized, and each
+// scoped one applies only its scope, so concurrent callers may each pass
+// the State they saw. It never calls netns.Set on a shared goroutine:
+// namespace-bound work runs on a locked, fresh OS thread (nsDo).
 package overlay

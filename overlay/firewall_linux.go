@@ -1,51 +1,101 @@
 package overlay
 
-// Egress firewall and NAT, through nf_tables over netlink (google/nftables).
+// Tenet's nf_tables rules, over netlink (google/nftables; a few reads with
+// raw messages, nftraw_linux.go). The layout keeps every per-object change
+// small: an endpoint is one chain of five rules on its own port, a network
+// is two set elements, an infrastructure member at most one; nothing ever
+// rewrites a table with many rules (which, with 45 networks or 30
+// endpoints of one tenant, overflowed the netlink socket with the echoes
+// of one huge batch). Tables are made anew only when their layout changes.
 //
-// In a tenant's namespace, table ip tenet:
+// In a tenant's namespace, per local endpoint, a guard on the ingress of
+// its port (the bridge's veth end), before the bridge sees the frame:
 //
-//	chain fwd-<digest> { type filter hook forward priority 0; policy drop;
-//	    ct state established,related accept
-//	    iifname "br<vni>" oifname "br<vni>" accept  # bridged, via br_netfilter
-//	    iifname "br<vni>" oifname "up0" accept   # per network with egress
+//	table netdev tenet {
+//	    chain tv<hash> { type filter hook ingress device tv<hash> priority 0; policy accept;
+//	        ether type != { ip, arp, ip6 } drop   # read as sent: an 802.1Q or 802.1ad tag
+//	                                              # shows here, whatever is inside it
+//	        ether saddr != <its MAC> drop
+//	        ether type ip ip saddr != <its IPv4> drop
+//	        ether type arp arp saddr ether != <its MAC> drop
+//	        ether type arp arp saddr ip != <its IPv4> drop
+//	    }   # without an IPv4 address: ether type { ip, arp } drop
 //	}
-//	chain nat-<digest> { type nat hook postrouting priority 100;
-//	    oifname "up0" masquerade }
-//	chain in-<digest> { type filter hook input priority 0; policy drop;
-//	    ct state established,related accept
-//	    iifname "br<vni>" ip daddr <gateway> accept  # per network with egress
+//
+// so a container sends frames only as itself: no forged MAC, no forged IPv4
+// source, no ARP claiming another's address, no VLAN tag (the kernel takes
+// a tag off into the packet's metadata before any hook, so a check of the
+// inner headers alone would pass a tagged frame, which then reaches the
+// other ports still tagged). IPv6 sources are not checked yet (the driver
+// offers IPv4 only). Each rule carries "tenet-guard-v1 <port> <mac> <ip>"
+// as user data, which is how Observe reads a guard back.
+//
+// With egress (an uplink), the tenant's router:
+//
+//	table ip tenet {
+//	    set pairs { type ifname . ifname }   # br<vni> . br<vni> for every network,
+//	                                         # br<vni> . up0 for each with egress
+//	    chain fwd-<d> { type filter hook forward priority 0; policy drop;
+//	        ct state established,related accept
+//	        iifname . oifname @pairs accept }
+//	    chain in-<d> { type filter hook input priority 0; policy drop;
+//	        ct state established,related accept
+//	        iifname "br*" fib daddr . iif type local accept }  # its own network's gateway
+//	    chain nat-<d> { type nat hook postrouting priority 100; oifname "up0" masquerade }
 //	}
 //
-// so the tenant's router forwards only from its egress networks out to the
-// host, never between its networks and never in from the host, and answers
-// a container only on its own network's gateway address. In the host
-// namespace, table ip tenet:
+// so it forwards only from egress networks out to the host, never between
+// networks and never in from the host, and answers a container only on the
+// gateway address of the bridge the packet came in on. br<vni> . br<vni>
+// lets bridged frames pass should br_netfilter send them through the router
+// (bridge-nf-call-iptables is off in tenant namespaces, but a host may turn
+// it on).
 //
-//	chain fwd-<digest> { type filter hook forward priority 0; policy accept;
-//	    iifname "tnu*" ip daddr 169.254.169.254 drop  # no cloud metadata
-//	    iifname "tnu*" udp dport <vxlan port> drop  # no VXLAN injection
-//	    iifname "tnu*" oifname "tnu*" drop }      # never tenant to tenant
-//	chain in-<digest> { type filter hook input priority 0; policy accept;
-//	    ct state established,related accept
-//	    iifname "tnu*" drop }                     # tenants never reach the host itself
-//	chain nat-<digest> { type nat hook postrouting priority 100;
-//	    ip saddr <uplink net> oifname != "tnu*" masquerade }
+// In the host namespace, when any tenant has egress:
 //
-// The digest of the rule set is part of the chain names, so Observe can tell
-// whether the rules in the kernel are the wanted ones by listing chains.
+//	table ip tenet {
+//	    set deny4 { type ipv4_addr; flags interval }    # State.Infra.Deny
+//	    set allow4 { type ipv4_addr; flags interval }   # State.Infra.Allow
+//	    set ports { type inet_proto . inet_service }    # udp . <vxlan port>, State.Infra.Ports
+//	    chain fwd-<d> { type filter hook forward priority 0; policy accept;
+//	        iifname != "tnu*" accept
+//	        ip daddr @allow4 accept
+//	        ip daddr 169.254.169.254 drop                 # no cloud metadata
+//	        ip daddr @deny4 drop                          # no underlay address
+//	        meta l4proto . th dport @ports drop           # no VXLAN or gossip anywhere
+//	        oifname "tnu*" drop }                         # never tenant to tenant
+//	    chain in-<d> { type filter hook input priority 0; policy accept;
+//	        iifname != "tnu*" accept
+//	        ct state established,related accept
+//	        ip daddr @allow4 accept
+//	        drop }                                        # the host itself: nothing
+//	    chain nat-<d> { type nat hook postrouting priority 100;
+//	        ip saddr <uplink net> oifname != "tnu*" masquerade }
+//	}
+//
+// so tenants reach nothing of the cluster's own (its members, its underlay
+// subnets, a VXLAN socket, which would decapsulate a forged datagram into
+// any VNI, or gossip, where a NATed packet arrives as a trusted host) unless
+// an operator allows the destination. A member joining or leaving is one
+// element of deny4.
+//
+// <d> is a digest of the layout (with the uplink net and the VXLAN port on
+// the host), so Observe can tell whether a table has the wanted layout by
+// listing chains; set elements are read one by one in a scoped reconcile,
+// and dumped in a full one.
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,22 +103,9 @@ const (
 	nftTable       = "tenet"
 	uplinkName     = "up0" // the tenant side of the uplink, in the tenant namespace
 	hostUplinkPref = "tnu" // host sides: tnu<12 hex>
+	guardTag       = "tenet-guard-v1"
+	maxElemsPerMsg = 200 // set elements per netlink message
 )
-
-func digest(parts ...string) string {
-	sum := sha256.Sum256([]byte(strings.Join(parts, "\n")))
-	return hex.EncodeToString(sum[:4])
-}
-
-// tenantRulesDigest names the tenant rule set that lets bridges out.
-func tenantRulesDigest(bridges []string) string {
-	return digest(append([]string{"tenant-v3"}, bridges...)...)
-}
-
-// hostRulesDigest names the host rule set for uplink net n and VXLAN port.
-func hostRulesDigest(n netip.Prefix, port uint16) string {
-	return digest("host-v3", n.String(), fmt.Sprint(port))
-}
 
 func ifname(s string) []byte {
 	b := make([]byte, 16)
@@ -76,26 +113,488 @@ func ifname(s string) []byte {
 	return b
 }
 
-func nftConn(ns netns.NsHandle) (*nftables.Conn, error) {
-	return nftables.New(nftables.WithNetNSFd(int(ns)))
+var (
+	etherIPv4 = binaryutil.BigEndian.PutUint16(0x0800)
+	etherARP  = binaryutil.BigEndian.PutUint16(0x0806)
+	etherIPv6 = binaryutil.BigEndian.PutUint16(0x86dd)
+)
+
+func accept() *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictAccept} }
+func drop() *expr.Verdict   { return &expr.Verdict{Kind: expr.VerdictDrop} }
+
+func established() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		accept(),
+	}
 }
 
-// observeRules returns the digest of Tenet's ip rule set in ns, or "".
-func observeRules(ns netns.NsHandle) (string, error) {
-	return observeFamily(ns, nftables.TableFamilyIPv4, "fwd-")
+// ifPrefix matches (or with neq, does not match) an interface name prefix.
+func ifPrefix(key expr.MetaKey, op expr.CmpOp, prefix string) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(prefix)}}
 }
 
-// observeFamily returns the digest in the name of the chain starting with
+func daddr() *expr.Payload {
+	return &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}
+}
+
+func lookup(s *nftables.Set) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID}
+}
+
+// Sets, as their tables declare them.
+
+func tableOf(family nftables.TableFamily) *nftables.Table {
+	return &nftables.Table{Family: family, Name: nftTable}
+}
+
+func pairsSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: setPairs, KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIFName),
+		Concatenation: true}
+}
+
+func hostSet(t *nftables.Table, name string) *nftables.Set {
+	if name == setPorts {
+		return &nftables.Set{Table: t, Name: name, KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
+			Concatenation: true}
+	}
+	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
+}
+
+// setOf returns the set an element of the tenant's (tenant != "") or the
+// host's rules belongs to.
+func setOf(tenant bool, name string) (*nftables.Set, error) {
+	t := tableOf(nftables.TableFamilyIPv4)
+	switch {
+	case tenant && name == setPairs:
+		return pairsSet(t), nil
+	case !tenant && (name == setDeny || name == setAllow || name == setPorts):
+		return hostSet(t, name), nil
+	}
+	return nil, fmt.Errorf("no set %q in the rules", name)
+}
+
+// elemKeys encodes an element as the kernel holds it: one key, or for an
+// interval its start and (unless it runs to the last address) its end.
+func elemKeys(e Elem) ([]nftables.SetElement, error) {
+	bad := func(err error) ([]nftables.SetElement, error) {
+		return nil, fmt.Errorf("element %q of set %s: %w", e.Key, e.Set, err)
+	}
+	switch e.Set {
+	case setPairs:
+		a, b, ok := strings.Cut(e.Key, " . ")
+		if !ok || len(a) > 15 || len(b) > 15 {
+			return bad(fmt.Errorf("want <ifname> . <ifname>"))
+		}
+		return []nftables.SetElement{{Key: append(ifname(a), ifname(b)...)}}, nil
+	case setDeny, setAllow:
+		r, err := parseRange(e.Key)
+		if err != nil {
+			return bad(err)
+		}
+		els := []nftables.SetElement{{Key: binaryutil.BigEndian.PutUint32(r.lo)}}
+		if r.hi != ^uint32(0) {
+			els = append(els, nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(r.hi + 1), IntervalEnd: true})
+		}
+		return els, nil
+	case setPorts:
+		proto, port, ok := strings.Cut(e.Key, " . ")
+		n, err := strconv.ParseUint(port, 10, 16)
+		var p byte
+		switch proto {
+		case "tcp":
+			p = byte(TCP)
+		case "udp":
+			p = byte(UDP)
+		default:
+			ok = false
+		}
+		if !ok || err != nil {
+			return bad(fmt.Errorf("want tcp|udp . <port>"))
+		}
+		return []nftables.SetElement{{Key: []byte{p, 0, 0, 0, byte(n >> 8), byte(n), 0, 0}}}, nil
+	}
+	return bad(fmt.Errorf("unknown set"))
+}
+
+// decodeElems turns the elements of a set read from the kernel back into
+// Elems.
+func decodeElems(set string, els []nftables.SetElement) []Elem {
+	var out []Elem
+	switch set {
+	case setPairs:
+		for _, el := range els {
+			if len(el.Key) == 32 {
+				out = append(out, Elem{Set: set, Key: cstr(el.Key[:16]) + " . " + cstr(el.Key[16:])})
+			}
+		}
+	case setPorts:
+		for _, el := range els {
+			if len(el.Key) == 8 {
+				p := L4Port{Proto: Proto(el.Key[0]), Port: binary.BigEndian.Uint16(el.Key[4:6])}
+				out = append(out, Elem{Set: set, Key: p.String()})
+			}
+		}
+	case setDeny, setAllow:
+		// Starts and ends of intervals, in any order: sorted, each start
+		// runs to the next end (or to the last address).
+		type bound struct {
+			at  uint32
+			end bool
+		}
+		var bs []bound
+		for _, el := range els {
+			if len(el.Key) == 4 {
+				bs = append(bs, bound{binary.BigEndian.Uint32(el.Key), el.IntervalEnd})
+			}
+		}
+		slices.SortFunc(bs, func(a, b bound) int {
+			if a.at != b.at {
+				if a.at < b.at {
+					return -1
+				}
+				return 1
+			}
+			if a.end == b.end {
+				return 0
+			}
+			if a.end {
+				return -1
+			}
+			return 1
+		})
+		for i, b := range bs {
+			if b.end {
+				continue
+			}
+			r := ipRange{lo: b.at, hi: ^uint32(0)}
+			if i+1 < len(bs) && bs[i+1].end {
+				r.hi = bs[i+1].at - 1
+			}
+			out = append(out, Elem{Set: set, Key: r.String()})
+		}
+	}
+	return out
+}
+
+func cstr(b []byte) string {
+	if i := slices.Index(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// addElems queues els into s in messages of at most maxElemsPerMsg.
+func addElems(c *nftables.Conn, s *nftables.Set, els []nftables.SetElement, del bool) error {
+	for len(els) > 0 {
+		n := min(len(els), maxElemsPerMsg)
+		var err error
+		if del {
+			err = c.SetDeleteElements(s, els[:n])
+		} else {
+			err = c.SetAddElements(s, els[:n])
+		}
+		if err != nil {
+			return err
+		}
+		els = els[n:]
+	}
+	return nil
+}
+
+// setElem adds (or deletes) one element of the tenant's (tenant true) or
+// the host's rules in ns.
+func setElem(n *nsNet, tenant bool, e Elem, del bool) error {
+	s, err := setOf(tenant, e.Set)
+	if err != nil {
+		return err
+	}
+	els, err := elemKeys(e)
+	if err != nil {
+		return err
+	}
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	if err := addElems(c, s, els, del); err != nil {
+		return err
+	}
+	err = n.flush(c)
+	if del {
+		err = ignoreNotFound(err)
+	}
+	return err
+}
+
+// rebuild deletes Tenet's table of family in ns, if any, and (unless build
+// is nil) makes it anew, in one transaction.
+func rebuild(n *nsNet, family nftables.TableFamily, build func(c *nftables.Conn, t *nftables.Table) error) error {
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	tables, err := c.ListTablesOfFamily(family)
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == nftTable {
+			c.DelTable(t)
+		}
+	}
+	if build != nil {
+		t := c.AddTable(tableOf(family))
+		if err := build(c, t); err != nil {
+			return err
+		}
+	}
+	return n.flush(c)
+}
+
+func baseChain(c *nftables.Conn, t *nftables.Table, name string, hook *nftables.ChainHook, prio *nftables.ChainPriority,
+	typ nftables.ChainType, policy nftables.ChainPolicy) *nftables.Chain {
+	ch := &nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio}
+	if typ == nftables.ChainTypeFilter {
+		ch.Policy = &policy
+	}
+	return c.AddChain(ch)
+}
+
+// tenantRules builds the tenant router's table with the elements els.
+func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
+	return func(c *nftables.Conn, t *nftables.Table) error {
+		d := tenantRulesDigest()
+		pairs := pairsSet(t)
+		if err := c.AddSet(pairs, nil); err != nil {
+			return err
+		}
+		var keys []nftables.SetElement
+		for _, e := range els {
+			k, err := elemKeys(e)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, k...)
+		}
+		if err := addElems(c, pairs, keys, false); err != nil {
+			return err
+		}
+		fwd := baseChain(c, t, "fwd-"+d, nftables.ChainHookForward, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyDrop)
+		in := baseChain(c, t, "in-"+d, nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyDrop)
+		nat := baseChain(c, t, "nat-"+d, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT, 0)
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: established()})
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2},
+			lookup(pairs), accept(),
+		}})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: established()})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq, "br"),
+			&expr.Fib{Register: 1, FlagDADDR: true, FlagIIF: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+			accept())})
+		c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)},
+			&expr.Masq{},
+		}})
+		return nil
+	}
+}
+
+// hostRules builds the host's table for uplink net n and VXLAN port, with
+// the elements els.
+func hostRules(n netip.Prefix, port uint16, els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
+	return func(c *nftables.Conn, t *nftables.Table) error {
+		d := hostRulesDigest(n, port)
+		sets := map[string]*nftables.Set{}
+		for _, name := range []string{setDeny, setAllow, setPorts} {
+			s := hostSet(t, name)
+			if err := c.AddSet(s, nil); err != nil {
+				return err
+			}
+			sets[name] = s
+		}
+		keys := map[string][]nftables.SetElement{}
+		for _, e := range els {
+			k, err := elemKeys(e)
+			if err != nil {
+				return err
+			}
+			keys[e.Set] = append(keys[e.Set], k...)
+		}
+		for name, k := range keys {
+			if err := addElems(c, sets[name], k, false); err != nil {
+				return err
+			}
+		}
+		fwd := baseChain(c, t, "fwd-"+d, nftables.ChainHookForward, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		in := baseChain(c, t, "in-"+d, nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		nat := baseChain(c, t, "nat-"+d, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT, 0)
+		rule := func(ch *nftables.Chain, es ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es}) }
+		notTenant := append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpNeq, hostUplinkPref), accept())
+		md := metadataAddr.As4()
+		// Forwarded from a tenant: only what no deny rule names, or what
+		// the operator allowed.
+		rule(fwd, notTenant...)
+		rule(fwd, daddr(), lookup(sets[setAllow]), accept())
+		rule(fwd, daddr(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: md[:]}, drop())
+		rule(fwd, daddr(), lookup(sets[setDeny]), drop())
+		rule(fwd, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			lookup(sets[setPorts]), drop())
+		rule(fwd, append(ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq, hostUplinkPref), drop())...)
+		// To the host itself: only replies to what the host started, or
+		// what the operator allowed.
+		rule(in, notTenant...)
+		rule(in, established()...)
+		rule(in, daddr(), lookup(sets[setAllow]), accept())
+		rule(in, drop())
+		mask := net.CIDRMask(n.Bits(), 32)
+		addr := n.Addr().As4()
+		rule(nat, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(hostUplinkPref)},
+			&expr.Masq{})
+		return nil
+	}
+}
+
+// setGuard makes g's chain on its port, in one transaction: the table if
+// it is missing, the chain (its hook bound to the port), its rules replaced.
+func setGuard(n *nsNet, g Guard) error {
+	mac, err := net.ParseMAC(g.MAC)
+	if err != nil || len(mac) != 6 {
+		return fmt.Errorf("guard %s: mac %q: must be 6 bytes", g.Port, g.MAC)
+	}
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	t := c.AddTable(tableOf(nftables.TableFamilyNetdev))
+	policy := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{Name: g.Port, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+		Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: g.Port})
+	c.FlushChain(ch)
+	tag := []byte(guardTagOf(g))
+	etherType := func(op expr.CmpOp, types ...[]byte) []expr.Any {
+		es := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
+		for _, ty := range types {
+			es = append(es, &expr.Cmp{Op: op, Register: 1, Data: ty})
+		}
+		return es
+	}
+	field := func(base expr.PayloadBase, off, l uint32, want []byte) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: l},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
+		}
+	}
+	rule := func(parts ...[]expr.Any) {
+		var es []expr.Any
+		for _, p := range parts {
+			es = append(es, p...)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(es, drop()), UserData: tag})
+	}
+	// The frame's own ethertype, as sent: with a VLAN tag it is 802.1Q or
+	// 802.1ad whatever the tag carries.
+	rule(etherType(expr.CmpOpNeq, etherIPv4, etherARP, etherIPv6))
+	rule(field(expr.PayloadBaseLLHeader, 6, 6, mac))
+	if g.IPv4.IsValid() {
+		ip := g.IPv4.As4()
+		rule(etherType(expr.CmpOpEq, etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
+		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, mac))
+		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
+	} else {
+		rule(etherType(expr.CmpOpEq, etherIPv4))
+		rule(etherType(expr.CmpOpEq, etherARP))
+	}
+	return n.flush(c)
+}
+
+// guardRules is how many rules a guard has.
+func guardRules(g Guard) int {
+	if g.IPv4.IsValid() {
+		return 5
+	}
+	return 4
+}
+
+func guardTagOf(g Guard) string {
+	return fmt.Sprintf("%s %s %s %s", guardTag, g.Port, g.MAC, ipOrNone(g.IPv4))
+}
+
+func ipOrNone(a netip.Addr) string {
+	if a.IsValid() {
+		return a.String()
+	}
+	return "none"
+}
+
+// parseGuard reads a guard chain back from its rules' user data: every
+// rule must carry the same tag, and the count must be the guard's. A chain
+// that does not read back yields a guard that matches no wanted one.
+func parseGuard(port string, tags []string) Guard {
+	broken := Guard{Port: port, MAC: "unreadable"}
+	if len(tags) == 0 {
+		return broken
+	}
+	f := strings.Fields(tags[0])
+	if len(f) != 4 || f[0] != guardTag || f[1] != port {
+		return broken
+	}
+	g := Guard{Port: port, MAC: f[2]}
+	if f[3] != "none" {
+		ip, err := netip.ParseAddr(f[3])
+		if err != nil {
+			return broken
+		}
+		g.IPv4 = ip
+	}
+	if len(tags) != guardRules(g) || slices.ContainsFunc(tags, func(t string) bool { return t != tags[0] }) {
+		return broken
+	}
+	return g
+}
+
+// delGuard deletes a port's guard chain; no-op if there is none.
+func delGuard(n *nsNet, port string) error {
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	c.DelChain(&nftables.Chain{Name: port, Table: tableOf(nftables.TableFamilyNetdev)})
+	return ignoreNotFound(n.flush(c))
+}
+
+// delTable deletes Tenet's table of family in ns; no-op if there is none.
+func delTable(n *nsNet, family nftables.TableFamily) error {
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	c.DelTable(tableOf(family))
+	return ignoreNotFound(n.flush(c))
+}
+
+// observeLayout returns the digest in the name of the chain starting with
 // prefix in Tenet's table of family in ns, or "".
-func observeFamily(ns netns.NsHandle, family nftables.TableFamily, prefix string) (string, error) {
-	c, err := nftConn(ns)
+func observeLayout(n *nsNet, family nftables.TableFamily, prefix string) (string, error) {
+	c, err := n.tables()
 	if err != nil {
 		return "", err
 	}
-	defer c.CloseLasting()
 	chains, err := c.ListChainsOfTableFamily(family)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("nftables: list chains: %w", err)
 	}
 	for _, ch := range chains {
 		if ch.Table != nil && ch.Table.Name == nftTable {
@@ -107,229 +606,97 @@ func observeFamily(ns netns.NsHandle, family nftables.TableFamily, prefix string
 	return "", nil
 }
 
-// replaceRules deletes Tenet's ip table in ns, if any, and (unless build is
-// nil) creates it anew, in one atomic transaction.
-func replaceRules(ns netns.NsHandle, build func(c *nftables.Conn, t *nftables.Table)) error {
-	return replaceFamily(ns, nftables.TableFamilyIPv4, build)
-}
-
-func replaceFamily(ns netns.NsHandle, family nftables.TableFamily, build func(c *nftables.Conn, t *nftables.Table)) error {
-	c, err := nftConn(ns)
+// observeSet dumps the elements of one of Tenet's sets.
+func observeSet(n *nsNet, tenant bool, name string, into map[Elem]bool) error {
+	s, err := setOf(tenant, name)
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
-	tables, err := c.ListTablesOfFamily(family)
+	c, err := n.tables()
 	if err != nil {
 		return err
 	}
-	for _, t := range tables {
-		if t.Name == nftTable {
-			c.DelTable(t)
-		}
+	els, err := c.GetSetElements(s)
+	if err != nil {
+		return fmt.Errorf("nftables: list set %s: %w", name, err)
 	}
-	if build != nil {
-		t := c.AddTable(&nftables.Table{Family: family, Name: nftTable})
-		build(c, t)
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: %w", err)
+	for _, e := range decodeElems(name, els) {
+		into[e] = true
 	}
 	return nil
 }
 
-func chains(c *nftables.Conn, t *nftables.Table, d string, policy nftables.ChainPolicy) (fwd, nat *nftables.Chain) {
-	fwd = c.AddChain(&nftables.Chain{Name: "fwd-" + d, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy})
-	nat = c.AddChain(&nftables.Chain{Name: "nat-" + d, Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
-	return fwd, nat
-}
-
-func established() []expr.Any {
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
-		&expr.Verdict{Kind: expr.VerdictAccept},
+// hasElem reports whether one of Tenet's sets holds e, without reading the
+// rest of the set.
+func hasElem(n *nsNet, tenant bool, e Elem) (bool, error) {
+	els, err := elemKeys(e)
+	if err != nil {
+		return false, err
 	}
-}
-
-// tenantRules builds the tenant namespace's rules for the bridges with
-// egress, each given as "br<vni>=<gateway>".
-func tenantRules(bridges []string) func(c *nftables.Conn, t *nftables.Table) {
-	return func(c *nftables.Conn, t *nftables.Table) {
-		d := tenantRulesDigest(bridges)
-		fwd, nat := chains(c, t, d, nftables.ChainPolicyDrop)
-		drop := nftables.ChainPolicyDrop
-		in := c.AddChain(&nftables.Chain{Name: "in-" + d, Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &drop})
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: established()})
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: established()})
-		for _, b := range bridges {
-			br, gw, _ := strings.Cut(b, "=")
-			// Frames bridged within a network come through this hook too
-			// when br_netfilter is loaded (Docker loads it) and
-			// bridge-nf-call-iptables is on, with the bridge as both their
-			// input and output; routed packets never have both equal.
-			c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}})
-			if gw == "" {
-				continue // no egress for this network
-			}
-			if g, err := netip.ParseAddr(gw); err == nil && g.Is4() {
-				a := g.As4()
-				c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
-					&expr.Verdict{Kind: expr.VerdictAccept},
-				}})
-			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(br)},
-				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)},
-				&expr.Verdict{Kind: expr.VerdictAccept},
-			}})
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)},
-			&expr.Masq{},
-		}})
+	c, err := n.raw(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return false, err
 	}
-}
-
-// hostRules builds the host namespace's rules for uplink net n.
-func hostRules(n netip.Prefix, port uint16) func(c *nftables.Conn, t *nftables.Table) {
-	return func(c *nftables.Conn, t *nftables.Table) {
-		fwd, nat := chains(c, t, hostRulesDigest(n, port), nftables.ChainPolicyAccept)
-		accept := nftables.ChainPolicyAccept
-		in := c.AddChain(&nftables.Chain{Name: "in-" + hostRulesDigest(n, port), Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-		fromTenant := []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
-		}
-		// Tenants have no business with the host itself: not its VXLAN
-		// socket (a datagram to it would be decapsulated into any VNI), not
-		// its gossip port, nothing; only replies to what the host started.
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: established()})
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(slices.Clone(fromTenant), &expr.Verdict{Kind: expr.VerdictDrop})})
-		// Nor may they reach the cloud metadata service through the host.
-		md := metadataAddr.As4()
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: append(slices.Clone(fromTenant),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: md[:]},
-			&expr.Verdict{Kind: expr.VerdictDrop})})
-		// A container must not inject VXLAN into the underlay: NATed, its
-		// datagrams would come from a real VTEP, into any VNI.
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(hostUplinkPref)},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
-		bits := n.Bits()
-		mask := netip.PrefixFrom(netip.IPv4Unspecified(), 0).Addr().As4()
-		for i := range bits {
-			mask[i/8] |= 0x80 >> (i % 8)
-		}
-		addr := n.Addr().As4()
-		c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask[:], Xor: []byte{0, 0, 0, 0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]},
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(hostUplinkPref)},
-			&expr.Masq{},
-		}})
+	ok, err := nftGetElem(c, unix.NFPROTO_IPV4, nftTable, e.Set, els[0].Key)
+	if err != nil {
+		n.dropRaw(unix.NETLINK_NETFILTER)
 	}
+	return ok, err
 }
 
-// Anti-spoofing, in each tenant namespace with local endpoints, table
-// bridge tenet:
-//
-//	chain pre-<digest> { type filter hook prerouting priority 0; policy accept;
-//	    iifname "tv<hash>" ether saddr != <its MAC> drop
-//	    iifname "tv<hash>" ether type ip ip saddr != <its IPv4> drop
-//	    iifname "tv<hash>" ether type arp arp saddr ether != <its MAC> drop
-//	    iifname "tv<hash>" ether type arp arp saddr ip != <its IPv4> drop
-//	    iifname "tv<hash>" ether type != { ip, arp, ip6 } drop  # no VLAN tags etc.
-//	}
-//
-// so a container sends frames only as itself: no forged MAC, no forged
-// IPv4 source, no ARP claiming another's address. (IPv6 sources are not
-// checked yet; the driver offers IPv4 only.)
-
-var (
-	etherIPv4 = binaryutil.BigEndian.PutUint16(0x0800)
-	etherARP  = binaryutil.BigEndian.PutUint16(0x0806)
-	etherIPv6 = binaryutil.BigEndian.PutUint16(0x86dd)
-)
-
-func spoofRules(ports []spoofPort) func(c *nftables.Conn, t *nftables.Table) {
-	return func(c *nftables.Conn, t *nftables.Table) {
-		policy := nftables.ChainPolicyAccept
-		pre := c.AddChain(&nftables.Chain{Name: "pre-" + spoofDigest(ports), Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityFilter, Policy: &policy})
-		for _, p := range ports {
-			in := []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(p.Port)},
-			}
-			proto := func(ethertype []byte) []expr.Any {
-				return []expr.Any{
-					&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ethertype},
-				}
-			}
-			field := func(base expr.PayloadBase, off, n uint32, want []byte) []expr.Any {
-				return []expr.Any{
-					&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
-					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
-				}
-			}
-			drop := &expr.Verdict{Kind: expr.VerdictDrop}
-			rule := func(parts ...[]expr.Any) {
-				var es []expr.Any
-				es = append(es, in...)
-				for _, x := range parts {
-					es = append(es, x...)
-				}
-				c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(es, drop)})
-			}
-			rule(field(expr.PayloadBaseLLHeader, 6, 6, p.MAC[:]))
-			// Only IPv4, ARP and IPv6 frames; a VLAN tag would hide a forged
-			// inner header from the checks below.
-			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(slices.Clone(in),
-				&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherIPv4},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherARP},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: etherIPv6},
-				drop)})
-			if p.IPv4.IsValid() {
-				ip := p.IPv4.As4()
-				rule(proto(etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
-				rule(proto(etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, p.MAC[:]))
-				rule(proto(etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
-			} else {
-				rule(proto(etherIPv4))
-				rule(proto(etherARP))
+// observeGuards reads the guards of ns: of port only, or of every port if
+// port is "".
+func observeGuards(n *nsNet, port string, into map[string]Guard) error {
+	c, err := n.raw(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	chains, err := nftRuleTags(c, unix.NFPROTO_NETDEV, nftTable, port)
+	if err != nil {
+		n.dropRaw(unix.NETLINK_NETFILTER)
+		return err
+	}
+	for ch, tags := range chains {
+		if tvPattern.MatchString(ch) && (port == "" || ch == port) {
+			into[ch] = parseGuard(ch, tags)
+		}
+	}
+	// A guard chain without rules does not show in a dump of rules.
+	if port != "" {
+		return nil
+	}
+	nc, err := n.tables()
+	if err != nil {
+		return err
+	}
+	all, err := nc.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
+	if err != nil {
+		return fmt.Errorf("nftables: list chains: %w", err)
+	}
+	for _, ch := range all {
+		if ch.Table != nil && ch.Table.Name == nftTable && tvPattern.MatchString(ch.Name) {
+			if _, ok := into[ch.Name]; !ok {
+				into[ch.Name] = parseGuard(ch.Name, nil)
 			}
 		}
 	}
+	return nil
+}
+
+// observeLegacy lists tables of an earlier layout in a tenant's namespace.
+func observeLegacy(n *nsNet) ([]string, error) {
+	c, err := n.tables()
+	if err != nil {
+		return nil, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == nftTable {
+			return []string{"bridge " + nftTable}, nil
+		}
+	}
+	return nil, nil
 }

@@ -8,18 +8,86 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/google/nftables"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named network namespaces are pinned (as iproute2 does).
 const netnsDir = "/run/netns"
 
 // nsNet is an open network namespace and the netlink handle that works in
-// it. Close releases both.
+// it, with nf_tables and raw netlink sockets opened there on first use.
+// Close releases them all. Used under Datapath.mu only.
 type nsNet struct {
-	ns netns.NsHandle
-	h  *netlink.Handle
+	ns  netns.NsHandle
+	h   *netlink.Handle
+	nft *nftables.Conn // lasting
+	nf  *mnl.Conn      // raw NETLINK_NETFILTER
+	rt  *mnl.Conn      // raw NETLINK_ROUTE
+}
+
+// tables returns the namespace's nf_tables connection.
+func (n *nsNet) tables() (*nftables.Conn, error) {
+	if n.nft != nil {
+		return n.nft, nil
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(n.ns)), nftables.AsLasting(), nftables.WithSockOptions(forceBuffers))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	n.nft = c
+	return c, nil
+}
+
+// flush sends c's batch; after a failure the connection is dropped, so
+// that no answer left unread in its socket confuses the next request.
+func (n *nsNet) flush(c *nftables.Conn) error {
+	err := c.Flush()
+	if err != nil {
+		_ = c.CloseLasting()
+		if n.nft == c {
+			n.nft = nil
+		}
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return nil
+}
+
+// raw returns the namespace's raw netlink socket of family
+// (NETLINK_NETFILTER or NETLINK_ROUTE).
+func (n *nsNet) raw(family int) (*mnl.Conn, error) {
+	p := &n.nf
+	if family == unix.NETLINK_ROUTE {
+		p = &n.rt
+	}
+	if *p != nil {
+		return *p, nil
+	}
+	c, err := dialRaw(n.ns, family)
+	if err != nil {
+		return nil, err
+	}
+	if err := forceBuffers(c); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	*p = c
+	return c, nil
+}
+
+// dropRaw closes the raw socket of family after an error.
+func (n *nsNet) dropRaw(family int) {
+	p := &n.nf
+	if family == unix.NETLINK_ROUTE {
+		p = &n.rt
+	}
+	if *p != nil {
+		_ = (*p).Close()
+		*p = nil
+	}
 }
 
 func openNS(path string) (*nsNet, error) {
@@ -42,6 +110,14 @@ func openNS(path string) (*nsNet, error) {
 }
 
 func (n *nsNet) Close() {
+	if n.nft != nil {
+		_ = n.nft.CloseLasting()
+	}
+	for _, c := range []*mnl.Conn{n.nf, n.rt} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
 	n.h.Close()
 	n.ns.Close()
 }

@@ -11,36 +11,47 @@ import (
 type OpKind int
 
 const (
-	OpNetnsAdd   OpKind = iota // create the tenant's namespace
-	OpHostDel                  // delete a stray link in the host namespace
-	OpNeighDel                 // delete a neighbour entry
-	OpFDBDel                   // delete an FDB entry
-	OpLinkDel                  // delete a link in the tenant namespace
-	OpLinkAdd                  // create a link (VXLAN: in the host namespace, then moved)
-	OpLinkSet                  // fix a link's MTU, master or state
-	OpFDBAdd                   // add (append) an FDB entry
-	OpNeighSet                 // add or replace a neighbour entry
-	OpNetnsDel                 // delete the tenant's namespace and all in it
-	OpUplinkSet                // make the tenant's uplink, route, forwarding and rules as Uplink says
-	OpUplinkDel                // remove the tenant's uplink and rules; forwarding off
-	OpHostRules                // set (or, if empty, remove) the host's egress rules
-	OpSpoofRules               // set (or, if empty, remove) a tenant's anti-spoofing rules
+	OpNetnsAdd  OpKind = iota // create the tenant's namespace
+	OpHostDel                 // delete a stray link in the host namespace
+	OpNeighDel                // delete a neighbour entry
+	OpFDBDel                  // delete an FDB entry
+	OpGuardDel                // delete a port guard
+	OpLegacyDel               // delete a rule table of an earlier layout
+	OpLinkDel                 // delete a link in the tenant namespace
+	OpLinkAdd                 // create a link (VXLAN: in the host namespace, then moved)
+	OpLinkSet                 // fix a link's MTU, master or state
+	OpGuardSet                // make a port's guard as Guard says
+	OpFDBAdd                  // add (append) an FDB entry
+	OpNeighSet                // add or replace a neighbour entry
+	OpNetnsDel                // delete the tenant's namespace and all in it
+	OpUplinkSet               // make the tenant's uplink, route, forwarding (and with Rebuild, rules) as Uplink says
+	OpUplinkDel               // remove the tenant's uplink and rules; forwarding off
+	OpHostRules               // make (or, if Rules is empty, remove) the host's rule set anew
+	OpElemAdd                 // add an element to a set of the tenant's (or, without Tenant, the host's) rules
+	OpElemDel                 // delete such an element
 )
 
-// Op is one kernel change. It prints like the iproute2 command that would
-// make it, prefixed by the tenant whose namespace it happens in.
+// Op is one kernel change. It prints like the iproute2 or nft command that
+// would make it, prefixed by the tenant whose namespace it happens in.
 type Op struct {
-	Kind   OpKind
-	Tenant string
-	Link   Link // OpLinkAdd, OpLinkSet (the wanted link), OpLinkDel, OpHostDel
-	FDB    FDBEntry
-	Neigh  NeighEntry
-	Uplink *Uplink // OpUplinkSet
-	Rules  string  // OpHostRules, OpSpoofRules: the digest wanted, "" for none
-	ports  []spoofPort
+	Kind    OpKind
+	Tenant  string
+	Link    Link // OpLinkAdd, OpLinkSet (the wanted link), OpLinkDel, OpHostDel
+	FDB     FDBEntry
+	Neigh   NeighEntry
+	Uplink  *Uplink // OpUplinkSet
+	Rebuild bool    // OpUplinkSet: make the rule set anew, with every element
+	Rules   string  // OpHostRules: the digest wanted, "" for none; OpLegacyDel: the table
+	Guard   Guard   // OpGuardSet, OpGuardDel (Port)
+	Elem    Elem    // OpElemAdd, OpElemDel
+	elems   []Elem  // OpHostRules: every element of the new rule set
 }
 
 func (op Op) String() string {
+	where := op.Tenant
+	if where == "" {
+		where = "host"
+	}
 	switch op.Kind {
 	case OpNetnsAdd:
 		return "netns add " + op.Tenant
@@ -58,6 +69,9 @@ func (op Op) String() string {
 		if op.Link.Addr.IsValid() {
 			s += " addr " + op.Link.Addr.String()
 		}
+		if op.Link.MAC != "" {
+			s += " address " + op.Link.MAC
+		}
 		return s + " up"
 	case OpLinkDel:
 		return op.Tenant + ": link del " + op.Link.Name
@@ -70,19 +84,28 @@ func (op Op) String() string {
 	case OpNeighDel:
 		return fmt.Sprintf("%s: neigh del %s dev %s", op.Tenant, op.Neigh.IP, op.Neigh.Dev)
 	case OpUplinkSet:
-		return fmt.Sprintf("%s: uplink %d via %s rules %s", op.Tenant, op.Uplink.Index, op.Uplink.HostLink, op.Uplink.Rules)
+		s := fmt.Sprintf("%s: uplink %d via %s rules %s", op.Tenant, op.Uplink.Index, op.Uplink.HostLink, op.Uplink.Rules)
+		if op.Rebuild {
+			s += fmt.Sprintf(" (new, %d elements)", len(op.Uplink.elems))
+		}
+		return s
 	case OpUplinkDel:
 		return op.Tenant + ": uplink del"
 	case OpHostRules:
 		if op.Rules == "" {
 			return "host: rules del"
 		}
-		return "host: rules " + op.Rules
-	case OpSpoofRules:
-		if op.Rules == "" {
-			return op.Tenant + ": spoof rules del"
-		}
-		return op.Tenant + ": spoof rules " + op.Rules
+		return fmt.Sprintf("host: rules %s (new, %d elements)", op.Rules, len(op.elems))
+	case OpGuardSet:
+		return op.Tenant + ": " + op.Guard.String()
+	case OpGuardDel:
+		return op.Tenant + ": guard " + op.Guard.Port + " del"
+	case OpLegacyDel:
+		return op.Tenant + ": nft delete table " + op.Rules
+	case OpElemAdd:
+		return fmt.Sprintf("%s: nft add element %s { %s }", where, op.Elem.Set, op.Elem.Key)
+	case OpElemDel:
+		return fmt.Sprintf("%s: nft delete element %s { %s }", where, op.Elem.Set, op.Elem.Key)
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -137,20 +160,33 @@ func Plan(desired, observed Snapshot) []Op {
 			if observed.Tenants[t].Uplink != nil {
 				ops = append(ops, Op{Kind: OpUplinkDel, Tenant: t}) // its host end too
 			}
-			// Delete the links first: a namespace's devices go away
-			// asynchronously once it is unpinned, and until then its VXLAN
-			// devices still hold their VNI on the host's socket, so a quick
-			// re-create would fail with "file exists".
-			dels := sortedLinks(observed.Tenants[t].Links, func(Link) bool { return true })
-			slices.Reverse(dels)
-			for _, l := range dels {
-				ops = append(ops, Op{Kind: OpLinkDel, Tenant: t, Link: l})
-			}
+			// The namespace goes with all in it (its VXLAN devices are
+			// deleted first, in one batch: OpNetnsDel).
 			ops = append(ops, Op{Kind: OpNetnsDel, Tenant: t})
 		}
 	}
 	if desired.HostRules != observed.HostRules {
-		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules})
+		// Made anew with every element, or removed with them.
+		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules, elems: desired.hostAll})
+	} else if desired.HostRules != "" {
+		ops = append(ops, planElems("", desired.HostElems, observed.HostElems)...)
+	}
+	return ops
+}
+
+// planElems adds the elements of want that have lacks and deletes those
+// have has in excess.
+func planElems(tenant string, want, have map[Elem]bool) []Op {
+	var ops []Op
+	for _, e := range sortedEntries(have, compareElem) {
+		if !want[e] {
+			ops = append(ops, Op{Kind: OpElemDel, Tenant: tenant, Elem: e})
+		}
+	}
+	for _, e := range sortedEntries(want, compareElem) {
+		if !have[e] {
+			ops = append(ops, Op{Kind: OpElemAdd, Tenant: tenant, Elem: e})
+		}
 	}
 	return ops
 }
@@ -186,22 +222,45 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 			ops = append(ops, Op{Kind: OpFDBDel, Tenant: t, FDB: e})
 		}
 	}
+	for _, g := range sortedKeys(have.Guards) {
+		if _, ok := want.Guards[g]; !ok {
+			ops = append(ops, Op{Kind: OpGuardDel, Tenant: t, Guard: Guard{Port: g}})
+		}
+	}
+	for _, l := range have.Legacy {
+		ops = append(ops, Op{Kind: OpLegacyDel, Tenant: t, Rules: l})
+	}
 	dels := sortedLinks(have.Links, func(l Link) bool { return doomed[l.Name] })
 	slices.Reverse(dels) // ports before bridges
 	for _, l := range dels {
 		ops = append(ops, Op{Kind: OpLinkDel, Tenant: t, Link: l})
 	}
+	added := map[string]bool{}
 	for _, w := range sortedLinks(want.Links, func(Link) bool { return true }) {
 		h, ok := have.Links[w.Name]
 		switch {
 		case !ok || doomed[w.Name]:
+			added[w.Name] = true
 			ops = append(ops, Op{Kind: OpLinkAdd, Tenant: t, Link: w})
-		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up || h.Addr != w.Addr:
+		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up || h.Addr != w.Addr || h.MAC != w.MAC:
 			ops = append(ops, Op{Kind: OpLinkSet, Tenant: t, Link: w})
 		}
 	}
-	if want.Uplink != nil && (have.Uplink == nil || !have.Uplink.same(want.Uplink)) {
-		ops = append(ops, Op{Kind: OpUplinkSet, Tenant: t, Uplink: want.Uplink})
+	for _, g := range sortedKeys(want.Guards) {
+		// A port made anew gets its guard anew: on older kernels the guard
+		// went with the old device.
+		if h, ok := have.Guards[g]; !ok || h != want.Guards[g] || added[g] {
+			ops = append(ops, Op{Kind: OpGuardSet, Tenant: t, Guard: want.Guards[g]})
+		}
+	}
+	if want.Uplink != nil {
+		rebuild := have.Uplink == nil || have.Uplink.Rules != want.Uplink.Rules
+		if rebuild || !have.Uplink.same(want.Uplink) {
+			ops = append(ops, Op{Kind: OpUplinkSet, Tenant: t, Uplink: want.Uplink, Rebuild: rebuild})
+		}
+		if !rebuild { // else the new rule set has every element already
+			ops = append(ops, planElems(t, want.Elems, have.Elems)...)
+		}
 	}
 	for _, e := range sortedEntries(want.FDB, compareFDB) {
 		if !have.FDB[e] || doomed[e.Dev] {
@@ -212,9 +271,6 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 		if !have.Neigh[e] || doomed[e.Dev] {
 			ops = append(ops, Op{Kind: OpNeighSet, Tenant: t, Neigh: e})
 		}
-	}
-	if want.Spoof != have.Spoof {
-		ops = append(ops, Op{Kind: OpSpoofRules, Tenant: t, Rules: want.Spoof, ports: want.spoofPorts})
 	}
 	return ops
 }
@@ -262,3 +318,5 @@ func compareFDB(a, b FDBEntry) int {
 func compareNeigh(a, b NeighEntry) int {
 	return cmp.Or(cmp.Compare(a.Dev, b.Dev), a.IP.Compare(b.IP), cmp.Compare(a.MAC, b.MAC))
 }
+
+func compareElem(a, b Elem) int { return cmp.Or(cmp.Compare(a.Set, b.Set), cmp.Compare(a.Key, b.Key)) }

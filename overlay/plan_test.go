@@ -2,9 +2,11 @@ package overlay
 
 import (
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,9 +14,11 @@ import (
 )
 
 var (
-	vtep0 = netip.MustParseAddr("198.51.100.10")
-	vtep1 = netip.MustParseAddr("198.51.100.11")
-	vtep2 = netip.MustParseAddr("198.51.100.12")
+	uplinkNet = netip.MustParsePrefix("169.254.0.0/16")
+	host0     = Host{VTEP: netip.MustParseAddr("198.51.100.10"), Port: 4789, UnderlayMTU: 1500, UplinkNet: uplinkNet}
+	vtep0     = host0.VTEP
+	vtep1     = netip.MustParseAddr("198.51.100.11")
+	vtep2     = netip.MustParseAddr("198.51.100.12")
 )
 
 func mac(s string) net.HardwareAddr {
@@ -35,6 +39,15 @@ func ips(s ...string) []netip.Addr {
 
 func web(peers ...netip.Addr) Network {
 	return Network{Tenant: "acme", Name: "web", VNI: 4097, Peers: peers}
+}
+
+// des is the desired snapshot of s on host0, from an empty kernel.
+func des(s State) Snapshot {
+	snap, ok := Desire(s, host0, newSnapshot())
+	if !ok {
+		panic("uplink net full")
+	}
+	return snap
 }
 
 func planStrings(ops []Op) []string {
@@ -65,23 +78,23 @@ func TestPlan(t *testing.T) {
 			observed: newSnapshot(),
 			want: []string{
 				"netns add acme",
-				"acme: link add br4097 type bridge mtu 1450 up",
+				"acme: link add br4097 type bridge address 02:7e:ff:00:10:01 mtu 1450 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4097 up",
 			},
 		},
 		{
 			name:     "endpoint on an existing network",
 			desired:  oneEndpoint,
-			observed: Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500),
+			observed: des(State{Networks: []Network{web()}}),
 			want: []string{
 				"acme: link add " + BridgeVeth("ep1") + " type veth peer " + ContainerVeth("ep1") + " address 02:7e:0a:01:00:05 mtu 1450 master br4097 up",
-				"acme: spoof rules " + Desire(oneEndpoint, vtep0, 4789, 1500).Tenants["acme"].Spoof,
+				"acme: guard " + BridgeVeth("ep1") + " mac 02:7e:0a:01:00:05 ip 10.1.0.5",
 			},
 		},
 		{
 			name:     "remote endpoint: fdb, flood entry, neighbour",
 			desired:  withRemote,
-			observed: Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500),
+			observed: des(State{Networks: []Network{web()}}),
 			want: []string{
 				"acme: fdb append 00:00:00:00:00:00 dev vx4097 dst 198.51.100.11",
 				"acme: fdb append 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
@@ -91,7 +104,7 @@ func TestPlan(t *testing.T) {
 		{
 			name:     "remote endpoint withdrawn, host still has the network",
 			desired:  State{Networks: []Network{web(vtep1)}},
-			observed: Desire(withRemote, vtep0, 4789, 1500),
+			observed: des(withRemote),
 			want: []string{
 				"acme: neigh del 10.1.0.7 dev vx4097",
 				"acme: fdb del 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
@@ -101,8 +114,8 @@ func TestPlan(t *testing.T) {
 			name: "remote endpoint moved to another host",
 			desired: State{Networks: []Network{web(vtep1, vtep2)},
 				Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep2}}},
-			observed: Desire(State{Networks: []Network{web(vtep1, vtep2)},
-				Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep1}}}, vtep0, 4789, 1500),
+			observed: des(State{Networks: []Network{web(vtep1, vtep2)},
+				Remotes: []Remote{{VNI: 4097, MAC: mac("02:7e:0a:01:00:07"), IPs: ips("10.1.0.7"), VTEP: vtep1}}}),
 			want: []string{
 				"acme: fdb del 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.11",
 				"acme: fdb append 02:7e:0a:01:00:07 dev vx4097 dst 198.51.100.12",
@@ -111,25 +124,88 @@ func TestPlan(t *testing.T) {
 		{
 			name:     "vxlan with the wrong vni is re-created; wrong mtu is fixed in place",
 			desired:  State{Networks: []Network{{Tenant: "acme", Name: "web", VNI: 4097, MTU: 1400}}},
-			observed: withLink(Desire(State{Networks: []Network{web()}}, vtep0, 4789, 1500), "acme", func(l *Link) { l.VNI = 9 }),
+			observed: withLink(des(State{Networks: []Network{web()}}), "acme", func(l *Link) { l.VNI = 9 }),
 			want: []string{
 				"acme: link del vx4097",
-				"acme: link set br4097 mtu 1400 up",
+				"acme: link set br4097 mtu 1400 address 02:7e:ff:00:10:01 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1400 master br4097 up",
 			},
 		},
 		{
-			name:     "last network of a tenant gone: links deleted, then the namespace",
+			name:     "last network of a tenant gone: the namespace with all in it",
 			desired:  State{},
-			observed: Desire(oneEndpoint, vtep0, 4789, 1500),
-			want: []string{"acme: link del " + BridgeVeth("ep1"), "acme: link del vx4097", "acme: link del br4097",
-				"netns del acme"},
+			observed: des(oneEndpoint),
+			want:     []string{"netns del acme"},
+		},
+		{
+			name:    "a guard that reads back wrong is made anew; a port made anew gets its guard anew",
+			desired: oneEndpoint,
+			observed: func() Snapshot {
+				s := des(oneEndpoint)
+				g := s.Tenants["acme"].Guards[BridgeVeth("ep1")]
+				g.MAC = "unreadable"
+				s.Tenants["acme"].Guards[g.Port] = g
+				return s
+			}(),
+			want: []string{"acme: guard " + BridgeVeth("ep1") + " mac 02:7e:0a:01:00:05 ip 10.1.0.5"},
+		},
+		{
+			name:    "port gone: its guard goes too, and an old layout's table",
+			desired: State{Networks: []Network{web()}},
+			observed: func() Snapshot {
+				s := des(oneEndpoint)
+				s.Tenants["acme"].Legacy = []string{"bridge tenet"}
+				return s
+			}(),
+			want: []string{"acme: guard " + BridgeVeth("ep1") + " del", "acme: nft delete table bridge tenet",
+				"acme: link del " + BridgeVeth("ep1")},
+		},
+		{
+			name:     "first egress network: gateway, uplink with its elements, host rules with the infrastructure",
+			desired:  withEgress(oneEndpoint, Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}),
+			observed: des(oneEndpoint),
+			want: []string{
+				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 address 02:7e:ff:00:10:01 up",
+				"acme: uplink 1 via " + hostUplinkName("acme") + " rules " + tenantRulesDigest() + " (new, 2 elements)",
+				"host: rules " + hostRulesDigest(uplinkNet, 4789) + " (new, 2 elements)",
+			},
+		},
+		{
+			name: "second network of an egress tenant: two elements, nothing rewritten",
+			desired: func() State {
+				s := withEgress(oneEndpoint, Infra{})
+				s.Networks = append(s.Networks, Network{Tenant: "acme", Name: "db", VNI: 4099, Gateway: netip.MustParsePrefix("10.2.0.1/24"), Egress: true})
+				return s
+			}(),
+			observed: des(withEgress(oneEndpoint, Infra{})),
+			want: []string{
+				"acme: link add br4099 type bridge address 02:7e:ff:00:10:03 mtu 1450 addr 10.2.0.1/24 up",
+				"acme: link add vx4099 type vxlan id 4099 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4099 up",
+				"acme: nft add element pairs { br4099 . br4099 }",
+				"acme: nft add element pairs { br4099 . up0 }",
+			},
+		},
+		{
+			name:     "a member joins and one leaves: elements of the host's sets",
+			desired:  withEgress(oneEndpoint, Infra{Deny: []netip.Prefix{netip.MustParsePrefix("203.0.113.7/32"), netip.MustParsePrefix("198.51.100.0/24")}}),
+			observed: des(withEgress(oneEndpoint, Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.9/32")}})),
+			want: []string{
+				"host: nft delete element deny4 { 203.0.113.9-203.0.113.9 }",
+				"host: nft add element deny4 { 203.0.113.7-203.0.113.7 }",
+			},
+		},
+		{
+			name:     "last egress gone: uplink and host rules removed",
+			desired:  oneEndpoint,
+			observed: des(withEgress(oneEndpoint, Infra{})),
+			want: []string{"host: link del " + hostUplinkName("acme"), "acme: uplink del",
+				"acme: link set br4097 mtu 1450 address 02:7e:ff:00:10:01 up", "host: rules del"},
 		},
 		{
 			name:    "stray host links: an unmoved vxlan and an orphan container end",
 			desired: oneEndpoint,
 			observed: func() Snapshot {
-				s := Desire(oneEndpoint, vtep0, 4789, 1500)
+				s := des(oneEndpoint)
 				s.HostLinks["vx4097"] = Link{Name: "vx4097", Kind: "vxlan"}
 				s.HostLinks[ContainerVeth("ep1")] = Link{Name: ContainerVeth("ep1"), Kind: "veth"}
 				s.HostLinks[ContainerVeth("gone")] = Link{Name: ContainerVeth("gone"), Kind: "veth"}
@@ -143,12 +219,25 @@ func TestPlan(t *testing.T) {
 			if err := tt.desired.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			got := planStrings(Plan(Desire(tt.desired, vtep0, 4789, 1500), tt.observed))
+			got := planStrings(Plan(des(tt.desired), tt.observed))
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Plan (-want +got):\n%s", diff)
 			}
 		})
 	}
+}
+
+// withEgress gives every network of s a gateway and egress, and s infra.
+func withEgress(s State, infra Infra) State {
+	out := s
+	out.Networks = nil
+	for i, n := range s.Networks {
+		n.Gateway = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(1 + i), 0, 1}), 24)
+		n.Egress = true
+		out.Networks = append(out.Networks, n)
+	}
+	out.Infra = infra
+	return out
 }
 
 func withLink(s Snapshot, tenant string, edit func(*Link)) Snapshot {
@@ -161,30 +250,36 @@ func withLink(s Snapshot, tenant string, edit func(*Link)) Snapshot {
 	return s
 }
 
-// simulate applies ops to a copy of s the way the kernel would, failing on
-// an op the kernel would refuse (a link added twice, an entry on a missing
-// device, a namespace that is not there).
-func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
-	t.Helper()
+// clone deep-copies a snapshot.
+func clone(s Snapshot) Snapshot {
 	out := newSnapshot()
-	out.HostRules = s.HostRules
-	for k, v := range s.HostLinks {
-		out.HostLinks[k] = v
-	}
+	out.HostRules, out.hostAll = s.HostRules, s.hostAll
+	maps.Copy(out.HostLinks, s.HostLinks)
+	maps.Copy(out.HostElems, s.HostElems)
+	maps.Copy(out.UplinksUsed, s.UplinksUsed)
 	for tn, o := range s.Tenants {
 		c := newTenantObjects()
-		for k, v := range o.Links {
-			c.Links[k] = v
+		maps.Copy(c.Links, o.Links)
+		maps.Copy(c.FDB, o.FDB)
+		maps.Copy(c.Neigh, o.Neigh)
+		maps.Copy(c.Elems, o.Elems)
+		maps.Copy(c.Guards, o.Guards)
+		c.Legacy = slices.Clone(o.Legacy)
+		if o.Uplink != nil {
+			u := *o.Uplink
+			c.Uplink = &u
 		}
-		for k := range o.FDB {
-			c.FDB[k] = true
-		}
-		for k := range o.Neigh {
-			c.Neigh[k] = true
-		}
-		c.Spoof, c.Uplink = o.Spoof, o.Uplink
 		out.Tenants[tn] = c
 	}
+	return out
+}
+
+// simulate applies ops to a copy of s the way the kernel would, failing on
+// an op the kernel would refuse (a link added twice, an entry on a missing
+// device, a namespace that is not there, an element of a missing set).
+func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
+	t.Helper()
+	out := clone(s)
 	for _, op := range ops {
 		o := out.Tenants[op.Tenant]
 		switch op.Kind {
@@ -202,7 +297,23 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			continue
 		case OpHostRules:
 			out.HostRules = op.Rules
+			out.HostElems = map[Elem]bool{}
+			for _, e := range op.elems {
+				out.HostElems[e] = true
+			}
 			continue
+		case OpElemAdd, OpElemDel:
+			if op.Tenant == "" {
+				if out.HostRules == "" {
+					t.Fatalf("%v: no host rules", op)
+				}
+				if op.Kind == OpElemAdd {
+					out.HostElems[op.Elem] = true
+				} else {
+					delete(out.HostElems, op.Elem)
+				}
+				continue
+			}
 		}
 		if o == nil {
 			t.Fatalf("%v: no namespace", op)
@@ -223,7 +334,7 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			if !ok {
 				t.Fatalf("%v: no link", op)
 			}
-			l.MTU, l.Master, l.Up, l.Addr = op.Link.MTU, op.Link.Master, op.Link.Up, op.Link.Addr
+			l.MTU, l.Master, l.Up, l.Addr, l.MAC = op.Link.MTU, op.Link.Master, op.Link.Up, op.Link.Addr, op.Link.MAC
 			o.Links[op.Link.Name] = l
 		case OpLinkDel:
 			delete(o.Links, op.Link.Name)
@@ -256,18 +367,49 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			delete(o.FDB, op.FDB)
 		case OpNeighDel:
 			delete(o.Neigh, op.Neigh)
-		case OpSpoofRules:
-			o.Spoof = op.Rules
+		case OpGuardSet:
+			if _, ok := o.Links[op.Guard.Port]; !ok {
+				t.Fatalf("%v: no port", op)
+			}
+			o.Guards[op.Guard.Port] = op.Guard
+		case OpGuardDel:
+			delete(o.Guards, op.Guard.Port)
+		case OpLegacyDel:
+			o.Legacy = slices.DeleteFunc(o.Legacy, func(l string) bool { return l == op.Rules })
+		case OpElemAdd, OpElemDel:
+			if o.Uplink == nil || o.Uplink.Rules == "" {
+				t.Fatalf("%v: no rules", op)
+			}
+			if op.Kind == OpElemAdd {
+				o.Elems[op.Elem] = true
+			} else {
+				delete(o.Elems, op.Elem)
+			}
 		case OpUplinkSet:
+			if !op.Rebuild && (o.Uplink == nil || o.Uplink.Rules != op.Uplink.Rules) {
+				t.Fatalf("%v: rules not there to keep", op)
+			}
+			if o.Uplink != nil {
+				delete(out.UplinksUsed, o.Uplink.Index)
+			}
 			u := *op.Uplink
-			u.Bridges = ""
+			u.elems = nil
 			o.Uplink = &u
+			if op.Rebuild {
+				o.Elems = map[Elem]bool{}
+				for _, e := range op.Uplink.elems {
+					o.Elems[e] = true
+				}
+			}
+			out.UplinksUsed[u.Index] = true
 			out.HostLinks[u.HostLink] = Link{Name: u.HostLink, Kind: "veth", MTU: UplinkMTU, Up: true}
 		case OpUplinkDel:
 			if o.Uplink != nil {
 				delete(out.HostLinks, o.Uplink.HostLink)
+				delete(out.UplinksUsed, o.Uplink.Index)
 			}
 			o.Uplink = nil
+			o.Elems = map[Elem]bool{}
 		}
 	}
 	return out
@@ -304,12 +446,10 @@ func TestPlanConvergesFromAnyState(t *testing.T) {
 	for round := range 50 {
 		cur := newSnapshot()
 		for _, i := range rng.Perm(len(states)) {
-			want := Desire(states[i], vtep0, 4789, 1500)
-			uplinks, ok := AssignUplinks(states[i], cur, netip.MustParsePrefix("169.254.0.0/16"))
+			want, ok := Desire(states[i], host0, cur)
 			if !ok {
 				t.Fatal("uplink net full")
 			}
-			DesireEgress(&want, states[i], uplinks, netip.MustParsePrefix("169.254.0.0/16"), 4789)
 			ops := Plan(want, cur)
 			cur = simulate(t, cur, ops)
 			if diff := cmp.Diff(normalize(want), normalize(cur)); diff != "" {

@@ -9,7 +9,8 @@ import (
 
 // Snapshot is the set of kernel objects Tenet owns on one host, in a form that
 // can be compared: Desire computes the wanted one from a State, Observe reads
-// the real one, Plan turns the difference into Ops.
+// the real one, Plan turns the difference into Ops. A scoped snapshot holds
+// only the objects of a Scope, desired and observed alike.
 type Snapshot struct {
 	// Tenants maps a tenant to the objects in its namespace. A tenant with
 	// an entry has a namespace, even if it holds nothing.
@@ -18,9 +19,18 @@ type Snapshot struct {
 	// Docker has not moved yet, uplinks' host ends, and VXLAN devices a
 	// crash left unmoved.
 	HostLinks map[string]Link
-	// HostRules is the digest of Tenet's egress rules in the host namespace
-	// (with forwarding on), or "" when no tenant has egress.
+	// HostRules names the host's rule set (the digest in its chains'
+	// names) with forwarding on, or "" when no tenant has egress.
 	HostRules string
+	// HostElems are the elements of the host rule set's sets: the
+	// infrastructure's denied and allowed ranges, the denied ports.
+	HostElems map[Elem]bool
+	// UplinksUsed are the uplink indices whose host end has its address
+	// (observed only; new uplinks get a free index).
+	UplinksUsed map[int]bool
+	// hostAll is every desired host element, with which the rule set is
+	// made anew (desired only).
+	hostAll []Elem
 }
 
 // TenantObjects are the objects in one tenant's namespace.
@@ -29,11 +39,14 @@ type TenantObjects struct {
 	FDB    map[FDBEntry]bool
 	Neigh  map[NeighEntry]bool
 	Uplink *Uplink // nil: no egress
-	// Spoof is the digest of the anti-spoofing rules for the local
-	// endpoints ("" for none); spoofPorts are those rules' input (desired
-	// only).
-	Spoof      string
-	spoofPorts []spoofPort
+	// Elems are the elements of the egress rule set's sets (only with an
+	// Uplink): which bridge may forward to which interface.
+	Elems map[Elem]bool
+	// Guards are the port guards of local endpoints, by port (tv<hash>).
+	Guards map[string]Guard
+	// Legacy lists rule tables of an earlier layout ("bridge tenet"),
+	// observed only; Plan removes them.
+	Legacy []string
 }
 
 // Uplink is a tenant's way out: a veth pair up0 (tenant) / tnu<hash> (host)
@@ -43,13 +56,42 @@ type Uplink struct {
 	Index    int
 	HostLink string
 	Rules    string
-	Ready    bool   // forwarding on and the default route in place
-	Bridges  string // comma-separated bridges let out; desired only (Rules digests it)
+	Ready    bool // forwarding on and the default route in place
+	// elems are all the tenant's desired rule set elements, with which the
+	// rule set is made anew (desired only).
+	elems []Elem
 }
 
 // same compares what Observe can see.
 func (u *Uplink) same(o *Uplink) bool {
 	return u.Index == o.Index && u.HostLink == o.HostLink && u.Rules == o.Rules && u.Ready == o.Ready
+}
+
+// Elem is an element of one of the sets of Tenet's rules, by set name and
+// key in nft's notation ("br4097 . up0", "198.51.100.0-198.51.100.255",
+// "udp . 7946").
+type Elem struct {
+	Set string
+	Key string
+}
+
+// Guard is a local endpoint's port guard: a chain on the port's ingress
+// that drops every frame the endpoint may not send (anything but IPv4, ARP
+// and IPv6 as sent, so VLAN-tagged frames too; a source MAC other than
+// MAC; an IPv4 source or ARP sender other than IPv4; with no IPv4, any
+// IPv4 or ARP).
+type Guard struct {
+	Port string
+	MAC  string
+	IPv4 netip.Addr
+}
+
+func (g Guard) String() string {
+	ip := "none"
+	if g.IPv4.IsValid() {
+		ip = g.IPv4.String()
+	}
+	return fmt.Sprintf("guard %s mac %s ip %s", g.Port, g.MAC, ip)
 }
 
 // Link is one interface, with the attributes Tenet sets.
@@ -73,6 +115,9 @@ type Link struct {
 
 	// Addr is the bridge's address: the network's gateway, with egress.
 	Addr netip.Prefix
+	// MAC is the bridge's own MAC (bridgeMAC), fixed so that it does not
+	// follow its ports as they come and go.
+	MAC string
 
 	// Network names the network in messages ("acme/web"); not observed.
 	Network string
@@ -97,11 +142,13 @@ type NeighEntry struct {
 const floodMAC = "00:00:00:00:00:00"
 
 func newSnapshot() Snapshot {
-	return Snapshot{Tenants: map[string]*TenantObjects{}, HostLinks: map[string]Link{}}
+	return Snapshot{Tenants: map[string]*TenantObjects{}, HostLinks: map[string]Link{}, HostElems: map[Elem]bool{},
+		UplinksUsed: map[int]bool{}}
 }
 
 func newTenantObjects() *TenantObjects {
-	return &TenantObjects{Links: map[string]Link{}, FDB: map[FDBEntry]bool{}, Neigh: map[NeighEntry]bool{}}
+	return &TenantObjects{Links: map[string]Link{}, FDB: map[FDBEntry]bool{}, Neigh: map[NeighEntry]bool{},
+		Elems: map[Elem]bool{}, Guards: map[string]Guard{}}
 }
 
 // String renders a link like iproute2 would create it.
@@ -128,6 +175,9 @@ func (l Link) String() string {
 			}
 		}
 	}
+	if l.MAC != "" {
+		fmt.Fprintf(&b, " address %s", l.MAC)
+	}
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
 	if l.Addr.IsValid() {
 		fmt.Fprintf(&b, " addr %s", l.Addr)
@@ -145,8 +195,7 @@ func (l Link) String() string {
 // kernel states with.
 func (s Snapshot) String() string {
 	var lines []string
-	for name, l := range s.HostLinks {
-		_ = name
+	for _, l := range s.HostLinks {
 		lines = append(lines, "host: link "+l.observedString())
 	}
 	for t, o := range s.Tenants {
@@ -160,8 +209,14 @@ func (s Snapshot) String() string {
 		for n := range o.Neigh {
 			lines = append(lines, fmt.Sprintf("tenant %s: neigh %s lladdr %s dev %s", t, n.IP, n.MAC, n.Dev))
 		}
-		if o.Spoof != "" {
-			lines = append(lines, "tenant "+t+": spoof rules "+o.Spoof)
+		for _, g := range o.Guards {
+			lines = append(lines, "tenant "+t+": "+g.String())
+		}
+		for e := range o.Elems {
+			lines = append(lines, "tenant "+t+": element "+e.Set+" { "+e.Key+" }")
+		}
+		for _, l := range o.Legacy {
+			lines = append(lines, "tenant "+t+": legacy table "+l)
 		}
 		if u := o.Uplink; u != nil {
 			lines = append(lines, fmt.Sprintf("tenant %s: uplink %d via %s rules %s ready %t", t, u.Index, u.HostLink, u.Rules, u.Ready))
@@ -169,6 +224,9 @@ func (s Snapshot) String() string {
 	}
 	if s.HostRules != "" {
 		lines = append(lines, "host: rules "+s.HostRules)
+	}
+	for e := range s.HostElems {
+		lines = append(lines, "host: element "+e.Set+" { "+e.Key+" }")
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

@@ -1,22 +1,66 @@
 package overlay
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
-	"slices"
 )
 
 // State is what the datapath of one host should hold: the networks present on
-// the host, its local endpoints, and the endpoints of other hosts on those
-// networks. The driver builds it from Docker's calls and gossip; Reconcile
-// makes the kernel match it.
+// the host, its local endpoints, the endpoints of other hosts on those
+// networks, and what tenants must not reach. The driver builds it from
+// Docker's calls and gossip; Reconcile makes the kernel match it.
 type State struct {
 	Networks  []Network
 	Endpoints []Endpoint
 	Remotes   []Remote
+	Infra     Infra
+}
+
+// Infra is the cluster's own infrastructure, which no tenant may reach
+// through its egress: enforced in the host namespace on every packet from
+// a tenant uplink, forwarded or addressed to the host itself. The VXLAN
+// port (Config.Port, UDP) is always denied, and so are the cloud metadata
+// address and the host's own addresses; IPv6 entries need no rule, as
+// tenants have no IPv6 way out.
+type Infra struct {
+	// Deny lists the underlay: every member's VTEP or bind address (as a
+	// /32) and the underlay subnets. Updating it is cheap: the prefixes
+	// are elements of one set.
+	Deny []netip.Prefix
+	// Ports are denied toward every destination: gossip's port, TCP and
+	// UDP.
+	Ports []L4Port
+	// Allow wins over everything above: destinations an operator lets
+	// tenants reach (also on the host itself).
+	Allow []netip.Prefix
+}
+
+// L4Port is a transport protocol and port.
+type L4Port struct {
+	Proto Proto
+	Port  uint16
+}
+
+func (p L4Port) String() string { return fmt.Sprintf("%s . %d", p.Proto, p.Port) }
+
+// Proto is an IP protocol number: TCP or UDP.
+type Proto uint8
+
+// The protocols an L4Port may name.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
 }
 
 // Network is one tenant network present on this host.
@@ -64,146 +108,6 @@ const (
 	MinMTU = 1280 // IPv6's minimum; below it IPv6 endpoints break
 	MaxMTU = 9000
 )
-
-var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-
-// ErrInvalid is wrapped by every error about bad input to Reconcile.
-var ErrInvalid = errors.New("invalid datapath state")
-
-func invalid(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
-}
-
-// Validate checks the state as a whole before any kernel change: every
-// field in range, every reference resolvable, nothing claimed twice.
-func (s State) Validate() error {
-	nets := map[uint32]Network{}
-	for _, n := range s.Networks {
-		if !tenantPattern.MatchString(n.Tenant) {
-			return invalid("network %q: tenant %q: must be 1-32 of a-z, 0-9 and '-', starting with a letter or digit", n.Name, n.Tenant)
-		}
-		if n.Name == "" {
-			return invalid("network of tenant %q with vni %d: empty name", n.Tenant, n.VNI)
-		}
-		if n.VNI < MinVNI || n.VNI > MaxVNI {
-			return invalid("network %s/%s: vni %d: must be %d-%d", n.Tenant, n.Name, n.VNI, MinVNI, MaxVNI)
-		}
-		if n.MTU != 0 && (n.MTU < MinMTU || n.MTU > MaxMTU) {
-			return invalid("network %s/%s: mtu %d: must be %d-%d", n.Tenant, n.Name, n.MTU, MinMTU, MaxMTU)
-		}
-		if o, dup := nets[n.VNI]; dup {
-			return invalid("network %s/%s: vni %d already used by network %s/%s", n.Tenant, n.Name, n.VNI, o.Tenant, o.Name)
-		}
-		if n.Egress && !n.Gateway.IsValid() {
-			return invalid("network %s/%s: egress needs a gateway", n.Tenant, n.Name)
-		}
-		if n.Gateway.IsValid() {
-			g := n.Gateway
-			if !g.Addr().Is4() || g.Bits() > 30 || g.Addr() == g.Masked().Addr() {
-				return invalid("network %s/%s: gateway %s: must be an IPv4 host address in a /30 or larger", n.Tenant, n.Name, g)
-			}
-		}
-		for _, p := range n.Peers {
-			if !p.IsValid() || p.IsUnspecified() || p.IsMulticast() {
-				return invalid("network %s/%s: peer vtep %v: must be a unicast address", n.Tenant, n.Name, p)
-			}
-		}
-		nets[n.VNI] = n
-	}
-	ids := map[string]bool{}
-	tags := map[string]string{}              // endpointTag -> endpoint ID
-	owners := map[uint32]map[string]string{} // vni -> "mac x" or "ip y" -> who
-	claim := func(vni uint32, what, who string) error {
-		if owners[vni] == nil {
-			owners[vni] = map[string]string{}
-		}
-		if o, dup := owners[vni][what]; dup {
-			return invalid("%s: %s already used by %s in vni %d", who, what, o, vni)
-		}
-		owners[vni][what] = who
-		return nil
-	}
-	claimAll := func(vni uint32, mac net.HardwareAddr, ips []netip.Addr, who string) error {
-		if err := claim(vni, "mac "+mac.String(), who); err != nil {
-			return err
-		}
-		for _, ip := range ips {
-			if err := claim(vni, "ip "+ip.String(), who); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, e := range s.Endpoints {
-		who := fmt.Sprintf("endpoint %q", e.ID)
-		if e.ID == "" {
-			return invalid("endpoint with empty id")
-		}
-		if ids[e.ID] {
-			return invalid("%s: listed twice", who)
-		}
-		ids[e.ID] = true
-		if o, dup := tags[endpointTag(e.ID)]; dup {
-			return invalid("%s: interface names collide with endpoint %q's (%s)", who, o, BridgeVeth(e.ID))
-		}
-		tags[endpointTag(e.ID)] = e.ID
-		if _, ok := nets[e.VNI]; !ok {
-			return invalid("%s: vni %d: no such network on this host", who, e.VNI)
-		}
-		if err := checkIPs(who, e.IPs); err != nil {
-			return err
-		}
-		if e.MAC != nil {
-			if err := checkMAC(who, e.MAC); err != nil {
-				return err
-			}
-		}
-		if err := claimAll(e.VNI, e.macOrDerived(), e.IPs, who); err != nil {
-			return err
-		}
-	}
-	for _, r := range s.Remotes {
-		who := fmt.Sprintf("remote endpoint %s at %v", r.MAC, r.VTEP)
-		if _, ok := nets[r.VNI]; !ok {
-			return invalid("%s: vni %d: no such network on this host", who, r.VNI)
-		}
-		if err := checkMAC(who, r.MAC); err != nil {
-			return err
-		}
-		if !r.VTEP.IsValid() || r.VTEP.IsUnspecified() || r.VTEP.IsMulticast() {
-			return invalid("%s: vtep %v: must be a unicast address", who, r.VTEP)
-		}
-		if err := checkIPs(who, r.IPs); err != nil {
-			return err
-		}
-		if err := claimAll(r.VNI, r.MAC, r.IPs, who); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func checkMAC(who string, mac net.HardwareAddr) error {
-	if len(mac) != 6 {
-		return invalid("%s: mac %q: must be 6 bytes", who, mac.String())
-	}
-	if mac[0]&1 != 0 {
-		return invalid("%s: mac %s: must be unicast", who, mac)
-	}
-	if slices.Equal(mac, make(net.HardwareAddr, 6)) {
-		return invalid("%s: mac %s: must not be all zero", who, mac)
-	}
-	return nil
-}
-
-func checkIPs(who string, ips []netip.Addr) error {
-	for _, ip := range ips {
-		if !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() || ip.Zone() != "" {
-			return invalid("%s: ip %v: must be a unicast address without zone", who, ip)
-		}
-	}
-	return nil
-}
 
 // macOrDerived is the endpoint's MAC: the given one, or one derived from its
 // first IPv4 address (02:7e:a.b.c.d), else its first address, else its ID.

@@ -18,6 +18,7 @@ var kernelImports = []string{
 	"github.com/vishvananda/netlink",
 	"github.com/vishvananda/netns",
 	"github.com/google/nftables",
+	"github.com/mdlayher/netlink",
 	"golang.org/x/sys/unix",
 }
 

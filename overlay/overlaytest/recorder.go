@@ -10,12 +10,23 @@ import (
 	"github.com/tenet-net/tenet/overlay"
 )
 
+// Call is one recorded reconcile: the state, and for ReconcileScope the
+// scope (Full is true for Reconcile).
+type Call struct {
+	State overlay.State
+	Scope overlay.Scope
+	Full  bool
+}
+
 // Recorder is a fake datapath. Safe for concurrent use.
 type Recorder struct {
-	mu     sync.Mutex // guards the fields below
-	states []overlay.State
-	// Fail, if set, is returned by the next Reconcile (and then cleared).
+	mu    sync.Mutex // guards the fields below
+	calls []Call
+	// Fail, if set, is returned by the next Reconcile or ReconcileScope
+	// (and then cleared).
 	Fail error
+	// MTU is what MaxMTU returns; zero: 1450 (a 1500 underlay).
+	MTU int
 }
 
 // Reconcile validates s as the real datapath does, then records it.
@@ -23,27 +34,65 @@ func (r *Recorder) Reconcile(ctx context.Context, s overlay.State) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if err := s.ValidateMTU(r.maxMTU()); err != nil {
+		return err
+	}
+	return r.record(Call{State: s, Full: true})
+}
+
+// ReconcileScope validates s and sc as the real datapath does, then records
+// them.
+func (r *Recorder) ReconcileScope(ctx context.Context, s overlay.State, sc overlay.Scope) error {
+	if err := s.ValidateScope(sc); err != nil {
+		return err
+	}
+	return r.record(Call{State: s, Scope: sc})
+}
+
+func (r *Recorder) record(c Call) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.Fail; err != nil {
 		r.Fail = nil
 		return err
 	}
-	r.states = append(r.states, s)
+	r.calls = append(r.calls, c)
 	return nil
 }
 
-// Last returns the last state reconciled, and whether there was one.
+// MaxMTU returns the largest network MTU the fake underlay carries.
+func (r *Recorder) MaxMTU() (int, error) {
+	return r.maxMTU(), nil
+}
+
+func (r *Recorder) maxMTU() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.MTU == 0 {
+		return 1450
+	}
+	return r.MTU
+}
+
+// Last returns the last state reconciled (full or scoped), and whether
+// there was one.
 func (r *Recorder) Last() (overlay.State, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.states) == 0 {
+	if len(r.calls) == 0 {
 		return overlay.State{}, false
 	}
-	return r.states[len(r.states)-1], true
+	return r.calls[len(r.calls)-1].State, true
 }
 
-// SetFail makes the next Reconcile fail with err.
+// Calls returns every recorded call, oldest first.
+func (r *Recorder) Calls() []Call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Call(nil), r.calls...)
+}
+
+// SetFail makes the next Reconcile or ReconcileScope fail with err.
 func (r *Recorder) SetFail(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -1,0 +1,79 @@
+package overlay
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/nftables"
+)
+
+// TestElementsReadBackAsWritten encodes elements as the kernel holds them
+// and decodes them back, interval bounds in any order (as a dump returns
+// them).
+func TestElementsReadBackAsWritten(t *testing.T) {
+	in := map[string][]Elem{
+		setPairs: {{setPairs, "br4097 . br4097"}, {setPairs, "br16777215 . up0"}},
+		setPorts: {{setPorts, "tcp . 7946"}, {setPorts, "udp . 4789"}, {setPorts, "udp . 65535"}},
+		setDeny: {{setDeny, "0.0.0.0-0.0.0.0"}, {setDeny, "10.0.0.0-10.0.0.255"}, {setDeny, "198.51.100.11-198.51.100.11"},
+			{setDeny, "255.255.255.0-255.255.255.255"}},
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for set, els := range in {
+		var keys []nftables.SetElement
+		for _, e := range els {
+			k, err := elemKeys(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, k...)
+		}
+		rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+		got := decodeElems(set, keys)
+		if diff := cmp.Diff(els, got, cmpSortElems); diff != "" {
+			t.Errorf("set %s (-written +read):\n%s", set, diff)
+		}
+	}
+	for _, bad := range []Elem{{setPairs, "br1"}, {setPairs, "a-very-long-interface . up0"}, {setPorts, "sctp . 1"},
+		{setPorts, "tcp . 70000"}, {setDeny, "10.0.0.1"}, {"nosuch", "x"}} {
+		if _, err := elemKeys(bad); err == nil {
+			t.Errorf("elemKeys(%v) accepted", bad)
+		}
+	}
+}
+
+var cmpSortElems = cmp.Transformer("sort", func(es []Elem) map[Elem]bool {
+	m := map[Elem]bool{}
+	for _, e := range es {
+		m[e] = true
+	}
+	return m
+})
+
+func TestGuardsReadBackFromTheirRulesUserData(t *testing.T) {
+	g := Guard{Port: "tv0123456789ab", MAC: "02:7e:0a:01:00:05", IPv4: netip.MustParseAddr("10.1.0.5")}
+	tags := make([]string, guardRules(g))
+	for i := range tags {
+		tags[i] = guardTagOf(g)
+	}
+	if got := parseGuard(g.Port, tags); got != g {
+		t.Errorf("parseGuard = %v, want %v", got, g)
+	}
+	noIP := Guard{Port: g.Port, MAC: g.MAC}
+	if got := parseGuard(g.Port, []string{guardTagOf(noIP), guardTagOf(noIP), guardTagOf(noIP), guardTagOf(noIP)}); got != noIP {
+		t.Errorf("parseGuard without ip = %v", got)
+	}
+	for name, bad := range map[string][]string{
+		"no rules":          nil,
+		"a rule missing":    tags[1:],
+		"another port's":    {guardTagOf(Guard{Port: "tv000000000000", MAC: g.MAC})},
+		"an older version":  {"tenet-guard-v0 " + g.Port + " x y"},
+		"mixed tags":        append([]string{guardTagOf(noIP)}, tags[1:]...),
+		"not an ip address": {guardTag + " " + g.Port + " " + g.MAC + " 10.1.0"},
+	} {
+		if got := parseGuard(g.Port, bad); got == g || got == noIP || got.MAC != "unreadable" {
+			t.Errorf("%s: parseGuard = %v, want an unreadable guard", name, got)
+		}
+	}
+}

@@ -1,0 +1,362 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// ErrInvalid is wrapped by every error about bad input to Reconcile.
+var ErrInvalid = errors.New("invalid datapath state")
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+}
+
+// validTenant reports whether t is 1-32 of a-z, 0-9 and '-', starting with
+// a letter or digit (so that it fits a namespace name and an nft table).
+func validTenant(t string) bool {
+	if len(t) == 0 || len(t) > 32 || t[0] == '-' {
+		return false
+	}
+	for i := range len(t) {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks the state as a whole before any kernel change: every
+// field in range, every reference resolvable, nothing claimed twice.
+func (s State) Validate() error {
+	nets, err := s.validateNetworks()
+	if err != nil {
+		return err
+	}
+	if err := s.Infra.validate(); err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	tags := map[string]string{}              // endpointTag -> endpoint ID
+	owners := map[uint32]map[string]string{} // vni -> "mac x" or "ip y" -> who
+	claim := func(vni uint32, what, who string) error {
+		if owners[vni] == nil {
+			owners[vni] = map[string]string{}
+		}
+		if o, dup := owners[vni][what]; dup {
+			return invalid("%s: %s already used by %s in vni %d", who, what, o, vni)
+		}
+		owners[vni][what] = who
+		return nil
+	}
+	claimAll := func(vni uint32, mac net.HardwareAddr, ips []netip.Addr, who string) error {
+		if err := claim(vni, "mac "+mac.String(), who); err != nil {
+			return err
+		}
+		for _, ip := range ips {
+			if err := claim(vni, "ip "+ip.String(), who); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, e := range s.Endpoints {
+		if err := e.validate(nets); err != nil {
+			return err
+		}
+		who := e.who()
+		if ids[e.ID] {
+			return invalid("%s: listed twice", who)
+		}
+		ids[e.ID] = true
+		if o, dup := tags[endpointTag(e.ID)]; dup {
+			return invalid("%s: interface names collide with endpoint %q's (%s)", who, o, BridgeVeth(e.ID))
+		}
+		tags[endpointTag(e.ID)] = e.ID
+		if err := claimAll(e.VNI, e.macOrDerived(), e.IPs, who); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.Remotes {
+		if err := r.validate(nets); err != nil {
+			return err
+		}
+		if err := claimAll(r.VNI, r.MAC, r.IPs, r.who()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateScope checks sc and what ReconcileScope would use of s, as
+// ReconcileScope does before any change.
+func (s State) ValidateScope(sc Scope) error {
+	_, err := s.validateScope(sc)
+	return err
+}
+
+// validateScope checks what a scoped reconcile uses: every network (they
+// are few, and a tenant's egress depends on all of its networks), the
+// infrastructure, and the endpoints and remotes the scope names, each
+// against every other claim in its network. It costs a scan of the state
+// without building anything per endpoint or remote.
+func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
+	if err := sc.validate(); err != nil {
+		return nil, err
+	}
+	nets, err := s.validateNetworks()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Infra.validate(); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, id := range sc.Endpoints {
+		want[id] = true
+	}
+	if len(want) > 0 {
+		tags := map[string]string{}
+		for _, id := range sc.Endpoints {
+			tags[endpointTag(id)] = id
+		}
+		seen := map[string]bool{}
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
+			if want[e.ID] {
+				if seen[e.ID] {
+					return nil, invalid("%s: listed twice", e.who())
+				}
+				seen[e.ID] = true
+				if err := e.validate(nets); err != nil {
+					return nil, err
+				}
+				if err := s.checkClaims(e.VNI, e.macOrDerived(), e.IPs, e.who(), e, nil); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if o, dup := tags[endpointTag(e.ID)]; dup {
+				return nil, invalid("endpoint %q: interface names collide with endpoint %q's (%s)", o, e.ID, BridgeVeth(o))
+			}
+		}
+	}
+	if len(sc.Remotes) > 0 {
+		keys := remoteKeySet(sc.Remotes)
+		for i := range s.Remotes {
+			r := &s.Remotes[i]
+			if !keys[binKey(r.VNI, r.MAC)] {
+				continue
+			}
+			if err := r.validate(nets); err != nil {
+				return nil, err
+			}
+			if err := s.checkClaims(r.VNI, r.MAC, r.IPs, r.who(), nil, r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nets, nil
+}
+
+// checkClaims reports whether mac or one of ips is claimed in vni by an
+// endpoint or remote other than self (one of selfEp, selfRem).
+func (s State) checkClaims(vni uint32, mac net.HardwareAddr, ips []netip.Addr, who string, selfEp *Endpoint, selfRem *Remote) error {
+	clash := func(omac net.HardwareAddr, oips []netip.Addr, other string) error {
+		if bytes.Equal(omac, mac) {
+			return invalid("%s: mac %s already used by %s in vni %d", who, mac, other, vni)
+		}
+		for _, ip := range ips {
+			for _, o := range oips {
+				if ip == o {
+					return invalid("%s: ip %s already used by %s in vni %d", who, ip, other, vni)
+				}
+			}
+		}
+		return nil
+	}
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		if e.VNI != vni || e == selfEp {
+			continue
+		}
+		if err := clash(e.macOrDerived(), e.IPs, e.who()); err != nil {
+			return err
+		}
+	}
+	for i := range s.Remotes {
+		r := &s.Remotes[i]
+		if r.VNI != vni || r == selfRem {
+			continue
+		}
+		if err := clash(r.MAC, r.IPs, r.who()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateNetworks checks every network and returns them by VNI.
+func (s State) validateNetworks() (map[uint32]*Network, error) {
+	nets := make(map[uint32]*Network, len(s.Networks))
+	for i := range s.Networks {
+		n := &s.Networks[i]
+		if !validTenant(n.Tenant) {
+			return nil, invalid("network %q: tenant %q: must be 1-32 of a-z, 0-9 and '-', starting with a letter or digit", n.Name, n.Tenant)
+		}
+		if n.Name == "" {
+			return nil, invalid("network of tenant %q with vni %d: empty name", n.Tenant, n.VNI)
+		}
+		if n.VNI < MinVNI || n.VNI > MaxVNI {
+			return nil, invalid("network %s/%s: vni %d: must be %d-%d", n.Tenant, n.Name, n.VNI, MinVNI, MaxVNI)
+		}
+		if n.MTU != 0 && (n.MTU < MinMTU || n.MTU > MaxMTU) {
+			return nil, invalid("network %s/%s: mtu %d: must be %d-%d", n.Tenant, n.Name, n.MTU, MinMTU, MaxMTU)
+		}
+		if o, dup := nets[n.VNI]; dup {
+			return nil, invalid("network %s/%s: vni %d already used by network %s/%s", n.Tenant, n.Name, n.VNI, o.Tenant, o.Name)
+		}
+		if n.Egress && !n.Gateway.IsValid() {
+			return nil, invalid("network %s/%s: egress needs a gateway", n.Tenant, n.Name)
+		}
+		if n.Gateway.IsValid() {
+			g := n.Gateway
+			if !g.Addr().Is4() || g.Bits() > 30 || g.Addr() == g.Masked().Addr() {
+				return nil, invalid("network %s/%s: gateway %s: must be an IPv4 host address in a /30 or larger", n.Tenant, n.Name, g)
+			}
+		}
+		for _, p := range n.Peers {
+			if !p.IsValid() || p.IsUnspecified() || p.IsMulticast() {
+				return nil, invalid("network %s/%s: peer vtep %v: must be a unicast address", n.Tenant, n.Name, p)
+			}
+		}
+		nets[n.VNI] = n
+	}
+	return nets, nil
+}
+
+// ValidateMTU checks that no network's MTU exceeds max, the largest the
+// underlay carries without fragmenting (Datapath.MaxMTU).
+func (s State) ValidateMTU(max int) error {
+	for _, n := range s.Networks {
+		if err := n.checkMTU(max); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n Network) checkMTU(max int) error {
+	if n.MTU > max {
+		return invalid("network %s/%s: mtu %d: above %d, the underlay's MTU less the VXLAN overhead (it would fragment)", n.Tenant, n.Name, n.MTU, max)
+	}
+	return nil
+}
+
+func (e *Endpoint) who() string { return fmt.Sprintf("endpoint %q", e.ID) }
+
+func (e *Endpoint) validate(nets map[uint32]*Network) error {
+	who := e.who()
+	if e.ID == "" {
+		return invalid("endpoint with empty id")
+	}
+	if _, ok := nets[e.VNI]; !ok {
+		return invalid("%s: vni %d: no such network on this host", who, e.VNI)
+	}
+	if err := checkIPs(who, e.IPs); err != nil {
+		return err
+	}
+	if e.MAC != nil {
+		if err := checkMAC(who, e.MAC); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Remote) who() string { return fmt.Sprintf("remote endpoint %s at %v", r.MAC, r.VTEP) }
+
+func (r *Remote) validate(nets map[uint32]*Network) error {
+	who := r.who()
+	if _, ok := nets[r.VNI]; !ok {
+		return invalid("%s: vni %d: no such network on this host", who, r.VNI)
+	}
+	if err := checkMAC(who, r.MAC); err != nil {
+		return err
+	}
+	if !r.VTEP.IsValid() || r.VTEP.IsUnspecified() || r.VTEP.IsMulticast() {
+		return invalid("%s: vtep %v: must be a unicast address", who, r.VTEP)
+	}
+	return checkIPs(who, r.IPs)
+}
+
+func (in Infra) validate() error {
+	for _, p := range in.Deny {
+		if !p.IsValid() {
+			return invalid("infra: deny prefix %v: must be an address with a prefix length", p)
+		}
+	}
+	for _, p := range in.Allow {
+		if !p.IsValid() {
+			return invalid("infra: allow prefix %v: must be an address with a prefix length", p)
+		}
+	}
+	for _, p := range in.Ports {
+		if p.Proto != TCP && p.Proto != UDP {
+			return invalid("infra: port %d: protocol %d: must be tcp (6) or udp (17)", p.Port, uint8(p.Proto))
+		}
+		if p.Port == 0 {
+			return invalid("infra: %s port 0: must be 1-65535", p.Proto)
+		}
+	}
+	return nil
+}
+
+func checkMAC(who string, mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return invalid("%s: mac %q: must be 6 bytes", who, mac.String())
+	}
+	if mac[0]&1 != 0 {
+		return invalid("%s: mac %s: must be unicast", who, mac)
+	}
+	if bytes.Equal(mac, make(net.HardwareAddr, 6)) {
+		return invalid("%s: mac %s: must not be all zero", who, mac)
+	}
+	return nil
+}
+
+func checkIPs(who string, ips []netip.Addr) error {
+	for _, ip := range ips {
+		if !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() || ip.Zone() != "" {
+			return invalid("%s: ip %v: must be a unicast address without zone", who, ip)
+		}
+	}
+	return nil
+}
+
+// remoteBin is a RemoteKey that a Remote can be matched against without
+// formatting its MAC.
+type remoteBin struct {
+	vni uint32
+	mac [6]byte
+}
+
+func binKey(vni uint32, mac net.HardwareAddr) remoteBin {
+	k := remoteBin{vni: vni}
+	copy(k.mac[:], mac)
+	return k
+}
+
+// remoteKeySet converts validated keys.
+func remoteKeySet(keys []RemoteKey) map[remoteBin]bool {
+	out := make(map[remoteBin]bool, len(keys))
+	for _, k := range keys {
+		m, _ := net.ParseMAC(k.MAC)
+		out[binKey(k.VNI, m)] = true
+	}
+	return out
+}
