@@ -69,29 +69,27 @@ func (g GossipCluster) Hosts() []HostInfo {
 func (g GossipCluster) Synced(string) bool { return false }
 
 // OverlayDatapath adapts an overlay.Datapath to Datapath.
-type OverlayDatapath struct {
-	DP *overlay.Datapath
-	// UnderlayMTU is the MTU of the underlay interface (0: unknown).
-	UnderlayMTU int
-}
+type OverlayDatapath struct{ DP *overlay.Datapath }
 
 var _ Datapath = OverlayDatapath{}
 var _ RemoteObserver = OverlayDatapath{}
 
-// Apply reconciles the whole state: this overlay version cannot limit a
-// reconcile to a scope.
-func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) error {
-	return o.DP.Reconcile(ctx, s)
+// Apply reconciles the whole state for Scope.All, else only the scope's
+// objects. "Every remote entry of a network" is the network's scope in
+// overlay, which holds its VXLAN device's entries.
+func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, sc Scope) error {
+	if sc.All {
+		return o.DP.Reconcile(ctx, s)
+	}
+	os := overlay.Scope{Tenants: sc.Tenants, Networks: union(sc.Networks, sc.RemoteNets), Endpoints: sc.Endpoints, Infra: sc.Infra}
+	for _, r := range sc.Remotes {
+		os.Remotes = append(os.Remotes, overlay.RemoteKey{VNI: r.VNI, MAC: r.MAC})
+	}
+	return o.DP.ReconcileScope(ctx, s, os)
 }
 
-// MaxMTU is the underlay's MTU minus the VXLAN overhead (0: unknown, so
-// unchecked).
-func (o OverlayDatapath) MaxMTU() (int, error) {
-	if o.UnderlayMTU == 0 {
-		return 0, nil
-	}
-	return o.UnderlayMTU - overlay.VXLANOverhead, nil
-}
+// MaxMTU is the underlay's MTU minus the VXLAN overhead.
+func (o OverlayDatapath) MaxMTU() (int, error) { return o.DP.MaxMTU() }
 
 // ObserveRemotes reads the remote entries of every VXLAN device: unicast
 // FDB entries with their neighbour entries, and the flood entries' VTEPs.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // Config configures a Core.
@@ -39,7 +40,11 @@ type Config struct {
 	// Forbidden lists ranges tenant subnets may not overlap (the underlay,
 	// the uplink range), besides the ones package rules always refuses.
 	Forbidden []rules.Forbidden
-	Logger    *slog.Logger
+	// Infra is what tenants may not reach through their egress (the
+	// underlay networks, gossip's port) and what an operator allows
+	// anyway; every member's underlay address is added to Deny.
+	Infra  overlay.Infra
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.

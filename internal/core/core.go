@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // Core owns this host's networks and endpoints. Safe for concurrent use.
@@ -33,6 +34,7 @@ type Core struct {
 	warned  map[string]uint64 // remote ID -> version of a conflict already logged
 	next    time.Time         // earliest end of a hidden entry's grace
 	retryAt time.Time         // when to retry a failed reconcile (zero: no need)
+	members string            // the members' addresses last programmed into Infra
 	bg      context.Context   // Run's context, for work after a caller gave up
 }
 
@@ -489,7 +491,7 @@ func (c *Core) readView() view {
 	}
 	c.mu.Unlock()
 	v := view{host: c.cfg.Host, vtep: c.cfg.VTEP, nets: nets, eps: eps, adopted: adopted,
-		remotes: map[string][]Remote{}, peers: map[string][]Peer{}}
+		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra()}
 	for _, n := range nets {
 		v.remotes[n.Key()] = c.cl.Remotes(n.Key())
 		v.peers[n.Key()] = c.cl.Peers(n.Key())
@@ -522,6 +524,33 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 			"ip", cf.remote.IP, "mac", cf.remote.MAC.String(), "network", cf.remote.Network, "taken_by", cf.with)
 	}
 	return c.dp.Apply(ctx, s, scope)
+}
+
+// infra is Config.Infra with every known host's underlay address denied.
+func (c *Core) infra() overlay.Infra {
+	in := c.cfg.Infra
+	in.Deny = slices.Clone(in.Deny)
+	for _, a := range c.memberAddrs() {
+		in.Deny = append(in.Deny, netip.PrefixFrom(a, a.BitLen()))
+	}
+	slices.SortFunc(in.Deny, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	in.Deny = slices.Compact(in.Deny)
+	return in
+}
+
+// memberAddrs lists the underlay addresses of every known host, this one
+// included, sorted.
+func (c *Core) memberAddrs() []netip.Addr {
+	out := []netip.Addr{c.cfg.VTEP}
+	for _, h := range c.cl.Hosts() {
+		if h.VTEP.IsValid() {
+			out = append(out, h.VTEP)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
 
 // vniOf returns the VNI of a local network, if this host has it.

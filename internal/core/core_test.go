@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,6 +61,8 @@ func start(t *testing.T, dp *coretest.Datapath, cl *coretest.Cluster, cfg core.C
 		})
 	}
 	t.Cleanup(h.stop)
+	// Run has subscribed to the cluster once it made its first pass.
+	eventually(t, "the core runs", func() bool { return len(dp.Calls()) > 0 })
 	return h
 }
 
@@ -279,7 +282,7 @@ func TestAFailedOrLateCallLeavesNothingBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := stateFile(t, h)
-	h.dp.FailNext(errors.New("kernel says no"))
+	h.dp.FailWhen(func(s core.Scope) bool { return slices.Contains(s.Endpoints, "e1") }, errors.New("kernel says no"))
 	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err == nil || !strings.Contains(err.Error(), "kernel says no") {
 		t.Fatalf("failing datapath: %v", err)
 	}

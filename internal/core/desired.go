@@ -23,6 +23,8 @@ type view struct {
 	// adopted holds, for networks gossip has not synced yet since start,
 	// the remote entries found in the kernel: they are kept as they are.
 	adopted map[uint32]adoptedRemotes
+	// infra is what tenants may not reach, the members' addresses in.
+	infra overlay.Infra
 }
 
 // adoptedRemotes are a network's remote entries as the kernel held them at
@@ -59,6 +61,7 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		}
 		return false
 	}
+	s.Infra = v.infra
 	nets := slices.Clone(v.nets)
 	slices.SortFunc(nets, func(a, b Network) int { return cmp.Compare(a.Key(), b.Key()) })
 	byKey := map[string]Network{}

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -44,6 +45,10 @@ func (c *Core) Run(ctx context.Context) error {
 	defer func() { <-done; <-done }()
 
 	c.adopt(ctx)
+	members := fmt.Sprint(c.memberAddrs())
+	c.mu.Lock()
+	c.members = members
+	c.mu.Unlock()
 	if err := <-c.w.submit(Scope{All: true}); err != nil {
 		// Not fatal: what could be programmed is; the rest is retried.
 		c.log.Error("reconcile the saved state", "err", err)
@@ -187,6 +192,13 @@ func (c *Core) onTick(now time.Time) Scope {
 	if retry {
 		scope.All = true
 	}
+	members := fmt.Sprint(c.memberAddrs())
+	c.mu.Lock()
+	if members != c.members {
+		c.members = members
+		scope.Infra = true
+	}
+	c.mu.Unlock()
 	return scope
 }
 

@@ -37,6 +37,9 @@ type Scope struct {
 	Remotes []RemoteKey
 	// RemoteNets: every remote entry of these networks.
 	RemoteNets []uint32
+	// Infra: what keeps tenants from the cluster's infrastructure (the
+	// members' underlay addresses changed).
+	Infra bool
 }
 
 // RemoteKey names one remote entry.
@@ -49,12 +52,12 @@ func remoteKey(vni uint32, mac net.HardwareAddr) RemoteKey { return RemoteKey{vn
 
 // Empty says whether the scope names nothing.
 func (s Scope) Empty() bool {
-	return !s.All && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
+	return !s.All && !s.Infra && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
 }
 
 // merge returns the union of s and o, each list sorted and without repeats.
 func (s Scope) merge(o Scope) Scope {
-	out := Scope{All: s.All || o.All}
+	out := Scope{All: s.All || o.All, Infra: s.Infra || o.Infra}
 	if out.All {
 		return out
 	}

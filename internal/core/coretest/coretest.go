@@ -27,6 +27,7 @@ type Datapath struct {
 	mu    sync.Mutex // guards the fields below
 	calls []Call
 	fail  error
+	when  func(core.Scope) bool
 	block chan struct{}
 	// MTU is what MaxMTU answers (0: unknown).
 	MTU int
@@ -56,8 +57,8 @@ func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.fail; err != nil {
-		d.fail = nil
+	if err := d.fail; err != nil && (d.when == nil || d.when(scope)) {
+		d.fail, d.when = nil, nil
 		return err
 	}
 	d.calls = append(d.calls, Call{s, scope})
@@ -79,6 +80,13 @@ func (d *Datapath) FailNext(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fail = err
+}
+
+// FailWhen makes the next Apply whose scope matches fail with err.
+func (d *Datapath) FailWhen(match func(core.Scope) bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail, d.when = err, match
 }
 
 // Block makes every Apply wait until the returned function is called.

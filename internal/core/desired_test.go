@@ -1,0 +1,218 @@
+package core
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+var (
+	hostVTEP = netip.MustParseAddr("198.51.100.10")
+	h1VTEP   = netip.MustParseAddr("198.51.100.11")
+	h2VTEP   = netip.MustParseAddr("198.51.100.12")
+	t0       = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+)
+
+func mac(last byte) net.HardwareAddr { return net.HardwareAddr{2, 0x7e, 10, 1, 0, last} }
+
+func ip(last byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, 0, last}) }
+
+func webNet() Network {
+	return Network{NetworkSpec: NetworkSpec{Tenant: "acme", Name: "web", VNI: 100, Subnet: netip.MustParsePrefix("10.1.0.0/24"),
+		Gateway: netip.MustParseAddr("10.1.0.1")}}
+}
+
+func baseView() view {
+	return view{host: "h0", vtep: hostVTEP, nets: []Network{webNet()},
+		eps:     []Endpoint{{EndpointSpec: EndpointSpec{ID: "e5", Network: "acme/web", IP: netip.PrefixFrom(ip(5), 24), MAC: mac(5)}}},
+		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, adopted: map[uint32]adoptedRemotes{}}
+}
+
+func rem(id string, last byte, host string, vtep netip.Addr, version uint64) Remote {
+	return Remote{ID: id, Network: "acme/web", MAC: mac(last), IP: ip(last), VTEP: vtep, Host: host, Version: version}
+}
+
+func remoteMACs(s overlay.State) []string {
+	var out []string
+	for _, r := range s.Remotes {
+		out = append(out, r.MAC.String()+"@"+r.VTEP.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDesiredFromAView(t *testing.T) {
+	grace := time.Minute
+	for _, tt := range []struct {
+		name      string
+		edit      func(*view)
+		remotes   []string
+		peers     []netip.Addr
+		conflicts int
+		next      time.Time
+	}{
+		{name: "local only"},
+		{
+			name: "a remote and its host as a peer",
+			edit: func(v *view) {
+				v.remotes["acme/web"] = []Remote{rem("r9", 9, "h1", h1VTEP, 1)}
+				v.peers["acme/web"] = []Peer{{Host: "h1", VTEP: h1VTEP}}
+			},
+			remotes: []string{"02:7e:0a:01:00:09@198.51.100.11"},
+			peers:   []netip.Addr{h1VTEP},
+		},
+		{
+			name: "a remote of a network this host lacks is left out",
+			edit: func(v *view) {
+				r := rem("x", 9, "h1", h1VTEP, 1)
+				r.Network = "globex/web"
+				v.remotes["globex/web"] = []Remote{r}
+			},
+		},
+		{
+			name: "a remote claiming a local address loses",
+			edit: func(v *view) {
+				v.remotes["acme/web"] = []Remote{rem("thief", 5, "h1", h1VTEP, 9)}
+			},
+			conflicts: 1,
+		},
+		{
+			name: "of two remotes claiming one address the newer wins",
+			edit: func(v *view) {
+				old, newer := rem("old", 9, "h1", h1VTEP, 1), rem("new", 9, "h2", h2VTEP, 2)
+				v.remotes["acme/web"] = []Remote{old, newer}
+			},
+			remotes:   []string{"02:7e:0a:01:00:09@198.51.100.12"},
+			conflicts: 1,
+		},
+		{
+			name: "a record of this host, or at its VTEP, is never tunnelled to",
+			edit: func(v *view) {
+				v.remotes["acme/web"] = []Remote{rem("self", 9, "h0", h1VTEP, 1), rem("loop", 10, "h1", hostVTEP, 1)}
+				v.peers["acme/web"] = []Peer{{Host: "h0", VTEP: hostVTEP}}
+			},
+		},
+		{
+			name: "an invalid record is ignored",
+			edit: func(v *view) {
+				bad := rem("bad", 9, "h1", h1VTEP, 1)
+				bad.MAC = net.HardwareAddr{1, 0, 0, 0, 0, 1}
+				zero := rem("zero", 10, "h1", netip.IPv4Unspecified(), 1)
+				v.remotes["acme/web"] = []Remote{bad, zero}
+			},
+		},
+		{
+			name: "a host down within the grace stays, and says when its grace ends",
+			edit: func(v *view) {
+				r := rem("r9", 9, "h1", h1VTEP, 1)
+				r.DownSince = t0.Add(-10 * time.Second)
+				v.remotes["acme/web"] = []Remote{r}
+				v.peers["acme/web"] = []Peer{{Host: "h1", VTEP: h1VTEP, DownSince: t0.Add(-20 * time.Second)}}
+			},
+			remotes: []string{"02:7e:0a:01:00:09@198.51.100.11"},
+			peers:   []netip.Addr{h1VTEP},
+			next:    t0.Add(-20 * time.Second).Add(time.Minute),
+		},
+		{
+			name: "a host down past the grace is gone",
+			edit: func(v *view) {
+				r := rem("r9", 9, "h1", h1VTEP, 1)
+				r.DownSince = t0.Add(-2 * time.Minute)
+				v.remotes["acme/web"] = []Remote{r}
+				v.peers["acme/web"] = []Peer{{Host: "h1", VTEP: h1VTEP, DownSince: t0.Add(-2 * time.Minute)}}
+			},
+		},
+		{
+			name: "adopted kernel entries fill in, never over gossip's",
+			edit: func(v *view) {
+				v.remotes["acme/web"] = []Remote{rem("r9", 9, "h1", h1VTEP, 1)}
+				v.adopted[100] = adoptedRemotes{
+					remotes: []overlay.Remote{
+						{VNI: 100, MAC: mac(9), VTEP: h2VTEP, IPs: []netip.Addr{ip(9)}},   // gossip says h1
+						{VNI: 100, MAC: mac(8), VTEP: h2VTEP, IPs: []netip.Addr{ip(8)}},   // only in the kernel
+						{VNI: 100, MAC: mac(7), VTEP: hostVTEP, IPs: []netip.Addr{ip(7)}}, // never to ourselves
+					},
+					peers: []netip.Addr{h2VTEP, hostVTEP},
+				}
+			},
+			remotes: []string{"02:7e:0a:01:00:08@198.51.100.12", "02:7e:0a:01:00:09@198.51.100.11"},
+			peers:   []netip.Addr{h2VTEP},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := baseView()
+			if tt.edit != nil {
+				tt.edit(&v)
+			}
+			s, conflicts, next := desired(v, t0, grace)
+			if err := s.Validate(); err != nil {
+				t.Fatalf("desired state is invalid: %v", err)
+			}
+			if diff := cmp.Diff(tt.remotes, remoteMACs(s)); diff != "" {
+				t.Errorf("remotes (-want +got):\n%s", diff)
+			}
+			if len(s.Networks) != 1 || !slices.Equal(s.Networks[0].Peers, tt.peers) {
+				t.Errorf("peers %v, want %v", s.Networks, tt.peers)
+			}
+			if len(conflicts) != tt.conflicts {
+				t.Errorf("%d conflicts, want %d: %+v", len(conflicts), tt.conflicts, conflicts)
+			}
+			if !next.Equal(tt.next) {
+				t.Errorf("next %v, want %v", next, tt.next)
+			}
+			if len(s.Endpoints) != 1 || s.Endpoints[0].MAC.String() != mac(5).String() {
+				t.Errorf("local endpoints %+v", s.Endpoints)
+			}
+		})
+	}
+}
+
+func TestDesiredNetworkShapes(t *testing.T) {
+	v := baseView()
+	internal := webNet()
+	internal.Name, internal.VNI, internal.Internal = "db", 101, true
+	internal.Subnet = netip.MustParsePrefix("10.2.0.0/24")
+	noGW := webNet()
+	noGW.Name, noGW.VNI, noGW.Gateway = "raw", 102, netip.Addr{}
+	noGW.Subnet = netip.MustParsePrefix("10.3.0.0/24")
+	mtu := webNet()
+	mtu.Tenant, mtu.VNI, mtu.MTU = "globex", 103, 1400
+	v.nets = append(v.nets, internal, noGW, mtu)
+	// An endpoint of a network that is not here (a race with its removal)
+	// is left out rather than making the state invalid.
+	v.eps = append(v.eps, Endpoint{EndpointSpec: EndpointSpec{ID: "stray", Network: "acme/gone", IP: netip.PrefixFrom(ip(6), 24), MAC: mac(6)}})
+	s, _, _ := desired(v, t0, time.Minute)
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]overlay.Network{}
+	for _, n := range s.Networks {
+		got[n.Tenant+"/"+n.Name] = n
+	}
+	if n := got["acme/web"]; !n.Egress || n.Gateway != netip.MustParsePrefix("10.1.0.1/24") {
+		t.Errorf("egress network: %+v", n)
+	}
+	if n := got["acme/db"]; n.Egress {
+		t.Errorf("internal network has egress: %+v", n)
+	}
+	if n := got["acme/raw"]; n.Egress || n.Gateway.IsValid() {
+		t.Errorf("network without gateway: %+v", n)
+	}
+	if n := got["globex/web"]; n.MTU != 1400 {
+		t.Errorf("mtu: %+v", n)
+	}
+	if len(s.Endpoints) != 1 {
+		t.Errorf("endpoints: %+v", s.Endpoints)
+	}
+	// Sorted, so that the same view always gives the same state.
+	s2, _, _ := desired(v, t0, time.Minute)
+	if a, b := fmt.Sprintf("%+v", s), fmt.Sprintf("%+v", s2); a != b {
+		t.Errorf("desired is not deterministic:\n%s\n%s", a, b)
+	}
+}

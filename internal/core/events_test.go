@@ -1,0 +1,234 @@
+package core_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/internal/core/coretest"
+	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// The remote-event path, driven by event transcripts: what another host
+// does reaches the core as gossip events, and must end as the right scope
+// and the right desired state, with nothing else touched.
+
+var vni = rules.DeriveVNI("acme/web")
+
+func remote(id string, last byte, host string) core.Remote {
+	return core.Remote{ID: id, Network: "acme/web", Host: host, VTEP: netip.AddrFrom4([4]byte{198, 51, 100, 11}),
+		IP: netip.AddrFrom4([4]byte{10, 1, 0, last}), MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, last}}
+}
+
+// passAfter waits for a datapath pass after the first n whose scope
+// satisfies want, and returns it.
+func passAfter(t *testing.T, dp *coretest.Datapath, n int, what string, want func(coretest.Call) bool) coretest.Call {
+	t.Helper()
+	var got coretest.Call
+	eventually(t, what, func() bool {
+		for _, c := range dp.Calls()[n:] {
+			if want(c) {
+				got = c
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+func hasRemote(s overlay.State, mac string) bool {
+	return slices.ContainsFunc(s.Remotes, func(r overlay.Remote) bool { return r.MAC.String() == mac })
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRemoteEventsBecomeScopedPasses(t *testing.T) {
+	var log syncBuffer
+	cfg := config(t, t.TempDir())
+	cfg.HiddenGrace = 300 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, cfg)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A put: that entry only.
+	n := len(dp.Calls())
+	cl.AddHost("h1", vtep1)
+	cl.AddRemote(remote("r9", 9, "h1"))
+	c := passAfter(t, dp, n, "a pass for r9", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	if c.Scope.All || len(c.Scope.Endpoints) > 0 || !slices.Equal(c.Scope.Remotes, []core.RemoteKey{{VNI: vni, MAC: "02:7e:0a:01:00:09"}}) {
+		t.Errorf("scope of a remote put: %+v", c.Scope)
+	}
+	if !hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("state lacks r9: %+v", c.State.Remotes)
+	}
+
+	// An attachment: the network's own objects (its flood list).
+	n = len(dp.Calls())
+	cl.AddPeer("acme/web", core.Peer{Host: "h1", VTEP: vtep1})
+	c = passAfter(t, dp, n, "a pass for the attachment", func(c coretest.Call) bool { return len(c.Scope.Networks) > 0 })
+	if !slices.Equal(c.Scope.Networks, []uint32{vni}) || len(c.State.Networks) != 1 || !slices.Equal(c.State.Networks[0].Peers, []netip.Addr{vtep1}) {
+		t.Errorf("attachment pass: scope %+v, networks %+v", c.Scope, c.State.Networks)
+	}
+
+	// A remote claiming a local address is left out, logged once.
+	n = len(dp.Calls())
+	cl.AddRemote(remote("thief", 5, "h1"))
+	c = passAfter(t, dp, n, "a pass for the thief", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	if hasRemote(c.State, "02:7e:0a:01:00:05") && slices.ContainsFunc(c.State.Remotes, func(r overlay.Remote) bool {
+		return r.VTEP == vtep1 && r.MAC.String() == "02:7e:0a:01:00:05"
+	}) {
+		t.Error("a remote claiming a local address was programmed")
+	}
+	eventually(t, "the conflict is logged", func() bool { return strings.Contains(log.String(), "claims a taken address") })
+
+	// A tombstone carries no MAC: the network's remote entries.
+	n = len(dp.Calls())
+	cl.DeleteRemote("r9")
+	c = passAfter(t, dp, n, "a pass for the tombstone", func(c coretest.Call) bool { return len(c.Scope.RemoteNets) > 0 })
+	if !slices.Equal(c.Scope.RemoteNets, []uint32{vni}) || hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("tombstone pass: scope %+v, remotes %+v", c.Scope, c.State.Remotes)
+	}
+
+	// A host going down: its entries stay for the grace, then go.
+	cl.AddRemote(remote("r7", 7, "h1"))
+	passAfter(t, dp, n, "r7 programmed", func(c coretest.Call) bool { return hasRemote(c.State, "02:7e:0a:01:00:07") })
+	n = len(dp.Calls())
+	down := time.Now()
+	cl.HostDown("h1", down)
+	c = passAfter(t, dp, n, "a pass without r7 once the grace is over", func(c coretest.Call) bool {
+		return !hasRemote(c.State, "02:7e:0a:01:00:07")
+	})
+	if since := time.Since(down); since < cfg.HiddenGrace {
+		t.Errorf("r7 withdrawn %v after its host went down; the grace is %v", since, cfg.HiddenGrace)
+	}
+	if len(c.State.Networks[0].Peers) != 0 {
+		t.Errorf("the down host is still a flood peer: %v", c.State.Networks[0].Peers)
+	}
+	for _, c := range dp.Calls()[n:] {
+		if c.Scope.All {
+			t.Errorf("a cluster change made a full pass: %+v", c.Scope)
+		}
+	}
+
+	// Events of a network this host does not have change nothing.
+	n = len(dp.Calls())
+	other := remote("x1", 3, "h1")
+	other.Network = "globex/db"
+	cl.AddRemote(other)
+	cl.AddRemote(remote("marker", 33, "h2")) // a pass after it proves it was seen
+	passAfter(t, dp, n, "the marker's pass", func(c coretest.Call) bool { return hasRemote(c.State, "02:7e:0a:01:00:21") })
+	for _, c := range dp.Calls()[n:] {
+		for _, r := range c.Scope.Remotes {
+			if r.MAC == "02:7e:0a:01:00:03" {
+				t.Errorf("an event of another network made a pass: %+v", c.Scope)
+			}
+		}
+	}
+}
+
+func TestStaleOwnEntriesAreWithdrawn(t *testing.T) {
+	h := newHarness(t)
+	// The ring hands back an endpoint and a network this host had before a
+	// restart, which are gone now.
+	h.cl.PutEndpoint(gossip.Endpoint{ID: "old", Network: "acme/web", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, IP: netip.MustParseAddr("10.1.0.9")})
+	h.cl.PutNetwork(gossip.Network{ID: "acme/old", Tenant: "acme", Name: "old", VNI: 77, Subnet: netip.MustParsePrefix("10.9.0.0/24")})
+	h.cl.Emit(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: "old", Host: "h0"})
+	h.cl.Emit(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableNetworks, Key: "acme/old", Host: "h0"})
+	eventually(t, "the stale endpoint is withdrawn", func() bool { _, ok := h.cl.Own("old"); return !ok })
+	eventually(t, "the stale network is withdrawn", func() bool { _, ok, _ := h.cl.OwnNetwork("acme/old"); return !ok })
+	// One it has is kept.
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.cl.Emit(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableNetworks, Key: "acme/web", Host: "h0"})
+	h.cl.AddRemote(remote("marker", 33, "h1"))
+	eventually(t, "the marker is seen", func() bool { s, _ := h.dp.Last(); return hasRemote(s, "02:7e:0a:01:00:21") })
+	if _, ok, _ := h.cl.OwnNetwork("acme/web"); !ok {
+		t.Fatal("a network this host has was withdrawn")
+	}
+}
+
+func TestARestartKeepsKernelRemotesUntilGossipSyncs(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	// The kernel holds two remote entries; gossip knows one of them so far.
+	kernel := []overlay.Remote{
+		{VNI: vni, MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 9}, VTEP: vtep1, IPs: []netip.Addr{netip.MustParseAddr("10.1.0.9")}},
+		{VNI: vni, MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 8}, VTEP: vtep1, IPs: []netip.Addr{netip.MustParseAddr("10.1.0.8")}},
+	}
+	dp := &coretest.Datapath{Kernel: map[uint32][]overlay.Remote{vni: kernel}, KernelPeers: map[uint32][]netip.Addr{vni: {vtep1}}}
+	cl := coretest.NewCluster("h0")
+	cl.AddRemote(remote("r9", 9, "h1"))
+	h2 := start(t, dp, cl, config(t, dir))
+	eventually(t, "the first pass", func() bool { _, ok := dp.Last(); return ok })
+	first := dp.Calls()[0]
+	if !first.Scope.All || !hasRemote(first.State, "02:7e:0a:01:00:09") || !hasRemote(first.State, "02:7e:0a:01:00:08") ||
+		!slices.Equal(first.State.Networks[0].Peers, []netip.Addr{vtep1}) {
+		t.Fatalf("the first pass after a restart dropped kernel entries: %+v", first.State)
+	}
+	n := len(dp.Calls())
+	cl.SetSynced("acme/web")
+	c := passAfter(t, dp, n, "a pass once synced", func(c coretest.Call) bool { return !hasRemote(c.State, "02:7e:0a:01:00:08") })
+	if c.Scope.All || !slices.Contains(c.Scope.RemoteNets, vni) || !hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("once synced: scope %+v, remotes %+v", c.Scope, c.State.Remotes)
+	}
+	_ = h2
+}
+
+func TestNewMembersAreKeptFromTenants(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.Infra = overlay.Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		Ports: []overlay.L4Port{{Proto: overlay.TCP, Port: 7946}}, Allow: []netip.Prefix{netip.MustParsePrefix("203.0.113.7/32")}}
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, cfg)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	n := len(dp.Calls())
+	cl.AddHost("h7", netip.MustParseAddr("203.0.113.50"))
+	c := passAfter(t, dp, n, "an infra pass", func(c coretest.Call) bool { return c.Scope.Infra })
+	in := c.State.Infra
+	for _, want := range []string{"198.51.100.0/24", "198.51.100.10/32", "203.0.113.50/32"} {
+		if !slices.Contains(in.Deny, netip.MustParsePrefix(want)) {
+			t.Errorf("infra deny lacks %s: %v", want, in.Deny)
+		}
+	}
+	if len(in.Allow) != 1 || len(in.Ports) != 1 {
+		t.Errorf("infra: %+v", in)
+	}
+}

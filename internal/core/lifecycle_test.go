@@ -1,0 +1,125 @@
+package core_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/internal/core/coretest"
+)
+
+func TestDeletingANetworkTakesItsStaleEndpoints(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"e1", "e2"} {
+		if _, err := h.c.CreateEndpoint(ctx(t), ep(id, "10.1.0."+id[1:]+"5")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Docker deletes a network only without endpoints; these are left by
+	// calls that failed half-way, and go with it.
+	if err := h.c.DeleteNetwork(ctx(t), "acme/web"); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.c.Endpoints()) != 0 {
+		t.Fatal("stale endpoints kept")
+	}
+	for _, id := range []string{"e1", "e2"} {
+		if _, ok := h.cl.Own(id); ok {
+			t.Errorf("stale endpoint %s still published", id)
+		}
+	}
+	if s, _ := h.dp.Last(); len(s.Networks)+len(s.Endpoints) != 0 {
+		t.Errorf("left in the datapath: %+v", s)
+	}
+	if err := h.c.DeleteNetwork(ctx(t), "acme/web"); err != nil {
+		t.Errorf("deleting twice: %v", err)
+	}
+}
+
+func TestCallsOnWhatIsNotThereSayWhat(t *testing.T) {
+	h := newHarness(t)
+	if _, _, err := h.c.AttachEndpoint(ctx(t), "nope", "/x"); !errors.Is(err, core.ErrNotFound) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("attach of an unknown endpoint: %v", err)
+	}
+	if _, ok := h.c.Network("acme/web"); ok {
+		t.Error("Network found a network that is not there")
+	}
+	if _, ok := h.c.NetworkByRef("docker-n1"); ok {
+		t.Error("NetworkByRef found a network that is not there")
+	}
+	if h.c.HasSubnet("acme", netip.MustParsePrefix("10.1.0.0/24")) {
+		t.Error("HasSubnet before any network")
+	}
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	if !h.c.HasSubnet("acme", netip.MustParsePrefix("10.1.0.0/24")) || h.c.HasSubnet("globex", netip.MustParsePrefix("10.1.0.0/24")) {
+		t.Error("HasSubnet does not tell tenants apart")
+	}
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err != nil {
+		t.Fatal(err)
+	}
+	e, n, err := h.c.AttachEndpoint(ctx(t), "e1", "")
+	if err != nil || e.Netns != "" || n.Key() != "acme/web" {
+		t.Errorf("attach without a namespace: %+v %+v %v", e, n, err)
+	}
+	if err := h.c.CheckSubnet(netip.MustParsePrefix("127.0.0.0/8")); !errors.Is(err, core.ErrInvalid) {
+		t.Errorf("CheckSubnet of loopback: %v", err)
+	}
+	if m, err := h.c.MaxMTU(); err != nil || m != 1450 {
+		t.Errorf("MaxMTU %d %v", m, err)
+	}
+}
+
+func TestANetworkBeingCreatedTakesNoEndpoints(t *testing.T) {
+	h := newHarness(t)
+	release := h.dp.Block()
+	created := make(chan error, 1)
+	go func() { _, err := h.c.CreateNetwork(ctx(t), web()); created <- err }()
+	eventually(t, "the network is pending", func() bool {
+		return h.c.HasSubnet("acme", netip.MustParsePrefix("10.1.0.0/24"))
+	})
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err == nil || !strings.Contains(err.Error(), "still being created") {
+		t.Errorf("endpoint on a pending network: %v", err)
+	}
+	if _, ok := h.c.Network("acme/web"); ok {
+		t.Error("a pending network is listed")
+	}
+	release()
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAFailedClusterPassIsRetried(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.RetryInterval = 10 * time.Millisecond
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, cfg)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	// The pass for another host's endpoint fails: nobody waits for it, so
+	// the core retries on its own, with a full pass.
+	dp.FailWhen(func(s core.Scope) bool { return len(s.Remotes) > 0 }, errors.New("kernel busy"))
+	n := len(dp.Calls())
+	cl.AddRemote(remote("r9", 9, "h1"))
+	c := passAfter(t, dp, n, "a retry", func(c coretest.Call) bool { return c.Scope.All })
+	if !hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("the retry lacks the remote: %+v", c.State.Remotes)
+	}
+}
+
+func TestRunTwiceIsRefused(t *testing.T) {
+	h := newHarness(t)
+	if err := h.c.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("second Run: %v", err)
+	}
+}

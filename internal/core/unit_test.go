@@ -1,0 +1,274 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	good := DefaultConfig()
+	good.Host, good.VTEP, good.StateDir = "h0", hostVTEP, "/tmp/x"
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for field, edit := range map[string]func(*Config){
+		"Host":           func(c *Config) { c.Host = "" },
+		"VTEP":           func(c *Config) { c.VTEP = netip.Addr{} },
+		"StateDir":       func(c *Config) { c.StateDir = "" },
+		"HiddenGrace":    func(c *Config) { c.HiddenGrace = -1 },
+		"SyncWait":       func(c *Config) { c.SyncWait = -1 },
+		"RepairInterval": func(c *Config) { c.RepairInterval = 0 },
+		"RetryInterval":  func(c *Config) { c.RetryInterval = 0 },
+		"GCInterval":     func(c *Config) { c.GCInterval = 0 },
+		"UnjoinedGrace":  func(c *Config) { c.UnjoinedGrace = 0 },
+		"Logger":         func(c *Config) { c.Logger = nil },
+	} {
+		c := good
+		edit(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}
+
+func TestNetworkSpecNormalize(t *testing.T) {
+	s := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24"), Gateway: netip.MustParseAddr("10.1.0.1")}
+	if err := s.normalize(nil, 1450); err != nil {
+		t.Fatal(err)
+	}
+	if s.VNI != rules.DeriveVNI("acme/web") || !s.Egress() || s.Key() != "acme/web" {
+		t.Fatalf("normalized: %+v", s)
+	}
+	s.Internal = true
+	if s.Egress() {
+		t.Fatal("an internal network has egress")
+	}
+	for _, tt := range []struct {
+		edit func(*NetworkSpec)
+		want string
+	}{
+		{func(s *NetworkSpec) { s.Gateway = netip.MustParseAddr("10.1.0.0") }, "network address"},
+		{func(s *NetworkSpec) { s.MTU = 1451 }, "at most 1450"},
+		{func(s *NetworkSpec) { s.MTU = 1000 }, "at least 1280"},
+		{func(s *NetworkSpec) { s.Subnet = netip.MustParsePrefix("10.1.0.0/31") }, "/30"},
+		{func(s *NetworkSpec) { s.Name = "" }, `network ""`},
+	} {
+		x := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+		tt.edit(&x)
+		if err := x.normalize(nil, 1450); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v; want %q", x, err, tt.want)
+		}
+	}
+	// An unknown underlay MTU (0) checks only the absolute bounds.
+	x := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24"), MTU: 9000}
+	if err := x.normalize(nil, 0); err != nil {
+		t.Errorf("mtu 9000 with an unknown underlay: %v", err)
+	}
+	x.MTU = 9001
+	if err := x.normalize(nil, 0); err == nil {
+		t.Error("mtu 9001 accepted")
+	}
+}
+
+func TestEndpointSpecNormalize(t *testing.T) {
+	n := webNet().NetworkSpec
+	e := EndpointSpec{ID: "e1", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.5/32")}
+	if err := e.normalize(n); err != nil {
+		t.Fatal(err)
+	}
+	if e.IP.Bits() != 24 || e.MAC.String() != "02:7e:0a:01:00:05" {
+		t.Fatalf("normalized: %+v", e)
+	}
+	given := EndpointSpec{ID: "e2", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.6/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 6}}
+	if err := given.normalize(n); err != nil || given.MAC.String() != "02:00:00:00:00:06" {
+		t.Fatalf("a given MAC: %+v %v", given, err)
+	}
+	for _, tt := range []struct {
+		e    EndpointSpec
+		want string
+	}{
+		{EndpointSpec{Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.5/24")}, "id"},
+		{EndpointSpec{ID: "x", Network: "acme/web"}, "no IPv4 address"},
+		{EndpointSpec{ID: "x", IP: netip.MustParsePrefix("10.1.0.5/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0}}, "6 bytes"},
+		{EndpointSpec{ID: "x", IP: netip.MustParsePrefix("10.1.0.5/24"), MAC: net.HardwareAddr{0, 0, 0, 0, 0, 0}}, "all zero"},
+	} {
+		if err := tt.e.normalize(n); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v; want %q", tt.e, err, tt.want)
+		}
+	}
+}
+
+func TestScopeMergeAndEmpty(t *testing.T) {
+	if !(Scope{}).Empty() {
+		t.Fatal("the zero scope is not empty")
+	}
+	for _, s := range []Scope{{All: true}, {Infra: true}, {Tenants: []string{"a"}}, {RemoteNets: []uint32{1}}} {
+		if s.Empty() {
+			t.Errorf("%+v is empty", s)
+		}
+	}
+	a := Scope{Tenants: []string{"b", "a"}, Networks: []uint32{2}, Remotes: []RemoteKey{{2, "02:00:00:00:00:02"}, {1, "02:00:00:00:00:09"}}}
+	b := Scope{Tenants: []string{"a"}, Networks: []uint32{1, 2}, Endpoints: []string{"e"}, Remotes: []RemoteKey{{1, "02:00:00:00:00:09"}}, Infra: true}
+	m := a.merge(b)
+	if !slices.Equal(m.Tenants, []string{"a", "b"}) || !slices.Equal(m.Networks, []uint32{1, 2}) || !slices.Equal(m.Endpoints, []string{"e"}) ||
+		len(m.Remotes) != 2 || m.Remotes[0].VNI != 1 || !m.Infra || m.All {
+		t.Errorf("merged: %+v", m)
+	}
+	if all := a.merge(Scope{All: true}); !all.All || len(all.Tenants) != 0 {
+		t.Errorf("merged with All: %+v", all)
+	}
+}
+
+func TestStateRoundTripsAndRefusesANewerFormat(t *testing.T) {
+	dir := t.TempDir()
+	nets := []Network{webNet()}
+	nets[0].Ref, nets[0].MTU, nets[0].Internal = "d1", 1400, true
+	eps := []Endpoint{{EndpointSpec: EndpointSpec{ID: "e5", Network: "acme/web", IP: netip.PrefixFrom(ip(5), 24), MAC: mac(5)},
+		Netns: "/run/docker/netns/x", NetnsSeen: true, Created: t0}}
+	b, err := encodeState(nets, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(statePath(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gotNets, gotEps, err := loadState(dir, func(string, ...any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := gotNets["acme/web"]; n == nil || n.NetworkSpec != nets[0].NetworkSpec {
+		t.Errorf("network: %+v", n)
+	}
+	if e := gotEps["e5"]; e == nil || e.Netns != eps[0].Netns || !e.NetnsSeen || !e.Created.Equal(t0) || e.MAC.String() != mac(5).String() {
+		t.Errorf("endpoint: %+v", e)
+	}
+	if err := os.WriteFile(statePath(dir), []byte(`{"version": 99}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadState(dir, func(string, ...any) {}); err == nil || !strings.Contains(err.Error(), "version 99") {
+		t.Errorf("a newer format: %v", err)
+	}
+	// Entries that no longer pass the rules are dropped, with a warning.
+	if err := os.WriteFile(statePath(dir), []byte(`{"version":2,"networks":[{"tenant":"Bad!","name":"x"}],
+		"endpoints":[{"id":"e","network":"Bad!/x"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	gotNets, gotEps, err = loadState(dir, func(msg string, _ ...any) { warned = append(warned, msg) })
+	if err != nil || len(gotNets) != 0 || len(gotEps) != 0 || len(warned) != 2 {
+		t.Errorf("invalid saved entries: %v %v %v %v", gotNets, gotEps, err, warned)
+	}
+}
+
+// failDatapath fails every pass whose scope names a bad endpoint.
+type failDatapath struct {
+	mu     sync.Mutex
+	passes []Scope
+	gate   chan struct{}
+}
+
+func (f *failDatapath) Apply(ctx context.Context, s overlay.State, sc Scope) error {
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.passes = append(f.passes, sc)
+	for _, e := range sc.Endpoints {
+		if strings.HasPrefix(e, "bad") {
+			return errors.New("the kernel refuses " + e)
+		}
+	}
+	return nil
+}
+
+func (f *failDatapath) MaxMTU() (int, error) { return 0, nil }
+
+func TestAFailureReachesOnlyTheCallerWhoseChangeCausedIt(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", hostVTEP, t.TempDir()
+	dp := &failDatapath{}
+	c, err := New(cfg, dp, &memCluster{eps: map[string]bool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Three requests in one pass: the merged pass fails, each is retried
+	// alone, and only the bad one's caller hears of it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		dp.mu.Lock()
+		started := len(dp.passes) > 0
+		dp.mu.Unlock()
+		if started {
+			break // the start-up pass is done
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no start-up pass")
+		}
+	}
+	gate := make(chan struct{})
+	dp.mu.Lock()
+	dp.gate = gate
+	dp.mu.Unlock()
+	results := map[string]<-chan error{}
+	for _, id := range []string{"good1", "bad", "good2"} {
+		results[id] = c.w.submit(Scope{Endpoints: []string{id}})
+	}
+	close(gate)
+	for id, ch := range results {
+		err := <-ch
+		if strings.HasPrefix(id, "bad") != (err != nil) {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
+}
+
+func TestSaveFailsLoudlyAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", hostVTEP, filepath.Join(dir, "state")
+	c, err := New(cfg, nopDatapath{}, &memCluster{eps: map[string]bool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// The state directory becomes a file: no save can succeed.
+	if err := os.WriteFile(cfg.StateDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")})
+	if err == nil || !strings.Contains(err.Error(), "save state") {
+		t.Fatalf("create with an unwritable state: %v", err)
+	}
+	if len(c.Networks()) != 0 {
+		t.Fatal("a network that could not be saved was kept")
+	}
+	// A caller that gives up waiting for the save hears so.
+	short, stop := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer stop()
+	<-short.Done()
+	if err := c.saver.save(short); err == nil {
+		t.Error("save with an expired context succeeded")
+	}
+}
