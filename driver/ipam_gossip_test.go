@@ -253,6 +253,20 @@ func TestIPAMOverRealGossipSmallPools(t *testing.T) {
 		{"10.66.0.0/24", "10.66.0.128/27", 32}, // gateway and broadcast outside the range
 	} {
 		poolID := r.requestPool(t, tc.subnet, tc.rng)
+		// Under load (-race, a busy machine) memberlist may report a peer
+		// down for a moment, and a request then fails as ErrUnavailable:
+		// try again, as a user would.
+		request := func(m *ipam.IPAM) (netip.Prefix, error) {
+			for try := 0; ; try++ {
+				ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+				a, err := m.RequestAddress(ctx, poolID, ipam.AddressRequest{})
+				cancel()
+				if !errors.Is(err, ipam.ErrUnavailable) || try == 5 {
+					return a, err
+				}
+			}
+		}
+		refusal := func(err error) bool { return errors.Is(err, ipam.ErrExhausted) || errors.Is(err, ipam.ErrUnavailable) }
 		held := map[netip.Addr]int{}
 		take := func(i int, a netip.Prefix) {
 			if prev, dup := held[a.Addr()]; dup {
@@ -264,11 +278,9 @@ func TestIPAMOverRealGossipSmallPools(t *testing.T) {
 			for {
 				refused := 0
 				for i, m := range r.ipams {
-					ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-					a, err := m.RequestAddress(ctx, poolID, ipam.AddressRequest{})
-					cancel()
+					a, err := request(m)
 					if err != nil {
-						if !errors.Is(err, ipam.ErrExhausted) || len(held) < tc.capacity {
+						if !refusal(err) || len(held) < tc.capacity {
 							t.Fatalf("pool %s: h%d refused with %d of %d addresses in use: %v", poolID, i, len(held), tc.capacity, err)
 						}
 						refused++
@@ -303,11 +315,9 @@ func TestIPAMOverRealGossipSmallPools(t *testing.T) {
 		for i, m := range r.ipams {
 			wg.Go(func() {
 				for {
-					ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-					a, err := m.RequestAddress(ctx, poolID, ipam.AddressRequest{})
-					cancel()
+					a, err := request(m)
 					if err != nil {
-						if !errors.Is(err, ipam.ErrExhausted) {
+						if !refusal(err) {
 							t.Errorf("pool %s: h%d: %v", poolID, i, err)
 						}
 						return

@@ -262,8 +262,9 @@ func (m *IPAM) ReleasePool(ctx context.Context, id string) error {
 // and a restart before that only leaves the address allocated (unused,
 // never duplicated).
 func (m *IPAM) settle(ctx context.Context, gen uint64) {
-	_ = m.persist(ctx, gen)
-	m.kickWriter()
+	if m.persist(ctx, gen) != nil {
+		m.kickWriter()
+	}
 }
 
 // dropIfUnusedLocked forgets a released pool once no container address is

@@ -125,8 +125,8 @@ func (m *IPAM) commit(ctx context.Context, gen uint64, undo func()) error {
 		undo()
 		m.changedLocked()
 		m.mu.Unlock()
+		m.kickWriter() // the undo is saved by the writer
 	}
-	m.kickWriter()
 	return err
 }
 
