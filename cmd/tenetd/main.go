@@ -41,7 +41,7 @@ var version = "dev"
 
 type options struct {
 	name, vtep, bind, keyFile, socket, adminSocket, dockerSocket, stateDir, netnsPrefix, logLevel string
-	join, ipamSeeds                                                                               []string
+	join, ipamSeeds, allowEgress                                                                  []string
 	port, vxlanPort                                                                               int
 	requestTimeout                                                                                time.Duration
 }
@@ -56,7 +56,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 	var o options
 	host, _ := os.Hostname()
-	var join, seeds string
+	var join, seeds, allow string
 	fs := flag.NewFlagSet("tenetd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -69,6 +69,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.bind, "bind", "", "address the gossip ring listens on (default: the VTEP)")
 	fs.IntVar(&o.port, "port", 7946, "gossip port (UDP and TCP)")
 	fs.StringVar(&join, "join", "", "comma-separated HOST[:PORT] of hosts to join; rejoined while unreachable")
+	fs.StringVar(&allow, "allow-egress", "", "comma-separated addresses or CIDRs on the underlay that tenants may reach anyway (by default they reach no member's address, no underlay network and no gossip or VXLAN port)")
 	fs.StringVar(&seeds, "ipam-seeds", "", "comma-separated names of the hosts that first own each pool's address blocks (required; the same list on every host, never changed once pools exist)")
 	fs.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
 	fs.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
@@ -98,6 +99,9 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 	if seeds != "" {
 		o.ipamSeeds = strings.Split(seeds, ",")
+	}
+	if allow != "" {
+		o.allowEgress = strings.Split(allow, ",")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -184,10 +188,14 @@ func run(ctx context.Context, o options) error {
 
 	ccfg := core.DefaultConfig()
 	ccfg.Host, ccfg.VTEP, ccfg.StateDir, ccfg.Logger = o.name, vtep, o.stateDir, logger
-	under, mtu := underlay(vtep)
+	under := underlay(vtep)
 	ccfg.Forbidden = forbidden(under, ocfg.UplinkNet)
+	ccfg.Infra, err = infra(under, bind, uint16(o.port), o.allowEgress)
+	if err != nil {
+		return err
+	}
 	cl := core.GossipCluster{Node: node}
-	c, err := core.New(ccfg, core.OverlayDatapath{DP: dp, UnderlayMTU: mtu}, cl)
+	c, err := core.New(ccfg, core.OverlayDatapath{DP: dp}, cl)
 	if err != nil {
 		return err
 	}
@@ -250,8 +258,8 @@ func kickOnRegistryChanges(ctx context.Context, node *gossip.Node, s *driver.Syn
 	}
 }
 
-// underlay finds the interface that holds the VTEP: its network and MTU.
-func underlay(vtep netip.Addr) (rules.Forbidden, int) {
+// underlay finds the network of the interface that holds the VTEP.
+func underlay(vtep netip.Addr) rules.Forbidden {
 	ifaces, _ := net.Interfaces()
 	for _, i := range ifaces {
 		addrs, _ := i.Addrs()
@@ -266,10 +274,38 @@ func underlay(vtep netip.Addr) (rules.Forbidden, int) {
 			}
 			ones, _ := n.Mask.Size()
 			p := netip.PrefixFrom(vtep, ones).Masked()
-			return rules.Forbidden{Prefix: p, What: fmt.Sprintf("the underlay network %s (%s)", p, i.Name)}, i.MTU
+			return rules.Forbidden{Prefix: p, What: fmt.Sprintf("the underlay network %s (%s)", p, i.Name)}
 		}
 	}
-	return rules.Forbidden{}, 0
+	return rules.Forbidden{}
+}
+
+// infra is what tenants may not reach: the underlay network, this host's
+// gossip address and gossip's port (the core adds every member's address),
+// unless --allow-egress lists it.
+func infra(under rules.Forbidden, bind netip.Addr, port uint16, allow []string) (overlay.Infra, error) {
+	in := overlay.Infra{Ports: []overlay.L4Port{{Proto: overlay.TCP, Port: port}, {Proto: overlay.UDP, Port: port}}}
+	if under.Prefix.IsValid() {
+		in.Deny = append(in.Deny, under.Prefix)
+	}
+	if bind.IsValid() && !bind.IsUnspecified() {
+		in.Deny = append(in.Deny, netip.PrefixFrom(bind, bind.BitLen()))
+	}
+	for _, a := range allow {
+		p, err := netip.ParsePrefix(strings.TrimSpace(a))
+		if err != nil {
+			ip, aerr := netip.ParseAddr(strings.TrimSpace(a))
+			if aerr != nil {
+				return in, fmt.Errorf("--allow-egress %q: not an address or CIDR", a)
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		if p != p.Masked() {
+			return in, fmt.Errorf("--allow-egress %q: host bits set; did you mean %s?", a, p.Masked())
+		}
+		in.Allow = append(in.Allow, p)
+	}
+	return in, nil
 }
 
 // forbidden lists what tenant subnets may not overlap on this host: the

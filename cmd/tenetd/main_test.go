@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tenet-net/tenet/internal/rules"
 )
 
 func TestGenkeyHelpPrintsHelpNotAKey(t *testing.T) {
@@ -36,5 +39,27 @@ func TestFlagErrorsExitTwoAndHelpZero(t *testing.T) {
 	}
 	if code := cli([]string{"stray"}, &out, &errb); code != 2 {
 		t.Errorf("stray argument: %d", code)
+	}
+}
+
+func TestInfraDeniesTheUnderlayAndAllowsWhatIsListed(t *testing.T) {
+	under := rules.Forbidden{Prefix: netip.MustParsePrefix("198.51.100.0/24")}
+	in, err := infra(under, netip.MustParseAddr("198.51.100.10"), 7946, []string{"198.51.100.53", "203.0.113.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Deny) != 2 || in.Deny[0] != under.Prefix || in.Deny[1] != netip.MustParsePrefix("198.51.100.10/32") {
+		t.Errorf("deny %v", in.Deny)
+	}
+	if len(in.Ports) != 2 || in.Ports[0].Port != 7946 || in.Ports[0].Proto == in.Ports[1].Proto {
+		t.Errorf("ports %v", in.Ports)
+	}
+	if len(in.Allow) != 2 || in.Allow[0] != netip.MustParsePrefix("198.51.100.53/32") {
+		t.Errorf("allow %v", in.Allow)
+	}
+	for _, bad := range []string{"nope", "198.51.100.1/24"} {
+		if _, err := infra(under, netip.Addr{}, 7946, []string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("--allow-egress %s: %v", bad, err)
+		}
 	}
 }
