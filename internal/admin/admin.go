@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tenet-net/tenet/internal/adminapi"
@@ -280,8 +281,13 @@ func (s *Server) networks() []adminapi.Network {
 func (s *Server) endpoints() []adminapi.Endpoint {
 	out := []adminapi.Endpoint{}
 	for _, e := range s.Core.Endpoints() {
-		out = append(out, adminapi.Endpoint{ID: e.ID, Network: e.Network, IP: e.IP.Addr().String(), MAC: e.MAC.String(),
-			Host: s.Host, VTEP: s.VTEP, State: "up"})
+		a := adminapi.Endpoint{ID: e.ID, Network: e.Network, IP: e.IP.Addr().String(), MAC: e.MAC.String(),
+			Host: s.Host, VTEP: s.VTEP, State: "up"}
+		a.Tenant, _, _ = strings.Cut(e.Network, "/")
+		if len(e.Names) > 0 {
+			a.Name, a.Aliases = e.Names[0], e.Names[1:]
+		}
+		out = append(out, a)
 	}
 	now := time.Now()
 	for _, n := range s.Core.Networks() {
@@ -296,7 +302,8 @@ func (s *Server) endpoints() []adminapi.Endpoint {
 				}
 				state = "host-down"
 			}
-			out = append(out, adminapi.Endpoint{ID: r.ID, Network: r.Network, IP: r.IP.String(), MAC: r.MAC.String(),
+			tenant, _, _ := strings.Cut(r.Network, "/")
+			out = append(out, adminapi.Endpoint{ID: r.ID, Tenant: tenant, Network: r.Network, IP: r.IP.String(), MAC: r.MAC.String(),
 				Host: r.Host, VTEP: r.VTEP.String(), State: state})
 		}
 	}

@@ -78,8 +78,11 @@ type Definition struct {
 
 // Endpoint is a container endpoint somewhere in the cluster.
 type Endpoint struct {
-	ID      string `json:"id"`
-	Network string `json:"network"` // tenant/name
+	ID      string   `json:"id"`
+	Name    string   `json:"name,omitempty"`    // the container's name, where known
+	Aliases []string `json:"aliases,omitempty"` // its other names on the network
+	Tenant  string   `json:"tenant"`
+	Network string   `json:"network"` // tenant/name
 	IP      string `json:"ip"`
 	MAC     string `json:"mac"`
 	Host    string `json:"host"`

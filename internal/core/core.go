@@ -356,6 +356,34 @@ func (c *Core) AttachEndpoint(ctx context.Context, id, netns string) (Endpoint, 
 	return out, n, nil
 }
 
+// SetEndpointNames records the names a local endpoint answers to (its
+// container's name, then its aliases) and publishes them; the datapath is
+// not involved. Setting the names it has already is a no-op.
+func (c *Core) SetEndpointNames(ctx context.Context, id string, names []string) error {
+	if err := checkNames(names); err != nil {
+		return kindErrorf(ErrInvalid, "set names of endpoint %.12s: %v", id, err)
+	}
+	c.mu.Lock()
+	e := c.eps[id]
+	if e == nil || !c.ready[id] {
+		c.mu.Unlock()
+		return kindErrorf(ErrNotFound, "set names of endpoint %.12s: no such endpoint", id)
+	}
+	if slices.Equal(e.Names, names) {
+		c.mu.Unlock()
+		return nil
+	}
+	e.Names = slices.Clone(names)
+	out := *e
+	c.mu.Unlock()
+	if err := c.saver.save(ctx); err != nil {
+		return fmt.Errorf("set names of endpoint %.12s: %w", id, err)
+	}
+	c.publishEndpoint(out)
+	c.log.Info("endpoint names", "endpoint", id, "names", names)
+	return nil
+}
+
 // DeleteEndpoint removes an endpoint and withdraws it from the cluster.
 // Deleting an unknown endpoint is not an error (Docker repeats calls when it
 // rolls back).

@@ -123,3 +123,34 @@ func TestRunTwiceIsRefused(t *testing.T) {
 		t.Errorf("second Run: %v", err)
 	}
 }
+
+func TestEndpointNamesAreKeptAndChecked(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(h.dp.Calls())
+	if err := h.c.SetEndpointNames(ctx(t), "e1", []string{"db", "postgres", "db.acme.web"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.dp.Calls()) != calls {
+		t.Error("names reached the datapath")
+	}
+	for _, bad := range [][]string{{"bad name"}, {""}, {strings.Repeat("a", 64)}, make([]string, 33)} {
+		if err := h.c.SetEndpointNames(ctx(t), "e1", bad); !errors.Is(err, core.ErrInvalid) {
+			t.Errorf("names %q: %v", bad, err)
+		}
+	}
+	if err := h.c.SetEndpointNames(ctx(t), "nope", []string{"x"}); !errors.Is(err, core.ErrNotFound) {
+		t.Errorf("names of an unknown endpoint: %v", err)
+	}
+	h.stop()
+	h2 := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
+	if e, ok := h2.c.Endpoint("e1"); !ok || strings.Join(e.Names, ",") != "db,postgres,db.acme.web" {
+		t.Errorf("names after a restart: %+v", e)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tenet-net/tenet/internal/rules"
@@ -58,6 +59,11 @@ type EndpointSpec struct {
 	// container restarted with the same address keeps its MAC and its
 	// peers' ARP caches stay right.
 	MAC net.HardwareAddr
+	// Names the container answers to on this network: its name first,
+	// then its aliases (each a DNS name). A front end learns them from
+	// its engine (Docker does not tell a driver) and sets them with
+	// SetEndpointNames.
+	Names []string
 }
 
 // Endpoint is an endpoint on this host.
@@ -131,6 +137,33 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// MaxNames bounds the names of one endpoint.
+const MaxNames = 32
+
+// checkNames checks endpoint names: DNS names (labels of 1-63 letters,
+// digits, '-' and '_', at most 253 bytes in all), at most MaxNames.
+func checkNames(names []string) error {
+	if len(names) > MaxNames {
+		return fmt.Errorf("%d names: at most %d", len(names), MaxNames)
+	}
+	for _, n := range names {
+		if len(n) == 0 || len(n) > 253 {
+			return fmt.Errorf("name %q: must be 1-253 bytes", n)
+		}
+		for _, l := range strings.Split(n, ".") {
+			if len(l) == 0 || len(l) > 63 {
+				return fmt.Errorf("name %q: each label must be 1-63 bytes", n)
+			}
+			for _, r := range l {
+				if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+					return fmt.Errorf("name %q: only letters, digits, '-', '_' and '.'", n)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // normalize checks an endpoint against its network n and fills its MAC.
 func (e *EndpointSpec) normalize(n NetworkSpec) error {
 	if e.ID == "" {
@@ -147,6 +180,9 @@ func (e *EndpointSpec) normalize(n NetworkSpec) error {
 	}
 	if n.Gateway.IsValid() && e.IP.Addr() == n.Gateway {
 		return fmt.Errorf("address %s: is the gateway of network %s", e.IP.Addr(), n.Key())
+	}
+	if err := checkNames(e.Names); err != nil {
+		return err
 	}
 	if e.MAC == nil {
 		e.MAC = overlay.DeriveMAC([]netip.Addr{e.IP.Addr()}, e.ID)

@@ -45,6 +45,7 @@ type savedEndpoint struct {
 	Network string           `json:"network"` // key; version 1: the Docker network ID
 	IP      netip.Prefix     `json:"ip"`
 	MAC     net.HardwareAddr `json:"mac"`
+	Names   []string         `json:"names,omitempty"`
 	Netns   string           `json:"netns,omitempty"`
 	Seen    bool             `json:"netns_seen,omitempty"`
 	Sandbox string           `json:"sandbox,omitempty"` // version 1's Netns
@@ -100,7 +101,7 @@ func loadState(dir string, warn func(msg string, args ...any)) (map[string]*Netw
 		// Version 1 did not record whether the namespace was seen; an
 		// endpoint it knew had joined long ago.
 		seen := e.Seen || s.Version < 2
-		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC}, Netns: netns, NetnsSeen: seen, Created: e.Created}
+		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC, Names: e.Names}, Netns: netns, NetnsSeen: seen, Created: e.Created}
 	}
 	return nets, eps, nil
 }
@@ -112,7 +113,7 @@ func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 			Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created})
 	}
 	for _, e := range eps {
-		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Netns: e.Netns, Seen: e.NetnsSeen, Created: e.Created})
+		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Names: e.Names, Netns: e.Netns, Seen: e.NetnsSeen, Created: e.Created})
 	}
 	slices.SortFunc(s.Networks, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
 	slices.SortFunc(s.Endpoints, func(a, b savedEndpoint) int { return cmp.Compare(a.ID, b.ID) })
