@@ -161,15 +161,16 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	if out, err := c.Engine(0).Docker(ctx, "exec", "c0", "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
 		t.Errorf("container mtu %q (%v), want 1450", out, err)
 	}
-	// Egress: the containers reach the other hosts' underlay side through
-	// their host's tenant router (never their own host itself); a
-	// container of an --internal network reaches nothing outside.
-	for _, h := range c.Hosts[1:] {
-		if _, err := c.Engine(0).Docker(ctx, "exec", "c0", "ping", "-c1", "-W2", h.Underlay().Addr().String()); err != nil {
-			t.Errorf("egress from c0 to %s's underlay address: %v", h.Name(), err)
-		}
+	// Egress: the containers reach the outside world through their host's
+	// tenant router, NATed, but never a host of the cluster (their own
+	// included); a container of an --internal network reaches nothing
+	// outside.
+	if _, err := c.Engine(0).Docker(ctx, "exec", "c0", "ping", "-c1", "-W2", e2e.Outside.String()); err != nil {
+		t.Errorf("egress from c0 to the outside world (%s): %v", e2e.Outside, err)
 	}
-	e2e.NeverPing(t, c.Engine(0), "c0", c.Hosts[0].Underlay().Addr().String())
+	for _, h := range c.Hosts {
+		e2e.NeverPing(t, c.Engine(0), "c0", h.Underlay().Addr().String())
+	}
 	for _, e := range c.Engines {
 		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--internal", "--ipam-driver", "tenet", "--ipam-opt", "tenant=acme",
 			"-o", "tenant=acme", "-o", "network=vault", "--subnet", "10.3.0.0/24", "acme-vault"); err != nil {
@@ -180,6 +181,7 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	run(t, c.Engine(2), "v2", "acme-vault", "10.3.0.139")
 	e2e.AwaitPing(t, c.Engine(1), "v1", "10.3.0.139")
 	e2e.NeverPing(t, c.Engine(1), "v1", c.Hosts[1].Underlay().Addr().String())
+	e2e.NeverPing(t, c.Engine(1), "v1", e2e.Outside.String())
 
 	// TCP both ways across hosts.
 	if err := tcp(t, c.Engine(0), "c0", c.Engine(2), "c2", ips[2]); err != nil {

@@ -118,8 +118,8 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 
 	// Two containers swap addresses across restarts; peers that knew both
 	// addresses reach whichever container has each now.
-	run(t, c.Engine(0), "a", net, "10.1.0.20")
-	run(t, c.Engine(0), "b", net, "10.1.0.21")
+	run(t, c.Engine(0), "swap-a", net, "10.1.0.20")
+	run(t, c.Engine(0), "swap-b", net, "10.1.0.21")
 	swap := []*pinger{startPinger(t, c.Engine(1), "p1", "10.1.0.20"), startPinger(t, c.Engine(1), "p1", "10.1.0.21")}
 	for _, p := range swap {
 		if _, err := p.firstReplyAfter(t, time.Now().Add(-time.Hour), 15*time.Second); err != nil {
@@ -127,9 +127,9 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 		}
 	}
 	for _, step := range [][]string{
-		{"stop", "-t", "0", "a", "b"}, {"network", "disconnect", net, "a"}, {"network", "disconnect", net, "b"},
-		{"network", "connect", "--ip", "10.1.0.21", net, "a"}, {"network", "connect", "--ip", "10.1.0.20", net, "b"},
-		{"start", "a", "b"},
+		{"stop", "-t", "0", "swap-a", "swap-b"}, {"network", "disconnect", net, "swap-a"}, {"network", "disconnect", net, "swap-b"},
+		{"network", "connect", "--ip", "10.1.0.21", net, "swap-a"}, {"network", "connect", "--ip", "10.1.0.20", net, "swap-b"},
+		{"start", "swap-a", "swap-b"},
 	} {
 		if out, err := c.Engine(0).Docker(ctx, step...); err != nil {
 			t.Fatalf("docker %v: %v: %s", step, err, out)
@@ -146,8 +146,8 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 			t.Errorf("%v to answer after the swap; want at most 1s", d)
 		}
 	}
-	if out, err := c.Engine(0).Docker(ctx, "exec", "a", "ip", "-4", "-o", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.1.0.21/") {
-		t.Fatalf("a did not get b's address: %v %s", err, out)
+	if out, err := c.Engine(0).Docker(ctx, "exec", "swap-a", "ip", "-4", "-o", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.1.0.21/") {
+		t.Fatalf("swap-a did not get swap-b's address: %v %s", err, out)
 	}
 
 	// dockerd restarts (without live-restore): containers with a restart

@@ -187,8 +187,24 @@ func (tb *Testbed) makeUnderlay(ctx context.Context) error {
 	if err := tb.ip(ctx, "-n", u, "link", "add", "br0", "mtu", fmt.Sprint(UnderlayMTU), "type", "bridge"); err != nil {
 		return err
 	}
+	// The underlay namespace also plays "the outside world": an address
+	// outside the underlay network, on-link for every host, for tests of
+	// tenants' egress (which must reach it, and never the underlay).
+	for _, a := range []string{underlayRouterAddr.String(), Outside.String() + "/24"} {
+		if err := tb.ip(ctx, "-n", u, "addr", "add", a, "dev", "br0"); err != nil {
+			return err
+		}
+	}
 	return tb.ip(ctx, "-n", u, "link", "set", "br0", "up")
 }
+
+// Outside is an address outside the cluster's underlay that every host of
+// a testbed reaches directly: the rest of the world, for egress tests.
+var Outside = netip.MustParseAddr("203.0.113.1")
+
+// underlayRouterAddr is the outside world's address on the underlay
+// network, so that its answers find the hosts.
+var underlayRouterAddr = netip.MustParsePrefix("198.51.100.1/24")
 
 // addHost creates host i: its namespace, a veth made inside the underlay
 // namespace with the peer placed straight into the host (so no interface ever
@@ -215,6 +231,7 @@ func (tb *Testbed) addHost(ctx context.Context, i int) error {
 		{"-n", u, "link", "set", veth, "master", "br0", "up"},
 		{"-n", ns, "addr", "add", pfx.String(), "dev", "eth0"},
 		{"-n", ns, "link", "set", "eth0", "up"},
+		{"-n", ns, "route", "add", netip.PrefixFrom(Outside, 24).Masked().String(), "dev", "eth0"},
 	}
 	for _, s := range steps {
 		if err := tb.ip(ctx, s...); err != nil {
