@@ -39,8 +39,9 @@ type Options struct {
 	Hosts    int    // number of VMs, 1 to MaxHosts
 	Release  string // a Debian release of Releases; default bookworm
 	MemoryMB int    // per VM; default 1024
-	// BootLimit bounds the wait for every VM to answer over ssh; default 6
-	// minutes under TCG, 2 with KVM.
+	// BootLimit bounds the wait for every VM to answer over ssh; default 15
+	// minutes under TCG (75 s on an idle 2-core machine, over 6 minutes on
+	// a busy one), 2 with KVM.
 	BootLimit time.Duration
 	BaseDir   string // default DefaultBaseDir
 	CacheDir  string // default DefaultCacheDir
@@ -136,7 +137,7 @@ func Up(ctx context.Context, opts Options) (tb *Testbed, err error) {
 	}
 	accel := ProbeAccel()
 	if opts.BootLimit == 0 {
-		opts.BootLimit = 6 * time.Minute
+		opts.BootLimit = 15 * time.Minute
 		if accel.KVM {
 			opts.BootLimit = 2 * time.Minute
 		}
