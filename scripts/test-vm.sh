@@ -7,6 +7,8 @@
 # changed (a few minutes each; cached in /var/cache/tenet-vm).
 #   scripts/test-vm.sh                  both releases
 #   scripts/test-vm.sh trixie           one of them
+#   scripts/test-vm.sh ls|reap|leaks     VM runs on this machine; tear down those
+#                                        of killed tests; list leftovers (exit 1)
 # Everything lives in network namespaces named tenet-vm… and under
 # /var/tmp/tenet-vm, removed when the run ends; the root namespace is never
 # touched. QEMU uses KVM where the machine has a usable one, software
@@ -21,6 +23,9 @@ source scripts/deps.sh
 tenet_pkgs+=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client)
 tenet_deps
 
+case "${1:-}" in
+  ls|reap|leaks) exec go run ./e2e/vm/cmd/vmtestbed "$1" ;;
+esac
 releases=bookworm,trixie
 if [ $# -gt 0 ]; then
   releases=$(IFS=,; echo "$*")
