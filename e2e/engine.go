@@ -42,6 +42,13 @@ func StartEngine(ctx context.Context, h Host, cfg EngineConfig) (*Engine, error)
 	return e, nil
 }
 
+// SystemEngine is an engine the host runs itself, as a system service (a
+// VM's docker.service), serving its API at sock. The testbed does not start
+// or stop it: Start, Stop and Daemon are not for it.
+func SystemEngine(h Host, sock string) *Engine {
+	return &Engine{host: h, sock: sock}
+}
+
 // Start starts the engine's dockerd (again) and waits until it answers.
 func (e *Engine) Start(ctx context.Context) error {
 	dir := filepath.Dir(e.sock)
