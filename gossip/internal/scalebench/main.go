@@ -81,7 +81,7 @@ func result(scenario string, n int, impl, metric string, value any) {
 
 // tenetCompresses is whether gossip.New leaves memberlist's compression of
 // every packet on, so that memberlist alone is measured as Tenet runs it.
-const tenetCompresses = true
+const tenetCompresses = false
 
 // num prints v with three significant digits, without an exponent.
 func num(v float64) string {
