@@ -14,7 +14,7 @@ package gossip
 // (large messages: syncs, repairs) are read on a goroutine each, at most
 // maxInStreams at once. The reader allocates one exact-size copy per packet
 // from a reused buffer (memberlist's NetTransport allocates 64 KiB per
-// packet). The socket's receive buffer is asked for 2 MiB, as memberlist
+// packet, and its handler queue kept up to 1,024 of them). The socket's receive buffer is asked for 2 MiB, as memberlist
 // does; the kernel buffer is the one thing both still share.
 
 import (
@@ -33,8 +33,12 @@ import (
 )
 
 const (
-	udpRecvBuf    = 2 << 20
-	udpReadBuf    = 64 << 10
+	udpRecvBuf = 2 << 20
+	// udpReadBuf fits any packet a member sends: memberlist's are at most
+	// its UDPBufferSize (1,400 bytes), ours at most 1,400 too, and 9,000
+	// covers a jumbo-frame MTU. A longer datagram is cut short, and then
+	// refused by its authentication tag.
+	udpReadBuf    = 9000
 	maxInStreams  = 64
 	streamTimeout = 10 * time.Second // a stream's whole exchange, like memberlist's TCPTimeout
 )
