@@ -114,3 +114,29 @@ func (n *Node) member(m *memberlist.Node, alive, left bool) (netip.Addr, uint8) 
 	}
 	return vtep, wire
 }
+
+// metaVersion is the version of the node metadata: the VTEP, then the wire
+// version the host speaks (absent before wire version 2; version 1
+// decoders ignore it).
+const metaVersion = 1
+
+// nodeMeta is the metadata a host advertises.
+func nodeMeta(vtep netip.Addr) []byte {
+	return append(appendAddr([]byte{metaVersion}, vtep), wireVersion)
+}
+
+func decodeMeta(b []byte) (vtep netip.Addr, wire uint8) {
+	r := reader{b: b}
+	if r.byte() != metaVersion {
+		return netip.Addr{}, 0
+	}
+	vtep = r.addr()
+	if r.err != nil {
+		return netip.Addr{}, 0
+	}
+	wire = 1
+	if len(r.b) > 0 {
+		wire = r.byte()
+	}
+	return vtep, wire
+}
