@@ -41,16 +41,16 @@ func (s *store) snapshot() []entry {
 	defer s.mu.Unlock()
 	var out []entry
 	for _, sc := range s.scopes {
-		out = appendEntries(out, sc, nil, true)
+		out = appendEntries(out, sc, true)
 	}
 	return out
 }
 
-// appendEntries appends the entries of sc (of the given owners only, if
-// owners is not nil; tombstones only if tombs) to out.
-func appendEntries(out []entry, sc *scope, owners map[*owner]bool, tombs bool) []entry {
+// appendEntries appends the entries of sc (tombstones too, if tombs) to
+// out.
+func appendEntries(out []entry, sc *scope, tombs bool) []entry {
 	for k, r := range sc.entries {
-		if (owners != nil && !owners[k.owner]) || (r.deleted && !tombs) {
+		if r.deleted && !tombs {
 			continue
 		}
 		out = append(out, entry{table: k.table, owner: k.owner.name, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
@@ -69,30 +69,9 @@ func (s *store) scopeEntries(names []string, tombs bool) (entries []entry, have 
 			continue
 		}
 		have = append(have, name)
-		entries = appendEntries(entries, sc, nil, tombs)
+		entries = appendEntries(entries, sc, tombs)
 	}
 	return entries, have
-}
-
-// ownersEntries returns the entries (tombstones too, if tombs) of the
-// given owners in the given scope.
-func (s *store) ownersEntries(scopeName string, names []string, tombs bool) []entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc := s.scopes[scopeName]
-	if sc == nil {
-		return nil
-	}
-	set := make(map[*owner]bool, len(names))
-	for _, n := range names {
-		if o := s.owners[n]; o != nil {
-			set[o] = true
-		}
-	}
-	if len(set) == 0 {
-		return nil
-	}
-	return appendEntries(nil, sc, set, tombs)
 }
 
 // root returns the digest of a scope's live entries; ok is false if this
