@@ -176,6 +176,9 @@ func TestNewHostGetsOneCopy(t *testing.T) {
 			}
 		}
 	}
+	// The ring's endpoints are written in steps of 1,000 per host, each
+	// step sent before the next: hosts do not start 16,000 containers at
+	// once, and the test is about the new host, not about a flood.
 	var wg sync.WaitGroup
 	for h, n := range nodes {
 		wg.Go(func() {
@@ -185,6 +188,11 @@ func TestNewHostGetsOneCopy(t *testing.T) {
 				if err := n.Endpoints().Put(ep); err != nil {
 					t.Error(err)
 					return
+				}
+				if (i/len(nodes))%1000 == 999 {
+					for st := n.Stats(); st.SendQueue+st.StreamQueue+st.StreamsOut > 0; st = n.Stats() {
+						<-time.After(10 * time.Millisecond) // poll interval
+					}
 				}
 			}
 		})

@@ -237,7 +237,13 @@ func (n *Node) broadcast(plain []byte, peers []peer) {
 
 // writePacket sends one sealed frame as a UDP packet.
 func (n *Node) writePacket(frame []byte, p peer) {
-	if _, err := n.wire.WriteToAddress(frame, memberlist.Address{Addr: p.addr.String(), Name: p.name}); err != nil {
+	var err error
+	if n.wire == memberlist.NodeAwareTransport(n.tr) {
+		_, err = n.tr.udp.WriteToUDPAddrPort(frame, p.addr) // no wrapper: skip the address's round trip through a string
+	} else {
+		_, err = n.wire.WriteToAddress(frame, memberlist.Address{Addr: p.addr.String(), Name: p.name})
+	}
+	if err != nil {
 		n.stats.sendErrors.Add(1)
 		n.log.Debug("send packet", "to", p.name, "err", err)
 		return
