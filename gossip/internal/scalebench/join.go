@@ -32,27 +32,38 @@ func runJoin(o *options) error {
 			}
 		}
 	}
-	var wg sync.WaitGroup
-	for h, node := range r.nodes {
-		wg.Go(func() {
-			for i := h; i < o.endpoints; i += len(r.nodes) {
-				if err := node.Endpoints().Put(bigEndpoint(i, nets)); err != nil {
-					log.Printf("put: %v", err)
-					return
+	// The ring's endpoints are written in rounds of at most 10,000, each
+	// everywhere before the next: the figure is the new host's, not the
+	// setup's, and no host starts thousands of containers at once.
+	ringSize := len(r.nodes)
+	start := time.Now()
+	for done := 0; done < o.endpoints; {
+		upto := min(o.endpoints, done+10_000)
+		var wg sync.WaitGroup
+		for h, node := range r.nodes {
+			wg.Go(func() {
+				for i := done + h; i < upto; i += ringSize {
+					if err := node.Endpoints().Put(bigEndpoint(i, nets)); err != nil {
+						log.Printf("put: %v", err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if _, err = eventually(10*time.Minute, 100*time.Millisecond, func() error {
+			for i := range ringSize {
+				if c := r.tr.bigCount(i); c < upto {
+					return fmt.Errorf("%s has %d of %d endpoints", r.names[i], c, upto)
 				}
 			}
-		})
-	}
-	wg.Wait()
-	ringSize := len(r.nodes)
-	took, err := eventually(15*time.Minute, 500*time.Millisecond, func() error {
-		for i := range ringSize {
-			if c := r.tr.bigCount(i); c < o.endpoints {
-				return fmt.Errorf("%s has %d of %d endpoints", r.names[i], c, o.endpoints)
-			}
+			return nil
+		}); err != nil {
+			break
 		}
-		return nil
-	})
+		done = upto
+	}
+	took := time.Since(start)
 	log.Printf("ring of %d holds %d endpoints on %d networks everywhere after %s (err %v)", ringSize, o.endpoints, o.networks, took.Round(time.Millisecond), err)
 	if err != nil {
 		return err
