@@ -64,3 +64,31 @@ func BenchmarkMemoryPerEndpoint(b *testing.B) {
 	b.ReportMetric(heap, "heap-B/endpoint")
 	b.ReportMetric(wire, "wire-B/endpoint")
 }
+
+// BenchmarkPutFanOut measures what a write costs its caller with 0 and
+// 499 hosts attached to the network: Put only stores and marks the key,
+// whatever the fan-out; the sender does the rest on its own goroutine
+// (sealing each packet once, then one write per receiver; here the writes
+// go nowhere).
+func BenchmarkPutFanOut(b *testing.B) {
+	for _, peers := range []int{0, 499} {
+		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
+			n := newTestNode(b, "me")
+			n.fake().discard = true
+			for i := range peers {
+				name := fmt.Sprintf("p%03d", i)
+				n.store.setMember(name, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(20000+i)), netip.Addr{}, wireVersion, true, false)
+				n.store.merge(&entry{table: tableAttachments, owner: name, key: "net-a", version: 1}, false)
+			}
+			if err := n.Attachments().Attach("net-a"); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i%1000), "net-a", byte(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
