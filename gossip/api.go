@@ -1,15 +1,17 @@
 package gossip
 
-// The typed table API. Writes go to this host's own entries only; reads
-// see every alive host's entries. When two hosts hold an entry with the
-// same key (two claims of one address block, say), Get returns the claim
-// with the lowest version, then the lowest host name: the same answer on
-// every host once they have converged.
+// The typed table API. Writes go to this host's own entries only and
+// return once the change is stored: a sender goroutine does the network
+// work (send.go), so a write never waits on another host. Reads see every
+// alive host's entries (and, where asked, those of hosts currently down).
+// When two hosts hold an entry with the same key, Get returns the one with
+// the lowest version, then the lowest host name: the same answer on every
+// host once they have converged.
 
 import (
 	"fmt"
 	"net/netip"
-	"sort"
+	"time"
 )
 
 // Networks is the networks table.
@@ -17,9 +19,6 @@ type Networks struct{ n *Node }
 
 // Endpoints is the endpoints table.
 type Endpoints struct{ n *Node }
-
-// Blocks is the IPAM block ownership table.
-type Blocks struct{ n *Node }
 
 // Attachments is the table of which hosts have which networks.
 type Attachments struct{ n *Node }
@@ -29,9 +28,6 @@ func (n *Node) Networks() Networks { return Networks{n} }
 
 // Endpoints returns the endpoints table.
 func (n *Node) Endpoints() Endpoints { return Endpoints{n} }
-
-// Blocks returns the IPAM block ownership table.
-func (n *Node) Blocks() Blocks { return Blocks{n} }
 
 // Attachments returns the attachments table.
 func (n *Node) Attachments() Attachments { return Attachments{n} }
@@ -44,7 +40,7 @@ func (t Networks) Put(nw Network) error {
 	if nw.VNI > 1<<24-1 {
 		return fmt.Errorf("put network %q: VNI %d: must fit in 24 bits", nw.ID, nw.VNI)
 	}
-	t.n.put(tableNetworks, nw.ID, encodeNetwork(&nw), "")
+	t.n.put(tableNetworks, nw.ID, encodeNetwork(&nw))
 	return nil
 }
 
@@ -53,21 +49,21 @@ func (t Networks) Delete(id string) { t.n.del(tableNetworks, id) }
 
 // Get returns network id.
 func (t Networks) Get(id string) (Network, bool) {
-	es := t.n.store.visible(tableNetworks, id, true)
-	if len(es) == 0 {
+	fs := t.n.store.get(tableNetworks, id, false)
+	if len(fs) == 0 {
 		return Network{}, false
 	}
-	nw, _ := decodeNetwork(es[0].value)
-	nw.Host = es[0].owner
+	nw, _ := decodeNetwork(fs[0].value)
+	nw.Host = fs[0].owner
 	return nw, true
 }
 
 // List returns every network, one per ID, sorted by ID.
 func (t Networks) List() []Network {
 	var out []Network
-	for _, e := range firstPerKey(t.n.store.visible(tableNetworks, "", false)) {
-		nw, _ := decodeNetwork(e.value)
-		nw.Host = e.owner
+	for _, f := range firstPerKey(t.n.store.list(tableNetworks, "", false)) {
+		nw, _ := decodeNetwork(f.value)
+		nw.Host = f.owner
 		out = append(out, nw)
 	}
 	return out
@@ -76,9 +72,11 @@ func (t Networks) List() []Network {
 // Put creates or replaces endpoint ep on this host. Its VTEP is set to
 // this host's. A host with an endpoint on a network has that network, so
 // Put attaches the network first if needed: the host then takes part in
-// the network's sync, which repairs its endpoints on the other hosts.
+// the network's repair, which brings its endpoints to the other hosts.
+// An endpoint put on another network than before leaves the old one.
 func (t Endpoints) Put(ep Endpoint) error {
 	ep.VTEP = t.n.cfg.VTEP
+	ep.Host, ep.DownSince = "", time.Time{}
 	if err := ep.validate(); err != nil {
 		return fmt.Errorf("put endpoint: %w", err)
 	}
@@ -87,7 +85,7 @@ func (t Endpoints) Put(ep Endpoint) error {
 			return fmt.Errorf("put endpoint %q: %w", ep.ID, err)
 		}
 	}
-	t.n.put(tableEndpoints, ep.ID, encodeEndpoint(&ep), ep.Network)
+	t.n.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
 	return nil
 }
 
@@ -96,119 +94,113 @@ func (t Endpoints) Delete(id string) { t.n.del(tableEndpoints, id) }
 
 // Get returns endpoint id.
 func (t Endpoints) Get(id string) (Endpoint, bool) {
-	es := t.n.store.visible(tableEndpoints, id, true)
-	if len(es) == 0 {
+	fs := t.n.store.get(tableEndpoints, id, false)
+	if len(fs) == 0 {
 		return Endpoint{}, false
 	}
-	ep, _ := decodeEndpoint(es[0].key, es[0].value)
-	ep.Host = es[0].owner
-	return ep, true
+	return decodeFound(fs[0]), true
 }
 
 // List returns the endpoints of network, or of every network if network is
-// empty, one per ID, sorted by ID.
+// empty, one per ID, sorted by ID. A host keeps the endpoints of the
+// networks it has (and its own) only.
 func (t Endpoints) List(network string) []Endpoint {
+	scope := network
+	if scope == "" {
+		scope = "*"
+	}
 	var out []Endpoint
-	for _, e := range firstPerKey(t.n.store.visible(tableEndpoints, "", false)) {
-		if network != "" && endpointNetwork(e.value) != network {
-			continue
-		}
-		ep, _ := decodeEndpoint(e.key, e.value)
-		ep.Host = e.owner
-		out = append(out, ep)
+	for _, f := range firstPerKey(t.n.store.list(tableEndpoints, scope, false)) {
+		out = append(out, decodeFound(f))
 	}
 	return out
 }
 
-// Claim records that this host owns block b. Check Get afterwards (once
-// the claim has had time to spread) to learn whether another host claimed
-// it first.
-func (t Blocks) Claim(b Block) error {
-	if err := b.validate(); err != nil {
-		return fmt.Errorf("claim block: %w", err)
-	}
-	t.n.put(tableBlocks, b.Prefix.String(), encodeBlock(&b), "")
-	return nil
-}
-
-// Release deletes this host's claim on prefix; no-op if it has none.
-func (t Blocks) Release(prefix netip.Prefix) { t.n.del(tableBlocks, prefix.String()) }
-
-// Get returns the winning claim on prefix: the earliest.
-func (t Blocks) Get(prefix netip.Prefix) (Block, bool) {
-	es := t.n.store.visible(tableBlocks, prefix.String(), true)
-	if len(es) == 0 {
-		return Block{}, false
-	}
-	b, _ := decodeBlock(es[0].value)
-	b.Host = es[0].owner
-	return b, true
-}
-
-// List returns every claim, the losing ones too, sorted by prefix, then
-// by precedence.
-func (t Blocks) List() []Block {
-	var out []Block
-	for _, e := range t.n.store.visible(tableBlocks, "", false) {
-		b, _ := decodeBlock(e.value)
-		b.Host = e.owner
-		out = append(out, b)
+// ListNetwork returns every host's endpoints on network as this host holds
+// them, sorted by ID, then version, then host. With withHidden it includes
+// the endpoints of hosts gossip reports down (until they are reaped), each
+// with DownSince set to when its host went down; without, only those of
+// hosts up. Unlike List it keeps every host's entry of an ID.
+func (t Endpoints) ListNetwork(network string, withHidden bool) []Endpoint {
+	var out []Endpoint
+	for _, f := range t.n.store.list(tableEndpoints, network, withHidden) {
+		out = append(out, decodeFound(f))
 	}
 	return out
+}
+
+func decodeFound(f found) Endpoint {
+	ep, _ := decodeEndpoint(f.key, f.value) // stored values were validated
+	ep.Host, ep.DownSince = f.owner, f.downSince
+	return ep
 }
 
 // Attach records that this host has network: from now on it keeps the
 // network's endpoints, they are sent here directly, and it fetches the
-// current ones from a peer that has the network.
+// current ones from a host that has the network (see Synced). No-op if
+// already attached.
 func (t Attachments) Attach(network string) error {
 	if err := checkID("network", network); err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
-	t.n.put(tableAttachments, network, nil, "")
-	t.n.wantSync(network)
+	if t.n.put(tableAttachments, network, nil) {
+		t.n.wantSync(network)
+	}
 	return nil
 }
 
 // Detach deletes this host's attachment to network and forgets the other
-// hosts' endpoints on it (reported as hidden deletes).
+// hosts' endpoints on it (reported as hidden deletes). Synced(network) is
+// false from then on until the network is attached and synced again.
 func (t Attachments) Detach(network string) {
 	t.n.del(tableAttachments, network)
-	t.n.synced(network)
 	t.n.store.dropNetwork(network)
+	t.n.resetSync(network)
 }
 
-// Hosts returns the alive hosts attached to network, this one included.
+// Hosts returns the alive hosts attached to network, this one included,
+// sorted by name.
 func (t Attachments) Hosts(network string) []string {
 	var out []string
-	for _, e := range t.n.store.visible(tableAttachments, network, true) {
-		out = append(out, e.owner)
+	for _, a := range t.n.store.attachedHosts(network, false) {
+		out = append(out, a.Host)
 	}
 	return out
 }
 
-func (n *Node) put(t tableID, key string, value []byte, network string) {
-	if e, ok := n.store.put(t, key, value); ok {
-		n.publish(e, network)
+// ListNetwork returns the hosts attached to network, this one included,
+// sorted by host. With withHidden it includes hosts gossip reports down
+// (until they are reaped), with DownSince set.
+func (t Attachments) ListNetwork(network string, withHidden bool) []Attachment {
+	return t.n.store.attachedHosts(network, withHidden)
+}
+
+// put stores a write of this host's and queues it for the sender; it
+// reports whether anything changed.
+func (n *Node) put(t tableID, key string, value []byte) bool {
+	scope, moved, ok := n.store.put(t, key, value)
+	if moved != "" {
+		n.out.add(pendKey{moved, t, key})
 	}
+	if ok {
+		n.out.add(pendKey{scope, t, key})
+	}
+	return ok
 }
 
 func (n *Node) del(t tableID, key string) {
-	if e, _, ok := n.store.del(t, key); ok {
-		network := ""
-		if t == tableEndpoints {
-			network = endpointNetwork(e.value)
-		}
-		n.publish(e, network)
+	if scope, ok := n.store.del(t, key); ok {
+		n.out.add(pendKey{scope, t, key})
 	}
 }
 
 // firstPerKey keeps the first entry of each run of equal keys in a list
 // sorted by (key, version, owner).
-func firstPerKey(es []entry) []entry {
-	out := es[:0]
-	for i := range es {
-		if i == 0 || es[i].key != es[i-1].key {
-			out = append(out, es[i])
+func firstPerKey(fs []found) []found {
+	out := fs[:0]
+	for i := range fs {
+		if i == 0 || fs[i].key != fs[i-1].key {
+			out = append(out, fs[i])
 		}
 	}
 	return out
@@ -235,10 +227,10 @@ func (t KV) Put(key string, value []byte) error {
 	if err := checkID("key", key); err != nil {
 		return fmt.Errorf("put kv: %w", err)
 	}
-	if len(value) > maxValueLen {
-		return fmt.Errorf("put kv %q: value of %d bytes: must be at most %d", key, len(value), maxValueLen)
+	if len(value) > maxKVValueLen {
+		return fmt.Errorf("put kv %q: value of %d bytes: must be at most %d", key, len(value), maxKVValueLen)
 	}
-	t.n.put(tableKV, key, append([]byte(nil), value...), "")
+	t.n.put(tableKV, key, append([]byte(nil), value...))
 	return nil
 }
 
@@ -250,25 +242,21 @@ func (t KV) Delete(key string) { t.n.del(tableKV, key) }
 // readers), sorted by key, then host.
 func (t KV) List(prefix string) []KVEntry {
 	var out []KVEntry
-	for _, e := range t.n.store.withPrefix(tableKV, prefix) {
+	for _, e := range t.n.store.withPrefix(prefix) {
 		out = append(out, KVEntry{Key: e.key, Host: e.owner, Value: e.value, Version: e.version})
 	}
 	return out
 }
 
-// HostState is a host the store has heard of.
+// HostState is a host this node has heard of.
 type HostState struct {
-	Name  string
-	Alive bool
+	Name      string
+	Alive     bool
+	DownSince time.Time  // when gossip reported it down; zero while alive
+	VTEP      netip.Addr // from its membership; zero if never seen up
 }
 
-// Hosts returns every host this node has heard of, alive or not, itself
-// included, sorted by name.
-func (n *Node) Hosts() []HostState {
-	var out []HostState
-	for name, alive := range n.store.hosts() {
-		out = append(out, HostState{Name: name, Alive: alive})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
+// Hosts returns every host this node has heard of since it started, up or
+// down (a host down past ReapDeadAfter, its entries reaped, is still
+// listed), itself included, sorted by name.
+func (n *Node) Hosts() []HostState { return n.store.hosts() }

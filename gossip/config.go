@@ -16,7 +16,7 @@ import (
 //
 // The failure-detection defaults are tuned for a LAN of up to a few hundred
 // hosts so that a killed host's entries are hidden everywhere within about
-// 5 s (see ARCHITECTURE-gossip.md, "Failure timeline"). Faster detection costs
+// 5 s (see DESIGN.md, "Failure timeline"). Faster detection costs
 // more probe traffic and more false suspicions on a loaded host; slower
 // detection leaves stale endpoints in every FDB for longer.
 type Config struct {
@@ -55,17 +55,19 @@ type Config struct {
 	SuspicionMaxTimeoutMult int
 	// GossipInterval and GossipNodes set how fast membership news (suspect,
 	// dead) spreads. Table changes do not depend on them: they are sent
-	// directly to the hosts that need them.
+	// directly to the hosts that keep them.
 	GossipInterval time.Duration
 	GossipNodes    int
-	// PushPullInterval is how often memberlist exchanges the membership and
-	// the global tables (networks, blocks, attachments) with one random
-	// host, repairing anything a direct send missed. memberlist scales it
-	// up above 32 hosts.
+	// PushPullInterval is how often memberlist exchanges the membership
+	// with one random host (scaled up above 32 hosts). The tables ride only
+	// the exchange of a join; anti-entropy repairs them (SyncInterval).
 	PushPullInterval time.Duration
-	// SyncInterval is how often a host exchanges each of its networks'
-	// endpoints with one random host attached to the same network, to
-	// repair what a direct send missed (scaled up above 32 attached hosts).
+	// SyncInterval is how often a host compares each scope it keeps (the
+	// global tables, and each network's endpoints) with one random host
+	// that keeps it too, by digest, and pulls what differs (stretched like
+	// PushPullInterval above 32 hosts). Losses are usually repaired within
+	// a second by the writer's trailing digest; this round catches the
+	// rest.
 	SyncInterval time.Duration
 	// RejoinInterval is how often seeds and recently failed peers that are
 	// not alive members are joined again, so a long partition heals.
@@ -73,9 +75,11 @@ type Config struct {
 	// DeadNodeReclaimTime lets a host that was declared dead come back with
 	// the same name at a new address after this long.
 	DeadNodeReclaimTime time.Duration
-	// TombstoneTTL is how long a deleted entry is remembered so that older
-	// copies cannot resurrect it. It must exceed the longest partition
-	// expected to heal.
+	// TombstoneTTL is how long a deletion marker lives, counted from the
+	// delete (its version is the writer's clock): every host drops it then
+	// and refuses it after, so it is gone everywhere within TombstoneTTL
+	// plus the clocks' skew. A copy of a deleted entry kept by a host cut
+	// off for longer is ended by its owner when they meet again.
 	TombstoneTTL time.Duration
 	// ReapDeadAfter is how long the entries of a dead host stay hidden
 	// (ready to return if it comes back) before they are dropped.

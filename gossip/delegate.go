@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -9,7 +10,8 @@ import (
 // delegate receives memberlist's data callbacks. They run on memberlist's
 // goroutines, sometimes with its locks held, so they never call back into
 // memberlist; they decode (copying what they keep) and merge into the
-// store, which only takes the store's lock.
+// store, which only takes the store's lock, and queue any answer for the
+// sender.
 type delegate Node
 
 func (d *delegate) NodeMeta(limit int) []byte {
@@ -19,19 +21,33 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return d.meta
 }
 
-func (d *delegate) NotifyMsg(b []byte) { (*Node)(d).handle(b) }
+// NotifyMsg handles a message that came through memberlist rather than our
+// own frames: nothing of ours is sent that way, but a key holder may, and
+// it gets the same checks.
+func (d *delegate) NotifyMsg(b []byte) { (*Node)(d).handle(b, netip.AddrPort{}) }
 
 // GetBroadcasts returns nothing: changes are sent directly to the hosts
-// that need them (see publish), which is faster and more reliable than
+// that need them (see send.go), which is faster and more reliable than
 // piggybacking on memberlist's gossip.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
+// LocalState is the global tables at a join (either side's), so a new host
+// has them in the join's own round trip; the periodic push/pull carries
+// none (anti-entropy repairs them by digest, see sync.go).
 func (d *delegate) LocalState(join bool) []byte {
+	if !join {
+		return nil
+	}
 	n := (*Node)(d)
-	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, entries: n.store.globalState()})
+	entries, _ := n.store.scopeEntries([]string{""}, false)
+	return encodeMessage(nil, &message{typ: msgState, sender: n.cfg.NodeName, scopes: []string{""}, entries: entries})
 }
 
-func (d *delegate) MergeRemoteState(b []byte, join bool) { (*Node)(d).handle(b) }
+func (d *delegate) MergeRemoteState(b []byte, join bool) {
+	if len(b) > 0 {
+		(*Node)(d).handle(b, netip.AddrPort{})
+	}
+}
 
 // events receives memberlist's membership callbacks (called with
 // memberlist's node lock held; they only touch our own state).
@@ -39,12 +55,10 @@ type events Node
 
 func (e *events) NotifyJoin(m *memberlist.Node) {
 	n := (*Node)(e)
+	n.member(m, true, false)
 	n.mu.Lock()
 	delete(n.failed, m.Name)
-	n.members[m.Name] = copyNode(m)
 	n.mu.Unlock()
-	n.store.setAlive(m.Name, true)
-	n.unpark(m.Name)
 	if m.Name != n.cfg.NodeName {
 		n.log.Info("host up", "peer", m.Name, "addr", m.Address())
 	}
@@ -52,30 +66,77 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 
 func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
-	n.mu.Lock()
-	delete(n.members, m.Name)
-	delete(n.parked, m.Name)
+	n.member(m, false, m.State == memberlist.StateLeft)
 	if m.State == memberlist.StateDead {
+		n.mu.Lock()
 		n.failed[m.Name] = failed{addr: m.Address(), since: time.Now()}
+		n.mu.Unlock()
 	}
-	n.mu.Unlock()
-	n.store.setAlive(m.Name, false)
 	n.log.Info("host down; its entries are hidden", "peer", m.Name, "addr", m.Address())
 }
 
 func (e *events) NotifyUpdate(m *memberlist.Node) {
 	n := (*Node)(e)
-	n.mu.Lock()
-	n.members[m.Name] = copyNode(m)
-	n.mu.Unlock()
-	n.log.Info("host updated", "peer", m.Name, "addr", m.Address(), "vtep", decodeMeta(m.Meta))
+	vtep, _ := n.member(m, true, false)
+	n.log.Info("host updated", "peer", m.Name, "addr", m.Address(), "vtep", vtep)
 }
 
-// copyNode copies what we keep of a memberlist node; callbacks run with
-// memberlist's lock held, so this is the one safe moment to read it.
-func copyNode(m *memberlist.Node) *memberlist.Node {
-	c := *m
-	c.Addr = append([]byte(nil), m.Addr...)
-	c.Meta = append([]byte(nil), m.Meta...)
-	return &c
+// member records a memberlist node's state in the store; callbacks run
+// with memberlist's lock held, so this is the one safe moment to read it.
+func (n *Node) member(m *memberlist.Node, alive, left bool) (netip.Addr, uint8) {
+	vtep, wire := decodeMeta(m.Meta)
+	var addr netip.AddrPort
+	if a, ok := netip.AddrFromSlice(m.Addr); ok && alive {
+		addr = netip.AddrPortFrom(a.Unmap(), m.Port)
+	}
+	back := n.store.setMember(m.Name, addr, vtep, wire, alive, left)
+	if m.Name == n.cfg.NodeName {
+		return vtep, wire
+	}
+	if alive && wire != wireVersion {
+		n.mu.Lock()
+		warn := !n.warned[m.Name]
+		n.warned[m.Name] = true
+		n.mu.Unlock()
+		if warn {
+			n.log.Warn("host speaks another gossip wire version; no tables are exchanged with it until both run the same version",
+				"peer", m.Name, "its_version", wire, "ours", wireVersion)
+		}
+	}
+	if back {
+		select {
+		case n.healCh <- m.Name:
+		default:
+		}
+	}
+	if alive {
+		n.kickNow() // a host to sync with, if a scope still waits
+	}
+	return vtep, wire
+}
+
+// metaVersion is the version of the node metadata: the VTEP, then the wire
+// version the host speaks (absent before wire version 2; version 1
+// decoders ignore it).
+const metaVersion = 1
+
+// nodeMeta is the metadata a host advertises.
+func nodeMeta(vtep netip.Addr) []byte {
+	return append(appendAddr([]byte{metaVersion}, vtep), wireVersion)
+}
+
+func decodeMeta(b []byte) (vtep netip.Addr, wire uint8) {
+	r := reader{b: b}
+	if r.byte() != metaVersion {
+		return netip.Addr{}, 0
+	}
+	vtep = r.addr()
+	if r.err != nil {
+		return netip.Addr{}, 0
+	}
+	wire = 1
+	if len(r.b) > 0 {
+		wire = r.byte()
+	}
+	return vtep, wire
 }

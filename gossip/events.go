@@ -2,9 +2,9 @@ package gossip
 
 import (
 	"fmt"
-	"net/netip"
 	"sort"
 	"sync"
+	"time"
 )
 
 // EventKind says whether an entry appeared (or changed) or went away.
@@ -29,7 +29,7 @@ func (k EventKind) String() string {
 }
 
 // Event is one change to a table as this host sees it. Exactly one of
-// Network, Endpoint, Block and Attachment is set, according to Table.
+// Network, Endpoint, Attachment and KV is set, according to Table.
 type Event struct {
 	Kind    EventKind
 	Table   Table
@@ -41,8 +41,7 @@ type Event struct {
 	Hidden bool
 
 	Network    *Network
-	Endpoint   *Endpoint
-	Block      *Block
+	Endpoint   *Endpoint // DownSince set on hidden deletes
 	Attachment *Attachment
 	KV         *KVEntry
 }
@@ -51,13 +50,14 @@ type Event struct {
 // decoded (which happens on the subscriber's goroutine, not under the
 // store's lock).
 type rawEvent struct {
-	kind    EventKind
-	table   tableID
-	owner   string
-	key     string
-	version uint64
-	value   []byte
-	hidden  bool
+	kind      EventKind
+	table     tableID
+	owner     string
+	key       string
+	version   uint64
+	value     []byte
+	hidden    bool
+	downSince time.Time // hidden deletes: when the owner went down
 }
 
 func (r *rawEvent) decode() Event {
@@ -70,16 +70,10 @@ func (r *rawEvent) decode() Event {
 	case tableEndpoints:
 		e, _ := decodeEndpoint(r.key, r.value)
 		e.Host = r.owner
+		e.DownSince = r.downSince
 		ev.Endpoint = &e
-	case tableBlocks:
-		b, _ := decodeBlock(r.value)
-		if !b.Prefix.IsValid() {
-			b.Prefix, _ = netip.ParsePrefix(r.key)
-		}
-		b.Host = r.owner
-		ev.Block = &b
 	case tableAttachments:
-		ev.Attachment = &Attachment{Network: r.key, Host: r.owner}
+		ev.Attachment = &Attachment{Network: r.key, Host: r.owner, DownSince: r.downSince}
 	case tableKV:
 		ev.KV = &KVEntry{Key: r.key, Host: r.owner, Value: r.value, Version: r.version}
 	}
@@ -149,13 +143,10 @@ func (s *store) subscribe(buf int) (<-chan Event, func()) {
 		done: make(chan struct{}),
 	}
 	s.mu.Lock()
-	for owner, o := range s.owners {
-		if !o.alive {
-			continue
-		}
-		for k, r := range o.entries {
-			if !r.deleted {
-				sub.queue = append(sub.queue, rawEvent{kind: EventPut, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value})
+	for _, sc := range s.scopes {
+		for k, r := range sc.entries {
+			if !r.deleted && k.owner.alive {
+				sub.queue = append(sub.queue, rawEvent{kind: EventPut, table: k.table, owner: k.owner.name, key: k.key, version: r.version, value: r.value})
 			}
 		}
 	}

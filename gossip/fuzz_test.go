@@ -9,15 +9,12 @@ import (
 )
 
 func fuzzSeeds(f *testing.F) {
-	f.Add(encodeMessage(nil, sampleMessage()))
-	m := sampleMessage()
-	m.typ = msgUpdate
-	m.entries = m.entries[:1]
-	f.Add(encodeMessage(nil, m))
-	f.Add(encodeMessage(nil, sampleSync()))
+	for _, m := range append([]*message{sampleMessage(), sampleUpdate()}, sampleDigests()...) {
+		f.Add(encodeMessage(nil, m))
+	}
 	f.Add([]byte{})
-	f.Add([]byte{wireVersion, msgState, 0, 0, 0})
-	f.Add([]byte{wireVersion, msgUpdate, 1, 'a', 1, 1, 'a', 1, 42, 0, 0, 1, 'k', 1, 0})
+	f.Add([]byte{wireVersion, msgState, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{wireVersion, msgUpdate, 0, 1, 'a', 1, 2, 'a', 0, 0, 0, 0, 1, 42, 0, 0, 2, 'k', 1, 0})
 }
 
 // FuzzDecodeMessage: any input either fails to decode or decodes to a
@@ -37,28 +34,29 @@ func FuzzDecodeMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded message does not decode: %v", err)
 		}
-		if diff := cmp.Diff(m, again, cmp.AllowUnexported(message{}, entry{})); diff != "" {
+		if diff := cmp.Diff(m, again, cmp.AllowUnexported(message{}, entry{}, digest{}, want{})); diff != "" {
 			t.Fatalf("re-encode changed the message:\n%s", diff)
 		}
 	})
 }
 
 // FuzzHandleMessage feeds arbitrary input to a node's message handler, the
-// path every received byte takes: it must not panic, and whatever it stores
-// must be valid and readable through the table API.
+// path every received byte takes: it must not panic, whatever it stores
+// must be valid and readable through the table API, and whatever it answers
+// must decode.
 func FuzzHandleMessage(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n := newTestNode(t, "me")
-		for _, h := range []string{"h1", "h2", "h3", "a"} {
-			n.store.setAlive(h, true)
+		for _, h := range []string{"h1", "h2", "h3", "h9", "a"} {
+			n.store.setMember(h, addrOf(h), netip.Addr{}, wireVersion, true, false)
 		}
 		for _, nw := range []string{"net-a", "n", "a"} {
 			if err := n.Attachments().Attach(nw); err != nil {
 				t.Fatal(err)
 			}
 		}
-		n.handle(b)
+		n.handle(b, addrOf("src"))
 		for _, e := range n.store.snapshot() {
 			if err := checkValue(&e); err != nil {
 				t.Fatalf("stored an invalid entry %+v: %v", e, err)
@@ -66,7 +64,9 @@ func FuzzHandleMessage(f *testing.F) {
 		}
 		_ = n.Networks().List()
 		_ = n.Endpoints().List("")
-		_ = n.Blocks().List()
+		_ = n.Endpoints().ListNetwork("net-a", true)
+		_ = n.KV().List("")
+		_ = n.Stats()
 	})
 }
 
@@ -74,12 +74,12 @@ func FuzzHandleMessage(f *testing.F) {
 // metadata; a value that decodes must re-encode to the same bytes.
 func FuzzDecodeValue(f *testing.F) {
 	ep := testEndpoint("e", "n", 1)
+	ep.Names = []string{"web", "web.acme"}
 	nw := Network{ID: "n", Name: "x", VNI: 7, Subnet: netip.MustParsePrefix("10.0.0.0/8")}
-	bl := Block{Prefix: netip.MustParsePrefix("fd00::/120"), Network: "n"}
 	f.Add(byte(tableEndpoints), encodeEndpoint(&ep))
 	f.Add(byte(tableNetworks), encodeNetwork(&nw))
-	f.Add(byte(tableBlocks), encodeBlock(&bl))
-	f.Add(byte(0), appendAddr([]byte{metaVersion}, netip.MustParseAddr("203.0.113.1")))
+	f.Add(byte(0), append(appendAddr([]byte{metaVersion}, netip.MustParseAddr("203.0.113.1")), wireVersion))
+	f.Add(byte(0), appendAddr([]byte{metaVersion}, netip.MustParseAddr("203.0.113.1"))) // a version 1 host's
 	f.Fuzz(func(t *testing.T, table byte, b []byte) {
 		var re []byte
 		switch tableID(table % 4) {
@@ -94,20 +94,20 @@ func FuzzDecodeValue(f *testing.F) {
 			if err != nil {
 				return
 			}
+			if err := v.validate(); err != nil {
+				t.Fatalf("decoded endpoint %+v is invalid: %v", v, err)
+			}
 			re = encodeEndpoint(&v)
-		case tableBlocks:
-			v, err := decodeBlock(b)
-			if err != nil {
-				return
-			}
-			re = encodeBlock(&v)
 		default:
-			if a := decodeMeta(b); a.IsValid() {
-				re = appendAddr([]byte{metaVersion}, a)
-				b = b[:len(re)]
-			} else {
+			a, wire := decodeMeta(b)
+			if !a.IsValid() {
 				return
 			}
+			re = appendAddr([]byte{metaVersion}, a)
+			if wire != 1 || len(b) > len(re) {
+				re = append(re, wire)
+			}
+			b = b[:len(re)]
 		}
 		if !bytes.Equal(re, b) {
 			t.Fatalf("value %x re-encodes as %x", b, re)

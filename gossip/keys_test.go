@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -212,10 +213,8 @@ func TestHostileInputOverTheRing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var target *memberlist.Node
-	for _, p := range h1.peers() {
-		target = p
-	}
+	ap := netip.MustParseAddrPort(h0.Addr())
+	target := &memberlist.Node{Name: "h0", Addr: ap.Addr().AsSlice(), Port: ap.Port()}
 	good := testEndpoint("ep-x", "net-a", 1)
 	forged := encodeMessage(nil, &message{typ: msgUpdate, sender: "h1", entries: []entry{
 		{table: tableEndpoints, owner: "h0", key: "ep-x", version: 1, value: encodeEndpoint(&good)},

@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,48 +18,47 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// udpBudget is the largest update sent as one UDP packet; larger ones go
-// over TCP. memberlist's packets are 1400 bytes; this leaves room for its
-// headers, the label and AES-GCM's nonce and tag.
-const udpBudget = 1200
-
-// maxAhead bounds how far an entry's version may be ahead of this host's
-// wall clock. Versions track the wall clock in microseconds (see clock),
-// so a much larger one comes from a broken or hostile sender; accepting
-// it would drag every host's clock up to it, and near 2^64 the clock
-// would wrap. A day tolerates badly set clocks (time zones) between hosts.
-const maxAhead = 24 * time.Hour
-
-var (
-	errOwnership = errors.New("entry owned by another host")
-	errFuture    = errors.New("version too far ahead of the clock")
-	errScope     = errors.New("entry outside the synced network")
-)
-
 // Node is one host's member of the gossip ring and its replica of the
 // tables. Create it with New, then call Run.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	store     *store
-	stats     counters
-	keyring   *memberlist.Keyring
-	ml        *memberlist.Memberlist
-	meta      []byte
-	vtepFix   chan struct{} // an adopted endpoint carries an old VTEP
-	stopped   sync.Once
-	rejoining atomic.Bool
-	running   atomic.Bool
-	syncJobs  chan syncJob
+	cfg     Config
+	log     *slog.Logger
+	store   *store
+	stats   counters
+	keyring *memberlist.Keyring
+	seal    *sealer
+	tr      *transport                    // ours, under any wrapper
+	wire    memberlist.NodeAwareTransport // what we send through: tr, or the wrapper around it
+	ml      *memberlist.Memberlist
+	meta    []byte
+	out     *outbox
+	inbox   inbox
+	quit    chan struct{}
+	wg      sync.WaitGroup // the sender, the receive worker, streams
+
+	vtepFix       chan struct{} // an adopted endpoint carries an old VTEP
+	kick          chan struct{} // housekeeping (first syncs, gaps) has work now
+	healCh        chan string   // hosts back from down
+	streamMu      sync.Mutex    // guards streamQ and streamWorkers
+	streamQ       []streamJob
+	streamWorkers int
+	backlogAt     atomic.Int64 // unix nanoseconds: when input last waited to be handled
+	closing       sync.RWMutex // write-held once stopping: no new stream starts
+	closed        bool         // guarded by closing
+	stopped       sync.Once
+	rejoining     atomic.Bool
+	running       atomic.Bool
 
 	addr string // host:port others join
 	port uint16
 
-	mu       sync.Mutex                  // guards the fields below
-	failed   map[string]failed           // recently failed peers, joined again by Run
-	members  map[string]*memberlist.Node // copies taken in the event callbacks
-	needSync map[string]bool             // networks attached here not yet synced with a peer
-	parked   map[string][]syncJob        // syncs for peers not yet in members
+	mu     sync.Mutex            // guards the fields below
+	inFrom map[string]int        // incoming streams being read, by sender
+	busy   map[string]time.Time  // scopes with recent traffic: when last
+	failed map[string]failed     // recently failed peers, joined again by Run
+	syncs  map[string]*scopeSync // first-sync state per scope ("" and networks)
+	gaps   map[want]*gap         // writers whose digest differs from our copy
+	warned map[string]bool       // peers warned about for their wire version
 }
 
 type failed struct {
@@ -93,52 +90,67 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
-		store:    newStore(cfg.NodeName, time.Now),
-		meta:     appendAddr([]byte{metaVersion}, cfg.VTEP),
-		vtepFix:  make(chan struct{}, 1),
-		failed:   make(map[string]failed),
-		members:  make(map[string]*memberlist.Node),
-		needSync: make(map[string]bool),
-		parked:   make(map[string][]syncJob),
-		syncJobs: make(chan syncJob, 1024),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "gossip", "host", cfg.NodeName),
+		store:   newStore(cfg.NodeName, time.Now, cfg.TombstoneTTL),
+		meta:    nodeMeta(cfg.VTEP),
+		out:     newOutbox(),
+		inbox:   inbox{wake: make(chan struct{}, 1)},
+		quit:    make(chan struct{}),
+		vtepFix: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		healCh:  make(chan string, 64),
+		failed:  make(map[string]failed),
+		syncs:   map[string]*scopeSync{"": newScopeSync()},
+		gaps:    make(map[want]*gap),
+		warned:  make(map[string]bool),
+		inFrom:  make(map[string]int),
+		busy:    make(map[string]time.Time),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
 		return nil, fmt.Errorf("gossip: Keys: %w", err)
 	}
 	n.keyring = kr
+	if n.seal, err = newSealer(cfg.Cluster, kr); err != nil {
+		return nil, fmt.Errorf("gossip: Keys: %w", err)
+	}
 
-	mlog := memberlistLogger(n.log)
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{cfg.BindAddr.String()},
-		BindPort:  cfg.BindPort,
-		Logger:    mlog,
-	})
+	tr, err := listen(cfg.BindAddr, cfg.BindPort, n.log)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.BindPort)), err)
 	}
-	var tr memberlist.NodeAwareTransport = nt
+	tr.onFrame, tr.onStream = n.onFrame, n.onStream
+	n.tr, n.wire = tr, tr
 	if cfg.WrapTransport != nil {
-		tr = cfg.WrapTransport(nt)
+		n.wire = cfg.WrapTransport(tr)
 	}
 	adv := cfg.AdvertiseAddr
 	if !adv.IsValid() {
 		adv = cfg.BindAddr
 	}
+	n.port = uint16(tr.port)
+	n.addr = netip.AddrPortFrom(adv, n.port).String()
+	n.store.setMember(cfg.NodeName, netip.AddrPortFrom(adv, n.port), cfg.VTEP, wireVersion, true, false)
+	if len(n.seeds()) == 0 {
+		n.markSynced("") // nobody to catch up with
+	}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeName
-	mc.Transport = tr
+	mc.Transport = n.wire
 	mc.BindAddr = cfg.BindAddr.String()
-	mc.BindPort = nt.GetAutoBindPort()
+	mc.BindPort = tr.port
 	mc.AdvertiseAddr = adv.String()
-	mc.AdvertisePort = nt.GetAutoBindPort()
+	mc.AdvertisePort = tr.port
 	mc.Label = cfg.Cluster
 	mc.Keyring = kr
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
+	// Compressing every probe cost ~12 µs and 78 KB of garbage a packet
+	// (issue 12); memberlist's packets are small and its large push/pull
+	// carries no tables but at a join. Receivers accept either.
+	mc.EnableCompression = false
 	mc.ProbeInterval = cfg.ProbeInterval
 	mc.ProbeTimeout = cfg.ProbeTimeout
 	mc.SuspicionMult = cfg.SuspicionMult
@@ -149,51 +161,66 @@ func New(cfg Config) (*Node, error) {
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
-	mc.Logger = mlog
+	mc.Logger = memberlistLogger(n.log)
 	if cfg.tuneMemberlist != nil {
 		cfg.tuneMemberlist(mc)
 	}
+	tr.start()
+	n.wg.Add(2)
+	go n.receiver()
+	go n.sender()
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		_ = nt.Shutdown()
+		n.shutdown()
+		_ = tr.Shutdown()
 		return nil, fmt.Errorf("gossip: start memberlist as %q: %w", cfg.NodeName, err)
 	}
 	n.ml = ml
-	n.port = uint16(nt.GetAutoBindPort())
-	n.addr = netip.AddrPortFrom(adv, n.port).String()
 	return n, nil
 }
 
 // Addr returns the address other hosts join this one at.
 func (n *Node) Addr() string { return n.addr }
 
+// seeds returns the configured seeds other than this host.
+func (n *Node) seeds() []string {
+	var out []string
+	self := n.addr
+	for _, s := range n.cfg.Seeds {
+		if self == "" || withPort(s, n.port) != self { // a shared seed list may name this host
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Run joins the seeds and keeps the node healthy until ctx is done: it
-// re-joins seeds and failed peers every RejoinInterval, reaps tombstones
-// and dead hosts' entries, and fixes the VTEP on entries adopted after a
-// restart. On return it has left the ring and closed every subscription.
+// re-joins seeds and failed peers every RejoinInterval, runs the repair
+// rounds, reaps tombstones and dead hosts' entries, and fixes the VTEP on
+// entries adopted after a restart. On return it has left the ring and
+// closed every subscription.
 func (n *Node) Run(ctx context.Context) error {
 	if !n.running.CompareAndSwap(false, true) {
 		return errors.New("gossip: Run called twice")
 	}
 	defer n.stop(true)
-	var seeds []string
-	for _, s := range n.cfg.Seeds {
-		if withPort(s, n.port) != n.addr { // a shared seed list may name this host
-			seeds = append(seeds, s)
-		}
+	if seeds := n.seeds(); len(seeds) > 0 {
+		// Joined aside: a join dials each seed in turn, and Run's loop must
+		// serve first syncs meanwhile.
+		n.rejoining.Store(true)
+		go func() {
+			defer n.rejoining.Store(false)
+			if k, err := n.ml.Join(seeds); err != nil && k == 0 {
+				n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", seeds, "err", err)
+			} else {
+				n.log.Info("joined ring", "seeds", seeds, "reached", k)
+			}
+		}()
 	}
-	if len(seeds) > 0 {
-		if k, err := n.ml.Join(seeds); err != nil && k == 0 {
-			n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", seeds, "err", err)
-		} else {
-			n.log.Info("joined ring", "seeds", seeds, "reached", k)
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go n.syncWorker(ctx)
 	syncTimer := time.NewTimer(n.cfg.SyncInterval)
 	defer syncTimer.Stop()
+	house := time.NewTimer(0)
+	defer house.Stop()
 	rejoin := time.NewTicker(n.cfg.RejoinInterval)
 	defer rejoin.Stop()
 	reap := time.NewTicker(n.cfg.ReapInterval)
@@ -212,7 +239,7 @@ func (n *Node) Run(ctx context.Context) error {
 				}()
 			}
 		case <-reap.C:
-			tomb, dead := n.store.reap(n.cfg.TombstoneTTL, n.cfg.ReapDeadAfter)
+			tomb, dead := n.store.reap(n.cfg.ReapDeadAfter)
 			if tomb+dead > 0 {
 				n.log.Debug("reaped", "tombstones", tomb, "dead_entries", dead)
 			}
@@ -221,11 +248,35 @@ func (n *Node) Run(ctx context.Context) error {
 			n.fixVTEP()
 		case <-syncTimer.C:
 			syncTimer.Reset(n.syncRound())
+		case name := <-n.healCh:
+			n.heal(name)
+		case <-n.kick:
+			house.Reset(0)
+		case <-house.C:
+			now := time.Now()
+			next := n.firstSyncs(now)
+			if g := n.checkGaps(now); !g.IsZero() && (next.IsZero() || g.Before(next)) {
+				next = g
+			}
+			if !next.IsZero() {
+				house.Reset(time.Until(next))
+			}
 		}
 	}
 }
 
-// stop leaves the ring (gracefully if leave) and shuts memberlist down;
+// kickNow asks Run to run housekeeping now.
+func (n *Node) kickNow() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// kickLocked is kickNow with n.mu held (it takes no lock).
+func (n *Node) kickLocked() { n.kickNow() }
+
+// stop leaves the ring (gracefully if leave) and shuts everything down;
 // later calls do nothing.
 func (n *Node) stop(leave bool) {
 	n.stopped.Do(func() { n.stopOnce(leave) })
@@ -237,10 +288,20 @@ func (n *Node) stopOnce(leave bool) {
 			n.log.Warn("leave ring", "err", err)
 		}
 	}
-	if err := n.ml.Shutdown(); err != nil {
+	if err := n.ml.Shutdown(); err != nil { // shuts our transport down too
 		n.log.Warn("shut down memberlist", "err", err)
 	}
+	n.shutdown()
 	n.store.closeSubs()
+}
+
+// shutdown stops the sender, the receive worker and the streams.
+func (n *Node) shutdown() {
+	n.closing.Lock()
+	n.closed = true
+	n.closing.Unlock()
+	close(n.quit)
+	n.wg.Wait()
 }
 
 // rejoin joins every seed and recently failed peer that is not an alive
@@ -248,16 +309,16 @@ func (n *Node) stopOnce(leave bool) {
 // up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
 	alive := map[string]bool{n.addr: true}
-	var targets []string
-	n.mu.Lock()
-	for _, m := range n.members {
-		alive[m.Address()] = true
+	for _, m := range n.store.members() {
+		alive[m.Addr.String()] = true
 	}
-	for _, s := range n.cfg.Seeds {
+	var targets []string
+	for _, s := range n.seeds() {
 		if !alive[withPort(s, n.port)] {
 			targets = append(targets, s)
 		}
 	}
+	n.mu.Lock()
 	for _, f := range n.failed {
 		if !alive[f.addr] {
 			targets = append(targets, f.addr)
@@ -303,40 +364,8 @@ func (n *Node) fixVTEP() {
 }
 
 // Members returns the hosts in the ring, this one included, that are not
-// known to be dead, sorted by name.
-func (n *Node) Members() []Member {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]Member, 0, len(n.members))
-	for _, m := range n.members {
-		addr, _ := netip.AddrFromSlice(m.Addr)
-		out = append(out, Member{
-			Name: m.Name,
-			Addr: netip.AddrPortFrom(addr.Unmap(), m.Port),
-			VTEP: decodeMeta(m.Meta),
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// peers returns copies of the other members' memberlist nodes. memberlist's
-// own Members() hands out pointers it later writes to without our lock, so
-// we keep copies taken inside its callbacks instead.
-func (n *Node) peers() []*memberlist.Node {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*memberlist.Node, 0, len(n.members))
-	for name, m := range n.members {
-		if name != n.cfg.NodeName {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// Stats returns the node's counters.
-func (n *Node) Stats() Stats { return n.stats.snapshot() }
+// known to be down, sorted by name.
+func (n *Node) Members() []Member { return n.store.members() }
 
 // KeyInUse returns a fingerprint of the primary cluster key (the first 8 hex
 // digits of its SHA-256), for showing which key a host encrypts with
@@ -357,7 +386,7 @@ func (n *Node) InstallKey(key []byte) error {
 	if err := n.keyring.AddKey(key); err != nil {
 		return fmt.Errorf("install cluster key: %w", err)
 	}
-	return nil
+	return n.seal.reload()
 }
 
 // UseKey makes an installed key the primary, which encrypts what this host
@@ -366,7 +395,7 @@ func (n *Node) UseKey(key []byte) error {
 	if err := n.keyring.UseKey(key); err != nil {
 		return fmt.Errorf("use cluster key: %w", err)
 	}
-	return nil
+	return n.seal.reload()
 }
 
 // RemoveKey removes an installed key that is not the primary.
@@ -374,7 +403,7 @@ func (n *Node) RemoveKey(key []byte) error {
 	if err := n.keyring.RemoveKey(key); err != nil {
 		return fmt.Errorf("remove cluster key: %w", err)
 	}
-	return nil
+	return n.seal.reload()
 }
 
 // Subscribe returns a stream of changes, starting with a put for every
@@ -382,132 +411,3 @@ func (n *Node) RemoveKey(key []byte) error {
 // events queue (unbounded) until read. It is closed by cancel or when Run
 // returns.
 func (n *Node) Subscribe(buf int) (<-chan Event, func()) { return n.store.subscribe(buf) }
-
-// publish sends a change made here to the hosts that need it: endpoint
-// changes to the hosts attached to the endpoint's network, everything else
-// to every member. Errors are counted, not returned: the periodic full
-// state exchange repairs what a send missed.
-func (n *Node) publish(e entry, network string) {
-	msg := encodeMessage(nil, &message{typ: msgUpdate, sender: n.cfg.NodeName, entries: []entry{e}})
-	var want map[string]bool
-	if e.table == tableEndpoints {
-		want = make(map[string]bool)
-		for _, h := range n.store.attached(network) {
-			want[h] = true
-		}
-	}
-	for _, m := range n.peers() {
-		if want != nil && !want[m.Name] {
-			continue
-		}
-		var err error
-		if len(msg) <= udpBudget {
-			err = n.ml.SendBestEffort(m, msg)
-		} else {
-			err = n.ml.SendReliable(m, msg)
-		}
-		if err != nil {
-			n.stats.sendErrors.Add(1)
-			n.log.Debug("send update", "to", m.Name, "err", err)
-			continue
-		}
-		n.stats.sent.Add(1)
-	}
-}
-
-// handle decodes and applies one message from another host.
-func (n *Node) handle(b []byte) {
-	m, err := decodeMessage(b)
-	if err != nil {
-		n.drop(err, "", "")
-		return
-	}
-	n.stats.received.Add(1)
-	ask := make(map[string][]string) // peer -> networks to sync with it, one request each
-	for i := range m.entries {
-		e := &m.entries[i]
-		if err := n.admit(m, e); err != nil {
-			n.drop(err, m.sender, e.key)
-			continue
-		}
-		if e.table == tableEndpoints && e.owner != n.cfg.NodeName && !n.store.isAttached(endpointNetwork(e.value)) {
-			n.stats.unscoped.Add(1) // not ours to keep: this host lacks the network
-			continue
-		}
-		switch n.store.merge(e) {
-		case mergeApplied:
-			n.stats.applied.Add(1)
-			if e.table == tableAttachments && !e.deleted {
-				if n.waitingSync(e.key) {
-					ask[e.owner] = append(ask[e.owner], e.key)
-				}
-			}
-		case mergeAdopted:
-			n.stats.applied.Add(1)
-			switch {
-			case e.table == tableEndpoints && !e.deleted:
-				select {
-				case n.vtepFix <- struct{}{}:
-				default:
-				}
-			case e.table == tableAttachments && !e.deleted:
-				n.wantSync(e.key) // restarted: fetch the network's endpoints
-			}
-		case mergeStale, mergeReaped:
-			n.stats.stale.Add(1)
-		}
-	}
-	for peer, nws := range ask {
-		n.requestSync(peer, nws, false)
-	}
-	var answer []string
-	for _, nw := range m.networks {
-		switch m.typ {
-		case msgSyncReq:
-			if n.store.isAttached(nw) {
-				answer = append(answer, nw)
-			}
-		case msgSyncResp:
-			n.synced(nw)
-		}
-	}
-	n.requestSync(m.sender, answer, true)
-}
-
-// admit checks one received entry: its owner (an update carries only its
-// sender's entries, and nobody may update this host's entries; push/pull
-// states and syncs relay other hosts' entries), a sync's scope, the
-// version's distance from the clock, then its table and value.
-func (n *Node) admit(m *message, e *entry) error {
-	switch {
-	case e.owner == "":
-		return fmt.Errorf("empty owner: %w", errOwnership)
-	case m.typ == msgUpdate && (e.owner != m.sender || m.sender == n.cfg.NodeName):
-		return fmt.Errorf("update from %q for %q: %w", m.sender, e.owner, errOwnership)
-	case isSync(m.typ) && (e.table != tableEndpoints || !slices.Contains(m.networks, endpointNetwork(e.value))):
-		return fmt.Errorf("sync of networks %q carries %s %q: %w", m.networks, e.table.name(), e.key, errScope)
-	case e.version > uint64(time.Now().Add(maxAhead).UnixMicro()):
-		return fmt.Errorf("version %d: %w", e.version, errFuture)
-	}
-	return checkValue(e)
-}
-
-func (n *Node) drop(err error, sender, key string) {
-	r := reasonOf(err)
-	n.stats.dropped[r].Add(1)
-	level := slog.LevelDebug
-	if n.stats.shouldWarn(time.Now()) {
-		level = slog.LevelWarn
-	}
-	n.log.Log(context.Background(), level, "dropped gossip input", "reason", dropNames[r], "from", sender, "key", key, "err", err)
-}
-
-const metaVersion = 1
-
-func decodeMeta(b []byte) netip.Addr {
-	r := reader{b: b}
-	if r.byte() != metaVersion {
-		return netip.Addr{}
-	}
-	return r.addr()
-}

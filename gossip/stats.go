@@ -16,6 +16,7 @@ const (
 	dropTooLong
 	dropTrailing
 	dropOwnerIndex
+	dropScopeIndex
 	dropFlags
 	dropNonCanonical
 	dropTable
@@ -24,13 +25,17 @@ const (
 	dropOwnership
 	dropFuture
 	dropScope
+	dropDecrypt
+	dropQueueFull
+	dropRefused
 	dropOther
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index",
-	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "future-version", "scope", "other",
+	"truncated", "wire-version", "message-type", "too-long", "trailing-bytes", "owner-index", "scope-index",
+	"flags", "non-canonical", "unknown-table", "bad-value", "key-mismatch", "ownership", "future-version", "scope",
+	"decrypt", "queue-full", "stream-refused", "other",
 }
 
 func reasonOf(err error) dropReason {
@@ -41,8 +46,9 @@ func reasonOf(err error) dropReason {
 		// Entry-level reasons first: a bad value also wraps the reader's error.
 		{errOwnership, dropOwnership}, {errFuture, dropFuture}, {errScope, dropScope}, {errTable, dropTable}, {errBadValue, dropValue}, {errKey, dropKey},
 		{errTruncated, dropTruncated}, {errWireVersion, dropVersion}, {errMsgType, dropType},
-		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex},
+		{errTooLong, dropTooLong}, {errTrailing, dropTrailing}, {errBadOwner, dropOwnerIndex}, {errBadScope, dropScopeIndex},
 		{errBadFlags, dropFlags}, {errNonCanonical, dropNonCanonical},
+		{errDecrypt, dropDecrypt}, {errQueueFull, dropQueueFull}, {errRefused, dropRefused},
 	} {
 		if errors.Is(err, c.err) {
 			return c.r
@@ -51,35 +57,78 @@ func reasonOf(err error) dropReason {
 	return dropOther
 }
 
-// Stats are counters since the node started.
+// Stats are the node's counters since it started and its current sizes.
+// Cheap to call: counters are atomics, sizes are kept as the state changes
+// (Hidden and the member counts walk the hosts, not the entries).
 type Stats struct {
-	MessagesReceived uint64 // decoded messages: updates, push/pull states, syncs
-	EntriesApplied   uint64 // remote entries that changed the state
-	EntriesStale     uint64 // remote entries we already had
-	EntriesUnscoped  uint64 // endpoints of networks this host does not have, ignored
-	MessagesSent     uint64 // direct sends that memberlist accepted
-	SendErrors       uint64
-	// Dropped counts refused messages and entries by reason
-	// (truncated, wire-version, unknown-table, ownership, ...).
+	// Hosts known, by state as this host sees them (this host is alive).
+	MembersAlive  int
+	MembersFailed int // declared dead by the failure detector
+	MembersLeft   int // left the ring gracefully
+
+	MessagesReceived uint64 // decoded messages: updates, states, syncs, repairs
+	MessagesSent     uint64 // packets and stream messages sent (one per receiver)
+	BytesReceived    uint64 // sealed bytes of our frames received
+	BytesSent        uint64 // sealed bytes of our frames sent
+	SendErrors       uint64 // sends that failed or were dropped (too many streams)
+	SendQueue        int    // this host's changes waiting for the sender
+	StreamQueue      int    // streams (large messages) waiting to be written
+	StreamsOut       int    // outgoing TCP streams being written now
+
+	EntriesApplied  uint64 // remote entries that changed the state
+	EntriesStale    uint64 // remote entries we already had (or newer)
+	EntriesUnscoped uint64 // endpoints of networks this host does not have, ignored
+	EntriesRetired  uint64 // stale copies of this host's own entries ended with a fresh tombstone
+	SyncRequests    uint64 // first syncs asked for
+	Pulls           uint64 // repairs asked for: entries of owners whose digest differed
+
+	// Dropped counts refused messages and entries by reason (truncated,
+	// wire-version, decrypt, queue-full, unknown-table, ownership, ...).
 	Dropped map[string]uint64
+	// Tables has, per table, the live entries held (hidden ones included),
+	// those hidden because their host is down, and the tombstones.
+	Tables map[Table]TableStats
+}
+
+// TableStats are one table's sizes.
+type TableStats struct {
+	Entries    int // live entries, hidden ones included
+	Hidden     int // live entries of hosts now down
+	Tombstones int // deletion markers not yet past TombstoneTTL
 }
 
 type counters struct {
-	received, applied, stale, unscoped, sent, sendErrors atomic.Uint64
-	dropped                                              [numDropReasons]atomic.Uint64
-	lastDropLog                                          atomic.Int64 // unix nanoseconds; rate-limits warnings
+	received, applied, stale, unscoped, retired atomic.Uint64
+	sent, sendErrors, bytesSent, bytesReceived  atomic.Uint64
+	syncRequests, pulls                         atomic.Uint64
+	dropped                                     [numDropReasons]atomic.Uint64
+	lastDropLog                                 atomic.Int64 // unix nanoseconds; rate-limits warnings
 }
 
-func (c *counters) snapshot() Stats {
+// Stats returns the node's counters and sizes.
+func (n *Node) Stats() Stats {
+	c := &n.stats
 	s := Stats{
 		MessagesReceived: c.received.Load(),
-		EntriesApplied:   c.applied.Load(),
-		EntriesStale:     c.stale.Load(),
-		EntriesUnscoped:  c.unscoped.Load(),
 		MessagesSent:     c.sent.Load(),
+		BytesReceived:    c.bytesReceived.Load(),
+		BytesSent:        c.bytesSent.Load(),
 		SendErrors:       c.sendErrors.Load(),
-		Dropped:          make(map[string]uint64),
+		SendQueue:        n.out.depth(),
+
+		EntriesApplied:  c.applied.Load(),
+		EntriesStale:    c.stale.Load(),
+		EntriesUnscoped: c.unscoped.Load(),
+		EntriesRetired:  c.retired.Load(),
+		SyncRequests:    c.syncRequests.Load(),
+		Pulls:           c.pulls.Load(),
+		Dropped:         make(map[string]uint64),
+		Tables:          n.store.tableStats(),
 	}
+	s.MembersAlive, s.MembersFailed, s.MembersLeft = n.store.memberCounts()
+	n.streamMu.Lock()
+	s.StreamQueue, s.StreamsOut = len(n.streamQ), n.streamWorkers
+	n.streamMu.Unlock()
 	for i := range c.dropped {
 		if v := c.dropped[i].Load(); v > 0 {
 			s.Dropped[dropNames[i]] = v

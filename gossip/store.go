@@ -1,221 +1,441 @@
 package gossip
 
-// The replicated state. Every entry is identified by (table, owner, key):
-// each host writes only under its own name, so two hosts never write the
-// same entry and there is nothing to arbitrate. For one entry the owner's
-// versions only grow, so "keep the higher version" is a join-semilattice:
-// any set of messages applied in any order, any number of times, ends in
-// the same state. Deletes are tombstones (a higher version with no value),
-// kept for TombstoneTTL so that an older copy met later cannot resurrect
-// the entry.
+// The replicated state. Every entry is identified by (scope, table, owner,
+// key): each host writes only under its own name, so two hosts never write
+// the same entry and there is nothing to arbitrate. For one entry the
+// owner's versions only grow, so "keep the higher version" is a
+// join-semilattice: any set of messages applied in any order, any number of
+// times, ends in the same state.
+//
+// Scopes. The global tables (networks, attachments, kv) form the scope ""
+// and are on every host. A network's endpoints form the scope named by the
+// network; a host keeps it only while it is attached to the network (and
+// keeps its own endpoints always).
+//
+// Deletes are tombstones (a higher version with no value). A version is a
+// Lamport clock floored at its writer's wall clock in microseconds, so it
+// doubles as the time of the write: every host drops a tombstone once its
+// version is older than TombstoneTTL, and refuses one already that old.
+// That is the cluster-wide horizon: a marker goes away everywhere at about
+// the same time and no host can bring it back (the clocks' skew is the only
+// slack). An older copy of a deleted entry met after that is handled by its
+// owner, which answers it with a fresh tombstone (see Node.mergeOwn).
+//
+// Digests: per scope and owner, a tally of the live entries, kept up to
+// date by setLocked; see digest.go.
 //
 // Liveness is separate from the entries: while memberlist says a host is
-// dead, its entries are hidden (reported as deleted to subscribers, left
-// out of Get and List) but kept, and they return when the host does. After
-// ReapDeadAfter they are dropped.
+// down, its entries are hidden (reported as deleted to subscribers, left
+// out of Get and List unless asked for) but kept, and they return when the
+// host does. After ReapDeadAfter they are dropped.
 
 import (
+	"net/netip"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
 
-// tkey identifies an entry within one owner's entries.
-type tkey struct {
+// owner is everything known about one host.
+type owner struct {
+	name      string
+	alive     bool
+	left      bool      // it left gracefully (else it failed), while !alive
+	downSince time.Time // while !alive
+	reaped    bool      // its entries were dropped; old copies are ignored until it is back
+	addr      netip.AddrPort
+	vtep      netip.Addr
+	wire      uint8              // wire version it speaks, from its metadata; 0 unknown
+	live      [numTableIDs]int32 // its live entries per table
+}
+
+// ekey identifies an entry within a scope.
+type ekey struct {
+	owner *owner
 	table tableID
 	key   string
 }
 
 // record is the stored form of an entry. value is never modified after it
-// is stored, so it may be shared with snapshots and events.
+// is stored, so it may be shared with snapshots, events and messages.
 type record struct {
-	version   uint64
-	deleted   bool
-	value     []byte
-	network   string // endpoints only: the network, interned
-	deletedAt int64  // unix nanoseconds, for reaping tombstones
+	version uint64
+	deleted bool
+	value   []byte
 }
 
-// ownerState is everything known about one owner.
-type ownerState struct {
-	alive     bool
-	deadSince time.Time
-	reaped    bool // its entries were dropped; ignore old copies until it is alive again
-	entries   map[tkey]*record
+// scope is the entries of one network (or, for "", the global tables).
+type scope struct {
+	entries map[ekey]*record
+	owners  map[*owner]tally // live entries per owner; absent when none
+	root    tally            // all live entries
 }
+
+// tableCount is the number of live entries and tombstones of one table.
+type tableCount struct{ live, tombs int }
 
 // store holds the tables. Safe for concurrent use; it never calls
-// memberlist and never blocks on subscribers.
+// memberlist or the network and never blocks on subscribers.
 type store struct {
-	self string
+	self *owner
+	ttl  time.Duration // the tombstone horizon
 
-	mu     sync.Mutex // guards the fields below
-	clock  clock
-	owners map[string]*ownerState
-	subs   map[*subscription]struct{}
-	names  map[string]string // interned network names
+	mu       sync.Mutex // guards the fields below and every owner's fields
+	clock    clock
+	owners   map[string]*owner
+	scopes   map[string]*scope
+	attached map[string]map[*owner]bool // live attachments: network -> owners
+	names    map[string]string          // interned network names
+	counts   [numTableIDs]tableCount
+	subs     map[*subscription]struct{}
 }
 
-func newStore(self string, now func() time.Time) *store {
+func newStore(self string, now func() time.Time, ttl time.Duration) *store {
 	s := &store{
-		self:   self,
-		clock:  clock{now: now},
-		owners: make(map[string]*ownerState),
-		subs:   make(map[*subscription]struct{}),
-		names:  make(map[string]string),
+		ttl:      ttl,
+		clock:    clock{now: now},
+		owners:   make(map[string]*owner),
+		scopes:   map[string]*scope{"": newScope()},
+		attached: make(map[string]map[*owner]bool),
+		names:    make(map[string]string),
+		subs:     make(map[*subscription]struct{}),
 	}
-	s.owners[self] = &ownerState{alive: true, entries: make(map[tkey]*record)}
+	s.self = &owner{name: self, alive: true, wire: wireVersion}
+	s.owners[self] = s.self
 	return s
 }
 
-// networkLocked returns the interned network of an endpoint value (or an
-// endpoint's tombstone value); "" for other tables. Interning keeps one
-// copy of each network ID however many endpoints it has.
-func (s *store) networkLocked(t tableID, value []byte) string {
-	if t != tableEndpoints {
-		return ""
-	}
-	nw := endpointNetwork(value)
-	if in, ok := s.names[nw]; ok {
-		return in
-	}
-	s.names[nw] = nw
-	return nw
+func newScope() *scope {
+	return &scope{entries: make(map[ekey]*record), owners: make(map[*owner]tally)}
 }
 
-// ownerLocked returns the state of owner, creating it (not alive) if new.
-func (s *store) ownerLocked(owner string) *ownerState {
-	o := s.owners[owner]
+// intern returns the one stored copy of network name s.
+func (s *store) internLocked(name string) string {
+	if in, ok := s.names[name]; ok {
+		return in
+	}
+	s.names[name] = name
+	return name
+}
+
+// scopeOf is the scope an entry of table t with value v belongs to.
+func scopeOf(t tableID, v []byte) string {
+	if t == tableEndpoints {
+		return endpointNetwork(v)
+	}
+	return ""
+}
+
+// expired reports whether a tombstone of this version is past the horizon.
+func (s *store) expiredLocked(version uint64) bool {
+	return int64(version) < s.clock.now().Add(-s.ttl).UnixMicro()
+}
+
+// ownerLocked returns owner name, creating it (down, since now) if new.
+func (s *store) ownerLocked(name string) *owner {
+	o := s.owners[name]
 	if o == nil {
-		o = &ownerState{deadSince: s.clock.now(), entries: make(map[tkey]*record)}
-		s.owners[owner] = o
+		o = &owner{name: name, downSince: s.clock.now()}
+		s.owners[name] = o
 	}
 	return o
 }
 
-// put writes a local entry and returns it for sending. A put of the value
-// already stored is a no-op and returns ok false.
-func (s *store) put(t tableID, key string, value []byte) (e entry, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	o := s.owners[s.self]
-	k := tkey{t, key}
-	if r := o.entries[k]; r != nil && !r.deleted && string(r.value) == string(value) {
-		return entry{}, false
+// attachedLocked reports whether this host has network.
+func (s *store) attachedLocked(network string) bool { return s.attached[network][s.self] }
+
+// setLocked stores r (nil: removes) as the entry k of scope name, keeping
+// the tallies, counts, attachment index and subscribers up to date. It
+// emits an event if the visible state changed.
+func (s *store) setLocked(scopeName string, k ekey, r *record, hidden bool) {
+	sc := s.scopes[scopeName]
+	if sc == nil {
+		if r == nil {
+			return
+		}
+		sc = newScope()
+		s.scopes[scopeName] = sc
 	}
-	r := &record{version: s.clock.next(), value: value, network: s.networkLocked(t, value)}
-	o.entries[k] = r
-	s.emitLocked(rawEvent{kind: EventPut, table: t, owner: s.self, key: key, version: r.version, value: value})
-	return entry{table: t, owner: s.self, key: key, version: r.version, value: value}, true
+	old := sc.entries[k]
+	o := k.owner
+	if old != nil {
+		if old.deleted {
+			s.counts[k.table].tombs--
+		} else {
+			s.counts[k.table].live--
+			o.live[k.table]--
+			t := sc.owners[o]
+			t.sub(entryHash(k.table, k.key, old.version))
+			if t.count == 0 {
+				delete(sc.owners, o)
+			} else {
+				sc.owners[o] = t
+			}
+			sc.root.sub(entryHash(k.table, k.key, old.version))
+		}
+	}
+	if r == nil {
+		delete(sc.entries, k)
+	} else {
+		sc.entries[k] = r
+		if r.deleted {
+			s.counts[k.table].tombs++
+		} else {
+			s.counts[k.table].live++
+			o.live[k.table]++
+			h := entryHash(k.table, k.key, r.version)
+			t := sc.owners[o]
+			t.add(h)
+			sc.owners[o] = t
+			sc.root.add(h)
+		}
+	}
+	wasLive, isLive := old != nil && !old.deleted, r != nil && !r.deleted
+	if k.table == tableAttachments && wasLive != isLive {
+		if isLive {
+			if s.attached[k.key] == nil {
+				s.attached[k.key] = make(map[*owner]bool)
+			}
+			s.attached[k.key][o] = true
+		} else {
+			delete(s.attached[k.key], o)
+			if len(s.attached[k.key]) == 0 {
+				delete(s.attached, k.key)
+			}
+		}
+		if o == s.self && isLive && s.scopes[k.key] == nil {
+			s.scopes[k.key] = newScope()
+		}
+	}
+	if !o.alive {
+		return
+	}
+	switch {
+	case isLive && (!wasLive || string(old.value) != string(r.value)):
+		s.emitLocked(rawEvent{kind: EventPut, table: k.table, owner: o.name, key: k.key, version: r.version, value: r.value, hidden: hidden})
+	case wasLive && !isLive:
+		version := old.version
+		if r != nil {
+			version = r.version
+		}
+		s.emitLocked(rawEvent{kind: EventDelete, table: k.table, owner: o.name, key: k.key, version: version, value: old.value, hidden: hidden})
+	}
 }
 
-// del tombstones a local entry and returns it with the value it replaced;
-// ok is false if there was nothing to delete.
-func (s *store) del(t tableID, key string) (e entry, oldValue []byte, ok bool) {
+// put writes a local entry and returns its scope. A put of the value
+// already stored is a no-op and returns ok false. An endpoint that moves to
+// another network is deleted from the old one first.
+func (s *store) put(t tableID, key string, value []byte) (scopeName string, moved string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o := s.owners[s.self]
-	k := tkey{t, key}
-	old := o.entries[k]
-	if old == nil || old.deleted {
-		return entry{}, nil, false
+	scopeName = s.internLocked(scopeOf(t, value))
+	k := ekey{s.self, t, key}
+	if t == tableEndpoints {
+		if old, nw := s.ownEndpointLocked(key); old != nil && nw != scopeName {
+			s.setLocked(nw, k, &record{version: s.clock.next(), deleted: true, value: tombstoneValue(t, old.value)}, false)
+			moved = nw
+		}
 	}
-	r := &record{version: s.clock.next(), deleted: true, value: tombstoneValue(t, old.value), network: old.network, deletedAt: s.clock.now().UnixNano()}
-	o.entries[k] = r
-	s.emitLocked(rawEvent{kind: EventDelete, table: t, owner: s.self, key: key, version: r.version, value: old.value})
-	return entry{table: t, owner: s.self, key: key, version: r.version, deleted: true, value: r.value}, old.value, true
+	if sc := s.scopes[scopeName]; sc != nil {
+		if r := sc.entries[k]; r != nil && !r.deleted && string(r.value) == string(value) {
+			return scopeName, moved, moved != ""
+		}
+	}
+	s.setLocked(scopeName, k, &record{version: s.clock.next(), value: value}, false)
+	return scopeName, moved, true
+}
+
+// ownEndpointLocked finds this host's live endpoint key, in whichever
+// network it is.
+func (s *store) ownEndpointLocked(key string) (*record, string) {
+	k := ekey{s.self, tableEndpoints, key}
+	for name, sc := range s.scopes {
+		if r := sc.entries[k]; r != nil && !r.deleted {
+			return r, name
+		}
+	}
+	return nil, ""
+}
+
+// del tombstones a local entry and returns its scope; ok is false if there
+// was nothing to delete.
+func (s *store) del(t tableID, key string) (scopeName string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := ekey{s.self, t, key}
+	var old *record
+	if t == tableEndpoints {
+		old, scopeName = s.ownEndpointLocked(key)
+	} else if r := s.scopes[""].entries[k]; r != nil && !r.deleted {
+		old = r
+	}
+	if old == nil {
+		return "", false
+	}
+	s.setLocked(scopeName, k, &record{version: s.clock.next(), deleted: true, value: tombstoneValue(t, old.value)}, false)
+	return scopeName, true
+}
+
+// retire writes a fresh tombstone for an entry of this host's that another
+// host still holds but this host does not (it deleted it long ago, or never
+// wrote it in this life). value is the stale copy's, for its scope.
+func (s *store) retire(t tableID, key string, value []byte) (scopeName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	scopeName = s.internLocked(scopeOf(t, value))
+	s.setLocked(scopeName, ekey{s.self, t, key}, &record{version: s.clock.next(), deleted: true, value: tombstoneValue(t, value)}, false)
+	return scopeName
 }
 
 // mergeResult says what merging one remote entry did.
 type mergeResult int
 
 const (
-	mergeStale   mergeResult = iota // we already had this version or a newer one
-	mergeApplied                    // stored
-	mergeAdopted                    // an entry of ours from before a restart; stored and now ours again
-	mergeReaped                     // the owner is dead and reaped; ignored
+	mergeStale    mergeResult = iota // we already had this version or a newer one
+	mergeApplied                     // stored (or, for an expired tombstone, its delete applied)
+	mergeAdopted                     // an entry of ours from before a restart; stored and now ours again
+	mergeReaped                      // the owner is down and reaped; ignored
+	mergeUnscoped                    // an endpoint of a network this host does not have; ignored
+	mergeOwnStale                    // an entry of ours that we do not hold; not stored
 )
 
-// merge applies a validated remote entry.
-func (s *store) merge(e *entry) mergeResult {
+// merge applies a validated remote entry. An entry of this host's that it
+// does not hold is adopted only if adopt is set (this host is still
+// catching up after a start); otherwise it is reported as mergeOwnStale
+// for the caller to answer.
+func (s *store) merge(e *entry, adopt bool) mergeResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.mergeLocked(e, adopt)
+}
+
+func (s *store) mergeLocked(e *entry, adopt bool) mergeResult {
 	s.clock.observe(e.version)
+	scopeName := scopeOf(e.table, e.value)
 	o := s.ownerLocked(e.owner)
-	if o.reaped && !o.alive {
-		return mergeReaped
+	if o != s.self {
+		if o.reaped && !o.alive {
+			return mergeReaped
+		}
+		if e.table == tableEndpoints && !s.attachedLocked(scopeName) {
+			return mergeUnscoped
+		}
 	}
-	k := tkey{e.table, e.key}
-	old := o.entries[k]
+	k := ekey{o, e.table, e.key}
+	var old *record
+	if sc := s.scopes[scopeName]; sc != nil {
+		old = sc.entries[k]
+	}
 	if old != nil && old.version >= e.version {
 		return mergeStale
 	}
-	r := &record{version: e.version, deleted: e.deleted, value: e.value, network: s.networkLocked(e.table, e.value)}
-	if e.deleted {
-		r.deletedAt = s.clock.now().UnixNano()
+	if o == s.self && old == nil && !adopt {
+		// An entry of ours we do not hold, met after catching up: deleted
+		// so long ago that the marker expired. The caller ends it. (One we
+		// hold at an older version is newer news from a previous life of
+		// this host, taken back like any adopted entry.)
+		return mergeOwnStale
 	}
-	o.entries[k] = r
-	if o.alive {
-		switch {
-		case !e.deleted && (old == nil || old.deleted || string(old.value) != string(e.value)):
-			s.emitLocked(rawEvent{kind: EventPut, table: e.table, owner: e.owner, key: e.key, version: e.version, value: e.value})
-		case e.deleted && old != nil && !old.deleted:
-			s.emitLocked(rawEvent{kind: EventDelete, table: e.table, owner: e.owner, key: e.key, version: e.version, value: old.value})
+	scopeName = s.internLocked(scopeName)
+	if e.deleted && s.expiredLocked(e.version) {
+		// Past the horizon: apply the delete, keep no marker.
+		if old == nil || old.deleted {
+			return mergeStale
 		}
+		s.setLocked(scopeName, k, nil, false)
+		return mergeApplied
 	}
-	if e.owner == s.self {
+	s.setLocked(scopeName, k, &record{version: e.version, deleted: e.deleted, value: e.value}, false)
+	if o == s.self {
 		return mergeAdopted
 	}
 	return mergeApplied
 }
 
-// setAlive records memberlist's view of a host. Going down hides its
-// entries; coming back shows them again.
-func (s *store) setAlive(owner string, alive bool) {
-	if owner == s.self {
-		return
-	}
+// setMember records memberlist's view of a host: its address, VTEP and
+// wire version, and whether it is up. Going down hides its entries; coming
+// back shows them again. It returns whether the host was down before and is
+// up now.
+func (s *store) setMember(name string, addr netip.AddrPort, vtep netip.Addr, wire uint8, alive, left bool) (back bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o := s.ownerLocked(owner)
-	if o.alive == alive {
-		return
+	o := s.ownerLocked(name)
+	if addr.IsValid() {
+		o.addr, o.vtep, o.wire = addr, vtep, wire
+	}
+	if o == s.self || o.alive == alive {
+		return false
 	}
 	o.alive = alive
 	kind := EventPut
-	if !alive {
-		kind = EventDelete
-		o.deadSince = s.clock.now()
+	if alive {
+		o.reaped, o.left, o.downSince = false, false, time.Time{}
 	} else {
-		o.reaped = false
+		kind = EventDelete
+		o.left, o.downSince = left, s.clock.now()
 	}
-	for _, k := range sortedKeys(o.entries) {
-		r := o.entries[k]
-		if r.deleted {
-			continue
+	if o.liveTotal() > 0 {
+		for _, ev := range s.ownerEntriesLocked(o) {
+			ev.kind, ev.hidden = kind, true
+			if !alive {
+				ev.downSince = o.downSince
+			}
+			s.emitLocked(ev)
 		}
-		s.emitLocked(rawEvent{kind: kind, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value, hidden: true})
 	}
+	return alive
 }
 
-// reap drops tombstones older than ttl and the entries of hosts dead for
+func (o *owner) liveTotal() int {
+	var n int32
+	for _, c := range o.live {
+		n += c
+	}
+	return int(n)
+}
+
+// ownerEntriesLocked returns o's live entries as events, in a stable order
+// (table, then key).
+func (s *store) ownerEntriesLocked(o *owner) []rawEvent {
+	var out []rawEvent
+	for _, sc := range s.scopes {
+		if _, ok := sc.owners[o]; !ok {
+			continue
+		}
+		for k, r := range sc.entries {
+			if k.owner == o && !r.deleted {
+				out = append(out, rawEvent{table: k.table, owner: o.name, key: k.key, version: r.version, value: r.value})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].table != out[j].table {
+			return out[i].table < out[j].table
+		}
+		return out[i].key < out[j].key
+	})
+	return out
+}
+
+// reap drops tombstones past the horizon and the entries of hosts down for
 // longer than deadAfter. Nothing visible changes, so there are no events.
-func (s *store) reap(ttl, deadAfter time.Duration) (tombstones, entries int) {
+func (s *store) reap(deadAfter time.Duration) (tombstones, entries int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.now()
-	cut := now.Add(-ttl).UnixNano()
 	for _, o := range s.owners {
-		if !o.alive && !o.reaped && now.Sub(o.deadSince) > deadAfter {
-			entries += len(o.entries)
-			o.entries = make(map[tkey]*record)
+		if !o.alive && !o.reaped && now.Sub(o.downSince) > deadAfter {
 			o.reaped = true
-			continue
 		}
-		for k, r := range o.entries {
-			if r.deleted && r.deletedAt < cut {
-				delete(o.entries, k)
+	}
+	for name, sc := range s.scopes {
+		for k, r := range sc.entries {
+			switch {
+			case k.owner.reaped && !k.owner.alive:
+				s.setLocked(name, k, nil, false)
+				entries++
+			case r.deleted && s.expiredLocked(r.version):
+				s.setLocked(name, k, nil, false)
 				tombstones++
 			}
 		}
@@ -223,45 +443,11 @@ func (s *store) reap(ttl, deadAfter time.Duration) (tombstones, entries int) {
 	return tombstones, entries
 }
 
-// snapshot returns every entry, tombstones and hidden ones included.
-func (s *store) snapshot() []entry { return s.collect(func(tableID, *record) bool { return true }) }
-
-// globalState returns the entries of every table but endpoints, for
-// memberlist's push/pull; endpoints are synced per network.
-func (s *store) globalState() []entry {
-	return s.collect(func(t tableID, _ *record) bool { return t != tableEndpoints })
-}
-
-// networkState returns the endpoints (tombstones and hidden ones included)
-// of the given networks, in one pass.
-func (s *store) networkState(networks ...string) []entry {
-	set := make(map[string]bool, len(networks))
-	for _, nw := range networks {
-		set[nw] = true
-	}
-	return s.collect(func(t tableID, r *record) bool { return t == tableEndpoints && set[r.network] })
-}
-
-func (s *store) collect(keep func(tableID, *record) bool) []entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []entry
-	for owner, o := range s.owners {
-		for k, r := range o.entries {
-			if keep(k.table, r) {
-				out = append(out, entry{table: k.table, owner: owner, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
-			}
-		}
-	}
-	return out
-}
-
 // isAttached reports whether this host has network.
 func (s *store) isAttached(network string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.owners[s.self].entries[tkey{tableAttachments, network}]
-	return r != nil && !r.deleted
+	return s.attachedLocked(network)
 }
 
 // dropNetwork forgets other hosts' endpoints of network (this host no
@@ -269,131 +455,19 @@ func (s *store) isAttached(network string) bool {
 func (s *store) dropNetwork(network string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for owner, o := range s.owners {
-		if owner == s.self {
+	sc := s.scopes[network]
+	if sc == nil {
+		return
+	}
+	own := false
+	for k := range sc.entries {
+		if k.owner == s.self {
+			own = true
 			continue
 		}
-		for k, r := range o.entries {
-			if k.table != tableEndpoints || r.network != network {
-				continue
-			}
-			delete(o.entries, k)
-			if o.alive && !r.deleted {
-				s.emitLocked(rawEvent{kind: EventDelete, table: k.table, owner: owner, key: k.key, version: r.version, value: r.value, hidden: true})
-			}
-		}
+		s.setLocked(network, k, nil, true)
 	}
-}
-
-// visible returns the live entries of table t of alive owners, optionally
-// only those with key, sorted by (key, version, owner).
-func (s *store) visible(t tableID, key string, byKey bool) []entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []entry
-	for owner, o := range s.owners {
-		if !o.alive {
-			continue
-		}
-		if byKey {
-			if r := o.entries[tkey{t, key}]; r != nil && !r.deleted {
-				out = append(out, entry{table: t, owner: owner, key: key, version: r.version, value: r.value})
-			}
-			continue
-		}
-		for k, r := range o.entries {
-			if k.table == t && !r.deleted {
-				out = append(out, entry{table: t, owner: owner, key: k.key, version: r.version, value: r.value})
-			}
-		}
+	if !own {
+		delete(s.scopes, network)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := &out[i], &out[j]
-		if a.key != b.key {
-			return a.key < b.key
-		}
-		if a.version != b.version {
-			return a.version < b.version
-		}
-		return a.owner < b.owner
-	})
-	return out
-}
-
-// withPrefix returns the live entries of table t whose key starts with
-// prefix, of every owner, alive or not (hidden entries too; reaped ones are
-// gone), sorted by (key, owner).
-func (s *store) withPrefix(t tableID, prefix string) []entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []entry
-	for owner, o := range s.owners {
-		for k, r := range o.entries {
-			if k.table == t && !r.deleted && strings.HasPrefix(k.key, prefix) {
-				out = append(out, entry{table: t, owner: owner, key: k.key, version: r.version, value: r.value})
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].key != out[j].key {
-			return out[i].key < out[j].key
-		}
-		return out[i].owner < out[j].owner
-	})
-	return out
-}
-
-// hosts returns every owner the store knows, and whether it is alive.
-func (s *store) hosts() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]bool, len(s.owners))
-	for name, o := range s.owners {
-		out[name] = o.alive
-	}
-	return out
-}
-
-// owned returns this host's live entries of table t.
-func (s *store) owned(t tableID) []entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []entry
-	for k, r := range s.owners[s.self].entries {
-		if k.table == t && !r.deleted {
-			out = append(out, entry{table: t, owner: s.self, key: k.key, version: r.version, value: r.value})
-		}
-	}
-	return out
-}
-
-// attached returns the alive hosts other than this one attached to network.
-func (s *store) attached(network string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	k := tkey{tableAttachments, network}
-	for owner, o := range s.owners {
-		if owner == s.self || !o.alive {
-			continue
-		}
-		if r := o.entries[k]; r != nil && !r.deleted {
-			out = append(out, owner)
-		}
-	}
-	return out
-}
-
-func sortedKeys(m map[tkey]*record) []tkey {
-	keys := make([]tkey, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].table != keys[j].table {
-			return keys[i].table < keys[j].table
-		}
-		return keys[i].key < keys[j].key
-	})
-	return keys
 }

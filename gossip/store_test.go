@@ -42,9 +42,15 @@ func testEndpoint(id, network string, last byte) Endpoint {
 }
 
 // dump is a store's full state (tombstones included) in a comparable form.
-func dump(s *store) []string {
+func dump(s *store) []string { return dumpOwners(s, nil) }
+
+// dumpOwners is dump without the entries of the owners named in skip.
+func dumpOwners(s *store, skip map[string]bool) []string {
 	var out []string
 	for _, e := range s.snapshot() {
+		if skip[e.owner] {
+			continue
+		}
 		out = append(out, fmt.Sprintf("%d/%s/%s v%d del=%v %x", e.table, e.owner, e.key, e.version, e.deleted, e.value))
 	}
 	sort.Strings(out)
@@ -59,7 +65,11 @@ func TestMergeOrderIndependent(t *testing.T) {
 	owners := []string{"h1", "h2", "h3"}
 	writers := map[string]*store{}
 	for _, o := range owners {
-		writers[o] = newStore(o, clk.now)
+		writers[o] = newStore(o, clk.now, time.Hour)
+	}
+	written := func(w *store, scope string, t tableID, key string) entry {
+		r := w.scopes[scope].entries[ekey{w.self, t, key}]
+		return entry{table: t, owner: w.self.name, key: key, version: r.version, deleted: r.deleted, value: r.value}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var log []entry
@@ -67,14 +77,14 @@ func TestMergeOrderIndependent(t *testing.T) {
 		o := owners[rng.IntN(len(owners))]
 		key := fmt.Sprintf("ep%d", rng.IntN(20))
 		if rng.IntN(4) == 0 {
-			if e, _, ok := writers[o].del(tableEndpoints, key); ok {
-				log = append(log, e)
+			if scope, ok := writers[o].del(tableEndpoints, key); ok {
+				log = append(log, written(writers[o], scope, tableEndpoints, key))
 			}
 			continue
 		}
 		ep := testEndpoint(key, "net", byte(i))
-		if e, ok := writers[o].put(tableEndpoints, key, encodeEndpoint(&ep)); ok {
-			log = append(log, e)
+		if scope, _, ok := writers[o].put(tableEndpoints, key, encodeEndpoint(&ep)); ok {
+			log = append(log, written(writers[o], scope, tableEndpoints, key))
 		}
 		if i%7 == 0 {
 			clk.advance(time.Millisecond)
@@ -87,17 +97,18 @@ func TestMergeOrderIndependent(t *testing.T) {
 	sort.Strings(want)
 
 	for trial := range 20 {
-		s := newStore("observer", clk.now)
+		s := newStore("observer", clk.now, time.Hour)
+		s.put(tableAttachments, "net", nil)
 		for _, o := range owners {
-			s.setAlive(o, true)
+			s.setMember(o, addrOf(o), netip.Addr{}, wireVersion, true, false)
 		}
 		order := append([]entry(nil), log...)
 		order = append(order, log[:len(log)/3]...) // duplicates
 		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for i := range order {
-			s.merge(&order[i])
+			s.merge(&order[i], false)
 		}
-		if diff := cmp.Diff(want, dump(s)); diff != "" {
+		if diff := cmp.Diff(want, dumpOwners(s, map[string]bool{"observer": true})); diff != "" {
 			t.Fatalf("trial %d: state differs from the writers' (-want +got):\n%s", trial, diff)
 		}
 	}
@@ -118,80 +129,144 @@ func drain(t *testing.T, ch <-chan Event, n int) []Event {
 	return out
 }
 
+// addrOf is a made-up member address for store tests.
+func addrOf(name string) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(7000+len(name)))
+}
+
+// observer is a store attached to nw that sees the given hosts up.
+func observer(clk *fakeClock, nw string, up ...string) *store {
+	s := newStore("obs", clk.now, time.Hour)
+	s.put(tableAttachments, nw, nil)
+	for _, h := range up {
+		s.setMember(h, addrOf(h), netip.Addr{}, wireVersion, true, false)
+	}
+	return s
+}
+
+// putEntry writes an entry on w and returns it as sent.
+func putEntry(t *testing.T, w *store, tb tableID, key string, value []byte) entry {
+	t.Helper()
+	scope, _, ok := w.put(tb, key, value)
+	if !ok {
+		t.Fatalf("put %s: no change", key)
+	}
+	r := w.scopes[scope].entries[ekey{w.self, tb, key}]
+	return entry{table: tb, owner: w.self.name, key: key, version: r.version, value: r.value}
+}
+
+func delEntry(t *testing.T, w *store, tb tableID, key string) entry {
+	t.Helper()
+	scope, ok := w.del(tb, key)
+	if !ok {
+		t.Fatalf("del %s: nothing to delete", key)
+	}
+	r := w.scopes[scope].entries[ekey{w.self, tb, key}]
+	return entry{table: tb, owner: w.self.name, key: key, version: r.version, deleted: true, value: r.value}
+}
+
 func TestHideAndShowDeadHost(t *testing.T) {
 	clk := newFakeClock()
-	h1 := newStore("h1", clk.now)
-	obs := newStore("obs", clk.now)
-	obs.setAlive("h1", true)
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
 	ep := testEndpoint("ep1", "net", 5)
-	e, _ := h1.put(tableEndpoints, "ep1", encodeEndpoint(&ep))
-	obs.merge(&e)
+	e := putEntry(t, h1, tableEndpoints, "ep1", encodeEndpoint(&ep))
+	obs.merge(&e, false)
 	ch, cancel := obs.subscribe(0)
 	defer cancel()
-	if got := drain(t, ch, 1)[0]; got.Kind != EventPut || got.Endpoint == nil || got.Endpoint.ID != "ep1" || got.Host != "h1" {
-		t.Fatalf("replayed event = %+v, want put of ep1 from h1", got)
+	if got := drain(t, ch, 2); got[0].Kind != EventPut || got[0].Endpoint == nil || got[0].Endpoint.ID != "ep1" || got[0].Host != "h1" || got[1].Attachment == nil {
+		t.Fatalf("replayed events = %+v, want a put of ep1 from h1, then the attachment (table order)", got)
 	}
 
-	obs.setAlive("h1", false)
+	clk.advance(time.Second)
+	obs.setMember("h1", netip.AddrPort{}, netip.Addr{}, 0, false, false)
 	got := drain(t, ch, 1)[0]
-	if got.Kind != EventDelete || !got.Hidden || got.Endpoint == nil || got.Endpoint.IP != ep.IP {
-		t.Fatalf("on host down got %+v, want hidden delete carrying the endpoint", got)
+	if got.Kind != EventDelete || !got.Hidden || got.Endpoint == nil || got.Endpoint.IP != ep.IP || !got.Endpoint.DownSince.Equal(clk.now()) {
+		t.Fatalf("on host down got %+v, want hidden delete carrying the endpoint and when its host went down", got)
 	}
-	if v := obs.visible(tableEndpoints, "", false); len(v) != 0 {
+	if v := obs.list(tableEndpoints, "net", false); len(v) != 0 {
 		t.Fatalf("dead host's entries still visible: %v", v)
 	}
-	obs.setAlive("h1", true)
+	if v := obs.list(tableEndpoints, "net", true); len(v) != 1 || !v[0].downSince.Equal(clk.now()) {
+		t.Fatalf("hidden read = %+v, want ep1 with its host's down time", v)
+	}
+	obs.setMember("h1", addrOf("h1"), netip.Addr{}, wireVersion, true, false)
 	if got := drain(t, ch, 1)[0]; got.Kind != EventPut || !got.Hidden || got.Key != "ep1" {
 		t.Fatalf("on host up got %+v, want put of ep1", got)
 	}
-	if v := obs.visible(tableEndpoints, "ep1", true); len(v) != 1 {
+	if v := obs.get(tableEndpoints, "ep1", false); len(v) != 1 || !v[0].downSince.IsZero() {
 		t.Fatalf("entry did not return with its host: %v", v)
 	}
 }
 
 func TestReap(t *testing.T) {
 	clk := newFakeClock()
-	h1 := newStore("h1", clk.now)
-	obs := newStore("obs", clk.now)
-	obs.setAlive("h1", true)
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
 	ep := testEndpoint("ep1", "net", 5)
-	put, _ := h1.put(tableEndpoints, "ep1", encodeEndpoint(&ep))
+	put := putEntry(t, h1, tableEndpoints, "ep1", encodeEndpoint(&ep))
 	ep2 := testEndpoint("ep2", "net", 6)
-	put2, _ := h1.put(tableEndpoints, "ep2", encodeEndpoint(&ep2))
-	del, _, _ := h1.del(tableEndpoints, "ep2")
+	put2 := putEntry(t, h1, tableEndpoints, "ep2", encodeEndpoint(&ep2))
+	del := delEntry(t, h1, tableEndpoints, "ep2")
 	for _, e := range []*entry{&put, &put2, &del} {
-		obs.merge(e)
+		obs.merge(e, false)
 	}
 
 	clk.advance(time.Minute)
-	if tomb, dead := obs.reap(time.Hour, time.Hour); tomb+dead != 0 {
+	if tomb, dead := obs.reap(time.Hour); tomb+dead != 0 {
 		t.Fatalf("reaped %d tombstones and %d entries before the bounds", tomb, dead)
 	}
 	// The tombstone still stops the older put.
-	if r := obs.merge(&put2); r != mergeStale {
+	if r := obs.merge(&put2, false); r != mergeStale {
 		t.Fatalf("older put merged over a tombstone: %v", r)
 	}
 	clk.advance(2 * time.Hour)
-	if tomb, dead := obs.reap(time.Hour, time.Hour); tomb != 1 || dead != 0 {
+	if tomb, dead := obs.reap(time.Hour); tomb != 1 || dead != 0 {
 		t.Fatalf("reaped %d tombstones, %d entries; want 1, 0", tomb, dead)
 	}
+	// Past the horizon, the tombstone is not taken back, from anyone.
+	if r := obs.merge(&del, false); r != mergeStale {
+		t.Fatalf("merge of a tombstone past the horizon = %v, want refused", r)
+	}
+	if got := obs.tableStats()[TableEndpoints]; got.Tombstones != 0 || got.Entries != 1 {
+		t.Fatalf("endpoint stats = %+v, want 1 entry and no tombstone", got)
+	}
 
-	obs.setAlive("h1", false)
+	obs.setMember("h1", netip.AddrPort{}, netip.Addr{}, 0, false, false)
 	clk.advance(30 * time.Minute)
-	if _, dead := obs.reap(time.Hour, time.Hour); dead != 0 {
+	if _, dead := obs.reap(time.Hour); dead != 0 {
 		t.Fatalf("reaped a host dead for less than the bound")
 	}
 	clk.advance(31 * time.Minute)
-	if _, dead := obs.reap(time.Hour, time.Hour); dead != 1 {
+	if _, dead := obs.reap(time.Hour); dead != 1 {
 		t.Fatalf("reaped %d entries of a host dead past the bound, want 1", dead)
 	}
 	// Old copies of a reaped host's entries are ignored while it stays dead.
-	if r := obs.merge(&put); r != mergeReaped {
+	if r := obs.merge(&put, false); r != mergeReaped {
 		t.Fatalf("merge of a reaped host's entry = %v, want ignored", r)
 	}
-	obs.setAlive("h1", true)
-	if r := obs.merge(&put); r != mergeApplied {
+	obs.setMember("h1", addrOf("h1"), netip.Addr{}, wireVersion, true, false)
+	if r := obs.merge(&put, false); r != mergeApplied {
 		t.Fatalf("merge after the host returned = %v, want applied", r)
+	}
+}
+
+// TestExpiredTombstoneStillDeletes: a tombstone that arrives past the
+// horizon is not kept, but still deletes the older live copy it meets.
+func TestExpiredTombstoneStillDeletes(t *testing.T) {
+	clk := newFakeClock()
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
+	ep := testEndpoint("ep1", "net", 5)
+	put := putEntry(t, h1, tableEndpoints, "ep1", encodeEndpoint(&ep))
+	obs.merge(&put, false)
+	del := delEntry(t, h1, tableEndpoints, "ep1")
+	clk.advance(2 * time.Hour)
+	if r := obs.merge(&del, false); r != mergeApplied {
+		t.Fatalf("merge of an expired tombstone over a live copy = %v, want applied", r)
+	}
+	if st := obs.tableStats()[TableEndpoints]; st.Entries != 0 || st.Tombstones != 0 {
+		t.Fatalf("stats after = %+v, want nothing left", st)
 	}
 }
 
@@ -199,27 +274,68 @@ func TestReap(t *testing.T) {
 // writes versions above its old ones, and adopts its old entries.
 func TestRestartedHostWritesWin(t *testing.T) {
 	clk := newFakeClock()
-	h1 := newStore("h1", clk.now)
-	obs := newStore("obs", clk.now)
-	obs.setAlive("h1", true)
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
 	ep := testEndpoint("ep1", "net", 5)
 	var last entry
 	for range 5 { // many quick writes push the Lamport clock past the wall clock
 		ep.IP = ep.IP.Next()
-		last, _ = h1.put(tableEndpoints, "ep1", encodeEndpoint(&ep))
-		obs.merge(&last)
+		last = putEntry(t, h1, tableEndpoints, "ep1", encodeEndpoint(&ep))
+		obs.merge(&last, false)
 	}
 	clk.advance(time.Second)
-	h1b := newStore("h1", clk.now) // restarted, empty
-	if r := h1b.merge(&last); r != mergeAdopted {
-		t.Fatalf("restarted host's merge of its old entry = %v, want adopted", r)
+	h1b := newStore("h1", clk.now, time.Hour) // restarted, empty
+	if r := h1b.merge(&last, false); r != mergeOwnStale {
+		t.Fatalf("merge of its old entry by a host caught up = %v, want refused as stale", r)
+	}
+	older := last
+	older.version--
+	if r := h1b.merge(&older, true); r != mergeAdopted {
+		t.Fatalf("restarted host's merge of an old entry = %v, want adopted", r)
+	}
+	if r := h1b.merge(&last, false); r != mergeAdopted {
+		t.Fatalf("merge of a newer version of an entry it holds = %v, want adopted (news of a previous life), even caught up", r)
 	}
 	ep.IP = ep.IP.Next()
-	e, ok := h1b.put(tableEndpoints, "ep1", encodeEndpoint(&ep))
-	if !ok || e.version <= last.version {
+	e := putEntry(t, h1b, tableEndpoints, "ep1", encodeEndpoint(&ep))
+	if e.version <= last.version {
 		t.Fatalf("write after restart has version %d, want above %d", e.version, last.version)
 	}
-	if r := obs.merge(&e); r != mergeApplied {
+	if r := obs.merge(&e, false); r != mergeApplied {
 		t.Fatalf("observer merge of the new write = %v, want applied", r)
+	}
+}
+
+// TestDigestsTrackLiveEntries: the per-owner tallies follow every write,
+// ignore tombstones, and agree between a writer and an observer that has
+// merged its entries in any order.
+func TestDigestsTrackLiveEntries(t *testing.T) {
+	clk := newFakeClock()
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
+	var log []entry
+	for i := range 50 {
+		ep := testEndpoint(fmt.Sprintf("ep%d", i%20), "net", byte(i))
+		log = append(log, putEntry(t, h1, tableEndpoints, ep.ID, encodeEndpoint(&ep)))
+		if i%3 == 0 {
+			log = append(log, delEntry(t, h1, tableEndpoints, ep.ID))
+		}
+	}
+	rand.New(rand.NewPCG(3, 4)).Shuffle(len(log), func(i, j int) { log[i], log[j] = log[j], log[i] })
+	for i := range log {
+		obs.merge(&log[i], false)
+	}
+	want := h1.scopes["net"].owners[h1.self]
+	if got := obs.ownerTally("net", "h1"); got != want || got.count == 0 {
+		t.Fatalf("observer's tally of h1 = %+v, writer's = %+v", got, want)
+	}
+	if live := len(obs.list(tableEndpoints, "net", false)); uint64(live) != want.count {
+		t.Fatalf("tally counts %d, %d live entries", want.count, live)
+	}
+	// Reaping tombstones changes no tally.
+	clk.advance(2 * time.Hour)
+	obs.reap(24 * time.Hour)
+	if got := obs.ownerTally("net", "h1"); got != want {
+		t.Fatalf("tally after reaping tombstones = %+v, want %+v", got, want)
 	}
 }

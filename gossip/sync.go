@@ -1,183 +1,256 @@
 package gossip
 
-// Per-network anti-entropy. memberlist's push/pull does not say which peer
-// it talks to, so it cannot be scoped; it carries only the global tables
-// (networks, blocks, attachments). Endpoints are repaired here instead,
-// only between hosts attached to the endpoint's network:
+// First sync, and Synced. A host that starts, or attaches a network, asks
+// one host that keeps the scope for all of it (msgSyncReq) and gets every
+// live entry in one answer (msgEntries, flagged done): one copy, whatever
+// order it attached and joined in, and no tombstones, so what a new host
+// receives does not grow with the deletions ever made. Without progress
+// for firstSyncRetry it asks another host. The global tables come with
+// memberlist's push/pull at the join. Synced reports when a scope has been
+// merged this way, or when no other host keeps it; until then the scope
+// takes no part in repair (what it lacks is on its way).
 //
-//   - every SyncInterval (scaled like memberlist's push/pull above 32
-//     attached hosts), for each network it has, a host sends its view of
-//     that network's endpoints to one random attached peer (msgSyncReq);
-//   - the peer merges it and answers with its own view (msgSyncResp);
-//   - a host that has just attached (or adopted an attachment after a
-//     restart) asks the first attached peer it learns of at once, so a
-//     new host gets a network's endpoints in one round trip.
-//
-// Hosts keep only the endpoints of networks they have (and their own), so
-// memory and repair traffic scale with a host's networks, not the cluster.
+// A host's own entries met in an answer are adopted until the scope has
+// been merged in full from another host since start (a restarted host
+// takes back what it wrote before); after that an own entry this host does
+// not hold is stale, and it answers with a fresh tombstone (Node.mergeOwn).
 
 import (
 	"context"
-	"math"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"time"
 )
 
-// maxParked bounds the peers with sync jobs waiting for their membership.
-const maxParked = 64
+const (
+	// firstSyncRetry is how long a first sync waits without progress
+	// before it asks another host.
+	firstSyncRetry = 3 * time.Second
+)
 
-// unpark queues the sync jobs parked for peer, which just joined. Called
-// from memberlist's NotifyJoin; it only sends on a channel without
-// blocking.
-func (n *Node) unpark(peer string) {
+// scopeSync is the first-sync state of one scope.
+type scopeSync struct {
+	synced   bool
+	caughtUp bool          // merged in full from another host since start: own entries are no longer adopted
+	ch       chan struct{} // closed once synced
+	asked    string        // the host asked, if any
+	askedAt  time.Time
+	tried    map[string]bool
+}
+
+func newScopeSync() *scopeSync {
+	return &scopeSync{ch: make(chan struct{}), tried: make(map[string]bool)}
+}
+
+// syncStateLocked returns the first-sync state of scope, creating it
+// (unsynced) if new; n.mu must be held.
+func (n *Node) syncStateLocked(scope string) *scopeSync {
+	ss := n.syncs[scope]
+	if ss == nil {
+		ss = newScopeSync()
+		n.syncs[scope] = ss
+	}
+	return ss
+}
+
+// wantSync marks scope as needing a first sync (again) and kicks the
+// housekeeping, which asks a host that keeps it.
+func (n *Node) wantSync(scope string) {
 	n.mu.Lock()
-	jobs := n.parked[peer]
-	delete(n.parked, peer)
-	n.mu.Unlock()
-	for _, j := range jobs {
-		n.requestSync(j.to, j.networks, j.reply)
-	}
-}
-
-type syncJob struct {
-	to       string
-	networks []string
-	reply    bool
-}
-
-// requestSync queues a sync of networks with host to; it never blocks (a
-// full queue drops the job; the periodic round catches up).
-func (n *Node) requestSync(to string, networks []string, reply bool) {
-	if len(networks) == 0 {
-		return
-	}
-	select {
-	case n.syncJobs <- syncJob{to: to, networks: networks, reply: reply}:
-	default:
-		n.log.Debug("sync queue full", "networks", len(networks), "peer", to)
-	}
-}
-
-// syncWorker sends queued syncs off memberlist's goroutines (a reliable
-// send dials TCP). Jobs queued together for the same peer go in one
-// message: a host that just joined asks for all its networks at once.
-func (n *Node) syncWorker(ctx context.Context) {
-	for {
-		var batch []syncJob
-		select {
-		case <-ctx.Done():
-			return
-		case job := <-n.syncJobs:
-			batch = append(batch, job)
-		}
-	drain:
-		for len(batch) < cap(n.syncJobs) {
-			select {
-			case job := <-n.syncJobs:
-				batch = append(batch, job)
-			default:
-				break drain
-			}
-		}
-		type dest struct {
-			to    string
-			reply bool
-		}
-		groups := make(map[dest][]string)
-		var order []dest
-		for _, j := range batch {
-			d := dest{j.to, j.reply}
-			if _, ok := groups[d]; !ok {
-				order = append(order, d)
-			}
-			for _, nw := range j.networks {
-				if !slices.Contains(groups[d], nw) {
-					groups[d] = append(groups[d], nw)
-				}
-			}
-		}
-		for _, d := range order {
-			n.sendSync(d.to, groups[d], d.reply)
-		}
-	}
-}
-
-func (n *Node) sendSync(to string, networks []string, reply bool) {
-	n.mu.Lock()
-	peer := n.members[to]
-	if peer == nil {
-		// A peer can ask before we have merged its membership: memberlist
-		// answers a join's push/pull before merging the joiner. Park the
-		// job until NotifyJoin (bounded; the periodic round catches up).
-		if len(n.parked) < maxParked {
-			n.parked[to] = append(n.parked[to], syncJob{to: to, networks: networks, reply: reply})
-		}
-		n.mu.Unlock()
-		return
+	if ss := n.syncs[scope]; ss != nil && ss.synced {
+		fresh := newScopeSync()
+		fresh.caughtUp = ss.caughtUp
+		n.syncs[scope] = fresh
+	} else {
+		n.syncStateLocked(scope)
 	}
 	n.mu.Unlock()
-	typ := byte(msgSyncReq)
-	if reply {
-		typ = msgSyncResp
-	}
-	msg := encodeMessage(nil, &message{typ: typ, sender: n.cfg.NodeName, networks: networks,
-		entries: n.store.networkState(networks...)})
-	if err := n.ml.SendReliable(peer, msg); err != nil {
-		n.stats.sendErrors.Add(1)
-		n.log.Debug("sync networks", "networks", len(networks), "peer", to, "err", err)
-		return
-	}
-	n.stats.sent.Add(1)
+	n.kickNow()
 }
 
-// syncRound starts one sync per network this host has, each with a random
-// attached peer. It returns the interval until the next round.
-func (n *Node) syncRound() time.Duration {
-	most := 0
-	for _, e := range n.store.owned(tableAttachments) {
-		peers := n.store.attached(e.key)
-		most = max(most, len(peers)+1)
-		if len(peers) == 0 {
-			continue
-		}
-		n.requestSync(peers[rand.IntN(len(peers))], []string{e.key}, false)
-	}
-	return scaleInterval(n.cfg.SyncInterval, most)
-}
-
-// scaleInterval stretches interval above 32 hosts as memberlist does for
-// push/pull, so repair traffic per host grows with log n, not n.
-func scaleInterval(interval time.Duration, hosts int) time.Duration {
-	if hosts <= 32 {
-		return interval
-	}
-	mult := math.Ceil(math.Log2(float64(hosts))-5) + 1
-	return time.Duration(mult) * interval
-}
-
-// wantSync marks network as needing a first sync and asks any attached
-// peer already known.
-func (n *Node) wantSync(network string) {
-	n.mu.Lock()
-	n.needSync[network] = true
-	n.mu.Unlock()
-	if peers := n.store.attached(network); len(peers) > 0 {
-		n.requestSync(peers[rand.IntN(len(peers))], []string{network}, false)
-	}
-}
-
-// synced records that network had a sync answer.
-func (n *Node) synced(network string) {
-	n.mu.Lock()
-	delete(n.needSync, network)
-	n.mu.Unlock()
-}
-
-// waitingSync reports whether this host still waits for a first sync of
-// network; handle then asks the peer whose attachment it just merged.
-func (n *Node) waitingSync(network string) bool {
+// resetSync makes scope unsynced again (it was detached).
+func (n *Node) resetSync(scope string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.needSync[network]
+	if ss := n.syncs[scope]; ss != nil && ss.synced {
+		fresh := newScopeSync()
+		fresh.caughtUp = ss.caughtUp
+		n.syncs[scope] = fresh
+	}
+}
+
+// markSynced records that scopes were merged from another host (or that no
+// other host keeps them).
+func (n *Node) markSynced(scopes ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range scopes {
+		ss := n.syncStateLocked(s)
+		if !ss.synced {
+			ss.synced = true
+			close(ss.ch)
+			if s != "" {
+				n.log.Debug("network synced", "network", s)
+			}
+		}
+	}
+}
+
+// caughtUp records that scopes were merged in full from another host.
+func (n *Node) caughtUp(scopes ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range scopes {
+		n.syncStateLocked(s).caughtUp = true
+	}
+}
+
+// adopting reports whether this host still takes back its own entries of
+// scope from other hosts: until it has merged the scope in full from
+// another host since it started. A seed host that restarts counts as
+// synced at once (it has nobody to wait for), but still adopts.
+func (n *Node) adopting(scope string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ss := n.syncs[scope]
+	return ss == nil || !ss.caughtUp
+}
+
+// isSynced reports whether scope has had its first sync.
+func (n *Node) isSynced(scope string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ss := n.syncs[scope]
+	return ss != nil && ss.synced
+}
+
+// Synced reports whether this host has caught up with network since it
+// started (or since it last attached the network): it has merged the
+// network's endpoints from a host attached to it, or it knows the global
+// tables and no other alive host has the network. Until then a reader
+// should not take a missing remote endpoint for a deleted one. The empty
+// network asks about the global tables (networks, attachments, kv):
+// merged from a host at the join, or no seeds to join.
+func (n *Node) Synced(network string) bool {
+	return n.isSynced(network) && (network == "" || n.store.isAttached(network))
+}
+
+// WaitSynced waits until Synced(network) or ctx is done. It waits for a
+// network this host has not attached until it attaches it and syncs.
+func (n *Node) WaitSynced(ctx context.Context, network string) error {
+	for {
+		n.mu.Lock()
+		ch := n.syncStateLocked(network).ch
+		n.mu.Unlock()
+		select {
+		case <-ch:
+			if n.Synced(network) {
+				return nil
+			}
+			// Synced, then detached: wait for the next attach.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond): // poll interval while detached
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// firstSyncs asks for the scopes that still need a first sync, one host
+// per scope (batched: one request per host asked), and marks synced those
+// no other host keeps. It returns when it next needs to run (zero: not
+// until something changes).
+func (n *Node) firstSyncs(now time.Time) time.Time {
+	n.mu.Lock()
+	var pending []string
+	for s, ss := range n.syncs {
+		if !ss.synced {
+			pending = append(pending, s)
+		}
+	}
+	globalSynced := n.syncs[""] != nil && n.syncs[""].synced
+	n.mu.Unlock()
+	slices.Sort(pending)
+
+	var next time.Time
+	asks := make(map[peer][]string)
+	var order []peer
+	for _, s := range pending {
+		if s != "" && !n.store.isAttached(s) {
+			continue
+		}
+		if s == "" && n.rejoining.Load() {
+			continue // a join under way brings the global tables
+		}
+		peers := n.store.audience(s)
+		if len(peers) == 0 {
+			if s != "" && globalSynced {
+				n.markSynced(s) // no other host has the network
+			}
+			continue
+		}
+		n.mu.Lock()
+		ss := n.syncStateLocked(s)
+		if ss.asked != "" && now.Sub(ss.askedAt) < firstSyncRetry && slices.ContainsFunc(peers, func(p peer) bool { return p.name == ss.asked }) {
+			if due := ss.askedAt.Add(firstSyncRetry); next.IsZero() || due.Before(next) {
+				next = due
+			}
+			n.mu.Unlock()
+			continue
+		}
+		// Prefer a host already being asked for another scope.
+		var pick *peer
+		for i := range order {
+			if slices.ContainsFunc(peers, func(p peer) bool { return p.name == order[i].name }) {
+				pick = &order[i]
+				break
+			}
+		}
+		if pick == nil {
+			fresh := slices.DeleteFunc(slices.Clone(peers), func(p peer) bool { return ss.tried[p.name] })
+			if len(fresh) == 0 {
+				clear(ss.tried)
+				fresh = peers
+			}
+			p := fresh[rand.IntN(len(fresh))]
+			order = append(order, p)
+			pick = &order[len(order)-1]
+		}
+		ss.asked, ss.askedAt, ss.tried[pick.name] = pick.name, now, true
+		n.mu.Unlock()
+		asks[*pick] = append(asks[*pick], s)
+		if due := now.Add(firstSyncRetry); next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	for _, p := range order {
+		n.stats.syncRequests.Add(1)
+		n.send(p, &message{typ: msgSyncReq, sender: n.cfg.NodeName, scopes: asks[p]})
+	}
+	return next
+}
+
+// progress notes that an answer for a first sync is arriving from sender,
+// so the scopes are not asked of another host while it does.
+func (n *Node) progress(sender string, scopes []string, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range scopes {
+		if ss := n.syncs[s]; ss != nil && !ss.synced && ss.asked == sender {
+			ss.askedAt = now
+		}
+	}
+}
+
+// answerSyncReq sends every live entry of the asked scopes this host keeps.
+func (n *Node) answerSyncReq(m *message, from netip.AddrPort) {
+	entries, have := n.store.scopeEntries(m.scopes, false)
+	if len(have) == 0 {
+		return
+	}
+	n.reply(m.sender, from, &message{typ: msgEntries, flags: flagDone, sender: n.cfg.NodeName, scopes: have, entries: entries})
 }

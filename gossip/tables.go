@@ -11,18 +11,26 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
+	"time"
 )
 
 // tableID names a replicated table on the wire.
 type tableID uint8
 
 const (
-	tableNetworks    tableID = 1
-	tableEndpoints   tableID = 2
-	tableBlocks      tableID = 3
+	tableNetworks  tableID = 1
+	tableEndpoints tableID = 2
+	// 3 was the IPAM blocks table, unused since ipam keeps its ownership in
+	// kv. Never reuse it: an old peer may still send it (dropped and
+	// counted as unknown-table).
 	tableAttachments tableID = 4
 	tableKV          tableID = 5
+	numTableIDs              = 6
 )
+
+// knownTables are the tables this version keeps.
+var knownTables = []tableID{tableNetworks, tableEndpoints, tableAttachments, tableKV}
 
 // Table names a replicated table in events and stats.
 type Table string
@@ -31,7 +39,6 @@ type Table string
 const (
 	TableNetworks    Table = "networks"
 	TableEndpoints   Table = "endpoints"
-	TableBlocks      Table = "blocks"
 	TableAttachments Table = "attachments"
 	TableKV          Table = "kv"
 )
@@ -42,8 +49,6 @@ func (t tableID) name() Table {
 		return TableNetworks
 	case tableEndpoints:
 		return TableEndpoints
-	case tableBlocks:
-		return TableBlocks
 	case tableAttachments:
 		return TableAttachments
 	case tableKV:
@@ -52,7 +57,9 @@ func (t tableID) name() Table {
 	return Table(fmt.Sprintf("table-%d", uint8(t)))
 }
 
-func (t tableID) known() bool { return t >= tableNetworks && t <= tableKV }
+func (t tableID) known() bool {
+	return t == tableNetworks || t == tableEndpoints || t == tableAttachments || t == tableKV
+}
 
 // Network is one overlay network, owned by the host that created it.
 type Network struct {
@@ -71,24 +78,28 @@ type Endpoint struct {
 	MAC     net.HardwareAddr
 	IP      netip.Addr
 	VTEP    netip.Addr // the owner's underlay address; set by gossip on Put
-	Host    string     // owner; filled in by gossip
+	// Names are the DNS names the endpoint answers to cluster-wide: its
+	// container's name and network aliases. Each is 1-253 bytes of
+	// dot-separated labels of 1-63 letters, digits, '-' and '_'; at most
+	// MaxNames, no two the same (ignoring case).
+	Names []string
+	Host  string // owner; filled in by gossip
+	// DownSince is when gossip reported the owner down; zero while it is
+	// up. Set only on reads that include hidden entries (and on the hidden
+	// deletes of events).
+	DownSince time.Time
 }
 
-// Block is one address block claimed by a host for IPAM. Two hosts may
-// claim the same block; Blocks.Get returns the earliest claim (lowest
-// version, then host name), the same on every host, and the loser is
-// expected to release its claim.
-type Block struct {
-	Prefix  netip.Prefix // the key (its String form)
-	Network string
-	Host    string // owner; filled in by gossip
-}
+// MaxNames is the most DNS names one endpoint may have.
+const MaxNames = 32
 
 // Attachment records that a host has a network: endpoint changes for that
 // network are sent directly to the hosts attached to it.
 type Attachment struct {
 	Network string // the key
 	Host    string // owner; filled in by gossip
+	// DownSince is when gossip reported the host down; zero while it is up.
+	DownSince time.Time
 }
 
 // tombstoneValue is what a tombstone of an entry with value v keeps.
@@ -135,15 +146,37 @@ func (e *Endpoint) validate() error {
 	if len(e.MAC) != 0 && len(e.MAC) != 6 {
 		return fmt.Errorf("endpoint %q: MAC %s: must be 6 bytes", e.ID, e.MAC)
 	}
+	if len(e.Names) > MaxNames {
+		return fmt.Errorf("endpoint %q: %d names: must be at most %d", e.ID, len(e.Names), MaxNames)
+	}
+	for i, name := range e.Names {
+		if err := checkDNSName(name); err != nil {
+			return fmt.Errorf("endpoint %q: name %q: %w", e.ID, name, err)
+		}
+		for _, prev := range e.Names[:i] {
+			if strings.EqualFold(prev, name) {
+				return fmt.Errorf("endpoint %q: name %q: given twice", e.ID, name)
+			}
+		}
+	}
 	return nil
 }
 
-func (b *Block) validate() error {
-	if !b.Prefix.IsValid() || b.Prefix != b.Prefix.Masked() {
-		return fmt.Errorf("block %s: must be a valid prefix without host bits", b.Prefix)
+// checkDNSName checks one endpoint name: 1-253 bytes, dot-separated labels
+// of 1-63 letters, digits, '-' and '_'.
+func checkDNSName(name string) error {
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("must be 1-253 bytes, is %d", len(name))
 	}
-	if len(b.Network) > maxKeyLen {
-		return fmt.Errorf("block %s: network must be at most %d bytes", b.Prefix, maxKeyLen)
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("label %q: must be 1-63 bytes", label)
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("label %q: byte %q: must be a letter, digit, '-' or '_'", label, c)
+			}
+		}
 	}
 	return nil
 }
@@ -248,7 +281,12 @@ func encodeEndpoint(e *Endpoint) []byte {
 	b := appendStr(nil, e.Network)
 	b = appendBytes(b, e.MAC)
 	b = appendAddr(b, e.IP)
-	return appendAddr(b, e.VTEP)
+	b = appendAddr(b, e.VTEP)
+	b = binary.AppendUvarint(b, uint64(len(e.Names)))
+	for _, name := range e.Names {
+		b = appendStr(b, name)
+	}
+	return b
 }
 
 func decodeEndpoint(key string, b []byte) (Endpoint, error) {
@@ -260,6 +298,14 @@ func decodeEndpoint(key string, b []byte) (Endpoint, error) {
 	}
 	e.IP = r.addr()
 	e.VTEP = r.addr()
+	if k := r.count(1); k > MaxNames {
+		r.fail(errTooLong)
+	} else if k > 0 {
+		e.Names = make([]string, 0, k)
+		for range k {
+			e.Names = append(e.Names, r.str(253))
+		}
+	}
 	if err := r.done(); err != nil {
 		return Endpoint{}, err
 	}
@@ -267,25 +313,6 @@ func decodeEndpoint(key string, b []byte) (Endpoint, error) {
 		return Endpoint{}, fmt.Errorf("%w: %w", errBadValue, err)
 	}
 	return e, nil
-}
-
-func encodeBlock(bl *Block) []byte {
-	b := appendPrefix(nil, bl.Prefix)
-	return appendStr(b, bl.Network)
-}
-
-func decodeBlock(b []byte) (Block, error) {
-	r := reader{b: b}
-	var bl Block
-	bl.Prefix = r.prefix()
-	bl.Network = r.str(maxKeyLen)
-	if err := r.done(); err != nil {
-		return Block{}, err
-	}
-	if err := bl.validate(); err != nil {
-		return Block{}, fmt.Errorf("%w: %w", errBadValue, err)
-	}
-	return bl, nil
 }
 
 // checkValue validates an entry received from another host: a known table,
@@ -327,15 +354,12 @@ func checkValue(e *entry) error {
 			return err
 		}
 		key = e.key
-	case tableBlocks:
-		bl, err := decodeBlock(e.value)
-		if err != nil {
-			return err
-		}
-		key = bl.Prefix.String()
 	case tableKV:
 		if e.key == "" || len(e.key) > maxKeyLen {
 			return fmt.Errorf("kv: %w", errKey)
+		}
+		if len(e.value) > maxKVValueLen {
+			return fmt.Errorf("%w: kv value of %d bytes", errBadValue, len(e.value))
 		}
 		key = e.key
 	case tableAttachments:

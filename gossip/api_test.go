@@ -1,0 +1,365 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestWritesReturnOnceStored: with every send stuck (a peer unreachable
+// but not yet declared down), every kind of write still returns, and the
+// changes wait in the send queue until the network moves again.
+func TestWritesReturnOnceStored(t *testing.T) {
+	n := newTestNode(t, "me")
+	stuck := make(chan struct{})
+	n.fake().block = stuck
+	var once sync.Once
+	unstick := func() { once.Do(func() { close(stuck) }) }
+	t.Cleanup(unstick) // before the node's cleanup runs
+	n.store.setMember("h2", addrOf("h2"), netip.Addr{}, wireVersion, true, false)
+	n.store.merge(&entry{table: tableAttachments, owner: "h2", key: "net-a", version: 1}, false)
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			for i := range 200 {
+				if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+					return err
+				}
+				if err := n.KV().Put(fmt.Sprintf("k-%d", i), []byte("v")); err != nil {
+					return err
+				}
+				nw := fmt.Sprintf("net-%d", i)
+				if err := n.Attachments().Attach(nw); err != nil {
+					return err
+				}
+				n.Attachments().Detach(nw)
+				n.Endpoints().Delete(fmt.Sprintf("ep-%d", i/2))
+			}
+			return nil
+		}()
+	}()
+	eventually(t, 10*time.Second, "writes done while every send is stuck", func() error {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			return nil
+		default:
+			return errors.New("writes still running")
+		}
+	})
+	eventually(t, 10*time.Second, "the sender stuck", func() error {
+		if n.fake().blocked.Load() == 0 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err := n.KV().Put("late", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if q := n.Stats().SendQueue; q == 0 {
+		t.Fatal("send queue empty while the sender is stuck")
+	}
+	unstick()
+	eventually(t, 10*time.Second, "queue drained", func() error {
+		if q := n.Stats().SendQueue; q != 0 {
+			return fmt.Errorf("%d waiting", q)
+		}
+		return nil
+	})
+	// The latest of each endpoint reached h2, once the sender could move.
+	n.fake().await(t, func(s sentMsg) bool {
+		for _, e := range s.m.entries {
+			if e.key == "ep-199" && s.to == addrOf("h2").String() {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestStatsCounts checks the per-table sizes and member counts.
+func TestStatsCounts(t *testing.T) {
+	n := newTestNode(t, "me")
+	for i := range 3 {
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.Endpoints().Delete("ep-0")
+	if err := n.KV().Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	n.store.setMember("h2", addrOf("h2"), netip.Addr{}, wireVersion, true, false)
+	n.store.setMember("h3", addrOf("h3"), netip.Addr{}, wireVersion, true, false)
+	n.store.merge(&entry{table: tableAttachments, owner: "h3", key: "net-a", version: uint64(time.Now().UnixMicro())}, false)
+	n.store.setMember("h3", netip.AddrPort{}, netip.Addr{}, 0, false, false)
+	n.store.setMember("h4", addrOf("h4"), netip.Addr{}, wireVersion, true, false)
+	n.store.setMember("h4", netip.AddrPort{}, netip.Addr{}, 0, false, true)
+	st := n.Stats()
+	want := map[Table]TableStats{
+		TableEndpoints:   {Entries: 2, Tombstones: 1},
+		TableKV:          {Entries: 1},
+		TableAttachments: {Entries: 2, Hidden: 1},
+		TableNetworks:    {},
+	}
+	if diff := cmp.Diff(want, st.Tables); diff != "" {
+		t.Errorf("tables (-want +got):\n%s", diff)
+	}
+	if st.MembersAlive != 2 || st.MembersFailed != 1 || st.MembersLeft != 1 {
+		t.Errorf("members alive/failed/left = %d/%d/%d, want 2/1/1", st.MembersAlive, st.MembersFailed, st.MembersLeft)
+	}
+}
+
+// TestStaleOwnEntryIsRetired: once caught up, a host that meets a copy of
+// an entry of its own that it does not hold (deleted long ago, its marker
+// expired) ends it with a fresh tombstone; while still catching up after a
+// start, it takes the entry back instead.
+func TestStaleOwnEntryIsRetired(t *testing.T) {
+	ep := testEndpoint("old", "net-a", 1)
+	stale := entry{table: tableEndpoints, owner: "me", key: "old", version: uint64(time.Now().Add(-time.Hour).UnixMicro()), value: encodeEndpoint(&ep)}
+	msg := encodeMessage(nil, &message{typ: msgEntries, sender: "r", scopes: []string{"net-a"}, entries: []entry{stale}})
+	setup := func(t *testing.T) *Node {
+		n := newTestNode(t, "me")
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		n.store.setMember("r", addrOf("r"), netip.Addr{}, wireVersion, true, false)
+		n.store.merge(&entry{table: tableAttachments, owner: "r", key: "net-a", version: 1}, false)
+		return n
+	}
+	t.Run("caught up", func(t *testing.T) {
+		n := setup(t)
+		n.caughtUp("net-a")
+		n.handle(msg, netip.AddrPort{})
+		if _, ok := n.Endpoints().Get("old"); ok {
+			t.Fatal("stale own entry taken back")
+		}
+		sent := n.fake().await(t, func(s sentMsg) bool {
+			return s.m.typ == msgUpdate && len(s.m.entries) == 1 && s.m.entries[0].key == "old"
+		})
+		if e := sent.m.entries[0]; e.key != "old" || !e.deleted || e.version <= stale.version || sent.to != addrOf("r").String() {
+			t.Fatalf("sent %+v to %s, want a fresh tombstone of old to r", e, sent.to)
+		}
+		if n.Stats().EntriesRetired != 1 {
+			t.Fatalf("stats %+v", n.Stats())
+		}
+	})
+	t.Run("catching up", func(t *testing.T) {
+		n := setup(t)
+		n.handle(msg, netip.AddrPort{})
+		if got, ok := n.Endpoints().Get("old"); !ok || got.Host != "me" {
+			t.Fatalf("own entry not adopted while catching up: %+v %v", got, ok)
+		}
+	})
+}
+
+// TestMixedWireVersions: a host whose metadata says it speaks wire version
+// 1 is a member, but is sent no table traffic (it could not read it).
+func TestMixedWireVersions(t *testing.T) {
+	n := newTestNode(t, "me")
+	vtep := netip.MustParseAddr("203.0.113.7")
+	oldMeta := appendAddr([]byte{metaVersion}, vtep) // what a version 1 host advertises
+	if v, wire := decodeMeta(oldMeta); v != vtep || wire != 1 {
+		t.Fatalf("old metadata decodes to %s, wire %d", v, wire)
+	}
+	if v, wire := decodeMeta(nodeMeta(vtep)); !v.IsValid() || wire != wireVersion {
+		t.Fatalf("our metadata decodes to %s, wire %d", v, wire)
+	}
+	n.store.setMember("old", addrOf("old"), vtep, 1, true, false)
+	n.store.setMember("new", addrOf("news"), vtep, wireVersion, true, false)
+	if err := n.KV().Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	n.fake().await(t, func(s sentMsg) bool { return s.to == addrOf("news").String() && len(s.m.entries) == 1 })
+	n.fake().await(t, func(s sentMsg) bool { return s.to == addrOf("news").String() && len(s.m.entries) == 0 }) // the trailing digest
+	n.fake().mu.Lock()
+	defer n.fake().mu.Unlock()
+	for _, s := range n.fake().sent {
+		if s.to == addrOf("old").String() {
+			t.Fatalf("sent %+v to a version 1 host", s.m)
+		}
+	}
+}
+
+// TestHiddenReadsAndHosts: while a host is down, its entries are left out
+// of the plain reads but listed, with the time it went down, by the
+// reads that ask for hidden entries; Hosts keeps it with its VTEP.
+func TestHiddenReadsAndHosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for failure detection")
+	}
+	c := newTestCluster(t)
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	for i, n := range nodes {
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSameView(t, nodes, 6, 15*time.Second)
+	killed := time.Now()
+	c.kill(nodes[2])
+	h0 := nodes[0]
+	eventually(t, hideBound(h0.cfg, 3), "h2 hidden on h0", func() error {
+		if _, ok := h0.Endpoints().Get("ep-2"); ok {
+			return errors.New("still shown")
+		}
+		return nil
+	})
+	if got := h0.Endpoints().ListNetwork("net-a", false); len(got) != 2 {
+		t.Errorf("plain read lists %d endpoints, want 2: %+v", len(got), got)
+	}
+	all := h0.Endpoints().ListNetwork("net-a", true)
+	if len(all) != 3 || all[2].ID != "ep-2" || all[2].Host != "h2" || all[2].DownSince.Before(killed) || !all[0].DownSince.IsZero() {
+		t.Errorf("hidden read = %+v, want ep-2 of h2 down since the kill, and the others up", all)
+	}
+	att := h0.Attachments().ListNetwork("net-a", true)
+	if len(att) != 3 || att[2].Host != "h2" || att[2].DownSince.IsZero() || len(h0.Attachments().ListNetwork("net-a", false)) != 2 {
+		t.Errorf("attachments with hidden = %+v", att)
+	}
+	var h2 HostState
+	for _, h := range h0.Hosts() {
+		if h.Name == "h2" {
+			h2 = h
+		}
+	}
+	if h2.Alive || h2.DownSince.Before(killed) || h2.VTEP != nodes[2].cfg.VTEP {
+		t.Errorf("Hosts() says %+v of h2, want down since the kill with VTEP %s", h2, nodes[2].cfg.VTEP)
+	}
+	if st := h0.Stats(); st.MembersFailed != 1 || st.Tables[TableEndpoints].Hidden != 1 {
+		t.Errorf("stats: %d failed, %+v", st.MembersFailed, st.Tables[TableEndpoints])
+	}
+}
+
+// TestSynced follows Synced through the cases the host core relies on.
+func TestSynced(t *testing.T) {
+	t.Run("alone", func(t *testing.T) {
+		c := newTestCluster(t)
+		n := c.startN(1)[0]
+		if err := n.Attachments().Attach("net-x"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if err := n.WaitSynced(ctx, "net-x"); err != nil {
+			t.Fatalf("a host with no seeds never synced a network nobody else has: %v", err)
+		}
+		if !n.Synced("") {
+			t.Fatal("global tables not synced on a host with no seeds")
+		}
+	})
+	t.Run("new host", func(t *testing.T) {
+		c := newTestCluster(t)
+		nodes := c.startN(2)
+		awaitMembers(t, nodes, 2, 15*time.Second)
+		const count = 500
+		for i := range count {
+			if err := nodes[i%2].Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		awaitSameView(t, nodes, 2+count, 15*time.Second)
+
+		cfg := testConfig(t, "new", c.key)
+		cfg.Seeds = []string{nodes[0].Addr()}
+		cfg.WrapTransport = c.net.Wrap
+		n, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nw := range []string{"net-a", "net-z"} {
+			if err := n.Attachments().Attach(nw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n.Synced("net-a") || n.Synced("") {
+			t.Fatal("synced before joining anyone")
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		defer func() { cancel(); wg.Wait() }()
+		wg.Go(func() { _ = n.Run(ctx) })
+		wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+		defer wcancel()
+		if err := n.WaitSynced(wctx, "net-a"); err != nil {
+			t.Fatal(err)
+		}
+		// Synced means merged: everything is there the moment it is true.
+		if got := len(n.Endpoints().List("net-a")); got != count {
+			t.Fatalf("synced with %d of %d endpoints", got, count)
+		}
+		if err := n.WaitSynced(wctx, "net-z"); err != nil {
+			t.Fatalf("a network no other host has: %v", err)
+		}
+		n.Attachments().Detach("net-a")
+		if n.Synced("net-a") {
+			t.Fatal("still synced after detaching")
+		}
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitSynced(wctx, "net-a"); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(n.Endpoints().List("net-a")); got != count {
+			t.Fatalf("synced again with %d of %d endpoints", got, count)
+		}
+	})
+}
+
+// TestGapRepairFromWriter: a change whose packets are all lost is
+// repaired from its writer as soon as the writer's next packet shows its
+// digest, without waiting for anti-entropy (turned off here).
+func TestGapRepairFromWriter(t *testing.T) {
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.SyncInterval = time.Hour
+		cfg.PushPullInterval = time.Hour
+	}
+	nodes := c.startN(2)
+	h0, h1 := nodes[0], nodes[1]
+	awaitMembers(t, nodes, 2, 15*time.Second)
+	for _, n := range nodes {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "h1 sees h0 attached", func() error {
+		if len(h1.Attachments().Hosts("net-a")) != 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	c.net.Partition([]string{h0.Addr()}, []string{h1.Addr()})
+	if err := h0.Endpoints().Put(testEndpoint("lost", "net-a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "h0 sent it", func() error {
+		if h0.Stats().SendQueue != 0 {
+			return errors.New("queued")
+		}
+		return nil
+	})
+	<-time.After(2 * trailDelay) // the trailing digest is lost too: the scenario
+	c.net.Heal()
+	if err := h0.Endpoints().Put(testEndpoint("next", "net-a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "h1 has the lost endpoint", func() error {
+		if _, ok := h1.Endpoints().Get("lost"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	if st := h1.Stats(); st.Pulls == 0 {
+		t.Errorf("repaired without a pull: %+v", st)
+	}
+}

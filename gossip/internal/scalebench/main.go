@@ -1,0 +1,98 @@
+// Command scalebench measures the gossip package at cluster scale, with every
+// host in this one process on 127.0.0.1, and hashicorp/memberlist alone
+// measured the same way for comparison. scripts/bench/gossip-scale.sh runs
+// it; see there for the scenarios and the summary table.
+//
+// It uses only the package's public API (and gossiptest to cut a host off,
+// which looks like a crash to the others). Every figure is printed as a
+// line "RESULT <scenario> <n> <impl> <metric> <value>", which the script
+// gathers into a table with -report.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"math"
+	"os"
+	"time"
+)
+
+func main() {
+	var o options
+	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report")
+	flag.IntVar(&o.n, "n", 50, "hosts in the ring")
+	flag.DurationVar(&o.spread, "spread", 10*time.Second, "start all hosts within this window")
+	flag.DurationVar(&o.idle, "idle", 30*time.Second, "quiet window after forming, before any table state: idle CPU and memory of the bare ring")
+	flag.DurationVar(&o.soak, "soak", time.Minute, "quiet soak once 80% of hosts have a network and an endpoint: false downs, idle cost with that state")
+	flag.IntVar(&o.changes, "changes", 100, "single changes timed one at a time")
+	flag.IntVar(&o.burst, "burst", 1000, "changes in the burst")
+	flag.IntVar(&o.writers, "writers", 10, "hosts writing the burst at once")
+	flag.IntVar(&o.kills, "kills", 3, "hosts cut off one at a time (a crash, seen from the others)")
+	flag.IntVar(&o.endpoints, "endpoints", 10_000, "join: endpoints the new host must receive")
+	flag.IntVar(&o.networks, "networks", 10, "join: networks the endpoints are spread over")
+	flag.IntVar(&o.repeat, "repeat", 3, "join: new hosts per attach/join order")
+	flag.BoolVar(&o.lanDefaults, "lan-defaults", false, "memberlist: LAN defaults instead of Tenet's settings")
+	flag.StringVar(&o.report, "report", "", "report: file of RESULT lines to tabulate")
+	flag.Parse()
+	log.SetFlags(log.Lmicroseconds)
+	var err error
+	switch o.mode {
+	case "ring":
+		err = runRing(&o)
+	case "memberlist":
+		err = runMemberlist(&o)
+	case "join":
+		err = runJoin(&o)
+	case "tombstones":
+		err = runTombstones(&o)
+	case "report":
+		err = runReport(o.report)
+	default:
+		err = fmt.Errorf("-mode %q: must be ring, memberlist, join, tombstones or report", o.mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scalebench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	mode                           string
+	n                              int
+	spread, idle, soak             time.Duration
+	changes, burst, writers, kills int
+	endpoints, networks, repeat    int
+	lanDefaults                    bool
+	report                         string
+}
+
+// result prints one figure for the summary table.
+func result(scenario string, n int, impl, metric string, value any) {
+	switch v := value.(type) {
+	case float64:
+		value = num(v)
+	case time.Duration:
+		value = num(v.Seconds() * 1000)
+		metric += "_ms"
+	}
+	fmt.Printf("RESULT %s %d %s %s %v\n", scenario, n, impl, metric, value)
+}
+
+// tenetCompresses is whether gossip.New leaves memberlist's compression of
+// every packet on, so that memberlist alone is measured as Tenet runs it.
+const tenetCompresses = false
+
+// num prints v with three significant digits, without an exponent.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
