@@ -303,8 +303,12 @@ func (s *Server) endpoints() []adminapi.Endpoint {
 				state = "host-down"
 			}
 			tenant, _, _ := strings.Cut(r.Network, "/")
-			out = append(out, adminapi.Endpoint{ID: r.ID, Tenant: tenant, Network: r.Network, IP: r.IP.String(), MAC: r.MAC.String(),
-				Host: r.Host, VTEP: r.VTEP.String(), State: state})
+			a := adminapi.Endpoint{ID: r.ID, Tenant: tenant, Network: r.Network, IP: r.IP.String(), MAC: r.MAC.String(),
+				Host: r.Host, VTEP: r.VTEP.String(), State: state}
+			if len(r.Names) > 0 {
+				a.Name, a.Aliases = r.Names[0], r.Names[1:]
+			}
+			out = append(out, a)
 		}
 	}
 	slices.SortFunc(out, func(a, b adminapi.Endpoint) int {

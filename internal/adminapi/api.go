@@ -83,11 +83,11 @@ type Endpoint struct {
 	Aliases []string `json:"aliases,omitempty"` // its other names on the network
 	Tenant  string   `json:"tenant"`
 	Network string   `json:"network"` // tenant/name
-	IP      string `json:"ip"`
-	MAC     string `json:"mac"`
-	Host    string `json:"host"`
-	VTEP    string `json:"vtep"`
-	State   string `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+	IP      string   `json:"ip"`
+	MAC     string   `json:"mac"`
+	Host    string   `json:"host"`
+	VTEP    string   `json:"vtep"`
+	State   string   `json:"state"` // "up", or "host-down" while kept programmed in the grace period
 }
 
 // Done answers a change: what was done to what.

@@ -32,41 +32,37 @@ func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 
 func (g GossipCluster) Remotes(network string) []Remote {
 	var out []Remote
-	for _, e := range g.Node.Endpoints().List(network) {
-		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host})
+	for _, e := range g.Node.Endpoints().ListNetwork(network, true) {
+		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host,
+			Names: e.Names, DownSince: e.DownSince})
 	}
 	return out
 }
 
 func (g GossipCluster) Peers(network string) []Peer {
 	vteps := map[string]netip.Addr{}
-	for _, m := range g.Node.Members() {
-		vteps[m.Name] = m.VTEP
+	for _, h := range g.Node.Hosts() {
+		vteps[h.Name] = h.VTEP
 	}
 	var out []Peer
-	for _, h := range g.Node.Attachments().Hosts(network) {
-		if v, ok := vteps[h]; ok {
-			out = append(out, Peer{Host: h, VTEP: v})
+	for _, a := range g.Node.Attachments().ListNetwork(network, true) {
+		if v, ok := vteps[a.Host]; ok && v.IsValid() {
+			out = append(out, Peer{Host: a.Host, VTEP: v, DownSince: a.DownSince})
 		}
 	}
 	return out
 }
 
 func (g GossipCluster) Hosts() []HostInfo {
-	vteps := map[string]netip.Addr{}
-	for _, m := range g.Node.Members() {
-		vteps[m.Name] = m.VTEP
-	}
 	var out []HostInfo
 	for _, h := range g.Node.Hosts() {
-		out = append(out, HostInfo{Name: h.Name, VTEP: vteps[h.Name], Alive: h.Alive})
+		out = append(out, HostInfo{Name: h.Name, VTEP: h.VTEP, Alive: h.Alive, DownSince: h.DownSince})
 	}
 	return out
 }
 
-// Synced: this gossip version cannot tell, so adopted entries are kept for
-// Config.SyncWait.
-func (g GossipCluster) Synced(string) bool { return false }
+// Synced says whether gossip has merged the network from its peers.
+func (g GossipCluster) Synced(network string) bool { return g.Node.Synced(network) }
 
 // OverlayDatapath adapts an overlay.Datapath to Datapath.
 type OverlayDatapath struct{ DP *overlay.Datapath }

@@ -47,6 +47,7 @@ type Remote struct {
 	VTEP    netip.Addr
 	Host    string
 	Version uint64
+	Names   []string // the DNS names it answers to
 	// DownSince is when gossip reported the endpoint's host down; zero
 	// while it is up.
 	DownSince time.Time

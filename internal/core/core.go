@@ -208,7 +208,7 @@ func (c *Core) publishNetwork(n Network) {
 }
 
 func (c *Core) publishEndpoint(e Endpoint) {
-	if err := c.cl.PutEndpoint(gossip.Endpoint{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP.Addr()}); err != nil {
+	if err := c.cl.PutEndpoint(gossip.Endpoint{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP.Addr(), Names: e.Names}); err != nil {
 		c.log.Warn("publish endpoint", "endpoint", e.ID, "err", err)
 	}
 }

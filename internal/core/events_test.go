@@ -112,12 +112,20 @@ func TestRemoteEventsBecomeScopedPasses(t *testing.T) {
 	}
 	eventually(t, "the conflict is logged", func() bool { return strings.Contains(log.String(), "claims a taken address") })
 
-	// A tombstone carries no MAC: the network's remote entries.
+	// A delete carries the entry's last value: that entry only.
 	n = len(dp.Calls())
 	cl.DeleteRemote("r9")
-	c = passAfter(t, dp, n, "a pass for the tombstone", func(c coretest.Call) bool { return len(c.Scope.RemoteNets) > 0 })
-	if !slices.Equal(c.Scope.RemoteNets, []uint32{vni}) || hasRemote(c.State, "02:7e:0a:01:00:09") {
-		t.Errorf("tombstone pass: scope %+v, remotes %+v", c.Scope, c.State.Remotes)
+	c = passAfter(t, dp, n, "a pass for the delete", func(c coretest.Call) bool { return !hasRemote(c.State, "02:7e:0a:01:00:09") })
+	if !slices.Equal(c.Scope.Remotes, []core.RemoteKey{{VNI: vni, MAC: "02:7e:0a:01:00:09"}}) || len(c.Scope.RemoteNets) != 0 {
+		t.Errorf("delete pass: scope %+v", c.Scope)
+	}
+	// One without it (an old peer): the network's remote entries.
+	n = len(dp.Calls())
+	cl.Emit(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: "gone", Host: "h1",
+		Endpoint: &gossip.Endpoint{ID: "gone", Network: "acme/web"}})
+	c = passAfter(t, dp, n, "a pass for a bare delete", func(c coretest.Call) bool { return len(c.Scope.RemoteNets) > 0 })
+	if !slices.Equal(c.Scope.RemoteNets, []uint32{vni}) {
+		t.Errorf("bare delete pass: scope %+v", c.Scope)
 	}
 
 	// A host going down: its entries stay for the grace, then go.

@@ -218,13 +218,14 @@ func (c *Core) onEvent(ev gossip.Event) Scope {
 			return Scope{}
 		}
 		switch {
-		case ev.Kind == gossip.EventPut && len(ev.Endpoint.MAC) == 6:
-			return Scope{Remotes: []RemoteKey{remoteKey(vni, ev.Endpoint.MAC)}}
-		case ev.Hidden:
+		case ev.Hidden && ev.Kind == gossip.EventDelete:
 			c.hiddenNow()
 			return Scope{}
+		case len(ev.Endpoint.MAC) == 6:
+			// A put, or a delete carrying the entry's last value.
+			return Scope{Remotes: []RemoteKey{remoteKey(vni, ev.Endpoint.MAC)}}
 		}
-		// A tombstone carries no MAC: look at the network's remotes.
+		// A delete without the last value: look at the network's remotes.
 		return Scope{RemoteNets: []uint32{vni}}
 	case gossip.TableAttachments:
 		vni, ok := c.vniOf(ev.Key)

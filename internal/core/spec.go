@@ -146,7 +146,12 @@ func checkNames(names []string) error {
 	if len(names) > MaxNames {
 		return fmt.Errorf("%d names: at most %d", len(names), MaxNames)
 	}
+	seen := map[string]bool{}
 	for _, n := range names {
+		if seen[strings.ToLower(n)] {
+			return fmt.Errorf("name %q: given twice", n)
+		}
+		seen[strings.ToLower(n)] = true
 		if len(n) == 0 || len(n) > 253 {
 			return fmt.Errorf("name %q: must be 1-253 bytes", n)
 		}

@@ -308,7 +308,8 @@ func (c *Cluster) AddRemote(r core.Remote) {
 		Endpoint: &gossip.Endpoint{ID: r.ID, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP, Host: r.Host}})
 }
 
-// DeleteRemote deletes another host's endpoint (a tombstone: no MAC).
+// DeleteRemote deletes another host's endpoint; the event carries its last
+// value, as gossip's do.
 func (c *Cluster) DeleteRemote(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -318,7 +319,7 @@ func (c *Cluster) DeleteRemote(id string) {
 	}
 	delete(c.remotes, id)
 	c.emitLocked(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: id, Host: r.Host,
-		Endpoint: &gossip.Endpoint{ID: id, Network: r.Network}})
+		Endpoint: &gossip.Endpoint{ID: id, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP}})
 }
 
 // AddPeer attaches another host to a network.
