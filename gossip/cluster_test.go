@@ -169,6 +169,32 @@ func awaitMembers(t testing.TB, nodes []*Node, want int, timeout time.Duration) 
 	})
 }
 
+// awaitSynced waits until every node has finished its first syncs of the
+// global tables and of network.
+func awaitSynced(t testing.TB, nodes []*Node, network string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "first syncs of "+network+" done", func() error {
+		for _, n := range nodes {
+			if !n.Synced("") || !n.Synced(network) {
+				return fmt.Errorf("%s not synced", n.cfg.NodeName)
+			}
+		}
+		return nil
+	})
+}
+
+// awaitSent waits until n has counted at least want messages sent (a
+// message a partition drops counts as sent: it left the node).
+func awaitSent(t testing.TB, n *Node, want uint64) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%s sent %d messages", n.cfg.NodeName, want), func() error {
+		if got := n.Stats().MessagesSent; got < want {
+			return fmt.Errorf("sent %d", got)
+		}
+		return nil
+	})
+}
+
 // view is what a node shows of every table: visible entries, sorted.
 func view(n *Node) []string {
 	var out []string
@@ -518,18 +544,14 @@ func TestEndpointScopeAndRepair(t *testing.T) {
 	})
 
 	// The direct send (and the trailing digest) is lost on the wire.
+	awaitSynced(t, nodes[:2], "net-a", 15*time.Second)
 	c.net.Partition([]string{h0.Addr()}, []string{h1.Addr(), h2.Addr()})
 	received := h2.Stats().MessagesReceived
+	sent := h0.Stats().MessagesSent
 	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "h0 sent the endpoint", func() error {
-		if q := h0.Stats().SendQueue; q != 0 {
-			return fmt.Errorf("%d changes queued", q)
-		}
-		return nil
-	})
-	<-time.After(2 * trailDelay) // let the trailing digest go too: the scenario, not a wait for an outcome
+	awaitSent(t, h0, sent+2) // the update and its trailing digest, both lost
 	c.net.Heal()
 	eventually(t, 15*time.Second, "h1 gets ep-a by sync", func() error {
 		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
