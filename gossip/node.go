@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gometrics "github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -111,10 +112,14 @@ func New(cfg Config) (*Node, error) {
 	n.keyring = kr
 
 	mlog := memberlistLogger(n.log)
+	// memberlist reports to go-metrics' process-wide sink; the label tells
+	// whose metrics they are (package metrics routes by it).
+	labels := []gometrics.Label{{Name: "node", Value: cfg.NodeName}}
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{cfg.BindAddr.String()},
-		BindPort:  cfg.BindPort,
-		Logger:    mlog,
+		BindAddrs:    []string{cfg.BindAddr.String()},
+		BindPort:     cfg.BindPort,
+		Logger:       mlog,
+		MetricLabels: labels,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.BindPort)), err)
@@ -150,6 +155,7 @@ func New(cfg Config) (*Node, error) {
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Logger = mlog
+	mc.MetricLabels = labels
 	if cfg.tuneMemberlist != nil {
 		cfg.tuneMemberlist(mc)
 	}
