@@ -137,6 +137,8 @@ func TestAnOperatorSeesMetricsNamesAndBreakage(t *testing.T) {
 	if out := ctl(h0, "endpoint", "ls", "--network", "acme/web"); !strings.Contains(out, "api") || !strings.Contains(out, web1.IP) ||
 		!strings.HasPrefix(out, "CONTAINER") {
 		t.Errorf("endpoint ls on h0:\n%s", out)
+	} else {
+		t.Logf("h0: tenetctl endpoint ls --network acme/web\n%s", out)
 	}
 	if _, err := c.Engine(1).Docker(ctx, "rename", "web1", "web2"); err != nil {
 		t.Fatal(err)
@@ -151,6 +153,7 @@ func TestAnOperatorSeesMetricsNamesAndBreakage(t *testing.T) {
 	if err := json.Unmarshal([]byte(ctl(h0, "network", "inspect", "acme/web", "--json")), &d); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("h0: tenetctl network inspect acme/web\n%s", ctl(h0, "network", "inspect", "acme/web"))
 	if len(d.HostEndpoints) != 2 || d.HostEndpoints[0].Endpoints != 1 || d.HostEndpoints[1].Endpoints != 1 || d.Gateway == "" || d.EffectiveMTU != 1450 {
 		t.Errorf("network inspect: %+v", d)
 	}
@@ -175,6 +178,7 @@ func TestAnOperatorSeesMetricsNamesAndBreakage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exit status 1") {
 		t.Errorf("diagnose after deleting an FDB entry: %v\n%s", err, out)
 	}
+	t.Logf("h0: tenetctl diagnose\n%s", out)
 	for _, want := range []string{"[kernel] missing: fdb " + web1.MAC + " dev " + dev + " dst " + web1.VTEP,
 		"network acme/web, endpoint " + web1.ID[:12] + ", host h1", "1 thing wrong"} {
 		if !strings.Contains(out, want) {

@@ -25,8 +25,8 @@ func init() {
 			} else {
 				printDiagnosis(out, d)
 			}
-			if n := len(d.Findings); n > 0 {
-				return fmt.Errorf("%s: %d %s wrong", d.Host, n, plural(n, "thing", "things"))
+			if len(d.Findings) > 0 {
+				return errFound
 			}
 			return nil
 		}})

@@ -207,6 +207,9 @@ func runCommand(ctx context.Context, cmd command, socket string, args []string, 
 	}
 	if err := cmd.run(ctx, adminapi.Client{Socket: socket}, pos, *asJSON, stdout); err != nil {
 		var u usageError
+		if errors.Is(err, errFound) {
+			return 1 // the output said what
+		}
 		if errors.As(err, &u) {
 			fmt.Fprintf(stderr, "tenetctl: %v\n", err)
 			usage(stderr)
@@ -217,6 +220,9 @@ func runCommand(ctx context.Context, cmd command, socket string, args []string, 
 	}
 	return 0
 }
+
+// errFound ends a command that printed what is wrong: exit 1, no more said.
+var errFound = errors.New("found something wrong")
 
 // usageError is a bad argument found by a command's run: exit 2.
 type usageError struct{ msg string }

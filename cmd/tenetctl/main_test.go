@@ -197,10 +197,10 @@ func TestDiagnoseExitsOneWhenSomethingIsWrong(t *testing.T) {
 		"endpoint":"6d6b0d816a14aaaa","host":"h1","fix":"acme: fdb append 02:7e:0a:01:00:02 dev vx4097 dst 198.51.100.11"}]}`}
 	f.mu.Unlock()
 	code, out, errOut := tenetctl("--socket", sock, "diagnose")
-	if code != 1 || !strings.Contains(errOut, "h0: 1 thing wrong") {
-		t.Errorf("a finding: exit %d, stderr %q", code, errOut)
+	if code != 1 || errOut != "" {
+		t.Errorf("a finding: exit %d, stderr %q; want 1 and the findings on stdout only", code, errOut)
 	}
-	for _, want := range []string{"[kernel] missing: fdb 02:7e:0a:01:00:02 dev vx4097 dst 198.51.100.11",
+	for _, want := range []string{"h0: 1 thing wrong", "[kernel] missing: fdb 02:7e:0a:01:00:02 dev vx4097 dst 198.51.100.11",
 		"network acme/web, endpoint 6d6b0d816a14, host h1", "fix: acme: fdb append"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)

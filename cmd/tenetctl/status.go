@@ -57,8 +57,8 @@ func printStatus(out io.Writer, s adminapi.Status) {
 	case cv.Samples == 0:
 		row("convergence", "no changes from other hosts in the last %s", cv.Window)
 	default:
-		row("convergence", "p99 %s (p50 %s, max %s) over %d changes from other hosts in the last %s",
-			ms(cv.P99Ms), ms(cv.P50Ms), ms(cv.MaxMs), cv.Samples, cv.Window)
+		row("convergence", "p99 %s (p50 %s, max %s) over %d %s from other hosts in the last %s",
+			ms(cv.P99Ms), ms(cv.P50Ms), ms(cv.MaxMs), cv.Samples, plural(cv.Samples, "change", "changes"), cv.Window)
 	}
 	d := s.Datapath
 	switch {
