@@ -32,6 +32,10 @@ func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 	return g.Node.Subscribe(buf)
 }
 
+// Remotes reads the network's endpoints. Remote.Names stays empty until
+// gossip.Endpoint carries names: then set Names: e.Names here (and publish
+// them in Core.publishEndpoint), and tenetctl endpoint ls shows other
+// hosts' containers by name.
 func (g GossipCluster) Remotes(network string) []Remote {
 	var out []Remote
 	for _, e := range g.Node.Endpoints().List(network) {
