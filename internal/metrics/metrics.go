@@ -109,7 +109,8 @@ func (m *Metrics) Watch(src Sources) error {
 	return m.reg.Register(&state{host: m.cfg.Host, src: src})
 }
 
-// Registry is where the metrics are registered (tests gather from it).
+// Registry is where the metrics are registered, for callers that add
+// collectors of their own.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Handler serves the metrics in Prometheus' text format.
