@@ -4,7 +4,11 @@
 // (package core) or to IPAM (package ipam): decode, validate Docker's
 // options, call, encode the answer or the error. It also realises the
 // networks admins define with tenetctl (package registry) in the local
-// engine, through the engine's API (Syncer).
+// engine, through the engine's API (Syncer), and learns the names of this
+// host's containers there (Namer: the container's name, then its
+// --network-alias list, per network; Docker tells a driver no names), which
+// it records in the core. Neither ever calls the engine from inside a
+// plugin call: the engine waits on the plugin while it creates an endpoint.
 //
 // What it owns: Docker's wire types and options, the mapping from Docker's
 // network IDs to the core's networks (the core stores the ID as the

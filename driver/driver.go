@@ -50,7 +50,10 @@ type Config struct {
 	// DefaultTenant is the tenant of an IPAM pool requested without
 	// --ipam-opt tenant=.
 	DefaultTenant string
-	Logger        *slog.Logger
+	// ObserveCall, if set, is told of every plugin call answered: its name
+	// ("NetworkDriver.CreateEndpoint"), how long it took and its error.
+	ObserveCall func(call string, took time.Duration, err error)
+	Logger      *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host must be set.

@@ -17,15 +17,17 @@ import (
 // version 1.41, Docker 20.10 and later).
 type Engine struct {
 	client *http.Client
+	stream *http.Client // no overall timeout: the event stream lasts
 }
 
 // NewEngine returns a client of the engine at socket.
 func NewEngine(socket string) *Engine {
-	return &Engine{client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var dl net.Dialer
 			return dl.DialContext(ctx, "unix", socket)
-		}}}}
+		}}
+	return &Engine{client: &http.Client{Timeout: 20 * time.Second, Transport: tr}, stream: &http.Client{Transport: tr}}
 }
 
 func (e *Engine) do(ctx context.Context, method, path string, body, out any) (int, error) {
@@ -112,4 +114,75 @@ func (e *Engine) RemoveNetwork(ctx context.Context, id string) error {
 		return nil
 	}
 	return err
+}
+
+// EngineContainer is a container as the engine inspects it.
+type EngineContainer struct {
+	ID              string `json:"Id"`
+	Name            string `json:"Name"` // "/name"
+	NetworkSettings struct {
+		Networks map[string]EngineEndpoint `json:"Networks"` // by network name
+	} `json:"NetworkSettings"`
+}
+
+// EngineEndpoint is a container's endpoint on one network.
+type EngineEndpoint struct {
+	NetworkID  string   `json:"NetworkID"`
+	EndpointID string   `json:"EndpointID"`
+	Aliases    []string `json:"Aliases"`
+}
+
+// Container inspects a container by ID or name; ok is false if there is
+// none.
+func (e *Engine) Container(ctx context.Context, id string) (c EngineContainer, ok bool, err error) {
+	status, err := e.do(ctx, http.MethodGet, "/containers/"+url.PathEscape(id)+"/json", nil, &c)
+	if status == http.StatusNotFound {
+		return c, false, nil
+	}
+	return c, err == nil, err
+}
+
+// EngineEvent is one event of the engine's stream.
+type EngineEvent struct {
+	Type   string `json:"Type"`
+	Action string `json:"Action"`
+	Actor  struct {
+		ID         string            `json:"ID"`
+		Attributes map[string]string `json:"Attributes"`
+	} `json:"Actor"`
+}
+
+// Events follows the engine's events of the given types and actions,
+// calling fn for each, until ctx is done (nil) or the stream breaks (its
+// error). connected is called once the engine has accepted the request.
+func (e *Engine) Events(ctx context.Context, types, actions []string, connected func(), fn func(EngineEvent)) error {
+	f, _ := json.Marshal(map[string][]string{"type": types, "event": actions})
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/v1.41/events?filters="+url.QueryEscape(string(f)), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := e.stream.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("docker engine: events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("docker engine: events: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	connected()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<40))
+	for {
+		var ev EngineEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("docker engine: events: %w", err)
+		}
+		fn(ev)
+	}
 }

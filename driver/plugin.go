@@ -40,7 +40,11 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 			defer cancel()
 			start := time.Now()
 			resp, err := fn(cctx, body)
-			d.log.Debug("plugin call", "call", path, "took", time.Since(start))
+			took := time.Since(start)
+			d.log.Debug("plugin call", "call", path, "took", took)
+			if d.cfg.ObserveCall != nil {
+				d.cfg.ObserveCall(path[1:], took, err)
+			}
 			if err != nil {
 				failed.Log(r.Context(), "plugin call failed", "call", path, "err", err)
 				writeError(w, http.StatusInternalServerError, err)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gometrics "github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -116,6 +117,9 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: Keys: %w", err)
 	}
 
+	// memberlist reports to go-metrics' process-wide sink; the label tells
+	// whose metrics they are (package metrics routes by it).
+	labels := []gometrics.Label{{Name: "node", Value: cfg.NodeName}}
 	tr, err := listen(cfg.BindAddr, cfg.BindPort, n.log)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", netip.AddrPortFrom(cfg.BindAddr, uint16(cfg.BindPort)), err)
@@ -162,6 +166,7 @@ func New(cfg Config) (*Node, error) {
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Logger = memberlistLogger(n.log)
+	mc.MetricLabels = labels
 	if cfg.tuneMemberlist != nil {
 		cfg.tuneMemberlist(mc)
 	}

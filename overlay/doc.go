@@ -42,6 +42,9 @@
 // computes their desired form from the whole State but reads and changes
 // nothing else, each object by its name or key, so its cost does not grow
 // with the rest of the host. Reconcile is for start-up and periodic repair.
+// Diagnose runs the same observation and plan and changes nothing: it tells
+// each op Reconcile would run as a Finding (an object missing, stale or
+// differing, and the op that fixes it), for tenetctl diagnose.
 //
 // Datapath is safe for concurrent use; reconciles are serialized, and each
 // scoped one applies only its scope, so concurrent callers may each pass

@@ -3,15 +3,16 @@
 // networks for the whole cluster and to show what the cluster looks like
 // from here:
 //
-//	tenetctl status                          this host, ring health, key, counts, warnings
+//	tenetctl status                          this host, ring health, convergence, datapath, warnings
 //	tenetctl host ls | host remove NAME      hosts; reclaim a dead host's addresses
 //	tenetctl tenant create|ls|rm             tenants
 //	tenetctl network create|ls|inspect|rm    networks, created in every engine
-//	tenetctl endpoint ls                     container endpoints and where they live
+//	tenetctl endpoint ls [--tenant --network --host]  containers and where they live
+//	tenetctl diagnose                        what is wrong on this host (exit 1 if anything)
 //
 // Every command takes --json for scripts and --help; flags may come before
 // or after the arguments. Exit codes: 0 done, 1 tenetd refused or could not
-// be asked, 2 bad usage.
+// be asked (or diagnose found something wrong), 2 bad usage.
 package main
 
 import (
@@ -57,15 +58,16 @@ func (c command) usage() string {
 var commands []command
 
 var groupHelp = map[string]string{
-	"status":   "this host's view: hosts up and down, counts, warnings",
+	"status":   "this host's view: ring health, counts, convergence p99, datapath, warnings",
 	"host":     "the cluster's hosts: ls, remove",
 	"tenant":   "tenants: create, ls, rm",
 	"network":  "networks defined once for every host: create, ls, inspect, rm",
 	"endpoint": "container endpoints: ls",
+	"diagnose": "compare what should be programmed with the kernel and the ring; exit 1 if anything is wrong",
 	"version":  "print the version",
 }
 
-var groupOrder = []string{"status", "host", "tenant", "network", "endpoint", "version"}
+var groupOrder = []string{"status", "host", "tenant", "network", "endpoint", "diagnose", "version"}
 
 func mainUsage(w io.Writer) {
 	fmt.Fprint(w, "usage: tenetctl [--socket PATH] COMMAND [ARGS] [--json]\n\ncommands:\n")
@@ -77,7 +79,7 @@ func mainUsage(w io.Writer) {
 			}
 		}
 	}
-	fmt.Fprint(w, "\nRun \"tenetctl COMMAND --help\" for a command's flags. Exit codes: 0 done, 1 tenetd refused or could not be asked, 2 bad usage.\n")
+	fmt.Fprint(w, "\nRun \"tenetctl COMMAND --help\" for a command's flags. Exit codes: 0 done, 1 tenetd refused or could not be asked (diagnose: something is wrong), 2 bad usage.\n")
 }
 
 func main() {
@@ -205,6 +207,9 @@ func runCommand(ctx context.Context, cmd command, socket string, args []string, 
 	}
 	if err := cmd.run(ctx, adminapi.Client{Socket: socket}, pos, *asJSON, stdout); err != nil {
 		var u usageError
+		if errors.Is(err, errFound) {
+			return 1 // the output said what
+		}
 		if errors.As(err, &u) {
 			fmt.Fprintf(stderr, "tenetctl: %v\n", err)
 			usage(stderr)
@@ -215,6 +220,9 @@ func runCommand(ctx context.Context, cmd command, socket string, args []string, 
 	}
 	return 0
 }
+
+// errFound ends a command that printed what is wrong: exit 1, no more said.
+var errFound = errors.New("found something wrong")
 
 // usageError is a bad argument found by a command's run: exit 2.
 type usageError struct{ msg string }

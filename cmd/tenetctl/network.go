@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/tenet-net/tenet/internal/adminapi"
@@ -63,27 +64,23 @@ func init() {
 					return []string{n.Tenant, n.Name, fmt.Sprint(n.VNI), n.Subnet, kind, strings.Join(n.Hosts, ",")}
 				})
 			}},
-		command{group: "network", name: "inspect", args: []string{"TENANT/NAME"}, help: "show one network",
+		command{group: "network", name: "inspect", args: []string{"TENANT/NAME"},
+			help: "show one network: subnet, gateway, MTU, VNI, the hosts that have it and their endpoints",
 			run: func(ctx context.Context, c adminapi.Client, args []string, asJSON bool, out io.Writer) error {
 				t, n, err := splitKey(args[0])
 				if err != nil {
 					return err
 				}
-				ns, err := c.Networks(ctx)
+				var d adminapi.NetworkDetail
+				raw, err := c.Do(ctx, http.MethodGet, "/v1/networks/"+url.PathEscape(t)+"/"+url.PathEscape(n), nil, &d)
 				if err != nil {
 					return err
 				}
-				for _, x := range ns {
-					if x.Tenant == t && x.Name == n {
-						if asJSON {
-							b, _ := json.Marshal(x)
-							printJSON(out, b)
-							return nil
-						}
-						return inspect(out, x)
-					}
+				if asJSON {
+					printJSON(out, raw)
+					return nil
 				}
-				return fmt.Errorf("no network %s", args[0])
+				return inspect(out, d)
 			}},
 		command{group: "network", name: "rm", args: []string{"TENANT/NAME"},
 			help: "remove a defined network from every host (refused while containers are attached)",
@@ -98,7 +95,8 @@ func init() {
 	)
 }
 
-func inspect(out io.Writer, n adminapi.Network) error {
+func inspect(out io.Writer, d adminapi.NetworkDetail) error {
+	n := d.Network
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(out, "%-12s %s\n", k, v)
@@ -108,17 +106,50 @@ func inspect(out io.Writer, n adminapi.Network) error {
 	row("docker name", n.DockerName)
 	row("vni", fmt.Sprint(n.VNI))
 	row("subnet", n.Subnet)
-	row("gateway", n.Gateway)
+	gw := n.Gateway
+	switch {
+	case n.Internal:
+		gw = "none (internal)"
+	case gw == "" && !n.Local:
+		gw = "(known on the hosts that have it)"
+	}
+	row("gateway", gw)
 	kind := "egress"
 	if n.Internal {
 		kind = "internal"
 	}
 	row("kind", kind)
-	if n.MTU != 0 {
+	switch {
+	case d.EffectiveMTU != 0 && n.MTU == 0:
+		row("mtu", fmt.Sprintf("%d (the underlay's less 50)", d.EffectiveMTU))
+	case n.MTU != 0:
 		row("mtu", fmt.Sprint(n.MTU))
+	default:
+		row("mtu", "the underlay's less 50")
 	}
-	row("defined", fmt.Sprint(n.Defined))
-	row("hosts", strings.Join(n.Hosts, ","))
+	defined := "no (created by hand with docker network create)"
+	if n.Defined {
+		defined = "yes (tenetctl network create)"
+	}
+	row("defined", defined)
 	row("docker id", n.DockerID)
+	fmt.Fprintln(out)
+	rows := [][]string{}
+	for _, h := range d.HostEndpoints {
+		name, count := h.Host, fmt.Sprint(h.Endpoints)
+		if h.Self {
+			name += " (this host)"
+		}
+		if !d.EndpointsKnown {
+			count = "?"
+		}
+		rows = append(rows, []string{name, h.State, count})
+	}
+	if err := table(out, "HOST\tSTATE\tENDPOINTS", rows); err != nil {
+		return err
+	}
+	if !d.EndpointsKnown {
+		fmt.Fprintln(out, "(endpoint counts are known on the hosts that have the network)")
+	}
 	return nil
 }

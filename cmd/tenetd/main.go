@@ -30,8 +30,10 @@ import (
 	"github.com/tenet-net/tenet/internal/admin"
 	"github.com/tenet-net/tenet/internal/atomicfile"
 	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/internal/metrics"
 	"github.com/tenet-net/tenet/internal/registry"
 	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/internal/sdnotify"
 	"github.com/tenet-net/tenet/ipam"
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -40,10 +42,12 @@ import (
 var version = "dev"
 
 type options struct {
-	name, vtep, bind, keyFile, socket, adminSocket, dockerSocket, stateDir, netnsPrefix, logLevel string
-	join, ipamSeeds, allowEgress                                                                  []string
-	port, vxlanPort                                                                               int
-	requestTimeout                                                                                time.Duration
+	name, vtep, bind, keyFile, socket, adminSocket, dockerSocket, stateDir, netnsPrefix, logLevel, metricsAddr string
+	join, ipamSeeds, allowEgress                                                                               []string
+	port, vxlanPort                                                                                            int
+	requestTimeout                                                                                             time.Duration
+	// systemd's environment: $NOTIFY_SOCKET, $WATCHDOG_USEC, $WATCHDOG_PID.
+	notifySocket, watchdogUsec, watchdogPID string
 }
 
 func main() {
@@ -80,6 +84,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9474", "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP; \"\" turns it off (tenants cannot reach the host's addresses, but any local process can reach loopback)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -103,6 +108,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	if allow != "" {
 		o.allowEgress = strings.Split(allow, ",")
 	}
+	o.notifySocket, o.watchdogUsec, o.watchdogPID = os.Getenv("NOTIFY_SOCKET"), os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -163,6 +169,19 @@ func run(ctx context.Context, o options) error {
 	if len(o.ipamSeeds) == 0 {
 		return errors.New("--ipam-seeds: name the hosts that first own address blocks, e.g. --ipam-seeds h0,h1,h2 (the same on every host)")
 	}
+	notify := sdnotify.New(o.notifySocket)
+	watchdog, err := sdnotify.WatchdogInterval(o.watchdogUsec, o.watchdogPID, os.Getpid())
+	if err != nil {
+		return err
+	}
+
+	// Metrics first: the core and the driver report to them, and
+	// memberlist's are attached before gossip starts.
+	m := metrics.New(metrics.Config{Host: o.name, Version: version, Logger: logger.With("component", "metrics")})
+	defer m.Close()
+	if err := m.AttachMemberlist(o.name); err != nil {
+		return err
+	}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName, gcfg.BindAddr, gcfg.BindPort, gcfg.VTEP = o.name, bind, o.port, vtep
@@ -187,7 +206,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	ccfg := core.DefaultConfig()
-	ccfg.Host, ccfg.VTEP, ccfg.StateDir, ccfg.Logger = o.name, vtep, o.stateDir, logger
+	ccfg.Host, ccfg.VTEP, ccfg.StateDir, ccfg.Logger, ccfg.Observer = o.name, vtep, o.stateDir, logger, m
 	under := underlay(vtep)
 	ccfg.Forbidden = forbidden(under, ocfg.UplinkNet)
 	ccfg.Infra, err = infra(under, bind, uint16(o.port), o.allowEgress)
@@ -201,17 +220,24 @@ func run(ctx context.Context, o options) error {
 	}
 	reg := registry.New(o.name, registry.GossipKV{Node: node}, registry.GossipCluster{Node: node})
 	reg.CheckSubnet, reg.MaxMTU = c.CheckSubnet, c.MaxMTU
-	syncer := &driver.Syncer{Registry: reg, Engine: driver.NewEngine(o.dockerSocket), Logger: logger.With("component", "registry")}
+	engine := driver.NewEngine(o.dockerSocket)
+	syncer := &driver.Syncer{Registry: reg, Engine: engine, Logger: logger.With("component", "registry")}
 	reg.CheckRealizable = syncer.CheckRealizable
+	namer := &driver.Namer{Engine: engine, Core: c, Logger: logger.With("component", "names")}
 	dcfg := driver.DefaultConfig()
-	dcfg.Host, dcfg.RequestTimeout, dcfg.Logger = o.name, o.requestTimeout, logger
+	dcfg.Host, dcfg.RequestTimeout, dcfg.Logger, dcfg.ObserveCall = o.name, o.requestTimeout, logger, m.ObserveCall
 	drv, err := driver.New(dcfg, c, addrs, reg)
 	if err != nil {
 		return err
 	}
+	gossipStats := func() metrics.GossipStats { return metrics.FromGossip(node) }
+	if err := m.Watch(metrics.Sources{Local: c, Cluster: cl, Gossip: gossipStats, IPAM: addrs.Stats}); err != nil {
+		return err
+	}
 	adm := &admin.Server{Host: o.name, VTEP: vtep.String(), HiddenGrace: ccfg.HiddenGrace, Core: c, Cluster: cl,
 		Registry: reg, IPAM: addrs, KeyInUse: node.KeyInUse, Changed: syncer.Kick, RequestTimeout: o.requestTimeout,
-		Logger: logger.With("component", "admin")}
+		Gossip: gossipStats, Convergence: m.Convergence, MaxMTU: c.MaxMTU, Logger: logger.With("component", "admin")}
+	health := healthChecks(c, node, o.socket, len(o.join) > 0)
 	logger.Info("tenetd starting", "version", version, "vtep", vtep, "gossip", node.Addr(), "socket", o.socket)
 
 	// Join the components: the first to fail stops the others.
@@ -226,6 +252,25 @@ func run(ctx context.Context, o options) error {
 		func(ctx context.Context) error { return kickOnRegistryChanges(ctx, node, syncer) },
 		func(ctx context.Context) error { return drv.Serve(ctx, o.socket) },
 		func(ctx context.Context) error { return adm.Serve(ctx, o.adminSocket) },
+		namer.Run,
+		func(ctx context.Context) error {
+			usable := func(ctx context.Context) error {
+				select {
+				case <-c.Started():
+					return driver.Probe(ctx, o.socket)
+				default:
+					return errors.New("the saved state is not reconciled yet")
+				}
+			}
+			notifySystemd(ctx, notify, watchdog, usable, health.LiveNow, logger)
+			<-ctx.Done() // returning would stop the others
+			return nil
+		},
+	}
+	if o.metricsAddr != "" {
+		fns = append(fns, func(ctx context.Context) error {
+			return metrics.Serve(ctx, o.metricsAddr, m, health, logger.With("component", "metrics"))
+		})
 	}
 	errs := make([]error, len(fns))
 	for i, fn := range fns {
@@ -236,6 +281,70 @@ func run(ctx context.Context, o options) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// stuckAfter is how long one datapath pass may run before tenetd counts
+// as not live (a kernel call that never returns): /healthz fails and
+// systemd's watchdog is no longer fed.
+const stuckAfter = 2 * time.Minute
+
+// healthChecks: live while the datapath writer makes progress; ready once
+// the plugin socket answers as Docker would see it, the saved state is
+// reconciled, and (with --join) another host of the ring is reachable.
+func healthChecks(c *core.Core, node *gossip.Node, socket string, joins bool) *metrics.Health {
+	return &metrics.Health{
+		Live: []metrics.Check{{Name: "datapath-writer", Fn: func(context.Context) error {
+			if busy := c.Writer().Busy; busy > stuckAfter {
+				return fmt.Errorf("one pass has run for %v", busy.Round(time.Second))
+			}
+			return nil
+		}}},
+		Ready: []metrics.Check{
+			{Name: "plugin", Fn: func(ctx context.Context) error { return driver.Probe(ctx, socket) }},
+			{Name: "core", Fn: func(context.Context) error {
+				select {
+				case <-c.Started():
+					return nil
+				default:
+					return errors.New("the saved state is not reconciled yet")
+				}
+			}},
+			{Name: "ring", Fn: func(context.Context) error {
+				if n := len(node.Members()); joins && n < 2 {
+					return errors.New("no other host of the ring is reachable")
+				}
+				return nil
+			}},
+		},
+	}
+}
+
+// notifySystemd tells systemd (Type=notify) that tenetd is ready once
+// Docker can use it (usable: the saved state is reconciled and the plugin
+// socket answers; it does not wait for the ring: a host must start even
+// when no other is up). Then it feeds the watchdog while live says so, and
+// says STOPPING=1 when ctx ends.
+func notifySystemd(ctx context.Context, n *sdnotify.Notifier, watchdog time.Duration, usable, live func(context.Context) error, log *slog.Logger) {
+	if !n.Enabled() {
+		return
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for usable(ctx) != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	if err := n.Notify("READY=1", "STATUS=serving the docker plugin"); err != nil {
+		log.Warn("tell systemd tenetd is ready", "err", err)
+	}
+	n.Watchdog(ctx, watchdog, live, log)
+	<-ctx.Done()
+	if err := n.Notify("STOPPING=1"); err != nil {
+		log.Debug("tell systemd tenetd stops", "err", err)
+	}
 }
 
 // kickOnRegistryChanges wakes the syncer whenever a definition changes

@@ -2,10 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/tenet-net/tenet/internal/sdnotify"
 
 	"github.com/tenet-net/tenet/internal/rules"
 )
@@ -60,6 +69,55 @@ func TestInfraDeniesTheUnderlayAndAllowsWhatIsListed(t *testing.T) {
 	for _, bad := range []string{"nope", "198.51.100.1/24"} {
 		if _, err := infra(under, netip.Addr{}, 7946, []string{bad}); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("--allow-egress %s: %v", bad, err)
+		}
+	}
+}
+
+func TestSystemdHearsReadyOnceUsableThenTheWatchdogThenStopping(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notify")
+	sd, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	read := func() string {
+		t.Helper()
+		buf := make([]byte, 512)
+		_ = sd.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := sd.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	var asked atomic.Int32
+	usable := func(context.Context) error {
+		if asked.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		notifySystemd(ctx, sdnotify.New(path), 10*time.Millisecond, usable, func(context.Context) error { return nil }, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	if got := read(); got != "READY=1\nSTATUS=serving the docker plugin" || asked.Load() < 3 {
+		t.Errorf("first notification %q after %d checks; want READY=1 once usable", got, asked.Load())
+	}
+	if got := read(); got != "WATCHDOG=1" {
+		t.Errorf("then %q, want WATCHDOG=1", got)
+	}
+	cancel()
+	<-done
+	for {
+		got := read()
+		if got == "STOPPING=1" {
+			break
+		}
+		if got != "WATCHDOG=1" {
+			t.Fatalf("at the end %q, want STOPPING=1", got)
 		}
 	}
 }

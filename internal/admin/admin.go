@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/tenet-net/tenet/internal/adminapi"
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/errkind"
+	"github.com/tenet-net/tenet/internal/metrics"
 	"github.com/tenet-net/tenet/internal/registry"
 	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/internal/unixhttp"
@@ -53,7 +56,27 @@ type Server struct {
 	// engine is brought in line at once.
 	Changed        func()
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
+	// Gossip reads the ring's statistics for status; nil: left out.
+	Gossip func() metrics.GossipStats
+	// Convergence summarises recent convergence for status; nil: left out.
+	Convergence func() metrics.Summary
+	// MaxMTU is the largest network MTU the underlay carries (the default
+	// MTU); nil: unknown.
+	MaxMTU func() (int, error)
+	// DiagnoseTimeout bounds a diagnosis (60 s): it reads the whole
+	// kernel state.
+	DiagnoseTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Writers report the state of the datapath writer: *core.Core.
+type Writers interface {
+	Writer() core.WriterState
+}
+
+// Diagnoser diagnoses this host: *core.Core.
+type Diagnoser interface {
+	Diagnose(ctx context.Context) ([]core.Finding, error)
 }
 
 const maxBody = 1 << 20
@@ -68,7 +91,32 @@ func (s *Server) Handler() http.Handler {
 	get("/v1/status", func() any { return s.Status() })
 	get("/v1/hosts", func() any { return s.hosts() })
 	get("/v1/networks", func() any { return s.networks() })
-	get("/v1/endpoints", func() any { return s.endpoints() })
+	mux.HandleFunc("GET /v1/networks/{tenant}/{name}", func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.network(r.PathValue("tenant"), r.PathValue("name"))
+		if err != nil {
+			bad.Log(r.Context(), "admin call refused", "call", r.Method+" "+r.URL.Path, "err", err)
+			writeError(w, status(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
+	})
+	mux.HandleFunc("GET /v1/endpoints", func(w http.ResponseWriter, r *http.Request) {
+		f, err := parseFilter(r.URL.Query())
+		if err != nil {
+			bad.Log(r.Context(), "admin call refused", "call", r.Method+" "+r.URL.Path, "err", err)
+			writeError(w, status(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.endpoints(f))
+	})
+	mux.HandleFunc("GET /v1/diagnose", func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.diagnose(r.Context())
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
+	})
 	change := func(w http.ResponseWriter, r *http.Request, fn func() (adminapi.Done, error)) {
 		if s.Registry == nil {
 			writeError(w, http.StatusNotImplemented, errors.New("this tenetd has no registry"))
@@ -276,18 +324,68 @@ func (s *Server) networks() []adminapi.Network {
 	return out
 }
 
+// filter selects endpoints (adminapi.EndpointFilter).
+type filter struct {
+	tenant, network, name, host string
+}
+
+func (f filter) keep(e adminapi.Endpoint) bool {
+	_, name, _ := strings.Cut(e.Network, "/")
+	return (f.tenant == "" || e.Tenant == f.tenant) && (f.network == "" || e.Network == f.network) &&
+		(f.name == "" || name == f.name) && (f.host == "" || e.Host == f.host)
+}
+
+// parseFilter reads ?tenant=&network=&host=; network is tenant/name or a
+// name in any tenant.
+func parseFilter(q url.Values) (filter, error) {
+	var f filter
+	for k := range q {
+		if k != "tenant" && k != "network" && k != "host" {
+			return f, errkind.Errorf(errkind.Invalid, "list endpoints: unknown filter %q (tenant, network, host)", k)
+		}
+	}
+	f.tenant, f.host = q.Get("tenant"), q.Get("host")
+	if f.tenant != "" {
+		if err := rules.Tenant(f.tenant); err != nil {
+			return f, errkind.Errorf(errkind.Invalid, "list endpoints: %v", err)
+		}
+	}
+	if n := q.Get("network"); strings.Contains(n, "/") {
+		t, name, err := rules.SplitKey(n)
+		if err != nil {
+			return f, errkind.Errorf(errkind.Invalid, "list endpoints: %v", err)
+		}
+		f.network = rules.Key(t, name)
+	} else if n != "" {
+		if err := rules.Network(n); err != nil {
+			return f, errkind.Errorf(errkind.Invalid, "list endpoints: %v", err)
+		}
+		f.name = n
+	}
+	if len(f.host) > 255 {
+		return f, errkind.Errorf(errkind.Invalid, "list endpoints: host %.20q...: too long", f.host)
+	}
+	return f, nil
+}
+
 // endpoints lists this host's endpoints and those of other hosts on its
-// networks (those of hosts down within the grace period as host-down).
-func (s *Server) endpoints() []adminapi.Endpoint {
+// networks (those of hosts down within the grace period as host-down)
+// that f selects.
+func (s *Server) endpoints(f filter) []adminapi.Endpoint {
 	out := []adminapi.Endpoint{}
 	for _, e := range s.Core.Endpoints() {
 		a := adminapi.Endpoint{ID: e.ID, Network: e.Network, IP: e.IP.Addr().String(), MAC: e.MAC.String(),
 			Host: s.Host, VTEP: s.VTEP, State: "up"}
+		if e.Netns == "" {
+			a.State = "created"
+		}
 		a.Tenant, _, _ = strings.Cut(e.Network, "/")
 		if len(e.Names) > 0 {
 			a.Name, a.Aliases = e.Names[0], e.Names[1:]
 		}
-		out = append(out, a)
+		if f.keep(a) {
+			out = append(out, a)
+		}
 	}
 	now := time.Now()
 	for _, n := range s.Core.Networks() {
@@ -308,7 +406,9 @@ func (s *Server) endpoints() []adminapi.Endpoint {
 			if len(r.Names) > 0 {
 				a.Name, a.Aliases = r.Names[0], r.Names[1:]
 			}
-			out = append(out, a)
+			if f.keep(a) {
+				out = append(out, a)
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b adminapi.Endpoint) int {
@@ -319,7 +419,7 @@ func (s *Server) endpoints() []adminapi.Endpoint {
 
 // Status summarises this host's view.
 func (s *Server) Status() adminapi.Status {
-	hosts, nets, eps := s.hosts(), s.networks(), s.endpoints()
+	hosts, nets, eps := s.hosts(), s.networks(), s.endpoints(filter{})
 	st := adminapi.Status{Host: s.Host, VTEP: s.VTEP, Networks: len(nets), Endpoints: len(eps)}
 	if s.KeyInUse != nil {
 		st.KeyInUse = s.KeyInUse()
@@ -343,7 +443,121 @@ func (s *Server) Status() adminapi.Status {
 				l.Key(), l.Subnet, c.Subnet, c.Host))
 		}
 	}
+	st.Ring = adminapi.Ring{Health: "ok", Members: map[string]int{"alive": st.HostsUp, "down": st.HostsDown}}
+	switch {
+	case st.HostsDown > 0 && st.HostsUp <= 1:
+		st.Ring.Health = "isolated"
+	case st.HostsDown > 0:
+		st.Ring.Health = "degraded"
+	}
+	if s.Gossip != nil {
+		g := s.Gossip()
+		st.Ring.Sent, st.Ring.Received, st.Ring.SendErrors, st.Ring.Dropped = g.Sent, g.Received, g.SendErrors, g.Dropped
+		if len(g.Members) > 0 {
+			st.Ring.Members = g.Members
+		}
+	}
+	if s.Convergence != nil {
+		c := s.Convergence()
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		st.Convergence = adminapi.Convergence{Window: c.Span.String(), Samples: c.Count, P50Ms: ms(c.P50), P99Ms: ms(c.P99), MaxMs: ms(c.Max)}
+	}
+	if w, ok := s.Core.(Writers); ok {
+		ws := w.Writer()
+		st.Datapath = adminapi.Datapath{Queued: ws.Queued, BusyMs: ws.Busy.Milliseconds()}
+		if ws.LastErr != nil {
+			st.Datapath.LastError = ws.LastErr.Error()
+		}
+		if !ws.RetryAt.IsZero() {
+			st.Datapath.RetryAt = ws.RetryAt.UTC().Format(time.RFC3339)
+		}
+		if ws.LastErr != nil || !ws.RetryAt.IsZero() {
+			st.Warnings = append(st.Warnings, "the datapath writer is failing (tenetctl diagnose says what differs; tenetd's log says why)")
+		}
+	}
 	return st
+}
+
+// network describes one network with the hosts that have it.
+func (s *Server) network(tenant, name string) (adminapi.NetworkDetail, error) {
+	key := rules.Key(tenant, name)
+	var d adminapi.NetworkDetail
+	found := false
+	for _, n := range s.networks() {
+		if n.Tenant == tenant && n.Name == name {
+			d.Network, found = n, true
+		}
+	}
+	if !found {
+		return d, errkind.Errorf(errkind.NotFound, "network %s: no such network known here", key)
+	}
+	counts := map[string]int{}
+	d.EndpointsKnown = d.Local
+	if d.Local {
+		for _, e := range s.Core.Endpoints() {
+			if e.Network == key {
+				counts[s.Host]++
+			}
+		}
+		for _, r := range s.Cluster.Remotes(key) {
+			if r.Host != s.Host {
+				counts[r.Host]++
+			}
+		}
+		d.EffectiveMTU = d.MTU
+		if d.MTU == 0 && s.MaxMTU != nil {
+			if m, err := s.MaxMTU(); err == nil {
+				d.EffectiveMTU = m
+			}
+		}
+	}
+	byHost := map[string]adminapi.NetworkHost{}
+	for _, p := range s.Cluster.Peers(key) {
+		h := adminapi.NetworkHost{Host: p.Host, State: "up", Endpoints: counts[p.Host]}
+		if !p.DownSince.IsZero() {
+			h.State = "down"
+		}
+		byHost[p.Host] = h
+	}
+	if d.Local {
+		byHost[s.Host] = adminapi.NetworkHost{Host: s.Host, State: "up", Self: true, Endpoints: counts[s.Host]}
+	} else {
+		delete(byHost, s.Host)
+	}
+	for h, n := range counts { // endpoints of a host whose attachment is not seen (yet)
+		if _, ok := byHost[h]; !ok {
+			byHost[h] = adminapi.NetworkHost{Host: h, State: "up", Endpoints: n}
+		}
+	}
+	d.HostEndpoints = []adminapi.NetworkHost{}
+	for _, h := range slices.Sorted(maps.Keys(byHost)) {
+		d.HostEndpoints = append(d.HostEndpoints, byHost[h])
+	}
+	return d, nil
+}
+
+// diagnose asks the core what is wrong here.
+func (s *Server) diagnose(ctx context.Context) (adminapi.Diagnosis, error) {
+	d := adminapi.Diagnosis{Host: s.Host, Findings: []adminapi.Finding{}}
+	dg, ok := s.Core.(Diagnoser)
+	if !ok {
+		return d, errors.New("diagnose: this tenetd cannot diagnose its host")
+	}
+	timeout := s.DiagnoseTimeout
+	if timeout == 0 {
+		timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	fs, err := dg.Diagnose(ctx)
+	if err != nil {
+		return d, fmt.Errorf("diagnose: %w", err)
+	}
+	for _, f := range fs {
+		d.Findings = append(d.Findings, adminapi.Finding{Area: f.Area, Problem: f.Problem, Object: f.Object, Tenant: f.Tenant,
+			Network: f.Network, Endpoint: f.Endpoint, Host: f.Host, Fix: f.Fix})
+	}
+	return d, nil
 }
 
 // Serve answers the API on a root-only unix socket at path until ctx is

@@ -188,7 +188,7 @@ func TestEndpointsOfDownHostsShowUntilTheirGraceEnds(t *testing.T) {
 	s, cl, _, _ := newServer(t)
 	web := core.Network{NetworkSpec: core.NetworkSpec{Tenant: "acme", Name: "web", VNI: 5, Subnet: netip.MustParsePrefix("10.1.0.0/24")}}
 	s.Core = fakeLocal{nets: []core.Network{web}, eps: []core.Endpoint{{EndpointSpec: core.EndpointSpec{ID: "e0", Network: "acme/web",
-		IP: netip.MustParsePrefix("10.1.0.2/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}}}}
+		IP: netip.MustParsePrefix("10.1.0.2/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}, Netns: "/var/run/docker/netns/x"}}}
 	for i, host := range []string{"h1", "h2"} {
 		cl.AddRemote(core.Remote{ID: "r" + host, Network: "acme/web", Host: host, VTEP: netip.AddrFrom4([4]byte{198, 51, 100, byte(11 + i)}),
 			IP: netip.AddrFrom4([4]byte{10, 1, 0, byte(64 + i)}), MAC: net.HardwareAddr{2, 0, 0, 0, 0, byte(64 + i)}})

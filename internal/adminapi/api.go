@@ -11,10 +11,12 @@
 //	POST   /v1/tenants/{name}            Done
 //	DELETE /v1/tenants/{name}            Done
 //	GET    /v1/networks                  []Network   (every network this host knows of)
+//	GET    /v1/networks/{tenant}/{name}  NetworkDetail
 //	GET    /v1/definitions               []Definition (networks defined with tenetctl)
 //	POST   /v1/definitions               Definition -> Done
 //	DELETE /v1/definitions/{tenant}/{name} Done
-//	GET    /v1/endpoints                 []Endpoint
+//	GET    /v1/endpoints[?tenant=T&network=N&host=H]  []Endpoint
+//	GET    /v1/diagnose                  Diagnosis
 package adminapi
 
 // Status summarises this host's view of the cluster.
@@ -28,6 +30,44 @@ type Status struct {
 	Endpoints      int      `json:"endpoints"`
 	KeyInUse       string   `json:"key_in_use,omitempty"` // fingerprint of the cluster key this host encrypts with
 	Warnings       []string `json:"warnings,omitempty"`
+	// Ring is the gossip ring's health as this host sees it.
+	Ring Ring `json:"ring"`
+	// Convergence summarises how long other hosts' endpoint changes took
+	// to be programmed here, over the last Window.
+	Convergence Convergence `json:"convergence"`
+	// Datapath is the state of the core's datapath writer.
+	Datapath Datapath `json:"datapath"`
+}
+
+// Ring is the gossip ring's health as this host sees it.
+type Ring struct {
+	// Health is "ok", "degraded" (some hosts are down) or "isolated"
+	// (other hosts are known, none is reachable).
+	Health     string            `json:"health"`
+	Members    map[string]int    `json:"members,omitempty"` // hosts by state, as gossip reports them
+	Sent       uint64            `json:"messages_sent"`
+	Received   uint64            `json:"messages_received"`
+	SendErrors uint64            `json:"send_errors"`
+	Dropped    map[string]uint64 `json:"dropped,omitempty"` // refused messages and entries since start, by reason
+}
+
+// Convergence summarises convergence samples: from another host publishing
+// an endpoint change to it being programmed in this host's kernel (as
+// exact as the two hosts' clocks agree).
+type Convergence struct {
+	Window  string  `json:"window"` // what the figures cover, e.g. "1m0s"
+	Samples int     `json:"samples"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
+}
+
+// Datapath is the state of the core's datapath writer.
+type Datapath struct {
+	Queued    int    `json:"queued"`               // changes waiting
+	BusyMs    int64  `json:"busy_ms"`              // how long the pass under way has run
+	LastError string `json:"last_error,omitempty"` // of the last pass, if it failed
+	RetryAt   string `json:"retry_at,omitempty"`   // when a failed reconcile is retried (RFC 3339)
 }
 
 // Host is a host of the cluster as this host sees it.
@@ -63,6 +103,28 @@ type Network struct {
 	Hosts      []string `json:"hosts"`                 // hosts that have it
 }
 
+// NetworkDetail is one network with the hosts that have it.
+type NetworkDetail struct {
+	Network
+	// MTU is the network's effective MTU here (Network.MTU is what was
+	// asked for; 0 there means the underlay's less 50).
+	EffectiveMTU int `json:"effective_mtu,omitempty"`
+	// HostEndpoints lists the hosts that have the network, with their
+	// endpoints on it. The counts are complete only where this host has
+	// the network (EndpointsKnown): gossip sends a network's endpoints
+	// only to the hosts that have it.
+	HostEndpoints  []NetworkHost `json:"host_endpoints"`
+	EndpointsKnown bool          `json:"endpoints_known"`
+}
+
+// NetworkHost is a host that has a network.
+type NetworkHost struct {
+	Host      string `json:"host"`
+	State     string `json:"state"` // "up" or "down"
+	Self      bool   `json:"self,omitempty"`
+	Endpoints int    `json:"endpoints"`
+}
+
 // Definition is a network as defined with tenetctl network create.
 type Definition struct {
 	Tenant     string `json:"tenant"`
@@ -87,7 +149,34 @@ type Endpoint struct {
 	MAC     string   `json:"mac"`
 	Host    string   `json:"host"`
 	VTEP    string   `json:"vtep"`
-	State   string   `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+	// State is "up"; on this host "created" until Docker attaches the
+	// endpoint to its container; "host-down" while a down host's endpoint
+	// stays programmed in the grace period.
+	State string `json:"state"`
+}
+
+// Diagnosis is what tenetctl diagnose reports of one host.
+type Diagnosis struct {
+	Host     string    `json:"host"`
+	Findings []Finding `json:"findings"` // empty: nothing wrong found
+}
+
+// Finding is one thing wrong on a host.
+type Finding struct {
+	// Area is "kernel" (the datapath differs from what should be
+	// programmed), "gossip" (what the ring holds of this host differs
+	// from its state), "cluster" (hosts down, conflicting claims) or
+	// "writer" (reconciles failing).
+	Area string `json:"area"`
+	// Problem is "missing", "stale", "differs", "conflict", "down",
+	// "isolated" or "failing".
+	Problem  string `json:"problem"`
+	Object   string `json:"object"`
+	Tenant   string `json:"tenant,omitempty"`
+	Network  string `json:"network,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	Host     string `json:"host,omitempty"`
+	Fix      string `json:"fix,omitempty"`
 }
 
 // Done answers a change: what was done to what.

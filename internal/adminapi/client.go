@@ -115,6 +115,37 @@ func (c Client) Endpoints(ctx context.Context) (e []Endpoint, err error) {
 	return e, c.get(ctx, "/v1/endpoints", &e)
 }
 
+// EndpointFilter selects endpoints; empty fields select all.
+type EndpointFilter struct {
+	Tenant  string
+	Network string // "tenant/name", or a name in any tenant
+	Host    string
+}
+
+// Path is the call that lists the endpoints f selects.
+func (f EndpointFilter) Path() string {
+	q := url.Values{}
+	for k, v := range map[string]string{"tenant": f.Tenant, "network": f.Network, "host": f.Host} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if len(q) == 0 {
+		return "/v1/endpoints"
+	}
+	return "/v1/endpoints?" + q.Encode()
+}
+
+// Network reads one network with the hosts that have it.
+func (c Client) Network(ctx context.Context, tenant, name string) (n NetworkDetail, err error) {
+	return n, c.get(ctx, "/v1/networks/"+url.PathEscape(tenant)+"/"+url.PathEscape(name), &n)
+}
+
+// Diagnose asks tenetd what is wrong on its host.
+func (c Client) Diagnose(ctx context.Context) (d Diagnosis, err error) {
+	return d, c.get(ctx, "/v1/diagnose", &d)
+}
+
 // CreateTenant, RemoveTenant, CreateNetwork, RemoveNetwork and RemoveHost
 // change the cluster.
 func (c Client) CreateTenant(ctx context.Context, name string) (d Done, err error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 type GossipCluster struct{ Node *gossip.Node }
 
 var _ Cluster = GossipCluster{}
+var _ OwnEntries = GossipCluster{}
 
 func (g GossipCluster) PutNetwork(n gossip.Network) error { return g.Node.Networks().Put(n) }
 func (g GossipCluster) DeleteNetwork(key string)          { g.Node.Networks().Delete(key) }
@@ -30,6 +32,10 @@ func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 	return g.Node.Subscribe(buf)
 }
 
+// Remotes reads the network's endpoints. Remote.Names stays empty until
+// gossip.Endpoint carries names: then set Names: e.Names here (and publish
+// them in Core.publishEndpoint), and tenetctl endpoint ls shows other
+// hosts' containers by name.
 func (g GossipCluster) Remotes(network string) []Remote {
 	var out []Remote
 	for _, e := range g.Node.Endpoints().ListNetwork(network, true) {
@@ -37,6 +43,20 @@ func (g GossipCluster) Remotes(network string) []Remote {
 			Names: e.Names, DownSince: e.DownSince})
 	}
 	return out
+}
+
+func (g GossipCluster) OwnEndpoints(host string) []gossip.Endpoint {
+	var out []gossip.Endpoint
+	for _, e := range g.Node.Endpoints().List("") {
+		if e.Host == host {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (g GossipCluster) Attached(host, network string) bool {
+	return slices.Contains(g.Node.Attachments().Hosts(network), host)
 }
 
 func (g GossipCluster) Peers(network string) []Peer {
@@ -69,6 +89,12 @@ type OverlayDatapath struct{ DP *overlay.Datapath }
 
 var _ Datapath = OverlayDatapath{}
 var _ RemoteObserver = OverlayDatapath{}
+var _ Diagnoser = OverlayDatapath{}
+
+// Diagnose compares the kernel with s, changing nothing.
+func (o OverlayDatapath) Diagnose(ctx context.Context, s overlay.State) ([]overlay.Finding, error) {
+	return o.DP.Diagnose(ctx, s)
+}
 
 // Apply reconciles the whole state for Scope.All, else only the scope's
 // objects. "Every remote entry of a network" is the network's scope in

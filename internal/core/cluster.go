@@ -47,10 +47,21 @@ type Remote struct {
 	VTEP    netip.Addr
 	Host    string
 	Version uint64
-	Names   []string // the DNS names it answers to
+	// Names the endpoint answers to (its container's name, then its
+	// aliases), as its host published them.
+	Names []string
 	// DownSince is when gossip reported the endpoint's host down; zero
 	// while it is up.
 	DownSince time.Time
+}
+
+// OwnEntries is implemented by clusters that can say what the ring holds
+// of this host's own state, which Diagnose compares with the local state.
+type OwnEntries interface {
+	// OwnEndpoints lists the endpoints the ring holds as host's.
+	OwnEndpoints(host string) []gossip.Endpoint
+	// Attached says whether the ring holds host's attachment to network.
+	Attached(host, network string) bool
 }
 
 // Peer is another host that has a network.

@@ -43,8 +43,10 @@ type Config struct {
 	// Infra is what tenants may not reach through their egress (the
 	// underlay networks, gossip's port) and what an operator allows
 	// anyway; every member's underlay address is added to Deny.
-	Infra  overlay.Infra
-	Logger *slog.Logger
+	Infra overlay.Infra
+	// Observer receives measurements (metrics); nil: none.
+	Observer Observer
+	Logger   *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.

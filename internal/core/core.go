@@ -36,6 +36,8 @@ type Core struct {
 	retryAt time.Time         // when to retry a failed reconcile (zero: no need)
 	members string            // the members' addresses last programmed into Infra
 	bg      context.Context   // Run's context, for work after a caller gave up
+	lastErr error             // of the last datapath pass
+	started chan struct{}     // closed once Run has reconciled the saved state
 }
 
 // New loads the local state saved by an earlier run. Run reconciles the
@@ -45,7 +47,7 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 		return nil, err
 	}
 	c := &Core{cfg: cfg, log: cfg.Logger.With("component", "core"), dp: dp, cl: cl, start: time.Now(),
-		ready: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}}
+		ready: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, started: make(chan struct{})}
 	nets, eps, err := loadState(cfg.StateDir, c.log.Warn)
 	if err != nil {
 		return nil, err
@@ -533,6 +535,7 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 	if scope.Empty() {
 		return nil
 	}
+	start := time.Now()
 	v := c.readView()
 	s, conflicts, next := desired(v, time.Now(), c.cfg.HiddenGrace)
 	c.mu.Lock()
@@ -551,7 +554,14 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		c.log.Warn("remote endpoint claims a taken address or mac; ignored", "endpoint", cf.remote.ID, "host", cf.remote.Host,
 			"ip", cf.remote.IP, "mac", cf.remote.MAC.String(), "network", cf.remote.Network, "taken_by", cf.with)
 	}
-	return c.dp.Apply(ctx, s, scope)
+	err := c.dp.Apply(ctx, s, scope)
+	c.mu.Lock()
+	c.lastErr = err
+	c.mu.Unlock()
+	if o := c.cfg.Observer; o != nil {
+		o.Reconciled(scope.All, time.Since(start), err)
+	}
+	return err
 }
 
 // infra is Config.Infra with every known host's underlay address denied.

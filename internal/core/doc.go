@@ -33,6 +33,14 @@
 // synced, so a restart withdraws nothing. Entries of a host gossip reports
 // down stay programmed for Config.HiddenGrace.
 //
+// What it reports: Config.Observer hears of every writer pass (full or
+// scoped, its duration) and of remote changes converging (programmed here,
+// timed from the owner's gossip version); Writer says what the writer is
+// doing; Started closes once the saved state is reconciled; Diagnose
+// compares, between two passes, the desired state with the kernel (through
+// the datapath's Diagnose) and the ring's copy of this host's entries with
+// the local state, and names what differs.
+//
 // Concurrency: a Core is safe for concurrent use. One mutex guards the
 // local state and is held only for memory operations.
 package core

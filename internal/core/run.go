@@ -62,6 +62,7 @@ func (c *Core) Run(ctx context.Context) error {
 		c.publishEndpoint(e)
 	}
 	c.log.Info("core ready", "networks", len(nets), "endpoints", len(eps))
+	close(c.started)
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -80,7 +81,7 @@ func (c *Core) Run(ctx context.Context) error {
 				}
 				return errors.New("core: cluster event stream closed")
 			}
-			scope := c.onEvent(ev)
+			scope, pub := c.onEvent(ev), c.published(nil, ev)
 			// Take what else is queued, then ask once.
 			for more := true; more; {
 				select {
@@ -90,23 +91,26 @@ func (c *Core) Run(ctx context.Context) error {
 						break
 					}
 					scope = scope.merge(c.onEvent(ev))
+					pub = c.published(pub, ev)
 				default:
 					more = false
 				}
 			}
-			c.submitAsync(scope)
+			c.submitAsync(scope, pub)
 		case <-tick.C:
-			c.submitAsync(c.onTick(time.Now()))
+			c.submitAsync(c.onTick(time.Now()), nil)
 		case <-repair.C:
-			c.submitAsync(Scope{All: true})
+			c.submitAsync(Scope{All: true}, nil)
 		case <-gc.C:
 			c.collectGarbage(ctx)
 		}
 	}
 }
 
-// submitAsync queues a scope nobody waits for; a failure is retried.
-func (c *Core) submitAsync(s Scope) {
+// submitAsync queues a scope nobody waits for; a failure is retried. Once
+// it is programmed, the remote changes published at published have
+// converged here.
+func (c *Core) submitAsync(s Scope, published []time.Time) {
 	if s.Empty() {
 		return
 	}
@@ -116,6 +120,10 @@ func (c *Core) submitAsync(s Scope) {
 			// Nobody else will report it: the change came from the cluster.
 			c.log.Error("reconcile after a cluster change", "err", err)
 			c.scheduleRetry()
+			return
+		}
+		if o := c.cfg.Observer; o != nil && len(published) > 0 {
+			o.Converged(published, time.Now())
 		}
 	}()
 }

@@ -169,6 +169,10 @@ func checkNames(names []string) error {
 	return nil
 }
 
+// CheckName checks one endpoint name by the rules SetEndpointNames
+// applies, for front ends that drop a bad name and keep the others.
+func CheckName(name string) error { return checkNames([]string{name}) }
+
 // normalize checks an endpoint against its network n and fills its MAC.
 func (e *EndpointSpec) normalize(n NetworkSpec) error {
 	if e.ID == "" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -79,10 +80,12 @@ func union[T interface{ ~string | ~uint32 }](a, b []T) []T {
 	return slices.Compact(out)
 }
 
-// job is one request to the writer: reconcile scope, and report on done
+// job is one request to the writer: reconcile scope, or (fn set) run fn
+// after the pass, when nothing else writes the datapath; and report on done
 // (buffered) unless nobody waits.
 type job struct {
 	scope Scope
+	fn    func(ctx context.Context) error
 	done  chan error
 }
 
@@ -91,26 +94,52 @@ type job struct {
 // pass. If a merged pass fails, each request is retried alone, so that an
 // error reaches the caller whose change caused it.
 type writer struct {
-	c    *Core
-	mu   sync.Mutex // guards q and busy
-	q    []job
-	busy int // requests in the pass under way
-	wake chan struct{}
+	c       *Core
+	mu      sync.Mutex // guards q, busy, since and stopped
+	q       []job
+	busy    int       // requests in the pass under way
+	since   time.Time // start of the pass under way
+	stopped bool      // run returned: requests are answered errStopped at once
+	wake    chan struct{}
 }
+
+var errStopped = errors.New("core: stopped")
 
 func newWriter(c *Core) *writer { return &writer{c: c, wake: make(chan struct{}, 1)} }
 
-// depth returns the requests waiting and those in the pass under way.
-func (w *writer) depth() (queued, busy int) {
+// depth returns the requests waiting and those in the pass under way, and
+// when that pass started.
+func (w *writer) depth() (queued, busy int, since time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.q), w.busy
+	return len(w.q), w.busy, w.since
 }
 
 // submit queues a scope and returns the channel its result arrives on.
 func (w *writer) submit(s Scope) <-chan error {
-	j := job{scope: s, done: make(chan error, 1)}
+	return w.queue(job{scope: s, done: make(chan error, 1)})
+}
+
+// do runs fn on the writer's goroutine, between passes (so that it sees
+// the datapath as no pass leaves it half done), and waits for its result
+// or for ctx.
+func (w *writer) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	done := w.queue(job{fn: fn, done: make(chan error, 1)})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting for the datapath writer: %w", ctx.Err())
+	}
+}
+
+func (w *writer) queue(j job) <-chan error {
 	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		j.done <- errStopped
+		return j.done
+	}
 	w.q = append(w.q, j)
 	w.mu.Unlock()
 	select {
@@ -138,38 +167,48 @@ func (w *writer) run(ctx context.Context) {
 		case <-ctx.Done():
 			w.mu.Lock()
 			q := w.q
-			w.q = nil
+			w.q, w.stopped = nil, true
 			w.mu.Unlock()
 			for _, j := range q {
-				j.done <- errors.New("core: stopped")
+				j.done <- errStopped
 			}
 			return
 		case <-w.wake:
 		}
 		w.mu.Lock()
-		q := w.q
-		w.q, w.busy = nil, len(q)
+		all := w.q
+		w.q, w.busy, w.since = nil, len(all), time.Now()
 		w.mu.Unlock()
-		if len(q) == 0 {
-			continue
-		}
-		var merged Scope
-		for _, j := range q {
-			merged = merged.merge(j.scope)
-		}
-		err := w.c.reconcile(ctx, merged)
-		if err != nil && len(q) > 1 {
-			// Find whose change failed: try each alone.
-			for _, j := range q {
-				j.done <- w.c.reconcile(ctx, j.scope)
+		var q, fns []job
+		for _, j := range all {
+			if j.fn != nil {
+				fns = append(fns, j)
+			} else {
+				q = append(q, j)
 			}
-		} else {
+		}
+		if len(q) > 0 {
+			var merged Scope
 			for _, j := range q {
-				j.done <- err
+				merged = merged.merge(j.scope)
 			}
+			err := w.c.reconcile(ctx, merged)
+			if err != nil && len(q) > 1 {
+				// Find whose change failed: try each alone.
+				for _, j := range q {
+					j.done <- w.c.reconcile(ctx, j.scope)
+				}
+			} else {
+				for _, j := range q {
+					j.done <- err
+				}
+			}
+		}
+		for _, j := range fns {
+			j.done <- j.fn(ctx)
 		}
 		w.mu.Lock()
-		w.busy = 0
+		w.busy, w.since = 0, time.Time{}
 		w.mu.Unlock()
 	}
 }

@@ -74,7 +74,7 @@ func TestConcurrentCallsAreBatched(t *testing.T) {
 	// Wait until every call is queued or in the pass held at the gate.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		q, busy := c.w.depth()
+		q, busy, _ := c.w.depth()
 		if q+busy == n {
 			break
 		}

@@ -1,5 +1,6 @@
 // Package unixhttp serves HTTP on a unix socket for tenetd's two servers
-// (Docker's plugin protocol and the admin API), with the limits a daemon on
+// (Docker's plugin protocol and the admin API), and on any listener for
+// its metrics and health endpoints, with the limits a daemon on
 // a shared host needs: a client that connects and sends nothing, or sends
 // a body slowly, is dropped after a deadline; the number of connections is
 // bounded; request bodies are bounded; and complaints about bad requests
@@ -82,21 +83,32 @@ func Serve(ctx context.Context, cfg Config, h http.Handler) error {
 		l.Close()
 		return fmt.Errorf("%s socket: %w", cfg.Name, err)
 	}
+	defer os.Remove(cfg.Path)
+	return ServeListener(ctx, cfg, l, h)
+}
+
+// ServeListener answers h on l (which it closes) until ctx is done, with
+// cfg's limits; cfg.Path is only named in messages.
+func ServeListener(ctx context.Context, cfg Config, l net.Listener, h http.Handler) error {
+	cfg.defaults()
+	where, key := cfg.Path, "socket"
+	if where == "" {
+		where, key = l.Addr().String(), "addr"
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: cfg.HeaderTimeout, ReadTimeout: cfg.ReadTimeout,
 		IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(limit(l, cfg.MaxConns)) }()
-	cfg.Logger.Info("serving "+cfg.Name, "socket", cfg.Path)
+	cfg.Logger.Info("serving "+cfg.Name, key, where)
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", cfg.Path, err)
+		return fmt.Errorf("serve %s: %w", where, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	_ = os.Remove(cfg.Path)
 	return nil
 }
 

@@ -35,10 +35,39 @@ type Datapath struct {
 	// the kernel held at start-up, by VNI, and flood peers.
 	Kernel      map[uint32][]overlay.Remote
 	KernelPeers map[uint32][]netip.Addr
+	findings    []overlay.Finding
+	diagnosed   []overlay.State
+	broken      error
 }
 
 var _ core.Datapath = (*Datapath)(nil)
 var _ core.RemoteObserver = (*Datapath)(nil)
+var _ core.Diagnoser = (*Datapath)(nil)
+
+// Diagnose validates s and answers what SetFindings set.
+func (d *Datapath) Diagnose(ctx context.Context, s overlay.State) ([]overlay.Finding, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.diagnosed = append(d.diagnosed, s)
+	return slices.Clone(d.findings), nil
+}
+
+// SetFindings sets what Diagnose answers.
+func (d *Datapath) SetFindings(fs []overlay.Finding) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.findings = fs
+}
+
+// Diagnosed lists the states Diagnose was asked about.
+func (d *Datapath) Diagnosed() []overlay.State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.diagnosed)
+}
 
 // Apply validates s as the real datapath does, then records it.
 func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope) error {
@@ -57,6 +86,9 @@ func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.broken != nil {
+		return d.broken
+	}
 	if err := d.fail; err != nil && (d.when == nil || d.when(scope)) {
 		d.fail, d.when = nil, nil
 		return err
@@ -80,6 +112,13 @@ func (d *Datapath) FailNext(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fail = err
+}
+
+// Break makes every Apply fail with err until Break(nil).
+func (d *Datapath) Break(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.broken = err
 }
 
 // FailWhen makes the next Apply whose scope matches fail with err.
@@ -142,6 +181,7 @@ type Cluster struct {
 }
 
 var _ core.Cluster = (*Cluster)(nil)
+var _ core.OwnEntries = (*Cluster)(nil)
 
 // NewCluster returns the view of host.
 func NewCluster(host string) *Cluster {
@@ -260,6 +300,35 @@ func (c *Cluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 	c.subs = append(c.subs, ch)
 	c.mu.Unlock()
 	return ch, func() {}
+}
+
+// OwnEndpoints lists the endpoints published as host's (this host's only).
+func (c *Cluster) OwnEndpoints(host string) []gossip.Endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []gossip.Endpoint
+	for _, e := range c.eps {
+		if e.Host == host {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Attached says whether host (this one) is attached to network.
+func (c *Cluster) Attached(host, network string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return host == c.Host && c.attached[network]
+}
+
+// PutOwn puts an endpoint as this host's, behind the core's back (as a
+// ring that kept an old entry would hold it).
+func (c *Cluster) PutOwn(e gossip.Endpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.Host = c.Host
+	c.eps[e.ID] = e
 }
 
 // Own returns this host's published endpoint and whether it exists.
