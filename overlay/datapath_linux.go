@@ -580,7 +580,11 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 	var err error
 	switch l.Kind {
 	case "bridge":
-		err = t.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}})
+		mac, perr := net.ParseMAC(l.MAC)
+		if perr != nil {
+			return fmt.Errorf("%s: mac %q: %w", what, l.MAC, perr)
+		}
+		err = t.h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, HardwareAddr: mac}})
 		if err == nil {
 			a.undo = append(a.undo, func() { _ = delByName(t, l.Name) })
 		}
@@ -657,6 +661,11 @@ func (a *applier) linkSet(t *nsNet, l Link) error {
 		}
 	}
 	if l.Kind == "bridge" {
+		if mac, err := net.ParseMAC(l.MAC); err == nil && link.Attrs().HardwareAddr.String() != l.MAC {
+			if err := t.h.LinkSetHardwareAddr(link, mac); err != nil {
+				return fmt.Errorf("set %s address %s: %w", l.Name, l.MAC, err)
+			}
+		}
 		if err := setOnlyAddr(t, link, l.Addr); err != nil {
 			return fmt.Errorf("set %s address %v: %w", l.Name, l.Addr, err)
 		}

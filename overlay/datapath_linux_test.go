@@ -1013,3 +1013,35 @@ func TestLinksOfOthersInTheHostNamespaceAreLeftAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayMACStaysAsEndpointsComeAndGo: a bridge takes its lowest
+// port's MAC unless it has one of its own, so with egress the gateway's
+// MAC would change under the containers as endpoints come and go (their
+// ARP caches then point at a MAC that no longer answers). Each bridge has
+// a fixed MAC from its VNI, the same on every host.
+func TestGatewayMACStaysAsEndpointsComeAndGo(t *testing.T) {
+	hs := newHosts(t, 1)
+	ctx := t.Context()
+	web := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}
+	s := overlay.State{Networks: []overlay.Network{web}}
+	brMAC := func() string {
+		out, err := exec.Command("ip", "-n", hs[0].netns+"-acme", "-br", "link", "show", "br4097").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return strings.Fields(string(out))[2]
+	}
+	for i := range 6 {
+		e := ep(fmt.Sprintf("e%d", i), 4097, fmt.Sprintf("10.1.0.%d", 10+i))
+		s.Endpoints = append(s.Endpoints, e)
+		if i >= 3 {
+			s.Endpoints = s.Endpoints[1:] // the oldest goes
+		}
+		if err := hs[0].dp.Reconcile(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if got := brMAC(); got != "02:7e:ff:00:10:01" {
+			t.Fatalf("after change %d the gateway's MAC is %s, want 02:7e:ff:00:10:01", i, got)
+		}
+	}
+}

@@ -71,7 +71,7 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 		label := n.Tenant + "/" + n.Name
 		br, vx := bridgeName(n.VNI), vxlanName(n.VNI)
 		if v.hasLink(n.Tenant, br) {
-			l := Link{Name: br, Kind: "bridge", MTU: mtuOf(n), Up: true, Network: label}
+			l := Link{Name: br, Kind: "bridge", MTU: mtuOf(n), Up: true, MAC: bridgeMAC(n.VNI), Network: label}
 			if n.Egress {
 				l.Addr = n.Gateway
 			}

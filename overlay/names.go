@@ -22,6 +22,17 @@ import (
 func bridgeName(vni uint32) string { return fmt.Sprintf("br%d", vni) }
 func vxlanName(vni uint32) string  { return fmt.Sprintf("vx%d", vni) }
 
+// bridgeMAC is a network's bridge MAC, 02:7e:ff and the VNI's 24 bits, the
+// same on every host. A bridge without a MAC of its own takes its lowest
+// port's, so the gateway's MAC (with egress) would change under the
+// containers as endpoints come and go. An endpoint MAC derived from an
+// IPv4 address starts so only for 255.0.0.0/8 (reserved); Validate refuses
+// an endpoint with its network's bridge MAC (one derived from an IPv6
+// address ending in ff00:1001, in VNI 4097).
+func bridgeMAC(vni uint32) string {
+	return fmt.Sprintf("02:7e:ff:%02x:%02x:%02x", byte(vni>>16), byte(vni>>8), byte(vni))
+}
+
 func hash48(id string) [6]byte {
 	sum := sha256.Sum256([]byte(id))
 	var h [6]byte

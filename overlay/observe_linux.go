@@ -387,6 +387,7 @@ func linkOf(t *nsNet, l netlink.Link, names map[int]string) (Link, bool, error) 
 		}
 	}
 	if kind == "bridge" {
+		link.MAC = a.HardwareAddr.String()
 		addrs, err := t.h.AddrList(l, netlink.FAMILY_V4)
 		if err != nil {
 			return Link{}, false, err

@@ -69,6 +69,9 @@ func (op Op) String() string {
 		if op.Link.Addr.IsValid() {
 			s += " addr " + op.Link.Addr.String()
 		}
+		if op.Link.MAC != "" {
+			s += " address " + op.Link.MAC
+		}
 		return s + " up"
 	case OpLinkDel:
 		return op.Tenant + ": link del " + op.Link.Name
@@ -239,7 +242,7 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 		case !ok || doomed[w.Name]:
 			added[w.Name] = true
 			ops = append(ops, Op{Kind: OpLinkAdd, Tenant: t, Link: w})
-		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up || h.Addr != w.Addr:
+		case h.MTU != w.MTU || h.Master != w.Master || h.Up != w.Up || h.Addr != w.Addr || h.MAC != w.MAC:
 			ops = append(ops, Op{Kind: OpLinkSet, Tenant: t, Link: w})
 		}
 	}

@@ -78,7 +78,7 @@ func TestPlan(t *testing.T) {
 			observed: newSnapshot(),
 			want: []string{
 				"netns add acme",
-				"acme: link add br4097 type bridge mtu 1450 up",
+				"acme: link add br4097 type bridge address 02:7e:ff:00:10:01 mtu 1450 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4097 up",
 			},
 		},
@@ -127,7 +127,7 @@ func TestPlan(t *testing.T) {
 			observed: withLink(des(State{Networks: []Network{web()}}), "acme", func(l *Link) { l.VNI = 9 }),
 			want: []string{
 				"acme: link del vx4097",
-				"acme: link set br4097 mtu 1400 up",
+				"acme: link set br4097 mtu 1400 address 02:7e:ff:00:10:01 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1400 master br4097 up",
 			},
 		},
@@ -165,7 +165,7 @@ func TestPlan(t *testing.T) {
 			desired:  withEgress(oneEndpoint, Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}),
 			observed: des(oneEndpoint),
 			want: []string{
-				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 up",
+				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 address 02:7e:ff:00:10:01 up",
 				"acme: uplink 1 via " + hostUplinkName("acme") + " rules " + tenantRulesDigest() + " (new, 2 elements)",
 				"host: rules " + hostRulesDigest(uplinkNet, 4789) + " (new, 2 elements)",
 			},
@@ -179,7 +179,7 @@ func TestPlan(t *testing.T) {
 			}(),
 			observed: des(withEgress(oneEndpoint, Infra{})),
 			want: []string{
-				"acme: link add br4099 type bridge mtu 1450 addr 10.2.0.1/24 up",
+				"acme: link add br4099 type bridge address 02:7e:ff:00:10:03 mtu 1450 addr 10.2.0.1/24 up",
 				"acme: link add vx4099 type vxlan id 4099 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4099 up",
 				"acme: nft add element pairs { br4099 . br4099 }",
 				"acme: nft add element pairs { br4099 . up0 }",
@@ -199,7 +199,7 @@ func TestPlan(t *testing.T) {
 			desired:  oneEndpoint,
 			observed: des(withEgress(oneEndpoint, Infra{})),
 			want: []string{"host: link del " + hostUplinkName("acme"), "acme: uplink del",
-				"acme: link set br4097 mtu 1450 up", "host: rules del"},
+				"acme: link set br4097 mtu 1450 address 02:7e:ff:00:10:01 up", "host: rules del"},
 		},
 		{
 			name:    "stray host links: an unmoved vxlan and an orphan container end",
@@ -334,7 +334,7 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 			if !ok {
 				t.Fatalf("%v: no link", op)
 			}
-			l.MTU, l.Master, l.Up, l.Addr = op.Link.MTU, op.Link.Master, op.Link.Up, op.Link.Addr
+			l.MTU, l.Master, l.Up, l.Addr, l.MAC = op.Link.MTU, op.Link.Master, op.Link.Up, op.Link.Addr, op.Link.MAC
 			o.Links[op.Link.Name] = l
 		case OpLinkDel:
 			delete(o.Links, op.Link.Name)
@@ -479,6 +479,8 @@ func TestValidateRejectsBadInputNamingIt(t *testing.T) {
 		{"same ip twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}},
 			Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09"), IPs: ips("10.1.0.1"), VTEP: vtep1}}}, "ip 10.1.0.1 already used by endpoint"},
 		{"remote without vtep", State{Networks: []Network{good}, Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09")}}}, "vtep invalid IP"},
+		{"the bridge's mac", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("fd00::ff00:1001")}}},
+			"mac 02:7e:ff:00:10:01: is the bridge's of vni 4097"},
 		{"endpoint id twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}, {ID: "e", VNI: 4097, IPs: ips("10.1.0.2")}}}, "listed twice"},
 	}
 	for _, tt := range tests {

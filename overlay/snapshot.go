@@ -115,6 +115,9 @@ type Link struct {
 
 	// Addr is the bridge's address: the network's gateway, with egress.
 	Addr netip.Prefix
+	// MAC is the bridge's own MAC (bridgeMAC), fixed so that it does not
+	// follow its ports as they come and go.
+	MAC string
 
 	// Network names the network in messages ("acme/web"); not observed.
 	Network string
@@ -171,6 +174,9 @@ func (l Link) String() string {
 				fmt.Fprintf(&b, " address %s", l.PeerMAC)
 			}
 		}
+	}
+	if l.MAC != "" {
+		fmt.Fprintf(&b, " address %s", l.MAC)
 	}
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
 	if l.Addr.IsValid() {

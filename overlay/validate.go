@@ -275,6 +275,15 @@ func (e *Endpoint) validate(nets map[uint32]*Network) error {
 			return err
 		}
 	}
+	return checkNotBridge(who, e.VNI, e.macOrDerived())
+}
+
+// checkNotBridge refuses the MAC of the network's bridge (bridgeMAC).
+func checkNotBridge(who string, vni uint32, mac net.HardwareAddr) error {
+	b := bridgeMAC(vni)
+	if len(mac) == 6 && mac[0] == 0x02 && mac[1] == 0x7e && mac[2] == 0xff && mac.String() == b {
+		return invalid("%s: mac %s: is the bridge's of vni %d", who, mac, vni)
+	}
 	return nil
 }
 
@@ -290,6 +299,9 @@ func (r *Remote) validate(nets map[uint32]*Network) error {
 	}
 	if !r.VTEP.IsValid() || r.VTEP.IsUnspecified() || r.VTEP.IsMulticast() {
 		return invalid("%s: vtep %v: must be a unicast address", who, r.VTEP)
+	}
+	if err := checkNotBridge(who, r.VNI, r.MAC); err != nil {
+		return err
 	}
 	return checkIPs(who, r.IPs)
 }
