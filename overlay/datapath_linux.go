@@ -769,18 +769,21 @@ func (a *applier) uplinkDel(t *nsNet) error {
 	return delByName(t, uplinkName)
 }
 
-// hostRules puts the host's egress rules (and forwarding) in place, or
-// removes the rules when digest is "". Forwarding is left on: the host may
-// need it for others (Docker turns it on too).
+// hostRules makes the host's rule set anew (with egress, forwarding on), or
+// removes it when digest is "". Forwarding is left on: the host may need
+// it for others (Docker turns it on too).
 func (a *applier) hostRules(digest string, els []Elem) error {
 	host := a.d.host
 	if digest == "" {
-		return wrap(delTable(host, nftables.TableFamilyIPv4), "remove host egress rules")
+		return wrap(delTable(host, nftables.TableFamilyIPv4), "remove host rules")
 	}
-	if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
-		return fmt.Errorf("host forwarding: %w", err)
+	egress := digest == hostRulesDigest(a.d.cfg.UplinkNet, a.d.cfg.Port, true)
+	if egress {
+		if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
+			return fmt.Errorf("host forwarding: %w", err)
+		}
 	}
-	return wrap(rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, els)), "set host egress rules")
+	return wrap(rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, egress, els)), "set host rules")
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {

@@ -51,9 +51,18 @@ package overlay
 // (bridge-nf-call-iptables is off in tenant namespaces, but a host may turn
 // it on).
 //
-// In the host namespace, when any tenant has egress:
+// In the host namespace, when it has any network:
 //
 //	table ip tenet {
+//	    chain raw-pre-<d> { type filter hook prerouting priority raw; policy accept;
+//	        udp dport <vxlan port> notrack }
+//	    chain raw-out-<d> { type filter hook output priority raw; policy accept;
+//	        udp dport <vxlan port> notrack }
+//
+// so the tunnels never go through conntrack (which the egress NAT below,
+// or Docker's, turns on for every packet of the namespace); and when any
+// tenant has egress, also:
+//
 //	    set deny4 { type ipv4_addr; flags interval }    # State.Infra.Deny
 //	    set allow4 { type ipv4_addr; flags interval }   # State.Infra.Allow
 //	    set ports { type inet_proto . inet_service }    # udp . <vxlan port>, State.Infra.Ports
@@ -79,9 +88,9 @@ package overlay
 // an operator allows the destination. A member joining or leaving is one
 // element of deny4.
 //
-// <d> is a digest of the layout (with the uplink net and the VXLAN port on
-// the host), so Observe can tell whether a table has the wanted layout by
-// listing chains; set elements are read one by one in a scoped reconcile,
+// <d> is a digest of the layout (with, on the host, the uplink net, the
+// VXLAN port and whether there is egress), so Observe can tell whether a
+// table has the wanted layout by listing chains; set elements are read one by one in a scoped reconcile,
 // and dumped in a full one.
 
 import (
@@ -407,11 +416,29 @@ func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 	}
 }
 
-// hostRules builds the host's table for uplink net n and VXLAN port, with
-// the elements els.
-func hostRules(n netip.Prefix, port uint16, els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
+// hostRules builds the host's table for uplink net n and VXLAN port: the
+// chains that keep VXLAN from conntrack, and with egress the egress chains
+// and sets, with the elements els.
+func hostRules(n netip.Prefix, port uint16, egress bool, els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 	return func(c *nftables.Conn, t *nftables.Table) error {
-		d := hostRulesDigest(n, port)
+		d := hostRulesDigest(n, port, egress)
+		vxlan := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			&expr.Notrack{},
+		}
+		for _, ch := range []struct {
+			name string
+			hook *nftables.ChainHook
+		}{{"raw-pre-", nftables.ChainHookPrerouting}, {"raw-out-", nftables.ChainHookOutput}} {
+			raw := baseChain(c, t, ch.name+d, ch.hook, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+			c.AddRule(&nftables.Rule{Table: t, Chain: raw, Exprs: vxlan})
+		}
+		if !egress {
+			return nil
+		}
 		sets := map[string]*nftables.Set{}
 		for _, name := range []string{setDeny, setAllow, setPorts} {
 			s := hostSet(t, name)
