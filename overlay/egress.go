@@ -38,7 +38,7 @@ func tenantRulesDigest() string { return digest("tenant-v4") }
 // hostRulesDigest names the host rule set's layout for uplink net n and the
 // VXLAN port: with egress, or only what keeps VXLAN from conntrack.
 func hostRulesDigest(n netip.Prefix, port uint16, egress bool) string {
-	return digest("host-v5", n.String(), fmt.Sprint(port), fmt.Sprint(egress))
+	return digest("host-v6", n.String(), fmt.Sprint(port), fmt.Sprint(egress))
 }
 
 // uplinkAddrs returns the host and tenant ends (/30) of uplink index i in n.

@@ -55,7 +55,7 @@ package overlay
 //
 //	table ip tenet {
 //	    chain raw-pre-<d> { type filter hook prerouting priority raw; policy accept;
-//	        udp dport <vxlan port> notrack }
+//	        udp dport <vxlan port> fib daddr type local notrack }
 //	    chain raw-out-<d> { type filter hook output priority raw; policy accept;
 //	        udp dport <vxlan port> notrack }
 //
@@ -429,13 +429,16 @@ func hostRules(n netip.Prefix, port uint16, egress bool, els []Elem) func(c *nft
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
 			&expr.Notrack{},
 		}
-		for _, ch := range []struct {
-			name string
-			hook *nftables.ChainHook
-		}{{"raw-pre-", nftables.ChainHookPrerouting}, {"raw-out-", nftables.ChainHookOutput}} {
-			raw := baseChain(c, t, ch.name+d, ch.hook, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
-			c.AddRule(&nftables.Rule{Table: t, Chain: raw, Exprs: vxlan})
+		// Incoming: only datagrams for this host (a container's VXLAN
+		// forwarded through, say Docker's, must stay tracked to be NATed).
+		toHost := []expr.Any{
+			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		}
+		pre := baseChain(c, t, "raw-pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(slices.Clone(vxlan[:4]), append(toHost, &expr.Notrack{})...)})
+		out := baseChain(c, t, "raw-out-"+d, nftables.ChainHookOutput, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: vxlan})
 		if !egress {
 			return nil
 		}
