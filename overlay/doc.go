@@ -26,8 +26,9 @@
 //     gets its gateway on that network's bridge, an uplink veth to the host
 //     and a rule set whose set "pairs" lists, per network, where its bridge
 //     may forward: out to the host, never between networks.
-//   - The host, when any tenant has egress, NATs the uplinks out and keeps
-//     tenants from the cluster's infrastructure (State.Infra: the members'
+//   - The host exempts Tenet's tunnels (the VXLAN port) from conntrack; when
+//     any tenant has egress, it NATs the uplinks out and keeps tenants from
+//     the cluster's infrastructure (State.Infra: the members'
 //     addresses, the underlay subnets, gossip's port; the VXLAN port
 //     always) and from the host itself, unless an operator allows a
 //     destination.

@@ -36,9 +36,9 @@ func digest(parts ...string) string {
 func tenantRulesDigest() string { return digest("tenant-v4") }
 
 // hostRulesDigest names the host rule set's layout for uplink net n and the
-// VXLAN port.
-func hostRulesDigest(n netip.Prefix, port uint16) string {
-	return digest("host-v4", n.String(), fmt.Sprint(port))
+// VXLAN port: with egress, or only what keeps VXLAN from conntrack.
+func hostRulesDigest(n netip.Prefix, port uint16, egress bool) string {
+	return digest("host-v6", n.String(), fmt.Sprint(port), fmt.Sprint(egress))
 }
 
 // uplinkAddrs returns the host and tenant ends (/30) of uplink index i in n.
@@ -90,7 +90,8 @@ func hostUplinkName(tenant string) string {
 // observed, else the lowest free one) and the rule set's elements: for
 // every network "br . br" (bridged frames, should br_netfilter send them
 // through the router), for every egress network "br . up0". The host gets
-// its rule set and the infrastructure's elements when any tenant has
+// its rule set when it has any network (keeping VXLAN from conntrack), with
+// the egress chains and the infrastructure's elements when any tenant has
 // egress. ok is false if the uplink net is full. Pure.
 func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (ok bool) {
 	type egress struct {
@@ -144,8 +145,11 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 		hl := hostUplinkName(t)
 		snap.HostLinks[hl] = Link{Name: hl, Kind: "veth", MTU: UplinkMTU, Up: true}
 	}
-	if v.hasHostRules() && anyEgress {
-		snap.HostRules = hostRulesDigest(h.UplinkNet, h.Port)
+	if v.hasHostRules() && len(s.Networks) > 0 {
+		snap.HostRules = hostRulesDigest(h.UplinkNet, h.Port, anyEgress)
+		if !anyEgress {
+			return true
+		}
 		snap.hostAll = hostElems(s.Infra, h.Port)
 		if v.hasHostElems() {
 			for _, e := range snap.hostAll {

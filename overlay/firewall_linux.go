@@ -51,9 +51,18 @@ package overlay
 // (bridge-nf-call-iptables is off in tenant namespaces, but a host may turn
 // it on).
 //
-// In the host namespace, when any tenant has egress:
+// In the host namespace, when it has any network:
 //
 //	table ip tenet {
+//	    chain raw-pre-<d> { type filter hook prerouting priority raw; policy accept;
+//	        udp dport <vxlan port> fib daddr type local notrack }
+//	    chain raw-out-<d> { type filter hook output priority raw; policy accept;
+//	        udp dport <vxlan port> notrack }
+//
+// so the tunnels never go through conntrack (which the egress NAT below,
+// or Docker's, turns on for every packet of the namespace); and when any
+// tenant has egress, also:
+//
 //	    set deny4 { type ipv4_addr; flags interval }    # State.Infra.Deny
 //	    set allow4 { type ipv4_addr; flags interval }   # State.Infra.Allow
 //	    set ports { type inet_proto . inet_service }    # udp . <vxlan port>, State.Infra.Ports
@@ -79,9 +88,9 @@ package overlay
 // an operator allows the destination. A member joining or leaving is one
 // element of deny4.
 //
-// <d> is a digest of the layout (with the uplink net and the VXLAN port on
-// the host), so Observe can tell whether a table has the wanted layout by
-// listing chains; set elements are read one by one in a scoped reconcile,
+// <d> is a digest of the layout (with, on the host, the uplink net, the
+// VXLAN port and whether there is egress), so Observe can tell whether a
+// table has the wanted layout by listing chains; set elements are read one by one in a scoped reconcile,
 // and dumped in a full one.
 
 import (
@@ -407,11 +416,32 @@ func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 	}
 }
 
-// hostRules builds the host's table for uplink net n and VXLAN port, with
-// the elements els.
-func hostRules(n netip.Prefix, port uint16, els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
+// hostRules builds the host's table for uplink net n and VXLAN port: the
+// chains that keep VXLAN from conntrack, and with egress the egress chains
+// and sets, with the elements els.
+func hostRules(n netip.Prefix, port uint16, egress bool, els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 	return func(c *nftables.Conn, t *nftables.Table) error {
-		d := hostRulesDigest(n, port)
+		d := hostRulesDigest(n, port, egress)
+		vxlan := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			&expr.Notrack{},
+		}
+		// Incoming: only datagrams for this host (a container's VXLAN
+		// forwarded through, say Docker's, must stay tracked to be NATed).
+		toHost := []expr.Any{
+			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+		}
+		pre := baseChain(c, t, "raw-pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(slices.Clone(vxlan[:4]), append(toHost, &expr.Notrack{})...)})
+		out := baseChain(c, t, "raw-out-"+d, nftables.ChainHookOutput, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: vxlan})
+		if !egress {
+			return nil
+		}
 		sets := map[string]*nftables.Set{}
 		for _, name := range []string{setDeny, setAllow, setPorts} {
 			s := hostSet(t, name)
@@ -465,114 +495,6 @@ func hostRules(n netip.Prefix, port uint16, els []Elem) func(c *nftables.Conn, t
 			&expr.Masq{})
 		return nil
 	}
-}
-
-// setGuard makes g's chain on its port, in one transaction: the table if
-// it is missing, the chain (its hook bound to the port), its rules replaced.
-func setGuard(n *nsNet, g Guard) error {
-	mac, err := net.ParseMAC(g.MAC)
-	if err != nil || len(mac) != 6 {
-		return fmt.Errorf("guard %s: mac %q: must be 6 bytes", g.Port, g.MAC)
-	}
-	c, err := n.tables()
-	if err != nil {
-		return err
-	}
-	t := c.AddTable(tableOf(nftables.TableFamilyNetdev))
-	policy := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{Name: g.Port, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
-		Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: g.Port})
-	c.FlushChain(ch)
-	tag := []byte(guardTagOf(g))
-	etherType := func(op expr.CmpOp, types ...[]byte) []expr.Any {
-		es := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
-		for _, ty := range types {
-			es = append(es, &expr.Cmp{Op: op, Register: 1, Data: ty})
-		}
-		return es
-	}
-	field := func(base expr.PayloadBase, off, l uint32, want []byte) []expr.Any {
-		return []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: l},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
-		}
-	}
-	rule := func(parts ...[]expr.Any) {
-		var es []expr.Any
-		for _, p := range parts {
-			es = append(es, p...)
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(es, drop()), UserData: tag})
-	}
-	// The frame's own ethertype, as sent: with a VLAN tag it is 802.1Q or
-	// 802.1ad whatever the tag carries.
-	rule(etherType(expr.CmpOpNeq, etherIPv4, etherARP, etherIPv6))
-	rule(field(expr.PayloadBaseLLHeader, 6, 6, mac))
-	if g.IPv4.IsValid() {
-		ip := g.IPv4.As4()
-		rule(etherType(expr.CmpOpEq, etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
-		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, mac))
-		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
-	} else {
-		rule(etherType(expr.CmpOpEq, etherIPv4))
-		rule(etherType(expr.CmpOpEq, etherARP))
-	}
-	return n.flush(c)
-}
-
-// guardRules is how many rules a guard has.
-func guardRules(g Guard) int {
-	if g.IPv4.IsValid() {
-		return 5
-	}
-	return 4
-}
-
-func guardTagOf(g Guard) string {
-	return fmt.Sprintf("%s %s %s %s", guardTag, g.Port, g.MAC, ipOrNone(g.IPv4))
-}
-
-func ipOrNone(a netip.Addr) string {
-	if a.IsValid() {
-		return a.String()
-	}
-	return "none"
-}
-
-// parseGuard reads a guard chain back from its rules' user data: every
-// rule must carry the same tag, and the count must be the guard's. A chain
-// that does not read back yields a guard that matches no wanted one.
-func parseGuard(port string, tags []string) Guard {
-	broken := Guard{Port: port, MAC: "unreadable"}
-	if len(tags) == 0 {
-		return broken
-	}
-	f := strings.Fields(tags[0])
-	if len(f) != 4 || f[0] != guardTag || f[1] != port {
-		return broken
-	}
-	g := Guard{Port: port, MAC: f[2]}
-	if f[3] != "none" {
-		ip, err := netip.ParseAddr(f[3])
-		if err != nil {
-			return broken
-		}
-		g.IPv4 = ip
-	}
-	if len(tags) != guardRules(g) || slices.ContainsFunc(tags, func(t string) bool { return t != tags[0] }) {
-		return broken
-	}
-	return g
-}
-
-// delGuard deletes a port's guard chain; no-op if there is none.
-func delGuard(n *nsNet, port string) error {
-	c, err := n.tables()
-	if err != nil {
-		return err
-	}
-	c.DelChain(&nftables.Chain{Name: port, Table: tableOf(nftables.TableFamilyNetdev)})
-	return ignoreNotFound(n.flush(c))
 }
 
 // delTable deletes Tenet's table of family in ns; no-op if there is none.
@@ -642,45 +564,6 @@ func hasElem(n *nsNet, tenant bool, e Elem) (bool, error) {
 		n.dropRaw(unix.NETLINK_NETFILTER)
 	}
 	return ok, err
-}
-
-// observeGuards reads the guards of ns: of port only, or of every port if
-// port is "".
-func observeGuards(n *nsNet, port string, into map[string]Guard) error {
-	c, err := n.raw(unix.NETLINK_NETFILTER)
-	if err != nil {
-		return err
-	}
-	chains, err := nftRuleTags(c, unix.NFPROTO_NETDEV, nftTable, port)
-	if err != nil {
-		n.dropRaw(unix.NETLINK_NETFILTER)
-		return err
-	}
-	for ch, tags := range chains {
-		if tvPattern.MatchString(ch) && (port == "" || ch == port) {
-			into[ch] = parseGuard(ch, tags)
-		}
-	}
-	// A guard chain without rules does not show in a dump of rules.
-	if port != "" {
-		return nil
-	}
-	nc, err := n.tables()
-	if err != nil {
-		return err
-	}
-	all, err := nc.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
-	if err != nil {
-		return fmt.Errorf("nftables: list chains: %w", err)
-	}
-	for _, ch := range all {
-		if ch.Table != nil && ch.Table.Name == nftTable && tvPattern.MatchString(ch.Name) {
-			if _, ok := into[ch.Name]; !ok {
-				into[ch.Name] = parseGuard(ch.Name, nil)
-			}
-		}
-	}
-	return nil
 }
 
 // observeLegacy lists tables of an earlier layout in a tenant's namespace.

@@ -186,7 +186,7 @@ func TestTaggedFramesAreDroppedAtThePort(t *testing.T) {
 		}
 	}
 	// A guard removed by hand is back after a full reconcile, and works.
-	nftDelChain(t, hs[0].netns+"-acme", nftables.TableFamilyNetdev, overlay.BridgeVeth("att"))
+	nftDel(t, hs[0].netns+"-acme", nftables.TableFamilyNetdev, overlay.BridgeVeth("att"))
 	c.reconcile(t)
 	again := startCapture(t, cl.ns, "eth0", anyTag)
 	ctl := startCapture(t, cl.ns, "eth0", "icmp and ether src "+ca.mac.String())
@@ -198,9 +198,9 @@ func TestTaggedFramesAreDroppedAtThePort(t *testing.T) {
 	}
 }
 
-// nftDelChain deletes a chain of Tenet's table of family in namespace ns,
-// as an admin might by hand.
-func nftDelChain(t *testing.T, ns string, family nftables.TableFamily, chain string) {
+// nftDel deletes a chain of Tenet's table of family in namespace ns, or
+// with chain "" the table, as an admin might by hand.
+func nftDel(t testing.TB, ns string, family nftables.TableFamily, chain string) {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
@@ -211,8 +211,13 @@ func nftDelChain(t *testing.T, ns string, family nftables.TableFamily, chain str
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.DelChain(&nftables.Chain{Name: chain, Table: &nftables.Table{Family: family, Name: "tenet"}})
+	tb := &nftables.Table{Family: family, Name: "tenet"}
+	if chain == "" {
+		c.DelTable(tb)
+	} else {
+		c.DelChain(&nftables.Chain{Name: chain, Table: tb})
+	}
 	if err := c.Flush(); err != nil {
-		t.Fatalf("delete chain %s in %s: %v", chain, ns, err)
+		t.Fatalf("delete %q of table tenet in %s: %v", chain, ns, err)
 	}
 }

@@ -26,8 +26,9 @@ func vxlanName(vni uint32) string  { return fmt.Sprintf("vx%d", vni) }
 // same on every host. A bridge without a MAC of its own takes its lowest
 // port's, so the gateway's MAC (with egress) would change under the
 // containers as endpoints come and go. An endpoint MAC derived from an
-// IPv4 address starts so only for 255.0.0.0/8 (reserved); one from an IPv6
-// address ending in ff:xx:xx:xx could collide, in its own network only.
+// IPv4 address starts so only for 255.0.0.0/8 (reserved); Validate refuses
+// an endpoint with its network's bridge MAC (one derived from an IPv6
+// address ending in ff00:1001, in VNI 4097).
 func bridgeMAC(vni uint32) string {
 	return fmt.Sprintf("02:7e:ff:%02x:%02x:%02x", byte(vni>>16), byte(vni>>8), byte(vni))
 }

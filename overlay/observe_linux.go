@@ -146,7 +146,7 @@ func (d *Datapath) observeHostLinks(v *view, tags map[string]bool, into map[stri
 // observeHostRules reads the host rule set's layout (with forwarding) and,
 // if v has them and the layout is the current one, its elements.
 func (d *Datapath) observeHostRules(v *view, snap *Snapshot) error {
-	rules, err := observeLayout(d.host, nftables.TableFamilyIPv4, "fwd-")
+	rules, err := observeLayout(d.host, nftables.TableFamilyIPv4, "raw-pre-")
 	if err != nil {
 		return fmt.Errorf("overlay: list host rules: %w", err)
 	}
@@ -158,10 +158,11 @@ func (d *Datapath) observeHostRules(v *view, snap *Snapshot) error {
 		return nil
 	}
 	snap.HostRules = rules
-	if fwd != "1" {
+	egress := rules == hostRulesDigest(d.cfg.UplinkNet, d.cfg.Port, true)
+	if egress && fwd != "1" {
 		snap.HostRules += "-noforward" // matches no wanted digest: made anew, or removed
 	}
-	if v.hasHostElems() && rules == hostRulesDigest(d.cfg.UplinkNet, d.cfg.Port) {
+	if v.hasHostElems() && egress {
 		for _, set := range []string{setDeny, setAllow, setPorts} {
 			if err := observeSet(d.host, false, set, snap.HostElems); err != nil {
 				return fmt.Errorf("overlay: host rules: %w", err)

@@ -80,6 +80,7 @@ func TestPlan(t *testing.T) {
 				"netns add acme",
 				"acme: link add br4097 type bridge address 02:7e:ff:00:10:01 mtu 1450 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4097 up",
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)",
 			},
 		},
 		{
@@ -135,7 +136,7 @@ func TestPlan(t *testing.T) {
 			name:     "last network of a tenant gone: the namespace with all in it",
 			desired:  State{},
 			observed: des(oneEndpoint),
-			want:     []string{"netns del acme"},
+			want:     []string{"netns del acme", "host: rules del"},
 		},
 		{
 			name:    "a guard that reads back wrong is made anew; a port made anew gets its guard anew",
@@ -167,7 +168,7 @@ func TestPlan(t *testing.T) {
 			want: []string{
 				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 address 02:7e:ff:00:10:01 up",
 				"acme: uplink 1 via " + hostUplinkName("acme") + " rules " + tenantRulesDigest() + " (new, 2 elements)",
-				"host: rules " + hostRulesDigest(uplinkNet, 4789) + " (new, 2 elements)",
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, true) + " (new, 2 elements)",
 			},
 		},
 		{
@@ -195,11 +196,12 @@ func TestPlan(t *testing.T) {
 			},
 		},
 		{
-			name:     "last egress gone: uplink and host rules removed",
+			name:     "last egress gone: uplink and the host's egress rules removed",
 			desired:  oneEndpoint,
 			observed: des(withEgress(oneEndpoint, Infra{})),
 			want: []string{"host: link del " + hostUplinkName("acme"), "acme: uplink del",
-				"acme: link set br4097 mtu 1450 address 02:7e:ff:00:10:01 up", "host: rules del"},
+				"acme: link set br4097 mtu 1450 address 02:7e:ff:00:10:01 up",
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)"},
 		},
 		{
 			name:    "stray host links: an unmoved vxlan and an orphan container end",
@@ -479,6 +481,8 @@ func TestValidateRejectsBadInputNamingIt(t *testing.T) {
 		{"same ip twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}},
 			Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09"), IPs: ips("10.1.0.1"), VTEP: vtep1}}}, "ip 10.1.0.1 already used by endpoint"},
 		{"remote without vtep", State{Networks: []Network{good}, Remotes: []Remote{{VNI: 4097, MAC: mac("02:00:00:00:00:09")}}}, "vtep invalid IP"},
+		{"the bridge's mac", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("fd00::ff00:1001")}}},
+			"mac 02:7e:ff:00:10:01: is the bridge's of vni 4097"},
 		{"endpoint id twice", State{Networks: []Network{good}, Endpoints: []Endpoint{{ID: "e", VNI: 4097, IPs: ips("10.1.0.1")}, {ID: "e", VNI: 4097, IPs: ips("10.1.0.2")}}}, "listed twice"},
 	}
 	for _, tt := range tests {

@@ -164,16 +164,17 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 }
 
 // checkClaims reports whether mac or one of ips is claimed in vni by an
-// endpoint or remote other than self (one of selfEp, selfRem).
+// endpoint or remote other than self (one of selfEp, selfRem). It formats
+// nothing unless it finds a clash: it scans every remote of the network.
 func (s State) checkClaims(vni uint32, mac net.HardwareAddr, ips []netip.Addr, who string, selfEp *Endpoint, selfRem *Remote) error {
-	clash := func(omac net.HardwareAddr, oips []netip.Addr, other string) error {
+	clash := func(omac net.HardwareAddr, oips []netip.Addr, other func() string) error {
 		if bytes.Equal(omac, mac) {
-			return invalid("%s: mac %s already used by %s in vni %d", who, mac, other, vni)
+			return invalid("%s: mac %s already used by %s in vni %d", who, mac, other(), vni)
 		}
 		for _, ip := range ips {
 			for _, o := range oips {
 				if ip == o {
-					return invalid("%s: ip %s already used by %s in vni %d", who, ip, other, vni)
+					return invalid("%s: ip %s already used by %s in vni %d", who, ip, other(), vni)
 				}
 			}
 		}
@@ -184,7 +185,7 @@ func (s State) checkClaims(vni uint32, mac net.HardwareAddr, ips []netip.Addr, w
 		if e.VNI != vni || e == selfEp {
 			continue
 		}
-		if err := clash(e.macOrDerived(), e.IPs, e.who()); err != nil {
+		if err := clash(e.macOrDerived(), e.IPs, e.who); err != nil {
 			return err
 		}
 	}
@@ -193,7 +194,7 @@ func (s State) checkClaims(vni uint32, mac net.HardwareAddr, ips []netip.Addr, w
 		if r.VNI != vni || r == selfRem {
 			continue
 		}
-		if err := clash(r.MAC, r.IPs, r.who()); err != nil {
+		if err := clash(r.MAC, r.IPs, r.who); err != nil {
 			return err
 		}
 	}
@@ -275,6 +276,15 @@ func (e *Endpoint) validate(nets map[uint32]*Network) error {
 			return err
 		}
 	}
+	return checkNotBridge(who, e.VNI, e.macOrDerived())
+}
+
+// checkNotBridge refuses the MAC of the network's bridge (bridgeMAC).
+func checkNotBridge(who string, vni uint32, mac net.HardwareAddr) error {
+	b := bridgeMAC(vni)
+	if len(mac) == 6 && mac[0] == 0x02 && mac[1] == 0x7e && mac[2] == 0xff && mac.String() == b {
+		return invalid("%s: mac %s: is the bridge's of vni %d", who, mac, vni)
+	}
 	return nil
 }
 
@@ -290,6 +300,9 @@ func (r *Remote) validate(nets map[uint32]*Network) error {
 	}
 	if !r.VTEP.IsValid() || r.VTEP.IsUnspecified() || r.VTEP.IsMulticast() {
 		return invalid("%s: vtep %v: must be a unicast address", who, r.VTEP)
+	}
+	if err := checkNotBridge(who, r.VNI, r.MAC); err != nil {
+		return err
 	}
 	return checkIPs(who, r.IPs)
 }

@@ -1,0 +1,163 @@
+package overlay
+
+// Port guards: one chain per local endpoint on the ingress of its port
+// (the rule layout is in firewall_linux.go's header).
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// setGuard makes g's chain on its port, in one transaction: the table if
+// it is missing, the chain (its hook bound to the port), its rules replaced.
+func setGuard(n *nsNet, g Guard) error {
+	mac, err := net.ParseMAC(g.MAC)
+	if err != nil || len(mac) != 6 {
+		return fmt.Errorf("guard %s: mac %q: must be 6 bytes", g.Port, g.MAC)
+	}
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	t := c.AddTable(tableOf(nftables.TableFamilyNetdev))
+	policy := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{Name: g.Port, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+		Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: g.Port})
+	c.FlushChain(ch)
+	tag := []byte(guardTagOf(g))
+	etherType := func(op expr.CmpOp, types ...[]byte) []expr.Any {
+		es := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
+		for _, ty := range types {
+			es = append(es, &expr.Cmp{Op: op, Register: 1, Data: ty})
+		}
+		return es
+	}
+	field := func(base expr.PayloadBase, off, l uint32, want []byte) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: l},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
+		}
+	}
+	rule := func(parts ...[]expr.Any) {
+		var es []expr.Any
+		for _, p := range parts {
+			es = append(es, p...)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(es, drop()), UserData: tag})
+	}
+	// The frame's own ethertype, as sent: with a VLAN tag it is 802.1Q or
+	// 802.1ad whatever the tag carries.
+	rule(etherType(expr.CmpOpNeq, etherIPv4, etherARP, etherIPv6))
+	rule(field(expr.PayloadBaseLLHeader, 6, 6, mac))
+	if g.IPv4.IsValid() {
+		ip := g.IPv4.As4()
+		rule(etherType(expr.CmpOpEq, etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
+		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, mac))
+		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
+	} else {
+		rule(etherType(expr.CmpOpEq, etherIPv4))
+		rule(etherType(expr.CmpOpEq, etherARP))
+	}
+	return n.flush(c)
+}
+
+// guardRules is how many rules a guard has.
+func guardRules(g Guard) int {
+	if g.IPv4.IsValid() {
+		return 5
+	}
+	return 4
+}
+
+func guardTagOf(g Guard) string {
+	return fmt.Sprintf("%s %s %s %s", guardTag, g.Port, g.MAC, ipOrNone(g.IPv4))
+}
+
+func ipOrNone(a netip.Addr) string {
+	if a.IsValid() {
+		return a.String()
+	}
+	return "none"
+}
+
+// parseGuard reads a guard chain back from its rules' user data: every
+// rule must carry the same tag, and the count must be the guard's. A chain
+// that does not read back yields a guard that matches no wanted one.
+func parseGuard(port string, tags []string) Guard {
+	broken := Guard{Port: port, MAC: "unreadable"}
+	if len(tags) == 0 {
+		return broken
+	}
+	f := strings.Fields(tags[0])
+	if len(f) != 4 || f[0] != guardTag || f[1] != port {
+		return broken
+	}
+	g := Guard{Port: port, MAC: f[2]}
+	if f[3] != "none" {
+		ip, err := netip.ParseAddr(f[3])
+		if err != nil {
+			return broken
+		}
+		g.IPv4 = ip
+	}
+	if len(tags) != guardRules(g) || slices.ContainsFunc(tags, func(t string) bool { return t != tags[0] }) {
+		return broken
+	}
+	return g
+}
+
+// delGuard deletes a port's guard chain; no-op if there is none.
+func delGuard(n *nsNet, port string) error {
+	c, err := n.tables()
+	if err != nil {
+		return err
+	}
+	c.DelChain(&nftables.Chain{Name: port, Table: tableOf(nftables.TableFamilyNetdev)})
+	return ignoreNotFound(n.flush(c))
+}
+
+// observeGuards reads the guards of ns: of port only, or of every port if
+// port is "".
+func observeGuards(n *nsNet, port string, into map[string]Guard) error {
+	c, err := n.raw(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	chains, err := nftRuleTags(c, unix.NFPROTO_NETDEV, nftTable, port)
+	if err != nil {
+		n.dropRaw(unix.NETLINK_NETFILTER)
+		return err
+	}
+	for ch, tags := range chains {
+		if tvPattern.MatchString(ch) && (port == "" || ch == port) {
+			into[ch] = parseGuard(ch, tags)
+		}
+	}
+	// A guard chain without rules does not show in a dump of rules.
+	if port != "" {
+		return nil
+	}
+	nc, err := n.tables()
+	if err != nil {
+		return err
+	}
+	all, err := nc.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
+	if err != nil {
+		return fmt.Errorf("nftables: list chains: %w", err)
+	}
+	for _, ch := range all {
+		if ch.Table != nil && ch.Table.Name == nftTable && tvPattern.MatchString(ch.Name) {
+			if _, ok := into[ch.Name]; !ok {
+				into[ch.Name] = parseGuard(ch.Name, nil)
+			}
+		}
+	}
+	return nil
+}
