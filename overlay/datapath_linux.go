@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +28,10 @@ type Datapath struct {
 
 	mu      sync.Mutex // guards the fields below
 	host    *nsNet
-	tenants map[string]*nsNet // open namespaces, by tenant
+	tenants map[string]*nsNet    // open namespaces, by tenant
+	held    map[Reservation]int  // published ports' sockets
+	warned  map[Reservation]bool // reservations whose failure was logged
+	ipt     string               // the iptables command; "": none
 	closed  bool
 }
 
@@ -41,7 +45,13 @@ func New(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: open host namespace %q: %w", cfg.HostNetns, err)
 	}
-	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{}}
+	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{},
+		held: map[Reservation]int{}, warned: map[Reservation]bool{}}
+	if p, err := exec.LookPath("iptables"); err == nil {
+		d.ipt = p
+	} else {
+		d.log.Info("no iptables command: Tenet adds no accepts to the host's iptables FORWARD chain; a firewall that drops forwarded packets would drop tenants' traffic")
+	}
 	if err := d.probeVXLAN(); err != nil {
 		host.Close()
 		return nil, err
@@ -71,6 +81,10 @@ func (d *Datapath) Close() error {
 	for t, n := range d.tenants {
 		n.Close()
 		delete(d.tenants, t)
+	}
+	for r, fd := range d.held {
+		unix.Close(fd)
+		delete(d.held, r)
 	}
 	d.host.Close()
 	return nil
@@ -348,7 +362,8 @@ func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
 			if err != nil {
 				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}
-			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet}, nil
+			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet,
+				Filter: d.ipt != ""}, nil
 		}
 	}
 	return Host{}, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)
@@ -379,11 +394,29 @@ type applier struct {
 // created for that tenant and is reported, but does not keep the other
 // tenants (or the host's own ops) from being programmed.
 func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
+	// Reservations first: a published port another program holds gets
+	// no rule leading to it.
+	var errs []error
+	failed := map[L4Port]bool{}
+	rest := ops[:0:0]
+	for _, op := range ops {
+		if op.Kind != OpPortBind {
+			rest = append(rest, op)
+			continue
+		}
+		if err := d.bindLocked(op); err != nil {
+			errs = append(errs, err)
+			failed[L4Port{op.Res.Proto, op.Res.Port}] = true
+		}
+	}
+	if len(failed) > 0 {
+		rest = withoutPorts(rest, failed)
+	}
 	var order []string
 	groups := map[string][]Op{}
-	for _, op := range ops {
+	for _, op := range rest {
 		key := op.Tenant
-		if op.Kind == OpHostDel || op.Kind == OpHostRules {
+		if op.Kind == OpHostDel || op.Kind == OpHostRules || op.Kind == OpHostFilter || op.Kind == OpPortFree {
 			key = "" // the host's own ops (so are elements without a tenant)
 		}
 		if _, ok := groups[key]; !ok {
@@ -391,7 +424,6 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 		}
 		groups[key] = append(groups[key], op)
 	}
-	var errs []error
 	for _, key := range order {
 		if err := d.applyGroupLocked(ctx, groups[key]); err != nil {
 			errs = append(errs, err)
@@ -450,6 +482,15 @@ func (a *applier) apply(op Op) error {
 		return a.linkDel(d.host, op.Link, "host")
 	case OpHostRules:
 		return a.hostRules(op.Rules, op.elems)
+	case OpHostFilter:
+		return wrap(setFilter(d.host.ns, d.ipt, op.Rules != ""), "host iptables accepts")
+	case OpPortFree:
+		if fd, ok := d.held[op.Res]; ok {
+			unix.Close(fd)
+			delete(d.held, op.Res)
+		}
+		delete(d.warned, op.Res)
+		return nil
 	case OpElemAdd, OpElemDel:
 		if op.Tenant == "" {
 			return wrap(setElem(d.host, false, op.Elem, op.Kind == OpElemDel), "%s", op)
@@ -750,6 +791,11 @@ func (a *applier) uplinkSet(t *nsNet, u *Uplink, rules bool) error {
 	if err := t.h.RouteReplace(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: hostEnd.Addr().AsSlice()}); err != nil {
 		return fmt.Errorf("default route via %s: %w", hostEnd.Addr(), err)
 	}
+	// The host's own connections to a published port from 127.0.0.0/8
+	// leave through the uplink (and are masqueraded to its address).
+	if err := writeSysctl(host.ns, "net/ipv4/conf/"+u.HostLink+"/route_localnet", "1"); err != nil {
+		return err
+	}
 	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
@@ -775,12 +821,70 @@ func (a *applier) uplinkDel(t *nsNet) error {
 func (a *applier) hostRules(digest string, els []Elem) error {
 	host := a.d.host
 	if digest == "" {
-		return wrap(delTable(host, nftables.TableFamilyIPv4), "remove host egress rules")
+		if err := delTable(host, nftables.TableFamilyIPv4); err != nil {
+			return wrap(err, "remove host egress rules")
+		}
+		if a.d.ipt != "" {
+			return wrap(setFilter(host.ns, a.d.ipt, false), "remove host iptables accepts")
+		}
+		return nil
 	}
 	if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return fmt.Errorf("host forwarding: %w", err)
 	}
-	return wrap(rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, els)), "set host egress rules")
+	if err := rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, els)); err != nil {
+		return wrap(err, "set host egress rules")
+	}
+	if a.d.ipt != "" {
+		return wrap(setFilter(host.ns, a.d.ipt, true), "set host iptables accepts")
+	}
+	return nil
+}
+
+// bindLocked takes a published port's reservation. A soft one (its rules
+// exist already, as after a restart) that fails is logged once, not
+// returned: the port keeps working, and the next reconcile tries again.
+func (d *Datapath) bindLocked(op Op) error {
+	fd, err := reserve(d.host.ns, op.Res)
+	if err == nil {
+		d.held[op.Res] = fd
+		d.log.Info(op.String())
+		return nil
+	}
+	if op.Soft {
+		if !d.warned[op.Res] {
+			d.warned[op.Res] = true
+			d.log.Warn("published port: cannot take its reservation back; it still reaches its container", "err", err)
+		}
+		return nil
+	}
+	return err
+}
+
+// withoutPorts drops from ops the elements publishing the given ports,
+// also from rule sets made anew.
+func withoutPorts(ops []Op, ports map[L4Port]bool) []Op {
+	keep := func(e Elem) bool {
+		proto, port, ok := elemPort(e)
+		return !ok || !ports[L4Port{proto, port}]
+	}
+	var out []Op
+	for _, op := range ops {
+		switch op.Kind {
+		case OpElemAdd:
+			if !keep(op.Elem) {
+				continue
+			}
+		case OpHostRules:
+			op.elems = slices.DeleteFunc(slices.Clone(op.elems), func(e Elem) bool { return !keep(e) })
+		case OpUplinkSet:
+			u := *op.Uplink
+			u.elems = slices.DeleteFunc(slices.Clone(u.elems), func(e Elem) bool { return !keep(e) })
+			op.Uplink = &u
+		}
+		out = append(out, op)
+	}
+	return out
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {

@@ -33,12 +33,12 @@ func digest(parts ...string) string {
 
 // tenantRulesDigest names the tenant rule set's layout (its chains and
 // sets; the elements are not part of it).
-func tenantRulesDigest() string { return digest("tenant-v4") }
+func tenantRulesDigest() string { return digest("tenant-v5") }
 
 // hostRulesDigest names the host rule set's layout for uplink net n and the
 // VXLAN port.
 func hostRulesDigest(n netip.Prefix, port uint16) string {
-	return digest("host-v4", n.String(), fmt.Sprint(port))
+	return digest("host-v5", n.String(), fmt.Sprint(port))
 }
 
 // uplinkAddrs returns the host and tenant ends (/30) of uplink index i in n.
@@ -92,7 +92,7 @@ func hostUplinkName(tenant string) string {
 // through the router), for every egress network "br . up0". The host gets
 // its rule set and the infrastructure's elements when any tenant has
 // egress. ok is false if the uplink net is full. Pure.
-func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (ok bool) {
+func desireEgress(snap *Snapshot, s State, nets map[uint32]*Network, h Host, v *view, observed Snapshot) (ok bool) {
 	type egress struct {
 		on    bool
 		elems []Elem
@@ -120,6 +120,10 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 			e.elems = append(e.elems, Elem{Set: setPairs, Key: br + " . " + uplinkName})
 		}
 	}
+	var pubs []published
+	if anyEgress && (len(tenants) > 0 || v.hasHostRules()) {
+		pubs = publishedPorts(s, nets)
+	}
 	var want []string
 	for t, e := range tenants {
 		if e.on {
@@ -133,7 +137,8 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 	}
 	for _, t := range want {
 		e := tenants[t]
-		slices.SortFunc(e.elems, func(a, b Elem) int { return cmp.Compare(a.Key, b.Key) })
+		e.elems = append(e.elems, tenantPubElems(pubs, t)...)
+		slices.SortFunc(e.elems, compareElem)
 		o := snap.Tenants[t]
 		o.Uplink = &Uplink{Index: index[t], HostLink: hostUplinkName(t), Rules: tenantRulesDigest(), Ready: true, elems: e.elems}
 		for _, el := range e.elems {
@@ -146,12 +151,25 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 	}
 	if v.hasHostRules() && anyEgress {
 		snap.HostRules = hostRulesDigest(h.UplinkNet, h.Port)
+		if v.all && h.Filter {
+			snap.HostFilter = filterDigest()
+		}
 		snap.hostAll = hostElems(s.Infra, h.Port)
 		if v.hasHostElems() {
 			for _, e := range snap.hostAll {
 				snap.HostElems[e] = true
 			}
 		}
+		// A tenant's host elements lead to its uplink: the index it gets
+		// here, else the one its host end has.
+		desirePorts(snap, pubs, h, func(t string) (int, bool) {
+			if i, ok := index[t]; ok {
+				return i, true
+			}
+			i, ok := observed.HostUplinks[hostUplinkName(t)]
+			return i, ok
+		})
+		slices.SortFunc(snap.hostAll, compareElem)
 	}
 	return true
 }
