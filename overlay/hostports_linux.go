@@ -38,23 +38,6 @@ import (
 // comes and goes with the host's rule set; Docker moves its DOCKER-USER
 // jump above it, so an admin's DOCKER-USER rules still come first.
 
-// PortInUseError says a published port's reservation failed because
-// another program (or another address of the same port) holds it.
-type PortInUseError struct {
-	Res Reservation
-	Err error
-}
-
-func (e *PortInUseError) Error() string {
-	what := "is in use on this host"
-	if errors.Is(e.Err, unix.EADDRNOTAVAIL) {
-		what = fmt.Sprintf("cannot be bound: %s is not an address of this host", e.Res.IP)
-	}
-	return fmt.Sprintf("publish %s port %d on %s: it %s", e.Res.Proto, e.Res.Port, e.Res.IP, what)
-}
-
-func (e *PortInUseError) Unwrap() error { return e.Err }
-
 // reserve binds a socket to r inside ns.
 func reserve(ns netns.NsHandle, r Reservation) (int, error) {
 	fd := -1
@@ -75,7 +58,7 @@ func reserve(ns netns.NsHandle, r Reservation) (int, error) {
 		return nil
 	})
 	if errors.Is(err, unix.EADDRINUSE) || errors.Is(err, unix.EADDRNOTAVAIL) {
-		return -1, &PortInUseError{Res: r, Err: err}
+		return -1, &PortInUseError{Res: r, NotLocal: errors.Is(err, unix.EADDRNOTAVAIL), Err: err}
 	}
 	if err != nil {
 		return -1, fmt.Errorf("reserve %s: %w", r, err)

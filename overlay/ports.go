@@ -22,6 +22,24 @@ import (
 // (checkPortClaims), so the tenant's map needs only the protocol and the
 // host port as its key.
 
+// PortInUseError says a published port's reservation failed: another
+// program (or this host port on another address) holds it, or its host
+// address is none of the host's (NotLocal).
+type PortInUseError struct {
+	Res      Reservation
+	NotLocal bool
+	Err      error
+}
+
+func (e *PortInUseError) Error() string {
+	if e.NotLocal {
+		return fmt.Sprintf("%s port %d on %s: %s is not an address of this host", e.Res.Proto, e.Res.Port, e.Res.IP, e.Res.IP)
+	}
+	return fmt.Sprintf("%s port %d on %s is in use on this host", e.Res.Proto, e.Res.Port, e.Res.IP)
+}
+
+func (e *PortInUseError) Unwrap() error { return e.Err }
+
 // Names of the maps that publish ports.
 const (
 	setPub    = "pub"    // tenant: proto . host port : container ip . port

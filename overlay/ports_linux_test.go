@@ -115,7 +115,7 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	busy.Endpoints[0].Ports = append(append([]overlay.Port{}, a.Ports...), overlay.Port{Proto: overlay.TCP, HostPort: 9090, Port: 80})
 	err := hs[0].dp.ReconcileScope(ctx, busy, overlay.Scope{Endpoints: []string{"a"}})
 	var inUse *overlay.PortInUseError
-	if !errors.As(err, &inUse) || inUse.Res.Port != 9090 || !strings.Contains(err.Error(), "publish tcp port 9090 on 0.0.0.0: it is in use on this host") {
+	if !errors.As(err, &inUse) || inUse.Res.Port != 9090 || !strings.Contains(err.Error(), "tcp port 9090 on 0.0.0.0 is in use on this host") {
 		t.Fatalf("publishing a port in use: %v", err)
 	}
 	snap, err := hs[0].dp.Observe(ctx)

@@ -35,6 +35,18 @@ type Datapath struct {
 	// the kernel held at start-up, by VNI, and flood peers.
 	Kernel      map[uint32][]overlay.Remote
 	KernelPeers map[uint32][]netip.Addr
+	inUse       map[overlay.Reservation]bool
+}
+
+// SetInUse makes Apply refuse, as the kernel would, to publish these
+// ports on an endpoint of its scope: another program holds them.
+func (d *Datapath) SetInUse(rs ...overlay.Reservation) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inUse = map[overlay.Reservation]bool{}
+	for _, r := range rs {
+		d.inUse[r] = true
+	}
 }
 
 var _ core.Datapath = (*Datapath)(nil)
@@ -60,6 +72,16 @@ func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope)
 	if err := d.fail; err != nil && (d.when == nil || d.when(scope)) {
 		d.fail, d.when = nil, nil
 		return err
+	}
+	for _, e := range s.Endpoints {
+		if !scope.All && !slices.Contains(scope.Endpoints, e.ID) {
+			continue
+		}
+		for _, p := range e.Ports {
+			if r := p.Reservation(); d.inUse[r] {
+				return &overlay.PortInUseError{Res: r}
+			}
+		}
 	}
 	d.calls = append(d.calls, Call{s, scope})
 	return nil
