@@ -4,7 +4,10 @@
 // (package core) or to IPAM (package ipam): decode, validate Docker's
 // options, call, encode the answer or the error. It also realises the
 // networks admins define with tenetctl (package registry) in the local
-// engine, through the engine's API (Syncer).
+// engine, through the engine's API (Syncer). A container's published
+// ports (-p, -P) arrive with ProgramExternalConnectivity, for its gateway
+// endpoint, and go to the core (PublishPorts); RevokeExternalConnectivity
+// withdraws them.
 //
 // What it owns: Docker's wire types and options, the mapping from Docker's
 // network IDs to the core's networks (the core stores the ID as the
