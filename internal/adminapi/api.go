@@ -83,11 +83,15 @@ type Endpoint struct {
 	Aliases []string `json:"aliases,omitempty"` // its other names on the network
 	Tenant  string   `json:"tenant"`
 	Network string   `json:"network"` // tenant/name
-	IP      string `json:"ip"`
-	MAC     string `json:"mac"`
-	Host    string `json:"host"`
-	VTEP    string `json:"vtep"`
-	State   string `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+	IP      string   `json:"ip"`
+	MAC     string   `json:"mac"`
+	Host    string   `json:"host"`
+	VTEP    string   `json:"vtep"`
+	State   string   `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+	// Ports are its published ports as docker ps shows them
+	// ("0.0.0.0:8080->80/tcp"); this host's endpoints only. Docker
+	// cannot show a remote driver's ports.
+	Ports []string `json:"ports,omitempty"`
 }
 
 // Done answers a change: what was done to what.
