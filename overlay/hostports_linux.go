@@ -32,11 +32,12 @@ import (
 // cannot overrule that: every base chain on a hook must accept a packet.
 // So Tenet adds its accepts where the filter table's users add theirs,
 // through the iptables command (which talks to whichever backend Docker
-// uses): a chain TENET-FORWARD that FORWARD jumps to first, accepting what
-// comes out of an uplink (Tenet's own rules, earlier, drop what tenants
-// may not reach), replies into one, and translated published ports. It
-// comes and goes with the host's rule set; Docker moves its DOCKER-USER
-// jump above it, so an admin's DOCKER-USER rules still come first.
+// uses): a chain TENET-FORWARD that FORWARD jumps to first (right after
+// Docker's jump to DOCKER-USER, so an admin's rules there still come
+// first, and Docker puts its jump back on top when it rearranges),
+// accepting what comes out of an uplink (Tenet's own rules, earlier, drop
+// what tenants may not reach), replies into one, and translated published
+// ports. It comes and goes with the host's rule set.
 
 // reserve binds a socket to r inside ns.
 func reserve(ns netns.NsHandle, r Reservation) (int, error) {
@@ -133,6 +134,27 @@ func setFilter(ns netns.NsHandle, path string, on bool) error {
 			return err
 		}
 	}
-	_, err = iptables(ns, path, "-I", "FORWARD", "1", "-j", filterChain)
+	_, err = iptables(ns, path, "-I", "FORWARD", fmt.Sprint(jumpPosition(ns, path)), "-j", filterChain)
 	return err
+}
+
+// jumpPosition is where the jump to Tenet's chain goes in FORWARD: right
+// after Docker's jump to DOCKER-USER (an admin's rules come first), else
+// first.
+func jumpPosition(ns netns.NsHandle, path string) int {
+	out, err := iptables(ns, path, "-S", "FORWARD")
+	if err != nil {
+		return 1
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "-A FORWARD ") {
+			continue
+		}
+		n++
+		if strings.TrimSpace(l) == "-A FORWARD -j DOCKER-USER" {
+			return n + 1
+		}
+	}
+	return 1
 }

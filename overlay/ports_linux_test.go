@@ -27,6 +27,8 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	h0 := hs[0].vtep.String()
 	for _, cmd := range []struct{ ns, args string }{
 		{hs[0].netns, "iptables -P FORWARD DROP"},
+		{hs[0].netns, "iptables -N DOCKER-USER"}, // as Docker leaves them
+		{hs[0].netns, "iptables -A FORWARD -j DOCKER-USER"},
 		{hs[1].netns, "ip route add 169.254.0.0/16 via " + h0},
 	} {
 		if out, err := runIn(cmd.ns, strings.Fields(cmd.args)...); err != nil {
@@ -64,9 +66,17 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 		for k, l := range ls {
 			before[k] = l.count("tcp")
 		}
-		e2e.Eventually(t, 5*time.Second, func() error { return dialFrom(from, addr, time.Second) })
+		e2e.Eventually(t, 5*time.Second, func() error {
+			if err := dialFrom(from, addr, time.Second); err != nil {
+				return err
+			}
+			if l := ls[want]; l != nil && l.count("tcp") == before[want] {
+				return fmt.Errorf("tcp %s from %s: connected, but not to %s", addr, from, want)
+			}
+			return nil
+		})
 		for k, l := range ls {
-			if got := l.count("tcp") - before[k]; (k == want) != (got > 0) {
+			if got := l.count("tcp") - before[k]; k != want && got > 0 {
 				t.Errorf("tcp %s from %s: %s got %d connections", addr, from, k, got)
 			}
 		}
@@ -187,7 +197,9 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	}
 	// The host's iptables hold Tenet's accepts until the last egress
 	// network goes.
-	if out, err := runIn(hs[0].netns, "iptables", "-S", "FORWARD"); err != nil || !strings.Contains(out, "-A FORWARD -j TENET-FORWARD") {
+	// after Docker's jump to DOCKER-USER, where an admin's rules go.
+	if out, err := runIn(hs[0].netns, "iptables", "-S", "FORWARD"); err != nil ||
+		!strings.Contains(out, "-A FORWARD -j DOCKER-USER\n-A FORWARD -j TENET-FORWARD\n") {
 		t.Errorf("FORWARD chain: %v\n%s", err, out)
 	}
 	if err := dp.Reconcile(ctx, overlay.State{}); err != nil {
