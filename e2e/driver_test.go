@@ -161,15 +161,25 @@ func TestContainersOnThreeHostsShareATenantNetwork(t *testing.T) {
 	if out, err := c.Engine(0).Docker(ctx, "exec", "c0", "cat", "/sys/class/net/eth0/mtu"); err != nil || strings.TrimSpace(out) != "1450" {
 		t.Errorf("container mtu %q (%v), want 1450", out, err)
 	}
-	// Egress: the containers reach the other hosts' underlay side through
-	// their host's tenant router (never their own host itself); a
-	// container of an --internal network reaches nothing outside.
-	for _, h := range c.Hosts[1:] {
-		if _, err := c.Engine(0).Docker(ctx, "exec", "c0", "ping", "-c1", "-W2", h.Underlay().Addr().String()); err != nil {
-			t.Errorf("egress from c0 to %s's underlay address: %v", h.Name(), err)
+	// Egress: the containers reach an outside address (behind h1) through
+	// their host's tenant router, but no host's underlay address (since
+	// 19e8e6b: the cluster's own); a container of an --internal network
+	// reaches nothing outside.
+	const outside = "203.0.113.5"
+	for _, cmd := range []struct {
+		h    e2e.Host
+		argv string
+	}{{c.Hosts[1], "ip addr add " + outside + "/32 dev eth0"}, {c.Hosts[0], "ip route add " + outside + "/32 via " + c.Hosts[1].Underlay().Addr().String()}} {
+		if out, err := cmd.h.Run(ctx, strings.Fields(cmd.argv)...); err != nil {
+			t.Fatalf("%s: %v: %s", cmd.argv, err, out)
 		}
 	}
-	e2e.NeverPing(t, c.Engine(0), "c0", c.Hosts[0].Underlay().Addr().String())
+	if _, err := c.Engine(0).Docker(ctx, "exec", "c0", "ping", "-c1", "-W2", outside); err != nil {
+		t.Errorf("egress from c0 to %s: %v", outside, err)
+	}
+	for _, h := range c.Hosts {
+		e2e.NeverPing(t, c.Engine(0), "c0", h.Underlay().Addr().String())
+	}
 	for _, e := range c.Engines {
 		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--internal", "--ipam-driver", "tenet", "--ipam-opt", "tenant=acme",
 			"-o", "tenant=acme", "-o", "network=vault", "--subnet", "10.3.0.0/24", "acme-vault"); err != nil {

@@ -116,10 +116,11 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 		t.Errorf("p99 %v to answer again after a restart; want at most 1s", p99(waits))
 	}
 
-	// Two containers swap addresses across restarts; peers that knew both
+	// Two containers swap addresses across restarts (named sa and sb:
+	// Docker 20.10 refuses one-letter names); peers that knew both
 	// addresses reach whichever container has each now.
-	run(t, c.Engine(0), "a", net, "10.1.0.20")
-	run(t, c.Engine(0), "b", net, "10.1.0.21")
+	run(t, c.Engine(0), "sa", net, "10.1.0.20")
+	run(t, c.Engine(0), "sb", net, "10.1.0.21")
 	swap := []*pinger{startPinger(t, c.Engine(1), "p1", "10.1.0.20"), startPinger(t, c.Engine(1), "p1", "10.1.0.21")}
 	for _, p := range swap {
 		if _, err := p.firstReplyAfter(t, time.Now().Add(-time.Hour), 15*time.Second); err != nil {
@@ -127,9 +128,9 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 		}
 	}
 	for _, step := range [][]string{
-		{"stop", "-t", "0", "a", "b"}, {"network", "disconnect", net, "a"}, {"network", "disconnect", net, "b"},
-		{"network", "connect", "--ip", "10.1.0.21", net, "a"}, {"network", "connect", "--ip", "10.1.0.20", net, "b"},
-		{"start", "a", "b"},
+		{"stop", "-t", "0", "sa", "sb"}, {"network", "disconnect", net, "sa"}, {"network", "disconnect", net, "sb"},
+		{"network", "connect", "--ip", "10.1.0.21", net, "sa"}, {"network", "connect", "--ip", "10.1.0.20", net, "sb"},
+		{"start", "sa", "sb"},
 	} {
 		if out, err := c.Engine(0).Docker(ctx, step...); err != nil {
 			t.Fatalf("docker %v: %v: %s", step, err, out)
@@ -146,8 +147,8 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 			t.Errorf("%v to answer after the swap; want at most 1s", d)
 		}
 	}
-	if out, err := c.Engine(0).Docker(ctx, "exec", "a", "ip", "-4", "-o", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.1.0.21/") {
-		t.Fatalf("a did not get b's address: %v %s", err, out)
+	if out, err := c.Engine(0).Docker(ctx, "exec", "sa", "ip", "-4", "-o", "addr", "show", "eth0"); err != nil || !strings.Contains(out, "10.1.0.21/") {
+		t.Fatalf("sa did not get sb's address: %v %s", err, out)
 	}
 
 	// dockerd restarts (without live-restore): containers with a restart
