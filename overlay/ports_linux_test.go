@@ -40,7 +40,7 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	globex := overlay.Network{Tenant: "globex", Name: "web", VNI: 5000, Gateway: gw, Egress: true}
 	a, g := ep("a", 4097, "10.1.0.10"), ep("g", 5000, "10.1.0.10")
 	a.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8080, Port: 80}, {Proto: overlay.UDP, HostPort: 5353, Port: 53}}
-	g.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8081, Port: 80}}
+	g.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8081, Port: 80}, {Proto: overlay.TCP, HostIP: hs[0].vtep, HostPort: 8090, Port: 80}}
 	s := overlay.State{Networks: []overlay.Network{acme, globex}, Endpoints: []overlay.Endpoint{a, g},
 		Infra: overlay.Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}}
 	if err := hs[0].dp.Reconcile(ctx, s); err != nil {
@@ -85,6 +85,11 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	reach(hs[1].netns, h0+":8081", "g:80")
 	reach(hs[0].netns, h0+":8080", "a:80")
 	reach(hs[0].netns, "127.0.0.1:8081", "g:80")
+	reach(hs[1].netns, h0+":8090", "g:80") // published on one address
+	reach(hs[0].netns, h0+":8090", "g:80")
+	if err := dialFrom(hs[0].netns, "127.0.0.1:8090", 500*time.Millisecond); err == nil {
+		t.Error("a port published on the host's address answered on 127.0.0.1")
+	}
 	e2e.Eventually(t, 5*time.Second, func() error {
 		if err := sendUDP(hs[1].netns, h0+":5353", "hi"); err != nil {
 			return err
@@ -169,7 +174,8 @@ func TestPublishedPortsReachOnlyTheirContainer(t *testing.T) {
 	for _, op := range overlay.Plan(want, got) {
 		ops = append(ops, op.String())
 	}
-	if fmt.Sprint(ops) != "[host: reserve tcp 0.0.0.0:8080 (its rules exist) host: reserve tcp 0.0.0.0:8081 (its rules exist) host: reserve udp 0.0.0.0:5353 (its rules exist)]" {
+	if fmt.Sprint(ops) != "[host: reserve tcp 0.0.0.0:8080 (its rules exist) host: reserve tcp 0.0.0.0:8081 (its rules exist) "+
+		"host: reserve tcp 198.51.100.10:8090 (its rules exist) host: reserve udp 0.0.0.0:5353 (its rules exist)]" {
 		t.Errorf("after a restart, the plan is %q", ops)
 	}
 	if err := dp.Reconcile(ctx, s); err != nil {
