@@ -13,10 +13,11 @@ import (
 // published host port is translated twice: in the host namespace its
 // destination becomes the tenant's end of its uplink (the port stays),
 // and in the tenant's namespace the container's address and port. Each
-// translation is one element of a map, so publishing a port adds three
-// elements (host, tenant) and one reserved socket, and nothing else
-// changes. Two tenants with the same container address never meet: each
-// host port leads to one uplink, and each uplink to one tenant.
+// translation is one element of a map, so publishing a port adds two
+// elements (one in a host map, one in its tenant's) and one reserved
+// socket, and nothing else changes. Two tenants with the same container
+// address never meet: each host port leads to one uplink, and each
+// uplink to one tenant.
 //
 // A host port of a protocol belongs to at most one endpoint on a host
 // (checkPortClaims), so the tenant's map needs only the protocol and the
