@@ -1,5 +1,7 @@
 package driver
 
+import "encoding/json"
+
 // Wire types of Docker's remote NetworkDriver protocol (as of Docker 20.10;
 // see shared/reference/docker-libnetwork.md §1). Only the fields Tenet reads
 // or answers are declared; JSON decoding ignores the rest.
@@ -69,8 +71,35 @@ type capabilitiesResponse struct {
 	ConnectivityScope string
 }
 
+// infoResponse's values are strings, except the port map (a list of
+// portBinding), which Docker 20.10 ignores anyway: it asserts Go types a
+// JSON decoder never makes (docker port shows nothing for a remote
+// driver; see README's Limits).
 type infoResponse struct {
-	Value map[string]string
+	Value map[string]any
+}
+
+// externalConnectivityRequest is ProgramExternalConnectivity's (and
+// RevokeExternalConnectivity's, without options). Options are the
+// container's sandbox labels: the port map among them.
+type externalConnectivityRequest struct {
+	NetworkID  string
+	EndpointID string
+	Options    map[string]json.RawMessage
+}
+
+// portBinding is libnetwork's types.PortBinding as JSON: one -p, -P or
+// exposed port. Proto is an IP protocol number (6 tcp, 17 udp, 132 sctp);
+// HostIP is "" for every address; HostPort 0 asks for any free port, and
+// HostPortEnd above HostPort for the first free one of the range. IP (the
+// container's) is not set for remote drivers.
+type portBinding struct {
+	Proto       uint8
+	IP          string
+	Port        uint16
+	HostIP      string
+	HostPort    uint16
+	HostPortEnd uint16
 }
 
 type errorResponse struct {
@@ -86,4 +115,5 @@ const (
 
 	optGeneric  = "com.docker.network.generic"
 	optInternal = "com.docker.network.internal"
+	optPortMap  = "com.docker.network.portmap" // a sandbox label: []portBinding
 )

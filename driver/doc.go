@@ -9,6 +9,9 @@
 // --network-alias list, per network; Docker tells a driver no names), which
 // it records in the core. Neither ever calls the engine from inside a
 // plugin call: the engine waits on the plugin while it creates an endpoint.
+// A container's published ports (-p, -P) arrive with
+// ProgramExternalConnectivity, for its gateway endpoint, and go to the core
+// (PublishPorts); RevokeExternalConnectivity withdraws them.
 //
 // What it owns: Docker's wire types and options, the mapping from Docker's
 // network IDs to the core's networks (the core stores the ID as the

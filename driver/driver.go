@@ -21,6 +21,7 @@ type Core interface {
 	CreateEndpoint(ctx context.Context, spec core.EndpointSpec) (core.Endpoint, error)
 	AttachEndpoint(ctx context.Context, id, netns string) (core.Endpoint, core.Network, error)
 	DeleteEndpoint(ctx context.Context, id string) error
+	PublishPorts(ctx context.Context, id string, reqs []core.PortRequest) ([]core.PortBinding, error)
 	Endpoint(id string) (core.Endpoint, bool)
 	CheckSubnet(p netip.Prefix) error
 	HasSubnet(tenant string, subnet netip.Prefix) bool

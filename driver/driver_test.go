@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -282,4 +283,65 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// dockerPortMap is the sandbox labels Docker 20.10 sent (captured on the
+// testbed) for docker run -p 8080:80 -p 127.0.0.1:9090:90/udp
+// -p 7000-7005:70 -p 81 --expose 99 -P.
+const dockerPortMap = `"Options":{"com.docker.network.endpoint.exposedports":[{"Proto":6,"Port":99},{"Proto":17,"Port":90},{"Proto":6,"Port":81},{"Proto":6,"Port":80},{"Proto":6,"Port":70}],
+"com.docker.network.portmap":[{"Proto":6,"IP":"","Port":99,"HostIP":"","HostPort":0,"HostPortEnd":0},{"Proto":17,"IP":"","Port":90,"HostIP":"127.0.0.1","HostPort":9090,"HostPortEnd":9090},
+{"Proto":6,"IP":"","Port":81,"HostIP":"","HostPort":0,"HostPortEnd":0},{"Proto":6,"IP":"","Port":80,"HostIP":"","HostPort":8080,"HostPortEnd":8080},
+{"Proto":6,"IP":"","Port":70,"HostIP":"","HostPort":7000,"HostPortEnd":7005}]}`
+
+func TestPortsArePublishedAtProgramExternalConnectivityAndRevoked(t *testing.T) {
+	h := serve(t, nil)
+	h.createWeb(t)
+	for _, id := range []string{"e1", "e2"} {
+		ip := map[string]string{"e1": "10.1.0.5", "e2": "10.1.0.6"}[id]
+		if status, body := h.post("/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"`+id+`","Interface":{"Address":"`+ip+`/24"},`+dockerPortMap+`}`); status != 200 {
+			t.Fatalf("create endpoint: %d %s", status, body)
+		}
+	}
+	// CreateEndpoint and Join carry the port map too, but only the
+	// container's gateway endpoint publishes it.
+	if s, _ := h.dp.Last(); len(s.Endpoints[0].Ports)+len(s.Endpoints[1].Ports) != 0 {
+		t.Fatalf("ports published at CreateEndpoint: %+v", s.Endpoints)
+	}
+	status, body := h.post("/NetworkDriver.ProgramExternalConnectivity", `{"NetworkID":"n1","EndpointID":"e1",`+dockerPortMap+`}`)
+	if status != 200 {
+		t.Fatalf("program: %d %s", status, body)
+	}
+	want := "[tcp 0.0.0.0:49153 -> 99 udp 127.0.0.1:9090 -> 90 tcp 0.0.0.0:49154 -> 81 tcp 0.0.0.0:8080 -> 80 tcp 0.0.0.0:7000 -> 70]"
+	if s, _ := h.dp.Last(); fmt.Sprint(s.Endpoints[0].Ports) != want {
+		t.Fatalf("datapath ports %v, want %s", s.Endpoints[0].Ports, want)
+	}
+	_, body = h.post("/NetworkDriver.EndpointOperInfo", `{"NetworkID":"n1","EndpointID":"e1"}`)
+	if !strings.Contains(body, `"com.docker.network.portmap":[{"Proto":6,"IP":"10.1.0.5","Port":99,"HostIP":"","HostPort":49153,"HostPortEnd":49153}`) {
+		t.Errorf("endpoint info: %s", body)
+	}
+	// Another container asking for the same fixed port is refused, naming
+	// it and its owner; its ranges and any-ports move on.
+	status, body = h.post("/NetworkDriver.ProgramExternalConnectivity", `{"NetworkID":"n1","EndpointID":"e2",`+dockerPortMap+`}`)
+	if status != 500 || !strings.Contains(body, "host port 9090/udp is already published by endpoint e1 (network acme/web) on this host") {
+		t.Errorf("a taken port: %d %s", status, body)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{`{"NetworkID":"n1","EndpointID":"e2","Options":{"com.docker.network.portmap":[{"Proto":132,"Port":1,"HostPort":1}]}}`, "protocol 132"},
+		{`{"NetworkID":"n1","EndpointID":"e2","Options":{"com.docker.network.portmap":[{"Proto":6,"Port":1,"HostIP":"::1","HostPort":1}]}}`, "only IPv4"},
+		{`{"NetworkID":"n1","EndpointID":"e2","Options":{"com.docker.network.portmap":{"Proto":6}}}`, "not a list of port bindings"},
+		{`{"NetworkID":"nope","EndpointID":"e2","Options":{}}`, "not a tenet network"},
+	} {
+		if status, body := h.post("/NetworkDriver.ProgramExternalConnectivity", bad.body); status != 500 || !strings.Contains(body, bad.want) {
+			t.Errorf("%s: %d %s, want %q", bad.body, status, body, bad.want)
+		}
+	}
+	if status, body := h.post("/NetworkDriver.RevokeExternalConnectivity", `{"NetworkID":"n1","EndpointID":"e1"}`); status != 200 {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if s, _ := h.dp.Last(); len(s.Endpoints[0].Ports) != 0 {
+		t.Errorf("ports after revoke: %v", s.Endpoints[0].Ports)
+	}
+	if status, body := h.post("/NetworkDriver.RevokeExternalConnectivity", `{"NetworkID":"n1","EndpointID":"gone"}`); status != 200 {
+		t.Errorf("revoking an endpoint that is gone: %d %s", status, body)
+	}
 }

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -88,11 +89,78 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, req endpointRequest) error 
 }
 
 // EndpointInfo describes a local endpoint for EndpointOperInfo (called on
-// every inspect: it must be cheap and tells only what the core knows).
-func (d *Driver) EndpointInfo(req endpointRequest) (map[string]string, error) {
+// every inspect: it must be cheap and tells only what the core knows),
+// with its published ports in Docker's form.
+func (d *Driver) EndpointInfo(req endpointRequest) (map[string]any, error) {
 	e, ok := d.core.Endpoint(req.EndpointID)
 	if !ok {
 		return nil, fmt.Errorf("endpoint info %.12s: no such endpoint", req.EndpointID)
 	}
-	return map[string]string{"network": e.Network, "ip": e.IP.String(), "mac": e.MAC.String(), "host": d.cfg.Host}, nil
+	info := map[string]any{"network": e.Network, "ip": e.IP.String(), "mac": e.MAC.String(), "host": d.cfg.Host}
+	if len(e.Ports) > 0 {
+		pm := make([]portBinding, 0, len(e.Ports))
+		for _, p := range e.Ports {
+			b := portBinding{Proto: uint8(p.Proto), IP: e.IP.Addr().String(), Port: p.Port, HostPort: p.HostPort, HostPortEnd: p.HostPort}
+			if p.HostIP.IsValid() {
+				b.HostIP = p.HostIP.String()
+			}
+			pm = append(pm, b)
+		}
+		info[optPortMap] = pm
+	}
+	return info, nil
+}
+
+// ProgramExternalConnectivity publishes the ports of the container whose
+// gateway endpoint this is (Docker calls it for that endpoint only, with
+// the container's port map, after Join; not on --internal networks).
+// A port it cannot publish fails the container's start with the reason.
+func (d *Driver) ProgramExternalConnectivity(ctx context.Context, req externalConnectivityRequest) error {
+	if _, ok := d.core.NetworkByRef(req.NetworkID); !ok {
+		return fmt.Errorf("program external connectivity of endpoint %.12s: network %.12s is not a tenet network on this host", req.EndpointID, req.NetworkID)
+	}
+	reqs, err := decodePortMap(req.Options[optPortMap])
+	if err != nil {
+		return fmt.Errorf("publish ports of endpoint %.12s: %w", req.EndpointID, err)
+	}
+	_, err = d.core.PublishPorts(ctx, req.EndpointID, reqs)
+	return err
+}
+
+// RevokeExternalConnectivity withdraws the endpoint's published ports
+// (Docker calls it before Leave, or when another endpoint becomes the
+// container's gateway). An endpoint already gone has none.
+func (d *Driver) RevokeExternalConnectivity(ctx context.Context, req externalConnectivityRequest) error {
+	if _, err := d.core.PublishPorts(ctx, req.EndpointID, nil); err != nil && !errors.Is(err, core.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// decodePortMap turns Docker's port map into requests. Exposed ports
+// without a binding (--expose, or EXPOSE without -P) are not in it.
+func decodePortMap(raw json.RawMessage) ([]core.PortRequest, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var pm []portBinding
+	if err := json.Unmarshal(raw, &pm); err != nil {
+		return nil, fmt.Errorf("option %s: not a list of port bindings: %w", optPortMap, err)
+	}
+	var out []core.PortRequest
+	for _, b := range pm {
+		r := core.PortRequest{Proto: overlay.Proto(b.Proto), HostPort: b.HostPort, HostPortEnd: b.HostPortEnd, Port: b.Port}
+		if b.HostPortEnd == b.HostPort {
+			r.HostPortEnd = 0
+		}
+		if b.HostIP != "" {
+			ip, err := netip.ParseAddr(b.HostIP)
+			if err != nil {
+				return nil, fmt.Errorf("port %d/%s: host address %q: not an IP address", b.Port, overlay.Proto(b.Proto), b.HostIP)
+			}
+			r.HostIP = ip.Unmap()
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

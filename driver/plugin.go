@@ -113,11 +113,16 @@ func (d *Driver) Handler(ctx context.Context) http.Handler {
 	call("/NetworkDriver.Leave", func() any { return &endpointRequest{} }, func(ctx context.Context, r any) (any, error) {
 		return struct{}{}, d.Leave(ctx, *r.(*endpointRequest))
 	})
+	call("/NetworkDriver.ProgramExternalConnectivity", func() any { return &externalConnectivityRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.ProgramExternalConnectivity(ctx, *r.(*externalConnectivityRequest))
+	})
+	call("/NetworkDriver.RevokeExternalConnectivity", func() any { return &externalConnectivityRequest{} }, func(ctx context.Context, r any) (any, error) {
+		return struct{}{}, d.RevokeExternalConnectivity(ctx, *r.(*externalConnectivityRequest))
+	})
 	// Calls Tenet has no work for. Swarm's AllocateNetwork/FreeNetwork and
 	// the Discover* node events come only in swarm mode, which Tenet does
-	// not use; external connectivity has nothing to program yet.
-	for _, name := range []string{"AllocateNetwork", "FreeNetwork", "DiscoverNew", "DiscoverDelete",
-		"ProgramExternalConnectivity", "RevokeExternalConnectivity"} {
+	// not use.
+	for _, name := range []string{"AllocateNetwork", "FreeNetwork", "DiscoverNew", "DiscoverDelete"} {
 		call("/NetworkDriver."+name, func() any { return &map[string]any{} }, func(context.Context, any) (any, error) {
 			return struct{}{}, nil
 		})

@@ -5,9 +5,11 @@
 // host (NetnsHost) is a network namespace joined to the bridge by a veth, with
 // an address from TEST-NET-2 (198.51.100.0/24), and a private mount namespace
 // in which it runs its own real Docker engine (dockerd from Debian's docker.io)
-// with its own plugin discovery directories. Tests reach hosts through the
-// small Host interface (Run, StartDaemon, Underlay), which package e2e/vm
-// implements over SSH for real VMs.
+// with its own plugin discovery directories, in Docker's default
+// configuration (docker0, iptables with FORWARD policy DROP, the userland
+// proxy), all of which stays in the host's network namespace. Tests reach
+// hosts through the small Host interface (Run, StartDaemon, Underlay),
+// which package e2e/vm implements over SSH for real VMs.
 //
 // What a run creates is written to a ledger (DefaultBaseDir/<run>/ledger.json)
 // before it is created. Every process of a run lives in the run's cgroup, so

@@ -593,16 +593,18 @@ func TestAttacksFromAContainerFail(t *testing.T) {
 	acme := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
 	globex := createNetwork(t, c, "globex", "web", "10.1.0.0/24")
 	e0, e1 := c.Engine(0), c.Engine(1)
-	runCap := func(e *e2e.Engine, name, network, ip string) {
+	// Every container publishes a port, so that the attacks run with the
+	// published ports' rules in place (the only way in from outside).
+	runCap := func(e *e2e.Engine, name, network, ip, port string) {
 		if _, err := e.Docker(ctx, "run", "-d", "--name", name, "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
-			"--network", network, "--ip", ip, e2e.ImageName, "sleep", "3600"); err != nil {
+			"--network", network, "--ip", ip, "-p", port+":80", e2e.ImageName, "sleep", "3600"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	runCap(e0, "att", acme, "10.1.0.10")     // the attacker, on h0
-	runCap(e0, "near", acme, "10.1.0.11")    // a victim on the same host
-	runCap(e1, "far", acme, "10.1.0.74")     // a victim on the other host
-	runCap(e1, "other", globex, "10.1.0.75") // another tenant's container
+	runCap(e0, "att", acme, "10.1.0.10", "8080")     // the attacker, on h0
+	runCap(e0, "near", acme, "10.1.0.11", "8081")    // a victim on the same host
+	runCap(e1, "far", acme, "10.1.0.74", "8082")     // a victim on the other host
+	runCap(e1, "other", globex, "10.1.0.75", "8083") // another tenant's container
 	e2e.AwaitPing(t, e0, "att", "10.1.0.11")
 	e2e.AwaitPing(t, e0, "att", "10.1.0.74")
 	otherMAC := mac(t, e1, "other")
@@ -611,7 +613,8 @@ func TestAttacksFromAContainerFail(t *testing.T) {
 	}
 	nearSniff := sniff(t, e0, "near", "(icmp and src host 10.1.0.99) or ether src 02:66:66:66:66:66 or (arp and arp[14:4] = 0x0a01004a)")
 	farSniff := sniff(t, e1, "far", "(icmp and src host 10.1.0.99) or ether src 02:66:66:66:66:66 or (arp and arp[14:4] = 0x0a01000b)")
-	otherSniff := sniff(t, e1, "other", "icmp")
+	otherSniff := sniff(t, e1, "other", "icmp or tcp")
+	hostSniff := sniff(t, e0, "near", "tcp")
 
 	// Forged source address.
 	attack("ip", "addr", "add", "10.1.0.99/32", "dev", "eth0")
@@ -634,8 +637,19 @@ func TestAttacksFromAContainerFail(t *testing.T) {
 	// Another tenant's MAC and address, with a forged neighbour entry.
 	attack("ip", "neigh", "replace", "10.1.0.75", "lladdr", otherMAC, "dev", "eth0")
 	attack("ping", "-c2", "-W1", "10.1.0.75")
+	attack("ip", "neigh", "del", "10.1.0.75", "dev", "eth0")
+	// The published ports, from inside: through the hosts' addresses,
+	// straight to the uplinks, with a forged source too.
+	for _, addr := range []string{"198.51.100.10", "198.51.100.11", "169.254.0.6", "169.254.0.10"} {
+		for _, port := range []string{"8081", "8082", "8083", "80"} {
+			attack("sh", "-c", "echo x | nc -w 1 "+addr+" "+port)
+		}
+	}
+	attack("ip", "addr", "add", "198.51.100.11/32", "dev", "eth0")
+	attack("sh", "-c", "echo x | nc -w 1 -s 198.51.100.11 198.51.100.10 8081")
+	attack("ip", "addr", "del", "198.51.100.11/32", "dev", "eth0")
 
-	for name, stop := range map[string]func() []string{"near": nearSniff, "far": farSniff, "other": otherSniff} {
+	for name, stop := range map[string]func() []string{"near": nearSniff, "far": farSniff, "other": otherSniff, "near (tcp)": hostSniff} {
 		if pkts := stop(); len(pkts) > 0 {
 			t.Errorf("%s received the attacker's packets:\n%s", name, strings.Join(pkts, "\n"))
 		}

@@ -116,7 +116,8 @@ func TestRestartedContainersAnswerAtOnce(t *testing.T) {
 		t.Errorf("p99 %v to answer again after a restart; want at most 1s", p99(waits))
 	}
 
-	// Two containers swap addresses across restarts; peers that knew both
+	// Two containers swap addresses across restarts (named swap-a and swap-b:
+	// Docker 20.10 refuses one-letter names); peers that knew both
 	// addresses reach whichever container has each now.
 	run(t, c.Engine(0), "swap-a", net, "10.1.0.20")
 	run(t, c.Engine(0), "swap-b", net, "10.1.0.21")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -24,11 +25,29 @@ type applier struct {
 // created for that tenant and is reported, but does not keep the other
 // tenants (or the host's own ops) from being programmed.
 func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
+	// Reservations first: a published port another program holds gets
+	// no rule leading to it.
+	var errs []error
+	failed := map[L4Port]bool{}
+	rest := ops[:0:0]
+	for _, op := range ops {
+		if op.Kind != OpPortBind {
+			rest = append(rest, op)
+			continue
+		}
+		if err := d.bindLocked(op); err != nil {
+			errs = append(errs, err)
+			failed[L4Port{op.Res.Proto, op.Res.Port}] = true
+		}
+	}
+	if len(failed) > 0 {
+		rest = withoutPorts(rest, failed)
+	}
 	var order []string
 	groups := map[string][]Op{}
-	for _, op := range ops {
+	for _, op := range rest {
 		key := op.Tenant
-		if op.Kind == OpHostDel || op.Kind == OpHostRules {
+		if op.Kind == OpHostDel || op.Kind == OpHostRules || op.Kind == OpHostFilter || op.Kind == OpPortFree {
 			key = "" // the host's own ops (so are elements without a tenant)
 		}
 		if _, ok := groups[key]; !ok {
@@ -36,7 +55,6 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 		}
 		groups[key] = append(groups[key], op)
 	}
-	var errs []error
 	for _, key := range order {
 		if err := d.applyGroupLocked(ctx, groups[key]); err != nil {
 			errs = append(errs, err)
@@ -95,6 +113,15 @@ func (a *applier) apply(op Op) error {
 		return a.linkDel(d.host, op.Link, "host")
 	case OpHostRules:
 		return a.hostRules(op.Rules, op.elems)
+	case OpHostFilter:
+		return wrap(setFilter(d.host.ns, d.ipt, op.Rules != ""), "host iptables accepts")
+	case OpPortFree:
+		if fd, ok := d.held[op.Res]; ok {
+			unix.Close(fd)
+			delete(d.held, op.Res)
+		}
+		delete(d.warned, op.Res)
+		return nil
 	case OpElemAdd, OpElemDel:
 		if op.Tenant == "" {
 			return wrap(setElem(d.host, false, op.Elem, op.Kind == OpElemDel), "%s", op)
@@ -395,6 +422,11 @@ func (a *applier) uplinkSet(t *nsNet, u *Uplink, rules bool) error {
 	if err := t.h.RouteReplace(&netlink.Route{LinkIndex: up.Attrs().Index, Gw: hostEnd.Addr().AsSlice()}); err != nil {
 		return fmt.Errorf("default route via %s: %w", hostEnd.Addr(), err)
 	}
+	// The host's own connections to a published port from 127.0.0.0/8
+	// leave through the uplink (and are masqueraded to its address).
+	if err := writeSysctl(host.ns, "net/ipv4/conf/"+u.HostLink+"/route_localnet", "1"); err != nil {
+		return err
+	}
 	if err := writeSysctl(t.ns, "net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
@@ -419,16 +451,72 @@ func (a *applier) uplinkDel(t *nsNet) error {
 // it for others (Docker turns it on too).
 func (a *applier) hostRules(digest string, els []Elem) error {
 	host := a.d.host
-	if digest == "" {
-		return wrap(delTable(host, nftables.TableFamilyIPv4), "remove host rules")
-	}
 	egress := digest == hostRulesDigest(a.d.cfg.UplinkNet, a.d.cfg.Port, true)
-	if egress {
-		if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
-			return fmt.Errorf("host forwarding: %w", err)
+	if digest == "" {
+		if err := delTable(host, nftables.TableFamilyIPv4); err != nil {
+			return wrap(err, "remove host rules")
+		}
+	} else {
+		if egress {
+			if err := writeSysctl(host.ns, "net/ipv4/ip_forward", "1"); err != nil {
+				return fmt.Errorf("host forwarding: %w", err)
+			}
+		}
+		if err := rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, egress, els)); err != nil {
+			return wrap(err, "set host rules")
 		}
 	}
-	return wrap(rebuild(host, nftables.TableFamilyIPv4, hostRules(a.d.cfg.UplinkNet, a.d.cfg.Port, egress, els)), "set host rules")
+	// The iptables accepts go with egress (the only forwarded traffic).
+	if a.d.ipt != "" {
+		return wrap(setFilter(host.ns, a.d.ipt, egress), "host iptables accepts")
+	}
+	return nil
+}
+
+// bindLocked takes a published port's reservation. A soft one (its rules
+// exist already, as after a restart) that fails is logged once, not
+// returned: the port keeps working, and the next reconcile tries again.
+func (d *Datapath) bindLocked(op Op) error {
+	fd, err := reserve(d.host.ns, op.Res)
+	if err == nil {
+		d.held[op.Res] = fd
+		d.log.Info(op.String())
+		return nil
+	}
+	if op.Soft {
+		if !d.warned[op.Res] {
+			d.warned[op.Res] = true
+			d.log.Warn("published port: cannot take its reservation back; it still reaches its container", "err", err)
+		}
+		return nil
+	}
+	return err
+}
+
+// withoutPorts drops from ops the elements publishing the given ports,
+// also from rule sets made anew.
+func withoutPorts(ops []Op, ports map[L4Port]bool) []Op {
+	keep := func(e Elem) bool {
+		proto, port, ok := elemPort(e)
+		return !ok || !ports[L4Port{proto, port}]
+	}
+	var out []Op
+	for _, op := range ops {
+		switch op.Kind {
+		case OpElemAdd:
+			if !keep(op.Elem) {
+				continue
+			}
+		case OpHostRules:
+			op.elems = slices.DeleteFunc(slices.Clone(op.elems), func(e Elem) bool { return !keep(e) })
+		case OpUplinkSet:
+			u := *op.Uplink
+			u.elems = slices.DeleteFunc(slices.Clone(u.elems), func(e Elem) bool { return !keep(e) })
+			op.Uplink = &u
+		}
+		out = append(out, op)
+	}
+	return out
 }
 
 func (a *applier) linkDel(n *nsNet, l Link, where string) error {

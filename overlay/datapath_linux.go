@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +25,10 @@ type Datapath struct {
 
 	mu      sync.Mutex // guards the fields below
 	host    *nsNet
-	tenants map[string]*nsNet // open namespaces, by tenant
+	tenants map[string]*nsNet    // open namespaces, by tenant
+	held    map[Reservation]int  // published ports' sockets
+	warned  map[Reservation]bool // reservations whose failure was logged
+	ipt     string               // the iptables command; "": none
 	closed  bool
 }
 
@@ -38,7 +42,13 @@ func New(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: open host namespace %q: %w", cfg.HostNetns, err)
 	}
-	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{}}
+	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{},
+		held: map[Reservation]int{}, warned: map[Reservation]bool{}}
+	if p, err := exec.LookPath("iptables"); err == nil {
+		d.ipt = p
+	} else {
+		d.log.Info("no iptables command: Tenet adds no accepts to the host's iptables FORWARD chain; a firewall that drops forwarded packets would drop tenants' traffic")
+	}
 	if err := d.probeVXLAN(); err != nil {
 		host.Close()
 		return nil, err
@@ -68,6 +78,10 @@ func (d *Datapath) Close() error {
 	for t, n := range d.tenants {
 		n.Close()
 		delete(d.tenants, t)
+	}
+	for r, fd := range d.held {
+		unix.Close(fd)
+		delete(d.held, r)
 	}
 	d.host.Close()
 	return nil
@@ -345,7 +359,8 @@ func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
 			if err != nil {
 				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}
-			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet}, nil
+			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet,
+				Filter: d.ipt != ""}, nil
 		}
 	}
 	return Host{}, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)

@@ -14,6 +14,10 @@ type Host struct {
 	Port        uint16       // the VXLAN UDP port
 	UnderlayMTU int          // MTU of the interface holding VTEP
 	UplinkNet   netip.Prefix // Config.UplinkNet
+	// Filter says the host has iptables: Tenet then adds its accepts to
+	// the filter table's FORWARD chain (a host firewall, or Docker, may
+	// drop forwarded packets by default).
+	Filter bool
 }
 
 // MaxMTU is the largest network MTU the underlay carries without
@@ -139,5 +143,5 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 			}
 		}
 	}
-	return snap, desireEgress(&snap, s, h, v, observed)
+	return snap, desireEgress(&snap, s, nets, h, v, observed)
 }

@@ -30,8 +30,18 @@
 //     any tenant has egress, it NATs the uplinks out and keeps tenants from
 //     the cluster's infrastructure (State.Infra: the members'
 //     addresses, the underlay subnets, gossip's port; the VXLAN port
-//     always) and from the host itself, unless an operator allows a
-//     destination.
+//     always), from the host itself and from Docker's bridge networks,
+//     unless an operator allows a destination. It adds accepts for the
+//     uplinks to the host's iptables FORWARD chain, whose policy may be
+//     drop (Docker sets it so).
+//   - A published port (Endpoint.Ports) is one element of a host map
+//     (host port -> the tenant's uplink) and one of the tenant's (host
+//     port -> container address and port): a connection to the host's
+//     port is translated twice, and only such connections enter a tenant
+//     from outside. Its host port is held by a socket the Datapath binds
+//     (without SO_REUSEADDR, never listening), so a port another program
+//     holds is refused before any rule leads to it (PortInUseError), and
+//     no other program takes it meanwhile.
 //
 // The datapath is driven by desired state: State (validated before any
 // change) -> Desire (pure) -> Snapshot; Observe reads the kernel into a
@@ -46,6 +56,10 @@
 // Diagnose runs the same observation and plan and changes nothing: it tells
 // each op Reconcile would run as a Finding (an object missing, stale or
 // differing, and the op that fixes it), for tenetctl diagnose.
+//
+// The reservations live in the process: Close releases them, and a new
+// Datapath takes them back at its first reconcile while the rules, in the
+// kernel, keep the ports working.
 //
 // Datapath is safe for concurrent use; reconciles are serialized, and each
 // scoped one applies only its scope, so concurrent callers may each pass

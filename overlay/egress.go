@@ -33,12 +33,13 @@ func digest(parts ...string) string {
 
 // tenantRulesDigest names the tenant rule set's layout (its chains and
 // sets; the elements are not part of it).
-func tenantRulesDigest() string { return digest("tenant-v4") }
+func tenantRulesDigest() string { return digest("tenant-v5") }
 
 // hostRulesDigest names the host rule set's layout for uplink net n and the
-// VXLAN port: with egress, or only what keeps VXLAN from conntrack.
+// VXLAN port: with egress (and published ports), or only what keeps VXLAN
+// from conntrack.
 func hostRulesDigest(n netip.Prefix, port uint16, egress bool) string {
-	return digest("host-v6", n.String(), fmt.Sprint(port), fmt.Sprint(egress))
+	return digest("host-v7", n.String(), fmt.Sprint(port), fmt.Sprint(egress))
 }
 
 // uplinkAddrs returns the host and tenant ends (/30) of uplink index i in n.
@@ -93,7 +94,7 @@ func hostUplinkName(tenant string) string {
 // its rule set when it has any network (keeping VXLAN from conntrack), with
 // the egress chains and the infrastructure's elements when any tenant has
 // egress. ok is false if the uplink net is full. Pure.
-func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (ok bool) {
+func desireEgress(snap *Snapshot, s State, nets map[uint32]*Network, h Host, v *view, observed Snapshot) (ok bool) {
 	type egress struct {
 		on    bool
 		elems []Elem
@@ -121,6 +122,10 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 			e.elems = append(e.elems, Elem{Set: setPairs, Key: br + " . " + uplinkName})
 		}
 	}
+	var pubs []published
+	if anyEgress && (len(tenants) > 0 || v.hasHostRules()) {
+		pubs = publishedPorts(s, nets)
+	}
 	var want []string
 	for t, e := range tenants {
 		if e.on {
@@ -134,7 +139,8 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 	}
 	for _, t := range want {
 		e := tenants[t]
-		slices.SortFunc(e.elems, func(a, b Elem) int { return cmp.Compare(a.Key, b.Key) })
+		e.elems = append(e.elems, tenantPubElems(pubs, t)...)
+		slices.SortFunc(e.elems, compareElem)
 		o := snap.Tenants[t]
 		o.Uplink = &Uplink{Index: index[t], HostLink: hostUplinkName(t), Rules: tenantRulesDigest(), Ready: true, elems: e.elems}
 		for _, el := range e.elems {
@@ -150,12 +156,25 @@ func desireEgress(snap *Snapshot, s State, h Host, v *view, observed Snapshot) (
 		if !anyEgress {
 			return true
 		}
+		if v.all && h.Filter {
+			snap.HostFilter = filterDigest()
+		}
 		snap.hostAll = hostElems(s.Infra, h.Port)
 		if v.hasHostElems() {
 			for _, e := range snap.hostAll {
 				snap.HostElems[e] = true
 			}
 		}
+		// A tenant's host elements lead to its uplink: the index it gets
+		// here, else the one its host end has.
+		desirePorts(snap, pubs, h, func(t string) (int, bool) {
+			if i, ok := index[t]; ok {
+				return i, true
+			}
+			i, ok := observed.HostUplinks[hostUplinkName(t)]
+			return i, ok
+		})
+		slices.SortFunc(snap.hostAll, compareElem)
 	}
 	return true
 }

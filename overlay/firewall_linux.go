@@ -35,8 +35,14 @@ package overlay
 //	table ip tenet {
 //	    set pairs { type ifname . ifname }   # br<vni> . br<vni> for every network,
 //	                                         # br<vni> . up0 for each with egress
+//	    map pub { type inet_proto . inet_service : ipv4_addr . inet_service }
+//	                                         # published ports: proto . host port :
+//	                                         # container address . port
+//	    chain pre-<d> { type nat hook prerouting priority dstnat;
+//	        iifname "up0" dnat ip to meta l4proto . th dport map @pub }
 //	    chain fwd-<d> { type filter hook forward priority 0; policy drop;
 //	        ct state established,related accept
+//	        iifname "up0" ct status dnat accept            # a published port
 //	        iifname . oifname @pairs accept }
 //	    chain in-<d> { type filter hook input priority 0; policy drop;
 //	        ct state established,related accept
@@ -45,11 +51,11 @@ package overlay
 //	}
 //
 // so it forwards only from egress networks out to the host, never between
-// networks and never in from the host, and answers a container only on the
-// gateway address of the bridge the packet came in on. br<vni> . br<vni>
-// lets bridged frames pass should br_netfilter send them through the router
-// (bridge-nf-call-iptables is off in tenant namespaces, but a host may turn
-// it on).
+// networks, and in from the host only to a published port; and answers a
+// container only on the gateway address of the bridge the packet came in
+// on. br<vni> . br<vni> lets bridged frames pass should br_netfilter send
+// them through the router (bridge-nf-call-iptables is off in tenant
+// namespaces, but a host may turn it on).
 //
 // In the host namespace, when it has any network:
 //
@@ -66,27 +72,51 @@ package overlay
 //	    set deny4 { type ipv4_addr; flags interval }    # State.Infra.Deny
 //	    set allow4 { type ipv4_addr; flags interval }   # State.Infra.Allow
 //	    set ports { type inet_proto . inet_service }    # udp . <vxlan port>, State.Infra.Ports
+//	    map pubany { type inet_proto . inet_service : ipv4_addr }  # a published port on every
+//	                                                    # host address : its tenant's uplink end
+//	    map pubip { type inet_proto . ipv4_addr . inet_service : ipv4_addr }  # ... on one
+//	    chain pre-<d> { type nat hook prerouting priority dstnat;
+//	        iifname "tnu*" return                          # tenants reach no host port
+//	        fib daddr type local dnat ip to meta l4proto . th dport map @pubany
+//	        dnat ip to meta l4proto . ip daddr . th dport map @pubip }
+//	    chain out-<d> { type nat hook output priority dstnat;  # the host's own connections
+//	        fib daddr type local dnat ip to meta l4proto . th dport map @pubany
+//	        dnat ip to meta l4proto . ip daddr . th dport map @pubip }
 //	    chain fwd-<d> { type filter hook forward priority 0; policy accept;
+//	        oifname "tnu*" iifname != "tnu*" ct state established,related accept
+//	        oifname "tnu*" iifname != "tnu*" ct status dnat accept  # published ports
+//	        oifname "tnu*" iifname != "tnu*" drop           # nothing else into a tenant
 //	        iifname != "tnu*" accept
+//	        ct direction reply ct status dnat accept        # a published port answers
 //	        ip daddr @allow4 accept
-//	        ip daddr 169.254.169.254 drop                 # no cloud metadata
-//	        ip daddr @deny4 drop                          # no underlay address
-//	        meta l4proto . th dport @ports drop           # no VXLAN or gossip anywhere
-//	        oifname "tnu*" drop }                         # never tenant to tenant
+//	        ct status dnat drop                             # the host's own published
+//	                                                        # ports (Docker's -p)
+//	        oifname "docker0" drop                          # Docker's bridge networks
+//	        oifname "br-*" drop
+//	        ip daddr 169.254.169.254 drop                   # no cloud metadata
+//	        ip daddr @deny4 drop                            # no underlay address
+//	        meta l4proto . th dport @ports drop             # no VXLAN or gossip anywhere
+//	        oifname "tnu*" drop }                           # never tenant to tenant
 //	    chain in-<d> { type filter hook input priority 0; policy accept;
 //	        iifname != "tnu*" accept
 //	        ct state established,related accept
 //	        ip daddr @allow4 accept
 //	        drop }                                        # the host itself: nothing
 //	    chain nat-<d> { type nat hook postrouting priority 100;
-//	        ip saddr <uplink net> oifname != "tnu*" masquerade }
+//	        ip saddr <uplink net> oifname != "tnu*" masquerade
+//	        oifname "tnu*" ip saddr 127.0.0.0/8 masquerade }  # the host's own, to a
+//	                                                    # published port on 127.0.0.1
 //	}
 //
 // so tenants reach nothing of the cluster's own (its members, its underlay
 // subnets, a VXLAN socket, which would decapsulate a forged datagram into
-// any VNI, or gossip, where a NATed packet arrives as a trusted host) unless
-// an operator allows the destination. A member joining or leaving is one
-// element of deny4.
+// any VNI, gossip, where a NATed packet arrives as a trusted host, the
+// host's services and Docker's containers) unless an operator allows the
+// destination, and from outside only published ports reach a tenant. A
+// member joining or leaving is one element of deny4, a published port one
+// element of a host map and one of its tenant's (ports.go). Beside these,
+// the host's iptables filter table gets Tenet's accepts (hostports_linux.go):
+// a FORWARD policy of drop would drop tenants' traffic otherwise.
 //
 // <d> is a digest of the layout (with, on the host, the uplink net, the
 // VXLAN port and whether there is egress), so Observe can tell whether a
@@ -166,13 +196,30 @@ func pairsSet(t *nftables.Table) *nftables.Set {
 		Concatenation: true}
 }
 
+// pubSet is the tenant's port map: proto . host port : container ip . port.
+func pubSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: setPub, IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+}
+
 func hostSet(t *nftables.Table, name string) *nftables.Set {
-	if name == setPorts {
+	switch name {
+	case setPorts:
 		return &nftables.Set{Table: t, Name: name, KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService),
 			Concatenation: true}
+	case setPubAny:
+		return &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true, DataType: nftables.TypeIPAddr,
+			KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)}
+	case setPubIP:
+		return &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true, DataType: nftables.TypeIPAddr,
+			KeyType: nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeIPAddr, nftables.TypeInetService)}
 	}
 	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIPAddr, Interval: true}
 }
+
+// hostSets are the sets of the host's rules.
+var hostSets = []string{setDeny, setAllow, setPorts, setPubAny, setPubIP}
 
 // setOf returns the set an element of the tenant's (tenant != "") or the
 // host's rules belongs to.
@@ -181,10 +228,82 @@ func setOf(tenant bool, name string) (*nftables.Set, error) {
 	switch {
 	case tenant && name == setPairs:
 		return pairsSet(t), nil
-	case !tenant && (name == setDeny || name == setAllow || name == setPorts):
+	case tenant && name == setPub:
+		return pubSet(t), nil
+	case !tenant && slices.Contains(hostSets, name):
 		return hostSet(t, name), nil
 	}
 	return nil, fmt.Errorf("no set %q in the rules", name)
+}
+
+// Encodings of a concatenation's fields (each padded to 4 bytes).
+func protoField(p Proto) []byte    { return []byte{byte(p), 0, 0, 0} }
+func serviceField(n uint16) []byte { return []byte{byte(n >> 8), byte(n), 0, 0} }
+func addrField(a netip.Addr) []byte {
+	b := a.As4()
+	return b[:]
+}
+
+// portFields parses the fields of a port map element's key or value:
+// each "tcp"/"udp", a port number or an IPv4 address, as kinds says
+// ('p', 'n', 'a').
+func portFields(s, kinds string) ([]byte, error) {
+	f := strings.Split(s, " . ")
+	if len(f) != len(kinds) {
+		return nil, fmt.Errorf("want %d fields", len(kinds))
+	}
+	var out []byte
+	for i, k := range kinds {
+		switch k {
+		case 'p':
+			p, ok := parseProto(f[i])
+			if !ok {
+				return nil, fmt.Errorf("protocol %q: want tcp or udp", f[i])
+			}
+			out = append(out, protoField(p)...)
+		case 'n':
+			n, err := strconv.ParseUint(f[i], 10, 16)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("port %q: want 1-65535", f[i])
+			}
+			out = append(out, serviceField(uint16(n))...)
+		case 'a':
+			a, err := netip.ParseAddr(f[i])
+			if err != nil || !a.Is4() {
+				return nil, fmt.Errorf("address %q: want IPv4", f[i])
+			}
+			out = append(out, addrField(a)...)
+		}
+	}
+	return out, nil
+}
+
+// formatFields is portFields' inverse; ok is false for bytes of the wrong
+// length.
+func formatFields(b []byte, kinds string) (string, bool) {
+	if len(b) != 4*len(kinds) {
+		return "", false
+	}
+	var f []string
+	for i, k := range kinds {
+		x := b[4*i : 4*i+4]
+		switch k {
+		case 'p':
+			f = append(f, Proto(x[0]).String())
+		case 'n':
+			f = append(f, strconv.Itoa(int(binary.BigEndian.Uint16(x))))
+		case 'a':
+			f = append(f, netip.AddrFrom4([4]byte(x)).String())
+		}
+	}
+	return strings.Join(f, " . "), true
+}
+
+// mapKinds gives the fields of a port map's key and value.
+var mapKinds = map[string][2]string{
+	setPub:    {"pn", "an"},
+	setPubAny: {"pn", "a"},
+	setPubIP:  {"pan", "a"},
 }
 
 // elemKeys encodes an element as the kernel holds it: one key, or for an
@@ -210,6 +329,21 @@ func elemKeys(e Elem) ([]nftables.SetElement, error) {
 			els = append(els, nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(r.hi + 1), IntervalEnd: true})
 		}
 		return els, nil
+	case setPub, setPubAny, setPubIP:
+		kinds := mapKinds[e.Set]
+		key, val, ok := strings.Cut(e.Key, " : ")
+		if !ok {
+			return bad(fmt.Errorf("want <key> : <value>"))
+		}
+		k, err := portFields(key, kinds[0])
+		if err != nil {
+			return bad(err)
+		}
+		v, err := portFields(val, kinds[1])
+		if err != nil {
+			return bad(err)
+		}
+		return []nftables.SetElement{{Key: k, Val: v}}, nil
 	case setPorts:
 		proto, port, ok := strings.Cut(e.Key, " . ")
 		n, err := strconv.ParseUint(port, 10, 16)
@@ -235,6 +369,15 @@ func elemKeys(e Elem) ([]nftables.SetElement, error) {
 func decodeElems(set string, els []nftables.SetElement) []Elem {
 	var out []Elem
 	switch set {
+	case setPub, setPubAny, setPubIP:
+		kinds := mapKinds[set]
+		for _, el := range els {
+			k, ok1 := formatFields(el.Key, kinds[0])
+			v, ok2 := formatFields(el.Val, kinds[1])
+			if ok1 && ok2 {
+				out = append(out, Elem{Set: set, Key: k + " : " + v})
+			}
+		}
 	case setPairs:
 		for _, el := range els {
 			if len(el.Key) == 32 {
@@ -330,6 +473,11 @@ func setElem(n *nsNet, tenant bool, e Elem, del bool) error {
 	if err != nil {
 		return err
 	}
+	if del {
+		for i := range els {
+			els[i].Val = nil // a map element goes by its key
+		}
+	}
 	if err := addElems(c, s, els, del); err != nil {
 		return err
 	}
@@ -374,29 +522,96 @@ func baseChain(c *nftables.Conn, t *nftables.Table, name string, hook *nftables.
 	return c.AddChain(ch)
 }
 
+// addSetsWith adds sets to t with the elements of els that belong to each.
+func addSetsWith(c *nftables.Conn, sets []*nftables.Set, els []Elem) error {
+	keys := map[string][]nftables.SetElement{}
+	for _, e := range els {
+		k, err := elemKeys(e)
+		if err != nil {
+			return err
+		}
+		keys[e.Set] = append(keys[e.Set], k...)
+	}
+	for _, set := range sets {
+		if err := c.AddSet(set, nil); err != nil {
+			return err
+		}
+		if err := addElems(c, set, keys[set.Name], false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ctStatus matches a conntrack status bit.
+func ctStatus(bit uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bit), Xor: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
+}
+
+// ipsDstNAT is conntrack's IPS_DST_NAT: the connection's destination was
+// translated.
+const ipsDstNAT = 1 << 5
+
+// l4Port loads the transport protocol into register 1 and the destination
+// port into reg32 (9, 10: the 32-bit registers after it), the layout of
+// a concatenated key; with addr, the destination address comes between.
+func l4Port(addr bool) []expr.Any {
+	es := []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}}
+	reg := uint32(9)
+	if addr {
+		es = append(es, &expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4})
+		reg = 10
+	}
+	return append(es, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+}
+
+// dnatBy looks the loaded key up in map m and translates the destination
+// to its value: an address (register 1), and with port a port after it
+// (register 9).
+func dnatBy(m *nftables.Set, port bool) []expr.Any {
+	nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}
+	if port {
+		nat.RegProtoMin = 9
+	}
+	return []expr.Any{&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name, SetID: m.ID}, nat}
+}
+
+func localDaddr() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+}
+
+func cat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
 // tenantRules builds the tenant router's table with the elements els.
 func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 	return func(c *nftables.Conn, t *nftables.Table) error {
 		d := tenantRulesDigest()
-		pairs := pairsSet(t)
-		if err := c.AddSet(pairs, nil); err != nil {
+		pairs, pub := pairsSet(t), pubSet(t)
+		if err := addSetsWith(c, []*nftables.Set{pairs, pub}, els); err != nil {
 			return err
 		}
-		var keys []nftables.SetElement
-		for _, e := range els {
-			k, err := elemKeys(e)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, k...)
-		}
-		if err := addElems(c, pairs, keys, false); err != nil {
-			return err
-		}
+		pre := baseChain(c, t, "pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT, 0)
 		fwd := baseChain(c, t, "fwd-"+d, nftables.ChainHookForward, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyDrop)
 		in := baseChain(c, t, "in-"+d, nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyDrop)
 		nat := baseChain(c, t, "nat-"+d, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT, 0)
+		up := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)}}
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: cat(up, l4Port(false), dnatBy(pub, true))})
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: established()})
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: cat(up, ctStatus(ipsDstNAT), []expr.Any{accept()})})
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 2},
@@ -435,44 +650,52 @@ func hostRules(n netip.Prefix, port uint16, egress bool, els []Elem) func(c *nft
 			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 		}
-		pre := baseChain(c, t, "raw-pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
-		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(slices.Clone(vxlan[:4]), append(toHost, &expr.Notrack{})...)})
-		out := baseChain(c, t, "raw-out-"+d, nftables.ChainHookOutput, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
-		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: vxlan})
+		rawPre := baseChain(c, t, "raw-pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: rawPre, Exprs: append(slices.Clone(vxlan[:4]), append(toHost, &expr.Notrack{})...)})
+		rawOut := baseChain(c, t, "raw-out-"+d, nftables.ChainHookOutput, nftables.ChainPriorityRaw, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
+		c.AddRule(&nftables.Rule{Table: t, Chain: rawOut, Exprs: vxlan})
 		if !egress {
 			return nil
 		}
 		sets := map[string]*nftables.Set{}
-		for _, name := range []string{setDeny, setAllow, setPorts} {
-			s := hostSet(t, name)
-			if err := c.AddSet(s, nil); err != nil {
-				return err
-			}
-			sets[name] = s
+		var list []*nftables.Set
+		for _, name := range hostSets {
+			sets[name] = hostSet(t, name)
+			list = append(list, sets[name])
 		}
-		keys := map[string][]nftables.SetElement{}
-		for _, e := range els {
-			k, err := elemKeys(e)
-			if err != nil {
-				return err
-			}
-			keys[e.Set] = append(keys[e.Set], k...)
+		if err := addSetsWith(c, list, els); err != nil {
+			return err
 		}
-		for name, k := range keys {
-			if err := addElems(c, sets[name], k, false); err != nil {
-				return err
-			}
-		}
+		pre := baseChain(c, t, "pre-"+d, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT, 0)
+		out := baseChain(c, t, "out-"+d, nftables.ChainHookOutput, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT, 0)
 		fwd := baseChain(c, t, "fwd-"+d, nftables.ChainHookForward, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
 		in := baseChain(c, t, "in-"+d, nftables.ChainHookInput, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, nftables.ChainPolicyAccept)
 		nat := baseChain(c, t, "nat-"+d, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, nftables.ChainTypeNAT, 0)
 		rule := func(ch *nftables.Chain, es ...expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es}) }
+		fromTenant := ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq, hostUplinkPref)
 		notTenant := append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpNeq, hostUplinkPref), accept())
+		toTenant := cat(ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq, hostUplinkPref), ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpNeq, hostUplinkPref))
 		md := metadataAddr.As4()
-		// Forwarded from a tenant: only what no deny rule names, or what
-		// the operator allowed.
+		// Published ports: to a port of every host address, or of one;
+		// never for what comes from a tenant (it reaches no host port).
+		rule(pre, append(fromTenant, &expr.Verdict{Kind: expr.VerdictReturn})...)
+		for _, ch := range []*nftables.Chain{pre, out} {
+			rule(ch, cat(localDaddr(), l4Port(false), dnatBy(sets[setPubAny], false))...)
+			rule(ch, cat(l4Port(true), dnatBy(sets[setPubIP], false))...)
+		}
+		// Into a tenant: replies, and published ports; nothing else.
+		rule(fwd, cat(toTenant, established())...)
+		rule(fwd, cat(toTenant, ctStatus(ipsDstNAT), []expr.Any{accept()})...)
+		rule(fwd, append(toTenant, drop())...)
+		// Forwarded from a tenant: answers from its published ports, and
+		// only what no deny rule names, or what the operator allowed.
 		rule(fwd, notTenant...)
+		rule(fwd, cat([]expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}}, ctStatus(ipsDstNAT), []expr.Any{accept()})...)
 		rule(fwd, daddr(), lookup(sets[setAllow]), accept())
+		rule(fwd, append(ctStatus(ipsDstNAT), drop())...) // the host's own published ports (Docker's -p)
+		rule(fwd, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("docker0")}, drop())
+		rule(fwd, append(ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq, "br-"), drop())...)
 		rule(fwd, daddr(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: md[:]}, drop())
 		rule(fwd, daddr(), lookup(sets[setDeny]), drop())
 		rule(fwd, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -493,6 +716,11 @@ func hostRules(n netip.Prefix, port uint16, egress bool, els []Elem) func(c *nft
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(hostUplinkPref)},
 			&expr.Masq{})
+		// The host's own connections to a published port from 127.0.0.0/8
+		// leave through an uplink (route_localnet) as its address.
+		rule(nat, cat(ifPrefix(expr.MetaKeyOIFNAME, expr.CmpOpEq, hostUplinkPref),
+			[]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, &expr.Masq{}})...)
 		return nil
 	}
 }

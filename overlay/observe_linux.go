@@ -43,8 +43,19 @@ func (d *Datapath) observeLocked(v *view, hostAddrs []netlink.Addr) (Snapshot, e
 		if p, ok := prefixFrom(a.IPNet); ok {
 			if i, ok := uplinkIndexOf(d.cfg.UplinkNet, p, true); ok {
 				snap.UplinksUsed[i] = true
+				if tnuPattern.MatchString(a.Label) {
+					snap.HostUplinks[a.Label] = i
+				}
 			}
 		}
+	}
+	if v.hasReserved() {
+		for r := range d.held {
+			snap.Reserved[r] = true
+		}
+	}
+	if v.all && d.ipt != "" {
+		snap.HostFilter = observeFilter(d.host.ns, d.ipt)
 	}
 	var tenants []string
 	if v.all {
@@ -162,11 +173,16 @@ func (d *Datapath) observeHostRules(v *view, snap *Snapshot) error {
 	if egress && fwd != "1" {
 		snap.HostRules += "-noforward" // matches no wanted digest: made anew, or removed
 	}
-	if v.hasHostElems() && egress {
-		for _, set := range []string{setDeny, setAllow, setPorts} {
-			if err := observeSet(d.host, false, set, snap.HostElems); err != nil {
-				return fmt.Errorf("overlay: host rules: %w", err)
-			}
+	if !egress {
+		return nil
+	}
+	sets := []string{setPubAny, setPubIP} // published ports: few, read whole
+	if v.hasHostElems() {
+		sets = append(sets, setDeny, setAllow, setPorts)
+	}
+	for _, set := range sets {
+		if err := observeSet(d.host, false, set, snap.HostElems); err != nil {
+			return fmt.Errorf("overlay: host rules: %w", err)
 		}
 	}
 	return nil
@@ -200,6 +216,9 @@ func (d *Datapath) observeTenant(tenant string, t *nsNet, v *view, hostLinks map
 		}
 		o.Uplink = u
 		if u != nil && u.Rules == tenantRulesDigest() {
+			if err := observeSet(t, true, setPub, o.Elems); err != nil {
+				return nil, fmt.Errorf("published ports: %w", err)
+			}
 			if whole {
 				if err := observeSet(t, true, setPairs, o.Elems); err != nil {
 					return nil, fmt.Errorf("egress: %w", err)

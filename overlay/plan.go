@@ -11,24 +11,27 @@ import (
 type OpKind int
 
 const (
-	OpNetnsAdd  OpKind = iota // create the tenant's namespace
-	OpHostDel                 // delete a stray link in the host namespace
-	OpNeighDel                // delete a neighbour entry
-	OpFDBDel                  // delete an FDB entry
-	OpGuardDel                // delete a port guard
-	OpLegacyDel               // delete a rule table of an earlier layout
-	OpLinkDel                 // delete a link in the tenant namespace
-	OpLinkAdd                 // create a link (VXLAN: in the host namespace, then moved)
-	OpLinkSet                 // fix a link's MTU, master or state
-	OpGuardSet                // make a port's guard as Guard says
-	OpFDBAdd                  // add (append) an FDB entry
-	OpNeighSet                // add or replace a neighbour entry
-	OpNetnsDel                // delete the tenant's namespace and all in it
-	OpUplinkSet               // make the tenant's uplink, route, forwarding (and with Rebuild, rules) as Uplink says
-	OpUplinkDel               // remove the tenant's uplink and rules; forwarding off
-	OpHostRules               // make (or, if Rules is empty, remove) the host's rule set anew
-	OpElemAdd                 // add an element to a set of the tenant's (or, without Tenant, the host's) rules
-	OpElemDel                 // delete such an element
+	OpNetnsAdd   OpKind = iota // create the tenant's namespace
+	OpHostDel                  // delete a stray link in the host namespace
+	OpNeighDel                 // delete a neighbour entry
+	OpFDBDel                   // delete an FDB entry
+	OpGuardDel                 // delete a port guard
+	OpLegacyDel                // delete a rule table of an earlier layout
+	OpLinkDel                  // delete a link in the tenant namespace
+	OpLinkAdd                  // create a link (VXLAN: in the host namespace, then moved)
+	OpLinkSet                  // fix a link's MTU, master or state
+	OpGuardSet                 // make a port's guard as Guard says
+	OpFDBAdd                   // add (append) an FDB entry
+	OpNeighSet                 // add or replace a neighbour entry
+	OpNetnsDel                 // delete the tenant's namespace and all in it
+	OpUplinkSet                // make the tenant's uplink, route, forwarding (and with Rebuild, rules) as Uplink says
+	OpUplinkDel                // remove the tenant's uplink and rules; forwarding off
+	OpHostRules                // make (or, if Rules is empty, remove) the host's rule set anew
+	OpElemAdd                  // add an element to a set of the tenant's (or, without Tenant, the host's) rules
+	OpElemDel                  // delete such an element
+	OpPortBind                 // reserve a published port: bind a socket to it
+	OpPortFree                 // close a published port's reservation
+	OpHostFilter               // make (or, if Rules is empty, remove) Tenet's accepts in the host's iptables
 )
 
 // Op is one kernel change. It prints like the iproute2 or nft command that
@@ -45,6 +48,10 @@ type Op struct {
 	Guard   Guard   // OpGuardSet, OpGuardDel (Port)
 	Elem    Elem    // OpElemAdd, OpElemDel
 	elems   []Elem  // OpHostRules: every element of the new rule set
+	// OpPortBind, OpPortFree: the socket. Soft: the port's rules exist
+	// already (a restart), so a failure to bind is reported, not fatal.
+	Res  Reservation
+	Soft bool
 }
 
 func (op Op) String() string {
@@ -106,6 +113,18 @@ func (op Op) String() string {
 		return fmt.Sprintf("%s: nft add element %s { %s }", where, op.Elem.Set, op.Elem.Key)
 	case OpElemDel:
 		return fmt.Sprintf("%s: nft delete element %s { %s }", where, op.Elem.Set, op.Elem.Key)
+	case OpPortBind:
+		if op.Soft {
+			return "host: reserve " + op.Res.String() + " (its rules exist)"
+		}
+		return "host: reserve " + op.Res.String()
+	case OpPortFree:
+		return "host: release " + op.Res.String()
+	case OpHostFilter:
+		if op.Rules == "" {
+			return "host: iptables filter del"
+		}
+		return "host: iptables filter " + op.Rules
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -129,6 +148,19 @@ func linkOrder(kind string) int {
 // result of its own ops yields nothing. Pure.
 func Plan(desired, observed Snapshot) []Op {
 	var ops []Op
+	// Ports are reserved before anything else, so that a port another
+	// program holds is refused before any rule leads to it.
+	published := map[L4Port]bool{}
+	for e := range observed.HostElems {
+		if proto, port, ok := elemPort(e); ok {
+			published[L4Port{proto, port}] = true
+		}
+	}
+	for _, r := range sortedEntries(desired.Reserved, compareReservation) {
+		if !observed.Reserved[r] {
+			ops = append(ops, Op{Kind: OpPortBind, Res: r, Soft: published[L4Port{r.Proto, r.Port}]})
+		}
+	}
 	for _, t := range sortedKeys(desired.Tenants) {
 		if observed.Tenants[t] == nil {
 			ops = append(ops, Op{Kind: OpNetnsAdd, Tenant: t})
@@ -166,12 +198,27 @@ func Plan(desired, observed Snapshot) []Op {
 		}
 	}
 	if desired.HostRules != observed.HostRules {
-		// Made anew with every element, or removed with them.
+		// Made anew with every element, or removed with them; the
+		// iptables accepts come and go with them.
 		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules, elems: desired.hostAll})
-	} else if desired.HostRules != "" {
-		ops = append(ops, planElems("", desired.HostElems, observed.HostElems)...)
+	} else {
+		if desired.HostRules != "" {
+			ops = append(ops, planElems("", desired.HostElems, observed.HostElems)...)
+		}
+		if desired.HostFilter != observed.HostFilter {
+			ops = append(ops, Op{Kind: OpHostFilter, Rules: desired.HostFilter})
+		}
+	}
+	for _, r := range sortedEntries(observed.Reserved, compareReservation) {
+		if !desired.Reserved[r] {
+			ops = append(ops, Op{Kind: OpPortFree, Res: r})
+		}
 	}
 	return ops
+}
+
+func compareReservation(a, b Reservation) int {
+	return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), a.IP.Compare(b.IP))
 }
 
 // planElems adds the elements of want that have lacks and deletes those

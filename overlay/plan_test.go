@@ -255,10 +255,12 @@ func withLink(s Snapshot, tenant string, edit func(*Link)) Snapshot {
 // clone deep-copies a snapshot.
 func clone(s Snapshot) Snapshot {
 	out := newSnapshot()
-	out.HostRules, out.hostAll = s.HostRules, s.hostAll
+	out.HostRules, out.hostAll, out.HostFilter = s.HostRules, s.hostAll, s.HostFilter
 	maps.Copy(out.HostLinks, s.HostLinks)
 	maps.Copy(out.HostElems, s.HostElems)
 	maps.Copy(out.UplinksUsed, s.UplinksUsed)
+	maps.Copy(out.Reserved, s.Reserved)
+	maps.Copy(out.HostUplinks, s.HostUplinks)
 	for tn, o := range s.Tenants {
 		c := newTenantObjects()
 		maps.Copy(c.Links, o.Links)
@@ -275,6 +277,10 @@ func clone(s Snapshot) Snapshot {
 	}
 	return out
 }
+
+// filterHost says simulate's host has iptables (as the desired host
+// does in the tests that set Host.Filter).
+var filterHost bool
 
 // simulate applies ops to a copy of s the way the kernel would, failing on
 // an op the kernel would refuse (a link added twice, an entry on a missing
@@ -297,8 +303,25 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 		case OpHostDel:
 			delete(out.HostLinks, op.Link.Name)
 			continue
+		case OpPortBind:
+			if out.Reserved[op.Res] {
+				t.Fatalf("%v: reserved already", op)
+			}
+			out.Reserved[op.Res] = true
+			continue
+		case OpPortFree:
+			delete(out.Reserved, op.Res)
+			continue
+		case OpHostFilter:
+			out.HostFilter = op.Rules
+			continue
 		case OpHostRules:
 			out.HostRules = op.Rules
+			if op.Rules == "" {
+				out.HostFilter = ""
+			} else if out.HostFilter == "" && filterHost {
+				out.HostFilter = filterDigest()
+			}
 			out.HostElems = map[Elem]bool{}
 			for _, e := range op.elems {
 				out.HostElems[e] = true
@@ -404,11 +427,13 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 				}
 			}
 			out.UplinksUsed[u.Index] = true
+			out.HostUplinks[u.HostLink] = u.Index
 			out.HostLinks[u.HostLink] = Link{Name: u.HostLink, Kind: "veth", MTU: UplinkMTU, Up: true}
 		case OpUplinkDel:
 			if o.Uplink != nil {
 				delete(out.HostLinks, o.Uplink.HostLink)
 				delete(out.UplinksUsed, o.Uplink.Index)
+				delete(out.HostUplinks, o.Uplink.HostLink)
 			}
 			o.Uplink = nil
 			o.Elems = map[Elem]bool{}

@@ -14,8 +14,11 @@ import (
 // them).
 func TestElementsReadBackAsWritten(t *testing.T) {
 	in := map[string][]Elem{
-		setPairs: {{setPairs, "br4097 . br4097"}, {setPairs, "br16777215 . up0"}},
-		setPorts: {{setPorts, "tcp . 7946"}, {setPorts, "udp . 4789"}, {setPorts, "udp . 65535"}},
+		setPairs:  {{setPairs, "br4097 . br4097"}, {setPairs, "br16777215 . up0"}},
+		setPorts:  {{setPorts, "tcp . 7946"}, {setPorts, "udp . 4789"}, {setPorts, "udp . 65535"}},
+		setPub:    {{setPub, "tcp . 8080 : 10.1.0.5 . 80"}, {setPub, "udp . 65535 : 255.255.255.254 . 1"}},
+		setPubAny: {{setPubAny, "tcp . 1 : 169.254.0.6"}},
+		setPubIP:  {{setPubIP, "udp . 127.0.0.1 . 5353 : 169.254.255.250"}},
 		setDeny: {{setDeny, "0.0.0.0-0.0.0.0"}, {setDeny, "10.0.0.0-10.0.0.255"}, {setDeny, "198.51.100.11-198.51.100.11"},
 			{setDeny, "255.255.255.0-255.255.255.255"}},
 	}
@@ -36,7 +39,8 @@ func TestElementsReadBackAsWritten(t *testing.T) {
 		}
 	}
 	for _, bad := range []Elem{{setPairs, "br1"}, {setPairs, "a-very-long-interface . up0"}, {setPorts, "sctp . 1"},
-		{setPorts, "tcp . 70000"}, {setDeny, "10.0.0.1"}, {"nosuch", "x"}} {
+		{setPorts, "tcp . 70000"}, {setDeny, "10.0.0.1"}, {"nosuch", "x"}, {setPub, "tcp . 8080"}, {setPub, "tcp . 0 : 10.1.0.5 . 80"},
+		{setPubAny, "tcp . 80 : ::1"}, {setPubIP, "tcp . 80 : 169.254.0.6"}, {setPub, "icmp . 1 : 10.1.0.5 . 1"}} {
 		if _, err := elemKeys(bad); err == nil {
 			t.Errorf("elemKeys(%v) accepted", bad)
 		}

@@ -26,7 +26,10 @@ type Scope struct {
 	// namespace goes too. A VNI that moves to another tenant needs the old
 	// tenant named in Tenants.
 	Networks []uint32
-	// Endpoints, by ID: a local endpoint's veth pair and its port guard.
+	// Endpoints, by ID: a local endpoint's veth pair and its port guard,
+	// and its published ports: its tenant's egress with the tenant's port
+	// map, and the host's port maps and reservations (ports are few;
+	// those are read whole).
 	Endpoints []string
 	// Remotes: the forwarding entry of a remote endpoint's MAC and the
 	// neighbour entries of its addresses. Removing one reads the

@@ -33,7 +33,7 @@ func randomState(rng *rand.Rand) State {
 		{Tenant: "globex", Name: "web", VNI: 5000, Gateway: gw("10.1.0.1/24")},
 		{Tenant: "initech", Name: "x", VNI: 6000},
 	}
-	have := map[uint32]bool{}
+	have, egress := map[uint32]bool{}, map[uint32]bool{}
 	for _, n := range pool {
 		if rng.IntN(4) == 0 {
 			continue
@@ -41,7 +41,15 @@ func randomState(rng *rand.Rand) State {
 		n.Peers = pick(vtep1, vtep2)
 		n.Egress = n.Gateway.IsValid() && rng.IntN(2) == 0
 		s.Networks = append(s.Networks, n)
-		have[n.VNI] = true
+		have[n.VNI], egress[n.VNI] = true, n.Egress
+	}
+	// Published ports, on networks with egress: a and g have the same
+	// address in two tenants.
+	ports := map[string][][]Port{
+		"a": {{{Proto: TCP, HostPort: 8080, Port: 80}, {Proto: UDP, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 5353, Port: 53}},
+			{{Proto: TCP, HostPort: 8080, Port: 8080}}},
+		"c": {{{Proto: TCP, HostIP: vtep0, HostPort: 8082, Port: 80}, {Proto: TCP, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 8082, Port: 80}}},
+		"g": {{{Proto: TCP, HostPort: 8081, Port: 80}}, {{Proto: TCP, HostIP: vtep0, HostPort: 9000, Port: 80}}},
 	}
 	for _, e := range []Endpoint{
 		{ID: "a", VNI: 4097, IPs: ips("10.1.0.5")},
@@ -51,6 +59,9 @@ func randomState(rng *rand.Rand) State {
 		{ID: "i", VNI: 6000},
 	} {
 		if have[e.VNI] && rng.IntN(3) > 0 {
+			if choices := ports[e.ID]; egress[e.VNI] && len(choices) > 0 && rng.IntN(3) > 0 {
+				e.Ports = choices[rng.IntN(len(choices))]
+			}
 			s.Endpoints = append(s.Endpoints, e)
 		}
 	}
@@ -244,9 +255,13 @@ func opInView(op Op, v *view, tags map[string]bool) bool {
 		return v.hasLegacy(t)
 	case OpElemAdd, OpElemDel:
 		if t == "" {
-			return v.hasHostElems()
+			return v.hasHostElem(op.Elem)
 		}
 		return v.hasElem(t, op.Elem)
+	case OpPortBind, OpPortFree:
+		return v.hasReserved()
+	case OpHostFilter:
+		return v.all
 	case OpUplinkSet, OpUplinkDel:
 		return v.hasUplink(t)
 	case OpHostRules:
@@ -354,6 +369,8 @@ func TestScopedReconcileOfAnEndpointIgnoresRemotes(t *testing.T) {
 	v := newView(s, nets, sc, nil, nil)
 	observed := newSnapshot()
 	observed.Tenants["acme"] = newTenantObjects()
+	// The host's rules (no egress: only VXLAN's notrack) exist already.
+	observed.HostRules = hostRulesDigest(host0.UplinkNet, host0.Port, false)
 	desired, _ := desire(s, nets, host0, v, observed)
 	got := planStrings(Plan(desired, observed))
 	want := []string{

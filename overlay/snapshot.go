@@ -23,8 +23,20 @@ type Snapshot struct {
 	// names) with forwarding on, or "" when no tenant has egress.
 	HostRules string
 	// HostElems are the elements of the host rule set's sets: the
-	// infrastructure's denied and allowed ranges, the denied ports.
+	// infrastructure's denied and allowed ranges, the denied ports, and
+	// the published ports (leading to tenants' uplinks).
 	HostElems map[Elem]bool
+	// HostFilter names Tenet's accepts in the host's iptables filter
+	// table (a digest of their rules), or "": read and written only by a
+	// full reconcile, and with the host's rule set.
+	HostFilter string
+	// Reserved are the sockets that hold published ports on the host.
+	// They live in the process (Observe reports the ones this Datapath
+	// holds): a restarted tenetd takes them again.
+	Reserved map[Reservation]bool
+	// HostUplinks maps the host end of each uplink to its index, as its
+	// address says (observed only).
+	HostUplinks map[string]int
 	// UplinksUsed are the uplink indices whose host end has its address
 	// (observed only; new uplinks get a free index).
 	UplinksUsed map[int]bool
@@ -143,7 +155,7 @@ const floodMAC = "00:00:00:00:00:00"
 
 func newSnapshot() Snapshot {
 	return Snapshot{Tenants: map[string]*TenantObjects{}, HostLinks: map[string]Link{}, HostElems: map[Elem]bool{},
-		UplinksUsed: map[int]bool{}}
+		UplinksUsed: map[int]bool{}, Reserved: map[Reservation]bool{}, HostUplinks: map[string]int{}}
 }
 
 func newTenantObjects() *TenantObjects {
@@ -227,6 +239,12 @@ func (s Snapshot) String() string {
 	}
 	for e := range s.HostElems {
 		lines = append(lines, "host: element "+e.Set+" { "+e.Key+" }")
+	}
+	if s.HostFilter != "" {
+		lines = append(lines, "host: iptables filter "+s.HostFilter)
+	}
+	for r := range s.Reserved {
+		lines = append(lines, "host: reserve "+r.String())
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")

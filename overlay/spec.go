@@ -91,6 +91,52 @@ type Endpoint struct {
 	// address (else the first address, else the ID), so it is stable.
 	MAC net.HardwareAddr
 	IPs []netip.Addr
+	// Ports are the endpoint's published ports: traffic to a host port
+	// goes to the endpoint's IPv4 address. Only on a network with
+	// egress: the published port's path in is its uplink.
+	Ports []Port
+}
+
+// Port is a published port: HostPort (of Proto) on the host's address
+// HostIP, or on every address of the host if HostIP is unset or 0.0.0.0,
+// reaches Port on the endpoint. A host port of one protocol belongs to
+// at most one endpoint and container port on a host.
+type Port struct {
+	Proto    Proto
+	HostIP   netip.Addr
+	HostPort uint16
+	Port     uint16
+}
+
+// anyHost reports whether p is published on every address of the host.
+func (p Port) anyHost() bool { return !p.HostIP.IsValid() || p.HostIP.IsUnspecified() }
+
+// Reservation is the host socket that holds p's host port against other
+// software: HostIP is 0.0.0.0 for every address.
+func (p Port) Reservation() Reservation {
+	ip := p.HostIP
+	if p.anyHost() {
+		ip = netip.IPv4Unspecified()
+	}
+	return Reservation{Proto: p.Proto, IP: ip, Port: p.HostPort}
+}
+
+func (p Port) String() string {
+	return fmt.Sprintf("%s %s -> %d", p.Proto, netip.AddrPortFrom(p.Reservation().IP, p.HostPort), p.Port)
+}
+
+// Reservation is a socket bound (never listening, never read) to a host
+// address and port, so that no other program (a host service, Docker's
+// own port publishing) can take a published port, and so that a port
+// already taken is refused.
+type Reservation struct {
+	Proto Proto
+	IP    netip.Addr // 0.0.0.0: every address
+	Port  uint16
+}
+
+func (r Reservation) String() string {
+	return fmt.Sprintf("%s %s", r.Proto, netip.AddrPortFrom(r.IP, r.Port))
 }
 
 // Remote is an endpoint on another host.

@@ -89,6 +89,42 @@ func (s State) Validate() error {
 			return err
 		}
 	}
+	return checkPortClaims(s.Endpoints)
+}
+
+// checkPortClaims checks that each host port of a protocol belongs to one
+// endpoint and container port, published either on every address of the
+// host or on distinct ones (their reservations would collide otherwise).
+func checkPortClaims(eps []Endpoint) error {
+	type owner struct {
+		e    *Endpoint
+		p    Port
+		addr map[netip.Addr]bool
+	}
+	type key struct {
+		proto Proto
+		port  uint16
+	}
+	owners := map[key]*owner{}
+	for i := range eps {
+		e := &eps[i]
+		for _, p := range e.Ports {
+			k := key{p.Proto, p.HostPort}
+			o := owners[k]
+			if o == nil {
+				owners[k] = &owner{e: e, p: p, addr: map[netip.Addr]bool{p.Reservation().IP: true}}
+				continue
+			}
+			if o.e.ID != e.ID || o.p.Port != p.Port {
+				return invalid("%s: port %s: host port %d/%s already published by %s (%s)", e.who(), p, p.HostPort, p.Proto, o.e.who(), o.p)
+			}
+			ip := p.Reservation().IP
+			if o.addr[ip] || o.addr[netip.IPv4Unspecified()] || ip.IsUnspecified() {
+				return invalid("%s: port %s: host port %d/%s published twice on one address", e.who(), p, p.HostPort, p.Proto)
+			}
+			o.addr[ip] = true
+		}
+	}
 	return nil
 }
 
@@ -120,6 +156,10 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 		want[id] = true
 	}
 	if len(want) > 0 {
+		// Published ports are few; their claims are checked host-wide.
+		if err := checkPortClaims(s.Endpoints); err != nil {
+			return nil, err
+		}
 		tags := map[string]string{}
 		for _, id := range sc.Endpoints {
 			tags[endpointTag(id)] = id
@@ -276,7 +316,33 @@ func (e *Endpoint) validate(nets map[uint32]*Network) error {
 			return err
 		}
 	}
-	return checkNotBridge(who, e.VNI, e.macOrDerived())
+	if err := checkNotBridge(who, e.VNI, e.macOrDerived()); err != nil {
+		return err
+	}
+	if len(e.Ports) == 0 {
+		return nil
+	}
+	if !nets[e.VNI].Egress {
+		return invalid("%s: published ports: its network %s/%s has no egress (an --internal network publishes nothing)", who, nets[e.VNI].Tenant, nets[e.VNI].Name)
+	}
+	if !e.ipv4().IsValid() {
+		return invalid("%s: published ports: it has no IPv4 address", who)
+	}
+	if len(e.Ports) > MaxPorts {
+		return invalid("%s: %d published ports: at most %d", who, len(e.Ports), MaxPorts)
+	}
+	for _, p := range e.Ports {
+		if p.Proto != TCP && p.Proto != UDP {
+			return invalid("%s: port %d: protocol %d: must be tcp (6) or udp (17)", who, p.Port, uint8(p.Proto))
+		}
+		if p.HostPort == 0 || p.Port == 0 {
+			return invalid("%s: port %s: ports must be 1-65535", who, p)
+		}
+		if p.HostIP.IsValid() && (!p.HostIP.Is4() || p.HostIP.IsMulticast() || p.HostIP == netip.AddrFrom4([4]byte{255, 255, 255, 255})) {
+			return invalid("%s: port %s: host address %s: must be a unicast IPv4 address or 0.0.0.0", who, p, p.HostIP)
+		}
+	}
+	return nil
 }
 
 // checkNotBridge refuses the MAC of the network's bridge (bridgeMAC).
@@ -286,6 +352,19 @@ func checkNotBridge(who string, vni uint32, mac net.HardwareAddr) error {
 		return invalid("%s: mac %s: is the bridge's of vni %d", who, mac, vni)
 	}
 	return nil
+}
+
+// MaxPorts bounds the published ports of one endpoint.
+const MaxPorts = 4096
+
+// ipv4 is the endpoint's first IPv4 address, if any.
+func (e *Endpoint) ipv4() netip.Addr {
+	for _, ip := range e.IPs {
+		if ip.Is4() {
+			return ip
+		}
+	}
+	return netip.Addr{}
 }
 
 func (r *Remote) who() string { return fmt.Sprintf("remote endpoint %s at %v", r.MAC, r.VTEP) }

@@ -119,6 +119,10 @@ func newView(s State, nets map[uint32]*Network, sc Scope, locatedNets map[uint32
 			v.ns[t] = true
 			add(v.links, t, BridgeVeth(id))
 			add(v.guards, t, BridgeVeth(id))
+			// Its published ports are elements of its tenant's port map
+			// (read whole with the tenant's egress) and of the host's.
+			v.uplink[t] = true
+			v.hostLinks[hostUplinkName(t)] = true
 		}
 	}
 	if len(sc.Remotes) > 0 {
@@ -187,11 +191,27 @@ func (v *view) hasHostRules() bool { return v.all || v.hostRules }
 
 func (v *view) hasHostElems() bool { return v.all || v.infra }
 
+// hasHostElem reports whether an element of the host's rules is in view:
+// the infrastructure's with Infra, the published ports' (few, read whole)
+// with the host's rules.
+func (v *view) hasHostElem(e Elem) bool {
+	if e.Set == setPubAny || e.Set == setPubIP {
+		return v.hasHostRules()
+	}
+	return v.hasHostElems()
+}
+
+// hasReserved reports whether the host's port reservations are in view.
+func (v *view) hasReserved() bool { return v.hasHostRules() }
+
 func (v *view) hasLink(t, name string) bool { return v.all || v.whole[t] || v.links[t][name] }
 
 func (v *view) hasGuard(t, port string) bool { return v.all || v.whole[t] || v.guards[t][port] }
 
-func (v *view) hasElem(t string, e Elem) bool { return v.all || v.whole[t] || v.elems[t][e] }
+// hasElem: a tenant's port map is in view whole with its egress.
+func (v *view) hasElem(t string, e Elem) bool {
+	return v.all || v.whole[t] || v.elems[t][e] || e.Set == setPub && v.uplink[t]
+}
 
 func (v *view) hasLegacy(t string) bool { return v.all || v.whole[t] }
 
@@ -299,9 +319,18 @@ func restrict(full Snapshot, v *view) Snapshot {
 		out.HostRules = full.HostRules
 		out.hostAll = full.hostAll
 	}
-	if v.hasHostElems() {
-		out.HostElems = full.HostElems
+	if v.all {
+		out.HostFilter = full.HostFilter
+	}
+	for e := range full.HostElems {
+		if v.hasHostElem(e) {
+			out.HostElems[e] = true
+		}
+	}
+	if v.hasReserved() {
+		out.Reserved = full.Reserved
 	}
 	out.UplinksUsed = full.UplinksUsed
+	out.HostUplinks = full.HostUplinks
 	return out
 }

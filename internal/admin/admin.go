@@ -383,6 +383,9 @@ func (s *Server) endpoints(f filter) []adminapi.Endpoint {
 		if len(e.Names) > 0 {
 			a.Name, a.Aliases = e.Names[0], e.Names[1:]
 		}
+		for _, p := range e.Ports {
+			a.Ports = append(a.Ports, fmt.Sprintf("%s:%d->%d/%s", p.Reservation().IP, p.HostPort, p.Port, p.Proto))
+		}
 		if f.keep(a) {
 			out = append(out, a)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/core/coretest"
 	"github.com/tenet-net/tenet/internal/registry"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 type fakeLocal struct {
@@ -188,7 +190,8 @@ func TestEndpointsOfDownHostsShowUntilTheirGraceEnds(t *testing.T) {
 	s, cl, _, _ := newServer(t)
 	web := core.Network{NetworkSpec: core.NetworkSpec{Tenant: "acme", Name: "web", VNI: 5, Subnet: netip.MustParsePrefix("10.1.0.0/24")}}
 	s.Core = fakeLocal{nets: []core.Network{web}, eps: []core.Endpoint{{EndpointSpec: core.EndpointSpec{ID: "e0", Network: "acme/web",
-		IP: netip.MustParsePrefix("10.1.0.2/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}, Netns: "/var/run/docker/netns/x"}}}
+		IP: netip.MustParsePrefix("10.1.0.2/24"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}, Netns: "/var/run/docker/netns/x",
+		Ports: []core.PortBinding{{Proto: overlay.TCP, HostPort: 8080, Port: 80}, {Proto: overlay.UDP, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 53, Port: 53}}}}}
 	for i, host := range []string{"h1", "h2"} {
 		cl.AddRemote(core.Remote{ID: "r" + host, Network: "acme/web", Host: host, VTEP: netip.AddrFrom4([4]byte{198, 51, 100, byte(11 + i)}),
 			IP: netip.AddrFrom4([4]byte{10, 1, 0, byte(64 + i)}), MAC: net.HardwareAddr{2, 0, 0, 0, 0, byte(64 + i)}})
@@ -206,6 +209,12 @@ func TestEndpointsOfDownHostsShowUntilTheirGraceEnds(t *testing.T) {
 	}
 	if got["e0"] != "up" || got["rh1"] != "host-down" || len(got) != 2 {
 		t.Errorf("endpoints: %v", got)
+	}
+	// Published ports as docker ps would show them (Docker shows none).
+	for _, e := range eps {
+		if want := map[string]string{"e0": "[0.0.0.0:8080->80/tcp 127.0.0.1:53->53/udp]", "rh1": "[]"}[e.ID]; fmt.Sprint(e.Ports) != want {
+			t.Errorf("endpoint %s: ports %v, want %s", e.ID, e.Ports, want)
+		}
 	}
 }
 

@@ -153,6 +153,10 @@ type Endpoint struct {
 	// endpoint to its container; "host-down" while a down host's endpoint
 	// stays programmed in the grace period.
 	State string `json:"state"`
+	// Ports are its published ports as docker ps shows them
+	// ("0.0.0.0:8080->80/tcp"); this host's endpoints only. Docker
+	// cannot show a remote driver's ports.
+	Ports []string `json:"ports,omitempty"`
 }
 
 // Diagnosis is what tenetctl diagnose reports of one host.

@@ -46,14 +46,17 @@ type Config struct {
 	Infra overlay.Infra
 	// Observer receives measurements (metrics); nil: none.
 	Observer Observer
-	Logger   *slog.Logger
+	// DynamicPorts are the host ports a published port asked for without
+	// one (docker run -p 80, -P) is given from, lowest free first.
+	DynamicPorts PortRange
+	Logger       *slog.Logger
 }
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.
 func DefaultConfig() Config {
 	return Config{HiddenGrace: 2 * time.Minute, SyncWait: 15 * time.Second, RepairInterval: 5 * time.Minute,
 		RetryInterval: 10 * time.Second, GCInterval: 30 * time.Second, UnjoinedGrace: 10 * time.Minute,
-		Logger: slog.New(slog.DiscardHandler)}
+		DynamicPorts: PortRange{First: 49153, Last: 60999}, Logger: slog.New(slog.DiscardHandler)}
 }
 
 // Validate names the first field that is wrong.
@@ -77,6 +80,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("core: GCInterval %v: must be positive", c.GCInterval)
 	case c.UnjoinedGrace <= 0:
 		return fmt.Errorf("core: UnjoinedGrace %v: must be positive", c.UnjoinedGrace)
+	case c.DynamicPorts.First == 0 || c.DynamicPorts.Last < c.DynamicPorts.First:
+		return fmt.Errorf("core: DynamicPorts %d-%d: must be a range within 1-65535", c.DynamicPorts.First, c.DynamicPorts.Last)
 	case c.Logger == nil:
 		return errors.New("core: Logger: must be set")
 	}

@@ -96,7 +96,11 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		if !ok {
 			continue
 		}
-		s.Endpoints = append(s.Endpoints, overlay.Endpoint{ID: e.ID, VNI: n.VNI, MAC: e.MAC, IPs: []netip.Addr{e.IP.Addr()}})
+		oe := overlay.Endpoint{ID: e.ID, VNI: n.VNI, MAC: e.MAC, IPs: []netip.Addr{e.IP.Addr()}}
+		if n.Egress() {
+			oe.Ports = e.Ports
+		}
+		s.Endpoints = append(s.Endpoints, oe)
 		who := "endpoint " + short(e.ID) + " on this host"
 		taken[fmt.Sprint(n.VNI, "/", e.IP.Addr())] = who
 		taken[fmt.Sprint(n.VNI, "/", e.MAC)] = who

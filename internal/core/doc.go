@@ -6,8 +6,9 @@
 // rules), feeds the datapath, persists this host's own state, and publishes
 // it through gossip.
 //
-// What it owns: this host's networks and endpoints (state.json in
-// Config.StateDir, written atomically), and the single goroutine that
+// What it owns: this host's networks and endpoints with their published
+// ports (state.json in Config.StateDir, written atomically), the choice
+// of host ports for ports published without one, and the single goroutine that
 // writes the datapath. What it never does: speak Docker's protocol, keep a
 // copy of other hosts' state (it reads the remote view from gossip each
 // time it plans), touch the kernel itself (package overlay does), or hold a

@@ -76,7 +76,9 @@ type Endpoint struct {
 	// but it appears only when the container's process starts, so only
 	// one that was there and is gone means the container is gone.
 	NetnsSeen bool
-	Created   time.Time
+	// Ports are the endpoint's published ports (PublishPorts).
+	Ports   []PortBinding
+	Created time.Time
 }
 
 // normalize fills the defaults of s and checks it on its own: names, VNI,

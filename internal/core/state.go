@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenet-net/tenet/internal/atomicfile"
 	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // stateVersion is the format of state.json. Version 1 (tenetd before the
@@ -49,7 +50,39 @@ type savedEndpoint struct {
 	Netns   string           `json:"netns,omitempty"`
 	Seen    bool             `json:"netns_seen,omitempty"`
 	Sandbox string           `json:"sandbox,omitempty"` // version 1's Netns
+	Ports   []savedPort      `json:"ports,omitempty"`
 	Created time.Time        `json:"created,omitzero"`
+}
+
+type savedPort struct {
+	Proto    string     `json:"proto"` // "tcp", "udp"
+	HostIP   netip.Addr `json:"host_ip,omitzero"`
+	HostPort uint16     `json:"host_port"`
+	Port     uint16     `json:"port"`
+}
+
+func savePorts(ps []PortBinding) []savedPort {
+	var out []savedPort
+	for _, p := range ps {
+		out = append(out, savedPort{Proto: p.Proto.String(), HostIP: p.HostIP, HostPort: p.HostPort, Port: p.Port})
+	}
+	return out
+}
+
+// loadPorts reads saved ports back; ok is false if one breaks the rules.
+func loadPorts(ps []savedPort) (out []PortBinding, ok bool) {
+	for _, p := range ps {
+		proto := map[string]overlay.Proto{"tcp": overlay.TCP, "udp": overlay.UDP}[p.Proto]
+		r := PortRequest{Proto: proto, HostIP: p.HostIP, HostPort: p.HostPort, Port: p.Port}
+		if proto == 0 || p.HostPort == 0 || r.check() != nil {
+			return nil, false
+		}
+		if r.anyHost() {
+			r.HostIP = netip.Addr{}
+		}
+		out = append(out, PortBinding{Proto: proto, HostIP: r.HostIP, HostPort: p.HostPort, Port: p.Port})
+	}
+	return out, true
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
@@ -101,9 +134,53 @@ func loadState(dir string, warn func(msg string, args ...any)) (map[string]*Netw
 		// Version 1 did not record whether the namespace was seen; an
 		// endpoint it knew had joined long ago.
 		seen := e.Seen || s.Version < 2
-		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC, Names: e.Names}, Netns: netns, NetnsSeen: seen, Created: e.Created}
+		ports, ok := loadPorts(e.Ports)
+		if !ok {
+			warn("dropping the published ports of a saved endpoint: one breaks the rules", "endpoint", e.ID)
+		}
+		eps[e.ID] = &Endpoint{EndpointSpec: EndpointSpec{ID: e.ID, Network: key, IP: e.IP, MAC: e.MAC, Names: e.Names}, Netns: netns, NetnsSeen: seen,
+			Ports: ports, Created: e.Created}
 	}
+	dropClashingPorts(eps, warn)
 	return nets, eps, nil
+}
+
+// dropClashingPorts drops the published ports of a saved endpoint (in ID
+// order) that publishes a host port an earlier one has, or one host port
+// in ways that clash, so that an edited state file cannot make every
+// reconcile fail.
+func dropClashingPorts(eps map[string]*Endpoint, warn func(msg string, args ...any)) {
+	ids := make([]string, 0, len(eps))
+	for id := range eps {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	owner := map[l4]string{}
+	for _, id := range ids {
+		e := eps[id]
+		mine := map[l4][]PortBinding{}
+		ok := true
+		for _, p := range e.Ports {
+			k := l4{p.Proto, p.HostPort}
+			if _, taken := owner[k]; taken {
+				ok = false
+			}
+			for _, m := range mine[k] {
+				if m.Port != p.Port || m.Reservation().IP.IsUnspecified() || p.Reservation().IP.IsUnspecified() || m.HostIP == p.HostIP {
+					ok = false
+				}
+			}
+			mine[k] = append(mine[k], p)
+		}
+		if !ok {
+			warn("dropping the published ports of a saved endpoint: they clash", "endpoint", id)
+			e.Ports = nil
+			continue
+		}
+		for k := range mine {
+			owner[k] = id
+		}
+	}
 }
 
 func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
@@ -113,7 +190,8 @@ func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 			Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created})
 	}
 	for _, e := range eps {
-		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Names: e.Names, Netns: e.Netns, Seen: e.NetnsSeen, Created: e.Created})
+		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Names: e.Names, Netns: e.Netns, Seen: e.NetnsSeen,
+			Ports: savePorts(e.Ports), Created: e.Created})
 	}
 	slices.SortFunc(s.Networks, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
 	slices.SortFunc(s.Endpoints, func(a, b savedEndpoint) int { return cmp.Compare(a.ID, b.ID) })

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -169,6 +170,43 @@ func TestStateRoundTripsAndRefusesANewerFormat(t *testing.T) {
 	gotNets, gotEps, err = loadState(dir, func(msg string, _ ...any) { warned = append(warned, msg) })
 	if err != nil || len(gotNets) != 0 || len(gotEps) != 0 || len(warned) != 2 {
 		t.Errorf("invalid saved entries: %v %v %v %v", gotNets, gotEps, err, warned)
+	}
+}
+
+// TestSavedPortsRoundTripAndClashingOnesAreDropped: published ports are
+// saved; ports that break the rules or clash with an earlier endpoint's
+// are dropped with a warning (the endpoint stays), so that an edited file
+// cannot fail every reconcile.
+func TestSavedPortsRoundTripAndClashingOnesAreDropped(t *testing.T) {
+	dir := t.TempDir()
+	web := PortBinding{Proto: overlay.TCP, HostPort: 8080, Port: 80}
+	dns := PortBinding{Proto: overlay.UDP, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 5353, Port: 53}
+	mk := func(n byte, ports ...PortBinding) Endpoint {
+		return Endpoint{EndpointSpec: EndpointSpec{ID: fmt.Sprintf("e%d", n), Network: "acme/web", IP: netip.PrefixFrom(ip(n), 24), MAC: mac(n)},
+			Ports: ports}
+	}
+	eps := []Endpoint{mk(1, web, dns), mk(2, web), mk(3, PortBinding{Proto: overlay.TCP, HostPort: 9, Port: 9}, PortBinding{Proto: overlay.TCP,
+		HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 9, Port: 9}), mk(4, PortBinding{Proto: overlay.UDP, HostPort: 8080, Port: 80})}
+	b, err := encodeState([]Network{webNet()}, eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(statePath(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var warned []string
+	_, got, err := loadState(dir, func(msg string, args ...any) { warned = append(warned, fmt.Sprint(msg, args)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"e1": "[tcp 0.0.0.0:8080 -> 80 udp 127.0.0.1:5353 -> 53]", "e2": "[]", "e3": "[]",
+		"e4": "[udp 0.0.0.0:8080 -> 80]"} {
+		if e := got[id]; e == nil || fmt.Sprint(e.Ports) != want {
+			t.Errorf("%s: %+v, want ports %s", id, e, want)
+		}
+	}
+	if len(warned) != 2 || !strings.Contains(warned[0], "e2") || !strings.Contains(warned[1], "e3") {
+		t.Errorf("warnings: %q", warned)
 	}
 }
 

@@ -38,6 +38,18 @@ type Datapath struct {
 	findings    []overlay.Finding
 	diagnosed   []overlay.State
 	broken      error
+	inUse       map[overlay.Reservation]bool
+}
+
+// SetInUse makes Apply refuse, as the kernel would, to publish these
+// ports on an endpoint of its scope: another program holds them.
+func (d *Datapath) SetInUse(rs ...overlay.Reservation) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inUse = map[overlay.Reservation]bool{}
+	for _, r := range rs {
+		d.inUse[r] = true
+	}
 }
 
 var _ core.Datapath = (*Datapath)(nil)
@@ -92,6 +104,16 @@ func (d *Datapath) Apply(ctx context.Context, s overlay.State, scope core.Scope)
 	if err := d.fail; err != nil && (d.when == nil || d.when(scope)) {
 		d.fail, d.when = nil, nil
 		return err
+	}
+	for _, e := range s.Endpoints {
+		if !scope.All && !slices.Contains(scope.Endpoints, e.ID) {
+			continue
+		}
+		for _, p := range e.Ports {
+			if r := p.Reservation(); d.inUse[r] {
+				return &overlay.PortInUseError{Res: r}
+			}
+		}
 	}
 	d.calls = append(d.calls, Call{s, scope})
 	return nil
