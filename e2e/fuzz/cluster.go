@@ -95,7 +95,8 @@ func (c *cluster) shell(ctx context.Context, host, script string) (string, error
 }
 
 // observe reads every live engine and the tenetctl listings of ctlHosts,
-// all hosts at once. A host that cannot be read is a violation.
+// one command per host, all hosts at once. A host that cannot be read is a
+// violation.
 func (c *cluster) observe(ctx context.Context, live, ctlHosts []string) (*Obs, []Violation) {
 	obs := &Obs{Engines: map[string]*EngineObs{}, Ctl: map[string]*CtlObs{}}
 	var mu sync.Mutex
@@ -104,30 +105,36 @@ func (c *cluster) observe(ctx context.Context, live, ctlHosts []string) (*Obs, [
 	for _, h := range live {
 		wg.Go(func() {
 			_, i, _ := c.host(h)
-			out, err := c.shell(ctx, h, engineScript(strings.Join(c.tb.Engines[i].Argv(), " ")))
+			script := "echo @@@engine\n" + engineScript(strings.Join(c.tb.Engines[i].Argv(), " "))
+			ctl := slices.Contains(ctlHosts, h)
+			if ctl {
+				script += "echo @@@ctl\n" + ctlScript(c.tenetctl())
+			}
+			out, err := c.shell(ctx, h, script)
+			eOut, cOut, _ := strings.Cut(out, "@@@ctl\n")
+			eOut = strings.TrimPrefix(eOut, "@@@engine\n")
 			var e *EngineObs
-			if err == nil {
-				e, err = parseEngine(out)
+			var perr error
+			if err == nil || !strings.Contains(eOut, "@@error") {
+				e, perr = parseEngine(eOut)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case perr != nil:
+				vs = append(vs, Violation{"engine", "engine " + h + " answers docker ps and docker network ls", oneLine(perr.Error())})
+			case e == nil:
 				vs = append(vs, Violation{"engine", "engine " + h + " answers docker ps and docker network ls", oneLine(err.Error())})
-				return
+			default:
+				obs.Engines[h] = e
 			}
-			obs.Engines[h] = e
-		})
-	}
-	for _, h := range ctlHosts {
-		wg.Go(func() {
-			out, err := c.shell(ctx, h, ctlScript(c.tenetctl()))
-			co := parseCtl(out)
-			if err != nil && co.Err == "" {
-				co.Err = oneLine(err.Error())
+			if ctl {
+				co := parseCtl(cOut)
+				if err != nil && co.Err == "" && cOut == "" {
+					co.Err = oneLine(err.Error())
+				}
+				obs.Ctl[h] = co
 			}
-			mu.Lock()
-			obs.Ctl[h] = co
-			mu.Unlock()
 		})
 	}
 	wg.Wait()

@@ -346,7 +346,7 @@ func (r *runner) settle(ctx context.Context, step int, stepEnd time.Time, full b
 			pending++
 			if now.After(stepEnd.Add(p.Bound)) {
 				late = append(late, Violation{"reach", fmt.Sprintf("%s (on %s) reaches %s within %v of the step's end: %s", p.From, p.Host, p.IP, p.Bound, p.Why),
-					fmt.Sprintf("no answer to %d pings (1 s each) in %.1fs", tries[p.ID], now.Sub(stepEnd).Seconds())})
+					fmt.Sprintf("no answer to %d pings (0.5 s each) in %.1fs", tries[p.ID], now.Sub(stepEnd).Seconds())})
 			}
 		}
 		if len(late) > 0 {
