@@ -426,3 +426,40 @@ func TestAddressQuestionsMayOnlyBeRefusedByTheIPAM(t *testing.T) {
 		t.Errorf("refused for another reason: %v", vs)
 	}
 }
+
+// TestShrinkKeepsWhatTheFailureNeeds shrinks a 40-step failure that needs
+// only steps 7 and 23 (and fails at the last one) down to those three.
+func TestShrinkKeepsWhatTheFailureNeeds(t *testing.T) {
+	ops := draw(3, []string{"h0", "h1", "h2"}, DefaultWeights(), 40)
+	need := []Op{ops[6], ops[22]}
+	last := ops[39]
+	fake := func(_ context.Context, c Config) (*Report, error) {
+		rep := &Report{Steps: len(c.Ops)}
+		found := 0
+		for i, op := range c.Ops {
+			rep.Ops = append(rep.Ops, Logged{Step: i + 1, Op: op})
+			for _, n := range need {
+				if fmt.Sprint(op) == fmt.Sprint(n) {
+					found++
+				}
+			}
+			if i == len(c.Ops)-1 && found == len(need) && fmt.Sprint(op) == fmt.Sprint(last) {
+				rep.Failure = &Failure{Step: i + 1, Op: op, Violations: []Violation{{Check: "reach"}}}
+			}
+		}
+		return rep, nil
+	}
+	orig, _ := fake(context.Background(), Config{Ops: ops})
+	if orig.Failure == nil {
+		t.Fatal("the fake does not fail on the whole sequence")
+	}
+	got := shrink(context.Background(), Config{}, orig, time.Minute, fake)
+	if got.Failure == nil || got.Failure.Step != 3 {
+		t.Fatalf("shrunk to %d steps, want 3", got.Failure.Step)
+	}
+	for i, want := range []Op{ops[6], ops[22], last} {
+		if fmt.Sprint(got.Ops[i].Op) != fmt.Sprint(want) {
+			t.Errorf("step %d: %s, want %s", i+1, got.Ops[i].Op, want)
+		}
+	}
+}

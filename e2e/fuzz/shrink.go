@@ -14,6 +14,11 @@ import (
 // failing report found (rep itself if none is shorter). Every attempt costs
 // a testbed, about 20 s, plus its steps.
 func Shrink(ctx context.Context, cfg Config, rep *Report, budget time.Duration) *Report {
+	return shrink(ctx, cfg, rep, budget, Run)
+}
+
+// shrink is Shrink with the run function given, for tests.
+func shrink(ctx context.Context, cfg Config, rep *Report, budget time.Duration, run func(context.Context, Config) (*Report, error)) *Report {
 	if rep.Failure == nil || rep.Failure.Step < 2 {
 		return rep
 	}
@@ -41,7 +46,7 @@ func Shrink(ctx context.Context, cfg Config, rep *Report, budget time.Duration) 
 			fmt.Fprintf(out, "shrink: attempt %d: %d of %d steps (without steps %d-%d)\n", attempt, len(cand), len(ops), i+1, min(len(head), i+chunk))
 			c := cfg
 			c.Ops, c.Out, c.Budget = cand, io.Discard, 0
-			r, err := Run(ctx, c)
+			r, err := run(ctx, c)
 			if err != nil || r.Failure == nil || r.Failure.Step == 0 || r.Failure.Signature() != want {
 				got := "passed"
 				if err != nil {
