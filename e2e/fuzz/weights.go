@@ -27,14 +27,14 @@ var percentWeights = []string{"collide", "invalid", "overlap", "small", "fixed",
 // DefaultWeights is the mix CI runs.
 func DefaultWeights() Weights {
 	return Weights{
-		string(TenantCreate): 3, string(TenantRm): 1, string(NetCreate): 5, string(NetRm): 2,
+		string(TenantCreate): 4, string(TenantRm): 1, string(NetCreate): 5, string(NetRm): 2,
 		string(HandNetCreate): 3, string(HandNetRm): 1,
 		string(RunOne): 10, string(RunMany): 4, string(Burst): 1,
 		string(Stop): 3, string(Start): 4, string(Restart): 6, string(Remove): 4, string(RemoveMany): 1,
 		string(Connect): 3, string(Disconnect): 2,
 		string(KillTenetd): 2, string(RestartDocker): 2, string(Cut): 1, string(Heal): 1,
 		string(KillHost): 0.5, string(RemoveHost): 1,
-		"collide": 30, "invalid": 5, "overlap": 5, "small": 15, "fixed": 30, "policy": 30, "internal": 10,
+		"collide": 50, "invalid": 5, "overlap": 5, "small": 15, "fixed": 30, "policy": 30, "internal": 10,
 	}
 }
 
