@@ -38,7 +38,8 @@ func main() {
 	replay := fs.String("replay", "", "replay the ops of this ops.json instead of drawing them")
 	artifacts := fs.String("artifacts", "/var/tmp/tenet-fuzz", "directory for each run's ops.json, and logs when it fails")
 	shrink := fs.Duration("shrink", 0, "after a failure, look this long for a shorter sequence that fails the same way")
-	soak := fs.Int("soak", 0, "soak: runs with fresh seeds until this many steps in all")
+	soak := fs.Int("soak", 0, "soak: runs with fresh seeds until this many steps in all, or --soak-time")
+	soakTime := fs.Duration("soak-time", 0, "soak: start no new run after this long (0: no limit)")
 	soakRun := fs.Int("soak-run", 100, "soak: steps per run")
 	soakReport := fs.String("soak-report", "", "soak: write the result (markdown) to this file")
 	verbose := fs.Bool("v", false, "print the testbed's own steps and each settle")
@@ -82,7 +83,7 @@ func main() {
 		}
 	}
 	if *soak > 0 {
-		os.Exit(soakRuns(ctx, cfg, *soak, *soakRun, *soakReport))
+		os.Exit(soakRuns(ctx, cfg, *soak, *soakRun, *soakTime, *soakReport))
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = freshSeed()
@@ -111,9 +112,10 @@ func freshSeed() uint64 {
 	return binary.LittleEndian.Uint64(b[:]) % 1_000_000_000 // short enough to type
 }
 
-// soakRuns runs fresh seeds, perRun steps each, until total steps are done
-// or ctx ends, and writes a markdown summary to report (if given).
-func soakRuns(ctx context.Context, cfg fuzz.Config, total, perRun int, report string) int {
+// soakRuns runs fresh seeds, perRun steps each, until total steps are done,
+// limit has passed (0: none) or ctx ends, and writes a markdown summary to
+// report (if given).
+func soakRuns(ctx context.Context, cfg fuzz.Config, total, perRun int, limit time.Duration, report string) int {
 	start := time.Now()
 	type row struct {
 		rep *fuzz.Report
@@ -121,7 +123,7 @@ func soakRuns(ctx context.Context, cfg fuzz.Config, total, perRun int, report st
 	}
 	var rows []row
 	done := 0
-	for done < total && ctx.Err() == nil {
+	for done < total && ctx.Err() == nil && (limit == 0 || time.Since(start) < limit) {
 		c := cfg
 		c.Seed, c.Steps, c.Hosts = freshSeed(), min(perRun, total-done), cfg.Hosts
 		rep, err := fuzz.Run(ctx, c)
@@ -145,9 +147,10 @@ func soakRuns(ctx context.Context, cfg fuzz.Config, total, perRun int, report st
 			fails++
 		}
 	}
-	fmt.Fprintf(&b, "# Last soak\n\n%s, commit %s, %d steps in %d runs of up to %d steps, %v; %d run(s) failed.\n",
+	fmt.Fprintf(&b, "# Last soak\n\n%s, commit %s: %d steps in %d runs of up to %d steps, %v; %d run(s) failed.\n",
 		start.UTC().Format("2006-01-02 15:04 UTC"), strings.TrimSpace(string(commit)), done, len(rows), perRun,
 		time.Since(start).Round(time.Minute), fails)
+	fmt.Fprintf(&b, "Command: `scripts/fuzz.sh %s`.\n", strings.Join(os.Args[1:], " "))
 	if w := cfg.Weights.String(); w != "" {
 		fmt.Fprintf(&b, "Weights: `%s`.\n", w)
 	}
