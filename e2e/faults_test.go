@@ -126,7 +126,14 @@ func TestBreakingHostsOnPurpose(t *testing.T) {
 		}
 		return nil
 	})
-	e2e.AwaitPing(t, c.Engine(0), "c0", ips[1])
+	// The others go on: a new container on h1 is reached from h0. (Not c1:
+	// since dockerd's restart it has a new MAC that c0's ARP cache may not
+	// know for up to a minute, issue 10 point 1.)
+	if _, err := c.Engine(1).Docker(ctx, "run", "-d", "--name", "c1b", "--network", net, "--ip", "10.1.0.80",
+		e2e.ImageName, "sleep", "600"); err != nil {
+		t.Fatal(err)
+	}
+	e2e.AwaitPing(t, c.Engine(0), "c0", "10.1.0.80")
 	if _, err := c.HostIndex("h7"); err == nil || !strings.Contains(err.Error(), "h0 h1 h2") {
 		t.Errorf("HostIndex of an unknown host: %v", err)
 	}
