@@ -26,7 +26,7 @@
 // After each step, polling until a deadline: containers and their addresses
 // match the model at once (and addresses are unique per tenant); each
 // engine's tenet networks, and each host's tenetctl listings (what that host
-// can see), within 10 s (20 s after a cut, kill or crash, 45 s after a heal);
+// can see), within 15 s (20 s after a cut, kill or crash, 45 s after a heal);
 // every pair of running containers that share a network and whose hosts can
 // reach each other answers pings both ways within 2 s of the step's end (45 s
 // after a heal), for every pair involving what the step touched and a sample

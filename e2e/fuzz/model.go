@@ -56,10 +56,11 @@ func (v Violation) String() string {
 //	10.7  --ip of the gateway or the broadcast address may be accepted
 //	10.8  a hand-made network of an undefined tenant, tenant rm with hand-made networks, host remove of an unknown host, subnet 0.0.0.0/0 may be accepted
 //	10.9  a removed host may still be listed as down
+//	gc    docker run or start may fail because tenetd's endpoint collector removed the endpoint Docker was setting up (found by this fuzzer; README)
 type Tolerances map[string]bool
 
 // KnownTolerances are the points Tolerances understands.
-var KnownTolerances = []string{"10.1", "10.3", "10.7", "10.8", "10.9"}
+var KnownTolerances = []string{"10.1", "10.3", "10.7", "10.8", "10.9", "gc"}
 
 // ParseTolerances reads "10.1,10.3".
 func ParseTolerances(s string) (Tolerances, error) {
@@ -136,6 +137,11 @@ type matt struct {
 	ip     netip.Addr // as last observed while running
 	mac    string
 	orphan bool // its network was removed while the container was stopped
+	// pending: a docker network connect the IPAM refused. Docker (20.10)
+	// keeps the network in the container's configuration anyway, with no
+	// address, and asks for one again at the container's next start.
+	pending bool
+	since   int // step of the refused connect
 }
 
 type mctr struct {
@@ -203,7 +209,7 @@ func NewModel(hosts []string, tol Tolerances) *Model {
 // command run, for the operation log.
 func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string) {
 	m.step++
-	st := &stepLog{}
+	st := &stepLog{tol: m.tol}
 	note := st.note
 	m.touch(op)
 	switch op.Kind {
@@ -290,11 +296,14 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 		}
 		r := x.Docker(ctx, op.Host, append(args, m.dockerName(op.Key()), op.Container)...)
 		note(fmt.Sprintf("docker network connect %s %s", m.dockerName(op.Key()), op.Container), v, r)
-		if r.OK() && c != nil {
-			a := &matt{key: op.Key()}
+		ipamRefused := !r.OK() && strings.Contains(r.Out, "IpamDriver.")
+		if c != nil && c.att(op.Key()) == nil && (r.OK() || ipamRefused && c.running) {
+			a := &matt{key: op.Key(), pending: !r.OK(), since: m.step}
 			if op.IP != "" {
 				a.fixed = netip.MustParseAddr(op.IP)
-				a.ip = a.fixed
+				if r.OK() && c.running {
+					a.ip = a.fixed
+				}
 			}
 			c.atts = append(c.atts, a)
 		}
@@ -348,14 +357,29 @@ func (m *Model) touch(op Op) {
 type stepLog struct {
 	vs    []Violation
 	lines []string
+	tol   Tolerances
 }
 
 // note logs one command's outcome and judges it against v.
 func (st *stepLog) note(what string, v verdict, r Result) {
 	st.lines = append(st.lines, fmt.Sprintf("  %s -> %s", what, outcome(r)))
-	if viol := judge(what, v, r); viol != nil {
+	if viol := st.judge(what, v, r); viol != nil {
 		st.vs = append(st.vs, *viol)
 	}
+}
+
+// collectorRace matches how docker run and start fail when tenetd's
+// endpoint collector removes an endpoint Docker is still setting up (see
+// README: found by this fuzzer, not yet in an issue).
+var collectorRace = regexp.MustCompile(`failed to add interface \S+ to sandbox|EndpointOperInfo: endpoint info \S+: no such endpoint`)
+
+// judge is judge, with the tolerance "gc" for the collector race.
+func (st *stepLog) judge(what string, v verdict, r Result) *Violation {
+	if st.tol["gc"] && !r.OK() && r.Code > 0 && collectorRace.MatchString(r.Out) {
+		st.lines = append(st.lines, "  (refused by the endpoint collector race: tolerated, gc)")
+		return nil
+	}
+	return judge(what, v, r)
 }
 
 func outcome(r Result) string {

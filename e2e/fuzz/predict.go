@@ -117,6 +117,9 @@ func (m *Model) predictNetRm(key string) verdict {
 	}
 	v := ok("no container is attached to %s", key)
 	for _, c := range m.attached(key) {
+		if c.att(key).pending {
+			continue // no endpoint: only in Docker's configuration
+		}
 		switch {
 		case (c.running || c.unsure) && !c.dead && c.host != m.cut:
 			return refuse("container %s on %s is attached", c.name, c.host)
@@ -170,7 +173,7 @@ func (m *Model) predictHandNetRm(key, h string) verdict {
 		return refuse("engine %s has no hand-made network %s", h, key)
 	}
 	for _, c := range m.attached(key) {
-		if c.host == h && (c.running || c.unsure) {
+		if c.host == h && (c.running || c.unsure) && !c.att(key).pending {
 			return refuse("container %s on %s is attached", c.name, h)
 		}
 	}
@@ -205,7 +208,7 @@ func (m *Model) poolFree(key string) int {
 	}
 	free := 1<<(32-n.subnet.Bits()) - 3
 	for _, c := range m.attached(key) {
-		if c.running || c.dead || c.unsure {
+		if (c.running || c.dead || c.unsure) && !c.att(key).pending {
 			free--
 		}
 	}

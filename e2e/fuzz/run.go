@@ -272,7 +272,11 @@ func logTail(path string) string {
 // bounds returns how long engines and listings, and reachability, may take
 // to match the model after step.
 func (r *runner) bounds(step int) (nets, reach time.Duration) {
-	nets, reach = 10*time.Second, 0
+	// The registry syncs every 3 s; a plugin call Docker makes may take
+	// up to tenetd's RequestTimeout (10 s) when the machine is loaded
+	// (seen: the first network of a tenant on five hosts at once, creating
+	// its namespace), and is retried at the next sync.
+	nets, reach = 15*time.Second, 0
 	if r.m.lastFault == step {
 		switch r.m.lastFaultKind {
 		case Cut, KillHost, KillTenetd:

@@ -99,7 +99,7 @@ func (m *Model) stepRun(ctx context.Context, op Op, x Exec, st *stepLog) {
 	for i, r := range op.Runs {
 		res := results[i]
 		st.lines = append(st.lines, fmt.Sprintf("  %s -> %s", r, outcome(res)))
-		if v := judge("docker run "+r.Name+" on "+r.Host, verdicts[i], res); v != nil {
+		if v := st.judge("docker run "+r.Name+" on "+r.Host, verdicts[i], res); v != nil {
 			st.vs = append(st.vs, *v)
 		}
 		if !res.OK() || m.ctrs[r.Name] != nil {
@@ -146,6 +146,13 @@ func (m *Model) stepContainer(ctx context.Context, op Op, x Exec, st *stepLog) {
 			switch {
 			case a.orphan:
 				v = maybe("network %s of %s was removed", a.key, c.name)
+			case a.pending:
+				// A connect the IPAM refused: asked for anew at the start.
+				fixed := ""
+				if a.fixed.IsValid() {
+					fixed = a.fixed.String()
+				}
+				v = worst(v, m.predictAddr(a.key, c.host, fixed, 1, c.name))
 			case !a.fixed.IsValid() && c.host == m.cut:
 				v = maybeAddr("host %s is cut off: it may need a block from another host", c.host)
 			case !a.fixed.IsValid():
@@ -234,7 +241,7 @@ func (m *Model) stepRemoveMany(ctx context.Context, op Op, x Exec, st *stepLog) 
 			v = ok("%s exists", r.Name)
 		}
 		st.lines = append(st.lines, fmt.Sprintf("  %s: docker rm -f %s -> %s", r.Host, r.Name, outcome(results[i])))
-		if viol := judge("docker rm -f "+r.Name, v, results[i]); viol != nil {
+		if viol := st.judge("docker rm -f "+r.Name, v, results[i]); viol != nil {
 			st.vs = append(st.vs, *viol)
 		}
 		if results[i].OK() && v.e == mustOK {
