@@ -16,6 +16,11 @@
 // Teardown ends them all at once; Reap removes runs whose test process died.
 // Leaks lists anything of a run that is still on the machine.
 //
+// A testbed can be broken on purpose, as hosts break (faults.go): tenetd
+// crashed or restarted, dockerd restarted, a host cut off the underlay and
+// healed, a host killed for good. scripts/testbed.sh offers each as a
+// command; the operation fuzzer (e2e/fuzz) draws them at random.
+//
 // Nothing here touches the root namespace's interfaces, addresses or routes,
 // and every name carries the run's name ("tenet-<run>-h0"), so tests in
 // different packages can run at the same time. Functions are safe for

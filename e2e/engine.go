@@ -123,7 +123,13 @@ func (e *Engine) SetLiveRestore(on bool) { e.cfg.LiveRestore = on }
 
 // Docker runs the docker CLI on the engine's host against this engine.
 func (e *Engine) Docker(ctx context.Context, args ...string) (string, error) {
-	return e.host.Run(ctx, append([]string{"docker", "-H", "unix://" + e.sock}, args...)...)
+	return e.host.Run(ctx, e.Argv(args...)...)
+}
+
+// Argv is the command line, on the engine's host, of the docker CLI with
+// args against this engine.
+func (e *Engine) Argv(args ...string) []string {
+	return append([]string{"docker", "-H", "unix://" + e.sock}, args...)
 }
 
 // Host is the host the engine runs on.

@@ -34,19 +34,33 @@ type ledger struct {
 }
 
 type hostRecord struct {
-	Name       string         `json:"name"`
-	Netns      string         `json:"netns"`
-	Dir        string         `json:"dir"`
-	Underlay   string         `json:"underlay"`
-	Holder     proc           `json:"holder"`
-	DockerSock string         `json:"docker_sock,omitempty"`
-	Daemons    []daemonRecord `json:"daemons,omitempty"`
+	Name       string `json:"name"`
+	Netns      string `json:"netns"`
+	Dir        string `json:"dir"`
+	Underlay   string `json:"underlay"`
+	Holder     proc   `json:"holder"`
+	DockerSock string `json:"docker_sock,omitempty"`
+	// Daemons in start order; a restarted daemon appears again, and the
+	// last record of a name is the current one.
+	Daemons []daemonRecord `json:"daemons,omitempty"`
+	Killed  bool           `json:"killed,omitempty"` // killed for good (KillHost)
 }
 
 type daemonRecord struct {
-	Name string `json:"name"`
-	Proc proc   `json:"proc"`
-	Log  string `json:"log"`
+	Name string   `json:"name"`
+	Proc proc     `json:"proc"`
+	Log  string   `json:"log"`
+	Argv []string `json:"argv,omitempty"` // to start it again from another process
+}
+
+// lastDaemon is the current record of the daemon called name, if any.
+func (r hostRecord) lastDaemon(name string) (daemonRecord, bool) {
+	for i := len(r.Daemons) - 1; i >= 0; i-- {
+		if r.Daemons[i].Name == name {
+			return r.Daemons[i], true
+		}
+	}
+	return daemonRecord{}, false
 }
 
 func ledgerPath(base, run string) string { return filepath.Join(base, run, "ledger.json") }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -173,6 +174,20 @@ func (h *NetnsHost) Run(ctx context.Context, argv ...string) (string, error) {
 	return string(out), nil
 }
 
+// RunStdio runs argv in the host's namespaces with the given standard input
+// and outputs (nil: none), as a shell would (scripts/testbed.sh exec). A
+// non-zero exit is an *exec.ExitError carrying the command's exit code.
+func (h *NetnsHost) RunStdio(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, argv ...string) error {
+	cmd, cg, err := h.enter(ctx, argv, true)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", h.name, strings.Join(argv, " "), err)
+	}
+	defer cg.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	cmd.WaitDelay = 5 * time.Second
+	return cmd.Run()
+}
+
 // StartDaemon starts spec.Argv in the host's namespaces, detached from this
 // process's session, logging to Dir()/<name>.log.
 func (h *NetnsHost) StartDaemon(ctx context.Context, spec DaemonSpec) (Daemon, error) {
@@ -203,7 +218,7 @@ func (h *NetnsHost) StartDaemon(ctx context.Context, spec DaemonSpec) (Daemon, e
 	record := h.onDaemon
 	h.mu.Unlock()
 	if record != nil {
-		if err := record(daemonRecord{Name: spec.Name, Proc: d.p, Log: logPath}); err != nil {
+		if err := record(daemonRecord{Name: spec.Name, Proc: d.p, Log: logPath, Argv: spec.Argv}); err != nil {
 			return d, err
 		}
 	}

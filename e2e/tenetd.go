@@ -127,5 +127,6 @@ func (tb *Testbed) StartTenetds(ctx context.Context) ([]*Tenetd, error) {
 		tb.logf("host %s: tenetd pid %d, plugin /run/docker/plugins/tenet.sock, log %s", h.Name(), d.Daemon.PID(), d.Daemon.LogPath())
 		ds = append(ds, d)
 	}
+	tb.Tenetds = ds
 	return ds, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ type Testbed struct {
 	Dir     string
 	Hosts   []*NetnsHost
 	Engines []*Engine // one per host when Options.Engines, else nil
+	Tenetds []*Tenetd // one per host after StartTenetds, else nil
 
 	base string
 	logf func(string, ...any)
@@ -249,16 +251,28 @@ func (tb *Testbed) addHost(ctx context.Context, i int) error {
 	tb.logf("host %s: netns %s, underlay %s, holder pid %d", name, ns, pfx, holder.PID)
 	tb.mu.Lock()
 	tb.led.Hosts = append(tb.led.Hosts, hostRecord{Name: name, Netns: ns, Dir: h.dir, Underlay: pfx.String(), Holder: holder})
-	idx := len(tb.led.Hosts) - 1
 	tb.mu.Unlock()
+	tb.recordDaemons(h, len(tb.led.Hosts)-1)
+	tb.Hosts = append(tb.Hosts, h)
+	return tb.saveLedger()
+}
+
+// recordDaemons makes h write every daemon it starts to the ledger, as host
+// record idx, so that another process can find and restart it.
+func (tb *Testbed) recordDaemons(h *NetnsHost, idx int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.onDaemon = func(d daemonRecord) error {
 		tb.mu.Lock()
 		tb.led.Hosts[idx].Daemons = append(tb.led.Hosts[idx].Daemons, d)
 		tb.mu.Unlock()
 		return tb.saveLedger()
 	}
-	tb.Hosts = append(tb.Hosts, h)
-	return tb.saveLedger()
+}
+
+// containerCgroup is the cgroup parent of host name's containers.
+func (tb *Testbed) containerCgroup(name string) string {
+	return "/" + filepath.Join(tb.led.Cgroup, name, "containers")
 }
 
 func (tb *Testbed) startEngines(ctx context.Context) error {
@@ -272,7 +286,7 @@ func (tb *Testbed) startEngines(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, h := range tb.Hosts {
 		wg.Go(func() {
-			e, err := StartEngine(ctx, h, EngineConfig{CgroupParent: "/" + filepath.Join(tb.led.Cgroup, h.name, "containers")})
+			e, err := StartEngine(ctx, h, EngineConfig{CgroupParent: tb.containerCgroup(h.name)})
 			if err != nil {
 				errs[i] = err
 				return
@@ -402,29 +416,41 @@ func Reap(ctx context.Context, base string, logf func(string, ...any)) ([]string
 }
 
 // Attach rebuilds a Testbed from a run's ledger, for a process other than the
-// one that made it (scripts/testbed.sh exec).
-func Attach(base, run string) (*Testbed, error) {
+// one that made it (scripts/testbed.sh exec, restart-tenetd, ...). Daemons
+// it starts are recorded in the ledger too. logf is told each step; nil for
+// silence. Two processes that change one run at the same time may lose each
+// other's ledger records.
+func Attach(base, run string, logf func(string, ...any)) (*Testbed, error) {
 	l, err := readLedger(base, run)
 	if err != nil {
 		return nil, fmt.Errorf("attach to run %s: %w", run, err)
 	}
-	tb := &Testbed{Run: run, Dir: filepath.Join(base, run), base: base, logf: func(string, ...any) {}, led: *l}
-	for _, r := range l.Hosts {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	tb := &Testbed{Run: run, Dir: filepath.Join(base, run), base: base, logf: logf, led: *l}
+	for i, r := range l.Hosts {
 		pfx, err := netip.ParsePrefix(r.Underlay)
 		if err != nil {
 			return nil, fmt.Errorf("attach to run %s: host %s: %w", run, r.Name, err)
 		}
 		h := &NetnsHost{name: r.Name, netns: r.Netns, dir: r.Dir, underlay: pfx, holder: r.Holder,
 			cgroup: filepath.Join(l.Cgroup, r.Name, "daemons")}
+		tb.recordDaemons(h, i)
 		tb.Hosts = append(tb.Hosts, h)
 		if r.DockerSock != "" {
-			e := &Engine{host: h, sock: r.DockerSock}
-			for _, d := range r.Daemons {
-				if d.Name == "dockerd" {
-					e.daemon = attachProcDaemon(d.Name, d.Proc, d.Log)
-				}
+			e := &Engine{host: h, sock: r.DockerSock, cfg: EngineConfig{CgroupParent: tb.containerCgroup(r.Name)}}
+			if d, ok := r.lastDaemon("dockerd"); ok {
+				e.daemon = attachProcDaemon(d.Name, d.Proc, d.Log)
+				e.cfg.LiveRestore = slices.Contains(d.Argv, "--live-restore")
 			}
 			tb.Engines = append(tb.Engines, e)
+		}
+		if d, ok := r.lastDaemon("tenetd"); ok && len(d.Argv) > 0 {
+			if tb.Tenetds == nil {
+				tb.Tenetds = make([]*Tenetd, len(l.Hosts))
+			}
+			tb.Tenetds[i] = &Tenetd{Host: h, Daemon: attachProcDaemon(d.Name, d.Proc, d.Log), argv: d.Argv}
 		}
 	}
 	return tb, nil

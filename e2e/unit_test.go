@@ -100,6 +100,42 @@ func TestLedgerRoundTripAndStaleness(t *testing.T) {
 	}
 }
 
+func TestLedgerKeepsDaemonArgvAndTheLastRecordWins(t *testing.T) {
+	base := t.TempDir()
+	l := ledger{Run: "tb00000c3", Hosts: []hostRecord{{Name: "h0", Underlay: "198.51.100.10/24", Daemons: []daemonRecord{
+		{Name: "tenetd", Proc: proc{PID: 10, Start: 1}, Argv: []string{"tenetd", "--name", "h0"}},
+		{Name: "dockerd", Proc: proc{PID: 11, Start: 1}, Argv: []string{"dockerd", "--live-restore"}},
+		{Name: "tenetd", Proc: proc{PID: 12, Start: 2}, Argv: []string{"tenetd", "--name", "h0"}},
+	}}}}
+	if err := os.MkdirAll(filepath.Join(base, l.Run), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.save(base); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readLedger(base, l.Run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := got.Hosts[0].lastDaemon("tenetd")
+	if !ok || d.Proc.PID != 12 || strings.Join(d.Argv, " ") != "tenetd --name h0" {
+		t.Errorf("last tenetd record: %+v, %t; want pid 12 with its argv", d, ok)
+	}
+	if _, ok := got.Hosts[0].lastDaemon("probe"); ok {
+		t.Error("a daemon never started has a record")
+	}
+	tb, err := Attach(base, l.Run, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tb.Tenetds) != 1 || tb.Tenetds[0].Daemon.PID() != 12 || tb.Tenetds[0].argv[0] != "tenetd" {
+		t.Errorf("Attach rebuilt tenetds %+v, want the one with pid 12", tb.Tenetds)
+	}
+	if _, err := tb.HostIndex("h3"); err == nil || !strings.Contains(err.Error(), "hosts: h0") {
+		t.Errorf("HostIndex(h3): %v, want an error listing h0", err)
+	}
+}
+
 func TestProcAliveRejectsDeadAndReusedPIDs(t *testing.T) {
 	self, err := procOf(os.Getpid())
 	if err != nil {

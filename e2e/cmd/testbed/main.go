@@ -7,6 +7,10 @@
 //	testbed exec HOST CMD...  run CMD on HOST of the testbed that is up
 //	testbed docker HOST ARGS  the docker CLI against HOST's engine
 //	testbed tenetctl HOST ARGS  tenetctl on HOST
+//	testbed restart-tenetd HOST [--kill]  stop (or kill -9) tenetd on HOST and start it again
+//	testbed restart-docker HOST  stop dockerd on HOST and start it again
+//	testbed cut HOST | heal HOST  take HOST's underlay link down | up
+//	testbed kill HOST         HOST dies for good: its processes and its link
 //	testbed down [RUN...]     remove the testbed(s) that are up, and stale runs
 //	testbed reap              remove runs whose test process is gone
 //	testbed leaks             list anything of any run left on the machine; exit 1 if so
@@ -18,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -33,6 +38,14 @@ const usage = `usage: testbed [--dir DIR] COMMAND
   exec HOST CMD...  run CMD on HOST (h0, h1, ...) of the testbed that is up
   docker HOST ARGS  run the docker CLI against HOST's engine
   tenetctl HOST ARGS  run tenetctl on HOST (testbeds made with --tenet)
+                    exec, docker and tenetctl exit with the command's own exit code
+  restart-tenetd HOST [--kill]
+                    stop tenetd on HOST (SIGTERM; --kill: SIGKILL, as a crash) and start it again
+  restart-docker HOST
+                    stop dockerd on HOST (it stops its containers) and start it again
+  cut HOST          take HOST off the underlay (its link down); its processes keep running
+  heal HOST         put HOST back on the underlay
+  kill HOST         HOST dies for good: every process of it, containers included, and its link
   down [RUN...]     remove the given runs, or every testbed that is up and every stale run
   reap              remove runs whose test process is gone
   leaks             list anything of any testbed run left on this machine; exit 1 if so
@@ -76,6 +89,16 @@ func run(ctx context.Context, dir string, args []string) (int, error) {
 			return 2, fmt.Errorf("%s needs a host and a command, e.g. %s h0 ps", cmd, cmd)
 		}
 		return execOn(ctx, dir, cmd, rest[0], rest[1:])
+	case "restart-tenetd", "restart-docker", "cut", "heal", "kill":
+		crash := cmd == "restart-tenetd" && len(rest) == 2 && rest[1] == "--kill"
+		if len(rest) != 1 && !crash {
+			more := ""
+			if cmd == "restart-tenetd" {
+				more = " [--kill]"
+			}
+			return 2, fmt.Errorf("%s takes one host%s, e.g. %s h1", cmd, more, cmd)
+		}
+		return breakHost(ctx, dir, cmd, rest[0], crash)
 	case "down":
 		return down(ctx, dir, rest)
 	case "reap":
@@ -165,37 +188,69 @@ func current(dir string) (*e2e.Testbed, error) {
 	case 0:
 		return nil, errors.New("no testbed is up: run scripts/testbed.sh up N first")
 	case 1:
-		return e2e.Attach(dir, up[0])
+		return e2e.Attach(dir, up[0], logf)
 	default:
 		return nil, fmt.Errorf("%d testbeds are up (%v): bring them down and up again", len(up), up)
 	}
 }
 
+// execOn runs a command on a host with this process's standard input and
+// outputs, and exits with the command's exit code (tenetctl's 2 for bad
+// usage stays 2).
 func execOn(ctx context.Context, dir, how string, host string, argv []string) (int, error) {
 	tb, err := current(dir)
 	if err != nil {
 		return 1, err
 	}
-	for i, h := range tb.Hosts {
-		if h.Name() != host {
-			continue
-		}
-		var out string
-		if how == "tenetctl" {
-			argv = append([]string{tb.Dir + "/tenetctl"}, argv...)
-		}
-		if how == "docker" {
-			if i >= len(tb.Engines) {
-				return 1, fmt.Errorf("host %s has no engine", host)
-			}
-			out, err = tb.Engines[i].Docker(ctx, argv...)
-		} else {
-			out, err = h.Run(ctx, argv...)
-		}
-		fmt.Print(out)
-		return exitCode(err), err
+	i, err := tb.HostIndex(host)
+	if err != nil {
+		return 2, err
 	}
-	return 2, fmt.Errorf("no host %q in run %s", host, tb.Run)
+	switch how {
+	case "tenetctl":
+		argv = append([]string{tb.Dir + "/tenetctl"}, argv...)
+	case "docker":
+		if i >= len(tb.Engines) {
+			return 1, fmt.Errorf("host %s has no engine", host)
+		}
+		argv = tb.Engines[i].Argv(argv...)
+	}
+	err = tb.Hosts[i].RunStdio(ctx, os.Stdin, os.Stdout, os.Stderr, argv...)
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok && ee.ExitCode() > 0 {
+		return ee.ExitCode(), nil // the command said why on stderr
+	}
+	return exitCode(err), err
+}
+
+// breakHost restarts a daemon, cuts, heals or kills a host, printing each step.
+func breakHost(ctx context.Context, dir, cmd, host string, crash bool) (int, error) {
+	tb, err := current(dir)
+	if err != nil {
+		return 1, err
+	}
+	if _, err := tb.HostIndex(host); err != nil {
+		return 2, err
+	}
+	fmt.Printf("%s %s:\n", cmd, host)
+	start := time.Now()
+	var done string
+	switch cmd {
+	case "restart-tenetd":
+		err, done = tb.RestartTenetd(ctx, host, crash), "tenetd restarted"
+	case "restart-docker":
+		err, done = tb.RestartEngine(ctx, host), "dockerd restarted (containers with a restart policy come back)"
+	case "cut":
+		err, done = tb.Cut(ctx, host), "cut from the underlay; undo with: scripts/testbed.sh heal "+host
+	case "heal":
+		err, done = tb.Heal(ctx, host), "back on the underlay"
+	case "kill":
+		err, done = tb.KillHost(ctx, host), "killed for good; the other hosts see it down (tenetctl host remove "+host+" reclaims its addresses)"
+	}
+	if err != nil {
+		return 1, err
+	}
+	fmt.Printf("done in %.1fs: %s %s\n", time.Since(start).Seconds(), host, done)
+	return 0, nil
 }
 
 func down(ctx context.Context, dir string, runs []string) (int, error) {
