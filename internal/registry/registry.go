@@ -230,6 +230,7 @@ func (r *Registry) CreateTenant(name string) error {
 }
 
 // RemoveTenant removes a tenant that has no networks, defined or hand-made.
+// Hosts still removing a network whose definition is gone do not count.
 func (r *Registry) RemoveTenant(name string) error {
 	if w, ok := r.winners(prefixTenant)[prefixTenant+name]; !ok || w.Removed {
 		return errorf(ErrNotFound, "remove tenant %s: no such tenant", name)
@@ -239,7 +240,13 @@ func (r *Registry) RemoveTenant(name string) error {
 			return errorf(ErrConflict, "remove tenant %s: it still has network %s; remove its networks first", name, n.NetworkKey())
 		}
 	}
+	// A host's network whose definition was removed is on its way out
+	// (each host's engine sync removes it within seconds): not in the way.
+	defs := r.winners(prefixNetwork)
 	for _, n := range r.cl.Networks() {
+		if w, ok := defs[prefixNetwork+rules.Key(n.Tenant, n.Name)]; ok && w.Removed {
+			continue
+		}
 		if n.Tenant == name {
 			return errorf(ErrConflict, "remove tenant %s: host %s still has network %s (made with docker network create); remove it there first", name, n.Host, n.ID)
 		}

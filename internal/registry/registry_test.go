@@ -170,3 +170,29 @@ func TestRemovalWaitsForEndpointsAndTheLastWriterWins(t *testing.T) {
 		t.Fatalf("redefined network on h1: %+v %v", d, ok)
 	}
 }
+
+// TestTenantRemovableRightAfterItsLastNetwork: network rm then tenant rm at
+// once; the hosts are still taking the network out of their engines (their
+// copies are still in gossip), which must not refuse the tenant's removal,
+// nor call the network hand-made.
+func TestTenantRemovableRightAfterItsLastNetwork(t *testing.T) {
+	kv := newKV("h0")
+	cl := &fakeCluster{eps: map[string][]gossip.Endpoint{}}
+	r := New("h0", kv, cl)
+	if err := r.CreateTenant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CreateNetwork(Definition{Tenant: "acme", Name: "web", Subnet: "10.1.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	cl.nets = []gossip.Network{{ID: "d0c4e7", Tenant: "acme", Name: "web", VNI: 5, Subnet: netip.MustParsePrefix("10.1.0.0/24"), Host: "h3"}}
+	if err := r.RemoveTenant("acme"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "still has network acme/web") {
+		t.Errorf("tenant rm with its network defined: %v", err)
+	}
+	if err := r.RemoveNetwork("acme", "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RemoveTenant("acme"); err != nil {
+		t.Errorf("tenant rm while h3 still removes the network: %v", err)
+	}
+}
