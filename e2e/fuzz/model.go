@@ -115,8 +115,8 @@ func (m *Model) tolerate(point string, v verdict) verdict {
 }
 
 var (
-	tenantRule  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-	networkRule = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+	tenantRule  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+	networkRule = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.-]{0,62}[a-z0-9])?$`)
 )
 
 type mnet struct {

@@ -12,7 +12,7 @@ import (
 func (m *Model) predictTenantCreate(t string) verdict {
 	switch {
 	case !tenantRule.MatchString(t):
-		return refuse("tenant name %q breaks the rule: 1-32 of a-z, 0-9 and '-', starting with a letter or digit", t)
+		return refuse("tenant name %q breaks the rule: 1-32 of a-z, 0-9 and '-', starting and ending with a letter or digit", t)
 	case m.tenants[t]:
 		return refuse("tenant %s exists", t)
 	}
@@ -73,7 +73,7 @@ func (m *Model) predictNetCreate(op Op) verdict {
 	case !tenantRule.MatchString(t):
 		return refuse("tenant name %q breaks the rule", t)
 	case !networkRule.MatchString(n):
-		return refuse("network name %q breaks the rule: 1-64 of a-z, 0-9, '_', '.' and '-'", n)
+		return refuse("network name %q breaks the rule: 1-64 of a-z, 0-9, '_', '.' and '-', starting and ending with a letter or digit", n)
 	case !m.tenants[t]:
 		return refuse("no tenant %s", t)
 	}
