@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: gofmt and go vet, the unit tests (no root needed), then, as
 # root, the whole suite including the privileged e2e tests on the namespace
-# testbed, and finally checks that no testbed object is left on the machine.
+# testbed, the operation fuzzer from a fresh seed (printed first), and finally
+# checks that no testbed object is left on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -38,6 +39,9 @@ for ns in $(stale_test_netns); do
   ip netns del "$ns"
 done
 go test -count=1 -timeout 40m ./...
+
+echo "== the operation fuzzer: a fresh seed, 60 steps, at most 10 minutes (e2e/fuzz/README.md)"
+scripts/fuzz.sh
 
 echo "== leftovers"
 go run ./e2e/cmd/testbed leaks
