@@ -39,5 +39,8 @@ if [ ! -x "$bin" ]; then
   mv -f "$tmp/fuzz" "$bin"
   rm -rf "$tmp"
 fi
+if [ -n "${TENET_HEAVY_LOCKED:-}" ]; then
+  exec "$bin" "${args[@]}" # the caller holds the lock already (flock -x around scripts/test.sh)
+fi
 echo "fuzz: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), waiting for /tmp/tenet-heavy.lock (shared)"
 exec flock -s /tmp/tenet-heavy.lock "$bin" "${args[@]}"
