@@ -89,7 +89,34 @@ func (s State) Validate() error {
 			return err
 		}
 	}
+	if err := checkBridgePorts(s.Endpoints, nets, nil); err != nil {
+		return err
+	}
 	return checkPortClaims(s.Endpoints)
+}
+
+// MaxEndpointsPerNetwork bounds a network's endpoints on one host: a Linux
+// bridge has at most 1,024 ports (BR_MAX_PORTS), and one is the network's
+// VXLAN device.
+const MaxEndpointsPerNetwork = 1023
+
+// checkBridgePorts refuses more endpoints in one network than its bridge
+// can hold, for every network (only nil) or those in only; it names the
+// first endpoint beyond the limit.
+func checkBridgePorts(eps []Endpoint, nets map[uint32]*Network, only map[uint32]bool) error {
+	count := map[uint32]int{}
+	for i := range eps {
+		e := &eps[i]
+		if only != nil && !only[e.VNI] {
+			continue
+		}
+		if count[e.VNI]++; count[e.VNI] > MaxEndpointsPerNetwork {
+			n := nets[e.VNI]
+			return invalid("%s: network %s/%s has %d endpoints on this host already: its bridge holds at most %d (Linux bridges have 1,024 ports, one is the VXLAN device)",
+				e.who(), n.Tenant, n.Name, MaxEndpointsPerNetwork, MaxEndpointsPerNetwork)
+		}
+	}
+	return nil
 }
 
 // checkPortClaims checks that each host port of a protocol belongs to one
@@ -158,6 +185,15 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 	if len(want) > 0 {
 		// Published ports are few; their claims are checked host-wide.
 		if err := checkPortClaims(s.Endpoints); err != nil {
+			return nil, err
+		}
+		vnis := map[uint32]bool{}
+		for i := range s.Endpoints {
+			if want[s.Endpoints[i].ID] {
+				vnis[s.Endpoints[i].VNI] = true
+			}
+		}
+		if err := checkBridgePorts(s.Endpoints, nets, vnis); err != nil {
 			return nil, err
 		}
 		tags := map[string]string{}
