@@ -289,7 +289,7 @@ func (c *Core) CreateEndpoint(ctx context.Context, spec EndpointSpec) (Endpoint,
 	c.eps[spec.ID] = e
 	c.mu.Unlock()
 
-	scope := Scope{Tenants: []string{nspec.Tenant}, Endpoints: []string{spec.ID}}
+	scope := Scope{Endpoints: []string{spec.ID}} // its veth pair, guard and ports: not the rest of its tenant
 	if err := c.commit(ctx, scope); err != nil {
 		c.mu.Lock()
 		delete(c.eps, spec.ID)
@@ -398,11 +398,10 @@ func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
 	}
 	delete(c.eps, id)
 	delete(c.ready, id)
-	tenant := c.nets[e.Network].Tenant
 	c.mu.Unlock()
 	// Withdraw first: other hosts stop sending to it while it goes.
 	c.cl.DeleteEndpoint(id)
-	err := c.w.apply(ctx, Scope{Tenants: []string{tenant}, Endpoints: []string{id}})
+	err := c.w.apply(ctx, Scope{Endpoints: []string{id}})
 	if serr := c.saver.save(ctx); err == nil {
 		err = serr
 	}

@@ -27,7 +27,9 @@ type Datapath interface {
 type Scope struct {
 	All bool // everything: start-up, repair, retry after a failure
 	// Tenants whose namespace-wide objects changed (namespace, uplink,
-	// egress rules, anti-spoofing of its ports).
+	// egress rules). An endpoint's own objects (veth pair, port guard,
+	// published ports) are its Endpoints entry's: naming its tenant too
+	// would read every link of the tenant, a cost that grows with them.
 	Tenants []string
 	// Networks (VNIs) whose own objects changed: bridge, VXLAN device,
 	// gateway, flood entries to peers.
