@@ -96,25 +96,26 @@ func (s State) Validate() error {
 }
 
 // MaxEndpointsPerNetwork bounds a network's endpoints on one host: a Linux
-// bridge has at most 1,024 ports (BR_MAX_PORTS), and one is the network's
-// VXLAN device.
-const MaxEndpointsPerNetwork = 1023
+// bridge takes 1,023 ports (port number 0 is reserved; the next one added
+// gets "exchange full"), and one is the network's VXLAN device.
+const MaxEndpointsPerNetwork = 1022
 
 // checkBridgePorts refuses more endpoints in one network than its bridge
-// can hold, for every network (only nil) or those in only; it names the
-// first endpoint beyond the limit.
-func checkBridgePorts(eps []Endpoint, nets map[uint32]*Network, only map[uint32]bool) error {
+// can hold: every network's (name nil), or only those of the endpoints in
+// name, which are then the ones the refusal names.
+func checkBridgePorts(eps []Endpoint, nets map[uint32]*Network, name map[string]bool) error {
 	count := map[uint32]int{}
 	for i := range eps {
+		count[eps[i].VNI]++
+	}
+	for i := range eps {
 		e := &eps[i]
-		if only != nil && !only[e.VNI] {
+		if count[e.VNI] <= MaxEndpointsPerNetwork || name != nil && !name[e.ID] {
 			continue
 		}
-		if count[e.VNI]++; count[e.VNI] > MaxEndpointsPerNetwork {
-			n := nets[e.VNI]
-			return invalid("%s: network %s/%s has %d endpoints on this host already: its bridge holds at most %d (Linux bridges have 1,024 ports, one is the VXLAN device)",
-				e.who(), n.Tenant, n.Name, MaxEndpointsPerNetwork, MaxEndpointsPerNetwork)
-		}
+		n := nets[e.VNI]
+		return invalid("%s: network %s/%s would have %d endpoints on this host: its bridge holds at most %d (a Linux bridge takes 1,023 ports, one is the VXLAN device)",
+			e.who(), n.Tenant, n.Name, count[e.VNI], MaxEndpointsPerNetwork)
 	}
 	return nil
 }
@@ -187,13 +188,7 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 		if err := checkPortClaims(s.Endpoints); err != nil {
 			return nil, err
 		}
-		vnis := map[uint32]bool{}
-		for i := range s.Endpoints {
-			if want[s.Endpoints[i].ID] {
-				vnis[s.Endpoints[i].VNI] = true
-			}
-		}
-		if err := checkBridgePorts(s.Endpoints, nets, vnis); err != nil {
+		if err := checkBridgePorts(s.Endpoints, nets, want); err != nil {
 			return nil, err
 		}
 		tags := map[string]string{}
