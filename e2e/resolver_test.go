@@ -1,0 +1,164 @@
+package e2e_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tenet-net/tenet/e2e"
+)
+
+// asker queries Docker's embedded DNS (127.0.0.11) from inside a
+// container's namespace, as the container's own resolver does: names the
+// engine does not know go on from there to the engine's DNS servers.
+type asker struct {
+	t    *testing.T
+	name string
+	conn *net.UDPConn
+}
+
+func newAsker(t *testing.T, e *e2e.Engine, container string) *asker {
+	t.Helper()
+	ns, err := e.ContainerNetns(t.Context(), container)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e2e.DialUDPIn(ns, netip.MustParseAddrPort("127.0.0.11:53"))
+	if err != nil {
+		t.Fatalf("socket in %s: %v", container, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &asker{t: t, name: container, conn: conn}
+}
+
+// lookup returns the sorted answers (addresses, or PTR targets) and the
+// response code.
+func (a *asker) lookup(name string, qtype uint16) ([]string, int, error) {
+	r, _, err := e2e.Query(a.conn, name, qtype)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s asks %s %s: %w", a.name, dns.TypeToString[qtype], name, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			out = append(out, rr.A.String())
+		case *dns.PTR:
+			out = append(out, rr.Ptr)
+		}
+	}
+	slices.Sort(out)
+	return out, r.Rcode, nil
+}
+
+// await waits until name resolves (qtype) to exactly want.
+func (a *asker) await(name string, qtype uint16, want ...string) {
+	a.t.Helper()
+	slices.Sort(want)
+	e2e.Eventually(a.t, 10*time.Second, func() error {
+		got, rcode, err := a.lookup(name, qtype)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("%s: %s %s = %v (%s), want %v", a.name, dns.TypeToString[qtype], name, got, dns.RcodeToString[rcode], want)
+		}
+		return nil
+	})
+}
+
+// never checks, over a few tries, that name gets no address.
+func (a *asker) never(name string) {
+	a.t.Helper()
+	for range 3 {
+		got, rcode, err := a.lookup(name, dns.TypeA)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		if len(got) > 0 || rcode == dns.RcodeSuccess {
+			a.t.Errorf("%s resolved %s: %v (%s)", a.name, name, got, dns.RcodeToString[rcode])
+			return
+		}
+	}
+}
+
+func runWith(t *testing.T, e *e2e.Engine, name, network, ip string, extra ...string) {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", name, "--network", network, "--ip", ip}, extra...)
+	if _, err := e.Docker(t.Context(), append(args, e2e.ImageName, "sleep", "3600")...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNamesResolveOnEveryHost (issue 14): a container finds the containers
+// of its tenant network on other hosts by name, alias and name.network,
+// and their names by address; containers sharing an alias all answer;
+// names of another network or tenant never resolve, even the same name on
+// the same subnet; external names still resolve; a removed container stops
+// resolving; a tenetd restart loses no name.
+func TestNamesResolveOnEveryHost(t *testing.T) {
+	c := e2e.NewCluster(t, 3)
+	c.StartTenetds(t)
+	e2e.ServeUpstreamDNS(t, c.Testbed, map[string]string{"example.test": "203.0.113.80"})
+	h0, h1, h2 := c.Engine(0), c.Engine(1), c.Engine(2)
+	web := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	other := createNetwork(t, c, "acme", "other", "10.2.0.0/24")
+	beta := createNetwork(t, c, "beta", "web", "10.1.0.0/24") // the same subnet, another tenant
+	runWith(t, h0, "a0", web, "10.1.0.10")
+	runWith(t, h1, "a1", web, "10.1.0.74", "--network-alias", "api", "--network-alias", "shared")
+	runWith(t, h2, "a2", web, "10.1.0.138", "--network-alias", "shared")
+	runWith(t, h2, "db", web, "10.1.0.30")
+	runWith(t, h1, "secret", other, "10.2.0.5")
+	runWith(t, h1, "db-beta", beta, "10.1.0.20", "--network-alias", "db")
+	runWith(t, h0, "b0", beta, "10.1.0.11")
+
+	a := newAsker(t, h0, "a0")
+	a.await("a1", dns.TypeA, "10.1.0.74")
+	a.await("api", dns.TypeA, "10.1.0.74")
+	a.await("a1."+web, dns.TypeA, "10.1.0.74")
+	a.await("shared", dns.TypeA, "10.1.0.74", "10.1.0.138")
+	a.await("74.0.1.10.in-addr.arpa", dns.TypePTR, "a1."+web+".")
+	a.await("db", dns.TypeA, "10.1.0.30")
+	a.await("example.test", dns.TypeA, "203.0.113.80")
+	a.never("secret")          // another network of the same tenant
+	a.never("db-beta")         // another tenant
+	a.never("a1." + other)     // not a name of that network
+	a.never("secret." + other) // not asked from that network
+	if out, err := h0.Docker(t.Context(), "exec", "a0", "ping", "-c1", "-W2", "a2"); err != nil {
+		t.Errorf("ping a2 from a0 by name: %v: %s", err, out)
+	}
+
+	b := newAsker(t, h0, "b0")
+	b.await("db", dns.TypeA, "10.1.0.20")
+	b.await("db-beta", dns.TypeA, "10.1.0.20")
+	b.never("a1")
+
+	// Removed: gone within a second (measured from docker rm returning).
+	if _, err := h1.Docker(t.Context(), "rm", "-f", "a1"); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	a.await("a1", dns.TypeA)
+	t.Logf("a1 stopped resolving on h0 %v after docker rm returned on h1", time.Since(removed).Round(time.Millisecond))
+	a.await("shared", dns.TypeA, "10.1.0.138")
+
+	// A tenetd restart (here and there) loses no name.
+	for _, h := range []string{"h0", "h2"} {
+		if err := c.RestartTenetd(t.Context(), h, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.await("a2", dns.TypeA, "10.1.0.138")
+	a.await("db", dns.TypeA, "10.1.0.30")
+	a.await("example.test", dns.TypeA, "203.0.113.80")
+	if t.Failed() {
+		out, _ := c.Hosts[0].Run(t.Context(), "sh", "-c", "ip netns exec tenet-acme ip addr; ip netns exec tenet-acme nft list ruleset")
+		t.Log(strings.TrimSpace(out))
+	}
+}

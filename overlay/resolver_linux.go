@@ -1,0 +1,126 @@
+package overlay
+
+// The name resolver's sockets. tenetd answers DNS queries of a tenant's
+// containers in the tenant's own namespace, so that no other tenant can
+// reach it: ResolverAddr/32 sits on the namespace's lo (the kernel answers
+// ARP for it on every bridge, as for any local address), and one UDP socket
+// bound to ResolverAddr:53 receives the queries of all the tenant's
+// networks. The address on lo is not part of the planned state: Observe
+// never reads lo, so no reconcile removes it, and it goes away with the
+// namespace. It stays when tenetd stops, so that queries then meet a
+// closed port (ICMP port unreachable: Docker's embedded DNS tries its
+// next server at once) rather than a timeout.
+//
+// A non-egress network's bridge has no address and the namespace has no
+// route to its containers: replies leave by the interface their query came
+// in on (IP_PKTINFO's ifindex), which the kernel takes as on-link.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// TenantNSID returns the identity of tenant's namespace; ok is false when
+// it has none.
+func (d *Datapath) TenantNSID(tenant string) (NSID, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(netnsDir, d.netnsName(tenant)), &st); err != nil {
+		return 0, false
+	}
+	return NSID(st.Ino), true
+}
+
+// ListenResolver opens the resolver's UDP socket in tenant's namespace
+// (which must exist), bound to ResolverAddr:53, after putting ResolverAddr
+// on the namespace's lo (no-op if already so). It also turns off reverse
+// path filtering there: a non-egress tenant namespace has no route back to
+// its containers, and port guards already pin each container's source
+// address. The caller owns the socket; it keeps working only as long as the
+// namespace it was made in (compare TenantNSID).
+func (d *Datapath) ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, NSID, error) {
+	path := filepath.Join(netnsDir, d.netnsName(tenant))
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("resolver for tenant %s: open namespace %s: %w", tenant, path, err)
+	}
+	defer ns.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(ns), &st); err != nil {
+		return nil, 0, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
+	}
+	c, err := listenResolverIn(ctx, ns, true)
+	if err != nil {
+		return nil, 0, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
+	}
+	return c, NSID(st.Ino), nil
+}
+
+// ListenHostResolver opens the resolver's UDP socket in the host namespace
+// (ResolverAddr on its lo, no-op if already so), where containers on
+// Docker's own networks and host-network containers reach it once the
+// engine names ResolverAddr as its DNS server.
+func (d *Datapath) ListenHostResolver(ctx context.Context) (*net.UDPConn, error) {
+	ns, err := netns.GetFromPath(filepath.Join("/proc/self/fd", fmt.Sprint(int(d.host.ns))))
+	if err != nil {
+		return nil, fmt.Errorf("host resolver: %w", err)
+	}
+	defer ns.Close()
+	c, err := listenResolverIn(ctx, ns, false)
+	if err != nil {
+		return nil, fmt.Errorf("host resolver: %w", err)
+	}
+	return c, nil
+}
+
+func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net.UDPConn, error) {
+	var conn *net.UDPConn
+	err := nsDo(ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("find lo: %w", err)
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(ResolverAddr.AsSlice()), Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrReplace(lo, a); err != nil {
+			return fmt.Errorf("add %s to lo: %w", ResolverAddr, err)
+		}
+		if tenant {
+			for _, key := range []string{"net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"} {
+				if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return fmt.Errorf("set %s=0: %w", key, err)
+				}
+			}
+			links, err := netlink.LinkList()
+			if err != nil {
+				return fmt.Errorf("list links: %w", err)
+			}
+			for _, l := range links {
+				if l.Type() == "bridge" {
+					key := filepath.Join("/proc/sys/net/ipv4/conf", l.Attrs().Name, "rp_filter")
+					if err := os.WriteFile(key, []byte("0"), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+						return fmt.Errorf("set %s=0: %w", key, err)
+					}
+				}
+			}
+		}
+		var lc net.ListenConfig
+		pc, err := lc.ListenPacket(ctx, "udp4", netip.AddrPortFrom(ResolverAddr, 53).String())
+		if err != nil {
+			return err
+		}
+		conn = pc.(*net.UDPConn)
+		return nil
+	})
+	return conn, err
+}

@@ -1,0 +1,31 @@
+// Package resolver answers the DNS queries of a tenant's containers with
+// the names of every container on the same tenant network, on any host,
+// and forwards the rest to the host's upstream servers.
+//
+// It owns one UDP socket per tenant that has a network on this host, in
+// the tenant's own namespace at overlay.ResolverAddr:53 (the overlay
+// package opens it there), and one in the host namespace at the same
+// address that only forwards (for containers on Docker's own networks, to
+// which the engine's "dns" setting applies too). A query's network is the
+// tenant's network whose subnet holds its source address: a tenant's
+// subnets never overlap, and port guards pin each container's source
+// address, so a container can ask about its own network only, and no
+// query of another tenant ever reaches a tenant's socket (it lives in that
+// tenant's namespace).
+//
+// Names are read when a query comes, from the core (this host's
+// endpoints, with the names the driver's Namer learnt from the engine) and
+// from gossip (other hosts' endpoints, with the names their hosts
+// published): nothing is cached, so a removed container stops resolving as
+// soon as its removal reaches this host. A network answers, for each of
+// its endpoints' names N (container name, then aliases): N and
+// N.<Docker network name> (A; AAAA and other types get an empty answer),
+// and PTR for the endpoint's address. Names nobody on the network has are
+// forwarded upstream when the network has egress, and refused otherwise
+// (an internal network reaches nothing outside, its names included).
+//
+// It never writes state, never touches the kernel itself (overlay opens
+// its sockets) and never speaks Docker's plugin protocol. Per source
+// address, queries are rate-limited; forwarded queries in flight are
+// bounded. Safe for concurrent use; Run owns every goroutine it starts.
+package resolver

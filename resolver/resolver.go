@@ -1,0 +1,283 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/internal/rules"
+	"github.com/tenet-net/tenet/overlay"
+)
+
+// Datapath opens the resolver's sockets: *overlay.Datapath.
+type Datapath interface {
+	TenantNSID(tenant string) (overlay.NSID, bool)
+	ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, overlay.NSID, error)
+	ListenHostResolver(ctx context.Context) (*net.UDPConn, error)
+}
+
+// Local is this host's networks and endpoints: *core.Core.
+type Local interface {
+	Networks() []core.Network
+	Endpoints() []core.Endpoint
+}
+
+// Cluster is other hosts' endpoints: core.GossipCluster.
+type Cluster interface {
+	Remotes(network string) []core.Remote
+}
+
+// Config configures a Resolver.
+type Config struct {
+	Datapath Datapath
+	Local    Local
+	Cluster  Cluster
+	// DockerNames lists the local engine's networks, Docker network ID to
+	// name (the suffix of N.<network> names). Nil, or failing: the
+	// names of networks defined with tenetctl (tenant.name) only.
+	DockerNames func(ctx context.Context) (map[string]string, error)
+	// Upstream servers, asked in order, for names no network has.
+	Upstream []netip.AddrPort
+	// HostSocket also opens the forwarding socket in the host namespace.
+	HostSocket bool
+	// Rate and Burst per source address (queries a second).
+	Rate, Burst int
+	// Timeout of one upstream exchange; MaxInflight bounds the forwarded
+	// queries in flight.
+	Timeout     time.Duration
+	MaxInflight int
+	// Interval between looks at which tenants need a socket.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// DefaultConfig leaves Datapath, Local, Cluster, Upstream and Logger to
+// the caller.
+func DefaultConfig() Config {
+	return Config{Rate: 200, Burst: 400, Timeout: 2 * time.Second, MaxInflight: 256, Interval: 200 * time.Millisecond, HostSocket: true}
+}
+
+// Validate names the first field that is wrong.
+func (c Config) Validate() error {
+	switch {
+	case c.Datapath == nil || c.Local == nil || c.Cluster == nil || c.Logger == nil:
+		return errors.New("resolver: Datapath, Local, Cluster and Logger are required")
+	case c.Rate < 1 || c.Burst < 1:
+		return fmt.Errorf("resolver: Rate %d, Burst %d: must be at least 1", c.Rate, c.Burst)
+	case c.Timeout <= 0 || c.MaxInflight < 1 || c.Interval <= 0:
+		return fmt.Errorf("resolver: Timeout %v, MaxInflight %d, Interval %v: must be positive", c.Timeout, c.MaxInflight, c.Interval)
+	}
+	for _, s := range c.Upstream {
+		if !s.IsValid() || s.Addr() == overlay.ResolverAddr {
+			return fmt.Errorf("resolver: upstream %v: must be an address and port other than the resolver's own (%s)", s, overlay.ResolverAddr)
+		}
+	}
+	return nil
+}
+
+// Resolver serves names to the tenants of this host.
+type Resolver struct {
+	cfg Config
+	log *slog.Logger
+	lim *limiter
+
+	mu          sync.Mutex        // guards the fields below
+	dockerNames map[string]string // Docker network ID -> name
+}
+
+// New checks cfg.
+func New(cfg Config) (*Resolver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Resolver{cfg: cfg, log: cfg.Logger.With("component", "resolver"), lim: newLimiter(cfg.Rate, cfg.Burst)}, nil
+}
+
+type listener struct {
+	conn *net.UDPConn
+	ns   overlay.NSID
+	done chan struct{}
+}
+
+// Run keeps a socket open in each tenant namespace of this host (and the
+// host's) and serves them until ctx ends.
+func (r *Resolver) Run(ctx context.Context) error {
+	fwd := newForwarder(ctx, r.cfg.Upstream, r.cfg.Timeout, r.cfg.MaxInflight, r.log)
+	tenants := map[string]*listener{}
+	var host *listener
+	defer func() {
+		for _, l := range tenants {
+			l.close()
+		}
+		if host != nil {
+			host.close()
+		}
+	}()
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	var namesAt time.Time
+	warned := map[string]bool{}
+	for {
+		if time.Since(namesAt) > 5*time.Second {
+			r.refreshDockerNames(ctx)
+			namesAt = time.Now()
+		}
+		if r.cfg.HostSocket && host == nil {
+			c, err := r.cfg.Datapath.ListenHostResolver(ctx)
+			if err == nil {
+				host = r.serve(ctx, c, 0, &handler{fwd: fwd, lim: r.lim, maxIn: maxQuery})
+				r.log.Info("resolver listening in the host namespace", "addr", overlay.ResolverAddr)
+			} else if !warned[""] {
+				r.log.Warn("cannot listen in the host namespace; containers on Docker's own networks get no answer from it", "err", err)
+				warned[""] = true
+			}
+		}
+		want := map[string]bool{}
+		for _, n := range r.cfg.Local.Networks() {
+			want[n.Tenant] = true
+		}
+		for t, l := range tenants {
+			if ns, ok := r.cfg.Datapath.TenantNSID(t); !want[t] || !ok || ns != l.ns {
+				l.close()
+				delete(tenants, t)
+			}
+		}
+		for t := range want {
+			if tenants[t] != nil {
+				continue
+			}
+			if _, ok := r.cfg.Datapath.TenantNSID(t); !ok {
+				continue // not made yet
+			}
+			c, ns, err := r.cfg.Datapath.ListenResolver(ctx, t)
+			if err != nil {
+				if !warned[t] {
+					r.log.Warn("cannot listen in the tenant's namespace; retrying", "tenant", t, "err", err)
+					warned[t] = true
+				}
+				continue
+			}
+			delete(warned, t)
+			h := &handler{lookup: r.lookupFor(t), fwd: fwd, lim: r.lim, maxIn: maxQuery}
+			tenants[t] = r.serve(ctx, c, ns, h)
+			r.log.Info("resolver listening", "tenant", t, "addr", overlay.ResolverAddr)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// maxQuery is the largest query datagram read: a query is one question
+// with an OPT record, far below it.
+const maxQuery = 4096
+
+func (l *listener) close() {
+	_ = l.conn.Close()
+	<-l.done
+}
+
+// serve reads queries from c until it is closed; replies leave by the
+// interface their query came in on, from the address it was sent to.
+func (r *Resolver) serve(ctx context.Context, c *net.UDPConn, ns overlay.NSID, h *handler) *listener {
+	l := &listener{conn: c, ns: ns, done: make(chan struct{})}
+	pc := ipv4.NewPacketConn(c)
+	if err := pc.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true); err != nil {
+		r.log.Warn("resolver socket without packet info: replies follow the routes", "err", err)
+	}
+	go func() {
+		defer close(l.done)
+		buf := make([]byte, maxQuery+1)
+		for ctx.Err() == nil {
+			n, cm, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			ua, ok := from.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			src, _ := netip.AddrFromSlice(ua.IP)
+			var out *ipv4.ControlMessage
+			if cm != nil {
+				out = &ipv4.ControlMessage{Src: cm.Dst, IfIndex: cm.IfIndex}
+			}
+			h.serve(buf[:n], src.Unmap(), func(b []byte) {
+				if b != nil {
+					_, _ = pc.WriteTo(b, out, from)
+				}
+			})
+		}
+	}()
+	return l
+}
+
+func (r *Resolver) refreshDockerNames(ctx context.Context) {
+	if r.cfg.DockerNames == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	names, err := r.cfg.DockerNames(ctx)
+	if err != nil {
+		r.log.Debug("list the engine's networks for their names", "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.dockerNames = names
+	r.mu.Unlock()
+}
+
+// lookupFor finds, among tenant's networks on this host, the one whose
+// subnet holds a query's source, and reads its names.
+func (r *Resolver) lookupFor(tenant string) Lookup {
+	return func(src netip.Addr) (NetView, bool, bool) {
+		for _, n := range r.cfg.Local.Networks() {
+			if n.Tenant != tenant || !n.Subnet.Contains(src) {
+				continue
+			}
+			return r.view(n), n.Egress(), true
+		}
+		return NetView{}, false, false
+	}
+}
+
+// view reads network n's names: this host's endpoints and other hosts'.
+func (r *Resolver) view(n core.Network) NetView {
+	key := n.Key()
+	var v NetView
+	r.mu.Lock()
+	dn := r.dockerNames[n.Ref]
+	r.mu.Unlock()
+	for _, s := range []string{dn, rules.DockerName(n.Tenant, n.Name)} {
+		s = strings.ToLower(strings.Trim(s, "."))
+		if s != "" && (len(v.Suffixes) == 0 || v.Suffixes[0] != s) {
+			v.Suffixes = append(v.Suffixes, s)
+		}
+	}
+	for _, e := range r.cfg.Local.Endpoints() {
+		if e.Network == key && len(e.Names) > 0 {
+			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP.Addr()})
+		}
+	}
+	for _, e := range r.cfg.Cluster.Remotes(key) {
+		if len(e.Names) > 0 {
+			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP})
+		}
+	}
+	return v
+}
