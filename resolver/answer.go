@@ -9,18 +9,18 @@ import (
 )
 
 // Record is one endpoint on a network: the names it answers to (container
-// name first) and its address.
+// name first), its address, and the suffixes its names may carry (its
+// network's Docker names, lower case, without dots at either end).
 type Record struct {
-	Names []string
-	IP    netip.Addr
+	Names    []string
+	IP       netip.Addr
+	Suffixes []string
 }
 
-// NetView is what a network answers with: its records and the suffixes a
-// name may carry (the network's Docker names), lower case, without dots
-// at either end.
+// NetView is what a query is answered from: the records of the asking
+// container's networks.
 type NetView struct {
-	Records  []Record
-	Suffixes []string
+	Records []Record
 }
 
 // TTL of the answers: a second, not Docker's 600 s, which would keep a removed
@@ -41,7 +41,7 @@ func Answer(q *dns.Msg, v NetView) (resp *dns.Msg, ok bool) {
 	var ips []netip.Addr
 	found := false
 	for _, r := range v.Records {
-		if matches(r.Names, name, v.Suffixes) {
+		if matches(r.Names, name, r.Suffixes) {
 			found = true
 			if r.IP.IsValid() {
 				ips = append(ips, r.IP)
@@ -104,8 +104,8 @@ func answerPTR(q *dns.Msg, name string, v NetView) (*dns.Msg, bool) {
 			resp = reply(q)
 		}
 		target := r.Names[0]
-		if len(v.Suffixes) > 0 {
-			target += "." + v.Suffixes[0]
+		if len(r.Suffixes) > 0 {
+			target += "." + r.Suffixes[0]
 		}
 		resp.Answer = append(resp.Answer, &dns.PTR{Hdr: hdr(q.Question[0].Name, dns.TypePTR), Ptr: dns.Fqdn(target)})
 	}

@@ -8,12 +8,14 @@ import (
 	"github.com/miekg/dns"
 )
 
+var webSuffixes = []string{"acme-web", "acme.web"}
+
 var testView = NetView{
-	Suffixes: []string{"acme-web", "acme.web"},
 	Records: []Record{
-		{Names: []string{"a1", "api", "shared"}, IP: netip.MustParseAddr("10.1.0.74")},
-		{Names: []string{"a2", "shared"}, IP: netip.MustParseAddr("10.1.0.138")},
-		{Names: []string{"v6"}, IP: netip.MustParseAddr("fd00::5")},
+		{Names: []string{"a1", "api", "shared"}, IP: netip.MustParseAddr("10.1.0.74"), Suffixes: webSuffixes},
+		{Names: []string{"a2", "shared"}, IP: netip.MustParseAddr("10.1.0.138"), Suffixes: webSuffixes},
+		{Names: []string{"v6"}, IP: netip.MustParseAddr("fd00::5"), Suffixes: webSuffixes},
+		{Names: []string{"d1"}, IP: netip.MustParseAddr("10.2.0.5"), Suffixes: []string{"acme.db"}},
 	},
 }
 
@@ -56,6 +58,10 @@ func TestAnswer(t *testing.T) {
 		{"v6.", dns.TypeAAAA, true, []string{"fd00::5"}},
 		{"a1.", dns.TypeMX, true, nil},
 		{"a1.other.", dns.TypeA, false, nil},
+		{"d1.acme.db.", dns.TypeA, true, []string{"10.2.0.5"}},
+		{"d1.acme.web.", dns.TypeA, false, nil},
+		{"a1.acme.db.", dns.TypeA, false, nil},
+		{"5.0.2.10.in-addr.arpa.", dns.TypePTR, true, []string{"d1.acme.db."}},
 		{"a1x.", dns.TypeA, false, nil},
 		{"a.", dns.TypeA, false, nil},
 		{"acme-web.", dns.TypeA, false, nil},

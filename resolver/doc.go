@@ -6,12 +6,14 @@
 // the tenant's own namespace at overlay.ResolverAddr:53 (the overlay
 // package opens it there), and one in the host namespace at the same
 // address that only forwards (for containers on Docker's own networks, to
-// which the engine's "dns" setting applies too). A query's network is the
-// tenant's network whose subnet holds its source address: a tenant's
+// which the engine's "dns" setting applies too). A query comes from the
+// local endpoint of the tenant that has its source address (a tenant's
 // subnets never overlap, and port guards pin each container's source
-// address, so a container can ask about its own network only, and no
-// query of another tenant ever reaches a tenant's socket (it lives in that
-// tenant's namespace).
+// address), and is answered from the names of every network of that
+// tenant the container is on, as Docker answers a container on several
+// networks; a source that is no endpoint of the tenant is refused. No
+// query of another tenant ever reaches a tenant's socket: it lives in
+// that tenant's namespace.
 //
 // Names are read when a query comes, from the core (this host's
 // endpoints, with the names the driver's Namer learnt from the engine) and
@@ -21,8 +23,9 @@
 // its endpoints' names N (container name, then aliases): N and
 // N.<Docker network name> (A; AAAA and other types get an empty answer),
 // and PTR for the endpoint's address. Names nobody on the network has are
-// forwarded upstream when the network has egress, and refused otherwise
-// (an internal network reaches nothing outside, its names included).
+// forwarded upstream when one of the container's networks has egress, and
+// refused otherwise (an internal network reaches nothing outside, its
+// names included).
 //
 // It never writes state, never touches the kernel itself (overlay opens
 // its sockets) and never speaks Docker's plugin protocol. Per source

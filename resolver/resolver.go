@@ -242,42 +242,73 @@ func (r *Resolver) refreshDockerNames(ctx context.Context) {
 	r.mu.Unlock()
 }
 
-// lookupFor finds, among tenant's networks on this host, the one whose
-// subnet holds a query's source, and reads its names.
+// lookupFor finds the container a query from src comes from: the local
+// endpoint of one of tenant's networks with that address (port guards pin
+// a container's source address, and a tenant's subnets never overlap).
+// The query is answered from every network of the tenant the container is
+// on here, as Docker answers a container on several networks; it is
+// forwarded if any of them has egress. A source that is no endpoint of
+// the tenant here is refused.
 func (r *Resolver) lookupFor(tenant string) Lookup {
 	return func(src netip.Addr) (NetView, bool, bool) {
+		nets := map[string]core.Network{}
 		for _, n := range r.cfg.Local.Networks() {
-			if n.Tenant != tenant || !n.Subnet.Contains(src) {
-				continue
+			if n.Tenant == tenant {
+				nets[n.Key()] = n
 			}
-			return r.view(n), n.Egress(), true
 		}
-		return NetView{}, false, false
+		eps := r.cfg.Local.Endpoints()
+		var self *core.Endpoint
+		for i, e := range eps {
+			if _, ok := nets[e.Network]; ok && e.IP.Addr() == src {
+				self = &eps[i]
+				break
+			}
+		}
+		if self == nil {
+			return NetView{}, false, false
+		}
+		mine := map[string]bool{self.Network: true}
+		if self.Netns != "" {
+			for _, e := range eps {
+				if _, ok := nets[e.Network]; ok && e.Netns == self.Netns {
+					mine[e.Network] = true
+				}
+			}
+		}
+		var v NetView
+		egress := false
+		for key := range mine {
+			n := nets[key]
+			egress = egress || n.Egress()
+			r.addNetwork(&v, n, eps)
+		}
+		return v, egress, true
 	}
 }
 
-// view reads network n's names: this host's endpoints and other hosts'.
-func (r *Resolver) view(n core.Network) NetView {
+// addNetwork adds network n's names to v: this host's endpoints (of eps)
+// and other hosts'.
+func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 	key := n.Key()
-	var v NetView
 	r.mu.Lock()
 	dn := r.dockerNames[n.Ref]
 	r.mu.Unlock()
+	var suffixes []string
 	for _, s := range []string{dn, rules.DockerName(n.Tenant, n.Name)} {
 		s = strings.ToLower(strings.Trim(s, "."))
-		if s != "" && (len(v.Suffixes) == 0 || v.Suffixes[0] != s) {
-			v.Suffixes = append(v.Suffixes, s)
+		if s != "" && (len(suffixes) == 0 || suffixes[0] != s) {
+			suffixes = append(suffixes, s)
 		}
 	}
-	for _, e := range r.cfg.Local.Endpoints() {
+	for _, e := range eps {
 		if e.Network == key && len(e.Names) > 0 {
-			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP.Addr()})
+			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP.Addr(), Suffixes: suffixes})
 		}
 	}
 	for _, e := range r.cfg.Cluster.Remotes(key) {
 		if len(e.Names) > 0 {
-			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP})
+			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP, Suffixes: suffixes})
 		}
 	}
-	return v
 }

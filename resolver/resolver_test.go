@@ -96,7 +96,12 @@ func network(tenant, name, subnet string, egress bool) core.Network {
 }
 
 func endpoint(id, network, ip string, names ...string) core.Endpoint {
-	return core.Endpoint{EndpointSpec: core.EndpointSpec{ID: id, Network: network, IP: netip.PrefixFrom(netip.MustParseAddr(ip), 16), Names: names}}
+	e := core.Endpoint{EndpointSpec: core.EndpointSpec{ID: id, Network: network, IP: netip.PrefixFrom(netip.MustParseAddr(ip), 16), Names: names}}
+	e.Netns = "/var/run/docker/netns/" + id
+	if names[0] == "both" {
+		e.Netns = "/var/run/docker/netns/both"
+	}
+	return e
 }
 
 // upstream serves example.test on loopback.
@@ -138,6 +143,9 @@ func start(t *testing.T, cfg Config) *setup {
 				endpoint("e1", "acme/web", "127.1.0.10", "a0"),
 				endpoint("e2", "beta/web", "127.2.0.20", "db"),
 				endpoint("e3", "acme/db", "127.3.0.5", "secret"),
+				endpoint("e4", "acme/db", "127.3.0.6", "both"),  // also on acme/web:
+				endpoint("e5", "acme/web", "127.1.0.6", "both"), // one container
+				endpoint("e6", "beta/web", "127.2.0.6", "both"), // and on beta's
 			},
 		}}
 	cfg.Datapath, cfg.Local, cfg.Logger = s.dp, s.local, slog.New(slog.NewTextHandler(t.Output(), nil))
@@ -256,7 +264,7 @@ func TestResolverLimitsEachSource(t *testing.T) {
 		t.Errorf("%d of 20 queries answered at 1/s with a burst of 5", answered)
 	}
 	// Another source has its own bucket.
-	if r, err := ask(t, "127.1.0.11", acme, "a1", dns.TypeA); err != nil || r.Rcode != dns.RcodeSuccess {
+	if r, err := ask(t, "127.1.0.6", acme, "a1", dns.TypeA); err != nil || r.Rcode != dns.RcodeSuccess {
 		t.Errorf("another source: %v %v", r, err)
 	}
 }
