@@ -18,12 +18,12 @@ import (
 // container's namespace, as the container's own resolver does: names the
 // engine does not know go on from there to the engine's DNS servers.
 type asker struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	conn *net.UDPConn
 }
 
-func newAsker(t *testing.T, e *e2e.Engine, container string) *asker {
+func newAsker(t testing.TB, e *e2e.Engine, container string) *asker {
 	t.Helper()
 	ns, err := e.ContainerNetns(t.Context(), container)
 	if err != nil {
@@ -88,7 +88,7 @@ func (a *asker) never(name string) {
 	}
 }
 
-func runWith(t *testing.T, e *e2e.Engine, name, network, ip string, extra ...string) {
+func runWith(t testing.TB, e *e2e.Engine, name, network, ip string, extra ...string) {
 	t.Helper()
 	args := append([]string{"run", "-d", "--name", name, "--network", network, "--ip", ip}, extra...)
 	if _, err := e.Docker(t.Context(), append(args, e2e.ImageName, "sleep", "3600")...); err != nil {
@@ -160,5 +160,76 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	if t.Failed() {
 		out, _ := c.Hosts[0].Run(t.Context(), "sh", "-c", "ip netns exec tenet-acme ip addr; ip netns exec tenet-acme nft list ruleset")
 		t.Log(strings.TrimSpace(out))
+	}
+}
+
+// TestResolverOnInternalNetworksUnderAttack (issue 14): containers on an
+// --internal network (no gateway: Docker's Join gets an on-link route to
+// the resolver) resolve each other's names across hosts, and get a quick
+// refusal, not a timeout, for external names (the network reaches nothing
+// outside). Malformed, oversized and flooding queries sent straight to the
+// resolver neither crash it nor stop it answering other containers.
+func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
+	c := e2e.NewCluster(t, 2)
+	c.StartTenetds(t)
+	e2e.ServeUpstreamDNS(t, c.Testbed, map[string]string{"example.test": "203.0.113.80"})
+	ctx := t.Context()
+	h0, h1 := c.Engine(0), c.Engine(1)
+	for _, e := range c.Engines {
+		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--internal", "--ipam-driver", "tenet", "--ipam-opt", "tenant=acme",
+			"-o", "tenant=acme", "-o", "network=back", "--subnet", "10.5.0.0/24", "acme-back"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runWith(t, h0, "i0", "acme-back", "10.5.0.10")
+	runWith(t, h0, "i0b", "acme-back", "10.5.0.11")
+	runWith(t, h1, "i1", "acme-back", "10.5.0.74", "--network-alias", "store")
+	a := newAsker(t, h0, "i0")
+	a.await("i1", dns.TypeA, "10.5.0.74")
+	a.await("store.acme-back", dns.TypeA, "10.5.0.74")
+	a.await("74.0.5.10.in-addr.arpa", dns.TypePTR, "i1.acme-back.")
+	start := time.Now()
+	got, rcode, err := a.lookup("example.test", dns.TypeA)
+	if err != nil || len(got) > 0 {
+		t.Errorf("external name from an internal network: %v %s %v", got, dns.RcodeToString[rcode], err)
+	}
+	t.Logf("external name from an internal network: %s after %v", dns.RcodeToString[rcode], time.Since(start).Round(time.Millisecond))
+
+	// Straight to the resolver, from i0.
+	ns, err := h0.ContainerNetns(ctx, "i0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e2e.DialUDPIn(ns, netip.MustParseAddrPort("169.254.53.53:53"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if r, _, err := e2e.Query(conn, "i1", dns.TypeA); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("direct query for i1: %v %v", r, err)
+	}
+	valid, _ := func() *dns.Msg { m := new(dns.Msg); m.SetQuestion("i1.", dns.TypeA); return m }().Pack()
+	hostile := [][]byte{
+		{0xde, 0xad},                                                 // shorter than a header
+		{0, 1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0},                         // five questions, none there
+		{0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c},             // a name pointing at itself
+		append([]byte{0, 3, 0x80, 0}, valid[4:]...),                  // a response
+		append(valid[:len(valid):len(valid)], make([]byte, 4000)...), // oversized
+		make([]byte, 65000),
+	}
+	for _, b := range hostile {
+		_, _ = conn.Write(b)
+	}
+	for range 5000 { // a flood, far above the per-source rate
+		_, _ = conn.Write(valid)
+	}
+	// Another container is answered at once; the flooder again soon.
+	b := newAsker(t, h0, "i0b")
+	b.await("i1", dns.TypeA, "10.5.0.74")
+	a.await("i1", dns.TypeA, "10.5.0.74")
+	select {
+	case <-c.Tenetds[0].Daemon.Done():
+		t.Error("tenetd on h0 exited during the attack")
+	default:
 	}
 }

@@ -25,8 +25,12 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TenantNSID returns the identity of tenant's namespace; ok is false when
@@ -123,4 +127,56 @@ func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net
 		return nil
 	})
 	return conn, err
+}
+
+// hostDNSTable is the host namespace's table that sends queries to
+// ResolverAddr straight to the host's upstream server.
+const hostDNSTable = "tenet-dns"
+
+// RedirectHostResolver makes queries to ResolverAddr:53 (UDP and TCP) in
+// the host namespace, from Docker's own networks and the host's processes
+// (never from a tenant's uplink), go straight to upstream by DNAT, so that
+// the engine's dns setting costs them nothing and keeps working while
+// tenetd is down. The table is replaced whole in one transaction (no-op in
+// effect if already so); an invalid upstream, or a loopback one (which a
+// bridged container cannot be translated to), removes it: the host
+// socket (ListenHostResolver) forwards those queries then.
+func (d *Datapath) RedirectHostResolver(upstream netip.AddrPort) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, err := d.host.tables()
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: hostDNSTable}
+	c.AddTable(t)
+	c.DelTable(t)
+	ok := upstream.IsValid() && upstream.Addr().Is4() && !upstream.Addr().IsLoopback() && upstream.Addr() != ResolverAddr
+	if ok {
+		c.AddTable(t)
+		res, up := ResolverAddr.As4(), upstream.Addr().As4()
+		pre := baseChain(c, t, "pre", nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT, 0)
+		out := baseChain(c, t, "out", nftables.ChainHookOutput, nftables.ChainPriorityNATDest, nftables.ChainTypeNAT, 0)
+		for _, ch := range []*nftables.Chain{pre, out} {
+			for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+				var es []expr.Any
+				if ch == pre {
+					es = ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpNeq, hostUplinkPref)
+				}
+				es = append(es, daddr(), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: res[:]},
+					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+					&expr.Immediate{Register: 1, Data: up[:]},
+					&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(upstream.Port())},
+					&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es})
+			}
+		}
+	}
+	if err := d.host.flush(c); err != nil {
+		return fmt.Errorf("host resolver redirect to %v: %w", upstream, err)
+	}
+	return nil
 }

@@ -4,9 +4,11 @@
 //
 // It owns one UDP socket per tenant that has a network on this host, in
 // the tenant's own namespace at overlay.ResolverAddr:53 (the overlay
-// package opens it there), and one in the host namespace at the same
-// address that only forwards (for containers on Docker's own networks, to
-// which the engine's "dns" setting applies too). A query comes from the
+// package opens it there). Containers on Docker's own networks get the
+// engine's "dns" setting too: in the host namespace, queries to that
+// address go straight to the first upstream server (a DNAT the overlay
+// package installs), so the setting costs them nothing; where that cannot
+// be (a loopback upstream), a socket there forwards them. A query comes from the
 // local endpoint of the tenant that has its source address (a tenant's
 // subnets never overlap, and port guards pin each container's source
 // address), and is answered from the names of every network of that

@@ -23,6 +23,7 @@ type Datapath interface {
 	TenantNSID(tenant string) (overlay.NSID, bool)
 	ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, overlay.NSID, error)
 	ListenHostResolver(ctx context.Context) (*net.UDPConn, error)
+	RedirectHostResolver(upstream netip.AddrPort) error
 }
 
 // Local is this host's networks and endpoints: *core.Core.
@@ -47,7 +48,10 @@ type Config struct {
 	DockerNames func(ctx context.Context) (map[string]string, error)
 	// Upstream servers, asked in order, for names no network has.
 	Upstream []netip.AddrPort
-	// HostSocket also opens the forwarding socket in the host namespace.
+	// HostSocket also serves the host namespace: queries from Docker's
+	// own networks and host processes to the resolver's address go
+	// straight to the first upstream server (DNAT), or, if it cannot be
+	// (a loopback server), to a forwarding socket there.
 	HostSocket bool
 	// Rate and Burst per source address (queries a second).
 	Rate, Burst int
@@ -63,7 +67,7 @@ type Config struct {
 // DefaultConfig leaves Datapath, Local, Cluster, Upstream and Logger to
 // the caller.
 func DefaultConfig() Config {
-	return Config{Rate: 200, Burst: 400, Timeout: 2 * time.Second, MaxInflight: 256, Interval: 200 * time.Millisecond, HostSocket: true}
+	return Config{Rate: 1000, Burst: 2000, Timeout: 2 * time.Second, MaxInflight: 256, Interval: 200 * time.Millisecond, HostSocket: true}
 }
 
 // Validate names the first field that is wrong.
@@ -126,7 +130,24 @@ func (r *Resolver) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var namesAt time.Time
 	warned := map[string]bool{}
+	redirected := !r.cfg.HostSocket
 	for {
+		if !redirected {
+			// Docker's networks reach the upstream server straight (DNAT
+			// in the host namespace); the host socket is the fallback.
+			var up netip.AddrPort
+			if len(r.cfg.Upstream) > 0 {
+				up = r.cfg.Upstream[0]
+			}
+			if err := r.cfg.Datapath.RedirectHostResolver(up); err != nil {
+				if !warned["redirect"] {
+					r.log.Warn("cannot send Docker's networks' queries straight upstream; tenetd forwards them", "err", err)
+					warned["redirect"] = true
+				}
+			} else {
+				redirected = true
+			}
+		}
 		if time.Since(namesAt) > 5*time.Second {
 			r.refreshDockerNames(ctx)
 			namesAt = time.Now()

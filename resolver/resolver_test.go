@@ -48,6 +48,8 @@ func (f *fakeDatapath) ListenHostResolver(ctx context.Context) (*net.UDPConn, er
 	return c, err
 }
 
+func (f *fakeDatapath) RedirectHostResolver(upstream netip.AddrPort) error { return nil }
+
 func (f *fakeDatapath) addr(t *testing.T, tenant string) netip.AddrPort {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

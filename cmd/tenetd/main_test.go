@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -119,5 +121,27 @@ func TestSystemdHearsReadyOnceUsableThenTheWatchdogThenStopping(t *testing.T) {
 		if got != "WATCHDOG=1" {
 			t.Fatalf("at the end %q, want STOPPING=1", got)
 		}
+	}
+}
+
+func TestUpstreamsFromFlagOrResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(conf, []byte("# comment\nsearch example.com\nnameserver 127.0.0.53\nnameserver 169.254.53.53\nnameserver 2001:db8::1\noptions ndots:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := upstreams(nil, conf)
+	if err != nil || fmt.Sprint(got) != "[127.0.0.53:53 [2001:db8::1]:53]" {
+		t.Errorf("from %s: %v %v", conf, got, err)
+	}
+	got, err = upstreams([]string{"203.0.113.1", "198.51.100.2:5353"}, conf)
+	if err != nil || fmt.Sprint(got) != "[203.0.113.1:53 198.51.100.2:5353]" {
+		t.Errorf("from the flag: %v %v", got, err)
+	}
+	if _, err := upstreams([]string{"dns.example"}, conf); err == nil || !strings.Contains(err.Error(), `"dns.example"`) {
+		t.Errorf("a host name: %v", err)
+	}
+	if got, err := upstreams(nil, filepath.Join(dir, "none")); err != nil || len(got) != 0 {
+		t.Errorf("no resolv.conf: %v %v", got, err)
 	}
 }
