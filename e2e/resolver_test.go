@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -132,6 +133,27 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	a.never("secret." + other) // not asked from that network
 	if out, err := h0.Docker(t.Context(), "exec", "a0", "ping", "-c1", "-W2", "a2"); err != nil {
 		t.Errorf("ping a2 from a0 by name: %v: %s", err, out)
+	}
+	// tenetctl endpoint ls on h0 names the containers of other hosts.
+	out, err := c.Hosts[0].Run(t.Context(), c.Dir+"/tenetctl", "endpoint", "ls", "--network", "acme/web", "--json")
+	if err != nil {
+		t.Fatalf("tenetctl endpoint ls: %v: %s", err, out)
+	}
+	var eps []struct {
+		Name    string   `json:"name"`
+		Aliases []string `json:"aliases"`
+		Host    string   `json:"host"`
+	}
+	if err := json.Unmarshal([]byte(out), &eps); err != nil {
+		t.Fatalf("tenetctl endpoint ls --json: %v: %s", err, out)
+	}
+	var named []string
+	for _, e := range eps {
+		named = append(named, fmt.Sprintf("%s@%s%v", e.Name, e.Host, e.Aliases))
+	}
+	slices.Sort(named)
+	if want := []string{"a0@h0[]", "a1@h1[api shared]", "a2@h2[shared]", "db@h2[]"}; !slices.Equal(named, want) {
+		t.Errorf("endpoint ls on h0: %v, want %v", named, want)
 	}
 
 	b := newAsker(t, h0, "b0")

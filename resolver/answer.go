@@ -9,22 +9,48 @@ import (
 )
 
 // Record is one endpoint on a network: the names it answers to (container
-// name first), its address, and the suffixes its names may carry (its
-// network's Docker names, lower case, without dots at either end).
+// name first) and its address.
 type Record struct {
-	Names    []string
-	IP       netip.Addr
-	Suffixes []string
+	Names []string
+	IP    netip.Addr
 }
 
-// NetView is what a query is answered from: the records of the asking
+// Index is a set of records by lower-case name and by address.
+type Index struct {
+	byName map[string][]netip.Addr
+	byIP   map[netip.Addr]string // the first name of the first record
+}
+
+// NewIndex indexes recs.
+func NewIndex(recs []Record) *Index {
+	x := &Index{byName: make(map[string][]netip.Addr, len(recs)), byIP: make(map[netip.Addr]string, len(recs))}
+	for _, r := range recs {
+		for _, n := range r.Names {
+			n = strings.ToLower(n)
+			x.byName[n] = append(x.byName[n], r.IP)
+		}
+		if _, ok := x.byIP[r.IP]; !ok && len(r.Names) > 0 && r.IP.IsValid() {
+			x.byIP[r.IP] = r.Names[0]
+		}
+	}
+	return x
+}
+
+// Group is the records of one network and the suffixes their names may
+// carry (the network's Docker names, lower case, no dot at either end).
+type Group struct {
+	Suffixes []string
+	Index    *Index
+}
+
+// NetView is what a query is answered from: the groups of the asking
 // container's networks.
 type NetView struct {
-	Records []Record
+	Groups []Group
 }
 
-// TTL of the answers: a second, not Docker's 600 s, which would keep a removed
-// container's address in caches far too long.
+// TTL of the answers: a second, not Docker's 600 s, which would keep a
+// removed container's address in caches far too long.
 const TTL = 1
 
 // Answer answers q from v. ok is false when v has no record of the name
@@ -40,12 +66,10 @@ func Answer(q *dns.Msg, v NetView) (resp *dns.Msg, ok bool) {
 	}
 	var ips []netip.Addr
 	found := false
-	for _, r := range v.Records {
-		if matches(r.Names, name, r.Suffixes) {
+	for _, g := range v.Groups {
+		if a, ok := g.lookup(name); ok {
 			found = true
-			if r.IP.IsValid() {
-				ips = append(ips, r.IP)
-			}
+			ips = append(ips, a...)
 		}
 	}
 	if !found {
@@ -63,31 +87,24 @@ func Answer(q *dns.Msg, v NetView) (resp *dns.Msg, ok bool) {
 	return resp, true
 }
 
-// matches says whether name (lower case) is one of names, bare or with
-// one of the suffixes.
-func matches(names []string, name string, suffixes []string) bool {
-	for _, n := range names {
-		if !hasPrefixFold(name, n) {
-			continue
-		}
-		rest := name[len(n):]
-		if rest == "" {
-			return true
-		}
-		if rest[0] != '.' {
-			continue
-		}
-		for _, s := range suffixes {
-			if rest[1:] == s {
-				return true
+// lookup finds name (lower case), bare or with one of g's suffixes.
+func (g Group) lookup(name string) ([]netip.Addr, bool) {
+	if g.Index == nil {
+		return nil, false
+	}
+	var out []netip.Addr
+	found := false
+	if a, ok := g.Index.byName[name]; ok {
+		out, found = append(out, a...), true
+	}
+	for _, s := range g.Suffixes {
+		if bare, ok := strings.CutSuffix(name, "."+s); ok && bare != "" {
+			if a, ok := g.Index.byName[bare]; ok {
+				out, found = append(out, a...), true
 			}
 		}
 	}
-	return false
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+	return out, found
 }
 
 func answerPTR(q *dns.Msg, name string, v NetView) (*dns.Msg, bool) {
@@ -96,16 +113,20 @@ func answerPTR(q *dns.Msg, name string, v NetView) (*dns.Msg, bool) {
 		return nil, false
 	}
 	var resp *dns.Msg
-	for _, r := range v.Records {
-		if r.IP != ip || len(r.Names) == 0 {
+	for _, g := range v.Groups {
+		if g.Index == nil {
+			continue
+		}
+		n, ok := g.Index.byIP[ip]
+		if !ok {
 			continue
 		}
 		if resp == nil {
 			resp = reply(q)
 		}
-		target := r.Names[0]
-		if len(r.Suffixes) > 0 {
-			target += "." + r.Suffixes[0]
+		target := n
+		if len(g.Suffixes) > 0 {
+			target += "." + g.Suffixes[0]
 		}
 		resp.Answer = append(resp.Answer, &dns.PTR{Hdr: hdr(q.Question[0].Name, dns.TypePTR), Ptr: dns.Fqdn(target)})
 	}

@@ -8,16 +8,17 @@ import (
 	"github.com/miekg/dns"
 )
 
-var webSuffixes = []string{"acme-web", "acme.web"}
-
-var testView = NetView{
-	Records: []Record{
-		{Names: []string{"a1", "api", "shared"}, IP: netip.MustParseAddr("10.1.0.74"), Suffixes: webSuffixes},
-		{Names: []string{"a2", "shared"}, IP: netip.MustParseAddr("10.1.0.138"), Suffixes: webSuffixes},
-		{Names: []string{"v6"}, IP: netip.MustParseAddr("fd00::5"), Suffixes: webSuffixes},
-		{Names: []string{"d1"}, IP: netip.MustParseAddr("10.2.0.5"), Suffixes: []string{"acme.db"}},
-	},
-}
+var testView = NetView{Groups: []Group{
+	{Suffixes: []string{"acme-web", "acme.web"}, Index: NewIndex([]Record{
+		{Names: []string{"a1", "api", "shared"}, IP: netip.MustParseAddr("10.1.0.74")},
+		{Names: []string{"a2", "shared"}, IP: netip.MustParseAddr("10.1.0.138")},
+		{Names: []string{"v6"}, IP: netip.MustParseAddr("fd00::5")},
+		{Names: []string{"Mixed.Case"}, IP: netip.MustParseAddr("10.1.0.9")},
+	})},
+	{Suffixes: []string{"acme.db"}, Index: NewIndex([]Record{
+		{Names: []string{"d1"}, IP: netip.MustParseAddr("10.2.0.5")},
+	})},
+}}
 
 func question(name string, t uint16) *dns.Msg {
 	m := new(dns.Msg)
@@ -58,6 +59,8 @@ func TestAnswer(t *testing.T) {
 		{"v6.", dns.TypeAAAA, true, []string{"fd00::5"}},
 		{"a1.", dns.TypeMX, true, nil},
 		{"a1.other.", dns.TypeA, false, nil},
+		{"mixed.case.acme-web.", dns.TypeA, true, []string{"10.1.0.9"}},
+		{".acme-web.", dns.TypeA, false, nil},
 		{"d1.acme.db.", dns.TypeA, true, []string{"10.2.0.5"}},
 		{"d1.acme.web.", dns.TypeA, false, nil},
 		{"a1.acme.db.", dns.TypeA, false, nil},

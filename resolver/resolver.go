@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 
+	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/overlay"
@@ -35,10 +36,16 @@ type Local interface {
 // Cluster is other hosts' endpoints: core.GossipCluster.
 type Cluster interface {
 	Remotes(network string) []core.Remote
+	// Subscribe streams gossip's changes (endpoint changes drop cached
+	// names).
+	Subscribe(buf int) (<-chan gossip.Event, func())
 }
 
 // Config configures a Resolver.
 type Config struct {
+	// Host is this host's name: its own endpoints come from Local, never
+	// from Cluster.
+	Host     string
 	Datapath Datapath
 	Local    Local
 	Cluster  Cluster
@@ -73,8 +80,8 @@ func DefaultConfig() Config {
 // Validate names the first field that is wrong.
 func (c Config) Validate() error {
 	switch {
-	case c.Datapath == nil || c.Local == nil || c.Cluster == nil || c.Logger == nil:
-		return errors.New("resolver: Datapath, Local, Cluster and Logger are required")
+	case c.Host == "" || c.Datapath == nil || c.Local == nil || c.Cluster == nil || c.Logger == nil:
+		return errors.New("resolver: Host, Datapath, Local, Cluster and Logger are required")
 	case c.Rate < 1 || c.Burst < 1:
 		return fmt.Errorf("resolver: Rate %d, Burst %d: must be at least 1", c.Rate, c.Burst)
 	case c.Timeout <= 0 || c.MaxInflight < 1 || c.Interval <= 0:
@@ -90,9 +97,10 @@ func (c Config) Validate() error {
 
 // Resolver serves names to the tenants of this host.
 type Resolver struct {
-	cfg Config
-	log *slog.Logger
-	lim *limiter
+	cfg   Config
+	log   *slog.Logger
+	lim   *limiter
+	cache *remoteCache
 
 	mu          sync.Mutex        // guards the fields below
 	dockerNames map[string]string // Docker network ID -> name
@@ -103,7 +111,8 @@ func New(cfg Config) (*Resolver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Resolver{cfg: cfg, log: cfg.Logger.With("component", "resolver"), lim: newLimiter(cfg.Rate, cfg.Burst)}, nil
+	return &Resolver{cfg: cfg, log: cfg.Logger.With("component", "resolver"), lim: newLimiter(cfg.Rate, cfg.Burst),
+		cache: newRemoteCache()}, nil
 }
 
 type listener struct {
@@ -116,6 +125,9 @@ type listener struct {
 // host's) and serves them until ctx ends.
 func (r *Resolver) Run(ctx context.Context) error {
 	fwd := newForwarder(ctx, r.cfg.Upstream, r.cfg.Timeout, r.cfg.MaxInflight, r.log)
+	following := make(chan struct{})
+	go func() { r.cache.follow(ctx, r.cfg.Cluster.Subscribe); close(following) }()
+	defer func() { <-following }()
 	tenants := map[string]*listener{}
 	var host *listener
 	defer func() {
@@ -309,7 +321,7 @@ func (r *Resolver) lookupFor(tenant string) Lookup {
 }
 
 // addNetwork adds network n's names to v: this host's endpoints (of eps)
-// and other hosts'.
+// and other hosts' (indexed once per change of the network).
 func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 	key := n.Key()
 	r.mu.Lock()
@@ -322,14 +334,20 @@ func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 			suffixes = append(suffixes, s)
 		}
 	}
+	var local []Record
 	for _, e := range eps {
 		if e.Network == key && len(e.Names) > 0 {
-			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP.Addr(), Suffixes: suffixes})
+			local = append(local, Record{Names: e.Names, IP: e.IP.Addr()})
 		}
 	}
-	for _, e := range r.cfg.Cluster.Remotes(key) {
-		if len(e.Names) > 0 {
-			v.Records = append(v.Records, Record{Names: e.Names, IP: e.IP, Suffixes: suffixes})
+	remote := r.cache.get(key, func() *Index {
+		var recs []Record
+		for _, e := range r.cfg.Cluster.Remotes(key) {
+			if len(e.Names) > 0 && e.Host != r.cfg.Host {
+				recs = append(recs, Record{Names: e.Names, IP: e.IP})
+			}
 		}
-	}
+		return NewIndex(recs)
+	})
+	v.Groups = append(v.Groups, Group{Suffixes: suffixes, Index: NewIndex(local)}, Group{Suffixes: suffixes, Index: remote})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -85,9 +86,37 @@ func (f *fakeLocal) Endpoints() []core.Endpoint {
 	return slices.Clone(f.eps)
 }
 
-type fakeCluster map[string][]core.Remote
+// fakeCluster is other hosts' endpoints; put and del change them and
+// stream the event, as gossip does.
+type fakeCluster struct {
+	mu      sync.Mutex
+	remotes map[string][]core.Remote
+	reads   int
+	events  chan gossip.Event
+}
 
-func (f fakeCluster) Remotes(network string) []core.Remote { return f[network] }
+func (f *fakeCluster) Remotes(network string) []core.Remote {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	return slices.Clone(f.remotes[network])
+}
+
+func (f *fakeCluster) Subscribe(int) (<-chan gossip.Event, func()) { return f.events, func() {} }
+
+func (f *fakeCluster) put(r core.Remote) {
+	f.mu.Lock()
+	f.remotes[r.Network] = append(f.remotes[r.Network], r)
+	f.mu.Unlock()
+	f.events <- gossip.Event{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: r.ID, Endpoint: &gossip.Endpoint{ID: r.ID, Network: r.Network}}
+}
+
+func (f *fakeCluster) del(network, id string) {
+	f.mu.Lock()
+	f.remotes[network] = slices.DeleteFunc(f.remotes[network], func(r core.Remote) bool { return r.ID == id })
+	f.mu.Unlock()
+	f.events <- gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: id, Endpoint: &gossip.Endpoint{ID: id}}
+}
 
 func network(tenant, name, subnet string, egress bool) core.Network {
 	n := core.Network{NetworkSpec: core.NetworkSpec{Tenant: tenant, Name: name, Subnet: netip.MustParsePrefix(subnet), Ref: tenant + name}}
@@ -128,8 +157,9 @@ func upstream(t *testing.T) netip.AddrPort {
 }
 
 type setup struct {
-	dp    *fakeDatapath
-	local *fakeLocal
+	dp      *fakeDatapath
+	local   *fakeLocal
+	cluster *fakeCluster
 }
 
 func start(t *testing.T, cfg Config) *setup {
@@ -150,11 +180,13 @@ func start(t *testing.T, cfg Config) *setup {
 				endpoint("e6", "beta/web", "127.2.0.6", "both"), // and on beta's
 			},
 		}}
-	cfg.Datapath, cfg.Local, cfg.Logger = s.dp, s.local, slog.New(slog.NewTextHandler(t.Output(), nil))
-	cfg.Cluster = fakeCluster{"acme/web": {
-		{ID: "r1", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.74"), Names: []string{"a1", "api"}},
-		{ID: "r2", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.30"), Names: []string{"db"}},
-	}}
+	cfg.Host, cfg.Datapath, cfg.Local, cfg.Logger = "h0", s.dp, s.local, slog.New(slog.NewTextHandler(t.Output(), nil))
+	s.cluster = &fakeCluster{events: make(chan gossip.Event, 16), remotes: map[string][]core.Remote{"acme/web": {
+		{ID: "r1", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.74"), Names: []string{"a1", "api"}, Host: "h1"},
+		{ID: "r2", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.30"), Names: []string{"db"}, Host: "h1"},
+		{ID: "e1", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.99"), Names: []string{"a0"}, Host: "h0"}, // our own, as gossip had it
+	}}}
+	cfg.Cluster = s.cluster
 	cfg.DockerNames = func(context.Context) (map[string]string, error) {
 		return map[string]string{"acmeweb": "acme-web"}, nil
 	}
@@ -296,9 +328,51 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("a config without Datapath passed")
 	}
 	bad := DefaultConfig()
-	bad.Datapath, bad.Local, bad.Cluster, bad.Logger = &fakeDatapath{}, &fakeLocal{}, fakeCluster{}, slog.Default()
+	bad.Host, bad.Datapath, bad.Local, bad.Cluster, bad.Logger = "h0", &fakeDatapath{}, &fakeLocal{}, &fakeCluster{}, slog.Default()
 	bad.Upstream = []netip.AddrPort{netip.AddrPortFrom(overlay.ResolverAddr, 53)}
 	if err := bad.Validate(); err == nil {
 		t.Error("the resolver's own address as upstream passed")
 	}
+}
+
+// TestResolverFollowsGossip: other hosts' names are read once and kept
+// until gossip reports a change of their network; a new and a removed
+// endpoint show at the next query after the event.
+func TestResolverFollowsGossip(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Interval = 10 * time.Millisecond
+	s := start(t, cfg)
+	acme := s.dp.addr(t, "acme")
+	want := func(name string, ips ...string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			r, err := ask(t, "127.1.0.10", acme, name, dns.TypeA)
+			if err == nil && slices.Equal(answers(r), ips) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v %v, want %v", name, r, err, ips)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	want("a1", "127.1.0.74")
+	want("a0", "127.1.0.10") // from the core, not gossip's copy
+	s.cluster.mu.Lock()
+	before := s.cluster.reads
+	s.cluster.mu.Unlock()
+	for range 50 {
+		want("a1", "127.1.0.74")
+	}
+	s.cluster.mu.Lock()
+	if reads := s.cluster.reads - before; reads > 1 {
+		t.Errorf("50 queries read gossip %d times", reads)
+	}
+	s.cluster.mu.Unlock()
+	s.cluster.put(core.Remote{ID: "r3", Network: "acme/web", IP: netip.MustParseAddr("127.1.0.75"), Names: []string{"a1"}, Host: "h2"})
+	want("a1", "127.1.0.74", "127.1.0.75")
+	s.cluster.del("acme/web", "r1")
+	want("a1", "127.1.0.75")
+	want("api")
 }

@@ -242,7 +242,7 @@ func run(ctx context.Context, o options) error {
 	var res *resolver.Resolver
 	if o.dns {
 		rcfg := resolver.DefaultConfig()
-		rcfg.Datapath, rcfg.Local, rcfg.Cluster, rcfg.Logger = dp, c, cl, logger
+		rcfg.Host, rcfg.Datapath, rcfg.Local, rcfg.Cluster, rcfg.Logger = o.name, dp, c, cl, logger
 		rcfg.DockerNames = func(ctx context.Context) (map[string]string, error) {
 			nets, err := engine.Networks(ctx)
 			names := map[string]string{}
