@@ -17,11 +17,12 @@
 // query of another tenant ever reaches a tenant's socket: it lives in
 // that tenant's namespace.
 //
-// Names are read when a query comes, from the core (this host's
-// endpoints, with the names the driver's Namer learnt from the engine) and
-// from gossip (other hosts' endpoints, with the names their hosts
-// published): nothing is cached, so a removed container stops resolving as
-// soon as its removal reaches this host. A network answers, for each of
+// This host's names are read when a query comes, from the core (with the
+// names the driver's Namer learnt from the engine); other hosts' (with
+// the names their hosts published) are indexed per network from gossip
+// and the index is dropped at gossip's next event for that network, so
+// a removed container stops resolving as soon as its removal reaches this
+// host. A network answers, for each of
 // its endpoints' names N (container name, then aliases): N and
 // N.<Docker network name> (A; AAAA and other types get an empty answer),
 // and PTR for the endpoint's address. Names nobody on the network has are
