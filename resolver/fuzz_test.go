@@ -33,7 +33,7 @@ func FuzzHandler(f *testing.F) {
 			if err := m.Unpack(out); err != nil {
 				t.Fatalf("reply does not decode: %v", err)
 			}
-			if len(b) >= 2 && m.Id != uint16(b[0])<<8|uint16(b[1]) {
+			if m.Id != uint16(b[0])<<8|uint16(b[1]) {
 				t.Fatalf("reply ID %d, query's %d", m.Id, uint16(b[0])<<8|uint16(b[1]))
 			}
 			if !m.Response {
@@ -42,6 +42,9 @@ func FuzzHandler(f *testing.F) {
 		})
 		if replies > 1 {
 			t.Fatalf("%d replies", replies)
+		}
+		if replies == 0 && len(b) >= 12 && len(b) <= maxQuery && b[2]&0x80 == 0 {
+			t.Fatal("a query got no reply")
 		}
 	})
 }

@@ -30,12 +30,11 @@ func (h *handler) serve(buf []byte, src netip.Addr, send func([]byte)) {
 	}
 	q := new(dns.Msg)
 	if err := q.Unpack(buf); err != nil {
-		var hdr dns.Msg
-		if hdr.Unpack(buf[:12]) == nil && !hdr.Response {
-			hdr.Question = nil
-			reply := new(dns.Msg)
-			reply.SetRcodeFormatError(&hdr)
-			send(pack(reply, 512))
+		// Answer what the header says, if it is a query: FORMERR.
+		if buf[2]&0x80 == 0 {
+			r := &dns.Msg{MsgHdr: dns.MsgHdr{Id: uint16(buf[0])<<8 | uint16(buf[1]), Response: true,
+				Opcode: int(buf[2]>>3) & 0xf, Rcode: dns.RcodeFormatError}}
+			send(pack(r, 512))
 		}
 		return
 	}
