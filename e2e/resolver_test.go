@@ -91,7 +91,11 @@ func (a *asker) never(name string) {
 
 func runWith(t testing.TB, e *e2e.Engine, name, network, ip string, extra ...string) {
 	t.Helper()
-	args := append([]string{"run", "-d", "--name", name, "--network", network, "--ip", ip}, extra...)
+	args := []string{"run", "-d", "--name", name, "--network", network}
+	if ip != "" {
+		args = append(args, "--ip", ip)
+	}
+	args = append(args, extra...)
 	if _, err := e.Docker(t.Context(), append(args, e2e.ImageName, "sleep", "3600")...); err != nil {
 		t.Fatal(err)
 	}
@@ -170,14 +174,47 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	t.Logf("a1 stopped resolving on h0 %v after docker rm returned on h1", time.Since(removed).Round(time.Millisecond))
 	a.await("shared", dns.TypeA, "10.1.0.138")
 
+	// Stopped: gone; started again: back, with its address. Restarted:
+	// the same.
+	if _, err := h2.Docker(t.Context(), "stop", "-t", "0", "db"); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	a.await("db", dns.TypeA)
+	t.Logf("db stopped resolving on h0 %v after docker stop returned on h2", time.Since(stopped).Round(time.Millisecond))
+	if _, err := h2.Docker(t.Context(), "start", "db"); err != nil {
+		t.Fatal(err)
+	}
+	a.await("db", dns.TypeA, "10.1.0.30")
+	runWith(t, h2, "dyn", web, "") // an address of Docker's choice
+	ipOf := func() string {
+		out, err := h2.Docker(t.Context(), "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "dyn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	before := ipOf()
+	a.await("dyn", dns.TypeA, before)
+	if _, err := h2.Docker(t.Context(), "restart", "-t", "0", "dyn"); err != nil {
+		t.Fatal(err)
+	}
+	if after := ipOf(); after != before {
+		t.Errorf("dyn restarted with address %s, had %s", after, before)
+	}
+	a.await("dyn", dns.TypeA, before)
+
 	// A tenetd restart (here and there) loses no name.
 	for _, h := range []string{"h0", "h2"} {
 		if err := c.RestartTenetd(t.Context(), h, false); err != nil {
 			t.Fatal(err)
 		}
 	}
+	restarted := time.Now()
 	a.await("a2", dns.TypeA, "10.1.0.138")
+	t.Logf("a2 resolved on h0 %v after tenetd on h0 and h2 were back", time.Since(restarted).Round(time.Millisecond))
 	a.await("db", dns.TypeA, "10.1.0.30")
+	a.await("dyn", dns.TypeA, before)
 	a.await("example.test", dns.TypeA, "203.0.113.80")
 	if t.Failed() {
 		out, _ := c.Hosts[0].Run(t.Context(), "sh", "-c", "ip netns exec tenet-acme ip addr; ip netns exec tenet-acme nft list ruleset")
