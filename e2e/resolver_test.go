@@ -254,6 +254,25 @@ func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 	}
 	t.Logf("external name from an internal network: %s after %v", dns.RcodeToString[rcode], time.Since(start).Round(time.Millisecond))
 
+	// On a second internal network too (connected later: Docker would
+	// fail the connect on a second identical route), i0 resolves the
+	// names of both, as Docker does for a container on several networks.
+	for _, e := range c.Engines {
+		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--internal", "--ipam-driver", "tenet", "--ipam-opt", "tenant=acme",
+			"-o", "tenant=acme", "-o", "network=back2", "--subnet", "10.6.0.0/24", "acme-back2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runWith(t, h1, "j1", "acme-back2", "10.6.0.74")
+	if out, err := h0.Docker(ctx, "network", "connect", "--ip", "10.6.0.10", "acme-back2", "i0"); err != nil {
+		t.Fatalf("connect i0 to a second internal network: %v: %s", err, out)
+	}
+	a.await("j1", dns.TypeA, "10.6.0.74")
+	a.await("j1.acme-back2", dns.TypeA, "10.6.0.74")
+	a.await("i1", dns.TypeA, "10.5.0.74")
+	b0 := newAsker(t, h0, "i0b")
+	b0.never("j1") // i0b is not on acme-back2
+
 	// Straight to the resolver, from i0.
 	ns, err := h0.ContainerNetns(ctx, "i0")
 	if err != nil {
@@ -283,8 +302,7 @@ func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 		_, _ = conn.Write(valid)
 	}
 	// Another container is answered at once; the flooder again soon.
-	b := newAsker(t, h0, "i0b")
-	b.await("i1", dns.TypeA, "10.5.0.74")
+	b0.await("i1", dns.TypeA, "10.5.0.74")
 	a.await("i1", dns.TypeA, "10.5.0.74")
 	select {
 	case <-c.Tenetds[0].Daemon.Done():

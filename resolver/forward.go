@@ -87,7 +87,7 @@ func (f *forwarder) ask(q *dns.Msg, s netip.AddrPort, network string) *dns.Msg {
 	defer cancel()
 	resp, _, err := c.ExchangeContext(ctx, q, s.String())
 	if err != nil {
-		f.log.Debug("forward query", "server", s, "name", q.Question[0].Name, "err", err)
+		f.log.Debug("forward query", "ip", s, "name", q.Question[0].Name, "err", err)
 		return nil
 	}
 	return resp

@@ -124,91 +124,119 @@ type listener struct {
 // Run keeps a socket open in each tenant namespace of this host (and the
 // host's) and serves them until ctx ends.
 func (r *Resolver) Run(ctx context.Context) error {
-	fwd := newForwarder(ctx, r.cfg.Upstream, r.cfg.Timeout, r.cfg.MaxInflight, r.log)
+	st := &runState{fwd: newForwarder(ctx, r.cfg.Upstream, r.cfg.Timeout, r.cfg.MaxInflight, r.log),
+		tenants: map[string]*listener{}, warned: map[string]bool{}, redirected: !r.cfg.HostSocket}
 	following := make(chan struct{})
 	go func() { r.cache.follow(ctx, r.cfg.Cluster.Subscribe); close(following) }()
 	defer func() { <-following }()
-	tenants := map[string]*listener{}
-	var host *listener
-	defer func() {
-		for _, l := range tenants {
-			l.close()
-		}
-		if host != nil {
-			host.close()
-		}
-	}()
+	defer st.closeAll()
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
 	var namesAt time.Time
-	warned := map[string]bool{}
-	redirected := !r.cfg.HostSocket
 	for {
-		if !redirected {
-			// Docker's networks reach the upstream server straight (DNAT
-			// in the host namespace); the host socket is the fallback.
-			var up netip.AddrPort
-			if len(r.cfg.Upstream) > 0 {
-				up = r.cfg.Upstream[0]
-			}
-			if err := r.cfg.Datapath.RedirectHostResolver(up); err != nil {
-				if !warned["redirect"] {
-					r.log.Warn("cannot send Docker's networks' queries straight upstream; tenetd forwards them", "err", err)
-					warned["redirect"] = true
-				}
-			} else {
-				redirected = true
-			}
-		}
 		if time.Since(namesAt) > 5*time.Second {
 			r.refreshDockerNames(ctx)
 			namesAt = time.Now()
 		}
-		if r.cfg.HostSocket && host == nil {
-			c, err := r.cfg.Datapath.ListenHostResolver(ctx)
-			if err == nil {
-				host = r.serve(ctx, c, 0, &handler{fwd: fwd, lim: r.lim, maxIn: maxQuery})
-				r.log.Info("resolver listening in the host namespace", "addr", overlay.ResolverAddr)
-			} else if !warned[""] {
-				r.log.Warn("cannot listen in the host namespace; containers on Docker's own networks get no answer from it", "err", err)
-				warned[""] = true
-			}
-		}
-		want := map[string]bool{}
-		for _, n := range r.cfg.Local.Networks() {
-			want[n.Tenant] = true
-		}
-		for t, l := range tenants {
-			if ns, ok := r.cfg.Datapath.TenantNSID(t); !want[t] || !ok || ns != l.ns {
-				l.close()
-				delete(tenants, t)
-			}
-		}
-		for t := range want {
-			if tenants[t] != nil {
-				continue
-			}
-			if _, ok := r.cfg.Datapath.TenantNSID(t); !ok {
-				continue // not made yet
-			}
-			c, ns, err := r.cfg.Datapath.ListenResolver(ctx, t)
-			if err != nil {
-				if !warned[t] {
-					r.log.Warn("cannot listen in the tenant's namespace; retrying", "tenant", t, "err", err)
-					warned[t] = true
-				}
-				continue
-			}
-			delete(warned, t)
-			h := &handler{lookup: r.lookupFor(t), fwd: fwd, lim: r.lim, maxIn: maxQuery}
-			tenants[t] = r.serve(ctx, c, ns, h)
-			r.log.Info("resolver listening", "tenant", t, "addr", overlay.ResolverAddr)
-		}
+		r.syncHost(ctx, st)
+		r.syncTenants(ctx, st)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// runState is what Run keeps between its rounds.
+type runState struct {
+	fwd        *forwarder
+	tenants    map[string]*listener
+	host       *listener
+	redirected bool
+	// warned: tenants whose socket failed (logged once until it works),
+	// and the host's redirect and socket.
+	warned                     map[string]bool
+	warnedRedirect, warnedHost bool
+}
+
+func (st *runState) closeAll() {
+	for _, l := range st.tenants {
+		l.close()
+	}
+	if st.host != nil {
+		st.host.close()
+	}
+}
+
+// syncHost sends the host namespace's queries to the resolver's address
+// straight to the first upstream server, and opens the host's socket
+// (the fallback where that cannot be), until both are done.
+func (r *Resolver) syncHost(ctx context.Context, st *runState) {
+	if !r.cfg.HostSocket {
+		return
+	}
+	if !st.redirected {
+		var up netip.AddrPort
+		if len(r.cfg.Upstream) > 0 {
+			up = r.cfg.Upstream[0]
+		}
+		if err := r.cfg.Datapath.RedirectHostResolver(up); err == nil {
+			st.redirected = true
+		} else if !st.warnedRedirect {
+			r.log.Warn("cannot send Docker's networks' queries straight upstream; tenetd forwards them", "err", err)
+			st.warnedRedirect = true
+		}
+	}
+	if st.host == nil {
+		c, err := r.cfg.Datapath.ListenHostResolver(ctx)
+		if err == nil {
+			st.host = r.serve(ctx, c, 0, &handler{fwd: st.fwd, lim: r.lim, maxIn: maxQuery})
+			r.log.Info("resolver listening in the host namespace", "ip", overlay.ResolverAddr)
+		} else if !st.warnedHost {
+			r.log.Warn("cannot listen in the host namespace; Docker's networks depend on the redirect", "err", err)
+			st.warnedHost = true
+		}
+	}
+}
+
+// syncTenants keeps one socket per tenant with a network here, opened
+// anew when the tenant's namespace is.
+func (r *Resolver) syncTenants(ctx context.Context, st *runState) {
+	want := map[string]bool{}
+	for _, n := range r.cfg.Local.Networks() {
+		want[n.Tenant] = true
+	}
+	for t, l := range st.tenants {
+		if ns, ok := r.cfg.Datapath.TenantNSID(t); !want[t] || !ok || ns != l.ns {
+			l.close()
+			delete(st.tenants, t)
+		}
+	}
+	for t := range st.warned {
+		if !want[t] {
+			delete(st.warned, t)
+		}
+	}
+	for t := range want {
+		if st.tenants[t] != nil {
+			continue
+		}
+		if _, ok := r.cfg.Datapath.TenantNSID(t); !ok {
+			continue // not made yet
+		}
+		c, ns, err := r.cfg.Datapath.ListenResolver(ctx, t)
+		if err != nil {
+			if !st.warned[t] {
+				r.log.Warn("cannot listen in the tenant's namespace; retrying", "tenant", t, "err", err)
+				st.warned[t] = true
+			}
+			continue
+		}
+		delete(st.warned, t)
+		h := &handler{lookup: r.lookupFor(t), fwd: st.fwd, lim: r.lim, maxIn: maxQuery}
+		st.tenants[t] = r.serve(ctx, c, ns, h)
+		r.log.Info("resolver listening", "tenant", t, "ip", overlay.ResolverAddr)
 	}
 }
 
