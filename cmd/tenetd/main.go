@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,7 +89,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
-	fs.StringVar(&upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names (default: the nameservers of --resolv-conf)")
+	fs.StringVar(&upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names; the first also answers Docker's own networks (default: the nameservers of --resolv-conf, those behind systemd-resolved first)")
 	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "where the host's DNS servers are listed, unless --dns-upstream names them")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9474", "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP; \"\" turns it off (tenants cannot reach the host's addresses, but any local process can reach loopback)")
 	if err := fs.Parse(args); err != nil {
@@ -251,7 +252,7 @@ func run(ctx context.Context, o options) error {
 			}
 			return names, err
 		}
-		if rcfg.Upstream, err = upstreams(o.dnsUpstream, o.resolvConf); err != nil {
+		if rcfg.Upstream, err = upstreams(o.dnsUpstream, o.resolvConf, "/run/systemd/resolve/resolv.conf"); err != nil {
 			return err
 		}
 		if len(rcfg.Upstream) == 0 {
@@ -465,44 +466,69 @@ func forbidden(under rules.Forbidden, uplink netip.Prefix) []rules.Forbidden {
 }
 
 // upstreams parses --dns-upstream, or reads the nameservers of resolvConf
-// (a missing file: none), leaving out the resolver's own address.
-func upstreams(flagged []string, resolvConf string) ([]netip.AddrPort, error) {
-	var out []netip.AddrPort
-	add := func(s string) error {
+// (a missing file: none), leaving out the resolver's own address. When
+// resolvConf names only loopback servers (systemd-resolved's 127.0.0.53),
+// the servers behind them (systemdConf's) come first, as Docker does: the
+// engine's containers cannot reach a loopback server, so Docker's networks
+// are sent to the first one of the list (overlay.RedirectHostResolver).
+func upstreams(flagged []string, resolvConf, systemdConf string) ([]netip.AddrPort, error) {
+	parse := func(s string) (netip.AddrPort, error) {
 		s = strings.TrimSpace(s)
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(strings.Trim(s, "[]"))
 			if aerr != nil {
-				return fmt.Errorf("%q: not an ADDR or ADDR:PORT", s)
+				return ap, fmt.Errorf("%q: not an ADDR or ADDR:PORT", s)
 			}
 			ap = netip.AddrPortFrom(a.WithZone(""), 53)
 		}
-		if ap.Addr().Unmap() != overlay.ResolverAddr {
-			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		}
-		return nil
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
+	var out []netip.AddrPort
 	if len(flagged) > 0 {
 		for _, s := range flagged {
-			if err := add(s); err != nil {
+			ap, err := parse(s)
+			if err != nil {
 				return nil, fmt.Errorf("--dns-upstream %w", err)
+			}
+			if ap.Addr() != overlay.ResolverAddr {
+				out = append(out, ap)
 			}
 		}
 		return out, nil
 	}
-	b, err := os.ReadFile(resolvConf)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("--resolv-conf: %w", err)
-	}
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" {
-			if err := add(f[1]); err != nil {
-				return nil, fmt.Errorf("--resolv-conf %s: nameserver %w", resolvConf, err)
+	read := func(path string) ([]netip.AddrPort, error) {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("--resolv-conf: %w", err)
+		}
+		var out []netip.AddrPort
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "nameserver" {
+				continue
 			}
+			ap, err := parse(f[1])
+			if err != nil {
+				return nil, fmt.Errorf("--resolv-conf %s: nameserver %w", path, err)
+			}
+			if ap.Addr() != overlay.ResolverAddr {
+				out = append(out, ap)
+			}
+		}
+		return out, nil
+	}
+	out, err := read(resolvConf)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > 0 && !slices.ContainsFunc(out, func(a netip.AddrPort) bool { return !a.Addr().IsLoopback() }) {
+		behind, err := read(systemdConf)
+		if err == nil {
+			behind = slices.DeleteFunc(behind, func(a netip.AddrPort) bool { return a.Addr().IsLoopback() })
+			out = append(behind, out...)
 		}
 	}
 	return out, nil
