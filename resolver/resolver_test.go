@@ -136,7 +136,7 @@ func endpoint(id, network, ip string, names ...string) core.Endpoint {
 }
 
 // upstream serves example.test on loopback.
-func upstream(t *testing.T) netip.AddrPort {
+func upstream(t testing.TB) netip.AddrPort {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
