@@ -310,3 +310,50 @@ func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 	default:
 	}
 }
+
+// TestDockerNetworksResolveWithoutTenetd (issue 14): containers on
+// Docker's own networks, which get the engine's dns setting too, resolve
+// external names through it (docker0 from resolv.conf, a user-defined
+// bridge through the embedded DNS), also while tenetd is stopped: their
+// queries are translated to the upstream server in the host, not served
+// by tenetd.
+func TestDockerNetworksResolveWithoutTenetd(t *testing.T) {
+	c := e2e.NewCluster(t, 1)
+	ds := c.StartTenetds(t)
+	e2e.ServeUpstreamDNS(t, c.Testbed, map[string]string{"example.test": "203.0.113.80"})
+	ctx := t.Context()
+	h0 := c.Engine(0)
+	if _, err := h0.Docker(ctx, "network", "create", "-d", "bridge", "--subnet", "10.8.0.0/24", "localbr"); err != nil {
+		t.Fatal(err)
+	}
+	runWith(t, h0, "brc", "localbr", "10.8.0.10")
+	if _, err := h0.Docker(ctx, "run", "-d", "--name", "d0c", e2e.ImageName, "sleep", "3600"); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := h0.ContainerNetns(ctx, "d0c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := e2e.DialUDPIn(ns, netip.MustParseAddrPort("169.254.53.53:53"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	docker0 := &asker{t: t, name: "d0c", conn: conn}
+	bridge := newAsker(t, h0, "brc")
+	for _, a := range []*asker{docker0, bridge} {
+		a.await("example.test", dns.TypeA, "203.0.113.80")
+	}
+	if out, err := h0.Docker(ctx, "exec", "d0c", "cat", "/etc/resolv.conf"); err != nil || !strings.Contains(out, "nameserver 169.254.53.53") {
+		t.Errorf("docker0 container's resolv.conf: %v %s", err, out)
+	}
+	if err := ds[0].Daemon.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []*asker{docker0, bridge} {
+		got, rcode, err := a.lookup("example.test", dns.TypeA)
+		if err != nil || !slices.Equal(got, []string{"203.0.113.80"}) {
+			t.Errorf("%s with tenetd stopped: %v %s %v", a.name, got, dns.RcodeToString[rcode], err)
+		}
+	}
+}
