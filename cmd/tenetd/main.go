@@ -472,22 +472,10 @@ func forbidden(under rules.Forbidden, uplink netip.Prefix) []rules.Forbidden {
 // engine's containers cannot reach a loopback server, so Docker's networks
 // are sent to the first one of the list (overlay.RedirectHostResolver).
 func upstreams(flagged []string, resolvConf, systemdConf string) ([]netip.AddrPort, error) {
-	parse := func(s string) (netip.AddrPort, error) {
-		s = strings.TrimSpace(s)
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(strings.Trim(s, "[]"))
-			if aerr != nil {
-				return ap, fmt.Errorf("%q: not an ADDR or ADDR:PORT", s)
-			}
-			ap = netip.AddrPortFrom(a.WithZone(""), 53)
-		}
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-	}
-	var out []netip.AddrPort
 	if len(flagged) > 0 {
+		var out []netip.AddrPort
 		for _, s := range flagged {
-			ap, err := parse(s)
+			ap, err := parseUpstream(s)
 			if err != nil {
 				return nil, fmt.Errorf("--dns-upstream %w", err)
 			}
@@ -497,38 +485,54 @@ func upstreams(flagged []string, resolvConf, systemdConf string) ([]netip.AddrPo
 		}
 		return out, nil
 	}
-	read := func(path string) ([]netip.AddrPort, error) {
-		b, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		} else if err != nil {
-			return nil, fmt.Errorf("--resolv-conf: %w", err)
-		}
-		var out []netip.AddrPort
-		for line := range strings.Lines(string(b)) {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "nameserver" {
-				continue
-			}
-			ap, err := parse(f[1])
-			if err != nil {
-				return nil, fmt.Errorf("--resolv-conf %s: nameserver %w", path, err)
-			}
-			if ap.Addr() != overlay.ResolverAddr {
-				out = append(out, ap)
-			}
-		}
-		return out, nil
-	}
-	out, err := read(resolvConf)
+	out, err := nameservers(resolvConf)
 	if err != nil {
 		return nil, err
 	}
 	if len(out) > 0 && !slices.ContainsFunc(out, func(a netip.AddrPort) bool { return !a.Addr().IsLoopback() }) {
-		behind, err := read(systemdConf)
-		if err == nil {
+		if behind, err := nameservers(systemdConf); err == nil {
 			behind = slices.DeleteFunc(behind, func(a netip.AddrPort) bool { return a.Addr().IsLoopback() })
 			out = append(behind, out...)
+		}
+	}
+	return out, nil
+}
+
+// parseUpstream parses ADDR or ADDR:PORT (port 53 by default).
+func parseUpstream(s string) (netip.AddrPort, error) {
+	s = strings.TrimSpace(s)
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(strings.Trim(s, "[]"))
+		if aerr != nil {
+			return ap, fmt.Errorf("%q: not an ADDR or ADDR:PORT", s)
+		}
+		ap = netip.AddrPortFrom(a.WithZone(""), 53)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// nameservers lists the nameservers of the resolv.conf at path but the
+// resolver's own address; a missing file lists none.
+func nameservers(path string) ([]netip.AddrPort, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("--resolv-conf: %w", err)
+	}
+	var out []netip.AddrPort
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		ap, err := parseUpstream(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("--resolv-conf %s: nameserver %w", path, err)
+		}
+		if ap.Addr() != overlay.ResolverAddr {
+			out = append(out, ap)
 		}
 	}
 	return out, nil
