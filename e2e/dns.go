@@ -79,6 +79,10 @@ func DialUDPIn(nsPath string, addr netip.AddrPort) (*net.UDPConn, error) {
 	return conn, err
 }
 
+// InNetns runs fn on a thread in the network namespace at nsPath; the
+// sockets it opens stay there.
+func InNetns(nsPath string, fn func() error) error { return inNetns(nsPath, fn) }
+
 func inNetns(nsPath string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {

@@ -89,6 +89,38 @@ func (a *asker) never(name string) {
 	}
 }
 
+// tcpLookup asks server over TCP from container's namespace for name's
+// addresses, sorted.
+func tcpLookup(t testing.TB, e *e2e.Engine, container, server, name string) ([]string, error) {
+	ns, err := e.ContainerNetns(t.Context(), container)
+	if err != nil {
+		return nil, err
+	}
+	var conn net.Conn
+	if err := e2e.InNetns(ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp4", server, 3*time.Second)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	c := &dns.Client{Net: "tcp", Timeout: 3 * time.Second}
+	r, _, err := c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 func runWith(t testing.TB, e *e2e.Engine, name, network, ip string, extra ...string) {
 	t.Helper()
 	args := []string{"run", "-d", "--name", name, "--network", network}
@@ -137,6 +169,14 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	a.never("secret." + other) // not asked from that network
 	if out, err := h0.Docker(t.Context(), "exec", "a0", "ping", "-c1", "-W2", "a2"); err != nil {
 		t.Errorf("ping a2 from a0 by name: %v: %s", err, out)
+	}
+	// Over TCP (a client's retry after a truncated answer), through
+	// Docker's embedded DNS and straight to the resolver.
+	for _, server := range []string{"127.0.0.11:53", "169.254.53.53:53"} {
+		got, err := tcpLookup(t, h0, "a0", server, "shared")
+		if err != nil || !slices.Equal(got, []string{"10.1.0.138", "10.1.0.74"}) {
+			t.Errorf("shared over TCP to %s: %v %v", server, got, err)
+		}
 	}
 	// tenetctl endpoint ls on h0 names the containers of other hosts.
 	out, err := c.Hosts[0].Run(t.Context(), c.Dir+"/tenetctl", "endpoint", "ls", "--network", "acme/web", "--json")

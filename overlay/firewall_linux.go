@@ -47,7 +47,8 @@ package overlay
 //	    chain in-<d> { type filter hook input priority 0; policy drop;
 //	        ct state established,related accept
 //	        iifname "br*" fib daddr . iif type local accept   # its own network's gateway
-//	        iifname "br*" ip daddr <ResolverAddr> udp dport 53 accept }  # the name resolver
+//	        iifname "br*" ip daddr <ResolverAddr> udp dport 53 accept   # the name resolver
+//	        iifname "br*" ip daddr <ResolverAddr> tcp dport 53 accept }
 //	    chain nat-<d> { type nat hook postrouting priority 100; oifname "up0" masquerade }
 //	}
 //
@@ -624,14 +625,16 @@ func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 			accept())})
 		res := ResolverAddr.As4()
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq, "br"),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: res[:]},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
-			accept())})
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq, "br"),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: res[:]},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+				accept())})
+		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)},

@@ -43,29 +43,39 @@ func (d *Datapath) TenantNSID(tenant string) (NSID, bool) {
 	return NSID(st.Ino), true
 }
 
-// ListenResolver opens the resolver's UDP socket in tenant's namespace
-// (which must exist), bound to ResolverAddr:53, after putting ResolverAddr
-// on the namespace's lo (no-op if already so). It also turns off reverse
-// path filtering there: a non-egress tenant namespace has no route back to
-// its containers, and port guards already pin each container's source
-// address. The caller owns the socket; it keeps working only as long as the
-// namespace it was made in (compare TenantNSID).
-func (d *Datapath) ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, NSID, error) {
+// ResolverSockets are the resolver's sockets in one tenant's namespace,
+// bound to ResolverAddr:53, and the namespace they live in.
+type ResolverSockets struct {
+	UDP *net.UDPConn
+	TCP net.Listener
+	NS  NSID
+}
+
+// ListenResolver opens the resolver's UDP and TCP sockets in tenant's
+// namespace (which must exist), bound to ResolverAddr:53, after putting
+// ResolverAddr on the namespace's lo (no-op if already so). It also turns
+// off reverse path filtering there: a non-egress tenant namespace has no
+// route back to its containers, and port guards already pin each
+// container's source address. (TCP answers need a route back: they reach
+// containers of networks with egress only.) The caller owns the sockets;
+// they keep working only as long as the namespace they were made in
+// (compare TenantNSID).
+func (d *Datapath) ListenResolver(ctx context.Context, tenant string) (ResolverSockets, error) {
 	path := filepath.Join(netnsDir, d.netnsName(tenant))
 	ns, err := netns.GetFromPath(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("resolver for tenant %s: open namespace %s: %w", tenant, path, err)
+		return ResolverSockets{}, fmt.Errorf("resolver for tenant %s: open namespace %s: %w", tenant, path, err)
 	}
 	defer ns.Close()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(ns), &st); err != nil {
-		return nil, 0, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
+		return ResolverSockets{}, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
 	}
-	c, err := listenResolverIn(ctx, ns, true)
+	c, l, err := listenResolverIn(ctx, ns, true)
 	if err != nil {
-		return nil, 0, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
+		return ResolverSockets{}, fmt.Errorf("resolver for tenant %s: %w", tenant, err)
 	}
-	return c, NSID(st.Ino), nil
+	return ResolverSockets{UDP: c, TCP: l, NS: NSID(st.Ino)}, nil
 }
 
 // ListenHostResolver opens the resolver's UDP socket in the host namespace
@@ -78,15 +88,18 @@ func (d *Datapath) ListenHostResolver(ctx context.Context) (*net.UDPConn, error)
 		return nil, fmt.Errorf("host resolver: %w", err)
 	}
 	defer ns.Close()
-	c, err := listenResolverIn(ctx, ns, false)
+	c, _, err := listenResolverIn(ctx, ns, false)
 	if err != nil {
 		return nil, fmt.Errorf("host resolver: %w", err)
 	}
 	return c, nil
 }
 
-func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net.UDPConn, error) {
+// listenResolverIn opens the UDP socket, and in a tenant's namespace the
+// TCP one too.
+func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net.UDPConn, net.Listener, error) {
 	var conn *net.UDPConn
+	var ln net.Listener
 	err := nsDo(ns, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
@@ -119,14 +132,21 @@ func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net
 			}
 		}
 		var lc net.ListenConfig
-		pc, err := lc.ListenPacket(ctx, "udp4", netip.AddrPortFrom(ResolverAddr, 53).String())
+		at := netip.AddrPortFrom(ResolverAddr, 53).String()
+		pc, err := lc.ListenPacket(ctx, "udp4", at)
 		if err != nil {
 			return err
 		}
 		conn = pc.(*net.UDPConn)
+		if tenant {
+			if ln, err = lc.Listen(ctx, "tcp4", at); err != nil {
+				conn.Close()
+				return err
+			}
+		}
 		return nil
 	})
-	return conn, err
+	return conn, ln, err
 }
 
 // hostDNSTable is the host namespace's table that sends queries to

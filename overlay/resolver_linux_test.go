@@ -3,6 +3,7 @@ package overlay_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -89,7 +90,8 @@ func exchange(t *testing.T, ns string, addr netip.AddrPort, msg string) (string,
 // TestResolverSocketReachesEveryNetworkOfItsTenantOnly: containers on a
 // network without egress (on-link route, no route back in the tenant's
 // namespace) and with egress (through the gateway, the tenant's input
-// rules) reach the socket ListenResolver opens, and get its replies; a
+// rules) reach the UDP socket ListenResolver opens, and get its replies
+// (the TCP one too, with egress); a
 // container of another tenant reaches its own tenant's socket, never this
 // one. RedirectHostResolver sends the host's own queries to the
 // resolver's address straight to the upstream server.
@@ -124,18 +126,29 @@ func TestResolverSocketReachesEveryNetworkOfItsTenantOnly(t *testing.T) {
 	}
 	for _, tenant := range []string{"acme", "globex"} {
 		id, ok := h.dp.TenantNSID(tenant)
-		c, got, err := h.dp.ListenResolver(ctx, tenant)
-		if err != nil || !ok || got != id {
-			t.Fatalf("listen in %s: %v (namespace %d, %v; socket's %d)", tenant, err, id, ok, got)
+		socks, err := h.dp.ListenResolver(ctx, tenant)
+		if err != nil || !ok || socks.NS != id {
+			t.Fatalf("listen in %s: %v (namespace %d, %v; sockets' %d)", tenant, err, id, ok, socks.NS)
 		}
-		t.Cleanup(func() { c.Close() })
-		go echo(c, tenant)
+		t.Cleanup(func() { socks.UDP.Close(); socks.TCP.Close() })
+		go echo(socks.UDP, tenant)
+		go func() {
+			for {
+				c, err := socks.TCP.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(tenant))
+				c.Close()
+			}
+		}()
 	}
 	// A second socket while the first is open is refused (the port is
 	// taken), and the address is on lo once.
-	again, _, err := h.dp.ListenResolver(ctx, "acme")
+	again, err := h.dp.ListenResolver(ctx, "acme")
 	if err == nil {
-		again.Close()
+		again.UDP.Close()
+		again.TCP.Close()
 		t.Error("a second socket on the resolver's port of acme was opened while the first is open")
 	}
 	res := netip.AddrPortFrom(overlay.ResolverAddr, 53)
@@ -147,6 +160,21 @@ func TestResolverSocketReachesEveryNetworkOfItsTenantOnly(t *testing.T) {
 		if err != nil || got != q.tenant+":q" {
 			t.Errorf("from %s (%s): %q %v, want %s's socket", q.c.ip, q.c.ns, got, err, q.tenant)
 		}
+	}
+	// TCP from a network with egress (one without has no route back).
+	var got []byte
+	err = e2e.InNetns("/run/netns/"+ceg.ns, func() error {
+		c, err := net.DialTimeout("tcp4", res.String(), 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil || string(got) != "acme" {
+		t.Errorf("tcp from %s: %q %v", ceg.ip, got, err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(h.netns)+"-acme", "ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
 	if err != nil || bytes.Count(out, []byte("169.254.53.53/32")) != 1 {

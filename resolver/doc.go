@@ -2,9 +2,10 @@
 // the names of every container on the same tenant network, on any host,
 // and forwards the rest to the host's upstream servers.
 //
-// It owns one UDP socket per tenant that has a network on this host, in
-// the tenant's own namespace at overlay.ResolverAddr:53 (the overlay
-// package opens it there). Containers on Docker's own networks get the
+// It owns a UDP and a TCP socket per tenant that has a network on this
+// host, in the tenant's own namespace at overlay.ResolverAddr:53 (the
+// overlay package opens them there; TCP answers reach networks with
+// egress only, which have a route back). Containers on Docker's own networks get the
 // engine's "dns" setting too: in the host namespace, queries to that
 // address go straight to the first upstream server (a DNAT the overlay
 // package installs), so the setting costs them nothing; where that cannot

@@ -41,6 +41,16 @@ func (h *handler) serve(buf []byte, src netip.Addr, send func([]byte)) {
 	if q.Response {
 		return // never answer an answer: no loops
 	}
+	size := 512
+	if o := q.IsEdns0(); o != nil {
+		size = max(512, min(int(o.UDPSize()), 4096))
+	}
+	h.respond(q, src, size, send)
+}
+
+// respond answers the decoded query q from src through send, in replies
+// of at most size bytes.
+func (h *handler) respond(q *dns.Msg, src netip.Addr, size int, send func([]byte)) {
 	if q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
 		r := new(dns.Msg)
 		r.SetRcode(q, dns.RcodeNotImplemented)
@@ -48,12 +58,8 @@ func (h *handler) serve(buf []byte, src netip.Addr, send func([]byte)) {
 			r.SetRcode(q, dns.RcodeFormatError)
 			r.Question = nil
 		}
-		send(pack(r, 512))
+		send(pack(r, size))
 		return
-	}
-	size := 512
-	if o := q.IsEdns0(); o != nil {
-		size = max(512, min(int(o.UDPSize()), 4096))
 	}
 	egress := true
 	if h.lookup != nil {
@@ -65,8 +71,8 @@ func (h *handler) serve(buf []byte, src netip.Addr, send func([]byte)) {
 			return
 		}
 		if resp, ok := Answer(q, v); ok {
-			if q.IsEdns0() != nil {
-				resp.SetEdns0(uint16(size), false)
+			if o := q.IsEdns0(); o != nil {
+				resp.SetEdns0(uint16(min(size, 4096)), false)
 			}
 			send(pack(resp, size))
 			return

@@ -11,7 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/netutil"
 
 	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/core"
@@ -22,7 +24,7 @@ import (
 // Datapath opens the resolver's sockets: *overlay.Datapath.
 type Datapath interface {
 	TenantNSID(tenant string) (overlay.NSID, bool)
-	ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, overlay.NSID, error)
+	ListenResolver(ctx context.Context, tenant string) (overlay.ResolverSockets, error)
 	ListenHostResolver(ctx context.Context) (*net.UDPConn, error)
 	RedirectHostResolver(upstream netip.AddrPort) error
 }
@@ -119,6 +121,7 @@ type listener struct {
 	conn *net.UDPConn
 	ns   overlay.NSID
 	done chan struct{}
+	tcp  *dns.Server // nil: none
 }
 
 // Run keeps a socket open in each tenant namespace of this host (and the
@@ -225,7 +228,7 @@ func (r *Resolver) syncTenants(ctx context.Context, st *runState) {
 		if _, ok := r.cfg.Datapath.TenantNSID(t); !ok {
 			continue // not made yet
 		}
-		c, ns, err := r.cfg.Datapath.ListenResolver(ctx, t)
+		socks, err := r.cfg.Datapath.ListenResolver(ctx, t)
 		if err != nil {
 			if !st.warned[t] {
 				r.log.Warn("cannot listen in the tenant's namespace; retrying", "tenant", t, "err", err)
@@ -235,7 +238,11 @@ func (r *Resolver) syncTenants(ctx context.Context, st *runState) {
 		}
 		delete(st.warned, t)
 		h := &handler{lookup: r.lookupFor(t), fwd: st.fwd, lim: r.lim, maxIn: maxQuery}
-		st.tenants[t] = r.serve(ctx, c, ns, h)
+		l := r.serve(ctx, socks.UDP, socks.NS, h)
+		if socks.TCP != nil {
+			l.tcp = r.serveTCP(socks.TCP, h)
+		}
+		st.tenants[t] = l
 		r.log.Info("resolver listening", "tenant", t, "ip", overlay.ResolverAddr)
 	}
 }
@@ -247,6 +254,9 @@ const maxQuery = 4096
 func (l *listener) close() {
 	_ = l.conn.Close()
 	<-l.done
+	if l.tcp != nil {
+		_ = l.tcp.Shutdown()
+	}
 }
 
 // serve reads queries from c until it is closed; replies leave by the
@@ -285,6 +295,44 @@ func (r *Resolver) serve(ctx context.Context, c *net.UDPConn, ns overlay.NSID, h
 		}
 	}()
 	return l
+}
+
+// maxTCPConns bounds a tenant's TCP connections at once; maxTCPQueries
+// those of one connection.
+const (
+	maxTCPConns   = 64
+	maxTCPQueries = 128
+)
+
+// serveTCP answers queries over TCP on l (clients retry there after a
+// truncated answer), one at a time per connection, until it is shut down.
+func (r *Resolver) serveTCP(l net.Listener, h *handler) *dns.Server {
+	srv := &dns.Server{Listener: netutil.LimitListener(l, maxTCPConns), ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
+		IdleTimeout: func() time.Duration { return 5 * time.Second }, MaxTCPQueries: maxTCPQueries,
+		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+			ta, ok := w.RemoteAddr().(*net.TCPAddr)
+			if !ok || q.Response {
+				return
+			}
+			src, _ := netip.AddrFromSlice(ta.IP)
+			if !h.lim.allow(src.Unmap()) {
+				return
+			}
+			done := make(chan struct{})
+			h.respond(q, src.Unmap(), dns.MaxMsgSize, func(b []byte) {
+				if b != nil {
+					_, _ = w.Write(b)
+				}
+				close(done)
+			})
+			<-done // a forwarded answer comes from another goroutine
+		})}
+	go func() {
+		if err := srv.ActivateAndServe(); err != nil {
+			r.log.Debug("resolver over TCP", "err", err)
+		}
+	}()
+	return srv
 }
 
 func (r *Resolver) refreshDockerNames(ctx context.Context) {

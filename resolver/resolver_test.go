@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -32,21 +33,31 @@ func (f *fakeDatapath) TenantNSID(tenant string) (overlay.NSID, bool) {
 	return id, ok
 }
 
-func (f *fakeDatapath) ListenResolver(ctx context.Context, tenant string) (*net.UDPConn, overlay.NSID, error) {
+func (f *fakeDatapath) ListenResolver(ctx context.Context, tenant string) (overlay.ResolverSockets, error) {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return nil, 0, err
+		return overlay.ResolverSockets{}, err
+	}
+	// TCP on the same port, as in a tenant's namespace.
+	l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.LocalAddr().(*net.UDPAddr).Port})
+	if err != nil {
+		c.Close()
+		return overlay.ResolverSockets{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.conns[tenant] = c
 	f.opened[tenant]++
-	return c, f.ns[tenant], nil
+	return overlay.ResolverSockets{UDP: c, TCP: l, NS: f.ns[tenant]}, nil
 }
 
 func (f *fakeDatapath) ListenHostResolver(ctx context.Context) (*net.UDPConn, error) {
-	c, _, err := f.ListenResolver(ctx, "")
-	return c, err
+	s, err := f.ListenResolver(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	s.TCP.Close()
+	return s.UDP, nil
 }
 
 func (f *fakeDatapath) RedirectHostResolver(upstream netip.AddrPort) error { return nil }
@@ -375,4 +386,43 @@ func TestResolverFollowsGossip(t *testing.T) {
 	s.cluster.del("acme/web", "r1")
 	want("a1", "127.1.0.75")
 	want("api")
+}
+
+// TestResolverAnswersInFullOverTCP: a name with more addresses than fit
+// in 512 bytes is truncated over UDP (TC set) and answered in full over
+// TCP, as a client retries.
+func TestResolverAnswersInFullOverTCP(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Interval = 10 * time.Millisecond
+	s := start(t, cfg)
+	acme := s.dp.addr(t, "acme")
+	for i := range 60 {
+		s.cluster.put(core.Remote{ID: fmt.Sprint("m", i), Network: "acme/web", IP: netip.AddrFrom4([4]byte{127, 1, 1, byte(i)}),
+			Names: []string{fmt.Sprint("m", i), "many"}, Host: "h1"})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var r *dns.Msg
+	for {
+		var err error
+		if r, err = ask(t, "127.1.0.10", acme, "many", dns.TypeA); err == nil && (r.Truncated || len(r.Answer) == 60) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("many over UDP: %v %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !r.Truncated || len(r.Answer) >= 60 {
+		t.Errorf("over UDP: truncated %v, %d answers", r.Truncated, len(r.Answer))
+	}
+	c := &dns.Client{Net: "tcp", Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.1.0.10")}}}
+	r, _, err := c.Exchange(question("many.", dns.TypeA), acme.String())
+	if err != nil || r.Truncated || len(r.Answer) != 60 {
+		t.Fatalf("over TCP: %v, %v", r, err)
+	}
+	// Forwarded and refused answers come over TCP too.
+	c.Dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP("127.3.0.5")}
+	if r, _, err := c.Exchange(question("example.test.", dns.TypeA), acme.String()); err != nil || r.Rcode != dns.RcodeRefused {
+		t.Fatalf("over TCP from an internal network: %v, %v", r, err)
+	}
 }
