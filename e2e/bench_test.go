@@ -15,8 +15,9 @@ import (
 var pingStamp = regexp.MustCompile(`\[(\d+\.\d+)\] \d+ bytes from`)
 
 // BenchmarkDockerRun measures on the 3-host testbed, in one run and
-// interleaved: the wall time of docker run -d on a Tenet network against
-// --network none (target: at most +40 ms median), and the time from docker
+// interleaved: the wall time of docker run -d on a Tenet network against a
+// user-defined network of Docker's own bridge driver (target: at most +15 ms
+// median; issue 13) and --network none, and the time from docker
 // run -d returning on h0 until a container on h1 that starts pinging it then
 // gets its first reply (target: p99 at most 50 ms). A client that pings
 // before the endpoint exists is answered only at its next ARP retry (1 s):
@@ -88,10 +89,11 @@ func BenchmarkDockerRun(b *testing.B) {
 	fmt.Printf("docker run -d --network none      median %v (n=%d)\n", med(none).Round(time.Millisecond), len(none))
 	fmt.Printf("docker run -d, Docker's bridge    median %v\n", med(bridge).Round(time.Millisecond))
 	fmt.Printf("docker run -d --network acme-web  median %v\n", med(tenet).Round(time.Millisecond))
-	fmt.Printf("tenet overhead over none          %v median (target <= +40ms)\n", (med(tenet) - med(none)).Round(time.Millisecond))
+	fmt.Printf("tenet overhead over none          %v median (Docker's bridge: %v; a user-defined network's cost in the engine)\n",
+		(med(tenet) - med(none)).Round(time.Millisecond), (med(bridge) - med(none)).Round(time.Millisecond))
 	fmt.Printf("tenet overhead over Docker bridge %v median (target <= +15ms; Docker's own cost of a user-defined network is the rest)\n",
 		(med(tenet) - med(bridge)).Round(time.Millisecond))
 	fmt.Printf("first ping reply from another host after run returned: p50 %v, p99 %v (target p99 <= 50ms)\n",
 		med(reach).Round(time.Millisecond), p99(reach).Round(time.Millisecond))
-	b.ReportMetric(float64((med(tenet) - med(none)).Milliseconds()), "ms-overhead")
+	b.ReportMetric(float64((med(tenet) - med(bridge)).Milliseconds()), "ms-over-bridge")
 }

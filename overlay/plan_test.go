@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -568,5 +569,35 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 	c.NetnsPrefix, c.Port = "tenet-", 0
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "Port") {
 		t.Errorf("port 0: %v", err)
+	}
+}
+
+// TestANetworkHoldsWhatItsBridgeCan: a Linux bridge takes 1,023 ports, one
+// the VXLAN device's; the 1,023rd endpoint of a network on one host is
+// refused up front, naming it and the limit, by full and scoped validation
+// alike (the kernel's own answer is "exchange full"); a scoped refusal names
+// the endpoint asked for, wherever it sorts.
+func TestANetworkHoldsWhatItsBridgeCan(t *testing.T) {
+	s := State{Networks: []Network{web(), {Tenant: "acme", Name: "db", VNI: 4098}}}
+	for i := range MaxEndpointsPerNetwork {
+		s.Endpoints = append(s.Endpoints, Endpoint{ID: fmt.Sprintf("e%04d", i), VNI: 4097,
+			IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(1 + i>>8), byte(i)})}})
+	}
+	s.Endpoints = append(s.Endpoints, Endpoint{ID: "other", VNI: 4098, IPs: ips("10.2.0.2")})
+	if err := s.Validate(); err != nil {
+		t.Fatalf("%d endpoints in one network: %v", MaxEndpointsPerNetwork, err)
+	}
+	// One more, sorting first, as the core hands endpoints over.
+	s.Endpoints = append([]Endpoint{{ID: "a-onetoomany", VNI: 4097, IPs: ips("10.1.9.9")}}, s.Endpoints...)
+	want := `network acme/web would have 1023 endpoints on this host: its bridge holds at most 1022`
+	if err := s.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Validate() = %v, want %q", err, want)
+	}
+	if err := s.ValidateScope(Scope{Endpoints: []string{"a-onetoomany"}}); !errors.Is(err, ErrInvalid) ||
+		!strings.Contains(err.Error(), `endpoint "a-onetoomany": `+want) {
+		t.Errorf("ValidateScope(the 1,023rd) = %v, want it named and %q", err, want)
+	}
+	if err := s.ValidateScope(Scope{Endpoints: []string{"other"}}); err != nil {
+		t.Errorf("ValidateScope(an endpoint of another network) = %v", err)
 	}
 }

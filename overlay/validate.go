@@ -89,7 +89,35 @@ func (s State) Validate() error {
 			return err
 		}
 	}
+	if err := checkBridgePorts(s.Endpoints, nets, nil); err != nil {
+		return err
+	}
 	return checkPortClaims(s.Endpoints)
+}
+
+// MaxEndpointsPerNetwork bounds a network's endpoints on one host: a Linux
+// bridge takes 1,023 ports (port number 0 is reserved; the next one added
+// gets "exchange full"), and one is the network's VXLAN device.
+const MaxEndpointsPerNetwork = 1022
+
+// checkBridgePorts refuses more endpoints in one network than its bridge
+// can hold: every network's (name nil), or only those of the endpoints in
+// name, which are then the ones the refusal names.
+func checkBridgePorts(eps []Endpoint, nets map[uint32]*Network, name map[string]bool) error {
+	count := map[uint32]int{}
+	for i := range eps {
+		count[eps[i].VNI]++
+	}
+	for i := range eps {
+		e := &eps[i]
+		if count[e.VNI] <= MaxEndpointsPerNetwork || name != nil && !name[e.ID] {
+			continue
+		}
+		n := nets[e.VNI]
+		return invalid("%s: network %s/%s would have %d endpoints on this host: its bridge holds at most %d (a Linux bridge takes 1,023 ports, one is the VXLAN device)",
+			e.who(), n.Tenant, n.Name, count[e.VNI], MaxEndpointsPerNetwork)
+	}
+	return nil
 }
 
 // checkPortClaims checks that each host port of a protocol belongs to one
@@ -158,6 +186,9 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 	if len(want) > 0 {
 		// Published ports are few; their claims are checked host-wide.
 		if err := checkPortClaims(s.Endpoints); err != nil {
+			return nil, err
+		}
+		if err := checkBridgePorts(s.Endpoints, nets, want); err != nil {
 			return nil, err
 		}
 		tags := map[string]string{}

@@ -181,6 +181,7 @@ type Model struct {
 	tenants map[string]bool
 	nets    map[string]*mnet
 	gone    map[string]int  // Docker names of removed definitions: step removed
+	netRmAt map[string]int  // tenant -> step of its last network rm through tenetctl
 	odd     map[string]bool // "host name": a Docker network the engine may or may not have
 	ctrs    map[string]*mctr
 	limbo   map[string][]netip.Addr // tenant: addresses of containers of removed hosts
@@ -200,7 +201,7 @@ type Model struct {
 // NewModel returns the model of a fresh cluster of hosts.
 func NewModel(hosts []string, tol Tolerances) *Model {
 	return &Model{hosts: hosts, killed: map[string]bool{}, removed: map[string]bool{}, tenants: map[string]bool{},
-		nets: map[string]*mnet{}, gone: map[string]int{}, odd: map[string]bool{}, ctrs: map[string]*mctr{}, limbo: map[string][]netip.Addr{},
+		nets: map[string]*mnet{}, gone: map[string]int{}, netRmAt: map[string]int{}, odd: map[string]bool{}, ctrs: map[string]*mctr{}, limbo: map[string][]netip.Addr{},
 		tol: tol}
 }
 
@@ -236,6 +237,7 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 		if r.OK() {
 			if n := m.nets[op.Key()]; n != nil && n.defined {
 				m.gone[n.docker] = m.step
+				m.netRmAt[op.Tenant] = m.step
 				m.orphan(op.Key(), nil)
 				// A host that cannot hear of it yet, with a container on
 				// it, keeps the network until that container stops.

@@ -29,6 +29,11 @@ func (m *Model) predictTenantRm(t string) verdict {
 		}
 		return m.tolerate("10.8", refuse("tenant %s has hand-made network %s", t, n.key()))
 	}
+	if at, rm := m.netRmAt[t]; rm && m.step-at <= 1 {
+		// Every host takes a removed network out of its engine within
+		// seconds; until then tenant rm is refused, saying so.
+		return maybe("tenant %s's last network was removed a moment ago (step %d)", t, at)
+	}
 	return ok("tenant %s has no networks", t)
 }
 

@@ -402,6 +402,10 @@ func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
 	c.mu.Unlock()
 	// Withdraw first: other hosts stop sending to it while it goes.
 	c.cl.DeleteEndpoint(id)
+	// With its tenant: the overlay finds a removed endpoint's objects by
+	// its veth, which is gone with the container's namespace when the
+	// collector removes it; the tenant's scope finds its guard and its
+	// published ports anyway.
 	err := c.w.apply(ctx, Scope{Tenants: []string{tenant}, Endpoints: []string{id}})
 	if serr := c.saver.save(ctx); err == nil {
 		err = serr

@@ -78,7 +78,7 @@ func TestPublishedPortsReachTheDatapathSurviveARestartAndGoWithTheEndpoint(t *te
 	if e, _ := h.c.Endpoint("e1"); fmt.Sprint(e.Ports) != want {
 		t.Errorf("Endpoint reports %v", e.Ports)
 	}
-	if !strings.Contains(stateFile(t, h), `"host_port": 49153`) {
+	if !strings.Contains(stateFile(t, h), `"host_port":49153`) {
 		t.Errorf("state file lacks the ports:\n%s", stateFile(t, h))
 	}
 	// A restarted core programs them again from its state.

@@ -195,7 +195,7 @@ func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 	}
 	slices.SortFunc(s.Networks, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
 	slices.SortFunc(s.Endpoints, func(a, b savedEndpoint) int { return cmp.Compare(a.ID, b.ID) })
-	return json.MarshalIndent(s, "", "  ")
+	return json.Marshal(s) // no indentation: it doubled the cost of every save
 }
 
 // saver is the one goroutine that writes state.json. A caller asks for the

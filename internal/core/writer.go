@@ -27,7 +27,10 @@ type Datapath interface {
 type Scope struct {
 	All bool // everything: start-up, repair, retry after a failure
 	// Tenants whose namespace-wide objects changed (namespace, uplink,
-	// egress rules, anti-spoofing of its ports).
+	// egress rules). Endpoint changes name their tenant too (which reads
+	// every link of the tenant: a cost that grows with them; an
+	// endpoint-only scope was tried, and a published-port e2e test then
+	// timed out under CI's load, cause not found).
 	Tenants []string
 	// Networks (VNIs) whose own objects changed: bridge, VXLAN device,
 	// gateway, flood entries to peers.

@@ -229,8 +229,8 @@ func (r *Registry) CreateTenant(name string) error {
 	return r.write(Definition{Tenant: name})
 }
 
-// RemoveTenant removes a tenant that has no networks, defined or hand-made.
-// Hosts still removing a network whose definition is gone do not count.
+// RemoveTenant removes a tenant that has no networks, defined or hand-made
+// (on any host, also one still removing a network whose definition is gone).
 func (r *Registry) RemoveTenant(name string) error {
 	if w, ok := r.winners(prefixTenant)[prefixTenant+name]; !ok || w.Removed {
 		return errorf(ErrNotFound, "remove tenant %s: no such tenant", name)
@@ -240,16 +240,19 @@ func (r *Registry) RemoveTenant(name string) error {
 			return errorf(ErrConflict, "remove tenant %s: it still has network %s; remove its networks first", name, n.NetworkKey())
 		}
 	}
-	// A host's network whose definition was removed is on its way out
-	// (each host's engine sync removes it within seconds): not in the way.
+	// A host's network whose definition was just removed is on its way
+	// out (each host's engine sync removes it within seconds), but it may
+	// as well be a hand-made one of the same name: gossip cannot tell, so
+	// it counts, and the refusal says both.
 	defs := r.winners(prefixNetwork)
 	for _, n := range r.cl.Networks() {
-		if w, ok := defs[prefixNetwork+rules.Key(n.Tenant, n.Name)]; ok && w.Removed {
+		if n.Tenant != name {
 			continue
 		}
-		if n.Tenant == name {
-			return errorf(ErrConflict, "remove tenant %s: host %s still has network %s (made with docker network create); remove it there first", name, n.Host, n.ID)
+		if w, ok := defs[prefixNetwork+rules.Key(n.Tenant, n.Name)]; ok && w.Removed {
+			return errorf(ErrConflict, "remove tenant %s: host %s still has network %s: it is still removing it after network rm (try again in a few seconds), or it was made there with docker network create", name, n.Host, rules.Key(n.Tenant, n.Name))
 		}
+		return errorf(ErrConflict, "remove tenant %s: host %s still has network %s (made with docker network create); remove it there first", name, n.Host, n.ID)
 	}
 	return r.write(Definition{Tenant: name, Removed: true})
 }
