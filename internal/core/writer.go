@@ -159,9 +159,19 @@ func (w *writer) apply(ctx context.Context, s Scope) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		if _, busy, since := w.depth(); busy > 0 {
+			// Say what it waited on: a pass that long under way is
+			// mostly the kernel answering slowly (netlink waits on the
+			// kernel's one RTNL lock, which any program may hold).
+			return fmt.Errorf("gave up waiting for the datapath (a pass has been under way for %v): %w",
+				time.Since(since).Round(100*time.Millisecond), ctx.Err())
+		}
 		return fmt.Errorf("gave up waiting for the datapath: %w", ctx.Err())
 	}
 }
+
+// slowPass is how long a pass may take before it is logged as slow.
+const slowPass = 2 * time.Second
 
 // run serves the queue until ctx is done.
 func (w *writer) run(ctx context.Context) {
@@ -195,7 +205,12 @@ func (w *writer) run(ctx context.Context) {
 			for _, j := range q {
 				merged = merged.merge(j.scope)
 			}
+			start := time.Now()
 			err := w.c.reconcile(ctx, merged)
+			if took := time.Since(start); took > slowPass {
+				w.c.log.Warn("datapath pass was slow (the kernel answers netlink slowly while another program holds its RTNL lock)",
+					"took", took.Round(time.Millisecond), "requests", len(q), "all", merged.All, "tenants", merged.Tenants)
+			}
 			if err != nil && len(q) > 1 {
 				// Find whose change failed: try each alone.
 				for _, j := range q {

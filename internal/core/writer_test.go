@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,4 +103,38 @@ func TestConcurrentCallsAreBatched(t *testing.T) {
 	if passes := dp.passes - before; passes > 3 {
 		t.Errorf("%d datapath passes for %d concurrent calls; want them batched into at most 3", passes, n)
 	}
+}
+
+// A call that gives up on a pass held up in the kernel says so, and leaves
+// nothing: the endpoint is not created, and the state is as before.
+func TestAGiveUpSaysThePassWasUnderWay(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
+	dp := &gateDatapath{gate: make(chan struct{})}
+	c, err := New(cfg, dp, &memCluster{eps: map[string]bool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	close(dp.gate)
+	if _, err := c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	dp.mu.Lock()
+	dp.gate = make(chan struct{}) // the next pass hangs, as on a held RTNL lock
+	dp.mu.Unlock()
+
+	cctx, ccancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer ccancel()
+	_, err = c.CreateEndpoint(cctx, EndpointSpec{ID: "e1", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.10/24")})
+	if err == nil || !strings.Contains(err.Error(), "gave up waiting for the datapath (a pass has been under way for") {
+		t.Fatalf("CreateEndpoint on a held datapath: %v", err)
+	}
+	if eps := c.Endpoints(); len(eps) != 0 {
+		t.Errorf("a call that gave up left endpoints: %v", eps)
+	}
+	close(dp.gate)
 }
