@@ -70,7 +70,8 @@ func TestMemberlistLogLevels(t *testing.T) {
 	for _, line := range []string{"[DEBUG] memberlist: a", "[WARN] memberlist: b", "[ERR] memberlist: c", "plain d"} {
 		l.Print(line)
 	}
-	for _, want := range []string{"level=DEBUG msg=a", "level=WARN msg=b", "level=ERROR msg=c", "level=INFO msg=\"plain d\""} {
+	for _, want := range []string{"level=DEBUG msg=a source=memberlist", "level=WARN msg=b source=memberlist",
+		"level=ERROR msg=c source=memberlist", "level=INFO msg=\"plain d\" source=memberlist"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("log output lacks %q:\n%s", want, buf.String())
 		}

@@ -9,7 +9,9 @@ import (
 
 // memberlistLogger adapts slog for memberlist, which only takes a
 // *log.Logger: it maps the "[DEBUG]", "[INFO]", "[WARN]" and "[ERR]"
-// prefixes of its lines to levels.
+// prefixes of its lines to levels, and marks each line source=memberlist
+// (its "memberlist: " prefix dropped), so that a reader can tell its
+// reports from Tenet's.
 func memberlistLogger(l *slog.Logger) *log.Logger {
 	return log.New(&levelWriter{log: l}, "", 0)
 }
@@ -33,6 +35,6 @@ func (w *levelWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	w.log.Log(context.Background(), level, string(msg))
+	w.log.Log(context.Background(), level, string(msg), "source", "memberlist")
 	return len(p), nil
 }

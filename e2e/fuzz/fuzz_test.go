@@ -504,3 +504,26 @@ func TestARefusedConnectStaysInDockersConfiguration(t *testing.T) {
 		t.Errorf("after the restart: %+v, want the address adopted", a)
 	}
 }
+
+// memberlist's reports of unreachable peers are expected in runs with
+// faults, and only there; Tenet's own ERROR lines never are.
+func TestLogLinesJudged(t *testing.T) {
+	const ml = `time=2026-11-30T13:57:23.551Z level=ERROR msg="Push/Pull with h4 failed: dial tcp 198.51.100.14:7946: connect: no route to host" host=h1 component=gossip source=memberlist host=h1`
+	const own = `time=2026-11-30T13:57:23.551Z level=ERROR msg="reconcile after a cluster change" host=h1 component=core err="x"`
+	for _, tt := range []struct {
+		name, line string
+		faults     bool
+		bad        bool
+	}{
+		{"tenetd", ml, true, false},
+		{"tenetd", ml, false, true},
+		{"tenetd", own, true, true},
+		{"dockerd", own, false, false},
+		{"dockerd", "panic: runtime error: invalid memory address", false, true},
+		{"dockerd", `level=info msg="=== BEGIN goroutine stack dump ===\ngoroutine 1 [running]:"`, false, false},
+	} {
+		if _, bad := logViolation(tt.name, "/x/"+tt.name+".log", tt.line, tt.faults); bad != tt.bad {
+			t.Errorf("%s log, faults %v: %q judged bad=%v, want %v", tt.name, tt.faults, tt.line, bad, tt.bad)
+		}
+	}
+}
