@@ -40,6 +40,7 @@ type Node struct {
 	vtepFix       chan struct{} // an adopted endpoint carries an old VTEP
 	kick          chan struct{} // housekeeping (first syncs, gaps) has work now
 	healCh        chan string   // hosts back from down
+	reheal        chan string   // hosts back from down, a heal again (healAgain)
 	streamMu      sync.Mutex    // guards streamQ and streamWorkers
 	streamQ       []streamJob
 	streamWorkers int
@@ -101,6 +102,7 @@ func New(cfg Config) (*Node, error) {
 		vtepFix: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		healCh:  make(chan string, 64),
+		reheal:  make(chan string, 64),
 		failed:  make(map[string]failed),
 		syncs:   map[string]*scopeSync{"": newScopeSync()},
 		gaps:    make(map[want]*gap),
@@ -255,6 +257,9 @@ func (n *Node) Run(ctx context.Context) error {
 			syncTimer.Reset(n.syncRound())
 		case name := <-n.healCh:
 			n.heal(name)
+			n.healLater(name)
+		case name := <-n.reheal:
+			n.heal(name) // nothing if it is down again
 		case <-n.kick:
 			house.Reset(0)
 		case <-house.C:

@@ -23,8 +23,8 @@ package gossip
 //     the buckets that differ come back) and gets them. Repair is pull-only:
 //     each host mends itself in the rounds it starts. A scope takes part
 //     only once synced and quiet for quietFor. A host that comes back from
-//     down is sent our roots at once, so a healed partition repairs
-//     without waiting for the round.
+//     down is sent our roots at once, and again after each of healAgain,
+//     so a healed partition repairs without waiting for the round.
 
 import (
 	"math"
@@ -238,6 +238,27 @@ func (n *Node) heal(name string) {
 	n.send(peer{name, addr}, &message{typ: msgDigest, sender: n.cfg.NodeName, digests: ds})
 }
 
+// healAgain is when, after a host came back, the heal exchange is made
+// again: the first is one packet each way, sent the moment membership says
+// the host is back, which is when a healed link loses packets most (the
+// underlay's neighbour entries are still being resolved: "no route to
+// host"). A repeat costs one packet, and nothing more where the first
+// worked (the roots then agree).
+var healAgain = []time.Duration{2 * time.Second, 6 * time.Second, 15 * time.Second}
+
+// healLater queues the repeats of a heal with name.
+func (n *Node) healLater(name string) {
+	for _, d := range healAgain {
+		time.AfterFunc(d, func() {
+			select {
+			case n.reheal <- name:
+			case <-n.quit:
+			default: // a burst of hosts back: the anti-entropy round covers the rest
+			}
+		})
+	}
+}
+
 // scaleInterval stretches interval above 32 hosts as memberlist does for
 // push/pull, so repair traffic per host grows with log n, not n.
 func scaleInterval(interval time.Duration, hosts int) time.Duration {
@@ -305,6 +326,15 @@ func (n *Node) answerOwners(m *message, from netip.AddrPort) {
 		var differ []string
 		for o, tt := range theirs[s] {
 			if mine[o] != tt {
+				differ = append(differ, o)
+			}
+		}
+		// An owner the other host lists nothing of, while we hold live
+		// entries of it, differs too: it deleted them (the other is the
+		// owner, or has its markers) where we did not hear of it, as
+		// across a healed partition. Its markers come with the pull.
+		for o, mt := range mine {
+			if _, listed := theirs[s][o]; !listed && mt.count > 0 {
 				differ = append(differ, o)
 			}
 		}

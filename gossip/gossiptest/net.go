@@ -21,6 +21,7 @@ type Net struct {
 	mu    sync.Mutex     // guards the fields below
 	group map[string]int // node address -> group
 	cut   bool           // partition on
+	lose  func(b []byte) bool
 }
 
 // NewNet returns a Net with no partition.
@@ -48,6 +49,21 @@ func (tn *Net) Heal() {
 	tn.mu.Unlock()
 }
 
+// Lose makes every packet (not stream) for which lose returns true lost on
+// the wire, between any two nodes, until Lose(nil).
+func (tn *Net) Lose(lose func(b []byte) bool) {
+	tn.mu.Lock()
+	tn.lose = lose
+	tn.mu.Unlock()
+}
+
+func (tn *Net) lost(b []byte) bool {
+	tn.mu.Lock()
+	lose := tn.lose
+	tn.mu.Unlock()
+	return lose != nil && lose(b)
+}
+
 func (tn *Net) blocked(from, to string) bool {
 	tn.mu.Lock()
 	defer tn.mu.Unlock()
@@ -70,14 +86,14 @@ type filterTransport struct {
 }
 
 func (f *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if f.net.blocked(f.self, addr) {
+	if f.net.blocked(f.self, addr) || f.net.lost(b) {
 		return time.Now(), nil // lost on the wire
 	}
 	return f.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (f *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if f.net.blocked(f.self, a.Addr) {
+	if f.net.blocked(f.self, a.Addr) || f.net.lost(b) {
 		return time.Now(), nil
 	}
 	return f.NodeAwareTransport.WriteToAddress(b, a)
