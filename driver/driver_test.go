@@ -228,6 +228,31 @@ func TestUndefinedTenantsAreRefusedWhereTenantsAreDefined(t *testing.T) {
 	}
 }
 
+// A network made while no tenant was defined keeps its pool when Docker
+// asks for it again (as it does for every network when the engine
+// restarts) after tenants are defined; a new pool of that tenant is
+// refused. Found by the fuzzer: the refusal left Docker a network without
+// a pool, and docker run --ip on it crashed Docker's API handler.
+func TestAnEngineRestartKeepsAPoolMadeBeforeTenantsWereDefined(t *testing.T) {
+	tenants := fakeTenants{}
+	h := serve(t, tenants)
+	if status, body := h.post("/IpamDriver.RequestPool", poolWeb); status != 200 {
+		t.Fatalf("pool while no tenant is defined: %d %s", status, body)
+	}
+	if status, body := h.post("/NetworkDriver.CreateNetwork", createWeb); status != 200 {
+		t.Fatalf("network while no tenant is defined: %d %s", status, body)
+	}
+	tenants["globex"] = true
+	status, body := h.post("/IpamDriver.RequestPool", poolWeb)
+	if status != 200 || !strings.Contains(body, `"PoolID":"acme/10.1.0.0/24"`) {
+		t.Fatalf("the engine's request again for the pool of a network it has: %d %s", status, body)
+	}
+	status, body = h.post("/IpamDriver.RequestPool", `{"AddressSpace":"tenet-local","Pool":"10.9.0.0/24","Options":{"tenant":"acme"}}`)
+	if status == 200 || !strings.Contains(body, `tenant \"acme\" is not defined`) {
+		t.Fatalf("a new pool of the undefined tenant: %d %s", status, body)
+	}
+}
+
 func TestIPAMHandsOutAddressesAndTheGateway(t *testing.T) {
 	h := serve(t, nil)
 	status, body := h.post("/IpamDriver.RequestPool", `{"AddressSpace":"tenet-global","Pool":"10.1.0.0/24","Options":{"tenant":"acme"}}`)

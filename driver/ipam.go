@@ -62,8 +62,16 @@ func (d *Driver) RequestPool(ctx context.Context, r requestPoolRequest) (*reques
 	if err := d.core.CheckSubnet(req.Subnet); err != nil {
 		return nil, fmt.Errorf("request pool (tenant %s): %w", req.Tenant, err)
 	}
-	if err := d.checkTenant(req.Tenant); err != nil {
-		return nil, fmt.Errorf("request pool %s: %w", req.Subnet, err)
+	// The tenant rule is for new networks. Docker asks again for the pool
+	// of every network it has when the engine starts; refusing a network
+	// this host already has (made before its tenant rule applied: before
+	// any tenant was defined) would leave Docker a network without a pool,
+	// on which `docker run --ip` crashes Docker's API handler (a nil pool:
+	// moby#44636), and would change nothing else.
+	if !d.core.HasSubnet(req.Tenant, req.Subnet) {
+		if err := d.checkTenant(req.Tenant); err != nil {
+			return nil, fmt.Errorf("request pool %s: %w", req.Subnet, err)
+		}
 	}
 	p, err := d.ipam.RequestPool(ctx, req)
 	if err != nil {
