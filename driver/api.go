@@ -64,6 +64,16 @@ type joinResponse struct {
 	Gateway               string `json:",omitempty"`
 	GatewayIPv6           string `json:",omitempty"`
 	DisableGatewayService bool
+	StaticRoutes          []staticRoute `json:",omitempty"`
+}
+
+// staticRoute is a route Docker adds in the container's namespace;
+// RouteType 1 is on-link through the endpoint's interface (libnetwork's
+// types.CONNECTED), 0 through NextHop.
+type staticRoute struct {
+	Destination string
+	RouteType   int
+	NextHop     string `json:",omitempty"`
 }
 
 type capabilitiesResponse struct {

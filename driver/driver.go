@@ -23,6 +23,8 @@ type Core interface {
 	DeleteEndpoint(ctx context.Context, id string) error
 	PublishPorts(ctx context.Context, id string, reqs []core.PortRequest) ([]core.PortBinding, error)
 	Endpoint(id string) (core.Endpoint, bool)
+	Endpoints() []core.Endpoint
+	Network(key string) (core.Network, bool)
 	CheckSubnet(p netip.Prefix) error
 	HasSubnet(tenant string, subnet netip.Prefix) bool
 }

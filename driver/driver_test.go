@@ -370,3 +370,37 @@ func TestPortsArePublishedAtProgramExternalConnectivityAndRevoked(t *testing.T) 
 		t.Errorf("revoking an endpoint that is gone: %d %s", status, body)
 	}
 }
+
+// TestJoinRoutesInternalNetworksToTheResolver (issue 14): a container on a
+// network without egress gets an on-link route to the name resolver,
+// through its first such interface only (Docker fails a second identical
+// route); one with egress reaches it through its gateway.
+func TestJoinRoutesInternalNetworksToTheResolver(t *testing.T) {
+	h := serve(t, nil)
+	h.createWeb(t)
+	for _, c := range [][2]string{
+		{"/IpamDriver.RequestPool", `{"AddressSpace":"tenet-local","Pool":"10.2.0.0/24","Options":{"tenant":"acme"}}`},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"n2","Options":{"com.docker.network.internal":true,"com.docker.network.generic":{"tenant":"acme","network":"db"}},
+	"IPv4Data":[{"AddressSpace":"tenet-local","Pool":"10.2.0.0/24"}]}`},
+		{"/IpamDriver.RequestPool", `{"AddressSpace":"tenet-local","Pool":"10.3.0.0/24","Options":{"tenant":"acme"}}`},
+		{"/NetworkDriver.CreateNetwork", `{"NetworkID":"n3","Options":{"com.docker.network.internal":true,"com.docker.network.generic":{"tenant":"acme","network":"cache"}},
+	"IPv4Data":[{"AddressSpace":"tenet-local","Pool":"10.3.0.0/24"}]}`},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"e1","Interface":{"Address":"10.1.0.5/24"}}`},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"n2","EndpointID":"e2","Interface":{"Address":"10.2.0.5/24"}}`},
+		{"/NetworkDriver.CreateEndpoint", `{"NetworkID":"n3","EndpointID":"e3","Interface":{"Address":"10.3.0.5/24"}}`},
+	} {
+		if status, body := h.post(c[0], c[1]); status != 200 {
+			t.Fatalf("%s: %d %s", c[0], status, body)
+		}
+	}
+	const route = `"StaticRoutes":[{"Destination":"169.254.53.53/32","RouteType":1}]`
+	for _, j := range []struct {
+		network, endpoint string
+		route             bool
+	}{{"n1", "e1", false}, {"n2", "e2", true}, {"n3", "e3", false}} {
+		status, body := h.post("/NetworkDriver.Join", `{"NetworkID":"`+j.network+`","EndpointID":"`+j.endpoint+`","SandboxKey":"/x"}`)
+		if status != 200 || strings.Contains(body, route) != j.route || strings.Contains(body, "StaticRoutes") != j.route {
+			t.Errorf("join %s: %d %s; want a route to the resolver: %v", j.endpoint, status, body, j.route)
+		}
+	}
+}

@@ -75,8 +75,32 @@ func (d *Driver) Join(ctx context.Context, req joinRequest) (*joinResponse, erro
 	}
 	if n.Egress() {
 		resp.Gateway = n.Gateway.String()
+	} else if d.firstInternal(e) {
+		resp.StaticRoutes = []staticRoute{{Destination: netip.PrefixFrom(overlay.ResolverAddr, 32).String(), RouteType: 1}}
 	}
 	return resp, nil
+}
+
+// firstInternal says whether e, on a network without egress, is the first
+// such endpoint of its container here. Its container then reaches the
+// name resolver (overlay.ResolverAddr, on every bridge's tenant
+// namespace) on-link through e; a container with egress reaches it
+// through its gateway. Only one interface may carry the route (Docker
+// fails a second identical one), and whichever does, the resolver answers
+// from all of the container's networks of that tenant.
+func (d *Driver) firstInternal(e core.Endpoint) bool {
+	if e.Netns == "" {
+		return true
+	}
+	for _, o := range d.core.Endpoints() {
+		if o.ID == e.ID || o.Netns != e.Netns {
+			continue
+		}
+		if n, ok := d.core.Network(o.Network); ok && !n.Egress() {
+			return false
+		}
+	}
+	return true
 }
 
 // Leave needs no work: the veth pair goes with DeleteEndpoint.

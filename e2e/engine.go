@@ -26,7 +26,18 @@ type EngineConfig struct {
 	CgroupParent string
 	// LiveRestore keeps containers running while dockerd restarts.
 	LiveRestore bool
+	// DNS servers the engine gives its containers (dockerd --dns, the
+	// "dns" of daemon.json), in order; empty: the host's resolv.conf.
+	DNS []string
 }
+
+// DefaultDNS is what a testbed's engines are given, as the README's
+// install steps set it: Tenet's resolver, then the outside world's server
+// (ServeUpstreamDNS).
+var DefaultDNS = []string{"169.254.53.53", Outside.String()}
+
+// SetDNS changes the engine's DNS servers from its next Start.
+func (e *Engine) SetDNS(servers []string) { e.cfg.DNS = servers }
 
 // StartEngine starts dockerd on h, with its data root, exec root and socket in
 // h.Dir()/docker, and waits until it answers.
@@ -70,6 +81,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	if e.cfg.LiveRestore {
 		argv = append(argv, "--live-restore")
+	}
+	for _, s := range e.cfg.DNS {
+		argv = append(argv, "--dns", s)
 	}
 	d, err := e.host.StartDaemon(ctx, DaemonSpec{Name: "dockerd", Argv: argv})
 	if err != nil {

@@ -53,7 +53,10 @@ func StartTenetd(ctx context.Context, h Host, bin, keyFile string, seeds, ipamSe
 	argv := []string{bin, "--name", h.Name(), "--vtep", h.Underlay().Addr().String(),
 		"--key-file", keyFile, "--state-dir", filepath.Join(h.Dir(), "tenet"), "--log-level", "debug",
 		"--ipam-seeds", strings.Join(ipamSeeds, ","),
-		"--docker-socket", filepath.Join(h.Dir(), "docker", "docker.sock")}
+		"--docker-socket", filepath.Join(h.Dir(), "docker", "docker.sock"),
+		// The outside world's DNS server (ServeUpstreamDNS), never the
+		// machine's own.
+		"--dns-upstream", Outside.String()}
 	if len(seeds) > 0 {
 		argv = append(argv, "--join", strings.Join(seeds, ","))
 	}

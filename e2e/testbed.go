@@ -286,7 +286,7 @@ func (tb *Testbed) startEngines(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, h := range tb.Hosts {
 		wg.Go(func() {
-			e, err := StartEngine(ctx, h, EngineConfig{CgroupParent: tb.containerCgroup(h.name)})
+			e, err := StartEngine(ctx, h, EngineConfig{CgroupParent: tb.containerCgroup(h.name), DNS: DefaultDNS})
 			if err != nil {
 				errs[i] = err
 				return
@@ -443,6 +443,11 @@ func Attach(base, run string, logf func(string, ...any)) (*Testbed, error) {
 			if d, ok := r.lastDaemon("dockerd"); ok {
 				e.daemon = attachProcDaemon(d.Name, d.Proc, d.Log)
 				e.cfg.LiveRestore = slices.Contains(d.Argv, "--live-restore")
+				for i, a := range d.Argv {
+					if a == "--dns" && i+1 < len(d.Argv) {
+						e.cfg.DNS = append(e.cfg.DNS, d.Argv[i+1])
+					}
+				}
 			}
 			tb.Engines = append(tb.Engines, e)
 		}

@@ -42,6 +42,13 @@
 //     (without SO_REUSEADDR, never listening), so a port another program
 //     holds is refused before any rule leads to it (PortInUseError), and
 //     no other program takes it meanwhile.
+//   - The name resolver (package resolver) gets its sockets from here, not
+//     from the planned state: ListenResolver puts ResolverAddr on a tenant
+//     namespace's lo and binds UDP 53 there (the tenant's input rules let
+//     its bridges reach it); RedirectHostResolver makes table ip tenet-dns
+//     in the host namespace, which sends Docker's own networks' queries to
+//     that address straight to the upstream server. Uplink /30s never hold
+//     ResolverAddr.
 //
 // The datapath is driven by desired state: State (validated before any
 // change) -> Desire (pure) -> Snapshot; Observe reads the kernel into a

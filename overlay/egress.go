@@ -18,6 +18,16 @@ const UplinkMTU = 1500
 // hold it, and no tenant may reach it.
 var metadataAddr = netip.MustParseAddr("169.254.169.254")
 
+// ResolverAddr is the address of Tenet's name resolver in every tenant
+// namespace (on its lo; ListenResolver) and in the host's. It lies in the
+// default uplink net, so no tenant subnet may hold it, and no uplink /30
+// holds it either.
+var ResolverAddr = netip.MustParseAddr("169.254.53.53")
+
+// NSID identifies a network namespace (its nsfs inode): a tenant namespace
+// made anew has another.
+type NSID uint64
+
 // Names of the sets in Tenet's rules (firewall_linux.go).
 const (
 	setPairs = "pairs"  // tenant: ifname . ifname a bridge may forward between
@@ -33,7 +43,7 @@ func digest(parts ...string) string {
 
 // tenantRulesDigest names the tenant rule set's layout (its chains and
 // sets; the elements are not part of it).
-func tenantRulesDigest() string { return digest("tenant-v5") }
+func tenantRulesDigest() string { return digest("tenant-v6") }
 
 // hostRulesDigest names the host rule set's layout for uplink net n and the
 // VXLAN port: with egress (and published ports), or only what keeps VXLAN
@@ -76,7 +86,7 @@ func addr4(x uint32) netip.Addr {
 
 func usableUplink(n netip.Prefix, i int) bool {
 	host, _ := uplinkAddrs(n, i)
-	return i >= 1 && i < 1<<(32-n.Bits())/4 && !host.Masked().Contains(metadataAddr)
+	return i >= 1 && i < 1<<(32-n.Bits())/4 && !host.Masked().Contains(metadataAddr) && !host.Masked().Contains(ResolverAddr)
 }
 
 // hostUplinkName is the host end of a tenant's uplink: tnu + 48 bits of

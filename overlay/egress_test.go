@@ -108,3 +108,24 @@ func TestValidateRefusesBadInfraScopeAndMTU(t *testing.T) {
 		t.Errorf("MaxMTU over IPv6 = %d", got)
 	}
 }
+
+// TestNoUplinkHoldsTheResolverOrMetadataAddress: the /30s of the name
+// resolver (on every tenant namespace's lo) and of the cloud metadata
+// service are never a tenant's uplink; every other /30 but the first is.
+func TestNoUplinkHoldsTheResolverOrMetadataAddress(t *testing.T) {
+	n := netip.MustParsePrefix("169.254.0.0/16")
+	skipped := 0
+	for i := range 1 << 14 {
+		host, tenant := uplinkAddrs(n, i)
+		holds := host.Masked().Contains(ResolverAddr) || host.Masked().Contains(metadataAddr)
+		if usableUplink(n, i) == holds && i != 0 {
+			t.Errorf("uplink %d (%v, %v): usable %v", i, host, tenant, usableUplink(n, i))
+		}
+		if !usableUplink(n, i) {
+			skipped++
+		}
+	}
+	if skipped != 3 { // index 0, the resolver's, the metadata's
+		t.Errorf("%d uplinks skipped, want 3", skipped)
+	}
+}

@@ -46,14 +46,16 @@ package overlay
 //	        iifname . oifname @pairs accept }
 //	    chain in-<d> { type filter hook input priority 0; policy drop;
 //	        ct state established,related accept
-//	        iifname "br*" fib daddr . iif type local accept }  # its own network's gateway
+//	        iifname "br*" fib daddr . iif type local accept   # its own network's gateway
+//	        iifname "br*" ip daddr <ResolverAddr> udp dport 53 accept   # the name resolver
+//	        iifname "br*" ip daddr <ResolverAddr> tcp dport 53 accept }
 //	    chain nat-<d> { type nat hook postrouting priority 100; oifname "up0" masquerade }
 //	}
 //
 // so it forwards only from egress networks out to the host, never between
 // networks, and in from the host only to a published port; and answers a
 // container only on the gateway address of the bridge the packet came in
-// on. br<vni> . br<vni> lets bridged frames pass should br_netfilter send
+// on, and on the name resolver's port (ListenResolver). br<vni> . br<vni> lets bridged frames pass should br_netfilter send
 // them through the router (bridge-nf-call-iptables is off in tenant
 // namespaces, but a host may turn it on).
 //
@@ -622,6 +624,17 @@ func tenantRules(els []Elem) func(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Fib{Register: 1, FlagDADDR: true, FlagIIF: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 			accept())})
+		res := ResolverAddr.As4()
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: append(ifPrefix(expr.MetaKeyIIFNAME, expr.CmpOpEq, "br"),
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: res[:]},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(53)},
+				accept())})
+		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(uplinkName)},

@@ -19,8 +19,8 @@ go vet ./...
 echo "== unit tests (no root needed)"
 go test -short -count=1 ./...
 
-echo "== fuzzing every gossip and ipam decoder, 10 s each"
-for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile; do
+echo "== fuzzing every gossip, ipam and resolver decoder, 10 s each"
+for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile resolver:FuzzHandler; do
   go test -run='^$' -fuzz="^${target#*:}\$" -fuzztime=10s "./${target%%:*}"
 done
 

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ import (
 	"github.com/tenet-net/tenet/internal/sdnotify"
 	"github.com/tenet-net/tenet/ipam"
 	"github.com/tenet-net/tenet/overlay"
+	"github.com/tenet-net/tenet/resolver"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -43,7 +45,9 @@ var version = "dev"
 
 type options struct {
 	name, vtep, bind, keyFile, socket, adminSocket, dockerSocket, stateDir, netnsPrefix, logLevel, metricsAddr string
-	join, ipamSeeds, allowEgress                                                                               []string
+	resolvConf                                                                                                 string
+	join, ipamSeeds, allowEgress, dnsUpstream                                                                  []string
+	dns                                                                                                        bool
 	port, vxlanPort                                                                                            int
 	requestTimeout                                                                                             time.Duration
 	// systemd's environment: $NOTIFY_SOCKET, $WATCHDOG_USEC, $WATCHDOG_PID.
@@ -60,7 +64,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 	var o options
 	host, _ := os.Hostname()
-	var join, seeds, allow string
+	var join, seeds, allow, upstream string
 	fs := flag.NewFlagSet("tenetd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -84,6 +88,9 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
+	fs.StringVar(&upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names; the first also answers Docker's own networks (default: the nameservers of --resolv-conf, those behind systemd-resolved first)")
+	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "where the host's DNS servers are listed, unless --dns-upstream names them")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9474", "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP; \"\" turns it off (tenants cannot reach the host's addresses, but any local process can reach loopback)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,6 +114,9 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 	if allow != "" {
 		o.allowEgress = strings.Split(allow, ",")
+	}
+	if upstream != "" {
+		o.dnsUpstream = strings.Split(upstream, ",")
 	}
 	o.notifySocket, o.watchdogUsec, o.watchdogPID = os.Getenv("NOTIFY_SOCKET"), os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -230,6 +240,28 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
+	var res *resolver.Resolver
+	if o.dns {
+		rcfg := resolver.DefaultConfig()
+		rcfg.Host, rcfg.Datapath, rcfg.Local, rcfg.Cluster, rcfg.Logger = o.name, dp, c, cl, logger
+		rcfg.DockerNames = func(ctx context.Context) (map[string]string, error) {
+			nets, err := engine.Networks(ctx)
+			names := map[string]string{}
+			for _, n := range nets {
+				names[n.ID] = n.Name
+			}
+			return names, err
+		}
+		if rcfg.Upstream, err = upstreams(o.dnsUpstream, o.resolvConf, "/run/systemd/resolve/resolv.conf"); err != nil {
+			return err
+		}
+		if len(rcfg.Upstream) == 0 {
+			logger.Warn("no upstream DNS server: containers resolve only their networks' names", "resolv_conf", o.resolvConf)
+		}
+		if res, err = resolver.New(rcfg); err != nil {
+			return err
+		}
+	}
 	gossipStats := func() metrics.GossipStats { return metrics.FromGossip(node) }
 	if err := m.Watch(metrics.Sources{Local: c, Cluster: cl, Gossip: gossipStats, IPAM: addrs.Stats}); err != nil {
 		return err
@@ -266,6 +298,9 @@ func run(ctx context.Context, o options) error {
 			<-ctx.Done() // returning would stop the others
 			return nil
 		},
+	}
+	if res != nil {
+		fns = append(fns, res.Run)
 	}
 	if o.metricsAddr != "" {
 		fns = append(fns, func(ctx context.Context) error {
@@ -421,10 +456,86 @@ func infra(under rules.Forbidden, bind netip.Addr, port uint16, allow []string) 
 // underlay network the VTEP is on, and the uplink range.
 func forbidden(under rules.Forbidden, uplink netip.Prefix) []rules.Forbidden {
 	out := []rules.Forbidden{{Prefix: uplink, What: fmt.Sprintf("the range of tenant uplinks (%s)", uplink)}}
+	if !uplink.Contains(overlay.ResolverAddr) {
+		out = append(out, rules.Forbidden{Prefix: netip.PrefixFrom(overlay.ResolverAddr, 32), What: "the name resolver's address"})
+	}
 	if under.Prefix.IsValid() {
 		out = append(out, under)
 	}
 	return out
+}
+
+// upstreams parses --dns-upstream, or reads the nameservers of resolvConf
+// (a missing file: none), leaving out the resolver's own address. When
+// resolvConf names only loopback servers (systemd-resolved's 127.0.0.53),
+// the servers behind them (systemdConf's) come first, as Docker does: the
+// engine's containers cannot reach a loopback server, so Docker's networks
+// are sent to the first one of the list (overlay.RedirectHostResolver).
+func upstreams(flagged []string, resolvConf, systemdConf string) ([]netip.AddrPort, error) {
+	if len(flagged) > 0 {
+		var out []netip.AddrPort
+		for _, s := range flagged {
+			ap, err := parseUpstream(s)
+			if err != nil {
+				return nil, fmt.Errorf("--dns-upstream %w", err)
+			}
+			if ap.Addr() != overlay.ResolverAddr {
+				out = append(out, ap)
+			}
+		}
+		return out, nil
+	}
+	out, err := nameservers(resolvConf)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > 0 && !slices.ContainsFunc(out, func(a netip.AddrPort) bool { return !a.Addr().IsLoopback() }) {
+		if behind, err := nameservers(systemdConf); err == nil {
+			behind = slices.DeleteFunc(behind, func(a netip.AddrPort) bool { return a.Addr().IsLoopback() })
+			out = append(behind, out...)
+		}
+	}
+	return out, nil
+}
+
+// parseUpstream parses ADDR or ADDR:PORT (port 53 by default).
+func parseUpstream(s string) (netip.AddrPort, error) {
+	s = strings.TrimSpace(s)
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(strings.Trim(s, "[]"))
+		if aerr != nil {
+			return ap, fmt.Errorf("%q: not an ADDR or ADDR:PORT", s)
+		}
+		ap = netip.AddrPortFrom(a.WithZone(""), 53)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// nameservers lists the nameservers of the resolv.conf at path but the
+// resolver's own address; a missing file lists none.
+func nameservers(path string) ([]netip.AddrPort, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("--resolv-conf: %w", err)
+	}
+	var out []netip.AddrPort
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		ap, err := parseUpstream(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("--resolv-conf %s: nameserver %w", path, err)
+		}
+		if ap.Addr() != overlay.ResolverAddr {
+			out = append(out, ap)
+		}
+	}
+	return out, nil
 }
 
 func readKey(path string) ([]byte, error) {

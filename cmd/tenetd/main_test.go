@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -119,5 +121,35 @@ func TestSystemdHearsReadyOnceUsableThenTheWatchdogThenStopping(t *testing.T) {
 		if got != "WATCHDOG=1" {
 			t.Fatalf("at the end %q, want STOPPING=1", got)
 		}
+	}
+}
+
+func TestUpstreamsFromFlagOrResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(conf, []byte("# comment\nsearch example.com\nnameserver 127.0.0.53\nnameserver 169.254.53.53\nnameserver 2001:db8::1\noptions ndots:2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	none := filepath.Join(dir, "none")
+	got, err := upstreams(nil, conf, none)
+	if err != nil || fmt.Sprint(got) != "[127.0.0.53:53 [2001:db8::1]:53]" {
+		t.Errorf("from %s: %v %v", conf, got, err)
+	}
+	got, err = upstreams([]string{"203.0.113.1", "198.51.100.2:5353"}, conf, none)
+	if err != nil || fmt.Sprint(got) != "[203.0.113.1:53 198.51.100.2:5353]" {
+		t.Errorf("from the flag: %v %v", got, err)
+	}
+	if _, err := upstreams([]string{"dns.example"}, conf, none); err == nil || !strings.Contains(err.Error(), `"dns.example"`) {
+		t.Errorf("a host name: %v", err)
+	}
+	if got, err := upstreams(nil, none, none); err != nil || len(got) != 0 {
+		t.Errorf("no resolv.conf: %v %v", got, err)
+	}
+	// systemd-resolved: the servers behind 127.0.0.53 come first.
+	stub, behind := filepath.Join(dir, "stub.conf"), filepath.Join(dir, "behind.conf")
+	_ = os.WriteFile(stub, []byte("nameserver 127.0.0.53\noptions edns0\n"), 0o644)
+	_ = os.WriteFile(behind, []byte("nameserver 203.0.113.9\nnameserver 127.0.0.1\n"), 0o644)
+	if got, err := upstreams(nil, stub, behind); err != nil || fmt.Sprint(got) != "[203.0.113.9:53 127.0.0.53:53]" {
+		t.Errorf("behind systemd-resolved: %v %v", got, err)
 	}
 }
