@@ -20,7 +20,7 @@ echo "== unit tests (no root needed)"
 go test -short -count=1 ./...
 
 echo "== fuzzing every gossip, ipam and resolver decoder, 10 s each"
-for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile resolver:FuzzHandler; do
+for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile internal/resolver:FuzzHandler; do
   go test -run='^$' -fuzz="^${target#*:}\$" -fuzztime=10s "./${target%%:*}"
 done
 

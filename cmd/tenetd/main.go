@@ -33,11 +33,11 @@ import (
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/metrics"
 	"github.com/tenet-net/tenet/internal/registry"
+	"github.com/tenet-net/tenet/internal/resolver"
 	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/internal/sdnotify"
 	"github.com/tenet-net/tenet/ipam"
 	"github.com/tenet-net/tenet/overlay"
-	"github.com/tenet-net/tenet/resolver"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
