@@ -289,7 +289,7 @@ func (c *Core) CreateEndpoint(ctx context.Context, spec EndpointSpec) (Endpoint,
 	c.eps[spec.ID] = e
 	c.mu.Unlock()
 
-	scope := Scope{Tenants: []string{nspec.Tenant}, Endpoints: []string{spec.ID}}
+	scope := Scope{Endpoints: []string{spec.ID}} // its veth pair, guard and ports: not the rest of its tenant
 	if err := c.commit(ctx, scope); err != nil {
 		c.mu.Lock()
 		delete(c.eps, spec.ID)

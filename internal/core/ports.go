@@ -128,10 +128,9 @@ func (c *Core) PublishPorts(ctx context.Context, id string, reqs []PortRequest) 
 			return binds, nil
 		}
 		e.Ports = binds
-		tenant := n.Tenant
 		c.mu.Unlock()
 
-		scope := Scope{Tenants: []string{tenant}, Endpoints: []string{id}}
+		scope := Scope{Endpoints: []string{id}}
 		err = c.commit(ctx, scope)
 		if err == nil {
 			c.log.Info("endpoint ports", "endpoint", id, "network", n.Key(), "ports", fmt.Sprint(binds))

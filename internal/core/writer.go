@@ -27,10 +27,9 @@ type Datapath interface {
 type Scope struct {
 	All bool // everything: start-up, repair, retry after a failure
 	// Tenants whose namespace-wide objects changed (namespace, uplink,
-	// egress rules). Endpoint changes name their tenant too (which reads
-	// every link of the tenant: a cost that grows with them; an
-	// endpoint-only scope was tried, and a published-port e2e test then
-	// timed out under CI's load, cause not found).
+	// egress rules). An endpoint's own objects (veth pair, port guard,
+	// published ports) are its Endpoints entry's: naming its tenant too
+	// would read every link of the tenant, a cost that grows with them.
 	Tenants []string
 	// Networks (VNIs) whose own objects changed: bridge, VXLAN device,
 	// gateway, flood entries to peers.
