@@ -41,7 +41,10 @@ func (g *gateDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) erro
 
 func (g *gateDatapath) MaxMTU() (int, error) { return 0, nil }
 
-func TestConcurrentCallsAreBatched(t *testing.T) {
+// runGated runs a core over a gateDatapath whose gate is shut (the core
+// stops at the test's cleanup).
+func runGated(t *testing.T) (*Core, *gateDatapath) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
 	dp := &gateDatapath{gate: make(chan struct{})}
@@ -52,7 +55,12 @@ func TestConcurrentCallsAreBatched(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, dp
+}
+
+func TestConcurrentCallsAreBatched(t *testing.T) {
+	c, dp := runGated(t)
 	close(dp.gate) // the start-up pass and the network pass them freely
 	if _, err := c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/22")}); err != nil {
 		t.Fatal(err)
@@ -108,17 +116,7 @@ func TestConcurrentCallsAreBatched(t *testing.T) {
 // A call that gives up on a pass held up in the kernel says so, and leaves
 // nothing: the endpoint is not created, and the state is as before.
 func TestAGiveUpSaysThePassWasUnderWay(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
-	dp := &gateDatapath{gate: make(chan struct{})}
-	c, err := New(cfg, dp, &memCluster{eps: map[string]bool{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	c, dp := runGated(t)
 	close(dp.gate)
 	if _, err := c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
 		t.Fatal(err)
@@ -129,7 +127,7 @@ func TestAGiveUpSaysThePassWasUnderWay(t *testing.T) {
 
 	cctx, ccancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer ccancel()
-	_, err = c.CreateEndpoint(cctx, EndpointSpec{ID: "e1", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.10/24")})
+	_, err := c.CreateEndpoint(cctx, EndpointSpec{ID: "e1", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.10/24")})
 	if err == nil || !strings.Contains(err.Error(), "gave up waiting for the datapath (a pass has been under way for") {
 		t.Fatalf("CreateEndpoint on a held datapath: %v", err)
 	}
