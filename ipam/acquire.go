@@ -108,17 +108,38 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, want netip.Addr) erro
 		donors = m.donorsLocked(p)
 	}
 	asked := map[string]bool{m.cfg.Host: true}
+	// A refusing donor names the hosts it handed space to, and a host may be
+	// named when it has already refused: it was asked before the handover
+	// reached it. Such a host is asked once more (again), after the table
+	// shows it accepted (handoverOnItsWayLocked).
+	again := map[string]int{} // 1: asking again is due, 2: done
 	var timedOut, refused []string
 	inUse := false
 	for k := 0; k < len(donors); k++ {
 		d := donors[k]
-		if asked[d] || m.removed[d] {
+		if m.removed[d] {
 			continue
+		}
+		if asked[d] {
+			if again[d] != 1 {
+				continue
+			}
+			again[d] = 2
+			refused = slices.DeleteFunc(refused, func(h string) bool { return h == d })
 		}
 		asked[d] = true
 		if !alive[d] {
 			timedOut = append(timedOut, d)
 			continue
+		}
+		if m.handoverOnItsWayLocked(p, d) {
+			// Asked now, d would refuse what it is about to hold.
+			if _, _, err := m.awaitLocked(ctx, p, "", 0, func() bool { return done() || !m.handoverOnItsWayLocked(p, d) }); err != nil {
+				return err
+			}
+			if done() {
+				return nil
+			}
 		}
 		m.seq++
 		w := wantEntry{Seq: m.seq, Donor: d, Range: p.rangeString()}
@@ -136,7 +157,12 @@ func (m *IPAM) acquireLocked(ctx context.Context, p *pool, want netip.Addr) erro
 		case answerRefused:
 			refused = append(refused, d)
 			inUse = inUse || reply.InUse
-			donors = append(donors, reply.Ask...) // hosts it gave space to
+			for _, h := range reply.Ask { // hosts it gave space to
+				if slices.Contains(refused, h) && again[h] == 0 {
+					again[h] = 1
+				}
+				donors = append(donors, h)
+			}
 		case answerTimeout:
 			timedOut = append(timedOut, d)
 		}
@@ -195,6 +221,26 @@ func (m *IPAM) awaitLocked(ctx context.Context, p *pool, donor string, seq uint6
 			return answerTimeout, replyEntry{}, kindErrorf(ErrUnavailable, "waiting for host %s to hand over space: %w", donor, ctx.Err())
 		}
 	}
+}
+
+// handoverOnItsWayLocked reports whether the table shows a part of p handed
+// to host h by another host that h has not accepted yet.
+func (m *IPAM) handoverOnItsWayLocked(p *pool, h string) bool {
+	for _, bk := range m.poolBlockKeysLocked(p.req.PoolID()) {
+		cs := append(slices.Clone(m.claims[bk]), m.ownClaimsLocked(bk)...)
+		for _, c := range cs {
+			if c.writer == h || c.To != h {
+				continue
+			}
+			accepted := slices.ContainsFunc(cs, func(a claim) bool {
+				return a.writer == h && a.Epoch >= c.Epoch && a.prefix.Overlaps(c.prefix)
+			})
+			if !accepted {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // donorsLocked orders the hosts to ask for space: the seeds first (they hold

@@ -74,7 +74,10 @@
 //     named by refusals). The donor answers once per seq: a handover, or
 //     reply/<pool>|<host> with no part, naming the hosts it handed parts of
 //     the pool to. The asker moves to the next donor on refusal or after
-//     AnswerTimeout. A donor gives an unused genesis block, else an empty
+//     AnswerTimeout. Before asking a host the table shows a part was handed
+//     to, it waits (at most AnswerTimeout) for that host's acceptance; a
+//     host that refused and is then named by a refusal is asked once more,
+//     as it was asked before the handover reached it. A donor gives an unused genesis block, else an empty
 //     block if it keeps space besides, else it splits: the largest empty
 //     part holding at most half its free addresses, down to its last free
 //     address. So while a pool has a free address, any host that can reach

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -350,4 +351,65 @@ func TestRemoveHostHoldingParts(t *testing.T) {
 		checkEpochs(t, c.Node(h.name))
 	}
 	accountFor(t, hosts[:2], p.ID, p.Subnet)
+}
+
+// TestAskerWaitsForAHandoverOnItsWay: h2, asking for any address of a
+// pool whose only block h0 owns, is refused by h1 (it holds nothing); h0
+// then hands the block to h1, which learns of it late, and refuses h2
+// naming h1. h2 must ask h1 again once h1 holds the block, not report the
+// pool exhausted. Found by the operation fuzzer in CI (seed 791371395: "no
+// host could hand over any (asked [h1 h0])" with 61 of a /26 free). The
+// steps rely on h2 asking h1 before h0, the order donorsLocked gives h2.
+func TestAskerWaitsForAHandoverOnItsWay(t *testing.T) {
+	c := ipamtest.NewCluster(time.Millisecond, 7)
+	names := []string{"h0", "h1", "h2"}
+	var hosts []*host
+	var p ipam.Pool
+	for _, n := range names {
+		h := startHost(t, c, n, names)
+		p = mustPool(t, h, "acme", "10.9.0.0/26", "")
+		if _, err := h.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Kind: ipam.KindGateway}); err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	h1, h2 := hosts[1], hosts[2]
+	seen := func(n, prefix, writer, has string) func() error {
+		return func() error {
+			for _, e := range c.Node(n).List(prefix) {
+				if e.Host == writer && strings.Contains(string(e.Value), has) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s has no entry %s* of %s with %s", n, prefix, writer, has)
+		}
+	}
+	c.Slow("h0", "h1") // h1 learns late that h0 handed it the block
+	c.Slow("h2", "h0") // h2's request reaches h0 late
+	h2got := make(chan error, 1)
+	go func() {
+		a, err := h2.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{})
+		if err == nil && !p.Subnet.Contains(a.Addr()) {
+			err = fmt.Errorf("got %s, outside the pool", a)
+		}
+		h2got <- err
+	}()
+	eventually(t, 5*time.Second, seen("h2", "ipam/reply/"+p.ID+"|h2", "h1", `"seq"`)) // h1 refused
+	wanted := netip.MustParseAddr("10.9.0.59")
+	h1got := make(chan error, 1)
+	go func() {
+		_, err := h1.m.RequestAddress(ctxT(t), p.ID, ipam.AddressRequest{Addr: wanted})
+		h1got <- err
+	}()
+	eventually(t, 5*time.Second, seen("h2", "ipam/block/"+p.ID+"|", "h0", `"to":"h1"`)) // h0 handed to h1
+	c.Fast("h2", "h0")
+	eventually(t, 5*time.Second, seen("h2", "ipam/reply/"+p.ID+"|h2", "h0", `"ask":["h1"]`)) // h0 refused, naming h1
+	c.Fast("h0", "h1")
+	if err := <-h1got; err != nil {
+		t.Fatalf("h1 asking for %s: %v", wanted, err)
+	}
+	if err := <-h2got; err != nil {
+		t.Fatalf("h2 asking for any address of a pool with 60 free: %v", err)
+	}
+	checkEpochs(t, c.Node("h2"))
 }

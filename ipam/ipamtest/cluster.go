@@ -1,9 +1,9 @@
 // Package ipamtest is an in-memory fake of the replication layer IPAM runs
 // on: a replicated, eventually consistent, owner-writes-only table with
 // Lamport-versioned entries, delayed and reordered delivery, partitions
-// (messages between groups held back until healed) and dead hosts. It never
-// drops a message, as gossip's anti-entropy eventually delivers everything.
-// Safe for concurrent use.
+// (messages between groups held back until healed), slow one-way links and
+// dead hosts. It never drops a message, as gossip's anti-entropy eventually
+// delivers everything. Safe for concurrent use.
 package ipamtest
 
 import (
@@ -22,6 +22,7 @@ type Cluster struct {
 	nodes    map[string]*Node
 	group    map[string]int // partition group; hosts talk only within one
 	dead     map[string]bool
+	slow     map[[2]string]bool // links (from, to) whose messages are held, though both ends are alive
 	held     []msg
 	maxDelay time.Duration
 	rnd      *rand.Rand
@@ -36,7 +37,7 @@ type msg struct {
 // NewCluster returns a cluster whose messages each take a random delay in
 // [0, maxDelay).
 func NewCluster(maxDelay time.Duration, seed uint64) *Cluster {
-	return &Cluster{nodes: map[string]*Node{}, group: map[string]int{}, dead: map[string]bool{},
+	return &Cluster{nodes: map[string]*Node{}, group: map[string]int{}, dead: map[string]bool{}, slow: map[[2]string]bool{},
 		maxDelay: maxDelay, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
@@ -110,6 +111,28 @@ func (c *Cluster) Revive(name string) {
 	c.flush()
 }
 
+// Slow holds back every message from one host to another, in that
+// direction only, until Fast: a congested or lossy path. Unlike Partition,
+// both hosts stay alive in every host's Members.
+func (c *Cluster) Slow(from, to string) {
+	c.mu.Lock()
+	c.slow[[2]string{from, to}] = true
+	c.mu.Unlock()
+}
+
+// Fast ends Slow on the link and delivers what it held back.
+func (c *Cluster) Fast(from, to string) {
+	c.mu.Lock()
+	delete(c.slow, [2]string{from, to})
+	c.mu.Unlock()
+	c.flush()
+}
+
+// deliverableLocked reports whether a message from a to b may arrive now.
+func (c *Cluster) deliverableLocked(a, b string) bool {
+	return c.connectedLocked(a, b) && !c.slow[[2]string{a, b}]
+}
+
 func (c *Cluster) connectedLocked(a, b string) bool {
 	return !c.dead[a] && !c.dead[b] && c.group[a] == c.group[b]
 }
@@ -126,7 +149,7 @@ func (c *Cluster) flush() {
 
 func (c *Cluster) send(m msg) {
 	c.mu.Lock()
-	if !c.connectedLocked(m.from, m.to) {
+	if !c.deliverableLocked(m.from, m.to) {
 		c.held = append(c.held, m)
 		c.mu.Unlock()
 		return
@@ -139,7 +162,7 @@ func (c *Cluster) send(m msg) {
 	c.mu.Unlock()
 	time.AfterFunc(d, func() {
 		c.mu.Lock()
-		ok := c.connectedLocked(m.from, m.to)
+		ok := c.deliverableLocked(m.from, m.to)
 		if !ok {
 			c.held = append(c.held, m)
 		}
