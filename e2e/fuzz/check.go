@@ -292,8 +292,8 @@ func (m *Model) checkListings(obs *Obs) []Violation {
 				}
 				for dn, a := range co.Atts {
 					key := keyOf(e, dn)
-					if key == "" || (g != h && !mine[key]) {
-						continue
+					if key == "" || a.IP == "" || (g != h && !mine[key]) {
+						continue // a.IP "": a connect the IPAM refused, no endpoint
 					}
 					wantEps[key+" "+a.IP+" "+g] = strings.ToLower(a.MAC) + " (" + name + ")"
 				}

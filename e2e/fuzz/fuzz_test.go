@@ -391,6 +391,13 @@ func TestListingsMustMatchWhatHostsSee(t *testing.T) {
 	if vs := m.checkListings(obs); len(vs) > 0 {
 		t.Fatalf("a listing that matches: %v", vs)
 	}
+	// A connect the IPAM refused stays in Docker's configuration with no
+	// address (seed 500127044): no endpoint is expected for it.
+	obs.Engines["h1"].Ctrs["c3"] = CtrObs{Running: true, PID: 3, Atts: map[string]AttObs{"acme-web": {}}}
+	if vs := m.checkListings(obs); len(vs) > 0 {
+		t.Fatalf("a network without an address (refused connect) expected listed: %v", vs)
+	}
+	delete(obs.Engines["h1"].Ctrs, "c3")
 	obs.Ctl["h2"] = ctl(both[0])
 	if vs := m.checkListings(obs); len(vs) != 1 || !strings.Contains(vs[0].Expected, "10.1.0.66 h1") {
 		t.Errorf("an endpoint missing from h2's listing: %v", vs)
