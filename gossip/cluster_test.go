@@ -698,3 +698,74 @@ func TestJoinerFetchesEndpointsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterSendsANewcomerWhatItMissed: h0 writes an endpoint on net-a
+// before it hears that h2 attached net-a, and h2's first sync came from h1
+// before h1 had it (at scale, with every host attaching and writing at
+// once, this is the common case). When h0 hears of the attachment it sends
+// h2 its digest, and h2 pulls the endpoint at once instead of at an
+// anti-entropy round (a minute apart here, as at 200 hosts).
+func TestWriterSendsANewcomerWhatItMissed(t *testing.T) {
+	// The repeats of the heal exchange every host makes with a host it
+	// first sees (2, 6, 15 s after) would mend h2 as well; at scale they
+	// are long over when networks are attached. Restored after the nodes
+	// stop (cleanups run last first).
+	saved := healAgain
+	healAgain = nil
+	t.Cleanup(func() { healAgain = saved })
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) { cfg.SyncInterval = time.Minute }
+	nodes := c.startN(3)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	ours := func(b []byte) bool { return len(b) > 0 && b[0] == frameMagic }
+	// sent has h0 write, and waits until it sent h1 want packets (held
+	// back, then delivered): the update, then its trailing digest.
+	sent := func(want int, write func() error) {
+		t.Helper()
+		c.net.Hold(h0.Addr(), h1.Addr(), ours)
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "h0 sends h1 the update and its trail", func() error {
+			if got := c.net.Held(h0.Addr(), h1.Addr()); got < want {
+				return fmt.Errorf("%d packets", got)
+			}
+			return nil
+		})
+		c.net.Release(h0.Addr(), h1.Addr())
+	}
+	// Table traffic between h0 and h2 is slow both ways.
+	c.net.Hold(h0.Addr(), h2.Addr(), ours)
+	c.net.Hold(h2.Addr(), h0.Addr(), ours)
+	sent(2, func() error { return h0.Attachments().Attach("net-a") })
+	if err := h1.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	awaitSynced(t, []*Node{h0, h1}, "net-a", 15*time.Second)
+	eventually(t, 15*time.Second, "h2 knows h1 attached, not h0", func() error {
+		if h := h2.Attachments().Hosts("net-a"); len(h) != 1 || h[0] != "h1" {
+			return fmt.Errorf("attached: %v", h)
+		}
+		return nil
+	})
+	if err := h2.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	awaitSynced(t, []*Node{h2}, "net-a", 15*time.Second) // from h1, the one it knows
+	sent(2, func() error { return h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)) })
+	eventually(t, 15*time.Second, "h1 has ep-a", func() error {
+		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
+			return errors.New("missing")
+		}
+		return nil
+	})
+	c.net.Release(h0.Addr(), h2.Addr())
+	c.net.Release(h2.Addr(), h0.Addr())
+	eventually(t, 5*time.Second, "h2 gets ep-a once h0 hears of its attachment", func() error {
+		if _, ok := h2.Endpoints().Get("ep-a"); !ok {
+			return fmt.Errorf("missing; h2 %+v", h2.Stats())
+		}
+		return nil
+	})
+}

@@ -231,6 +231,7 @@ func (n *Node) apply(m *message) {
 	}
 	adopt := make(map[string]bool) // scope -> still adopting own entries
 	var sends []pendKey
+	var newcomers []want // (network, host) of attachments new to this host
 	defer n.active(m)
 	for i := range m.entries {
 		e := &m.entries[i]
@@ -247,8 +248,13 @@ func (n *Node) apply(m *message) {
 		switch n.store.merge(e, a) {
 		case mergeApplied:
 			n.stats.applied.Add(1)
-			if e.table == tableAttachments && !e.deleted && n.store.isAttached(e.key) && !n.isSynced(e.key) {
-				n.kickNow() // a host to sync the network with
+			if e.table == tableAttachments && !e.deleted {
+				if n.store.isAttached(e.key) && !n.isSynced(e.key) {
+					n.kickNow() // a host to sync the network with
+				}
+				if e.owner != n.cfg.NodeName {
+					newcomers = append(newcomers, want{e.key, e.owner})
+				}
 			}
 		case mergeAdopted:
 			n.stats.applied.Add(1)
@@ -275,6 +281,29 @@ func (n *Node) apply(m *message) {
 	for _, pk := range sends {
 		n.out.add(pk)
 	}
+	for _, w := range newcomers {
+		n.trailTo(w.owner, w.scope)
+	}
+}
+
+// trailTo sends this host's digest of its own entries of network scope to
+// a host just seen attaching it. Changes this host sent before it knew of
+// the attachment did not go to that host, and the host's first sync may
+// have come from one that did not have them yet either (all hosts
+// attaching and writing at once): the digest lets it pull them from this
+// host at once (noteDigest) rather than at an anti-entropy round, which at
+// a few hundred hosts comes once a minute.
+func (n *Node) trailTo(host, scope string) {
+	t, asOf := n.store.ownTally(scope)
+	if t.count == 0 {
+		return
+	}
+	addr, ok := n.store.peerAddr(host)
+	if !ok {
+		return
+	}
+	d := digest{scope: scope, owner: n.cfg.NodeName, count: t.count, sum: t.sum, asOf: asOf}
+	n.send(peer{host, addr}, &message{typ: msgUpdate, sender: n.cfg.NodeName, digests: []digest{d}})
 }
 
 // mergeOwn answers a live copy of one of this host's entries that this

@@ -44,6 +44,9 @@ const (
 	// quietFor is how long a scope must have had no traffic before it takes
 	// part in an anti-entropy round.
 	quietFor = 2 * time.Second
+	// unsyncedGapLife bounds how long a gap on a scope still in its first
+	// sync waits to be judged.
+	unsyncedGapLife = 30 * time.Second
 )
 
 // gap is a writer's digest that differs from our copy of its entries.
@@ -57,9 +60,12 @@ type gap struct {
 // noteDigest compares a writer's digest of its entries with our copy and
 // records a gap if they differ.
 func (n *Node) noteDigest(d digest, now time.Time) {
-	if !n.store.keeps(d.scope, d.owner) || !n.isSynced(d.scope) {
-		return // a scope still syncing gets everything from its first sync
+	if !n.store.keeps(d.scope, d.owner) {
+		return
 	}
+	// A scope still syncing records the gap too, but judges it only once
+	// synced (checkGaps): its first sync may come from a host that lacks
+	// the writer's latest entries.
 	mine := n.store.ownerTally(d.scope, d.owner)
 	k := want{d.scope, d.owner}
 	n.mu.Lock()
@@ -162,6 +168,16 @@ func (n *Node) checkGaps(now time.Time) time.Time {
 		}
 	}
 	for k, g := range n.gaps {
+		if ss := n.syncs[k.scope]; ss == nil || !ss.synced {
+			// Judged once the first sync is done; forgotten if it never
+			// is (the network was detached).
+			if now.Sub(g.seen) > unsyncedGapLife {
+				delete(n.gaps, k)
+			} else {
+				due(now.Add(pullEvery / 4))
+			}
+			continue
+		}
 		if now.Sub(g.seen) < gapWait {
 			due(g.seen.Add(gapWait))
 			continue

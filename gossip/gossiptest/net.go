@@ -6,6 +6,7 @@ package gossiptest
 import (
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,11 +23,56 @@ type Net struct {
 	group map[string]int // node address -> group
 	cut   bool           // partition on
 	lose  func(b []byte) bool
+	hold  map[[2]string]func(b []byte) bool // (from, to) -> which packets Hold keeps back
+	held  map[[2]string][]func()            // (from, to) -> sends kept back, in order
 }
 
 // NewNet returns a Net with no partition.
 func NewNet() *Net {
-	return &Net{group: make(map[string]int)}
+	return &Net{group: make(map[string]int), hold: make(map[[2]string]func([]byte) bool), held: make(map[[2]string][]func())}
+}
+
+// Hold keeps back the packets (not streams) from address from to address
+// to for which match returns true, in that direction only, until Release:
+// a slow path, where Lose is a lossy one.
+func (tn *Net) Hold(from, to string, match func(b []byte) bool) {
+	tn.mu.Lock()
+	tn.hold[[2]string{from, to}] = match
+	tn.mu.Unlock()
+}
+
+// Release ends Hold on the path and sends what it kept back, in order.
+func (tn *Net) Release(from, to string) {
+	k := [2]string{from, to}
+	tn.mu.Lock()
+	delete(tn.hold, k)
+	sends := tn.held[k]
+	delete(tn.held, k)
+	tn.mu.Unlock()
+	for _, send := range sends {
+		send()
+	}
+}
+
+// Held returns how many packets Hold keeps back on the path now.
+func (tn *Net) Held(from, to string) int {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return len(tn.held[[2]string{from, to}])
+}
+
+// kept reports whether packet b is held back, keeping send(copy of b) for
+// Release.
+func (tn *Net) kept(from, to string, b []byte, send func(c []byte)) bool {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	k := [2]string{from, to}
+	if match := tn.hold[k]; match != nil && match(b) {
+		c := slices.Clone(b)
+		tn.held[k] = append(tn.held[k], func() { send(c) })
+		return true
+	}
+	return false
 }
 
 // Partition puts each address in the group of its index in groups and cuts
@@ -89,11 +135,17 @@ func (f *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if f.net.blocked(f.self, addr) || f.net.lost(b) {
 		return time.Now(), nil // lost on the wire
 	}
+	if f.net.kept(f.self, addr, b, func(c []byte) { _, _ = f.NodeAwareTransport.WriteTo(c, addr) }) {
+		return time.Now(), nil
+	}
 	return f.NodeAwareTransport.WriteTo(b, addr)
 }
 
 func (f *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if f.net.blocked(f.self, a.Addr) || f.net.lost(b) {
+		return time.Now(), nil
+	}
+	if f.net.kept(f.self, a.Addr, b, func(c []byte) { _, _ = f.NodeAwareTransport.WriteToAddress(c, a) }) {
 		return time.Now(), nil
 	}
 	return f.NodeAwareTransport.WriteToAddress(b, a)
