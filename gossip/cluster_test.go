@@ -769,3 +769,82 @@ func TestWriterSendsANewcomerWhatItMissed(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDigestDuringFirstSyncIsJudgedAfter: h2's first sync of net-a is
+// under way (its answer is slow) when h0's digest of its entries there
+// arrives; the sync comes from h1, which lacks h0's newest endpoint. h2
+// must judge h0's digest once synced and pull the endpoint from h0, not
+// drop the digest because it came too early.
+func TestDigestDuringFirstSyncIsJudgedAfter(t *testing.T) {
+	saved := healAgain // see TestWriterSendsANewcomerWhatItMissed
+	healAgain = nil
+	t.Cleanup(func() { healAgain = saved })
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) { cfg.SyncInterval = time.Minute }
+	nodes := c.startN(3)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	ours := func(b []byte) bool { return len(b) > 0 && b[0] == frameMagic }
+	c.net.Hold(h0.Addr(), h2.Addr(), ours) // h2 learns late that h0 has net-a
+	for _, n := range []*Node{h0, h1} {
+		if err := n.Attachments().Attach("net-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSynced(t, []*Node{h0, h1}, "net-a", 15*time.Second)
+	eventually(t, 15*time.Second, "h2 knows h1 attached, not h0", func() error {
+		if h := h2.Attachments().Hosts("net-a"); len(h) != 1 || h[0] != "h1" {
+			return fmt.Errorf("attached: %v", h)
+		}
+		return nil
+	})
+	c.net.Hold(h0.Addr(), h1.Addr(), ours) // h1 lacks h0's endpoint
+	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "h0 sends h1 the update and its trail", func() error {
+		if got := c.net.Held(h0.Addr(), h1.Addr()); got < 2 {
+			return fmt.Errorf("%d packets", got)
+		}
+		return nil
+	})
+	c.net.Hold(h1.Addr(), h2.Addr(), ours) // h1's answer to h2's first sync is slow
+	if err := h2.Attachments().Attach("net-a"); err != nil {
+		t.Fatal(err)
+	}
+	// h0 hears of h2's attachment and sends its digest: kept back on the
+	// path to h2 with h0's earlier packets.
+	eventually(t, 10*time.Second, "h0 knows h2 attached", func() error {
+		if h := h0.Attachments().Hosts("net-a"); len(h) != 3 {
+			return fmt.Errorf("attached: %v", h)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "h1 answers h2's first sync", func() error {
+		if got := c.net.Held(h1.Addr(), h2.Addr()); got < 1 {
+			return fmt.Errorf("%d packets held", got)
+		}
+		return nil
+	})
+	received := h2.Stats().MessagesReceived
+	held := c.net.Held(h0.Addr(), h2.Addr())
+	c.net.Release(h0.Addr(), h2.Addr())
+	eventually(t, 10*time.Second, "h2 takes in h0's packets", func() error {
+		if got := h2.Stats().MessagesReceived; got < received+uint64(held) {
+			return fmt.Errorf("received %d of %d", got-received, held)
+		}
+		return nil
+	})
+	if h2.Synced("net-a") {
+		t.Fatal("h2 synced before h1's answer: the set-up does not hold")
+	}
+	c.net.Release(h1.Addr(), h2.Addr())
+	awaitSynced(t, []*Node{h2}, "net-a", 10*time.Second)
+	eventually(t, 5*time.Second, "h2 pulls ep-a from h0 after its first sync", func() error {
+		if _, ok := h2.Endpoints().Get("ep-a"); !ok {
+			return fmt.Errorf("missing; h2 %+v", h2.Stats())
+		}
+		return nil
+	})
+	c.net.Release(h0.Addr(), h1.Addr())
+}
