@@ -34,6 +34,10 @@ func main() {
 	flag.IntVar(&o.repeat, "repeat", 3, "join: new hosts per attach/join order")
 	flag.BoolVar(&o.lanDefaults, "lan-defaults", false, "memberlist: LAN defaults instead of Tenet's settings")
 	flag.StringVar(&o.report, "report", "", "report: file of RESULT lines to tabulate")
+	flag.DurationVar(&o.probeInterval, "probe-interval", 0, "ring: failure detector's probe interval (0: DefaultConfig's)")
+	flag.DurationVar(&o.probeTimeout, "probe-timeout", 0, "ring: failure detector's probe timeout (0: DefaultConfig's)")
+	flag.IntVar(&o.suspicionMult, "suspicion-mult", 0, "ring: failure detector's suspicion multiplier (0: DefaultConfig's)")
+	flag.StringVar(&o.soakProfile, "soak-cpuprofile", "", "ring: write a CPU profile of the quiet soak with state to this file")
 	flag.Parse()
 	log.SetFlags(log.Lmicroseconds)
 	var err error
@@ -65,6 +69,9 @@ type options struct {
 	endpoints, networks, repeat    int
 	lanDefaults                    bool
 	report                         string
+	soakProfile                    string
+	probeInterval, probeTimeout    time.Duration
+	suspicionMult                  int
 }
 
 // result prints one figure for the summary table.

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,6 +56,15 @@ func (r *ring) config(name string, i int) gossip.Config {
 	cfg.WrapTransport = r.net.Wrap
 	if len(r.nodes) > 0 {
 		cfg.Seeds = []string{r.nodes[0].Addr()}
+	}
+	if r.o.probeInterval > 0 {
+		cfg.ProbeInterval = r.o.probeInterval
+	}
+	if r.o.probeTimeout > 0 {
+		cfg.ProbeTimeout = r.o.probeTimeout
+	}
+	if r.o.suspicionMult > 0 {
+		cfg.SuspicionMult = r.o.suspicionMult
 	}
 	if r.tune != nil {
 		r.tune(&cfg)
@@ -158,7 +169,20 @@ func runRing(o *options) error {
 
 	// Quiet soak with that state: false downs and idle cost.
 	d0 = r.downs.false_.Load()
+	if o.soakProfile != "" {
+		f, err := os.Create(o.soakProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	idleAs("ring", n, "tenet", "state_", o.soak, base)
+	if o.soakProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	result("ring", n, "tenet", "false_downs_soak", r.downs.false_.Load()-d0)
 	log.Printf("soak %s: false downs %d", o.soak, r.downs.false_.Load()-d0)
 
