@@ -163,6 +163,9 @@ func (s *store) bucketTallies(scopeName, name string) (out [numBuckets]tally) {
 	if sc == nil || o == nil {
 		return out
 	}
+	if lo := sc.large[o]; lo != nil {
+		return lo.buckets
+	}
 	for k, r := range sc.entries {
 		if k.owner == o && !r.deleted {
 			out[bucketOf(k.key)].add(entryHash(k.table, k.key, r.version))
@@ -181,11 +184,11 @@ func (s *store) ownerEntriesIn(scopeName, name string, buckets *[numBuckets]bool
 		return nil
 	}
 	var out []entry
-	for k, r := range sc.entries {
-		if k.owner != o || (r.deleted && !tombs) || (buckets != nil && !buckets[bucketOf(k.key)]) {
-			continue
+	sc.ownerRecordsLocked(o, func(k ekey, r *record) {
+		if (r.deleted && !tombs) || (buckets != nil && !buckets[bucketOf(k.key)]) {
+			return
 		}
 		out = append(out, entry{table: k.table, owner: o.name, key: k.key, version: r.version, deleted: r.deleted, value: r.value})
-	}
+	})
 	return out
 }

@@ -67,8 +67,22 @@ type record struct {
 // scope is the entries of one network (or, for "", the global tables).
 type scope struct {
 	entries map[ekey]*record
-	owners  map[*owner]tally // live entries per owner; absent when none
-	root    tally            // all live entries
+	owners  map[*owner]tally       // live entries per owner; absent when none
+	root    tally                  // all live entries
+	large   map[*owner]*largeOwner // owners with more than bucketAbove live entries here; nil until one has
+}
+
+// largeOwner indexes the entries (tombstones too) of an owner that has
+// held more than bucketAbove live entries in a scope, with their bucket
+// digests, kept as entries change: repair reads them without walking the
+// whole scope (issue 12: in a 50-host ring holding 100,000 endpoints,
+// walking 10,000 entries per owner per pull kept every host busy with
+// repair, and a new host's first sync never came). Small owners, the
+// common case, cost nothing extra; an index goes when its owner has no
+// entry left in the scope.
+type largeOwner struct {
+	records map[ekey]*record
+	buckets [numBuckets]tally
 }
 
 // tableCount is the number of live entries and tombstones of one table.
@@ -141,6 +155,65 @@ func (s *store) ownerLocked(name string) *owner {
 	return o
 }
 
+// indexLocked keeps the owner's index, if it has one, in step with the
+// entry k going from old to r (either may be nil), and builds one for an
+// owner that has just grown beyond bucketAbove live entries.
+func (sc *scope) indexLocked(k ekey, old, r *record) {
+	o := k.owner
+	lo := sc.large[o]
+	if lo == nil {
+		if sc.owners[o].count <= bucketAbove {
+			return
+		}
+		lo = &largeOwner{records: make(map[ekey]*record, sc.owners[o].count)}
+		for ek, er := range sc.entries {
+			if ek.owner == o {
+				lo.add(ek, er)
+			}
+		}
+		if sc.large == nil {
+			sc.large = make(map[*owner]*largeOwner)
+		}
+		sc.large[o] = lo
+		return
+	}
+	if old != nil {
+		delete(lo.records, k)
+		if !old.deleted {
+			lo.buckets[bucketOf(k.key)].sub(entryHash(k.table, k.key, old.version))
+		}
+	}
+	if r != nil {
+		lo.add(k, r)
+	}
+	if len(lo.records) == 0 {
+		delete(sc.large, o)
+	}
+}
+
+func (lo *largeOwner) add(k ekey, r *record) {
+	lo.records[k] = r
+	if !r.deleted {
+		lo.buckets[bucketOf(k.key)].add(entryHash(k.table, k.key, r.version))
+	}
+}
+
+// ownerRecordsLocked calls fn for every entry of o in sc (tombstones too),
+// through o's index if it has one.
+func (sc *scope) ownerRecordsLocked(o *owner, fn func(ekey, *record)) {
+	if lo := sc.large[o]; lo != nil {
+		for k, r := range lo.records {
+			fn(k, r)
+		}
+		return
+	}
+	for k, r := range sc.entries {
+		if k.owner == o {
+			fn(k, r)
+		}
+	}
+}
+
 // attachedLocked reports whether this host has network.
 func (s *store) attachedLocked(network string) bool { return s.attached[network][s.self] }
 
@@ -190,6 +263,7 @@ func (s *store) setLocked(scopeName string, k ekey, r *record, hidden bool) {
 			sc.root.add(h)
 		}
 	}
+	sc.indexLocked(k, old, r)
 	wasLive, isLive := old != nil && !old.deleted, r != nil && !r.deleted
 	if k.table == tableAttachments && wasLive != isLive {
 		if isLive {
@@ -402,11 +476,11 @@ func (s *store) ownerEntriesLocked(o *owner) []rawEvent {
 		if _, ok := sc.owners[o]; !ok {
 			continue
 		}
-		for k, r := range sc.entries {
-			if k.owner == o && !r.deleted {
+		sc.ownerRecordsLocked(o, func(k ekey, r *record) {
+			if !r.deleted {
 				out = append(out, rawEvent{table: k.table, owner: o.name, key: k.key, version: r.version, value: r.value})
 			}
-		}
+		})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].table != out[j].table {

@@ -339,3 +339,150 @@ func TestDigestsTrackLiveEntries(t *testing.T) {
 		t.Fatalf("tally after reaping tombstones = %+v, want %+v", got, want)
 	}
 }
+
+// checkOwnerIndex fails unless every large owner's index holds exactly its
+// entries of the scope, with their bucket digests, and every owner with
+// more than bucketAbove live entries has one. It returns how many indexes
+// there are.
+func checkOwnerIndex(t *testing.T, s *store, when string) int {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	indexes := 0
+	for name, sc := range s.scopes {
+		records := map[*owner]map[ekey]*record{}
+		buckets := map[*owner]*[numBuckets]tally{}
+		for k, r := range sc.entries {
+			if records[k.owner] == nil {
+				records[k.owner], buckets[k.owner] = map[ekey]*record{}, new([numBuckets]tally)
+			}
+			records[k.owner][k] = r
+			if !r.deleted {
+				buckets[k.owner][bucketOf(k.key)].add(entryHash(k.table, k.key, r.version))
+			}
+		}
+		for o, tl := range sc.owners {
+			if tl.count > bucketAbove && sc.large[o] == nil {
+				t.Fatalf("%s: scope %q: %s has %d live entries and no index", when, name, o.name, tl.count)
+			}
+		}
+		for o, lo := range sc.large {
+			indexes++
+			if len(records[o]) == 0 {
+				t.Fatalf("%s: scope %q keeps an index of %s, which has no entry there", when, name, o.name)
+			}
+			if len(lo.records) != len(records[o]) {
+				t.Fatalf("%s: scope %q: index of %s holds %d entries, the scope %d", when, name, o.name, len(lo.records), len(records[o]))
+			}
+			for k, r := range lo.records {
+				if records[o][k] != r {
+					t.Fatalf("%s: scope %q: index of %s holds %s v%d, the scope %v", when, name, o.name, k.key, r.version, records[o][k])
+				}
+			}
+			if lo.buckets != *buckets[o] {
+				t.Fatalf("%s: scope %q: bucket digests of %s's index differ from its entries'", when, name, o.name)
+			}
+		}
+	}
+	return indexes
+}
+
+// TestOwnerIndexFollowsEveryChange: writes, deletes, merges from several
+// hosts, a host going down and being reaped, tombstones expiring and a
+// network dropped all keep the indexes of large owners equal to their
+// entries, and what repair reads (bucket digests, an owner's entries)
+// equals what a walk of every entry finds, for large and small owners.
+func TestOwnerIndexFollowsEveryChange(t *testing.T) {
+	clk := newFakeClock()
+	rng := rand.New(rand.NewPCG(5, 6))
+	hosts := []string{"h1", "h2", "h3"}
+	writers := map[string]*store{}
+	for _, h := range hosts {
+		writers[h] = newStore(h, clk.now, time.Hour)
+	}
+	obs := observer(clk, "net", hosts...)
+	obs.put(tableAttachments, "other", nil)
+	most := 0
+	for i := range 4000 {
+		h := hosts[rng.IntN(len(hosts))]
+		w := writers[h]
+		nw := "net"
+		key := fmt.Sprintf("ep%d", rng.IntN(400))
+		if h == "h2" {
+			nw, key = "other", fmt.Sprintf("ep%d", rng.IntN(100)) // h2 stays small
+		}
+		var e entry
+		if rng.IntN(5) == 0 {
+			scope, ok := w.del(tableEndpoints, key)
+			if !ok {
+				continue
+			}
+			r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, key}]
+			e = entry{table: tableEndpoints, owner: h, key: key, version: r.version, deleted: true, value: r.value}
+		} else {
+			ep := testEndpoint(key, nw, byte(i))
+			scope, _, ok := w.put(tableEndpoints, key, encodeEndpoint(&ep))
+			if !ok {
+				continue
+			}
+			r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, key}]
+			e = entry{table: tableEndpoints, owner: h, key: key, version: r.version, value: r.value}
+		}
+		obs.merge(&e, false)
+		if rng.IntN(10) == 0 {
+			ep := testEndpoint(fmt.Sprintf("own%d", rng.IntN(10)), "net", byte(i))
+			obs.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+		}
+		clk.advance(time.Duration(rng.IntN(4)) * time.Second)
+		switch i {
+		case 2000:
+			obs.setMember("h3", netip.AddrPort{}, netip.Addr{}, 0, false, false)
+		case 2500:
+			obs.reap(time.Hour) // tombstones past the horizon go
+		case 3000:
+			obs.dropNetwork("other")
+			obs.put(tableAttachments, "other", nil)
+		case 3500:
+			clk.advance(2 * time.Hour)
+			obs.reap(time.Hour) // h3, down for over an hour, goes
+		}
+		if i%10 == 0 || i > 1990 {
+			most = max(most, checkOwnerIndex(t, obs, fmt.Sprintf("after step %d", i)))
+		}
+	}
+	if most == 0 {
+		t.Fatal("no owner grew large enough for an index: the test tests nothing")
+	}
+	if n := checkOwnerIndex(t, obs, "at the end"); n != 1 {
+		t.Errorf("%d owners indexed at the end, want 1 (h1: h2 stayed small, h3 was reaped)", n)
+	}
+
+	for _, scope := range []string{"net", "other"} {
+		for _, h := range append(hosts, "obs") {
+			var want [numBuckets]tally
+			var wantKeys []string
+			obs.mu.Lock()
+			for k, r := range obs.scopes[scope].entries {
+				if k.owner.name == h {
+					wantKeys = append(wantKeys, fmt.Sprintf("%s v%d del=%v", k.key, r.version, r.deleted))
+					if !r.deleted {
+						want[bucketOf(k.key)].add(entryHash(k.table, k.key, r.version))
+					}
+				}
+			}
+			obs.mu.Unlock()
+			if got := obs.bucketTallies(scope, h); got != want {
+				t.Errorf("bucket digests of %s in %s differ from a walk of every entry", h, scope)
+			}
+			var gotKeys []string
+			for _, e := range obs.ownerEntriesIn(scope, h, nil, true) {
+				gotKeys = append(gotKeys, fmt.Sprintf("%s v%d del=%v", e.key, e.version, e.deleted))
+			}
+			sort.Strings(wantKeys)
+			sort.Strings(gotKeys)
+			if diff := cmp.Diff(wantKeys, gotKeys); diff != "" {
+				t.Errorf("entries of %s in %s (-walk +index):\n%s", h, scope, diff)
+			}
+		}
+	}
+}

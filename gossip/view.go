@@ -233,11 +233,11 @@ func (s *store) owned(t tableID) []entry {
 		if _, ok := sc.owners[s.self]; !ok {
 			continue
 		}
-		for k, r := range sc.entries {
-			if k.owner == s.self && k.table == t && !r.deleted {
+		sc.ownerRecordsLocked(s.self, func(k ekey, r *record) {
+			if k.table == t && !r.deleted {
 				out = append(out, entry{table: t, owner: s.self.name, key: k.key, version: r.version, value: r.value})
 			}
-		}
+		})
 	}
 	return out
 }
