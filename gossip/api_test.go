@@ -361,3 +361,63 @@ func TestGapRepairFromWriter(t *testing.T) {
 		t.Errorf("repaired without a pull: %+v", st)
 	}
 }
+
+// TestStreamQueueBoundedInBytes: with every stream stuck (a peer that
+// accepts nothing), large answers queue up to maxQueuedBytes and the rest
+// are dropped and counted, so a host asked for much at once cannot grow
+// without limit (issue 12: a repair storm in a 50-host ring holding
+// 100,000 endpoints grew the process past 24 GiB). One answer larger than
+// the bound still goes when nothing waits (a first sync of a big network).
+// Once the peer moves again, every queued answer arrives whole.
+func TestStreamQueueBoundedInBytes(t *testing.T) {
+	n := newTestNode(t, "me")
+	stuck := make(chan struct{})
+	n.fake().block = stuck
+	n.fake().discard = true
+	var once sync.Once
+	unstick := func() { once.Do(func() { close(stuck) }) }
+	t.Cleanup(unstick)
+	p := peer{name: "h2", addr: addrOf("h2")}
+	answer := func(entries int) *message {
+		m := &message{typ: msgEntries, sender: "me", scopes: []string{"net"}}
+		for i := range entries {
+			m.entries = append(m.entries, entry{table: tableEndpoints, owner: "me", key: fmt.Sprintf("%064x", i), version: uint64(i + 1), value: make([]byte, 200)})
+		}
+		return m
+	}
+	huge := answer(maxQueuedBytes/200 + 1000)
+	n.send(p, huge) // chunked: more than the bound, alone in the queue
+	eventually(t, 5*time.Second, "workers stuck on the peer", func() error {
+		if n.fake().blocked.Load() == 0 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	big := answer(4000) // about 1 MiB
+	errs0 := n.Stats().SendErrors
+	for range 200 {
+		n.send(p, big)
+	}
+	n.streamMu.Lock()
+	queued, bytes, writing := len(n.streamQ), n.streamBytes, n.streamWorkers-1 // one worker holds huge
+	n.streamMu.Unlock()
+	dropped := n.Stats().SendErrors - errs0
+	if bytes > maxQueuedBytes {
+		t.Fatalf("%d streams hold %d bytes queued, bound %d", queued, bytes, maxQueuedBytes)
+	}
+	if dropped == 0 || queued == 0 || queued+writing+int(dropped) != 200 {
+		t.Fatalf("of 200 answers of 1 MiB, %d queued, %d being written, %d dropped: want some queued and some dropped, none lost uncounted", queued, writing, dropped)
+	}
+	unstick()
+	eventually(t, 30*time.Second, "queue drained", func() error {
+		if st := n.Stats(); st.StreamQueue+st.StreamsOut != 0 {
+			return fmt.Errorf("%d queued, %d being written", st.StreamQueue, st.StreamsOut)
+		}
+		return nil
+	})
+	n.streamMu.Lock()
+	defer n.streamMu.Unlock()
+	if n.streamBytes != 0 {
+		t.Fatalf("empty queue counts %d bytes", n.streamBytes)
+	}
+}

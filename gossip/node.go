@@ -41,8 +41,9 @@ type Node struct {
 	kick          chan struct{} // housekeeping (first syncs, gaps) has work now
 	healCh        chan string   // hosts back from down
 	reheal        chan string   // hosts back from down, a heal again (healAgain)
-	streamMu      sync.Mutex    // guards streamQ and streamWorkers
+	streamMu      sync.Mutex    // guards streamQ, streamBytes and streamWorkers
 	streamQ       []streamJob
+	streamBytes   int // about what streamQ holds, in bytes
 	streamWorkers int
 	backlogAt     atomic.Int64 // unix nanoseconds: when input last waited to be handled
 	closing       sync.RWMutex // write-held once stopping: no new stream starts

@@ -43,6 +43,12 @@ const (
 	trailDelay       = 200 * time.Millisecond
 	maxOutStreams    = 8    // streams written at once
 	maxQueuedStreams = 4096 // streams waiting; beyond, dropped and counted
+	// maxQueuedBytes bounds what the waiting streams hold, so that a host
+	// asked for much at once (many pulls in a repair storm) cannot queue
+	// without limit: a 50-host ring holding 100,000 endpoints, every host
+	// answering pulls of thousands of entries, grew past 24 GiB before it.
+	// A first sync of 100,000 endpoints (about 15 MiB) fits with room.
+	maxQueuedBytes = 64 << 20
 	maxBatchPackets  = 64   // a scope's batch above this goes by stream
 	dialTimeout      = 2 * time.Second
 	// chunkBudget bounds one message of a stream, so a large answer is
@@ -298,6 +304,19 @@ type streamJob struct {
 	p      peer
 	msgs   []*message
 	sealed [][]byte
+	size   int // about what it holds, in bytes (jobSize)
+}
+
+// jobSize estimates the bytes a stream job holds until it is written.
+func jobSize(msgs []*message, sealed [][]byte) int {
+	size := 0
+	for _, m := range msgs {
+		size += 64 + approxSize(m.entries) + 32*len(m.digests)
+	}
+	for _, f := range sealed {
+		size += len(f)
+	}
+	return size
 }
 
 // stream queues a stream to a peer. Up to maxOutStreams workers write the
@@ -309,14 +328,16 @@ func (n *Node) stream(p peer, msgs []*message, sealed [][]byte) {
 	if n.closed {
 		return
 	}
+	size := jobSize(msgs, sealed)
 	n.streamMu.Lock()
-	if len(n.streamQ) >= maxQueuedStreams {
+	if len(n.streamQ) >= maxQueuedStreams || (len(n.streamQ) > 0 && n.streamBytes+size > maxQueuedBytes) {
 		n.streamMu.Unlock()
 		n.stats.sendErrors.Add(1)
-		n.log.Debug("stream queue full; dropped a message", "to", p.name)
+		n.log.Debug("stream queue full; dropped a message", "to", p.name, "bytes", size)
 		return
 	}
-	n.streamQ = append(n.streamQ, streamJob{p, msgs, sealed})
+	n.streamQ = append(n.streamQ, streamJob{p, msgs, sealed, size})
+	n.streamBytes += size
 	spawn := n.streamWorkers < maxOutStreams
 	if spawn {
 		n.streamWorkers++
@@ -347,6 +368,7 @@ func (n *Node) streamWorker() {
 		job := n.streamQ[0]
 		n.streamQ[0] = streamJob{}
 		n.streamQ = n.streamQ[1:]
+		n.streamBytes -= job.size
 		n.streamMu.Unlock()
 		select {
 		case <-n.quit:
