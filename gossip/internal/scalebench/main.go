@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log"
 	"math"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"time"
 )
@@ -38,7 +40,11 @@ func main() {
 	flag.DurationVar(&o.probeTimeout, "probe-timeout", 0, "ring: failure detector's probe timeout (0: DefaultConfig's)")
 	flag.IntVar(&o.suspicionMult, "suspicion-mult", 0, "ring: failure detector's suspicion multiplier (0: DefaultConfig's)")
 	flag.StringVar(&o.soakProfile, "soak-cpuprofile", "", "ring: write a CPU profile of the quiet soak with state to this file")
+	flag.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) while running")
 	flag.Parse()
+	if o.pprof != "" {
+		go func() { log.Println(http.ListenAndServe(o.pprof, nil)) }()
+	}
 	log.SetFlags(log.Lmicroseconds)
 	var err error
 	switch o.mode {
@@ -70,6 +76,7 @@ type options struct {
 	lanDefaults                    bool
 	report                         string
 	soakProfile                    string
+	pprof                          string
 	probeInterval, probeTimeout    time.Duration
 	suspicionMult                  int
 }
