@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -29,41 +30,51 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 	// no rule leading to it.
 	var errs []error
 	failed := map[L4Port]bool{}
-	rest := ops[:0:0]
-	for _, op := range ops {
-		if op.Kind != OpPortBind {
-			rest = append(rest, op)
-			continue
-		}
-		if err := d.bindLocked(op); err != nil {
-			errs = append(errs, err)
-			failed[L4Port{op.Res.Proto, op.Res.Port}] = true
+	rest := ops
+	binds := false
+	for i := range ops {
+		binds = binds || ops[i].Kind == OpPortBind
+	}
+	if binds {
+		rest = ops[:0:0]
+		for _, op := range ops {
+			if op.Kind != OpPortBind {
+				rest = append(rest, op)
+				continue
+			}
+			if err := d.bindLocked(op); err != nil {
+				errs = append(errs, err)
+				failed[L4Port{op.Res.Proto, op.Res.Port}] = true
+			}
 		}
 	}
 	if len(failed) > 0 {
 		rest = withoutPorts(rest, failed)
 	}
+	// Grouped by index: an op is half a KiB, and a host joining a busy
+	// network applies tens of thousands.
 	var order []string
-	groups := map[string][]Op{}
-	for _, op := range rest {
-		key := op.Tenant
-		if op.Kind == OpHostDel || op.Kind == OpHostRules || op.Kind == OpHostFilter || op.Kind == OpPortFree {
+	groups := map[string][]int32{}
+	for i := range rest {
+		key := rest[i].Tenant
+		if k := rest[i].Kind; k == OpHostDel || k == OpHostRules || k == OpHostFilter || k == OpPortFree {
 			key = "" // the host's own ops (so are elements without a tenant)
 		}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
 		}
-		groups[key] = append(groups[key], op)
+		groups[key] = append(groups[key], int32(i))
 	}
 	for _, key := range order {
-		if err := d.applyGroupLocked(ctx, groups[key]); err != nil {
+		if err := d.applyGroupLocked(ctx, rest, groups[key]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (d *Datapath) applyGroupLocked(ctx context.Context, ops []Op) (err error) {
+// applyGroupLocked applies ops[i] for each i of group, in order.
+func (d *Datapath) applyGroupLocked(ctx context.Context, ops []Op, group []int32) (err error) {
 	a := &applier{d: d, index: map[string]int{}, created: map[string]bool{}}
 	defer func() {
 		if err != nil {
@@ -72,16 +83,18 @@ func (d *Datapath) applyGroupLocked(ctx context.Context, ops []Op) (err error) {
 			}
 		}
 	}()
-	for i, op := range ops {
-		if i%256 == 0 && ctx.Err() != nil {
-			return fmt.Errorf("overlay: %d of %d ops applied: %w", i, len(ops), ctx.Err())
+	debug := d.log.Enabled(ctx, slog.LevelDebug)
+	for n, i := range group {
+		if n%256 == 0 && ctx.Err() != nil {
+			return fmt.Errorf("overlay: %d of %d ops applied: %w", n, len(group), ctx.Err())
 		}
-		if err := a.apply(op); err != nil {
+		op := &ops[i]
+		if err := a.apply(*op); err != nil {
 			return err
 		}
 		if op.Kind != OpFDBAdd && op.Kind != OpNeighSet && op.Kind != OpFDBDel && op.Kind != OpNeighDel {
 			d.log.Info(op.String())
-		} else {
+		} else if debug {
 			d.log.Debug(op.String())
 		}
 	}

@@ -185,7 +185,7 @@ func Plan(desired, observed Snapshot) []Op {
 		}
 	}
 	for _, t := range sortedKeys(desired.Tenants) {
-		ops = append(ops, planTenant(t, desired.Tenants[t], observed.Tenants[t])...)
+		ops = planTenant(ops, t, desired.Tenants[t], observed.Tenants[t])
 	}
 	for _, t := range sortedKeys(observed.Tenants) {
 		if desired.Tenants[t] == nil {
@@ -238,11 +238,13 @@ func planElems(tenant string, want, have map[Elem]bool) []Op {
 	return ops
 }
 
-func planTenant(t string, want, have *TenantObjects) []Op {
+// planTenant appends tenant t's ops to ops. An op is large (half a KiB),
+// and a host joining a busy network gets tens of thousands: the slice is
+// grown once for the entries, not doubled all the way.
+func planTenant(ops []Op, t string, want, have *TenantObjects) []Op {
 	if have == nil {
 		have = newTenantObjects()
 	}
-	var ops []Op
 	if want.Uplink == nil && have.Uplink != nil {
 		ops = append(ops, Op{Kind: OpUplinkDel, Tenant: t})
 	}
@@ -259,6 +261,18 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 	for e := range want.Neigh {
 		replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] = true
 	}
+	dels := 0
+	for e := range have.Neigh {
+		if !want.Neigh[e] && !doomed[e.Dev] && !replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] {
+			dels++
+		}
+	}
+	for e := range have.FDB {
+		if !want.FDB[e] && !doomed[e.Dev] {
+			dels++
+		}
+	}
+	ops = slices.Grow(ops, dels)
 	for _, e := range sortedEntries(have.Neigh, compareNeigh) {
 		if !want.Neigh[e] && !doomed[e.Dev] && !replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] {
 			ops = append(ops, Op{Kind: OpNeighDel, Tenant: t, Neigh: e})
@@ -277,9 +291,9 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 	for _, l := range have.Legacy {
 		ops = append(ops, Op{Kind: OpLegacyDel, Tenant: t, Rules: l})
 	}
-	dels := sortedLinks(have.Links, func(l Link) bool { return doomed[l.Name] })
-	slices.Reverse(dels) // ports before bridges
-	for _, l := range dels {
+	doomedLinks := sortedLinks(have.Links, func(l Link) bool { return doomed[l.Name] })
+	slices.Reverse(doomedLinks) // ports before bridges
+	for _, l := range doomedLinks {
 		ops = append(ops, Op{Kind: OpLinkDel, Tenant: t, Link: l})
 	}
 	added := map[string]bool{}
@@ -309,6 +323,18 @@ func planTenant(t string, want, have *TenantObjects) []Op {
 			ops = append(ops, planElems(t, want.Elems, have.Elems)...)
 		}
 	}
+	adds := 0
+	for e := range want.FDB {
+		if !have.FDB[e] || doomed[e.Dev] {
+			adds++
+		}
+	}
+	for e := range want.Neigh {
+		if !have.Neigh[e] || doomed[e.Dev] {
+			adds++
+		}
+	}
+	ops = slices.Grow(ops, adds)
 	for _, e := range sortedEntries(want.FDB, compareFDB) {
 		if !have.FDB[e] || doomed[e.Dev] {
 			ops = append(ops, Op{Kind: OpFDBAdd, Tenant: t, FDB: e})
