@@ -48,9 +48,9 @@ const (
 	// without limit: a 50-host ring holding 100,000 endpoints, every host
 	// answering pulls of thousands of entries, grew past 24 GiB before it.
 	// A first sync of 100,000 endpoints (about 15 MiB) fits with room.
-	maxQueuedBytes = 64 << 20
-	maxBatchPackets  = 64   // a scope's batch above this goes by stream
-	dialTimeout      = 2 * time.Second
+	maxQueuedBytes  = 64 << 20
+	maxBatchPackets = 64 // a scope's batch above this goes by stream
+	dialTimeout     = 2 * time.Second
 	// chunkBudget bounds one message of a stream, so a large answer is
 	// encoded, sealed and applied a piece at a time.
 	chunkBudget = 256 << 10
