@@ -129,6 +129,17 @@ func (t Endpoints) ListNetwork(network string, withHidden bool) []Endpoint {
 	return out
 }
 
+// ListRemote is ListNetwork without this host's own endpoints: what other
+// hosts have on network. A host with many endpoints of its own pays
+// nothing for them here.
+func (t Endpoints) ListRemote(network string, withHidden bool) []Endpoint {
+	var out []Endpoint
+	for _, f := range t.n.store.listOf(tableEndpoints, network, withHidden, true) {
+		out = append(out, decodeFound(f))
+	}
+	return out
+}
+
 func decodeFound(f found) Endpoint {
 	ep, _ := decodeEndpoint(f.key, f.value) // stored values were validated
 	ep.Host, ep.DownSince = f.owner, f.downSince

@@ -486,3 +486,40 @@ func TestOwnerIndexFollowsEveryChange(t *testing.T) {
 		}
 	}
 }
+
+// TestListOthersSkipsOwnEntries: the remote listing (Endpoints.ListRemote,
+// what tenetd plans other hosts' endpoints from) leaves out this host's own
+// entries, keeps hidden ones when asked, and otherwise equals the full
+// listing.
+func TestListOthersSkipsOwnEntries(t *testing.T) {
+	clk := newFakeClock()
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
+	for i := range 3 {
+		ep := testEndpoint(fmt.Sprintf("own%d", i), "net", byte(i))
+		obs.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+		rep := testEndpoint(fmt.Sprintf("rem%d", i), "net", byte(10+i))
+		e := putEntry(t, h1, tableEndpoints, rep.ID, encodeEndpoint(&rep))
+		obs.merge(&e, false)
+	}
+	keys := func(fs []found) (out []string) {
+		for _, f := range fs {
+			out = append(out, f.owner+"/"+f.key)
+		}
+		return out
+	}
+	want := []string{"h1/rem0", "h1/rem1", "h1/rem2"}
+	if diff := cmp.Diff(want, keys(obs.listOf(tableEndpoints, "net", false, true))); diff != "" {
+		t.Fatalf("others (-want +got):\n%s", diff)
+	}
+	if got := keys(obs.list(tableEndpoints, "net", false)); len(got) != 6 {
+		t.Fatalf("full listing = %v, want own and remote", got)
+	}
+	obs.setMember("h1", netip.AddrPort{}, netip.Addr{}, 0, false, false)
+	if got := obs.listOf(tableEndpoints, "net", false, true); len(got) != 0 {
+		t.Fatalf("others without hidden, h1 down = %v", keys(got))
+	}
+	if diff := cmp.Diff(want, keys(obs.listOf(tableEndpoints, "net", true, true))); diff != "" {
+		t.Fatalf("others with hidden, h1 down (-want +got):\n%s", diff)
+	}
+}

@@ -92,11 +92,20 @@ type found struct {
 // if scopeName is "*"), of alive owners (every owner if hidden), sorted by
 // (key, version, owner).
 func (s *store) list(t tableID, scopeName string, hidden bool) []found {
+	return s.listOf(t, scopeName, hidden, false)
+}
+
+// listOf is list, without this host's own entries if others is set (they
+// are skipped before anything is copied).
+func (s *store) listOf(t tableID, scopeName string, hidden, others bool) []found {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []found
 	add := func(sc *scope) {
 		for k, r := range sc.entries {
+			if others && k.owner == s.self {
+				continue
+			}
 			if k.table == t && !r.deleted && (k.owner.alive || hidden) {
 				out = append(out, found{entry{table: t, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, k.owner.downSince})
 			}

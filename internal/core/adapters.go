@@ -38,7 +38,7 @@ func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 // hosts' containers by name.
 func (g GossipCluster) Remotes(network string) []Remote {
 	var out []Remote
-	for _, e := range g.Node.Endpoints().ListNetwork(network, true) {
+	for _, e := range g.Node.Endpoints().ListRemote(network, true) {
 		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host,
 			Names: e.Names, DownSince: e.DownSince})
 	}
