@@ -534,3 +534,32 @@ func TestLogLinesJudged(t *testing.T) {
 		}
 	}
 }
+
+// TestARunByATakenDockerNameReachesItsOwner: seed 410540331. The hand-made
+// create of acme-eu/web-web-b was refused, since acme-eu-web/web-b holds
+// the Docker name acme-eu-web-web-b. A later docker run (or connect) that
+// names acme-eu/web-web-b runs with --network acme-eu-web-web-b, and
+// Docker starts the container on acme-eu-web/web-b. The model must expect
+// that, not a refusal, and track the container there.
+func TestARunByATakenDockerNameReachesItsOwner(t *testing.T) {
+	x := (&script{}).on("h1 docker network create -d tenet --ipam-driver tenet --ipam-opt tenant=acme-eu -o", 1,
+		"Error response from daemon: network with name acme-eu-web-web-b already exists")
+	m := NewModel([]string{"h0", "h1", "h2"}, nil)
+	mustPass(t, m, x, Op{Kind: HandNetCreate, Tenant: "acme-eu-web", Network: "web-b", Subnet: "10.2.0.0/24", Hosts: []string{"h0", "h1", "h2"}})
+	if vs := step(t, m, x, Op{Kind: HandNetCreate, Tenant: "acme-eu", Network: "web-web-b", Subnet: "10.2.0.0/27", Hosts: []string{"h1"}}); len(vs) > 0 {
+		t.Fatalf("the refused create: %v", vs)
+	}
+	mustPass(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "c2", Host: "h0", Net: "acme-eu/web-web-b"}}})
+	if c := m.ctrs["c2"]; c == nil || c.att("acme-eu-web/web-b") == nil {
+		t.Fatalf("c2 = %+v, want it on acme-eu-web/web-b", c)
+	}
+	mustPass(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "c3", Host: "h0", Net: "acme-eu-web/web-b"}}})
+	mustPass(t, m, x, Op{Kind: Disconnect, Host: "h0", Container: "c3", Tenant: "acme-eu", Network: "web-web-b"})
+	if a := m.ctrs["c3"].att("acme-eu-web/web-b"); a != nil {
+		t.Errorf("c3 still on acme-eu-web/web-b after a disconnect by the taken name: %+v", a)
+	}
+	// A name nobody holds is still refused.
+	if vs := step(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "c4", Host: "h0", Net: "globex/db"}}}); len(vs) == 0 {
+		t.Error("a run on a network nobody has, done: no violation")
+	}
+}

@@ -290,6 +290,7 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 	case RemoveMany:
 		m.stepRemoveMany(ctx, op, x, st)
 	case Connect:
+		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Key()), "/")
 		c := m.ctrs[op.Container]
 		v := m.predictConnect(op)
 		args := []string{"network", "connect"}
@@ -310,6 +311,7 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 			c.atts = append(c.atts, a)
 		}
 	case Disconnect:
+		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Key()), "/")
 		c := m.ctrs[op.Container]
 		v := refuse("no container %s", op.Container)
 		if c != nil && !c.dead {
@@ -425,6 +427,21 @@ func (m *Model) dockerName(key string) string {
 	}
 	t, n, _ := strings.Cut(key, "/")
 	return HandName(t, n)
+}
+
+// byDockerName is the network an op naming key reaches: key itself, or,
+// if the model has no such network, the one holding the Docker name key's
+// would have. (A hand-made create refused because another definition has
+// its name leaves the generator a key that Docker resolves, by name, to
+// that other network: seed 410540331.)
+func (m *Model) byDockerName(key string) string {
+	if m.nets[key] != nil {
+		return key
+	}
+	if o := m.dockerNameOwner(m.dockerName(key), key); o != "" {
+		return o
+	}
+	return key
 }
 
 // engineHas says whether host h's engine must have network key: "yes", "no",

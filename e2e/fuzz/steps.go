@@ -68,6 +68,10 @@ var ctrCommand = []string{"sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait"
 const ImageName = "tenet-test:latest"
 
 func (m *Model) stepRun(ctx context.Context, op Op, x Exec, st *stepLog) {
+	op.Runs = slices.Clone(op.Runs)
+	for i := range op.Runs {
+		op.Runs[i].Net = m.byDockerName(op.Runs[i].Net)
+	}
 	verdicts := make([]verdict, len(op.Runs))
 	for i, r := range op.Runs {
 		verdicts[i] = m.predictRun(r, op.Runs)
