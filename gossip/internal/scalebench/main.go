@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"log"
 	"math"
+	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"net/netip"
 	"os"
 	"time"
 )
@@ -43,7 +45,18 @@ func main() {
 	flag.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) while running")
 	flag.Parse()
 	if o.pprof != "" {
-		go func() { log.Println(http.ListenAndServe(o.pprof, nil)) }()
+		// Loopback only: the profiles show the benchmark's keys and state.
+		ap, err := netip.ParseAddrPort(o.pprof)
+		if err != nil || !ap.Addr().IsLoopback() {
+			fmt.Fprintf(os.Stderr, "scalebench: -pprof %q: want a loopback address and port, e.g. 127.0.0.1:6060\n", o.pprof)
+			os.Exit(2)
+		}
+		ln, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "scalebench: -pprof: %v\n", err)
+			os.Exit(2)
+		}
+		go func() { log.Println(http.Serve(ln, nil)) }()
 	}
 	log.SetFlags(log.Lmicroseconds)
 	var err error
