@@ -261,25 +261,22 @@ func planTenant(ops []Op, t string, want, have *TenantObjects) []Op {
 	for e := range want.Neigh {
 		replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] = true
 	}
-	dels := 0
-	for e := range have.Neigh {
-		if !want.Neigh[e] && !doomed[e.Dev] && !replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] {
-			dels++
-		}
+	// Entries to delete and to add, each rule written once: counted first
+	// (the slice grows once), then appended in order.
+	neighGone := func(e NeighEntry) bool {
+		return !want.Neigh[e] && !doomed[e.Dev] && !replaced[NeighEntry{Dev: e.Dev, IP: e.IP}]
 	}
-	for e := range have.FDB {
-		if !want.FDB[e] && !doomed[e.Dev] {
-			dels++
-		}
-	}
-	ops = slices.Grow(ops, dels)
+	fdbGone := func(e FDBEntry) bool { return !want.FDB[e] && !doomed[e.Dev] }
+	neighNew := func(e NeighEntry) bool { return !have.Neigh[e] || doomed[e.Dev] }
+	fdbNew := func(e FDBEntry) bool { return !have.FDB[e] || doomed[e.Dev] }
+	ops = slices.Grow(ops, countKeys(have.Neigh, neighGone)+countKeys(have.FDB, fdbGone))
 	for _, e := range sortedEntries(have.Neigh, compareNeigh) {
-		if !want.Neigh[e] && !doomed[e.Dev] && !replaced[NeighEntry{Dev: e.Dev, IP: e.IP}] {
+		if neighGone(e) {
 			ops = append(ops, Op{Kind: OpNeighDel, Tenant: t, Neigh: e})
 		}
 	}
 	for _, e := range sortedEntries(have.FDB, compareFDB) {
-		if !want.FDB[e] && !doomed[e.Dev] {
+		if fdbGone(e) {
 			ops = append(ops, Op{Kind: OpFDBDel, Tenant: t, FDB: e})
 		}
 	}
@@ -323,29 +320,29 @@ func planTenant(ops []Op, t string, want, have *TenantObjects) []Op {
 			ops = append(ops, planElems(t, want.Elems, have.Elems)...)
 		}
 	}
-	adds := 0
-	for e := range want.FDB {
-		if !have.FDB[e] || doomed[e.Dev] {
-			adds++
-		}
-	}
-	for e := range want.Neigh {
-		if !have.Neigh[e] || doomed[e.Dev] {
-			adds++
-		}
-	}
-	ops = slices.Grow(ops, adds)
+	ops = slices.Grow(ops, countKeys(want.FDB, fdbNew)+countKeys(want.Neigh, neighNew))
 	for _, e := range sortedEntries(want.FDB, compareFDB) {
-		if !have.FDB[e] || doomed[e.Dev] {
+		if fdbNew(e) {
 			ops = append(ops, Op{Kind: OpFDBAdd, Tenant: t, FDB: e})
 		}
 	}
 	for _, e := range sortedEntries(want.Neigh, compareNeigh) {
-		if !have.Neigh[e] || doomed[e.Dev] {
+		if neighNew(e) {
 			ops = append(ops, Op{Kind: OpNeighSet, Tenant: t, Neigh: e})
 		}
 	}
 	return ops
+}
+
+// countKeys counts the keys of m that keep accepts.
+func countKeys[K comparable](m map[K]bool, keep func(K) bool) int {
+	n := 0
+	for k := range m {
+		if keep(k) {
+			n++
+		}
+	}
+	return n
 }
 
 // sameIdentity reports whether have can become want without being
