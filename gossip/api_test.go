@@ -404,6 +404,14 @@ func TestStreamQueueBoundedInBytes(t *testing.T) {
 	for range 200 {
 		n.send(p, big)
 	}
+	// Every worker has taken its job and is stuck on the peer: a worker
+	// that has started but not yet taken one would count twice.
+	eventually(t, 5*time.Second, "every worker stuck", func() error {
+		if b := n.fake().blocked.Load(); b != maxOutStreams {
+			return fmt.Errorf("%d of %d workers stuck", b, maxOutStreams)
+		}
+		return nil
+	})
 	n.streamMu.Lock()
 	queued, bytes, writing := len(n.streamQ), n.streamBytes, n.streamWorkers-1 // one worker holds huge
 	n.streamMu.Unlock()
