@@ -62,36 +62,17 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "genkey" {
 		return genkey(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "docker-dns" {
+		return dockerDNS(args[1:], stdout, stderr)
+	}
 	var o options
-	host, _ := os.Hostname()
-	var join, seeds, allow, upstream string
-	fs := flag.NewFlagSet("tenetd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	var raw rawFlags
+	fs := newFlagSet("tenetd", &o, &raw, stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: tenetd --vtep ADDR --ipam-seeds H1,H2,... [flags]\n       tenetd genkey\n\nflags:\n")
+		fmt.Fprint(stderr, "usage: tenetd --vtep ADDR --ipam-seeds H1,H2,... [flags]\n       tenetd genkey\n       tenetd docker-dns [flags]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.StringVar(&o.name, "name", host, "this host's unique name in the cluster")
-	fs.StringVar(&o.vtep, "vtep", "", "this host's underlay address (required): VXLAN source and gossip address")
-	fs.StringVar(&o.bind, "bind", "", "address the gossip ring listens on (default: the VTEP)")
-	fs.IntVar(&o.port, "port", 7946, "gossip port (UDP and TCP)")
-	fs.StringVar(&join, "join", "", "comma-separated HOST[:PORT] of hosts to join; rejoined while unreachable")
-	fs.StringVar(&allow, "allow-egress", "", "comma-separated addresses or CIDRs on the underlay that tenants may reach anyway (by default they reach no member's address, no underlay network and no gossip or VXLAN port)")
-	fs.StringVar(&seeds, "ipam-seeds", "", "comma-separated names of the hosts that first own each pool's address blocks (required; the same list on every host, never changed once pools exist)")
-	fs.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
-	fs.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
-	fs.StringVar(&o.adminSocket, "admin-socket", "/run/tenet/admin.sock", "root-only socket tenetctl talks to")
-	fs.StringVar(&o.dockerSocket, "docker-socket", "/var/run/docker.sock", "the local Docker engine's API socket, where networks defined with tenetctl are created")
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/tenet", "where local state is kept across restarts")
-	fs.StringVar(&o.netnsPrefix, "netns-prefix", "tenet-", "prefix of tenant namespace names")
-	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
-	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
-	fs.StringVar(&upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names; the first also answers Docker's own networks (default: the nameservers of --resolv-conf, those behind systemd-resolved first)")
-	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "where the host's DNS servers are listed, unless --dns-upstream names them")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9474", "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP; \"\" turns it off (tenants cannot reach the host's addresses, but any local process can reach loopback)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -103,20 +84,20 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "tenetd: unexpected argument %q (flags only, or genkey)\n", fs.Arg(0))
+		fmt.Fprintf(stderr, "tenetd: unexpected argument %q (flags only, or genkey, or docker-dns)\n", fs.Arg(0))
 		return 2
 	}
-	if join != "" {
-		o.join = strings.Split(join, ",")
+	if raw.join != "" {
+		o.join = strings.Split(raw.join, ",")
 	}
-	if seeds != "" {
-		o.ipamSeeds = strings.Split(seeds, ",")
+	if raw.seeds != "" {
+		o.ipamSeeds = strings.Split(raw.seeds, ",")
 	}
-	if allow != "" {
-		o.allowEgress = strings.Split(allow, ",")
+	if raw.allow != "" {
+		o.allowEgress = strings.Split(raw.allow, ",")
 	}
-	if upstream != "" {
-		o.dnsUpstream = strings.Split(upstream, ",")
+	if raw.upstream != "" {
+		o.dnsUpstream = strings.Split(raw.upstream, ",")
 	}
 	o.notifySocket, o.watchdogUsec, o.watchdogPID = os.Getenv("NOTIFY_SOCKET"), os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -128,6 +109,38 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// rawFlags are the comma-separated lists among tenetd's flags, as given.
+type rawFlags struct{ join, seeds, allow, upstream string }
+
+// newFlagSet declares tenetd's flags into o and raw.
+func newFlagSet(name string, o *options, raw *rawFlags, stderr io.Writer) *flag.FlagSet {
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.name, "name", host, "this host's unique name in the cluster")
+	fs.StringVar(&o.vtep, "vtep", "", "this host's underlay address (required): VXLAN source and gossip address")
+	fs.StringVar(&o.bind, "bind", "", "address the gossip ring listens on (default: the VTEP)")
+	fs.IntVar(&o.port, "port", 7946, "gossip port (UDP and TCP)")
+	fs.StringVar(&raw.join, "join", "", "comma-separated HOST[:PORT] of hosts to join; rejoined while unreachable")
+	fs.StringVar(&raw.allow, "allow-egress", "", "comma-separated addresses or CIDRs on the underlay that tenants may reach anyway (by default they reach no member's address, no underlay network and no gossip or VXLAN port)")
+	fs.StringVar(&raw.seeds, "ipam-seeds", "", "comma-separated names of the hosts that first own each pool's address blocks (required; the same list on every host, never changed once pools exist)")
+	fs.StringVar(&o.keyFile, "key-file", "/etc/tenet/key", "file holding the cluster key in hex (tenetd genkey)")
+	fs.StringVar(&o.socket, "plugin-socket", "/run/docker/plugins/"+driver.PluginName+".sock", "Docker plugin socket")
+	fs.StringVar(&o.adminSocket, "admin-socket", "/run/tenet/admin.sock", "root-only socket tenetctl talks to")
+	fs.StringVar(&o.dockerSocket, "docker-socket", "/var/run/docker.sock", "the local Docker engine's API socket, where networks defined with tenetctl are created")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/tenet", "where local state is kept across restarts")
+	fs.StringVar(&o.netnsPrefix, "netns-prefix", "tenet-", "prefix of tenant namespace names")
+	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
+	fs.StringVar(&raw.upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names; the first also answers Docker's own networks (default: the nameservers of --resolv-conf, those behind systemd-resolved first)")
+	fs.StringVar(&o.resolvConf, "resolv-conf", "/etc/resolv.conf", "where the host's DNS servers are listed, unless --dns-upstream names them")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9474", "HOST:PORT serving /metrics (Prometheus), /healthz and /readyz over HTTP; \"\" turns it off (tenants cannot reach the host's addresses, but any local process can reach loopback)")
+	return fs
+}
+
+// genkey prints a new random cluster key.
 func genkey(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tenetd genkey", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -41,8 +41,10 @@ func BuildPackage(ctx context.Context, dir string) (string, error) {
 // `tenetd genkey` on the first host and copied to the others; in
 // /etc/default/tenetd the host's underlay address, the other hosts to join
 // and all hosts as IPAM seeds (the name is the host name); then
-// `systemctl enable --now tenetd`. It returns once every tenetd serves
-// Docker's plugin socket.
+// `systemctl enable --now tenetd` (whose unit puts tenetd's resolver first
+// in /etc/docker/daemon.json's "dns"), and `systemctl restart docker` for
+// the engine to read it. It returns once every tenetd serves Docker's
+// plugin socket and every engine runs again.
 func (tb *Testbed) InstallTenet(ctx context.Context) error {
 	deb, err := BuildPackage(ctx, tb.Dir)
 	if err != nil {
@@ -86,7 +88,14 @@ func (tb *Testbed) InstallTenet(ctx context.Context) error {
 			st, _ := h.Run(ctx, "journalctl", "-u", "tenetd", "--no-pager", "-n", "50")
 			return fmt.Errorf("%w\n%s", err, st)
 		}
-		return h.awaitUnit(ctx, "tenetd", time.Minute)
+		if err := h.awaitUnit(ctx, "tenetd", time.Minute); err != nil {
+			return err
+		}
+		if _, err := h.Run(ctx, "systemctl", "restart", "docker"); err != nil {
+			st, _ := h.Run(ctx, "journalctl", "-u", "docker", "--no-pager", "-n", "50")
+			return fmt.Errorf("restart docker: %w\n%s", err, st)
+		}
+		return h.awaitUnit(ctx, "docker", time.Minute)
 	})
 }
 

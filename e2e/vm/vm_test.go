@@ -134,6 +134,9 @@ func testInstalled(t *testing.T, c *vm.Cluster) {
 			{"tenetd enabled", []string{"systemctl", "is-enabled", "tenetd"}, "enabled"},
 			{"tenetd ordered before docker", []string{"systemctl", "show", "-p", "After", "docker.service"}, "tenetd.service"},
 			{"docker wants tenetd", []string{"systemctl", "show", "-p", "Wants", "docker.service"}, "tenetd.service"},
+			// The unit's `tenetd docker-dns`: names across hosts.
+			{"engine asks tenetd's resolver first", []string{"cat", "/etc/docker/daemon.json"}, `"dns": [
+    "169.254.53.53"`},
 			{"tenetd and tenetctl in /usr/bin", []string{"sh", "-c", "command -v tenetd && command -v tenetctl"}, "/usr/bin/tenetd\n/usr/bin/tenetctl"},
 		}
 		for _, ch := range checks {
@@ -195,6 +198,11 @@ func testShare(t *testing.T, c *vm.Cluster) {
 				awaitPing(t, e, fmt.Sprint("c", i), acmeIPs[j])
 			}
 		}
+	}
+	// Names across hosts, with nothing but the package's unit set up.
+	for i, e := range c.Engines {
+		j := (i + 1) % len(c.Engines)
+		awaitName(t, e, fmt.Sprint("c", i), fmt.Sprint("c", j), acmeIPs[j])
 	}
 	if err := tcp(t, c.Engines[0], "c0", c.Engines[2], "c2", acmeIPs[2]); err != nil {
 		t.Errorf("tcp c0 -> c2: %v", err)
@@ -356,6 +364,8 @@ func testReboot(t *testing.T, c *vm.Cluster) {
 	awaitPing(t, e0, "c0", acmeIPs[1])
 	awaitPing(t, c.Engines[2], "c2", acmeIPs[1])
 	t.Logf("c1 reaches c0 and c2 both ways %v after systemctl reboot", time.Since(rebooted).Round(time.Second))
+	awaitName(t, e1, "c1", "c2", acmeIPs[2])
+	awaitName(t, e0, "c0", "c1", acmeIPs[1])
 	if err := tcp(t, e1, "c1", e0, "c0", acmeIPs[0]); err != nil {
 		t.Errorf("tcp c1 -> c0 after the reboot: %v", err)
 	}
@@ -438,6 +448,18 @@ func runContainer(t *testing.T, e *e2e.Engine, name string, args ...string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// awaitName waits until name resolves to ip in container from.
+func awaitName(t *testing.T, e *e2e.Engine, from, name, ip string) {
+	t.Helper()
+	e2e.Eventually(t, 30*time.Second, func() error {
+		out, err := e.Docker(t.Context(), "exec", from, "ping", "-c1", "-W2", name)
+		if err != nil || !strings.Contains(out, "("+ip+")") {
+			return fmt.Errorf("%s: ping %s: %v %q, want it to reach %s", from, name, err, out, ip)
+		}
+		return nil
+	})
 }
 
 func awaitPing(t *testing.T, e *e2e.Engine, from, ip string) {

@@ -64,6 +64,11 @@ set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
   systemctl disable --now tenetd.service || true
 fi
+# The engine's "dns" loses the resolver (Docker applies it when it next
+# starts); the admin's own servers stay.
+if [ "$1" = remove ]; then
+  tenetd docker-dns --undo || true
+fi
 SH
 cat > "$root/DEBIAN/postrm" <<'SH'
 #!/bin/sh
