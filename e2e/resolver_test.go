@@ -266,7 +266,7 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 // --internal network (no gateway: Docker's Join gets an on-link route to
 // the resolver) resolve each other's names across hosts, and get a quick
 // refusal, not a timeout, for external names (the network reaches nothing
-// outside). Malformed, oversized and flooding queries sent straight to the
+// outside), over UDP and TCP. Malformed, oversized and flooding queries sent straight to the
 // resolver neither crash it nor stop it answering other containers.
 func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 	c := e2e.NewCluster(t, 2)
@@ -293,6 +293,19 @@ func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 		t.Errorf("external name from an internal network: %v %s %v", got, dns.RcodeToString[rcode], err)
 	}
 	t.Logf("external name from an internal network: %s after %v", dns.RcodeToString[rcode], time.Since(start).Round(time.Millisecond))
+	// Over TCP (a client's retry after a truncated answer), through
+	// Docker's embedded DNS and straight to the resolver: the tenant's
+	// namespace has no route back to an internal network, so the answer
+	// needs the resolver's socket on the network's bridge.
+	for _, server := range []string{"127.0.0.11:53", "169.254.53.53:53"} {
+		e2e.Eventually(t, 10*time.Second, func() error {
+			got, err := tcpLookup(t, h0, "i0", server, "store")
+			if err != nil || !slices.Equal(got, []string{"10.5.0.74"}) {
+				return fmt.Errorf("store over TCP to %s from an internal network: %v %v", server, got, err)
+			}
+			return nil
+		})
+	}
 
 	// On a second internal network too (connected later: Docker would
 	// fail the connect on a second identical route), i0 resolves the
@@ -309,6 +322,9 @@ func TestResolverOnInternalNetworksUnderAttack(t *testing.T) {
 	}
 	a.await("j1", dns.TypeA, "10.6.0.74")
 	a.await("j1.acme-back2", dns.TypeA, "10.6.0.74")
+	if got, err := tcpLookup(t, h0, "i0", "169.254.53.53:53", "j1"); err != nil || !slices.Equal(got, []string{"10.6.0.74"}) {
+		t.Errorf("j1 over TCP from i0: %v %v", got, err)
+	}
 	a.await("i1", dns.TypeA, "10.5.0.74")
 	b0 := newAsker(t, h0, "i0b")
 	b0.never("j1") // i0b is not on acme-back2

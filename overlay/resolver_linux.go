@@ -13,7 +13,14 @@ package overlay
 //
 // A non-egress network's bridge has no address and the namespace has no
 // route to its containers: replies leave by the interface their query came
-// in on (IP_PKTINFO's ifindex), which the kernel takes as on-link.
+// in on (IP_PKTINFO's ifindex), which the kernel takes as on-link. TCP has
+// no such per-packet choice, so each such network gets a TCP socket of its
+// own bound to its bridge (SO_BINDTODEVICE): the kernel then sends the
+// connection's packets out of that bridge, taking the container as on-link
+// too. The namespace-wide TCP socket (for networks with egress, whose
+// gateway subnet is the route back) and the per-bridge ones share the port
+// by SO_REUSEPORT; a connection goes to the socket bound to the bridge it
+// came in on, where there is one.
 
 import (
 	"context"
@@ -56,8 +63,9 @@ type ResolverSockets struct {
 // ResolverAddr on the namespace's lo (no-op if already so). It also turns
 // off reverse path filtering there: a non-egress tenant namespace has no
 // route back to its containers, and port guards already pin each
-// container's source address. (TCP answers need a route back: they reach
-// containers of networks with egress only.) The caller owns the sockets;
+// container's source address. (Its TCP answers need a route back: they
+// reach containers of networks with egress only; see ListenResolverOn.)
+// The caller owns the sockets;
 // they keep working only as long as the namespace they were made in
 // (compare TenantNSID).
 func (d *Datapath) ListenResolver(ctx context.Context, tenant string) (ResolverSockets, error) {
@@ -139,7 +147,8 @@ func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net
 		}
 		conn = pc.(*net.UDPConn)
 		if tenant {
-			if ln, err = lc.Listen(ctx, "tcp4", at); err != nil {
+			tcp := net.ListenConfig{Control: reusePort} // shared with ListenResolverOn's
+			if ln, err = tcp.Listen(ctx, "tcp4", at); err != nil {
 				conn.Close()
 				return err
 			}
@@ -147,6 +156,58 @@ func listenResolverIn(ctx context.Context, ns netns.NsHandle, tenant bool) (*net
 		return nil
 	})
 	return conn, ln, err
+}
+
+// ListenResolverOn opens a TCP socket bound to ResolverAddr:53 in tenant's
+// namespace and to the bridge of network vni (which must exist), for the
+// containers of a network without egress: its answers leave by that
+// bridge, with no route back needed. ListenResolver must have put
+// ResolverAddr in place first. The caller owns the listener; it stays
+// bound to the bridge it was made on, not to one made later with the same
+// name.
+func (d *Datapath) ListenResolverOn(ctx context.Context, tenant string, vni uint32) (net.Listener, error) {
+	path := filepath.Join(netnsDir, d.netnsName(tenant))
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolver for tenant %s: open namespace %s: %w", tenant, path, err)
+	}
+	defer ns.Close()
+	br := bridgeName(vni)
+	var ln net.Listener
+	err = nsDo(ns, func() error {
+		lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+			if err := reusePort(network, address, c); err != nil {
+				return err
+			}
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), br) }); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("bind to %s: %w", br, serr)
+			}
+			return nil
+		}}
+		ln, err = lc.Listen(ctx, "tcp4", netip.AddrPortFrom(ResolverAddr, 53).String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resolver for tenant %s on %s: %w", tenant, br, err)
+	}
+	return ln, nil
+}
+
+// reusePort lets the resolver's TCP sockets of one namespace share port 53
+// (each bound to a different bridge, or to none).
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("SO_REUSEPORT: %w", serr)
+	}
+	return nil
 }
 
 // hostDNSTable is the host namespace's table that sends queries to

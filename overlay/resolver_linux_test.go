@@ -3,11 +3,13 @@ package overlay_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,7 +93,8 @@ func exchange(t *testing.T, ns string, addr netip.AddrPort, msg string) (string,
 // network without egress (on-link route, no route back in the tenant's
 // namespace) and with egress (through the gateway, the tenant's input
 // rules) reach the UDP socket ListenResolver opens, and get its replies
-// (the TCP one too, with egress); a
+// (its TCP one too, with egress; without, the bridge's own TCP socket,
+// ListenResolverOn); a
 // container of another tenant reaches its own tenant's socket, never this
 // one. RedirectHostResolver sends the host's own queries to the
 // resolver's address straight to the upstream server.
@@ -184,6 +187,59 @@ func TestResolverSocketReachesEveryNetworkOfItsTenantOnly(t *testing.T) {
 	})
 	if err != nil || string(got) != "acme" {
 		t.Errorf("tcp from %s: %q %v", ceg.ip, got, err)
+	}
+	// TCP from networks without egress: a socket bound to the bridge
+	// answers them, and the namespace-wide one still answers the rest.
+	tcpFrom := func(c *container) (string, error) {
+		var got []byte
+		err := e2e.InNetns("/run/netns/"+c.ns, func() error {
+			conn, err := net.DialTimeout("tcp4", res.String(), time.Second)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			got, err = io.ReadAll(conn)
+			return err
+		})
+		return string(got), err
+	}
+	if got, err := tcpFrom(cin); err == nil {
+		t.Errorf("tcp from %s without a socket on its bridge: %q (the test cannot tell the bridge's socket works)", cin.ip, got)
+	}
+	for _, b := range []struct {
+		tenant string
+		vni    uint32
+		c      *container
+	}{{"acme", 4097, cin}, {"globex", 5001, cot}} {
+		ln, err := h.dp.ListenResolverOn(ctx, b.tenant, b.vni)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		tag := fmt.Sprintf("%s-br%d", b.tenant, b.vni)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(tag))
+				c.Close()
+			}
+		}()
+		if got, err := tcpFrom(b.c); err != nil || got != tag {
+			t.Errorf("tcp from %s (%s): %q %v, want %s", b.c.ip, b.c.ns, got, err, tag)
+		}
+	}
+	if got, err := tcpFrom(ceg); err != nil || got != "acme" {
+		t.Errorf("tcp from %s beside a bridge's socket: %q %v, want the namespace-wide socket", ceg.ip, got, err)
+	}
+	if ln, err := h.dp.ListenResolverOn(ctx, "acme", 4242); err == nil || !strings.Contains(err.Error(), "br4242") {
+		if ln != nil {
+			ln.Close()
+		}
+		t.Errorf("a socket on a missing bridge: %v", err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", filepath.Base(h.netns)+"-acme", "ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
 	if err != nil || bytes.Count(out, []byte("169.254.53.53/32")) != 1 {

@@ -4,8 +4,10 @@
 //
 // It owns a UDP and a TCP socket per tenant that has a network on this
 // host, in the tenant's own namespace at overlay.ResolverAddr:53 (the
-// overlay package opens them there; TCP answers reach networks with
-// egress only, which have a route back). Containers on Docker's own networks get the
+// overlay package opens them there; that TCP socket's answers reach
+// networks with egress only, which have a route back, so each network
+// without egress that has a container here gets a TCP socket bound to its
+// bridge as well). Containers on Docker's own networks get the
 // engine's "dns" setting too: in the host namespace, queries to that
 // address go straight to the first upstream server (a DNAT the overlay
 // package installs), so the setting costs them nothing; where that cannot

@@ -25,6 +25,7 @@ import (
 type Datapath interface {
 	TenantNSID(tenant string) (overlay.NSID, bool)
 	ListenResolver(ctx context.Context, tenant string) (overlay.ResolverSockets, error)
+	ListenResolverOn(ctx context.Context, tenant string, vni uint32) (net.Listener, error)
 	ListenHostResolver(ctx context.Context) (*net.UDPConn, error)
 	RedirectHostResolver(upstream netip.AddrPort) error
 }
@@ -122,6 +123,18 @@ type listener struct {
 	ns   overlay.NSID
 	done chan struct{}
 	tcp  *dns.Server // nil: none
+	h    *handler
+	// bridges: a TCP server on the bridge of each network without egress
+	// that has a container here, by network key (syncBridges).
+	bridges map[string]*bridgeTCP
+}
+
+// bridgeTCP is the TCP server on one network's bridge, and the network it
+// was opened for.
+type bridgeTCP struct {
+	vni uint32
+	ref string
+	srv *dns.Server
 }
 
 // Run keeps a socket open in each tenant namespace of this host (and the
@@ -239,11 +252,60 @@ func (r *Resolver) syncTenants(ctx context.Context, st *runState) {
 		delete(st.warned, t)
 		h := &handler{lookup: r.lookupFor(t), fwd: st.fwd, lim: r.lim, maxIn: maxQuery}
 		l := r.serve(ctx, socks.UDP, socks.NS, h)
+		l.h = h
 		if socks.TCP != nil {
 			l.tcp = r.serveTCP(socks.TCP, h)
 		}
 		st.tenants[t] = l
 		r.log.Info("resolver listening", "tenant", t, "ip", overlay.ResolverAddr)
+	}
+	r.syncBridges(ctx, st)
+}
+
+// syncBridges keeps a TCP server on the bridge of each network without
+// egress that has a container on this host: the namespace has no route
+// back to those containers, so the tenant's own TCP socket cannot answer
+// them (overlay.ListenResolverOn). A server goes when its network does or
+// changes (another Docker network, VNI, or egress).
+func (r *Resolver) syncBridges(ctx context.Context, st *runState) {
+	used := map[string]bool{}
+	for _, e := range r.cfg.Local.Endpoints() {
+		used[e.Network] = true
+	}
+	want := map[string]map[string]core.Network{} // tenant -> key -> network
+	for _, n := range r.cfg.Local.Networks() {
+		if n.Egress() || !used[n.Key()] {
+			continue
+		}
+		if want[n.Tenant] == nil {
+			want[n.Tenant] = map[string]core.Network{}
+		}
+		want[n.Tenant][n.Key()] = n
+	}
+	for t, l := range st.tenants {
+		for k, b := range l.bridges {
+			if n, ok := want[t][k]; !ok || n.VNI != b.vni || n.Ref != b.ref {
+				stopTCP(b.srv)
+				delete(l.bridges, k)
+			}
+		}
+		for k, n := range want[t] {
+			if l.bridges[k] != nil || l.h == nil {
+				continue
+			}
+			ln, err := r.cfg.Datapath.ListenResolverOn(ctx, t, n.VNI)
+			if err != nil {
+				// Expected for a moment: the datapath makes the bridge
+				// after the core knows the container. Tried again next
+				// round.
+				r.log.Debug("no TCP socket on the network's bridge yet", "network", k, "err", err)
+				continue
+			}
+			if l.bridges == nil {
+				l.bridges = map[string]*bridgeTCP{}
+			}
+			l.bridges[k] = &bridgeTCP{vni: n.VNI, ref: n.Ref, srv: r.serveTCP(ln, l.h)}
+		}
 	}
 }
 
@@ -255,8 +317,19 @@ func (l *listener) close() {
 	_ = l.conn.Close()
 	<-l.done
 	if l.tcp != nil {
-		_ = l.tcp.Shutdown()
+		stopTCP(l.tcp)
 	}
+	for _, b := range l.bridges {
+		stopTCP(b.srv)
+	}
+}
+
+// stopTCP shuts srv down, and closes its listener in case it has not
+// started serving yet (Shutdown then does nothing, and the server would
+// serve from it later).
+func stopTCP(srv *dns.Server) {
+	_ = srv.Shutdown()
+	_ = srv.Listener.Close()
 }
 
 // serve reads queries from c until it is closed; replies leave by the
@@ -297,8 +370,9 @@ func (r *Resolver) serve(ctx context.Context, c *net.UDPConn, ns overlay.NSID, h
 	return l
 }
 
-// maxTCPConns bounds a tenant's TCP connections at once; maxTCPQueries
-// those of one connection.
+// maxTCPConns bounds the TCP connections at once of a tenant's socket,
+// and of each of its bridges' (syncBridges); maxTCPQueries those of one
+// connection.
 const (
 	maxTCPConns   = 64
 	maxTCPQueries = 128

@@ -24,6 +24,31 @@ type fakeDatapath struct {
 	ns     map[string]overlay.NSID
 	conns  map[string]*net.UDPConn
 	opened map[string]int
+	// bridges: the TCP listeners ListenResolverOn opened, by "tenant/vni",
+	// latest last.
+	bridges map[string][]net.Listener
+}
+
+func (f *fakeDatapath) ListenResolverOn(ctx context.Context, tenant string, vni uint32) (net.Listener, error) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bridges == nil {
+		f.bridges = map[string][]net.Listener{}
+	}
+	k := fmt.Sprint(tenant, "/", vni)
+	f.bridges[k] = append(f.bridges[k], l)
+	return l, nil
+}
+
+// bridgeListeners returns the listeners opened on tenant/vni's bridge.
+func (f *fakeDatapath) bridgeListeners(tenant string, vni uint32) []net.Listener {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.bridges[fmt.Sprint(tenant, "/", vni)])
 }
 
 func (f *fakeDatapath) TenantNSID(tenant string) (overlay.NSID, bool) {
@@ -424,5 +449,71 @@ func TestResolverAnswersInFullOverTCP(t *testing.T) {
 	c.Dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP("127.3.0.5")}
 	if r, _, err := c.Exchange(question("example.test.", dns.TypeA), acme.String()); err != nil || r.Rcode != dns.RcodeRefused {
 		t.Fatalf("over TCP from an internal network: %v, %v", r, err)
+	}
+}
+
+// TestResolverAnswersOverTCPOnBridgesWithoutEgress: a network without
+// egress that has a container here gets a TCP server on its bridge
+// (the tenant's namespace has no route back to it); networks with egress,
+// or without a container here, get none; the server goes with the
+// network's last container, and is opened anew for a network re-created
+// under another Docker ID.
+func TestResolverAnswersOverTCPOnBridgesWithoutEgress(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Interval = 10 * time.Millisecond
+	s := start(t, cfg)
+	s.local.mu.Lock()
+	s.local.nets = append(s.local.nets, network("acme", "spare", "127.4.0.0/16", false))
+	for i := range s.local.nets {
+		s.local.nets[i].VNI = uint32(100 + i)
+	}
+	s.local.mu.Unlock()
+	const db = 101 // acme/db's VNI
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not after 5 s: %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	await("a TCP server on acme/db's bridge", func() bool { return len(s.dp.bridgeListeners("acme", db)) == 1 })
+	ln := s.dp.bridgeListeners("acme", db)[0]
+	c := &dns.Client{Net: "tcp", Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.3.0.6")}}}
+	query := func(l net.Listener) (*dns.Msg, error) {
+		r, _, err := c.Exchange(question("secret.", dns.TypeA), l.Addr().String())
+		return r, err
+	}
+	if r, err := query(ln); err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.3.0.5" {
+		t.Fatalf("secret over TCP on acme/db's bridge: %v %v", r, err)
+	}
+	// Re-created by Docker under another ID: a new server, the old one gone.
+	s.local.mu.Lock()
+	s.local.nets[1].Ref = "acme-db-2"
+	s.local.mu.Unlock()
+	await("a new server for the re-created network", func() bool { return len(s.dp.bridgeListeners("acme", db)) == 2 })
+	if _, err := query(ln); err == nil {
+		t.Error("the old network's server still answers")
+	}
+	if r, err := query(s.dp.bridgeListeners("acme", db)[1]); err != nil || len(r.Answer) != 1 {
+		t.Errorf("the new server: %v %v", r, err)
+	}
+	// The network's containers go: so does its server.
+	s.local.mu.Lock()
+	s.local.eps = slices.DeleteFunc(s.local.eps, func(e core.Endpoint) bool { return e.Network == "acme/db" })
+	s.local.mu.Unlock()
+	await("the server gone with the last container", func() bool {
+		_, err := query(s.dp.bridgeListeners("acme", db)[1])
+		return err != nil
+	})
+	time.Sleep(5 * cfg.Interval) // rounds in which nothing may be opened
+	s.dp.mu.Lock()
+	defer s.dp.mu.Unlock()
+	for k, ls := range s.dp.bridges {
+		if k != fmt.Sprint("acme/", db) || len(ls) != 2 {
+			t.Errorf("%d servers on %s's bridge: only acme/db (no egress, containers here) should have had one, twice", len(ls), k)
+		}
 	}
 }
