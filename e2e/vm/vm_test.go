@@ -172,11 +172,11 @@ func testDefinedOnce(t *testing.T, c *vm.Cluster) {
 	defined := time.Now()
 	for _, e := range c.Engines {
 		e2e.Eventually(t, 60*time.Second, func() error {
-			_, err := e.Docker(ctx, "network", "inspect", "acme-web")
+			_, err := e.Docker(ctx, "network", "inspect", "acme.web")
 			return err
 		})
 	}
-	t.Logf("acme-web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
+	t.Logf("acme.web in all three engines %v after tenetctl network create returned", time.Since(defined).Round(time.Millisecond))
 	out, err := c.Hosts[2].Run(ctx, "tenetctl", "network", "ls")
 	if err != nil || !strings.Contains(out, "10.1.0.0/24") {
 		t.Errorf("tenetctl network ls on h2: %v\n%s", err, out)
@@ -190,7 +190,7 @@ var acmeIPs = []string{"10.1.0.10", "10.1.0.74", "10.1.0.138"}
 func testShare(t *testing.T, c *vm.Cluster) {
 	ctx := t.Context()
 	for i, e := range c.Engines {
-		runContainer(t, e, fmt.Sprint("c", i), "--restart", "always", "--network", "acme-web", "--ip", acmeIPs[i], e2e.ImageName, "sleep", "1000000")
+		runContainer(t, e, fmt.Sprint("c", i), "--restart", "always", "--network", "acme.web", "--ip", acmeIPs[i], e2e.ImageName, "sleep", "1000000")
 	}
 	for i, e := range c.Engines {
 		for j := range c.Engines {
@@ -226,11 +226,16 @@ func testShare(t *testing.T, c *vm.Cluster) {
 // reaches the other's containers.
 func testIsolation(t *testing.T, c *vm.Cluster) {
 	ctx := t.Context()
-	for _, e := range c.Engines {
-		if _, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--ipam-driver", "tenet", "--ipam-opt", "tenant=globex",
-			"-o", "tenant=globex", "-o", "network=web", "--subnet", "10.1.0.0/24", "globex-web"); err != nil {
-			t.Fatal(err)
-		}
+	// A tenant is defined once for the cluster, its networks by hand.
+	if _, err := c.Hosts[0].Run(ctx, "tenetctl", "tenant", "create", "globex"); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range c.Engines { // once the tenant has reached its host
+		e2e.Eventually(t, 30*time.Second, func() error {
+			_, err := e.Docker(ctx, "network", "create", "-d", "tenet", "--ipam-driver", "tenet", "--ipam-opt", "tenant=globex",
+				"-o", "tenant=globex", "-o", "network=web", "--subnet", "10.1.0.0/24", "globex-web")
+			return err
+		})
 	}
 	// g0 has the address acme's c0 has, on the same host.
 	for _, g := range []struct {
@@ -319,7 +324,7 @@ func testRestartTenetd(t *testing.T, c *vm.Cluster) {
 		t.Errorf("restarting tenetd restarted c1: started %s, was %s", now, c1Started)
 	}
 	awaitPing(t, c.Engines[0], "c0", acmeIPs[1])
-	runContainer(t, e1, "c1b", "--network", "acme-web", "--ip", "10.1.0.80", e2e.ImageName, "sleep", "1000000")
+	runContainer(t, e1, "c1b", "--network", "acme.web", "--ip", "10.1.0.80", e2e.ImageName, "sleep", "1000000")
 	awaitPing(t, c.Engines[0], "c0", "10.1.0.80")
 	if _, err := e1.Docker(ctx, "rm", "-f", "c1b"); err != nil {
 		t.Fatal(err)
