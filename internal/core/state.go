@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -186,16 +187,101 @@ func dropClashingPorts(eps map[string]*Endpoint, warn func(msg string, args ...a
 func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 	s := savedState{Version: stateVersion, Networks: []savedNetwork{}, Endpoints: []savedEndpoint{}}
 	for _, n := range nets {
-		s.Networks = append(s.Networks, savedNetwork{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, Subnet: n.Subnet,
-			Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created})
+		s.Networks = append(s.Networks, saveNetwork(n))
 	}
 	for _, e := range eps {
-		s.Endpoints = append(s.Endpoints, savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Names: e.Names, Netns: e.Netns, Seen: e.NetnsSeen,
-			Ports: savePorts(e.Ports), Created: e.Created})
+		s.Endpoints = append(s.Endpoints, saveEndpoint(e))
 	}
 	slices.SortFunc(s.Networks, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
 	slices.SortFunc(s.Endpoints, func(a, b savedEndpoint) int { return cmp.Compare(a.ID, b.ID) })
 	return json.Marshal(s) // no indentation: it doubled the cost of every save
+}
+
+func saveNetwork(n Network) savedNetwork {
+	return savedNetwork{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, Subnet: n.Subnet,
+		Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created}
+}
+
+func saveEndpoint(e Endpoint) savedEndpoint {
+	return savedEndpoint{ID: e.ID, Network: e.Network, IP: e.IP, MAC: e.MAC, Names: e.Names, Netns: e.Netns, Seen: e.NetnsSeen,
+		Ports: savePorts(e.Ports), Created: e.Created}
+}
+
+func (a savedEndpoint) equal(b savedEndpoint) bool {
+	return a.ID == b.ID && a.Network == b.Network && a.IP == b.IP && bytes.Equal(a.MAC, b.MAC) && slices.Equal(a.Names, b.Names) &&
+		a.Netns == b.Netns && a.Seen == b.Seen && a.Sandbox == b.Sandbox && slices.Equal(a.Ports, b.Ports) && a.Created == b.Created
+}
+
+// stateEncoder writes what encodeState writes, byte for byte, encoding
+// again only the endpoints that changed since its last call: encoding
+// every endpoint on every save took 4.5 ms at 1,000 endpoints, twice per
+// docker run. Only the saver's goroutine uses it.
+type stateEncoder struct {
+	eps map[string]*encodedEndpoint // by ID, as of the last call
+	gen uint64                      // calls so far
+}
+
+type encodedEndpoint struct {
+	saved savedEndpoint
+	json  []byte
+	gen   uint64 // the last call that saw it
+}
+
+// encode takes nets and eps as snapshot returns them.
+func (se *stateEncoder) encode(nets []Network, eps []Endpoint) ([]byte, error) {
+	saved := make([]savedNetwork, 0, len(nets))
+	for _, n := range nets {
+		saved = append(saved, saveNetwork(n))
+	}
+	slices.SortFunc(saved, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
+	nj, err := json.Marshal(saved)
+	if err != nil {
+		return nil, err
+	}
+	if se.eps == nil {
+		se.eps = map[string]*encodedEndpoint{}
+	}
+	se.gen++
+	list := make([]*encodedEndpoint, 0, len(eps))
+	size := 0
+	for _, e := range eps {
+		s := saveEndpoint(e)
+		enc := se.eps[e.ID]
+		if enc == nil || !enc.saved.equal(s) {
+			b, err := json.Marshal(s)
+			if err != nil {
+				return nil, err
+			}
+			// Kept apart from the endpoint's own slices, which a later
+			// change could alter in place.
+			s.Names, s.MAC = slices.Clone(s.Names), bytes.Clone(s.MAC)
+			enc = &encodedEndpoint{saved: s, json: b}
+			se.eps[e.ID] = enc
+		}
+		enc.gen = se.gen
+		list = append(list, enc)
+		size += len(enc.json) + 1
+	}
+	for id, enc := range se.eps {
+		if enc.gen != se.gen {
+			delete(se.eps, id)
+		}
+	}
+	byID := func(a, b *encodedEndpoint) int { return cmp.Compare(a.saved.ID, b.saved.ID) }
+	if !slices.IsSortedFunc(list, byID) {
+		slices.SortFunc(list, byID)
+	}
+	out := make([]byte, 0, size+len(nj)+64)
+	out = fmt.Appendf(out, `{"version":%d,"networks":`, stateVersion)
+	out = append(out, nj...)
+	out = append(out, `,"endpoints":[`...)
+	for i, e := range list {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e.json...)
+	}
+	return append(out, "]}"...), nil
 }
 
 // saver is the one goroutine that writes state.json. A caller asks for the
@@ -209,6 +295,7 @@ type saver struct {
 	err  error      // result of the last write
 	cond chan struct{}
 	wake chan struct{}
+	enc  stateEncoder // run's own
 }
 
 func newSaver(c *Core) *saver {
@@ -251,7 +338,7 @@ func (s *saver) run(ctx context.Context) {
 		gen := s.want
 		s.mu.Unlock()
 		nets, eps := s.c.snapshot()
-		b, err := encodeState(nets, eps)
+		b, err := s.enc.encode(nets, eps)
 		if err == nil {
 			err = atomicfile.Write(statePath(s.c.cfg.StateDir), b, 0o600)
 		}
