@@ -40,7 +40,8 @@ func BuildPackage(ctx context.Context, dir string) (string, error) {
 // admin to: dpkg -i the project's package; one cluster key made with
 // `tenetd genkey` on the first host and copied to the others; in
 // /etc/default/tenetd the host's underlay address, the other hosts to join
-// and all hosts as IPAM seeds (the name is the host name); then
+// and all hosts as IPAM seeds (the name is the host name), and
+// EgressTarget as the one underlay address tenants may reach; then
 // `systemctl enable --now tenetd` (whose unit puts tenetd's resolver first
 // in /etc/docker/daemon.json's "dns"), and `systemctl restart docker` for
 // the engine to read it. It returns once every tenetd serves Docker's
@@ -79,8 +80,10 @@ func (tb *Testbed) InstallTenet(ctx context.Context) error {
 				join = append(join, o.Underlay().Addr().String())
 			}
 		}
-		opts := fmt.Sprintf("TENETD_OPTS=\"--vtep %s --join %s --ipam-seeds %s\"\n", h.Underlay().Addr(),
-			strings.Join(join, ","), strings.Join(names, ","))
+		// Tenants reach no address of the underlay network but those
+		// listed: the testbed's bridge stands for a server beyond it.
+		opts := fmt.Sprintf("TENETD_OPTS=\"--vtep %s --join %s --ipam-seeds %s --allow-egress %s\"\n", h.Underlay().Addr(),
+			strings.Join(join, ","), strings.Join(names, ","), EgressTarget)
 		if err := h.WriteFile(ctx, "/etc/default/tenetd", []byte(opts), 0o644); err != nil {
 			return err
 		}

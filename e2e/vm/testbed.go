@@ -25,6 +25,10 @@ import (
 var (
 	underlayNet   = netip.MustParsePrefix("203.0.113.0/24")
 	bridgeAddr    = netip.MustParseAddr("203.0.113.1")
+	// EgressTarget is the testbed bridge's address: a server outside
+	// the cluster, on the underlay network, that InstallTenet lets
+	// tenants reach (--allow-egress).
+	EgressTarget = bridgeAddr
 	firstHostAddr = netip.MustParseAddr("203.0.113.10")
 )
 
