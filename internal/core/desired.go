@@ -2,7 +2,6 @@ package core
 
 import (
 	"cmp"
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -88,9 +87,19 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		slices.SortFunc(on.Peers, netip.Addr.Compare)
 		s.Networks = append(s.Networks, on)
 	}
-	taken := map[string]string{} // "vni/ip" or "vni/mac" -> who
-	eps := slices.Clone(v.eps)
-	slices.SortFunc(eps, func(a, b Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	// Who holds each address and MAC of a network, so far. Keys are
+	// plain values: this runs on every pass, over every endpoint.
+	nrem := 0
+	for _, list := range v.remotes {
+		nrem += len(list)
+	}
+	ips, macs := make(map[ipKey]owner, len(v.eps)+nrem), make(map[macKey]owner, len(v.eps)+nrem)
+	s.Endpoints = make([]overlay.Endpoint, 0, len(v.eps))
+	eps := v.eps
+	if !slices.IsSortedFunc(eps, byEndpointID) {
+		eps = slices.Clone(eps)
+		slices.SortFunc(eps, byEndpointID)
+	}
 	for _, e := range eps {
 		n, ok := byKey[e.Network]
 		if !ok {
@@ -101,11 +110,11 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			oe.Ports = e.Ports
 		}
 		s.Endpoints = append(s.Endpoints, oe)
-		who := "endpoint " + short(e.ID) + " on this host"
-		taken[fmt.Sprint(n.VNI, "/", e.IP.Addr())] = who
-		taken[fmt.Sprint(n.VNI, "/", e.MAC)] = who
+		who := owner{id: e.ID}
+		ips[ipKey{n.VNI, e.IP.Addr()}] = who
+		macs[macKeyOf(n.VNI, e.MAC)] = who
 	}
-	var rs []Remote
+	rs := make([]Remote, 0, nrem)
 	for key, list := range v.remotes {
 		if _, ok := byKey[key]; !ok {
 			continue
@@ -121,19 +130,20 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 	slices.SortFunc(rs, func(a, b Remote) int {
 		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID))
 	})
+	s.Remotes = make([]overlay.Remote, 0, len(rs))
 	for _, r := range rs {
 		n := byKey[r.Network]
-		ipKey, macKey := fmt.Sprint(n.VNI, "/", r.IP), fmt.Sprint(n.VNI, "/", r.MAC)
-		if w, ok := taken[ipKey]; ok {
-			conflicts = append(conflicts, conflict{r, w})
+		ik, mk := ipKey{n.VNI, r.IP}, macKeyOf(n.VNI, r.MAC)
+		if w, ok := ips[ik]; ok {
+			conflicts = append(conflicts, conflict{r, w.String()})
 			continue
 		}
-		if w, ok := taken[macKey]; ok {
-			conflicts = append(conflicts, conflict{r, w})
+		if w, ok := macs[mk]; ok {
+			conflicts = append(conflicts, conflict{r, w.String()})
 			continue
 		}
-		who := "endpoint " + short(r.ID) + " on host " + r.Host
-		taken[ipKey], taken[macKey] = who, who
+		who := owner{id: r.ID, host: r.Host}
+		ips[ik], macs[mk] = who, who
 		rem := overlay.Remote{VNI: n.VNI, MAC: r.MAC, VTEP: r.VTEP}
 		if r.IP.IsValid() {
 			rem.IPs = []netip.Addr{r.IP}
@@ -147,27 +157,65 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		vnis = append(vnis, vni)
 	}
 	slices.Sort(vnis)
+	adopted := owner{adopted: true}
 	for _, vni := range vnis {
 		for _, r := range v.adopted[vni].remotes {
 			if r.VTEP == v.vtep || !usable(r.VTEP) {
 				continue
 			}
-			macKey := fmt.Sprint(vni, "/", r.MAC)
-			if _, ok := taken[macKey]; ok {
+			mk := macKeyOf(vni, r.MAC)
+			if _, ok := macs[mk]; ok {
 				continue
 			}
-			var ips []netip.Addr
+			var keep []netip.Addr
 			for _, ip := range r.IPs {
-				if _, ok := taken[fmt.Sprint(vni, "/", ip)]; !ok {
-					ips = append(ips, ip)
-					taken[fmt.Sprint(vni, "/", ip)] = "adopted"
+				if _, ok := ips[ipKey{vni, ip}]; !ok {
+					keep = append(keep, ip)
+					ips[ipKey{vni, ip}] = adopted
 				}
 			}
-			taken[macKey] = "adopted"
-			s.Remotes = append(s.Remotes, overlay.Remote{VNI: vni, MAC: r.MAC, VTEP: r.VTEP, IPs: ips})
+			macs[mk] = adopted
+			s.Remotes = append(s.Remotes, overlay.Remote{VNI: vni, MAC: r.MAC, VTEP: r.VTEP, IPs: keep})
 		}
 	}
 	return s, conflicts, next
+}
+
+func byEndpointID(a, b Endpoint) int { return cmp.Compare(a.ID, b.ID) }
+
+// ipKey and macKey name an address and a MAC within a network.
+type ipKey struct {
+	vni uint32
+	ip  netip.Addr
+}
+
+type macKey struct {
+	vni uint32
+	mac [6]byte
+	n   int // the MAC's length (6 for any the datapath takes)
+}
+
+func macKeyOf(vni uint32, mac []byte) macKey {
+	k := macKey{vni: vni, n: len(mac)}
+	copy(k.mac[:], mac)
+	return k
+}
+
+// owner is who holds an address or MAC: an endpoint of this host (host
+// ""), of another host, or an entry adopted from the kernel.
+type owner struct {
+	id, host string
+	adopted  bool
+}
+
+func (o owner) String() string {
+	switch {
+	case o.adopted:
+		return "adopted"
+	case o.host == "":
+		return "endpoint " + short(o.id) + " on this host"
+	}
+	return "endpoint " + short(o.id) + " on host " + o.host
 }
 
 func usable(a netip.Addr) bool {

@@ -216,3 +216,41 @@ func TestDesiredNetworkShapes(t *testing.T) {
 		t.Errorf("desired is not deterministic:\n%s\n%s", a, b)
 	}
 }
+
+// TestDesiredNamesWhoHoldsAConflictingClaim: the warning for a remote left
+// out names who holds the address or MAC: a local endpoint, or another
+// host's (even one named "adopted", which is not an adopted entry).
+func TestDesiredNamesWhoHoldsAConflictingClaim(t *testing.T) {
+	v := baseView()
+	thief := rem("thief", 5, "h1", h1VTEP, 9) // e5's address and MAC
+	older, newer := rem("older", 9, "h1", h1VTEP, 1), rem("newer", 9, "adopted", h2VTEP, 2)
+	v.remotes["acme/web"] = []Remote{thief, older, newer}
+	_, conflicts, _ := desired(v, t0, time.Minute)
+	got := map[string]string{}
+	for _, c := range conflicts {
+		got[c.remote.ID] = c.with
+	}
+	want := map[string]string{"thief": "endpoint e5 on this host", "older": "endpoint newer on host adopted"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("conflicts (-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkDesired: one pass over 1,000 local endpoints and 1,000 remote
+// ones of their network, as every plugin call and remote event makes.
+func BenchmarkDesired(b *testing.B) {
+	v := baseView()
+	v.nets[0].Subnet = netip.MustParsePrefix("10.1.0.0/16")
+	v.eps = nil
+	for i := range 1000 {
+		a := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+		v.eps = append(v.eps, Endpoint{EndpointSpec: EndpointSpec{ID: fmt.Sprintf("%064d", i), Network: "acme/web",
+			IP: netip.PrefixFrom(a, 16), MAC: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}}})
+		r := Remote{ID: fmt.Sprintf("r%063d", i), Network: "acme/web", MAC: net.HardwareAddr{2, 0, 0, 1, byte(i >> 8), byte(i)},
+			IP: netip.AddrFrom4([4]byte{10, 1, 100 + byte(i>>8), byte(i)}), VTEP: h1VTEP, Host: "h1", Version: uint64(i)}
+		v.remotes["acme/web"] = append(v.remotes["acme/web"], r)
+	}
+	for b.Loop() {
+		desired(v, t0, time.Minute)
+	}
+}
