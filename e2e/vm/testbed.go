@@ -23,12 +23,12 @@ import (
 // Underlay addressing: TEST-NET-3, only inside the run's namespace. The
 // bridge has .1 (where ssh comes from); VM hN has .(10+N).
 var (
-	underlayNet   = netip.MustParsePrefix("203.0.113.0/24")
-	bridgeAddr    = netip.MustParseAddr("203.0.113.1")
+	underlayNet = netip.MustParsePrefix("203.0.113.0/24")
+	bridgeAddr  = netip.MustParseAddr("203.0.113.1")
 	// EgressTarget is the testbed bridge's address: a server outside
 	// the cluster, on the underlay network, that InstallTenet lets
 	// tenants reach (--allow-egress).
-	EgressTarget = bridgeAddr
+	EgressTarget  = bridgeAddr
 	firstHostAddr = netip.MustParseAddr("203.0.113.10")
 )
 
