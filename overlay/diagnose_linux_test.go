@@ -12,8 +12,8 @@ import (
 	"github.com/tenet-net/tenet/overlay"
 )
 
-// nftDelRule deletes the first rule of a chain of Tenet's netdev table in
-// namespace ns, as an admin might by hand.
+// nftDelRule deletes the first rule of a port's guard chain (in its own
+// netdev table) in namespace ns, as an admin might by hand.
 func nftDelRule(t *testing.T, ns, chain string) {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
@@ -25,7 +25,7 @@ func nftDelRule(t *testing.T, ns, chain string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table := &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "tenet"}
+	table := &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "tenet-" + chain}
 	rules, err := c.GetRules(table, &nftables.Chain{Name: chain, Table: table})
 	if err != nil || len(rules) == 0 {
 		t.Fatalf("rules of chain %s in %s: %v (%d)", chain, ns, err, len(rules))

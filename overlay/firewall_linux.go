@@ -9,9 +9,10 @@ package overlay
 // of one huge batch). Tables are made anew only when their layout changes.
 //
 // In a tenant's namespace, per local endpoint, a guard on the ingress of
-// its port (the bridge's veth end), before the bridge sees the frame:
+// its port (the bridge's veth end), before the bridge sees the frame, in a
+// table of its own (guard_linux.go says why):
 //
-//	table netdev tenet {
+//	table netdev tenet-tv<hash> {
 //	    chain tv<hash> { type filter hook ingress device tv<hash> priority 0; policy accept;
 //	        ether type != { ip, arp, ip6 } drop   # read as sent: an 802.1Q or 802.1ad tag
 //	                                              # shows here, whatever is inside it

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -198,8 +199,9 @@ func TestTaggedFramesAreDroppedAtThePort(t *testing.T) {
 	}
 }
 
-// nftDel deletes a chain of Tenet's table of family in namespace ns, or
-// with chain "" the table, as an admin might by hand.
+// nftDel deletes a chain of Tenet's table of family in namespace ns (a
+// port's guard: of the port's table), or with chain "" the table, as an
+// admin might by hand.
 func nftDel(t testing.TB, ns string, family nftables.TableFamily, chain string) {
 	t.Helper()
 	h, err := netns.GetFromName(ns)
@@ -212,6 +214,9 @@ func nftDel(t testing.TB, ns string, family nftables.TableFamily, chain string) 
 		t.Fatal(err)
 	}
 	tb := &nftables.Table{Family: family, Name: "tenet"}
+	if family == nftables.TableFamilyNetdev && chain != "" {
+		tb.Name = "tenet-" + chain // a guard's own table
+	}
 	if chain == "" {
 		c.DelTable(tb)
 	} else {
@@ -219,5 +224,96 @@ func nftDel(t testing.TB, ns string, family nftables.TableFamily, chain string) 
 	}
 	if err := c.Flush(); err != nil {
 		t.Fatalf("delete %q of table tenet in %s: %v", chain, ns, err)
+	}
+}
+
+// TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn: a namespace whose
+// guards an older tenetd kept as chains of one netdev table "tenet" gets,
+// at the next full reconcile, a table per guard and no old table; a guard
+// that does not read back (its rules lost their tags) is made anew.
+func TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn(t *testing.T) {
+	hs := newHosts(t, 1)
+	ctx := t.Context()
+	eps := []overlay.Endpoint{ep("g1", 4097, "10.1.0.1"), ep("g2", 4097, "10.1.0.2"), ep("g3", 4097, "10.1.0.3")}
+	c := &cluster{hosts: hs, networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}},
+		eps: map[*host][]overlay.Endpoint{hs[0]: eps}}
+	c.reconcile(t)
+	dp := hs[0].dp
+	before, err := dp.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := hs[0].netns + "-acme"
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nc, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rebuild the old layout from the new one, rule for rule.
+	netdev := nftables.TableFamilyNetdev
+	legacy := &nftables.Table{Family: netdev, Name: "tenet"}
+	nc.AddTable(legacy)
+	untagged := overlay.BridgeVeth("g3")
+	for _, e := range eps {
+		port := overlay.BridgeVeth(e.ID)
+		own := &nftables.Table{Family: netdev, Name: "tenet-" + port}
+		rules, err := nc.GetRules(own, &nftables.Chain{Name: port, Table: own})
+		if err != nil || len(rules) == 0 {
+			t.Fatalf("rules of %s's guard: %v (%d)", port, err, len(rules))
+		}
+		policy := nftables.ChainPolicyAccept
+		ch := nc.AddChain(&nftables.Chain{Name: port, Table: legacy, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+			Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: port})
+		for _, r := range rules {
+			tag := r.UserData
+			if port == untagged {
+				tag = nil
+			}
+			nc.AddRule(&nftables.Rule{Table: legacy, Chain: ch, Exprs: r.Exprs, UserData: tag})
+		}
+		nc.DelTable(own)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("make the old layout: %v", err)
+	}
+	netdevTables := func() []string {
+		ts, err := nc.ListTablesOfFamily(netdev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, tb := range ts {
+			names = append(names, tb.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got := netdevTables(); !slices.Equal(got, []string{"tenet"}) {
+		t.Fatalf("old layout made: netdev tables %v", got)
+	}
+	if err := dp.Reconcile(ctx, c.state(hs[0])); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range eps {
+		want = append(want, "tenet-"+overlay.BridgeVeth(e.ID))
+	}
+	slices.Sort(want)
+	if got := netdevTables(); !slices.Equal(got, want) {
+		t.Errorf("after a reconcile: netdev tables %v, want %v", got, want)
+	}
+	after, err := dp.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, a := before.String(), after.String(); a != b {
+		t.Errorf("the kernel holds\n%s\nwant, as before the move,\n%s", a, b)
+	}
+	if fs, err := dp.Diagnose(ctx, c.state(hs[0])); err != nil || len(fs) != 0 {
+		t.Errorf("after the move: findings %v, err %v", fs, err)
 	}
 }

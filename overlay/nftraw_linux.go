@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
@@ -61,14 +62,17 @@ func nftGetElem(c *mnl.Conn, family byte, table, set string, key []byte) (bool, 
 	return true, nil
 }
 
-// nftRuleTags dumps the rules of table (family) in one request, of one
-// chain if chain is not "", and returns each chain's rules' user data in
-// order. A missing chain yields nil, no error.
-func nftRuleTags(c *mnl.Conn, family byte, table, chain string) (map[string][]string, error) {
+// nftRuleTags dumps rules of family in one request: those of table (of
+// its chain if chain is not ""), or, if table is "", those of every table
+// whose name starts with prefix. It returns each chain's rules' user data
+// in order. A missing table or chain yields nil, no error.
+func nftRuleTags(c *mnl.Conn, family byte, table, prefix, chain string) (map[string][]string, error) {
 	ae := mnl.NewAttributeEncoder()
-	ae.String(unix.NFTA_RULE_TABLE, table)
-	if chain != "" {
-		ae.String(unix.NFTA_RULE_CHAIN, chain)
+	if table != "" {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		if chain != "" {
+			ae.String(unix.NFTA_RULE_CHAIN, chain)
+		}
 	}
 	data, err := ae.Encode()
 	if err != nil {
@@ -94,9 +98,11 @@ func nftRuleTags(c *mnl.Conn, family byte, table, chain string) (map[string][]st
 		if err != nil {
 			return nil, err
 		}
-		var ch, tag string
+		var tbl, ch, tag string
 		for ad.Next() {
 			switch ad.Type() {
+			case unix.NFTA_RULE_TABLE:
+				tbl = ad.String()
 			case unix.NFTA_RULE_CHAIN:
 				ch = ad.String()
 			case unix.NFTA_RULE_USERDATA:
@@ -105,6 +111,9 @@ func nftRuleTags(c *mnl.Conn, family byte, table, chain string) (map[string][]st
 		}
 		if err := ad.Err(); err != nil {
 			return nil, err
+		}
+		if table == "" && !strings.HasPrefix(tbl, prefix) {
+			continue
 		}
 		out[ch] = append(out[ch], tag)
 	}
