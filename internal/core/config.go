@@ -17,7 +17,8 @@ type Config struct {
 	Host string
 	// VTEP is this host's underlay address.
 	VTEP netip.Addr
-	// StateDir holds state.json: this host's networks and endpoints.
+	// StateDir holds state.json and state.journal: this host's networks
+	// and endpoints.
 	StateDir string
 	// HiddenGrace is how long the endpoints of a host that gossip reports
 	// down stay programmed here: a tenetd restart or a short partition

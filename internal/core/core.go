@@ -48,7 +48,7 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 	}
 	c := &Core{cfg: cfg, log: cfg.Logger.With("component", "core"), dp: dp, cl: cl, start: time.Now(),
 		ready: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, started: make(chan struct{})}
-	nets, eps, err := loadState(cfg.StateDir, c.log.Warn)
+	nets, eps, gen, err := loadState(cfg.StateDir, c.log.Warn)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +59,7 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 	for id := range eps {
 		c.ready[id] = true
 	}
-	c.w, c.saver = newWriter(c), newSaver(c)
+	c.w, c.saver = newWriter(c), newSaver(c, gen)
 	return c, nil
 }
 

@@ -159,11 +159,12 @@ func TestNetworkAndEndpointLifecycle(t *testing.T) {
 	}
 }
 
-// stateFile returns the saved state, for checking that refused requests
-// leave it as it was.
+// stateFile returns the saved state (state.json and its journal), for
+// checking that refused requests leave it as it was.
 func stateFile(t *testing.T, h *harness) string {
 	b, _ := os.ReadFile(filepath.Join(h.cfg.StateDir, "state.json"))
-	return string(b)
+	j, _ := os.ReadFile(filepath.Join(h.cfg.StateDir, "state.journal"))
+	return string(b) + "\n--- journal:\n" + string(j)
 }
 
 func TestBadNetworksAreRefusedNamingTheRuleAndChangeNothing(t *testing.T) {

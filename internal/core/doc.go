@@ -7,7 +7,8 @@
 // it through gossip.
 //
 // What it owns: this host's networks and endpoints with their published
-// ports (state.json in Config.StateDir, written atomically), the choice
+// ports (state.json in Config.StateDir, written atomically, and the
+// changes since it in state.journal, one synced record each), the choice
 // of host ports for ports published without one, and the single goroutine that
 // writes the datapath. What it never does: speak Docker's protocol, keep a
 // copy of other hosts' state (it reads the remote view from gossip each

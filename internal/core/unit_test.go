@@ -147,7 +147,7 @@ func TestStateRoundTripsAndRefusesANewerFormat(t *testing.T) {
 	if err := os.WriteFile(statePath(dir), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gotNets, gotEps, err := loadState(dir, func(string, ...any) {})
+	gotNets, gotEps, _, err := loadState(dir, func(string, ...any) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestStateRoundTripsAndRefusesANewerFormat(t *testing.T) {
 	if err := os.WriteFile(statePath(dir), []byte(`{"version": 99}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := loadState(dir, func(string, ...any) {}); err == nil || !strings.Contains(err.Error(), "version 99") {
+	if _, _, _, err := loadState(dir, func(string, ...any) {}); err == nil || !strings.Contains(err.Error(), "version 99") {
 		t.Errorf("a newer format: %v", err)
 	}
 	// Entries that no longer pass the rules are dropped, with a warning.
@@ -169,7 +169,7 @@ func TestStateRoundTripsAndRefusesANewerFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	var warned []string
-	gotNets, gotEps, err = loadState(dir, func(msg string, _ ...any) { warned = append(warned, msg) })
+	gotNets, gotEps, _, err = loadState(dir, func(msg string, _ ...any) { warned = append(warned, msg) })
 	if err != nil || len(gotNets) != 0 || len(gotEps) != 0 || len(warned) != 2 {
 		t.Errorf("invalid saved entries: %v %v %v %v", gotNets, gotEps, err, warned)
 	}
@@ -197,7 +197,7 @@ func TestSavedPortsRoundTripAndClashingOnesAreDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	var warned []string
-	_, got, err := loadState(dir, func(msg string, args ...any) { warned = append(warned, fmt.Sprint(msg, args)) })
+	_, got, _, err := loadState(dir, func(msg string, args ...any) { warned = append(warned, fmt.Sprint(msg, args)) })
 	if err != nil {
 		t.Fatal(err)
 	}
