@@ -133,8 +133,9 @@ func (t Endpoints) ListNetwork(network string, withHidden bool) []Endpoint {
 // hosts have on network. A host with many endpoints of its own pays
 // nothing for them here.
 func (t Endpoints) ListRemote(network string, withHidden bool) []Endpoint {
-	var out []Endpoint
-	for _, f := range t.n.store.listOf(tableEndpoints, network, withHidden, true) {
+	fs := t.n.store.listOf(tableEndpoints, network, withHidden, true)
+	out := make([]Endpoint, 0, len(fs))
+	for _, f := range fs {
 		out = append(out, decodeFound(f))
 	}
 	return out

@@ -5,7 +5,9 @@ package gossip
 // for Stats.
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -101,6 +103,9 @@ func (s *store) listOf(t tableID, scopeName string, hidden, others bool) []found
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []found
+	if sc := s.scopes[scopeName]; sc != nil {
+		out = make([]found, 0, len(sc.entries))
+	}
 	add := func(sc *scope) {
 		for k, r := range sc.entries {
 			if others && k.owner == s.self {
@@ -125,15 +130,8 @@ func (s *store) listOf(t tableID, scopeName string, hidden, others bool) []found
 }
 
 func sortFound(out []found) {
-	sort.Slice(out, func(i, j int) bool {
-		a, b := &out[i], &out[j]
-		if a.key != b.key {
-			return a.key < b.key
-		}
-		if a.version != b.version {
-			return a.version < b.version
-		}
-		return a.owner < b.owner
+	slices.SortFunc(out, func(a, b found) int {
+		return cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.version, b.version), cmp.Compare(a.owner, b.owner))
 	})
 }
 

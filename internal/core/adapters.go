@@ -37,8 +37,9 @@ func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 // them in Core.publishEndpoint), and tenetctl endpoint ls shows other
 // hosts' containers by name.
 func (g GossipCluster) Remotes(network string) []Remote {
-	var out []Remote
-	for _, e := range g.Node.Endpoints().ListRemote(network, true) {
+	list := g.Node.Endpoints().ListRemote(network, true)
+	out := make([]Remote, 0, len(list))
+	for _, e := range list {
 		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host,
 			Names: e.Names, DownSince: e.DownSince})
 	}
