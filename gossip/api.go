@@ -143,7 +143,7 @@ func (t Endpoints) ListRemote(network string, withHidden bool) []Endpoint {
 
 func decodeFound(f found) Endpoint {
 	ep, _ := decodeEndpoint(f.key, f.value) // stored values were validated
-	ep.Host, ep.DownSince = f.owner, f.downSince
+	ep.Host, ep.DownSince, ep.Version = f.owner, f.downSince, f.version
 	return ep
 }
 

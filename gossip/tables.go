@@ -88,6 +88,9 @@ type Endpoint struct {
 	// up. Set only on reads that include hidden entries (and on the hidden
 	// deletes of events).
 	DownSince time.Time
+	// Version is the Lamport version of the owner's write; set by gossip
+	// on reads (Get, List, ListNetwork, ListRemote).
+	Version uint64
 }
 
 // MaxNames is the most DNS names one endpoint may have.

@@ -41,7 +41,7 @@ func (g GossipCluster) Remotes(network string) []Remote {
 	out := make([]Remote, 0, len(list))
 	for _, e := range list {
 		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host,
-			Names: e.Names, DownSince: e.DownSince})
+			Version: e.Version, Names: e.Names, DownSince: e.DownSince})
 	}
 	return out
 }

@@ -68,8 +68,21 @@ func TestGossipClusterReadsTheRemoteView(t *testing.T) {
 	eventually(t, "h0 sees h1's endpoint", func() bool { return len(a.Remotes("acme/web")) == 1 })
 	r := a.Remotes("acme/web")[0]
 	if r.Host != "h1" || r.VTEP != netip.MustParseAddr("198.51.100.11") || r.MAC.String() != mac.String() ||
-		!slices.Equal(r.Names, []string{"db", "postgres"}) || !r.DownSince.IsZero() {
+		!slices.Equal(r.Names, []string{"db", "postgres"}) || !r.DownSince.IsZero() || r.Version == 0 {
 		t.Fatalf("remote %+v", r)
+	}
+	// A rewrite carries a higher version: of two records claiming one
+	// address, desired keeps the newer by it.
+	if err := b.PutEndpoint(gossip.Endpoint{ID: "r9", Network: "acme/web", MAC: mac, IP: netip.MustParseAddr("10.1.0.9"),
+		Names: []string{"db"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "h0 sees the rewrite", func() bool {
+		rs := a.Remotes("acme/web")
+		return len(rs) == 1 && len(rs[0].Names) == 1
+	})
+	if v := a.Remotes("acme/web")[0].Version; v <= r.Version {
+		t.Errorf("version of the rewrite %d, not above the first's %d", v, r.Version)
 	}
 	eventually(t, "h1 is a peer of the network", func() bool {
 		ps := a.Peers("acme/web")
