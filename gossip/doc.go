@@ -31,6 +31,6 @@
 // Attach, Detach, KV().Put) return once the change is stored and never wait
 // on the network, so a caller may hold its own locks across them.
 // Subscribers receive events on their own channel, which never blocks the
-// node (events queue until read). memberlist callbacks never call back into
+// node (events queue until read, at most one per entry). memberlist callbacks never call back into
 // memberlist, and no lock of the package is held across a network call.
 package gossip

@@ -81,15 +81,26 @@ func (r *rawEvent) decode() Event {
 }
 
 // subscription queues events for one subscriber without ever blocking the
-// store: the queue is unbounded and drained by the subscriber's goroutine.
+// store, drained by the subscriber's goroutine. The queue holds at most one
+// event per entry: a newer event of an entry still queued takes the older
+// one's place, so a slow subscriber gets each entry's latest state and the
+// queue never outgrows the tables (a storm of flapping hosts once queued 3
+// GiB of events for one slow subscriber).
 type subscription struct {
 	out  chan Event
 	wake chan struct{}
 	done chan struct{}
 	once sync.Once
 
-	mu    sync.Mutex // guards queue
-	queue []rawEvent
+	mu    sync.Mutex       // guards queue and at
+	queue []rawEvent       // in the order their entries first changed
+	at    map[entryKey]int // an entry's event's index in queue
+}
+
+// entryKey names one entry across scopes.
+type entryKey struct {
+	table      tableID
+	owner, key string
 }
 
 // emitLocked queues ev for every subscriber; s.mu must be held.
@@ -100,8 +111,17 @@ func (s *store) emitLocked(ev rawEvent) {
 }
 
 func (sub *subscription) push(ev rawEvent) {
+	k := entryKey{ev.table, ev.owner, ev.key}
 	sub.mu.Lock()
-	sub.queue = append(sub.queue, ev)
+	if i, ok := sub.at[k]; ok {
+		sub.queue[i] = ev
+	} else {
+		if sub.at == nil {
+			sub.at = map[entryKey]int{}
+		}
+		sub.at[k] = len(sub.queue)
+		sub.queue = append(sub.queue, ev)
+	}
 	sub.mu.Unlock()
 	select {
 	case sub.wake <- struct{}{}:
@@ -114,7 +134,7 @@ func (sub *subscription) run() {
 	for {
 		sub.mu.Lock()
 		batch := sub.queue
-		sub.queue = nil
+		sub.queue, sub.at = nil, nil
 		sub.mu.Unlock()
 		for i := range batch {
 			select {
@@ -152,7 +172,7 @@ func (s *store) subscribe(buf int) (<-chan Event, func()) {
 	}
 	// Replay in table order (networks before their endpoints), then by
 	// owner and key, so a subscriber sees a stable order. Sorted before
-	// the subscriber is registered: after that, pushes append to queue.
+	// the subscriber is registered: after that, pushes go to the queue.
 	sort.Slice(sub.queue, func(i, j int) bool {
 		a, b := &sub.queue[i], &sub.queue[j]
 		if a.table != b.table {
@@ -163,6 +183,10 @@ func (s *store) subscribe(buf int) (<-chan Event, func()) {
 		}
 		return a.key < b.key
 	})
+	sub.at = make(map[entryKey]int, len(sub.queue))
+	for i, ev := range sub.queue {
+		sub.at[entryKey{ev.table, ev.owner, ev.key}] = i
+	}
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	go sub.run()

@@ -419,6 +419,8 @@ func (n *Node) RemoveKey(key []byte) error {
 
 // Subscribe returns a stream of changes, starting with a put for every
 // visible entry, and a cancel function. The stream never blocks the node:
-// events queue (unbounded) until read. It is closed by cancel or when Run
-// returns.
+// events queue until read, at most one per entry (a newer event of an entry
+// whose event is still queued replaces it, so a slow reader gets each
+// entry's latest state, never an unbounded backlog). It is closed by
+// cancel or when Run returns.
 func (n *Node) Subscribe(buf int) (<-chan Event, func()) { return n.store.subscribe(buf) }

@@ -523,3 +523,60 @@ func TestListOthersSkipsOwnEntries(t *testing.T) {
 		t.Fatalf("others with hidden, h1 down (-want +got):\n%s", diff)
 	}
 }
+
+// TestSlowSubscriberGetsEachEntrysLatestState: a subscriber that does not
+// read holds at most one queued event per entry, whatever the number of
+// changes; when it reads, it gets each entry's latest state, entries in
+// the order they first changed.
+func TestSlowSubscriberGetsEachEntrysLatestState(t *testing.T) {
+	clk := newFakeClock()
+	h1 := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
+	ch, cancel := obs.subscribe(0)
+	defer cancel()
+	drain(t, ch, 1) // the replayed attachment
+	var last Endpoint
+	for i := range 1000 {
+		last = testEndpoint("ep1", "net", 5)
+		last.Names = []string{fmt.Sprintf("v%d", i)}
+		e := putEntry(t, h1, tableEndpoints, "ep1", encodeEndpoint(&last))
+		obs.merge(&e, false)
+	}
+	ep2 := testEndpoint("ep2", "net", 6)
+	put2 := putEntry(t, h1, tableEndpoints, "ep2", encodeEndpoint(&ep2))
+	obs.merge(&put2, false)
+	del2 := delEntry(t, h1, tableEndpoints, "ep2")
+	obs.merge(&del2, false)
+	obs.mu.Lock()
+	queued := 0
+	for sub := range obs.subs {
+		sub.mu.Lock()
+		queued += len(sub.queue)
+		sub.mu.Unlock()
+	}
+	obs.mu.Unlock()
+	// The subscriber's goroutine may hold one event it could not hand
+	// over yet (the channel is unbuffered), taken before the rest came.
+	if queued > 2 {
+		t.Fatalf("%d events queued for 1,002 changes of 2 entries: want at most one per entry", queued)
+	}
+	var got []Event
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-ch:
+			got = append(got, ev)
+			if ev.Key == "ep2" {
+				if ev.Kind != EventDelete {
+					t.Fatalf("ep2's last event %+v, want its delete", ev)
+				}
+				if n := len(got); n > 3 || got[n-2].Key != "ep1" || got[n-2].Endpoint.Names[0] != "v999" {
+					t.Fatalf("events %+v: want ep1's latest (v999), then ep2's delete", got)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no delete of ep2 after %d events", len(got))
+		}
+	}
+}
