@@ -134,7 +134,7 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 	for _, r := range rs {
 		n := byKey[r.Network]
 		ik, mk := ipKey{n.VNI, r.IP}, macKeyOf(n.VNI, r.MAC)
-		if w, ok := ips[ik]; ok {
+		if w, ok := ips[ik]; ok && r.IP.IsValid() {
 			conflicts = append(conflicts, conflict{r, w.String()})
 			continue
 		}
@@ -143,7 +143,10 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			continue
 		}
 		who := owner{id: r.ID, host: r.Host}
-		ips[ik], macs[mk] = who, who
+		if r.IP.IsValid() { // an endpoint without an address claims none
+			ips[ik] = who
+		}
+		macs[mk] = who
 		rem := overlay.Remote{VNI: n.VNI, MAC: r.MAC, VTEP: r.VTEP}
 		if r.IP.IsValid() {
 			rem.IPs = []netip.Addr{r.IP}

@@ -83,6 +83,15 @@ func TestDesiredFromAView(t *testing.T) {
 			conflicts: 1,
 		},
 		{
+			name: "remotes without an address claim none",
+			edit: func(v *view) {
+				a, b := rem("a", 9, "h1", h1VTEP, 1), rem("b", 10, "h2", h2VTEP, 2)
+				a.IP, b.IP = netip.Addr{}, netip.Addr{}
+				v.remotes["acme/web"] = []Remote{a, b}
+			},
+			remotes: []string{"02:7e:0a:01:00:09@198.51.100.11", "02:7e:0a:01:00:0a@198.51.100.12"},
+		},
+		{
 			name: "of two remotes claiming one address the newer wins",
 			edit: func(v *view) {
 				old, newer := rem("old", 9, "h1", h1VTEP, 1), rem("new", 9, "h2", h2VTEP, 2)
