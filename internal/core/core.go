@@ -515,8 +515,10 @@ func (c *Core) copyLocked(keep func(string) bool) ([]Network, []Endpoint) {
 }
 
 // readView reads everything the desired state needs: the local state under
-// the lock, then gossip's view of the local networks without it.
-func (c *Core) readView() view {
+// the lock, then gossip's view of the local networks without it; of the
+// networks in only, if only is not nil (those a pass's scope can touch:
+// scopeNetworks).
+func (c *Core) readView(only map[string]bool) view {
 	nets, eps := c.snapshot()
 	c.mu.Lock()
 	adopted := make(map[uint32]adoptedRemotes, len(c.adopted))
@@ -527,10 +529,50 @@ func (c *Core) readView() view {
 	v := view{host: c.cfg.Host, vtep: c.cfg.VTEP, nets: nets, eps: eps, adopted: adopted,
 		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra()}
 	for _, n := range nets {
+		if only != nil && !only[n.Key()] {
+			continue
+		}
 		v.remotes[n.Key()] = c.cl.Remotes(n.Key())
 		v.peers[n.Key()] = c.cl.Peers(n.Key())
 	}
 	return v
+}
+
+// scopeNetworks returns the keys of the local networks whose remote
+// entries and peers a pass over scope can touch (overlay.Scope says what
+// each part reaches), so that the pass reads gossip's view of those only
+// and its cost does not grow with the host's other networks; nil for
+// every network (All, Infra).
+func (c *Core) scopeNetworks(scope Scope) map[string]bool {
+	if scope.All || scope.Infra {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	only := map[string]bool{}
+	byVNI := make(map[uint32]string, len(c.nets))
+	for k, n := range c.nets {
+		byVNI[n.VNI] = k
+		if slices.Contains(scope.Tenants, n.Tenant) {
+			only[k] = true
+		}
+	}
+	for _, vni := range slices.Concat(scope.Networks, scope.RemoteNets) {
+		if k, ok := byVNI[vni]; ok {
+			only[k] = true
+		}
+	}
+	for _, r := range scope.Remotes {
+		if k, ok := byVNI[r.VNI]; ok {
+			only[k] = true
+		}
+	}
+	for _, id := range scope.Endpoints {
+		if e := c.eps[id]; e != nil {
+			only[e.Network] = true
+		}
+	}
+	return only
 }
 
 // reconcile is the writer's pass: desired state from the view, then the
@@ -540,7 +582,7 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		return nil
 	}
 	start := time.Now()
-	v := c.readView()
+	v := c.readView(c.scopeNetworks(scope))
 	s, conflicts, next := desired(v, time.Now(), c.cfg.HiddenGrace)
 	c.mu.Lock()
 	if !next.IsZero() && (c.next.IsZero() || next.Before(c.next)) {

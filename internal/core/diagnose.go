@@ -54,7 +54,7 @@ type Finding struct {
 func (c *Core) Diagnose(ctx context.Context) ([]Finding, error) {
 	var out []Finding
 	err := c.w.do(ctx, func(ctx context.Context) error {
-		v := c.readView()
+		v := c.readView(nil)
 		s, conflicts, _ := desired(v, time.Now(), c.cfg.HiddenGrace)
 		if d, ok := c.dp.(Diagnoser); ok {
 			fs, err := d.Diagnose(ctx, s)

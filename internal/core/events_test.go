@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -238,5 +239,54 @@ func TestNewMembersAreKeptFromTenants(t *testing.T) {
 	}
 	if len(in.Allow) != 1 || len(in.Ports) != 1 {
 		t.Errorf("infra: %+v", in)
+	}
+}
+
+// TestAPassReadsOnlyTheNetworksItsScopeTouches: a pass for an endpoint, or
+// for another host's endpoint, reads gossip's view of its own network
+// only, so its cost does not grow with the host's other networks (issue
+// 13); a full pass reads them all.
+func TestAPassReadsOnlyTheNetworksItsScopeTouches(t *testing.T) {
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, config(t, t.TempDir()))
+	db := web()
+	db.Name, db.Ref, db.Subnet, db.Gateway = "db", "docker-n2", netip.MustParsePrefix("10.2.0.0/24"), netip.MustParseAddr("10.2.0.1")
+	for _, spec := range []core.NetworkSpec{web(), db} {
+		if _, err := h.c.CreateNetwork(ctx(t), spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.AddHost("h1", vtep1)
+	for i := range 3 {
+		r := remote(fmt.Sprint("d", i), byte(20+i), "h1")
+		r.Network, r.IP = "acme/db", netip.AddrFrom4([4]byte{10, 2, 0, byte(20 + i)})
+		cl.AddRemote(r)
+	}
+	eventually(t, "a pass programs acme/db's remotes", func() bool {
+		s, _ := dp.Last()
+		return hasRemote(s, "02:7e:0a:01:00:16")
+	})
+
+	dbReads := cl.RemoteReads("acme/db")
+	n := len(dp.Calls())
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err != nil {
+		t.Fatal(err)
+	}
+	passAfter(t, dp, n, "the endpoint's pass", func(c coretest.Call) bool { return slices.Contains(c.Scope.Endpoints, "e1") })
+	if got := cl.RemoteReads("acme/db"); got != dbReads {
+		t.Errorf("an endpoint of acme/web read acme/db's remotes %d times", got-dbReads)
+	}
+	webReads := cl.RemoteReads("acme/web")
+	n = len(dp.Calls())
+	cl.AddRemote(remote("r9", 9, "h1"))
+	c := passAfter(t, dp, n, "a pass for r9", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	if !hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("r9's pass lacks r9: %+v", c.State.Remotes)
+	}
+	if got := cl.RemoteReads("acme/web"); got == webReads {
+		t.Error("r9's pass did not read its network's remotes")
+	}
+	if got := cl.RemoteReads("acme/db"); got != dbReads {
+		t.Errorf("a remote of acme/web read acme/db's remotes %d times", got-dbReads)
 	}
 }

@@ -200,6 +200,7 @@ type Cluster struct {
 	synced   map[string]bool
 	subs     []chan gossip.Event
 	version  uint64
+	reads    map[string]int // Remotes calls by network
 }
 
 var _ core.Cluster = (*Cluster)(nil)
@@ -281,6 +282,10 @@ func (c *Cluster) Networks() []gossip.Network {
 func (c *Cluster) Remotes(network string) []core.Remote {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.reads == nil {
+		c.reads = map[string]int{}
+	}
+	c.reads[network]++
 	var out []core.Remote
 	for _, r := range c.remotes {
 		if r.Network == network {
@@ -288,6 +293,13 @@ func (c *Cluster) Remotes(network string) []core.Remote {
 		}
 	}
 	return out
+}
+
+// RemoteReads is how many times Remotes was asked for network's.
+func (c *Cluster) RemoteReads(network string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads[network]
 }
 
 func (c *Cluster) Peers(network string) []core.Peer {
