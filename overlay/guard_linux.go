@@ -207,7 +207,7 @@ func migrateGuards(n *nsNet, c *mnl.Conn) error {
 	if err != nil {
 		return err
 	}
-	if old == nil {
+	if len(old) == 0 {
 		// No rules: the table may still be there, empty or with empty
 		// chains.
 		tables, err := nc.ListTablesOfFamily(nftables.TableFamilyNetdev)
