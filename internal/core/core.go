@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -316,7 +317,7 @@ func (c *Core) checkNewEndpointLocked(spec EndpointSpec, remotes []Remote) error
 		if o.IP.Addr() == spec.IP.Addr() {
 			return fmt.Errorf("address %s is already used by endpoint %.12s on this host", spec.IP.Addr(), o.ID)
 		}
-		if o.MAC.String() == spec.MAC.String() {
+		if bytes.Equal(o.MAC, spec.MAC) {
 			return fmt.Errorf("mac %s is already used by endpoint %.12s on this host", spec.MAC, o.ID)
 		}
 	}
@@ -327,7 +328,7 @@ func (c *Core) checkNewEndpointLocked(spec EndpointSpec, remotes []Remote) error
 		if r.IP == spec.IP.Addr() {
 			return fmt.Errorf("address %s is already used by endpoint %.12s on host %s", spec.IP.Addr(), r.ID, r.Host)
 		}
-		if r.MAC.String() == spec.MAC.String() {
+		if bytes.Equal(r.MAC, spec.MAC) {
 			return fmt.Errorf("mac %s is already used by endpoint %.12s on host %s", spec.MAC, r.ID, r.Host)
 		}
 	}

@@ -257,6 +257,7 @@ func TestBadEndpointsAreRefused(t *testing.T) {
 		{"duplicate id", bad(func(s *core.EndpointSpec) { s.ID = "e1" }), "already exists"},
 		{"address taken here", bad(func(s *core.EndpointSpec) { s.IP = netip.MustParsePrefix("10.1.0.5/24") }), "already used by endpoint e1 on this host"},
 		{"address taken on h1", bad(func(s *core.EndpointSpec) { s.IP = netip.MustParsePrefix("10.1.0.9/24") }), "already used by endpoint r1 on host h1"},
+		{"mac taken on h1", bad(func(s *core.EndpointSpec) { s.MAC = net.HardwareAddr{2, 0x7e, 10, 1, 0, 9} }), "mac 02:7e:0a:01:00:09 is already used by endpoint r1 on host h1"},
 		{"multicast mac", bad(func(s *core.EndpointSpec) { s.MAC = net.HardwareAddr{1, 0, 0, 0, 0, 1} }), "unicast"},
 		{"no network", bad(func(s *core.EndpointSpec) { s.Network = "acme/none" }), "no such network"},
 	} {
@@ -265,6 +266,12 @@ func TestBadEndpointsAreRefused(t *testing.T) {
 				t.Fatalf("CreateEndpoint = %v; want an error naming %q", err, tt.want)
 			}
 		})
+	}
+	// The MAC of one of this host's endpoints.
+	e1, _ := h.c.Endpoint("e1")
+	if _, err := h.c.CreateEndpoint(ctx(t), bad(func(s *core.EndpointSpec) { s.MAC = e1.MAC })); err == nil ||
+		!strings.Contains(err.Error(), "is already used by endpoint e1 on this host") {
+		t.Errorf("e1's MAC: %v", err)
 	}
 	// The remote event may cost one datapath pass; refusals cost none.
 	eventually(t, "the remote's pass", func() bool { return len(h.dp.Calls()) >= calls })
