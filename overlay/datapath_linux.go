@@ -25,14 +25,20 @@ type Datapath struct {
 	cfg Config
 	log *slog.Logger
 
+	// cryptErr is nil if this kernel has WireGuard, else why not
+	// (probed once, by New).
+	cryptErr error
+
 	mu      sync.Mutex // guards the fields below
 	host    *nsNet
 	tenants map[string]*nsNet // open namespaces, by tenant
+	crypt   *cryptNS          // the crypt namespace, once open
 	closed  bool
 }
 
 // New opens the host namespace and checks that this kernel can make VXLAN
-// devices.
+// devices; whether it has WireGuard for encrypted networks is probed too
+// (CryptSupport).
 func New(cfg Config) (*Datapath, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -45,6 +51,10 @@ func New(cfg Config) (*Datapath, error) {
 	if err := d.probeVXLAN(); err != nil {
 		host.Close()
 		return nil, err
+	}
+	d.cryptErr = d.probeWireGuard()
+	if d.cryptErr != nil {
+		d.log.Info("encrypted networks unavailable", "err", d.cryptErr)
 	}
 	// A VTEP that is no address of this host is a configuration error, not
 	// something to discover at the first reconcile.
@@ -72,6 +82,7 @@ func (d *Datapath) Close() error {
 		n.Close()
 		delete(d.tenants, t)
 	}
+	d.forgetCryptLocked()
 	d.host.Close()
 	return nil
 }
@@ -129,7 +140,7 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 			return err
 		}
 	}
-	if err := checkMTUs(s, nets, v, h.MaxMTU()); err != nil {
+	if err := checkMTUs(s, nets, v, h.MaxMTU(), h.VTEP); err != nil {
 		return err
 	}
 	observed, err := d.observeLocked(v, addrs)
@@ -145,20 +156,20 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 
 // checkMTUs refuses a network in v whose MTU the underlay cannot carry
 // without fragmenting.
-func checkMTUs(s State, nets map[uint32]*Network, v *view, max int) error {
+func checkMTUs(s State, nets map[uint32]*Network, v *view, max int, vtep netip.Addr) error {
 	if v.all {
-		return s.ValidateMTU(max)
+		return s.validateMTU(max, vtep)
 	}
 	for vni := range v.nets {
 		if n := nets[vni]; n != nil {
-			if err := n.checkMTU(max); err != nil {
+			if err := n.checkMTU(max, vtep); err != nil {
 				return err
 			}
 		}
 	}
 	for i := range s.Endpoints {
 		if _, ok := v.eps[s.Endpoints[i].ID]; ok {
-			if err := nets[s.Endpoints[i].VNI].checkMTU(max); err != nil {
+			if err := nets[s.Endpoints[i].VNI].checkMTU(max, vtep); err != nil {
 				return err
 			}
 		}
@@ -348,7 +359,8 @@ func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
 			if err != nil {
 				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}
-			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet}, nil
+			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet,
+				WireGuardPort: d.cfg.WireGuardPort}, nil
 		}
 	}
 	return Host{}, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)
@@ -383,8 +395,13 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 	groups := map[string][]Op{}
 	for _, op := range ops {
 		key := op.Tenant
-		if op.Kind == OpHostDel || op.Kind == OpHostRules {
+		switch op.Kind {
+		case OpHostDel, OpHostRules:
 			key = "" // the host's own ops (so are elements without a tenant)
+		case OpCryptSet, OpPeerSet, OpPeerDel:
+			key = "\x00crypt" // first in the plan: encrypted devices are made in it
+		case OpCryptDel:
+			key = "\x00crypt-del" // last in the plan
 		}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
@@ -454,6 +471,14 @@ func (a *applier) apply(op Op) error {
 		if op.Tenant == "" {
 			return wrap(setElem(d.host, false, op.Elem, op.Kind == OpElemDel), "%s", op)
 		}
+	case OpCryptSet:
+		return a.cryptSet(op.Device)
+	case OpPeerSet:
+		return a.peerSet(op.Peer)
+	case OpPeerDel:
+		return a.peerDel(op.Peer)
+	case OpCryptDel:
+		return a.cryptDel()
 	}
 	t, err := d.tenantLocked(op.Tenant)
 	if err != nil {
@@ -613,9 +638,21 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 }
 
 // vxlanAdd creates the device in the host namespace, so that its UDP socket
-// is bound there, on the underlay, and then moves it into the tenant's.
+// is bound there, on the underlay, and then moves it into the tenant's. An
+// encrypted network's is made in the crypt namespace instead, whose only
+// way out is WireGuard.
 func (a *applier) vxlanAdd(t *nsNet, l Link) error {
 	host := a.d.host
+	if l.Encrypted {
+		c, err := a.d.cryptLocked()
+		if err == nil && c == nil {
+			err = errors.New("no crypt namespace to make it in")
+		}
+		if err != nil {
+			return err
+		}
+		host = c.nsNet
+	}
 	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias, Group: vxlanGroup}, VxlanId: int(l.VNI),
 		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}
 	if err := host.h.LinkAdd(vx); err != nil {

@@ -14,6 +14,8 @@ type Host struct {
 	Port        uint16       // the VXLAN UDP port
 	UnderlayMTU int          // MTU of the interface holding VTEP
 	UplinkNet   netip.Prefix // Config.UplinkNet
+	// WireGuardPort is where encrypted traffic arrives (Config.WireGuardPort).
+	WireGuardPort uint16
 }
 
 // MaxMTU is the largest network MTU the underlay carries without
@@ -60,7 +62,13 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 		if n.MTU != 0 {
 			return n.MTU
 		}
+		if n.Encrypted {
+			return h.MaxMTUEncrypted()
+		}
 		return h.MaxMTU()
+	}
+	if v.hasCrypt() {
+		snap.Crypt = desireCrypt(s, h)
 	}
 	for i := range s.Networks {
 		n := &s.Networks[i]
@@ -79,7 +87,7 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 		}
 		if v.hasLink(n.Tenant, vx) {
 			o.Links[vx] = Link{Name: vx, Kind: "vxlan", MTU: mtuOf(n), Master: br, Up: true, VNI: n.VNI, Port: h.Port,
-				Local: h.VTEP, Learning: false, Proxy: true, Network: label}
+				Local: h.VTEP, Learning: false, Proxy: true, Encrypted: n.Encrypted, Network: label}
 		}
 		if v.hasAllEntries(n.Tenant, vx) {
 			for _, p := range n.Peers {

@@ -29,6 +29,10 @@ const (
 	OpHostRules               // make (or, if Rules is empty, remove) the host's rule set anew
 	OpElemAdd                 // add an element to a set of the tenant's (or, without Tenant, the host's) rules
 	OpElemDel                 // delete such an element
+	OpCryptSet                // make the crypt namespace and its WireGuard device as Device says
+	OpPeerSet                 // add or change a WireGuard peer
+	OpPeerDel                 // remove a WireGuard peer
+	OpCryptDel                // delete the crypt namespace, with its device and peers
 )
 
 // Op is one kernel change. It prints like the iproute2 or nft command that
@@ -39,12 +43,14 @@ type Op struct {
 	Link    Link // OpLinkAdd, OpLinkSet (the wanted link), OpLinkDel, OpHostDel
 	FDB     FDBEntry
 	Neigh   NeighEntry
-	Uplink  *Uplink // OpUplinkSet
-	Rebuild bool    // OpUplinkSet: make the rule set anew, with every element
-	Rules   string  // OpHostRules: the digest wanted, "" for none; OpLegacyDel: the table
-	Guard   Guard   // OpGuardSet, OpGuardDel (Port)
-	Elem    Elem    // OpElemAdd, OpElemDel
-	elems   []Elem  // OpHostRules: every element of the new rule set
+	Uplink  *Uplink  // OpUplinkSet
+	Rebuild bool     // OpUplinkSet: make the rule set anew, with every element
+	Rules   string   // OpHostRules: the digest wanted, "" for none; OpLegacyDel: the table
+	Guard   Guard    // OpGuardSet, OpGuardDel (Port)
+	Elem    Elem     // OpElemAdd, OpElemDel
+	Device  WGDevice // OpCryptSet
+	Peer    WGPeer   // OpPeerSet, OpPeerDel (Key)
+	elems   []Elem   // OpHostRules: every element of the new rule set
 }
 
 func (op Op) String() string {
@@ -106,6 +112,14 @@ func (op Op) String() string {
 		return fmt.Sprintf("%s: nft add element %s { %s }", where, op.Elem.Set, op.Elem.Key)
 	case OpElemDel:
 		return fmt.Sprintf("%s: nft delete element %s { %s }", where, op.Elem.Set, op.Elem.Key)
+	case OpCryptSet:
+		return "crypt: link set " + op.Device.String()
+	case OpPeerSet:
+		return "crypt: wg set " + wgName + " " + op.Peer.String()
+	case OpPeerDel:
+		return "crypt: wg set " + wgName + " peer " + op.Peer.Key.String() + " remove"
+	case OpCryptDel:
+		return "netns del crypt"
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -128,7 +142,9 @@ func linkOrder(kind string) int {
 // last. Objects that already match are left alone, so running Plan on the
 // result of its own ops yields nothing. Pure.
 func Plan(desired, observed Snapshot) []Op {
-	var ops []Op
+	// The crypt namespace first: encrypted networks' VXLAN devices are
+	// made in it.
+	ops := planCrypt(desired.Crypt, observed.Crypt)
 	for _, t := range sortedKeys(desired.Tenants) {
 		if observed.Tenants[t] == nil {
 			ops = append(ops, Op{Kind: OpNetnsAdd, Tenant: t})
@@ -171,7 +187,49 @@ func Plan(desired, observed Snapshot) []Op {
 	} else if desired.HostRules != "" {
 		ops = append(ops, planElems("", desired.HostElems, observed.HostElems)...)
 	}
+	if desired.Crypt == nil && observed.Crypt != nil {
+		// Last: the encrypted networks' devices are gone by now (the
+		// kernel would take them down with the namespace anyway).
+		ops = append(ops, Op{Kind: OpCryptDel})
+	}
 	return ops
+}
+
+// planCrypt makes the crypt namespace's device and peers as want says;
+// removing the namespace is Plan's last op.
+func planCrypt(want, have *CryptObjects) []Op {
+	if want == nil {
+		return nil
+	}
+	var ops []Op
+	if have == nil || have.Device != want.Device {
+		ops = append(ops, Op{Kind: OpCryptSet, Device: want.Device})
+	}
+	var havePeers map[PublicKey]WGPeer
+	if have != nil {
+		havePeers = have.Peers
+	}
+	// Removals first: a peer's allowed IPs may move to a new key of the
+	// same host.
+	for _, p := range sortedPeers(havePeers) {
+		if _, ok := want.Peers[p.Key]; !ok {
+			ops = append(ops, Op{Kind: OpPeerDel, Peer: p})
+		}
+	}
+	for _, p := range sortedPeers(want.Peers) {
+		if h, ok := havePeers[p.Key]; !ok || h != p {
+			ops = append(ops, Op{Kind: OpPeerSet, Peer: p})
+		}
+	}
+	return ops
+}
+
+func sortedPeers(m map[PublicKey]WGPeer) []WGPeer {
+	ps := slices.Collect(maps.Values(m))
+	slices.SortFunc(ps, func(a, b WGPeer) int {
+		return cmp.Or(a.Allowed.Addr().Compare(b.Allowed.Addr()), slices.Compare(a.Key[:], b.Key[:]))
+	})
+	return ps
 }
 
 // planElems adds the elements of want that have lacks and deletes those
@@ -283,7 +341,7 @@ func sameIdentity(want, have Link) bool {
 	}
 	if want.Kind == "vxlan" {
 		return want.VNI == have.VNI && want.Port == have.Port && want.Local == have.Local &&
-			want.Learning == have.Learning && want.Proxy == have.Proxy
+			want.Learning == have.Learning && want.Proxy == have.Proxy && want.Encrypted == have.Encrypted
 	}
 	return true
 }

@@ -56,6 +56,7 @@ type Network struct {
 	Gateway    string   `json:"gateway,omitempty"`
 	Internal   bool     `json:"internal,omitempty"`
 	MTU        int      `json:"mtu,omitempty"`
+	Encrypted  bool     `json:"encrypted,omitempty"`   // its traffic between hosts goes through WireGuard
 	Local      bool     `json:"local"`                 // present on this host
 	DockerID   string   `json:"docker_id,omitempty"`   // this host's engine's ID for it
 	DockerName string   `json:"docker_name,omitempty"` // the name tenetctl-defined networks get in every engine
@@ -71,6 +72,7 @@ type Definition struct {
 	VNI        uint32 `json:"vni,omitempty"`
 	Internal   bool   `json:"internal,omitempty"`
 	MTU        int    `json:"mtu,omitempty"`
+	Encrypted  bool   `json:"encrypted,omitempty"`
 	Gen        uint64 `json:"gen,omitempty"`
 	Origin     string `json:"origin,omitempty"`
 	DockerName string `json:"docker_name,omitempty"`
@@ -83,11 +85,11 @@ type Endpoint struct {
 	Aliases []string `json:"aliases,omitempty"` // its other names on the network
 	Tenant  string   `json:"tenant"`
 	Network string   `json:"network"` // tenant/name
-	IP      string `json:"ip"`
-	MAC     string `json:"mac"`
-	Host    string `json:"host"`
-	VTEP    string `json:"vtep"`
-	State   string `json:"state"` // "up", or "host-down" while kept programmed in the grace period
+	IP      string   `json:"ip"`
+	MAC     string   `json:"mac"`
+	Host    string   `json:"host"`
+	VTEP    string   `json:"vtep"`
+	State   string   `json:"state"` // "up", or "host-down" while kept programmed in the grace period
 }
 
 // Done answers a change: what was done to what.
