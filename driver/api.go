@@ -121,7 +121,11 @@ const (
 	OptTenant  = "tenant"  // required: the tenant the network belongs to
 	OptNetwork = "network" // required: the network's cluster-wide name within the tenant
 	OptVNI     = "vni"     // optional: the VXLAN network identifier
-	OptMTU     = "com.docker.network.driver.mtu"
+	// OptEncrypted (optional): the network's traffic between hosts goes
+	// through WireGuard only. "-o encrypted" alone means true, as with
+	// Docker's overlay driver; else true or false.
+	OptEncrypted = "encrypted"
+	OptMTU       = "com.docker.network.driver.mtu"
 
 	optGeneric  = "com.docker.network.generic"
 	optInternal = "com.docker.network.internal"

@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,8 +18,10 @@ import (
 
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/core/coretest"
+	"github.com/tenet-net/tenet/internal/registry"
 	"github.com/tenet-net/tenet/ipam"
 	"github.com/tenet-net/tenet/ipam/ipamtest"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // fakeTenants says which tenants are defined.
@@ -150,6 +153,8 @@ func TestPluginAnswersEveryCallOrSaysWhatIsWrong(t *testing.T) {
 			`pool \"10.1.0.300/24\"`},
 		{"bad vni", "/NetworkDriver.CreateNetwork", `{"NetworkID":"n1","Options":{"com.docker.network.generic":{"tenant":"acme","network":"web","vni":"0"}},"IPv4Data":[{"AddressSpace":"tenet-local","Pool":"10.1.0.0/24"}]}`, 500,
 			`vni 0`},
+		{"bad encrypted", "/NetworkDriver.CreateNetwork", `{"NetworkID":"n1","Options":{"com.docker.network.generic":{"tenant":"acme","network":"web","encrypted":"maybe"}},"IPv4Data":[{"AddressSpace":"tenet-local","Pool":"10.1.0.0/24"}]}`, 500,
+			`option encrypted \"maybe\": want true or false`},
 		{"unknown network", "/NetworkDriver.CreateEndpoint", `{"NetworkID":"nope","EndpointID":"e1","Interface":{"Address":"10.1.0.5/24"}}`, 500,
 			"network nope is not a tenet network on this host"},
 		{"unknown endpoint join", "/NetworkDriver.Join", `{"NetworkID":"n1","EndpointID":"zz"}`, 500, "not a tenet network"},
@@ -402,5 +407,80 @@ func TestJoinRoutesInternalNetworksToTheResolver(t *testing.T) {
 		if status != 200 || strings.Contains(body, route) != j.route || strings.Contains(body, "StaticRoutes") != j.route {
 			t.Errorf("join %s: %d %s; want a route to the resolver: %v", j.endpoint, status, body, j.route)
 		}
+	}
+}
+
+// TestEncryptedOption: -o encrypted (alone, as Docker's overlay takes it, or
+// true/false) reaches the core; where the kernel cannot encrypt, creating
+// the network fails with the reason and leaves nothing.
+func TestEncryptedOption(t *testing.T) {
+	for _, tt := range []struct {
+		value string
+		want  bool
+	}{{"", true}, {"true", true}, {"1", true}, {"false", false}} {
+		got, err := ParseEncrypted(tt.value)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseEncrypted(%q) = %t, %v", tt.value, got, err)
+		}
+	}
+	h := serve(t, nil)
+	h.dp.SetNoCrypt(fmt.Errorf("wireguard: %w", overlay.ErrNotSupported))
+	create := func(id, opt string) (int, string) {
+		h.post("/IpamDriver.RequestPool", poolWeb)
+		body := fmt.Sprintf(`{"NetworkID":%q,"Options":{"com.docker.network.generic":{"tenant":"acme","network":"web"%s}},
+	"IPv4Data":[{"AddressSpace":"tenet-local","Pool":"10.1.0.0/24","Gateway":"10.1.0.1/24"}]}`, id, opt)
+		return h.post("/NetworkDriver.CreateNetwork", body)
+	}
+	status, body := create("n1", `,"encrypted":""`)
+	if status != 500 || !strings.Contains(body, "create network acme/web: encrypted networks need WireGuard") ||
+		!strings.Contains(body, "wireguard: not supported by this kernel") {
+		t.Errorf("encrypted where the kernel cannot: %d %s", status, body)
+	}
+	if s, ok := h.dp.Last(); ok && len(s.Networks) > 0 {
+		t.Errorf("the refused network reached the datapath: %+v", s.Networks)
+	}
+	if _, ok := h.c.Network("acme/web"); ok {
+		t.Error("the refused network exists")
+	}
+	// Where it can, the network is encrypted.
+	h.dp.SetNoCrypt(nil)
+	if status, body := create("n2", `,"encrypted":"true"`); status != 200 {
+		t.Fatalf("encrypted network: %d %s", status, body)
+	}
+	n, ok := h.c.Network("acme/web")
+	if !ok || !n.Encrypted {
+		t.Errorf("network %+v, %t: want encrypted", n, ok)
+	}
+}
+
+// TestSyncerRealisesEncryption: a defined encrypted network is created with
+// -o encrypted=true, and an engine network whose encryption differs from
+// its definition is not current (so it is replaced once empty).
+func TestSyncerRealisesEncryption(t *testing.T) {
+	d := registry.Definition{Tenant: "acme", Name: "secret", Subnet: "10.3.0.0/24", VNI: 4200, Encrypted: true}
+	req := createRequest(d)
+	opts, _ := req["Options"].(map[string]string)
+	if opts[OptEncrypted] != "true" {
+		t.Errorf("create request options %v: want encrypted=true", opts)
+	}
+	var n EngineNetwork
+	if err := json.Unmarshal([]byte(`{"Options":{"tenant":"acme","network":"secret","vni":"4200","encrypted":"true"},
+		"IPAM":{"Config":[{"Subnet":"10.3.0.0/24"}]}}`), &n); err != nil {
+		t.Fatal(err)
+	}
+	if !current(n, d) {
+		t.Error("an encrypted engine network does not realise its encrypted definition")
+	}
+	n.Options[OptEncrypted] = "false"
+	if current(n, d) {
+		t.Error("a clear engine network realises an encrypted definition")
+	}
+	delete(n.Options, OptEncrypted)
+	d.Encrypted = false
+	if !current(n, d) {
+		t.Error("a clear engine network does not realise its clear definition")
+	}
+	if _, ok := createRequest(d)["Options"].(map[string]string)[OptEncrypted]; ok {
+		t.Error("a clear definition's request names encrypted")
 	}
 }

@@ -60,6 +60,13 @@ func parseNetwork(req createNetworkRequest) (core.NetworkSpec, error) {
 		}
 		s.VNI = uint32(vni)
 	}
+	if v, ok := opts[OptEncrypted]; ok {
+		enc, err := ParseEncrypted(v)
+		if err != nil {
+			return s, err
+		}
+		s.Encrypted = enc
+	}
 	if v, ok := opts[OptMTU]; ok {
 		mtu, err := strconv.Atoi(v)
 		if err != nil || mtu <= 0 {
@@ -92,6 +99,19 @@ func parseNetwork(req createNetworkRequest) (core.NetworkSpec, error) {
 		s.Gateway = gw.Addr()
 	}
 	return s, nil
+}
+
+// ParseEncrypted reads the value of -o encrypted: empty (the option alone,
+// as Docker's overlay driver takes it) or a boolean.
+func ParseEncrypted(v string) (bool, error) {
+	if v == "" {
+		return true, nil
+	}
+	enc, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("option %s %q: want true or false (or the option alone, for true)", OptEncrypted, v)
+	}
+	return enc, nil
 }
 
 // CreateNetwork creates a Tenet network on this host.

@@ -78,14 +78,18 @@ func realises(n EngineNetwork, d registry.Definition) bool {
 	return n.Options[OptTenant] == d.Tenant && n.Options[OptNetwork] == d.Name
 }
 
-// current says whether n matches d's subnet and VNI (else it is a stale
-// realisation of an earlier definition of the same key).
+// current says whether n matches d's subnet, VNI and encryption (else it
+// is a stale realisation of an earlier definition of the same key).
 func current(n EngineNetwork, d registry.Definition) bool {
 	subnet := ""
 	if len(n.IPAM.Config) == 1 {
 		subnet = n.IPAM.Config[0].Subnet
 	}
-	return subnet == d.Subnet && n.Options[OptVNI] == strconv.FormatUint(uint64(d.VNI), 10)
+	enc := false
+	if v, ok := n.Options[OptEncrypted]; ok {
+		enc, _ = ParseEncrypted(v)
+	}
+	return subnet == d.Subnet && n.Options[OptVNI] == strconv.FormatUint(uint64(d.VNI), 10) && enc == d.Encrypted
 }
 
 func (s *Syncer) report(key, problem string) {
@@ -185,6 +189,9 @@ func createRequest(d registry.Definition) map[string]any {
 	opts := map[string]string{OptTenant: d.Tenant, OptNetwork: d.Name, OptVNI: strconv.FormatUint(uint64(d.VNI), 10)}
 	if d.MTU != 0 {
 		opts[OptMTU] = strconv.Itoa(d.MTU)
+	}
+	if d.Encrypted {
+		opts[OptEncrypted] = "true"
 	}
 	return map[string]any{
 		"Name": d.DockerName(), "Driver": PluginName, "CheckDuplicate": true, "Internal": d.Internal,

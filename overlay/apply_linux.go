@@ -57,8 +57,13 @@ func (d *Datapath) applyLocked(ctx context.Context, ops []Op) error {
 	groups := map[string][]int32{}
 	for i := range rest {
 		key := rest[i].Tenant
-		if k := rest[i].Kind; k == OpHostDel || k == OpHostRules || k == OpHostFilter || k == OpPortFree {
+		switch rest[i].Kind {
+		case OpHostDel, OpHostRules, OpHostFilter, OpPortFree:
 			key = "" // the host's own ops (so are elements without a tenant)
+		case OpCryptSet, OpPeerSet, OpPeerDel:
+			key = "\x00crypt" // first in the plan: encrypted devices are made in it
+		case OpCryptDel:
+			key = "\x00crypt-del" // last in the plan
 		}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
@@ -139,6 +144,14 @@ func (a *applier) apply(op Op) error {
 		if op.Tenant == "" {
 			return wrap(setElem(d.host, false, op.Elem, op.Kind == OpElemDel), "%s", op)
 		}
+	case OpCryptSet:
+		return a.cryptSet(op.Device)
+	case OpPeerSet:
+		return a.peerSet(op.Peer)
+	case OpPeerDel:
+		return a.peerDel(op.Peer)
+	case OpCryptDel:
+		return a.cryptDel()
 	}
 	t, err := d.tenantLocked(op.Tenant)
 	if err != nil {
@@ -298,9 +311,21 @@ func (a *applier) linkAdd(tenant string, t *nsNet, l Link) error {
 }
 
 // vxlanAdd creates the device in the host namespace, so that its UDP socket
-// is bound there, on the underlay, and then moves it into the tenant's.
+// is bound there, on the underlay, and then moves it into the tenant's. An
+// encrypted network's is made in the crypt namespace instead, whose only
+// way out is WireGuard.
 func (a *applier) vxlanAdd(t *nsNet, l Link) error {
 	host := a.d.host
+	if l.Encrypted {
+		c, err := a.d.cryptLocked()
+		if err == nil && c == nil {
+			err = errors.New("no crypt namespace to make it in")
+		}
+		if err != nil {
+			return err
+		}
+		host = c.nsNet
+	}
 	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias, Group: vxlanGroup}, VxlanId: int(l.VNI),
 		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}
 	if err := host.h.LinkAdd(vx); err != nil {

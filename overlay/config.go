@@ -15,6 +15,9 @@ type Config struct {
 	VTEP netip.Addr
 	// Port is the VXLAN UDP destination port.
 	Port uint16
+	// WireGuardPort is the UDP port, on the underlay, of encrypted
+	// networks' traffic (crypt.go).
+	WireGuardPort uint16
 	// NetnsPrefix is prepended to a tenant's name to name its network
 	// namespace (under /run/netns). Tests make it unique per simulated host.
 	NetnsPrefix string
@@ -34,7 +37,7 @@ const DefaultPort = 4789
 
 // DefaultConfig returns a Config with the defaults; VTEP must still be set.
 func DefaultConfig() Config {
-	return Config{Port: DefaultPort, NetnsPrefix: "tenet-", UplinkNet: netip.MustParsePrefix("169.254.0.0/16"),
+	return Config{Port: DefaultPort, WireGuardPort: DefaultWireGuardPort, NetnsPrefix: "tenet-", UplinkNet: netip.MustParsePrefix("169.254.0.0/16"),
 		Logger: slog.New(slog.DiscardHandler)}
 }
 
@@ -47,6 +50,9 @@ func (c Config) Validate() error {
 	}
 	if c.Port == 0 {
 		return errors.New("overlay: Port 0: must be 1-65535")
+	}
+	if c.WireGuardPort == 0 || c.WireGuardPort == c.Port {
+		return fmt.Errorf("overlay: WireGuardPort %d: must be 1-65535 and differ from the VXLAN port", c.WireGuardPort)
 	}
 	if !netnsPrefixPattern.MatchString(c.NetnsPrefix) {
 		return fmt.Errorf("overlay: NetnsPrefix %q: must be 1-64 of letters, digits, '_', '.', '-'", c.NetnsPrefix)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -23,17 +24,23 @@ type Datapath struct {
 	cfg Config
 	log *slog.Logger
 
+	// cryptErr is nil if this kernel has WireGuard, else why not
+	// (probed once, by New).
+	cryptErr error
+
 	mu      sync.Mutex // guards the fields below
 	host    *nsNet
 	tenants map[string]*nsNet    // open namespaces, by tenant
 	held    map[Reservation]int  // published ports' sockets
 	warned  map[Reservation]bool // reservations whose failure was logged
 	ipt     string               // the iptables command; "": none
+	crypt   *cryptNS             // the crypt namespace, once open
 	closed  bool
 }
 
 // New opens the host namespace and checks that this kernel can make VXLAN
-// devices.
+// devices; whether it has WireGuard for encrypted networks is probed too
+// (CryptSupport).
 func New(cfg Config) (*Datapath, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -52,6 +59,10 @@ func New(cfg Config) (*Datapath, error) {
 	if err := d.probeVXLAN(); err != nil {
 		host.Close()
 		return nil, err
+	}
+	d.cryptErr = d.probeWireGuard()
+	if d.cryptErr != nil {
+		d.log.Info("encrypted networks unavailable", "err", d.cryptErr)
 	}
 	// A VTEP that is no address of this host is a configuration error, not
 	// something to discover at the first reconcile.
@@ -83,6 +94,7 @@ func (d *Datapath) Close() error {
 		unix.Close(fd)
 		delete(d.held, r)
 	}
+	d.forgetCryptLocked()
 	d.host.Close()
 	return nil
 }
@@ -140,7 +152,7 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 			return err
 		}
 	}
-	if err := checkMTUs(s, nets, v, h.MaxMTU()); err != nil {
+	if err := checkMTUs(s, nets, v, h.MaxMTU(), h.VTEP); err != nil {
 		return err
 	}
 	observed, err := d.observeLocked(v, addrs)
@@ -156,20 +168,20 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 
 // checkMTUs refuses a network in v whose MTU the underlay cannot carry
 // without fragmenting.
-func checkMTUs(s State, nets map[uint32]*Network, v *view, max int) error {
+func checkMTUs(s State, nets map[uint32]*Network, v *view, max int, vtep netip.Addr) error {
 	if v.all {
-		return s.ValidateMTU(max)
+		return s.validateMTU(max, vtep)
 	}
 	for vni := range v.nets {
 		if n := nets[vni]; n != nil {
-			if err := n.checkMTU(max); err != nil {
+			if err := n.checkMTU(max, vtep); err != nil {
 				return err
 			}
 		}
 	}
 	for i := range s.Endpoints {
 		if _, ok := v.eps[s.Endpoints[i].ID]; ok {
-			if err := nets[s.Endpoints[i].VNI].checkMTU(max); err != nil {
+			if err := nets[s.Endpoints[i].VNI].checkMTU(max, vtep); err != nil {
 				return err
 			}
 		}
@@ -360,7 +372,7 @@ func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
 				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}
 			return Host{VTEP: d.cfg.VTEP, Port: d.cfg.Port, UnderlayMTU: l.Attrs().MTU, UplinkNet: d.cfg.UplinkNet,
-				Filter: d.ipt != ""}, nil
+				Filter: d.ipt != "", WireGuardPort: d.cfg.WireGuardPort}, nil
 		}
 	}
 	return Host{}, fmt.Errorf("overlay: vtep %s: not an address of any interface in the host namespace", d.cfg.VTEP)

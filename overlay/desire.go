@@ -18,6 +18,8 @@ type Host struct {
 	// the filter table's FORWARD chain (a host firewall, or Docker, may
 	// drop forwarded packets by default).
 	Filter bool
+	// WireGuardPort is where encrypted traffic arrives (Config.WireGuardPort).
+	WireGuardPort uint16
 }
 
 // MaxMTU is the largest network MTU the underlay carries without
@@ -64,7 +66,13 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 		if n.MTU != 0 {
 			return n.MTU
 		}
+		if n.Encrypted {
+			return h.MaxMTUEncrypted()
+		}
 		return h.MaxMTU()
+	}
+	if v.hasCrypt() {
+		snap.Crypt = desireCrypt(s, h)
 	}
 	for i := range s.Networks {
 		n := &s.Networks[i]
@@ -83,7 +91,7 @@ func desire(s State, nets map[uint32]*Network, h Host, v *view, observed Snapsho
 		}
 		if v.hasLink(n.Tenant, vx) {
 			o.Links[vx] = Link{Name: vx, Kind: "vxlan", MTU: mtuOf(n), Master: br, Up: true, VNI: n.VNI, Port: h.Port,
-				Local: h.VTEP, Learning: false, Proxy: true, Network: label}
+				Local: h.VTEP, Learning: false, Proxy: true, Encrypted: n.Encrypted, Network: label}
 		}
 		if v.hasAllEntries(n.Tenant, vx) {
 			for _, p := range n.Peers {

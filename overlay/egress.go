@@ -169,7 +169,7 @@ func desireEgress(snap *Snapshot, s State, nets map[uint32]*Network, h Host, v *
 		if v.all && h.Filter {
 			snap.HostFilter = filterDigest()
 		}
-		snap.hostAll = hostElems(s.Infra, h.Port)
+		snap.hostAll = hostElems(s.Infra, h.Port, h.WireGuardPort)
 		if v.hasHostElems() {
 			for _, e := range snap.hostAll {
 				snap.HostElems[e] = true
@@ -221,8 +221,8 @@ func assignUplinks(want []string, observed Snapshot, n netip.Prefix) (map[string
 
 // hostElems are the host rule set's elements for infra: the IPv4 deny and
 // allow prefixes as merged ranges, and the denied ports with the VXLAN
-// port among them.
-func hostElems(in Infra, vxlanPort uint16) []Elem {
+// and WireGuard ports (0: none) among them.
+func hostElems(in Infra, vxlanPort, wgPort uint16) []Elem {
 	var out []Elem
 	for _, r := range mergeRanges(in.Deny) {
 		out = append(out, Elem{Set: setDeny, Key: r.String()})
@@ -231,6 +231,9 @@ func hostElems(in Infra, vxlanPort uint16) []Elem {
 		out = append(out, Elem{Set: setAllow, Key: r.String()})
 	}
 	ports := map[L4Port]bool{{Proto: UDP, Port: vxlanPort}: true}
+	if wgPort != 0 {
+		ports[L4Port{Proto: UDP, Port: wgPort}] = true
+	}
 	for _, p := range in.Ports {
 		ports[p] = true
 	}

@@ -51,13 +51,13 @@ func TestMergeRangesMakesDisjointSortedIntervals(t *testing.T) {
 
 func TestHostElemsAlwaysDenyTheVXLANPort(t *testing.T) {
 	got := hostElems(Infra{Deny: prefixes("198.51.100.0/24"), Allow: prefixes("198.51.100.7/32"),
-		Ports: []L4Port{{TCP, 7946}, {UDP, 7946}, {UDP, 4789}}}, 4789)
+		Ports: []L4Port{{TCP, 7946}, {UDP, 7946}, {UDP, 4789}}}, 4789, 51820)
 	want := []Elem{{setAllow, "198.51.100.7-198.51.100.7"}, {setDeny, "198.51.100.0-198.51.100.255"},
-		{setPorts, "tcp . 7946"}, {setPorts, "udp . 4789"}, {setPorts, "udp . 7946"}}
+		{setPorts, "tcp . 7946"}, {setPorts, "udp . 4789"}, {setPorts, "udp . 51820"}, {setPorts, "udp . 7946"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("hostElems (-want +got):\n%s", diff)
 	}
-	if got := hostElems(Infra{}, 8472); !cmp.Equal(got, []Elem{{setPorts, "udp . 8472"}}) {
+	if got := hostElems(Infra{}, 8472, 0); !cmp.Equal(got, []Elem{{setPorts, "udp . 8472"}}) {
 		t.Errorf("no infra: %v", got)
 	}
 }

@@ -14,13 +14,24 @@ import (
 //	tv<12 hex>    an endpoint's bridge-side veth, in the tenant ns  (14 bytes)
 //	tc<12 hex>    an endpoint's container-side veth, in the host ns
 //	              until Docker moves it into the container          (14 bytes)
+//	tnwg0         the WireGuard device of encrypted networks, made in the
+//	              host namespace and moved into the crypt namespace
+//	              <prefix>_crypt (a tenant name holds no '_')
 //
 // The 12 hex digits are the first 48 bits of SHA-256 of the endpoint ID, so the
 // names are stable across restarts; two IDs collide with probability about
 // n²/2⁴⁹ (10,000 endpoints on one host: 2 in 10⁷), and Validate rejects it.
 
 func bridgeName(vni uint32) string { return fmt.Sprintf("br%d", vni) }
-func vxlanName(vni uint32) string  { return fmt.Sprintf("vx%d", vni) }
+
+// wgName is the WireGuard device of encrypted networks.
+const wgName = "tnwg0"
+
+// cryptNetnsSuffix follows the namespace prefix in the crypt namespace's
+// name; no tenant's namespace can have it.
+const cryptNetnsSuffix = "_crypt"
+
+func vxlanName(vni uint32) string { return fmt.Sprintf("vx%d", vni) }
 
 // bridgeMAC is a network's bridge MAC, 02:7e:ff and the VNI's 24 bits, the
 // same on every host. A bridge without a MAC of its own takes its lowest

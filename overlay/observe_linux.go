@@ -34,6 +34,13 @@ func (d *Datapath) observeLocked(v *view, hostAddrs []netlink.Addr) (Snapshot, e
 	if err := d.observeHostLinks(v, nil, snap.HostLinks); err != nil {
 		return snap, err
 	}
+	if v.hasCrypt() {
+		c, err := d.observeCryptLocked()
+		if err != nil {
+			return snap, err
+		}
+		snap.Crypt = c
+	}
 	if v.hasHostRules() {
 		if err := d.observeHostRules(v, &snap); err != nil {
 			return snap, err
@@ -121,7 +128,8 @@ func (d *Datapath) observeHostLinks(v *view, tags map[string]bool, into map[stri
 		if l.Attrs().Alias != ownerAlias {
 			return // not ours, whatever its name
 		}
-		if tcPattern.MatchString(name) || tnuPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") {
+		if tcPattern.MatchString(name) || tnuPattern.MatchString(name) || (vxlanPattern.MatchString(name) && l.Type() == "vxlan") ||
+			(name == wgName && l.Type() == "wireguard") {
 			into[name] = Link{Name: name, Kind: l.Type(), MTU: l.Attrs().MTU, Up: l.Attrs().Flags&net.FlagUp != 0}
 		}
 	}
@@ -192,8 +200,12 @@ func (d *Datapath) observeHostRules(v *view, snap *Snapshot) error {
 func (d *Datapath) observeTenant(tenant string, t *nsNet, v *view, hostLinks map[string]Link) (*TenantObjects, error) {
 	o := newTenantObjects()
 	whole := v.all || v.whole[tenant]
+	enc, err := d.cryptSocketCheck(t)
+	if err != nil {
+		return nil, err
+	}
 	if whole {
-		if err := observeLinks(t, o); err != nil {
+		if err := observeLinks(t, o, enc); err != nil {
 			return nil, err
 		}
 		if err := observeGuards(t, "", o.Guards); err != nil {
@@ -205,7 +217,7 @@ func (d *Datapath) observeTenant(tenant string, t *nsNet, v *view, hostLinks map
 		}
 		o.Legacy = legacy
 	} else {
-		if err := d.observeScoped(tenant, t, v, o); err != nil {
+		if err := d.observeScoped(tenant, t, v, o, enc); err != nil {
 			return nil, err
 		}
 	}
@@ -241,7 +253,7 @@ func (d *Datapath) observeTenant(tenant string, t *nsNet, v *view, hostLinks map
 
 // observeScoped reads the links, entries and guards of a tenant that a
 // scoped v names, each by its name or key.
-func (d *Datapath) observeScoped(tenant string, t *nsNet, v *view, o *TenantObjects) error {
+func (d *Datapath) observeScoped(tenant string, t *nsNet, v *view, o *TenantObjects, enc func(int) bool) error {
 	index := map[string]int{}
 	for name := range v.links[tenant] {
 		l, err := linkByName(t, name)
@@ -251,7 +263,7 @@ func (d *Datapath) observeScoped(tenant string, t *nsNet, v *view, o *TenantObje
 		if l == nil {
 			continue
 		}
-		link, ok, err := linkOf(t, l, nil)
+		link, ok, err := linkOf(t, l, nil, enc)
 		if err != nil {
 			return err
 		}
@@ -384,8 +396,9 @@ func linkByName(n *nsNet, name string) (netlink.Link, error) {
 
 // linkOf describes a tenant namespace's link as Tenet sees it; ok is false
 // for a link that is not Tenet's. names maps ifindex to name (nil: looked
-// up).
-func linkOf(t *nsNet, l netlink.Link, names map[int]string) (Link, bool, error) {
+// up); enc says whether a VXLAN device's socket namespace (by netns ID) is
+// the crypt namespace.
+func linkOf(t *nsNet, l netlink.Link, names map[int]string, enc func(int) bool) (Link, bool, error) {
 	a := l.Attrs()
 	kind := l.Type()
 	ours := (bridgePattern.MatchString(a.Name) && kind == "bridge") ||
@@ -420,6 +433,7 @@ func linkOf(t *nsNet, l netlink.Link, names map[int]string) (Link, bool, error) 
 		link.VNI, link.Port = uint32(vx.VxlanId), uint16(vx.Port)
 		link.Local, _ = netipFrom(vx.SrcAddr)
 		link.Learning, link.Proxy = vx.Learning, vx.Proxy
+		link.Encrypted = enc(a.NetNsID)
 	}
 	return link, true, nil
 }
@@ -452,7 +466,7 @@ func (d *Datapath) forgetLocked(tenant string, n *nsNet) {
 
 // observeLinks reads every Tenet link of a tenant namespace, with the
 // entries on its VXLAN devices.
-func observeLinks(t *nsNet, o *TenantObjects) error {
+func observeLinks(t *nsNet, o *TenantObjects, enc func(int) bool) error {
 	links, err := dump(t.h.LinkList)
 	if err != nil {
 		return err
@@ -462,7 +476,7 @@ func observeLinks(t *nsNet, o *TenantObjects) error {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	for _, l := range links {
-		link, ok, err := linkOf(t, l, names)
+		link, ok, err := linkOf(t, l, names, enc)
 		if err != nil {
 			return err
 		}

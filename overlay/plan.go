@@ -32,6 +32,10 @@ const (
 	OpPortBind                 // reserve a published port: bind a socket to it
 	OpPortFree                 // close a published port's reservation
 	OpHostFilter               // make (or, if Rules is empty, remove) Tenet's accepts in the host's iptables
+	OpCryptSet                 // make the crypt namespace and its WireGuard device as Device says
+	OpPeerSet                  // add or change a WireGuard peer
+	OpPeerDel                  // remove a WireGuard peer
+	OpCryptDel                 // delete the crypt namespace, with its device and peers
 )
 
 // Op is one kernel change. It prints like the iproute2 or nft command that
@@ -42,12 +46,14 @@ type Op struct {
 	Link    Link // OpLinkAdd, OpLinkSet (the wanted link), OpLinkDel, OpHostDel
 	FDB     FDBEntry
 	Neigh   NeighEntry
-	Uplink  *Uplink // OpUplinkSet
-	Rebuild bool    // OpUplinkSet: make the rule set anew, with every element
-	Rules   string  // OpHostRules: the digest wanted, "" for none; OpLegacyDel: the table
-	Guard   Guard   // OpGuardSet, OpGuardDel (Port)
-	Elem    Elem    // OpElemAdd, OpElemDel
-	elems   []Elem  // OpHostRules: every element of the new rule set
+	Uplink  *Uplink  // OpUplinkSet
+	Rebuild bool     // OpUplinkSet: make the rule set anew, with every element
+	Rules   string   // OpHostRules: the digest wanted, "" for none; OpLegacyDel: the table
+	Guard   Guard    // OpGuardSet, OpGuardDel (Port)
+	Elem    Elem     // OpElemAdd, OpElemDel
+	elems   []Elem   // OpHostRules: every element of the new rule set
+	Device  WGDevice // OpCryptSet
+	Peer    WGPeer   // OpPeerSet, OpPeerDel (Key)
 	// OpPortBind, OpPortFree: the socket. Soft: the port's rules exist
 	// already (a restart), so a failure to bind is reported, not fatal.
 	Res  Reservation
@@ -125,6 +131,14 @@ func (op Op) String() string {
 			return "host: iptables filter del"
 		}
 		return "host: iptables filter " + op.Rules
+	case OpCryptSet:
+		return "crypt: link set " + op.Device.String()
+	case OpPeerSet:
+		return "crypt: wg set " + wgName + " " + op.Peer.String()
+	case OpPeerDel:
+		return "crypt: wg set " + wgName + " peer " + op.Peer.Key.String() + " remove"
+	case OpCryptDel:
+		return "netns del crypt"
 	}
 	return fmt.Sprintf("op(%d)", int(op.Kind))
 }
@@ -161,6 +175,9 @@ func Plan(desired, observed Snapshot) []Op {
 			ops = append(ops, Op{Kind: OpPortBind, Res: r, Soft: published[L4Port{r.Proto, r.Port}]})
 		}
 	}
+	// The crypt namespace next: encrypted networks' VXLAN devices are
+	// made in it.
+	ops = append(ops, planCrypt(desired.Crypt, observed.Crypt)...)
 	for _, t := range sortedKeys(desired.Tenants) {
 		if observed.Tenants[t] == nil {
 			ops = append(ops, Op{Kind: OpNetnsAdd, Tenant: t})
@@ -214,11 +231,53 @@ func Plan(desired, observed Snapshot) []Op {
 			ops = append(ops, Op{Kind: OpPortFree, Res: r})
 		}
 	}
+	if desired.Crypt == nil && observed.Crypt != nil {
+		// Last: the encrypted networks' devices are gone by now (the
+		// kernel would take them down with the namespace anyway).
+		ops = append(ops, Op{Kind: OpCryptDel})
+	}
 	return ops
 }
 
 func compareReservation(a, b Reservation) int {
 	return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), a.IP.Compare(b.IP))
+}
+
+// planCrypt makes the crypt namespace's device and peers as want says;
+// removing the namespace is Plan's last op.
+func planCrypt(want, have *CryptObjects) []Op {
+	if want == nil {
+		return nil
+	}
+	var ops []Op
+	if have == nil || have.Device != want.Device {
+		ops = append(ops, Op{Kind: OpCryptSet, Device: want.Device})
+	}
+	var havePeers map[PublicKey]WGPeer
+	if have != nil {
+		havePeers = have.Peers
+	}
+	// Removals first: a peer's allowed IPs may move to a new key of the
+	// same host.
+	for _, p := range sortedPeers(havePeers) {
+		if _, ok := want.Peers[p.Key]; !ok {
+			ops = append(ops, Op{Kind: OpPeerDel, Peer: p})
+		}
+	}
+	for _, p := range sortedPeers(want.Peers) {
+		if h, ok := havePeers[p.Key]; !ok || h != p {
+			ops = append(ops, Op{Kind: OpPeerSet, Peer: p})
+		}
+	}
+	return ops
+}
+
+func sortedPeers(m map[PublicKey]WGPeer) []WGPeer {
+	ps := slices.Collect(maps.Values(m))
+	slices.SortFunc(ps, func(a, b WGPeer) int {
+		return cmp.Or(a.Allowed.Addr().Compare(b.Allowed.Addr()), slices.Compare(a.Key[:], b.Key[:]))
+	})
+	return ps
 }
 
 // planElems adds the elements of want that have lacks and deletes those
@@ -353,7 +412,7 @@ func sameIdentity(want, have Link) bool {
 	}
 	if want.Kind == "vxlan" {
 		return want.VNI == have.VNI && want.Port == have.Port && want.Local == have.Local &&
-			want.Learning == have.Learning && want.Proxy == have.Proxy
+			want.Learning == have.Learning && want.Proxy == have.Proxy && want.Encrypted == have.Encrypted
 	}
 	return true
 }

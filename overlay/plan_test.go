@@ -16,7 +16,7 @@ import (
 
 var (
 	uplinkNet = netip.MustParsePrefix("169.254.0.0/16")
-	host0     = Host{VTEP: netip.MustParseAddr("198.51.100.10"), Port: 4789, UnderlayMTU: 1500, UplinkNet: uplinkNet}
+	host0     = Host{VTEP: netip.MustParseAddr("198.51.100.10"), Port: 4789, UnderlayMTU: 1500, UplinkNet: uplinkNet, WireGuardPort: 51820}
 	vtep0     = host0.VTEP
 	vtep1     = netip.MustParseAddr("198.51.100.11")
 	vtep2     = netip.MustParseAddr("198.51.100.12")
@@ -169,7 +169,7 @@ func TestPlan(t *testing.T) {
 			want: []string{
 				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 address 02:7e:ff:00:10:01 up",
 				"acme: uplink 1 via " + hostUplinkName("acme") + " rules " + tenantRulesDigest() + " (new, 2 elements)",
-				"host: rules " + hostRulesDigest(uplinkNet, 4789, true) + " (new, 2 elements)",
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, true) + " (new, 3 elements)",
 			},
 		},
 		{
@@ -262,6 +262,10 @@ func clone(s Snapshot) Snapshot {
 	maps.Copy(out.UplinksUsed, s.UplinksUsed)
 	maps.Copy(out.Reserved, s.Reserved)
 	maps.Copy(out.HostUplinks, s.HostUplinks)
+	if s.Crypt != nil {
+		c := &CryptObjects{Device: s.Crypt.Device, Peers: maps.Clone(s.Crypt.Peers)}
+		out.Crypt = c
+	}
 	for tn, o := range s.Tenants {
 		c := newTenantObjects()
 		maps.Copy(c.Links, o.Links)
@@ -340,6 +344,37 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 				}
 				continue
 			}
+		case OpCryptSet:
+			if out.Crypt == nil {
+				out.Crypt = &CryptObjects{Peers: map[PublicKey]WGPeer{}}
+			}
+			out.Crypt.Device = op.Device
+			continue
+		case OpPeerSet, OpPeerDel:
+			if out.Crypt == nil || out.Crypt.Device == (WGDevice{}) {
+				t.Fatalf("%v: no wireguard device", op)
+			}
+			if op.Kind == OpPeerSet {
+				for k, p := range out.Crypt.Peers {
+					if p.Allowed == op.Peer.Allowed && k != op.Peer.Key {
+						delete(out.Crypt.Peers, k) // the kernel moves allowed IPs
+					}
+				}
+				out.Crypt.Peers[op.Peer.Key] = op.Peer
+			} else {
+				delete(out.Crypt.Peers, op.Peer.Key)
+			}
+			continue
+		case OpCryptDel:
+			out.Crypt = nil
+			for _, o := range out.Tenants { // the kernel takes these down with it
+				for name, l := range o.Links {
+					if l.Encrypted {
+						delete(o.Links, name)
+					}
+				}
+			}
+			continue
 		}
 		if o == nil {
 			t.Fatalf("%v: no namespace", op)
@@ -353,6 +388,9 @@ func simulate(t *testing.T, s Snapshot, ops []Op) Snapshot {
 				if _, ok := o.Links[op.Link.Master]; !ok {
 					t.Fatalf("%v: no master", op)
 				}
+			}
+			if op.Link.Encrypted && (out.Crypt == nil || out.Crypt.Device == (WGDevice{})) {
+				t.Fatalf("%v: no crypt namespace with its device to make it in", op)
 			}
 			o.Links[op.Link.Name] = op.Link
 		case OpLinkSet:

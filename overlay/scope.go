@@ -40,6 +40,10 @@ type Scope struct {
 	// Infra: the elements of the host's rules that keep tenants from the
 	// infrastructure (State.Infra).
 	Infra bool
+	// Crypt: the crypt namespace, its WireGuard device (with this host's
+	// key) and its peers (State.Crypt). A scope naming Tenants or Networks
+	// has them too: a network may be the first or last encrypted one.
+	Crypt bool
 }
 
 // RemoteKey names a remote endpoint: its network's VNI and its MAC in
@@ -54,7 +58,7 @@ func (r Remote) Key() RemoteKey { return RemoteKey{VNI: r.VNI, MAC: r.MAC.String
 
 // Empty reports whether the scope names nothing.
 func (sc Scope) Empty() bool {
-	return len(sc.Tenants) == 0 && len(sc.Networks) == 0 && len(sc.Endpoints) == 0 && len(sc.Remotes) == 0 && !sc.Infra
+	return len(sc.Tenants) == 0 && len(sc.Networks) == 0 && len(sc.Endpoints) == 0 && len(sc.Remotes) == 0 && !sc.Infra && !sc.Crypt
 }
 
 // validate checks the scope's own fields.

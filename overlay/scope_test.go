@@ -40,6 +40,7 @@ func randomState(rng *rand.Rand) State {
 		}
 		n.Peers = pick(vtep1, vtep2)
 		n.Egress = n.Gateway.IsValid() && rng.IntN(2) == 0
+		n.Encrypted = rng.IntN(3) == 0
 		s.Networks = append(s.Networks, n)
 		have[n.VNI], egress[n.VNI] = true, n.Egress
 	}
@@ -91,6 +92,13 @@ func randomState(rng *rand.Rand) State {
 	}
 	if rng.IntN(2) == 0 {
 		s.Infra.Ports = []L4Port{{TCP, 7946}, {UDP, 7946}}
+	}
+	// Two keys for this host, and peers that come, go and change keys.
+	s.Crypt.Key = PrivateKey{0, byte(1 + rng.IntN(2))}
+	for i, v := range []netip.Addr{vtep1, vtep2} {
+		if rng.IntN(3) > 0 {
+			s.Crypt.Peers = append(s.Crypt.Peers, CryptPeer{VTEP: v, Port: 51820, Key: PublicKey{byte(10*i + 1 + rng.IntN(2))}})
+		}
 	}
 	return s
 }
@@ -167,6 +175,7 @@ func diffScope(a, b State) Scope {
 	}
 	slices.SortFunc(sc.Remotes, func(x, y RemoteKey) int { return strings.Compare(fmt.Sprint(x), fmt.Sprint(y)) })
 	sc.Infra = !reflect.DeepEqual(a.Infra, b.Infra)
+	sc.Crypt = !reflect.DeepEqual(a.Crypt, b.Crypt)
 	return sc
 }
 
@@ -266,6 +275,8 @@ func opInView(op Op, v *view, tags map[string]bool) bool {
 		return v.hasUplink(t)
 	case OpHostRules:
 		return v.hasHostRules()
+	case OpCryptSet, OpPeerSet, OpPeerDel, OpCryptDel:
+		return v.hasCrypt()
 	}
 	return false
 }
@@ -297,7 +308,7 @@ func TestScopedReconcileConvergesTouchingOnlyItsScope(t *testing.T) {
 		cur := converge(t, a)
 		sc := diffScope(a, b)
 		if round%3 == 0 {
-			sc = Scope{Tenants: tenantsOf(sc, a, b), Infra: sc.Infra}
+			sc = Scope{Tenants: tenantsOf(sc, a, b), Infra: sc.Infra, Crypt: sc.Crypt}
 		}
 		nets, err := b.validateScope(sc)
 		if err != nil {

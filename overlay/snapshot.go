@@ -40,6 +40,9 @@ type Snapshot struct {
 	// UplinksUsed are the uplink indices whose host end has its address
 	// (observed only; new uplinks get a free index).
 	UplinksUsed map[int]bool
+	// Crypt is the crypt namespace with its WireGuard device and peers;
+	// nil: there is none (or, in a scoped snapshot, it is not in scope).
+	Crypt *CryptObjects
 	// hostAll is every desired host element, with which the rule set is
 	// made anew (desired only).
 	hostAll []Elem
@@ -120,6 +123,10 @@ type Link struct {
 	Local    netip.Addr
 	Learning bool
 	Proxy    bool
+	// Encrypted: the device's UDP socket is in the crypt namespace, so
+	// its traffic goes through WireGuard (crypt.go); read from the kernel
+	// (the device's link-netns).
+	Encrypted bool
 
 	// Veth only: the container end's name and MAC, set at creation.
 	Peer    string
@@ -179,6 +186,9 @@ func (l Link) String() string {
 		if l.Proxy {
 			b.WriteString(" proxy")
 		}
+		if l.Encrypted {
+			b.WriteString(" encrypted")
+		}
 	case "veth":
 		if l.Peer != "" {
 			fmt.Fprintf(&b, " peer %s", l.Peer)
@@ -236,6 +246,15 @@ func (s Snapshot) String() string {
 	}
 	if s.HostRules != "" {
 		lines = append(lines, "host: rules "+s.HostRules)
+	}
+	if c := s.Crypt; c != nil {
+		lines = append(lines, "crypt: netns")
+		if c.Device != (WGDevice{}) {
+			lines = append(lines, "crypt: link "+c.Device.String())
+		}
+		for _, p := range c.Peers {
+			lines = append(lines, "crypt: "+p.String())
+		}
 	}
 	for e := range s.HostElems {
 		lines = append(lines, "host: element "+e.Set+" { "+e.Key+" }")

@@ -15,6 +15,9 @@ type State struct {
 	Endpoints []Endpoint
 	Remotes   []Remote
 	Infra     Infra
+	// Crypt is what encrypted networks need: this host's WireGuard key
+	// and its peers' (crypt.go).
+	Crypt Crypt
 }
 
 // Infra is the cluster's own infrastructure, which no tenant may reach
@@ -80,6 +83,10 @@ type Network struct {
 	// through the host; without Egress (--internal) nothing leaves.
 	Gateway netip.Prefix
 	Egress  bool
+	// Encrypted: the network's VXLAN traffic between hosts goes through
+	// WireGuard only (crypt.go). Its MTU is then at most the underlay's
+	// less both overheads (Host.MaxMTUEncrypted), which is its default too.
+	Encrypted bool
 }
 
 // Endpoint is a local endpoint: a veth pair whose one end is on the network's

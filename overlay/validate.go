@@ -40,6 +40,9 @@ func (s State) Validate() error {
 	if err := s.Infra.validate(); err != nil {
 		return err
 	}
+	if err := s.validateCrypt(); err != nil {
+		return err
+	}
 	ids := map[string]bool{}
 	tags := map[string]string{}              // endpointTag -> endpoint ID
 	owners := map[uint32]map[string]string{} // vni -> "mac x" or "ip y" -> who
@@ -179,6 +182,9 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 	if err := s.Infra.validate(); err != nil {
 		return nil, err
 	}
+	if err := s.validateCrypt(); err != nil {
+		return nil, err
+	}
 	want := map[string]bool{}
 	for _, id := range sc.Endpoints {
 		want[id] = true
@@ -311,18 +317,47 @@ func (s State) validateNetworks() (map[uint32]*Network, error) {
 	return nets, nil
 }
 
+// validateCrypt checks the crypt peers, and that an encrypted network has
+// a key to encrypt with.
+func (s State) validateCrypt() error {
+	if err := s.Crypt.validate(); err != nil {
+		return err
+	}
+	if !s.Crypt.Key.IsZero() {
+		return nil
+	}
+	for _, n := range s.Networks {
+		if n.Encrypted {
+			return invalid("network %s/%s: encrypted, but no wireguard key (Crypt.Key)", n.Tenant, n.Name)
+		}
+	}
+	return nil
+}
+
 // ValidateMTU checks that no network's MTU exceeds max, the largest the
 // underlay carries without fragmenting (Datapath.MaxMTU).
+// Encrypted networks may have less: EncryptedMaxMTU(max, vtep), here for an
+// IPv4 underlay.
 func (s State) ValidateMTU(max int) error {
+	return s.validateMTU(max, netip.IPv4Unspecified())
+}
+
+func (s State) validateMTU(max int, vtep netip.Addr) error {
 	for _, n := range s.Networks {
-		if err := n.checkMTU(max); err != nil {
+		if err := n.checkMTU(max, vtep); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (n Network) checkMTU(max int) error {
+func (n Network) checkMTU(max int, vtep netip.Addr) error {
+	if n.Encrypted {
+		if m := EncryptedMaxMTU(max, vtep); n.MTU > m {
+			return invalid("network %s/%s: mtu %d: above %d, the underlay's MTU less the VXLAN and WireGuard overhead (it would fragment)", n.Tenant, n.Name, n.MTU, m)
+		}
+		return nil
+	}
 	if n.MTU > max {
 		return invalid("network %s/%s: mtu %d: above %d, the underlay's MTU less the VXLAN overhead (it would fragment)", n.Tenant, n.Name, n.MTU, max)
 	}

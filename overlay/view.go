@@ -21,6 +21,7 @@ type view struct {
 	eps     map[string]string    // endpoint ID -> tenant ("": nowhere, only its host end)
 	remotes map[remoteBin]string // remote -> tenant
 	infra   bool
+	crypt   bool // the crypt namespace, its device and peers
 
 	ns        map[string]bool // tenants whose namespace is in view
 	uplink    map[string]bool // tenants whose egress (uplink, rule set) is in view
@@ -53,7 +54,7 @@ var viewAll = &view{all: true}
 // not have ("" or absent: not in the kernel either). Pure.
 func newView(s State, nets map[uint32]*Network, sc Scope, locatedNets map[uint32]string, locatedEps map[string]string) *view {
 	v := &view{whole: map[string]bool{}, nets: map[uint32]string{}, eps: map[string]string{}, remotes: map[remoteBin]string{},
-		infra: sc.Infra, ns: map[string]bool{}, uplink: map[string]bool{},
+		infra: sc.Infra, crypt: sc.Crypt || len(sc.Tenants) > 0 || len(sc.Networks) > 0, ns: map[string]bool{}, uplink: map[string]bool{},
 		links: map[string]map[string]bool{}, guards: map[string]map[string]bool{}, elems: map[string]map[Elem]bool{},
 		vxAll: map[string]map[string]bool{}, fdbMACs: map[string]map[string]map[string]bool{},
 		neighIPs: map[string]map[string]map[netip.Addr]bool{}, neighMACs: map[string]map[string]map[string]bool{},
@@ -203,6 +204,7 @@ func (v *view) hasHostElem(e Elem) bool {
 
 // hasReserved reports whether the host's port reservations are in view.
 func (v *view) hasReserved() bool { return v.hasHostRules() }
+func (v *view) hasCrypt() bool    { return v.all || v.crypt }
 
 func (v *view) hasLink(t, name string) bool { return v.all || v.whole[t] || v.links[t][name] }
 
@@ -329,6 +331,9 @@ func restrict(full Snapshot, v *view) Snapshot {
 	}
 	if v.hasReserved() {
 		out.Reserved = full.Reserved
+	}
+	if v.hasCrypt() {
+		out.Crypt = full.Crypt
 	}
 	out.UplinksUsed = full.UplinksUsed
 	out.HostUplinks = full.HostUplinks

@@ -15,10 +15,11 @@ import (
 
 // network create's flags.
 var netFlags struct {
-	subnet   string
-	vni      uint
-	internal bool
-	mtu      int
+	subnet    string
+	vni       uint
+	internal  bool
+	mtu       int
+	encrypted bool
 }
 
 func splitKey(arg string) (tenant, name string, err error) {
@@ -37,7 +38,8 @@ func init() {
 				fs.StringVar(&netFlags.subnet, "subnet", "", "the network's IPv4 subnet, e.g. 10.1.0.0/24 (required)")
 				fs.UintVar(&netFlags.vni, "vni", 0, "the network's VXLAN id, 1-16777215 (default: derived from TENANT/NAME)")
 				fs.BoolVar(&netFlags.internal, "internal", false, "no egress: the network's containers reach only each other")
-				fs.IntVar(&netFlags.mtu, "mtu", 0, "the network's MTU (default: the underlay's minus 50)")
+				fs.IntVar(&netFlags.mtu, "mtu", 0, "the network's MTU (default: the underlay's minus 50, minus 110 if encrypted)")
+				fs.BoolVar(&netFlags.encrypted, "encrypted", false, "carry the network's traffic between hosts only inside WireGuard (every host's kernel needs it)")
 			},
 			run: func(ctx context.Context, c adminapi.Client, args []string, asJSON bool, out io.Writer) error {
 				t, n, err := splitKey(args[0])
@@ -51,17 +53,13 @@ func init() {
 					return usagef("network create: --vni %d: must be 1-%d", netFlags.vni, rules.MaxVNI)
 				}
 				d, err := c.CreateNetwork(ctx, adminapi.Definition{Tenant: t, Name: n, Subnet: netFlags.subnet,
-					VNI: uint32(netFlags.vni), Internal: netFlags.internal, MTU: netFlags.mtu})
+					VNI: uint32(netFlags.vni), Internal: netFlags.internal, MTU: netFlags.mtu, Encrypted: netFlags.encrypted})
 				return done(out, asJSON, d, err, "network create "+args[0])
 			}},
 		command{group: "network", name: "ls", help: "list Tenet networks: tenant, name, VNI, subnet, kind, hosts that have it",
 			run: func(ctx context.Context, c adminapi.Client, _ []string, asJSON bool, out io.Writer) error {
 				return list(ctx, c, "/v1/networks", asJSON, out, "TENANT	NETWORK	VNI	SUBNET	KIND	HOSTS", func(n adminapi.Network) []string {
-					kind := "egress"
-					if n.Internal {
-						kind = "internal"
-					}
-					return []string{n.Tenant, n.Name, fmt.Sprint(n.VNI), n.Subnet, kind, strings.Join(n.Hosts, ",")}
+					return []string{n.Tenant, n.Name, fmt.Sprint(n.VNI), n.Subnet, kind(n), strings.Join(n.Hosts, ",")}
 				})
 			}},
 		command{group: "network", name: "inspect", args: []string{"TENANT/NAME"},
@@ -95,6 +93,18 @@ func init() {
 	)
 }
 
+// kind is egress or internal, and encrypted.
+func kind(n adminapi.Network) string {
+	k := "egress"
+	if n.Internal {
+		k = "internal"
+	}
+	if n.Encrypted {
+		k += ",encrypted"
+	}
+	return k
+}
+
 func inspect(out io.Writer, d adminapi.NetworkDetail) error {
 	n := d.Network
 	row := func(k, v string) {
@@ -114,11 +124,7 @@ func inspect(out io.Writer, d adminapi.NetworkDetail) error {
 		gw = "(known on the hosts that have it)"
 	}
 	row("gateway", gw)
-	kind := "egress"
-	if n.Internal {
-		kind = "internal"
-	}
-	row("kind", kind)
+	row("kind", kind(n))
 	switch {
 	case d.EffectiveMTU != 0 && n.MTU == 0:
 		row("mtu", fmt.Sprintf("%d (the underlay's less 50)", d.EffectiveMTU))

@@ -48,7 +48,7 @@ type options struct {
 	resolvConf                                                                                                 string
 	join, ipamSeeds, allowEgress, dnsUpstream                                                                  []string
 	dns                                                                                                        bool
-	port, vxlanPort                                                                                            int
+	port, vxlanPort, wgPort                                                                                    int
 	requestTimeout                                                                                             time.Duration
 	// systemd's environment: $NOTIFY_SOCKET, $WATCHDOG_USEC, $WATCHDOG_PID.
 	notifySocket, watchdogUsec, watchdogPID string
@@ -131,6 +131,7 @@ func newFlagSet(name string, o *options, raw *rawFlags, stderr io.Writer) *flag.
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/tenet", "where local state is kept across restarts")
 	fs.StringVar(&o.netnsPrefix, "netns-prefix", "tenet-", "prefix of tenant namespace names")
 	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
+	fs.IntVar(&o.wgPort, "wireguard-port", overlay.DefaultWireGuardPort, "UDP port, on the underlay, of encrypted networks' traffic (WireGuard)")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
@@ -186,8 +187,8 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if o.port < 1 || o.port > 65535 || o.vxlanPort < 1 || o.vxlanPort > 65535 {
-		return fmt.Errorf("--port %d / --vxlan-port %d: must be 1-65535", o.port, o.vxlanPort)
+	if o.port < 1 || o.port > 65535 || o.vxlanPort < 1 || o.vxlanPort > 65535 || o.wgPort < 1 || o.wgPort > 65535 {
+		return fmt.Errorf("--port %d / --vxlan-port %d / --wireguard-port %d: must be 1-65535", o.port, o.vxlanPort, o.wgPort)
 	}
 	if len(o.ipamSeeds) == 0 {
 		return errors.New("--ipam-seeds: name the hosts that first own address blocks, e.g. --ipam-seeds h0,h1,h2 (the same on every host)")
@@ -215,6 +216,7 @@ func run(ctx context.Context, o options) error {
 	}
 	ocfg := overlay.DefaultConfig()
 	ocfg.VTEP, ocfg.Port, ocfg.NetnsPrefix, ocfg.Logger = vtep, uint16(o.vxlanPort), o.netnsPrefix, logger
+	ocfg.WireGuardPort = uint16(o.wgPort)
 	dp, err := overlay.New(ocfg)
 	if err != nil {
 		return err
@@ -242,7 +244,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	reg := registry.New(o.name, registry.GossipKV{Node: node}, registry.GossipCluster{Node: node})
-	reg.CheckSubnet, reg.MaxMTU = c.CheckSubnet, c.MaxMTU
+	reg.CheckSubnet, reg.MaxMTU, reg.CanEncrypt = c.CheckSubnet, c.MaxMTUFor, c.CryptSupport
 	engine := driver.NewEngine(o.dockerSocket)
 	syncer := &driver.Syncer{Registry: reg, Engine: engine, Logger: logger.With("component", "registry")}
 	reg.CheckRealizable = syncer.CheckRealizable

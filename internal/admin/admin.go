@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenet-net/tenet/internal/adminapi"
 	"github.com/tenet-net/tenet/internal/core"
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/internal/errkind"
 	"github.com/tenet-net/tenet/internal/metrics"
 	"github.com/tenet-net/tenet/internal/registry"
@@ -172,7 +173,8 @@ func (s *Server) Handler() http.Handler {
 			if err := dec.Decode(&d); err != nil {
 				return adminapi.Done{}, errkind.Errorf(errkind.Invalid, "create network: malformed request: %v", err)
 			}
-			def := registry.Definition{Tenant: d.Tenant, Name: d.Name, Subnet: d.Subnet, VNI: d.VNI, Internal: d.Internal, MTU: d.MTU}
+			def := registry.Definition{Tenant: d.Tenant, Name: d.Name, Subnet: d.Subnet, VNI: d.VNI, Internal: d.Internal, MTU: d.MTU,
+				Encrypted: d.Encrypted}
 			return adminapi.Done{Created: rules.Key(d.Tenant, d.Name)}, s.Registry.CreateNetwork(def)
 		})
 	})
@@ -241,7 +243,7 @@ func (s *Server) removeHost(ctx context.Context, name string) error {
 
 func definition(d registry.Definition) adminapi.Definition {
 	return adminapi.Definition{Tenant: d.Tenant, Name: d.Name, Subnet: d.Subnet, VNI: d.VNI, Internal: d.Internal,
-		MTU: d.MTU, Gen: d.Gen, Origin: d.Origin, DockerName: d.DockerName()}
+		MTU: d.MTU, Encrypted: d.Encrypted, Gen: d.Gen, Origin: d.Origin, DockerName: d.DockerName()}
 }
 
 // hosts lists the cluster's hosts gossip knows, up or down, except those
@@ -281,6 +283,9 @@ func (s *Server) networks() []adminapi.Network {
 	byKey := map[string]*adminapi.Network{}
 	for _, c := range s.Cluster.Networks() {
 		byKey[c.ID] = &adminapi.Network{Tenant: c.Tenant, Name: c.Name, VNI: c.VNI, Subnet: c.Subnet.String()}
+		for _, w := range crypt.Networks(core.ClusterKV{Cluster: s.Cluster}, c.ID) {
+			byKey[c.ID].Encrypted = byKey[c.ID].Encrypted || w.Encrypted
+		}
 	}
 	if s.Registry != nil {
 		for _, d := range s.Registry.Networks() {
@@ -289,7 +294,7 @@ func (s *Server) networks() []adminapi.Network {
 				n = &adminapi.Network{Tenant: d.Tenant, Name: d.Name, VNI: d.VNI, Subnet: d.Subnet}
 				byKey[d.NetworkKey()] = n
 			}
-			n.Defined, n.DockerName, n.Internal, n.MTU = true, d.DockerName(), d.Internal, d.MTU
+			n.Defined, n.DockerName, n.Internal, n.MTU, n.Encrypted = true, d.DockerName(), d.Internal, d.MTU, d.Encrypted
 		}
 	}
 	for _, l := range s.Core.Networks() {
@@ -298,7 +303,7 @@ func (s *Server) networks() []adminapi.Network {
 			n = &adminapi.Network{Tenant: l.Tenant, Name: l.Name, VNI: l.VNI, Subnet: l.Subnet.String()}
 			byKey[l.Key()] = n
 		}
-		n.Local, n.DockerID, n.Internal, n.MTU = true, l.Ref, l.Internal, l.MTU
+		n.Local, n.DockerID, n.Internal, n.MTU, n.Encrypted = true, l.Ref, l.Internal, l.MTU, l.Encrypted
 		if l.Gateway.IsValid() {
 			n.Gateway = l.Gateway.String()
 		}

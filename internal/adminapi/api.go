@@ -96,6 +96,7 @@ type Network struct {
 	Gateway    string   `json:"gateway,omitempty"`
 	Internal   bool     `json:"internal,omitempty"`
 	MTU        int      `json:"mtu,omitempty"`
+	Encrypted  bool     `json:"encrypted,omitempty"`   // its traffic between hosts goes through WireGuard
 	Local      bool     `json:"local"`                 // present on this host
 	DockerID   string   `json:"docker_id,omitempty"`   // this host's engine's ID for it
 	DockerName string   `json:"docker_name,omitempty"` // the name tenetctl-defined networks get in every engine
@@ -133,6 +134,7 @@ type Definition struct {
 	VNI        uint32 `json:"vni,omitempty"`
 	Internal   bool   `json:"internal,omitempty"`
 	MTU        int    `json:"mtu,omitempty"`
+	Encrypted  bool   `json:"encrypted,omitempty"`
 	Gen        uint64 `json:"gen,omitempty"`
 	Origin     string `json:"origin,omitempty"`
 	DockerName string `json:"docker_name,omitempty"`

@@ -31,6 +31,9 @@ func (g GossipCluster) Detach(network string)               { g.Node.Attachments
 func (g GossipCluster) Subscribe(buf int) (<-chan gossip.Event, func()) {
 	return g.Node.Subscribe(buf)
 }
+func (g GossipCluster) PutKV(key string, value []byte) error { return g.Node.KV().Put(key, value) }
+func (g GossipCluster) DeleteKV(key string)                  { g.Node.KV().Delete(key) }
+func (g GossipCluster) KV(prefix string) []gossip.KVEntry    { return g.Node.KV().List(prefix) }
 
 // Remotes reads the network's endpoints. Remote.Names stays empty until
 // gossip.Endpoint carries names: then set Names: e.Names here (and publish
@@ -97,6 +100,8 @@ func (o OverlayDatapath) Diagnose(ctx context.Context, s overlay.State) ([]overl
 	return o.DP.Diagnose(ctx, s)
 }
 
+var _ Crypter = OverlayDatapath{}
+
 // Apply reconciles the whole state for Scope.All, else only the scope's
 // objects. "Every remote entry of a network" is the network's scope in
 // overlay, which holds its VXLAN device's entries.
@@ -104,7 +109,8 @@ func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, sc Scope) e
 	if sc.All {
 		return o.DP.Reconcile(ctx, s)
 	}
-	os := overlay.Scope{Tenants: sc.Tenants, Networks: union(sc.Networks, sc.RemoteNets), Endpoints: sc.Endpoints, Infra: sc.Infra}
+	os := overlay.Scope{Tenants: sc.Tenants, Networks: union(sc.Networks, sc.RemoteNets), Endpoints: sc.Endpoints, Infra: sc.Infra,
+		Crypt: sc.Crypt}
 	for _, r := range sc.Remotes {
 		os.Remotes = append(os.Remotes, overlay.RemoteKey{VNI: r.VNI, MAC: r.MAC})
 	}
@@ -113,6 +119,27 @@ func (o OverlayDatapath) Apply(ctx context.Context, s overlay.State, sc Scope) e
 
 // MaxMTU is the underlay's MTU minus the VXLAN overhead.
 func (o OverlayDatapath) MaxMTU() (int, error) { return o.DP.MaxMTU() }
+
+// CryptSupport says whether the kernel has WireGuard.
+func (o OverlayDatapath) CryptSupport() error { return o.DP.CryptSupport() }
+
+// CryptPort is the datapath's WireGuard port.
+func (o OverlayDatapath) CryptPort() uint16 { return o.DP.WireGuardPort() }
+
+// ObserveCrypt reads the WireGuard device's key and peers, if there is one.
+func (o OverlayDatapath) ObserveCrypt(ctx context.Context) (overlay.PrivateKey, []overlay.CryptPeer, bool, error) {
+	c, err := o.DP.ObserveCrypt(ctx)
+	if err != nil || c == nil || c.Device.Key.IsZero() {
+		return overlay.PrivateKey{}, nil, false, err
+	}
+	var peers []overlay.CryptPeer
+	for _, p := range c.Peers {
+		if p.Allowed.IsValid() && p.Endpoint.IsValid() {
+			peers = append(peers, overlay.CryptPeer{VTEP: p.Allowed.Addr(), Port: p.Endpoint.Port(), Key: p.Key})
+		}
+	}
+	return c.Device.Key, peers, true, nil
+}
 
 // ObserveRemotes reads the remote entries of every VXLAN device: unicast
 // FDB entries with their neighbour entries, and the flood entries' VTEPs.

@@ -36,6 +36,14 @@ type Cluster interface {
 	Synced(network string) bool
 	// Subscribe streams the tables' changes.
 	Subscribe(buf int) (<-chan gossip.Event, func())
+
+	// PutKV writes this host's entry under key in the key-value table;
+	// DeleteKV deletes it; KV lists every host's entries under prefix
+	// (those of hosts reported down included). The core keeps what
+	// encrypted networks need there (package crypt).
+	PutKV(key string, value []byte) error
+	DeleteKV(key string)
+	KV(prefix string) []gossip.KVEntry
 }
 
 // Remote is another host's endpoint.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -39,6 +40,13 @@ type Core struct {
 	bg      context.Context   // Run's context, for work after a caller gave up
 	lastErr error             // of the last datapath pass
 	started chan struct{}     // closed once Run has reconciled the saved state
+	// key is this host's WireGuard key (zero until an encrypted network
+	// needs one, or adopted from the kernel); wgPublished is the public key
+	// last published; adoptedPeers are the WireGuard peers the kernel
+	// held at start, kept until SyncWait (crypt.go).
+	key          overlay.PrivateKey
+	wgPublished  overlay.PublicKey
+	adoptedPeers []overlay.CryptPeer
 }
 
 // New loads the local state saved by an earlier run. Run reconciles the
@@ -99,7 +107,14 @@ func (c *Core) CheckSubnet(p netip.Prefix) error {
 // tenant/name, builds it in the datapath, saves it and publishes it.
 func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, error) {
 	what := "create network " + spec.Key()
-	maxMTU, err := c.dp.MaxMTU()
+	if spec.Encrypted {
+		// Never in clear: refused before anything else if this kernel
+		// cannot encrypt.
+		if err := c.CryptSupport(); err != nil {
+			return Network{}, wrapKind(ErrInvalid, err, "%s: encrypted networks need WireGuard in the kernel of every host that has them", what)
+		}
+	}
+	maxMTU, err := c.MaxMTUFor(spec.Encrypted)
 	if err != nil {
 		return Network{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -112,6 +127,14 @@ func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, er
 		}
 		if cn.VNI != spec.VNI {
 			return Network{}, kindErrorf(ErrConflict, "%s: vni %d differs from the cluster's %d (defined by host %s)", what, spec.VNI, cn.VNI, cn.Host)
+		}
+	}
+	if err := c.checkCrypt(spec); err != nil {
+		return Network{}, kindErrorf(ErrConflict, "%s: %v", what, err)
+	}
+	if spec.Encrypted {
+		if err := c.ensureKey(); err != nil {
+			return Network{}, fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	var others []rules.Net
@@ -139,7 +162,7 @@ func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, er
 	c.ready[spec.Key()] = true
 	c.mu.Unlock()
 	c.publishNetwork(*n)
-	c.log.Info("network created", "network", spec.Key(), "vni", spec.VNI, "subnet", spec.Subnet, "ref", spec.Ref)
+	c.log.Info("network created", "network", spec.Key(), "vni", spec.VNI, "subnet", spec.Subnet, "encrypted", spec.Encrypted, "ref", spec.Ref)
 	return *n, nil
 }
 
@@ -208,6 +231,7 @@ func (c *Core) publishNetwork(n Network) {
 	if err := c.cl.Attach(n.Key()); err != nil {
 		c.log.Warn("publish attachment", "network", n.Key(), "err", err)
 	}
+	c.publishCrypt(n)
 }
 
 func (c *Core) publishEndpoint(e Endpoint) {
@@ -246,6 +270,7 @@ func (c *Core) DeleteNetwork(ctx context.Context, key string) error {
 	}
 	c.cl.Detach(key)
 	c.cl.DeleteNetwork(key)
+	c.cl.DeleteKV(crypt.NetworkKey(key))
 	err := c.w.apply(ctx, scope)
 	if serr := c.saver.save(ctx); err == nil {
 		err = serr
@@ -526,15 +551,25 @@ func (c *Core) readView(only map[string]bool) view {
 	for k, v := range c.adopted {
 		adopted[k] = v
 	}
+	key, adoptedPeers := c.key, slices.Clone(c.adoptedPeers)
 	c.mu.Unlock()
 	v := view{host: c.cfg.Host, vtep: c.cfg.VTEP, nets: nets, eps: eps, adopted: adopted,
-		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra()}
+		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra(), key: key, adoptedPeers: adoptedPeers}
+	encrypted := false
 	for _, n := range nets {
 		if only != nil && !only[n.Key()] {
 			continue
 		}
 		v.remotes[n.Key()] = c.cl.Remotes(n.Key())
 		v.peers[n.Key()] = c.cl.Peers(n.Key())
+		encrypted = encrypted || n.Encrypted
+	}
+	if encrypted {
+		var bad []string
+		v.keys, bad = crypt.Hosts(ClusterKV{c.cl})
+		if len(bad) > 0 {
+			c.log.Debug("malformed wireguard identities ignored", "hosts", bad)
+		}
 	}
 	return v
 }
@@ -571,6 +606,17 @@ func (c *Core) scopeNetworks(scope Scope) map[string]bool {
 	for _, id := range scope.Endpoints {
 		if e := c.eps[id]; e != nil {
 			only[e.Network] = true
+		}
+	}
+	// The WireGuard peers are every host sharing any encrypted network
+	// with this one, and the datapath sets them whenever the scope has
+	// Crypt or names a tenant or network: then every encrypted network
+	// is read, or the peers of the others would be dropped.
+	if scope.Crypt || len(scope.Tenants) > 0 || len(scope.Networks) > 0 {
+		for k, n := range c.nets {
+			if n.Encrypted {
+				only[k] = true
+			}
 		}
 	}
 	return only

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/overlay"
 )
 
@@ -24,6 +25,12 @@ type view struct {
 	adopted map[uint32]adoptedRemotes
 	// infra is what tenants may not reach, the members' addresses in.
 	infra overlay.Infra
+	// key is this host's WireGuard key; keys are the hosts' published
+	// WireGuard identities (read only when a network is encrypted);
+	// adoptedPeers the WireGuard peers the kernel held at start.
+	key          overlay.PrivateKey
+	keys         map[string]crypt.Host
+	adoptedPeers []overlay.CryptPeer
 }
 
 // adoptedRemotes are a network's remote entries as the kernel held them at
@@ -61,12 +68,16 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		return false
 	}
 	s.Infra = v.infra
+	s.Crypt.Key = v.key
+	hostOf := map[netip.Addr]string{} // VTEPs of the hosts sharing an encrypted network
+	encrypted := map[uint32]bool{}
 	nets := slices.Clone(v.nets)
 	slices.SortFunc(nets, func(a, b Network) int { return cmp.Compare(a.Key(), b.Key()) })
 	byKey := map[string]Network{}
 	for _, n := range nets {
 		byKey[n.Key()] = n
-		on := overlay.Network{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, MTU: n.MTU}
+		on := overlay.Network{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, MTU: n.MTU, Encrypted: n.Encrypted}
+		encrypted[n.VNI] = n.Encrypted
 		if n.Egress() {
 			on.Gateway, on.Egress = netip.PrefixFrom(n.Gateway, n.Subnet.Bits()), true
 		}
@@ -74,11 +85,17 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		for _, p := range v.peers[n.Key()] {
 			if p.Host != v.host && usable(p.VTEP) && p.VTEP != v.vtep && live(p.DownSince) {
 				peers[p.VTEP] = true
+				if n.Encrypted {
+					hostOf[p.VTEP] = p.Host
+				}
 			}
 		}
 		for _, p := range v.adopted[n.VNI].peers {
 			if p != v.vtep {
 				peers[p] = true
+				if _, ok := hostOf[p]; !ok && n.Encrypted {
+					hostOf[p] = ""
+				}
 			}
 		}
 		for p := range peers {
@@ -147,6 +164,9 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			ips[ik] = who
 		}
 		macs[mk] = who
+		if n.Encrypted && hostOf[r.VTEP] == "" {
+			hostOf[r.VTEP] = r.Host
+		}
 		rem := overlay.Remote{VNI: n.VNI, MAC: r.MAC, VTEP: r.VTEP}
 		if r.IP.IsValid() {
 			rem.IPs = []netip.Addr{r.IP}
@@ -179,7 +199,13 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			}
 			macs[mk] = adopted
 			s.Remotes = append(s.Remotes, overlay.Remote{VNI: vni, MAC: r.MAC, VTEP: r.VTEP, IPs: keep})
+			if _, ok := hostOf[r.VTEP]; !ok && encrypted[vni] {
+				hostOf[r.VTEP] = ""
+			}
 		}
+	}
+	if len(hostOf) > 0 {
+		s.Crypt.Peers = cryptPeersOf(hostOf, v.keys, v.adoptedPeers)
 	}
 	return s, conflicts, next
 }

@@ -47,6 +47,9 @@ func (m *memCluster) Synced(string) bool                    { return true }
 func (m *memCluster) Subscribe(int) (<-chan gossip.Event, func()) {
 	return make(chan gossip.Event), func() {}
 }
+func (m *memCluster) PutKV(string, []byte) error { return nil }
+func (m *memCluster) DeleteKV(string)            {}
+func (m *memCluster) KV(string) []gossip.KVEntry { return nil }
 
 type nopDatapath struct{}
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/overlay"
 )
 
@@ -45,6 +46,7 @@ func (c *Core) Run(ctx context.Context) error {
 	defer func() { <-done; <-done }()
 
 	c.adopt(ctx)
+	c.adoptCrypt(ctx)
 	members := fmt.Sprint(c.memberAddrs())
 	c.mu.Lock()
 	c.members = members
@@ -176,6 +178,15 @@ func (c *Core) onTick(now time.Time) Scope {
 	}
 	c.mu.Unlock()
 	waited := now.Sub(c.start) >= c.cfg.SyncWait
+	if waited {
+		c.mu.Lock()
+		if len(c.adoptedPeers) > 0 {
+			// Gossip has had its time to deliver the peers' keys.
+			c.adoptedPeers = nil
+			scope.Crypt = true
+		}
+		c.mu.Unlock()
+	}
 	var synced []uint32
 	for _, vni := range pending {
 		if key, ok := keys[vni]; !ok || waited || c.cl.Synced(key) {
@@ -245,6 +256,16 @@ func (c *Core) onEvent(ev gossip.Event) Scope {
 			return Scope{}
 		}
 		return Scope{Networks: []uint32{vni}}
+	case gossip.TableKV:
+		if ev.Key != crypt.HostKey {
+			return Scope{}
+		}
+		// Another host's WireGuard key: a peer's, if it shares an
+		// encrypted network with this one.
+		c.mu.Lock()
+		encrypted := c.hasEncryptedLocked()
+		c.mu.Unlock()
+		return Scope{Crypt: encrypted}
 	}
 	return Scope{}
 }
@@ -287,6 +308,16 @@ func (c *Core) dropStaleOwn(ev gossip.Event) {
 		if !haveNet {
 			c.log.Info("withdrawing a stale attachment of this host", "network", ev.Key)
 			c.cl.Detach(ev.Key)
+		}
+	case gossip.TableKV:
+		if network, ok := crypt.IsNetworkKey(ev.Key); ok {
+			c.mu.Lock()
+			n := c.nets[network]
+			stale := n == nil
+			c.mu.Unlock()
+			if stale {
+				c.cl.DeleteKV(ev.Key)
+			}
 		}
 	}
 }

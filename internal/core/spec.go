@@ -26,8 +26,13 @@ type NetworkSpec struct {
 	Gateway netip.Addr
 	// Internal networks reach nothing but their own containers.
 	Internal bool
-	// MTU of the network; zero: the underlay's MTU minus the VXLAN overhead.
+	// MTU of the network; zero: the underlay's MTU minus the VXLAN overhead
+	// (and WireGuard's, if Encrypted).
 	MTU int
+	// Encrypted networks carry their traffic between hosts only inside
+	// WireGuard (overlay/crypt.go). The setting is part of the network's
+	// cluster-wide definition: the same on every host.
+	Encrypted bool
 	// Ref is the front end's own handle for the network on this host
 	// (Docker's network ID), unique on this host. The core only stores it.
 	Ref string
@@ -82,7 +87,8 @@ type Endpoint struct {
 }
 
 // normalize fills the defaults of s and checks it on its own: names, VNI,
-// subnet, gateway and MTU (maxMTU: the most the underlay carries).
+// subnet, gateway and MTU (maxMTU: the most the underlay carries for this
+// network, encrypted or not).
 func (s *NetworkSpec) normalize(forbidden []rules.Forbidden, maxMTU int) error {
 	if err := rules.Tenant(s.Tenant); err != nil {
 		return err
@@ -108,6 +114,9 @@ func (s *NetworkSpec) normalize(forbidden []rules.Forbidden, maxMTU int) error {
 			return fmt.Errorf("mtu %d: must be at least %d", s.MTU, overlay.MinMTU)
 		}
 		if maxMTU > 0 && s.MTU > maxMTU {
+			if s.Encrypted {
+				return fmt.Errorf("mtu %d: must be at most %d for an encrypted network (the underlay's MTU minus the VXLAN and WireGuard overhead)", s.MTU, maxMTU)
+			}
 			return fmt.Errorf("mtu %d: must be at most %d (the underlay's MTU minus %d bytes of VXLAN overhead)", s.MTU, maxMTU, overlay.VXLANOverhead)
 		}
 		if s.MTU > overlay.MaxMTU {

@@ -42,9 +42,12 @@ type savedNetwork struct {
 	Gateway  netip.Addr   `json:"gateway,omitzero"`
 	Internal bool         `json:"internal,omitempty"`
 	MTU      int          `json:"mtu,omitempty"`
-	Ref      string       `json:"ref,omitempty"`
-	DockerID string       `json:"docker_id,omitempty"` // version 1's Ref
-	Created  time.Time    `json:"created,omitzero"`
+	// Encrypted: added without a version change (older tenetds ignore
+	// it, and a file without it holds no encrypted network).
+	Encrypted bool      `json:"encrypted,omitempty"`
+	Ref       string    `json:"ref,omitempty"`
+	DockerID  string    `json:"docker_id,omitempty"` // version 1's Ref
+	Created   time.Time `json:"created,omitzero"`
 }
 
 type savedEndpoint struct {
@@ -119,7 +122,7 @@ func loadState(dir string, warn func(msg string, args ...any)) (map[string]*Netw
 	byRef := map[string]string{}
 	for _, n := range s.Networks {
 		spec := NetworkSpec{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, Subnet: n.Subnet, Gateway: n.Gateway,
-			Internal: n.Internal, MTU: n.MTU, Ref: n.Ref}
+			Internal: n.Internal, MTU: n.MTU, Encrypted: n.Encrypted, Ref: n.Ref}
 		if spec.Ref == "" {
 			spec.Ref = n.DockerID
 		}
@@ -283,7 +286,7 @@ func encodeState(nets []Network, eps []Endpoint) ([]byte, error) {
 
 func saveNetwork(n Network) savedNetwork {
 	return savedNetwork{Tenant: n.Tenant, Name: n.Name, VNI: n.VNI, Subnet: n.Subnet,
-		Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Ref: n.Ref, Created: n.Created}
+		Gateway: n.Gateway, Internal: n.Internal, MTU: n.MTU, Encrypted: n.Encrypted, Ref: n.Ref, Created: n.Created}
 }
 
 func saveEndpoint(e Endpoint) savedEndpoint {

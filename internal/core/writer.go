@@ -43,6 +43,8 @@ type Scope struct {
 	// Infra: what keeps tenants from the cluster's infrastructure (the
 	// members' underlay addresses changed).
 	Infra bool
+	// Crypt: this host's WireGuard key and peers (a peer's key changed).
+	Crypt bool
 }
 
 // RemoteKey names one remote entry.
@@ -55,12 +57,12 @@ func remoteKey(vni uint32, mac net.HardwareAddr) RemoteKey { return RemoteKey{vn
 
 // Empty says whether the scope names nothing.
 func (s Scope) Empty() bool {
-	return !s.All && !s.Infra && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
+	return !s.All && !s.Infra && !s.Crypt && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
 }
 
 // merge returns the union of s and o, each list sorted and without repeats.
 func (s Scope) merge(o Scope) Scope {
-	out := Scope{All: s.All || o.All, Infra: s.Infra || o.Infra}
+	out := Scope{All: s.All || o.All, Infra: s.Infra || o.Infra, Crypt: s.Crypt || o.Crypt}
 	if out.All {
 		return out
 	}

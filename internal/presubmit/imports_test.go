@@ -19,6 +19,8 @@ var kernelImports = []string{
 	"github.com/vishvananda/netns",
 	"github.com/google/nftables",
 	"github.com/mdlayher/netlink",
+	"github.com/mdlayher/genetlink",
+	"golang.zx2c4.com/wireguard/wgctrl",
 	"golang.org/x/sys/unix",
 }
 

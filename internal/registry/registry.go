@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/internal/errkind"
 	"github.com/tenet-net/tenet/internal/rules"
 )
@@ -54,6 +55,9 @@ type Definition struct {
 	VNI      uint32 `json:"vni,omitempty"`
 	Internal bool   `json:"internal,omitempty"`
 	MTU      int    `json:"mtu,omitempty"`
+	// Encrypted: the network's traffic between hosts goes through
+	// WireGuard only, on every host.
+	Encrypted bool `json:"encrypted,omitempty"`
 
 	Removed bool   `json:"removed,omitempty"`
 	Gen     uint64 `json:"gen"`    // generation of the write that made it
@@ -122,8 +126,13 @@ type Registry struct {
 	// CheckSubnet applies the host's subnet rules (the underlay, the
 	// uplink range) beyond those package rules always applies; nil: none.
 	CheckSubnet func(netip.Prefix) error
-	// MaxMTU is the largest MTU the underlay carries; nil or 0: unchecked.
-	MaxMTU func() (int, error)
+	// MaxMTU is the largest MTU the underlay carries for a network,
+	// encrypted or not; nil or 0: unchecked.
+	MaxMTU func(encrypted bool) (int, error)
+	// CanEncrypt says whether this host can carry encrypted networks (nil)
+	// or why not; a definition this host could not realise is refused.
+	// Nil: unchecked.
+	CanEncrypt func() error
 	// CheckRealizable, if set, is asked before a network is defined, so a
 	// definition this host could not realise (its Docker name taken by
 	// another network, say) is refused rather than reported done.
@@ -289,15 +298,24 @@ func (r *Registry) CreateNetwork(d Definition) error {
 	} else if err := rules.VNI(uint64(d.VNI)); err != nil {
 		return errorf(ErrInvalid, "%s: %v", what, err)
 	}
+	if d.Encrypted && r.CanEncrypt != nil {
+		if err := r.CanEncrypt(); err != nil {
+			return errkind.Wrap(ErrInvalid, err, "%s: encrypted networks need WireGuard in the kernel of every host, this one's included", what)
+		}
+	}
 	if d.MTU != 0 {
 		max := 9000
 		if r.MaxMTU != nil {
-			if m, err := r.MaxMTU(); err == nil && m > 0 {
+			if m, err := r.MaxMTU(d.Encrypted); err == nil && m > 0 {
 				max = m
 			}
 		}
 		if d.MTU < 1280 || d.MTU > max {
-			return errorf(ErrInvalid, "%s: mtu %d: must be 1280-%d (the underlay's MTU minus the VXLAN overhead)", what, d.MTU, max)
+			overhead := "VXLAN overhead"
+			if d.Encrypted {
+				overhead = "VXLAN and WireGuard overhead"
+			}
+			return errorf(ErrInvalid, "%s: mtu %d: must be 1280-%d (the underlay's MTU minus the %s)", what, d.MTU, max, overhead)
 		}
 	}
 	existing := []rules.Net{}
@@ -306,6 +324,9 @@ func (r *Registry) CreateNetwork(d Definition) error {
 			return errorf(ErrConflict, "%s: already exists", what)
 		}
 		existing = append(existing, rules.Net{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnet: o.SubnetPrefix()})
+	}
+	if host, theirs := crypt.Conflict(r.kv, d.NetworkKey(), "", d.Encrypted); host != "" {
+		return errorf(ErrConflict, "%s: host %s already has it %s", what, host, crypt.Word(theirs))
 	}
 	for _, o := range r.cl.Networks() {
 		if o.Tenant == d.Tenant && o.Name == d.Name && (o.Subnet != sub || o.VNI != d.VNI) {

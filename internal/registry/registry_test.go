@@ -2,13 +2,17 @@ package registry
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/tenet-net/tenet/gossip"
+	"github.com/tenet-net/tenet/internal/crypt"
 )
+
+var errNotSupported = errors.New("not supported by this kernel")
 
 // fakeKV is an in-memory gossip key-value table shared by several hosts;
 // each host writes through its own view.
@@ -68,7 +72,12 @@ func TestDefinitionsAreValidatedAndBadPeerEntriesIgnored(t *testing.T) {
 	if err := r.CreateTenant("acme"); !errors.Is(err, ErrConflict) {
 		t.Errorf("tenant twice: %v", err)
 	}
-	r.MaxMTU = func() (int, error) { return 1450, nil }
+	r.MaxMTU = func(enc bool) (int, error) {
+		if enc {
+			return 1390, nil
+		}
+		return 1450, nil
+	}
 	for _, bad := range []struct {
 		d    Definition
 		want string
@@ -196,5 +205,47 @@ func TestTenantRemovalSaysWhyRightAfterItsLastNetwork(t *testing.T) {
 	cl.nets = nil
 	if err := r.RemoveTenant("acme"); err != nil {
 		t.Errorf("tenant rm once h3 removed it: %v", err)
+	}
+}
+
+func TestEncryptedDefinitions(t *testing.T) {
+	kv, cl := newKV("h0"), &fakeCluster{eps: map[string][]gossip.Endpoint{}}
+	r := New("h0", kv, cl)
+	if err := r.CreateTenant("acme"); err != nil {
+		t.Fatal(err)
+	}
+	r.MaxMTU = func(enc bool) (int, error) {
+		if enc {
+			return 1390, nil
+		}
+		return 1450, nil
+	}
+	noWireGuard := fmt.Errorf("wireguard: %w", errNotSupported)
+	r.CanEncrypt = func() error { return noWireGuard }
+	err := r.CreateNetwork(Definition{Tenant: "acme", Name: "secret", Subnet: "10.3.0.0/24", Encrypted: true})
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, errNotSupported) || !strings.Contains(err.Error(), "wireguard: not supported") {
+		t.Errorf("encrypted on a host without WireGuard: %v", err)
+	}
+	if _, ok := r.Network("acme", "secret"); ok {
+		t.Error("the refused definition exists")
+	}
+	r.CanEncrypt = func() error { return nil }
+	err = r.CreateNetwork(Definition{Tenant: "acme", Name: "secret", Subnet: "10.3.0.0/24", Encrypted: true, MTU: 1400})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "mtu 1400: must be 1280-1390 (the underlay's MTU minus the VXLAN and WireGuard overhead)") {
+		t.Errorf("encrypted with mtu 1400: %v", err)
+	}
+	// A host that has the network with the other setting.
+	kv.as("h1").Put(crypt.NetworkKey("acme/secret"), crypt.EncodeNetwork(false))
+	err = r.CreateNetwork(Definition{Tenant: "acme", Name: "secret", Subnet: "10.3.0.0/24", Encrypted: true})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "host h1 already has it not encrypted") {
+		t.Errorf("encrypted where h1 has it clear: %v", err)
+	}
+	kv.as("h1").Put(crypt.NetworkKey("acme/secret"), crypt.EncodeNetwork(true))
+	if err := r.CreateNetwork(Definition{Tenant: "acme", Name: "secret", Subnet: "10.3.0.0/24", Encrypted: true}); err != nil {
+		t.Fatal(err)
+	}
+	d, ok := r.Network("acme", "secret")
+	if !ok || !d.Encrypted {
+		t.Errorf("definition %+v, %t: want encrypted", d, ok)
 	}
 }

@@ -5,9 +5,11 @@
 package coretest
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,12 @@ type Datapath struct {
 	diagnosed   []overlay.State
 	broken      error
 	inUse       map[overlay.Reservation]bool
+	// NoCrypt, if set, is what CryptSupport answers (a kernel without
+	// WireGuard); KernelKey and KernelCryptPeers what ObserveCrypt
+	// answers (a key and peers an earlier run left).
+	NoCrypt          error
+	KernelKey        overlay.PrivateKey
+	KernelCryptPeers []overlay.CryptPeer
 }
 
 // SetInUse makes Apply refuse, as the kernel would, to publish these
@@ -79,6 +87,32 @@ func (d *Datapath) Diagnosed() []overlay.State {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return slices.Clone(d.diagnosed)
+}
+
+var _ core.Crypter = (*Datapath)(nil)
+
+// CryptSupport answers d.NoCrypt.
+func (d *Datapath) CryptSupport() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.NoCrypt
+}
+
+// SetNoCrypt makes CryptSupport answer err from now on.
+func (d *Datapath) SetNoCrypt(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.NoCrypt = err
+}
+
+// CryptPort is WireGuard's usual port.
+func (d *Datapath) CryptPort() uint16 { return overlay.DefaultWireGuardPort }
+
+// ObserveCrypt answers d.KernelKey and d.KernelCryptPeers.
+func (d *Datapath) ObserveCrypt(context.Context) (overlay.PrivateKey, []overlay.CryptPeer, bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.KernelKey, slices.Clone(d.KernelCryptPeers), !d.KernelKey.IsZero(), nil
 }
 
 // Apply validates s as the real datapath does, then records it.
@@ -198,6 +232,7 @@ type Cluster struct {
 	peers    map[string]map[string]core.Peer
 	hosts    map[string]core.HostInfo
 	synced   map[string]bool
+	kv       map[[2]string]gossip.KVEntry // by host, key
 	subs     []chan gossip.Event
 	version  uint64
 	reads    map[string]int // Remotes calls by network
@@ -210,7 +245,50 @@ var _ core.OwnEntries = (*Cluster)(nil)
 func NewCluster(host string) *Cluster {
 	return &Cluster{Host: host, networks: map[string]gossip.Network{}, eps: map[string]gossip.Endpoint{},
 		attached: map[string]bool{}, remotes: map[string]core.Remote{}, peers: map[string]map[string]core.Peer{},
-		hosts: map[string]core.HostInfo{}, synced: map[string]bool{}}
+		hosts: map[string]core.HostInfo{}, synced: map[string]bool{}, kv: map[[2]string]gossip.KVEntry{}}
+}
+
+func (c *Cluster) PutKV(key string, value []byte) error {
+	c.AddKV(c.Host, key, value)
+	return nil
+}
+
+func (c *Cluster) DeleteKV(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.kv, [2]string{c.Host, key})
+}
+
+func (c *Cluster) KV(prefix string) []gossip.KVEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []gossip.KVEntry
+	for _, e := range c.kv {
+		if strings.HasPrefix(e.Key, prefix) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b gossip.KVEntry) int { return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Host, b.Host)) })
+	return out
+}
+
+// AddKV puts host's entry in the key-value table, as gossip would
+// deliver it, with an event.
+func (c *Cluster) AddKV(host, key string, value []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.version++
+	e := gossip.KVEntry{Key: key, Host: host, Value: slices.Clone(value), Version: c.version}
+	c.kv[[2]string{host, key}] = e
+	c.emitLocked(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableKV, Key: key, Host: host, Version: e.Version, KV: &e})
+}
+
+// OwnKV returns this host's entry under key.
+func (c *Cluster) OwnKV(key string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.kv[[2]string{c.Host, key}]
+	return e.Value, ok
 }
 
 func (c *Cluster) emitLocked(ev gossip.Event) {
