@@ -74,10 +74,12 @@ func testRelease(t *testing.T, release string) {
 	step("InstalledAsAnAdminWould", testInstalled)
 	step("NetworkDefinedOnceAppearsInEveryEngine", testDefinedOnce)
 	step("ContainersOnThreeVMsShareATenantNetwork", testShare)
+	step("EncryptedNetworkCarriesNoPlaintext", testEncrypted)
 	step("TenantsWithTheSameSubnetStayIsolated", testIsolation)
 	step("EgressUnderDockersIptables", testEgress)
 	step("RestartingTenetdKeepsDockerAndContainers", testRestartTenetd)
 	step("RebootedVMsContainersComeBack", testReboot)
+	step("EncryptedNetworkAfterTheReboot", testEncryptedAfterReboot)
 	t.Logf("%s: suite done in %v", release, time.Since(start).Round(time.Second))
 }
 
@@ -221,6 +223,128 @@ func testShare(t *testing.T, c *vm.Cluster) {
 	}
 }
 
+// ips of the containers s0, s1, s2 on the encrypted network acme/secret.
+var secretIPs = []string{"10.7.0.10", "10.7.0.74", "10.7.0.138"}
+
+// testEncrypted defines an encrypted network once (tenetctl network create
+// --encrypted), runs a container on it on each VM, and checks, with a
+// capture on h1's underlay interface while a known word crosses each
+// network: the clear network's word is in the capture (so the capture can
+// see a payload), the encrypted network's is not, its VNI appears in no
+// VXLAN header on the underlay, and WireGuard packets crossed instead.
+func testEncrypted(t *testing.T, c *vm.Cluster) {
+	ctx := t.Context()
+	h0, h1 := c.Hosts[0], c.Hosts[1]
+	if out, err := h0.Run(ctx, "tenetctl", "network", "create", "acme/secret", "--subnet", "10.7.0.0/24", "--encrypted"); err != nil {
+		t.Fatalf("tenetctl network create --encrypted: %v\n%s", err, out)
+	}
+	for _, e := range c.Engines {
+		e2e.Eventually(t, 60*time.Second, func() error {
+			_, err := e.Docker(ctx, "network", "inspect", "acme.secret")
+			return err
+		})
+	}
+	for i, e := range c.Engines {
+		runContainer(t, e, fmt.Sprint("s", i), "--restart", "always", "--network", "acme.secret", "--ip", secretIPs[i], e2e.ImageName, "sleep", "1000000")
+	}
+	for i, e := range c.Engines {
+		for j := range c.Engines {
+			if i != j {
+				awaitPing(t, e, fmt.Sprint("s", i), secretIPs[j])
+			}
+		}
+	}
+	out, err := h0.Run(ctx, "tenetctl", "network", "inspect", "acme/secret")
+	if err != nil || !strings.Contains(out, "encrypted") {
+		t.Errorf("tenetctl network inspect acme/secret: %v\n%s", err, out)
+	}
+	vni := ""
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "vni" {
+			vni = f[1]
+		}
+	}
+	if vni == "" {
+		t.Fatalf("no vni in tenetctl network inspect:\n%s", out)
+	}
+
+	// Capture everything over UDP on h1's underlay interface.
+	dev, err := h1.Run(ctx, "sh", "-c", "ip -o -4 addr show | awk '$4 == \""+h1.Underlay().String()+"\" {print $2}'")
+	dev = strings.TrimSpace(dev)
+	if err != nil || dev == "" {
+		t.Fatalf("h1's underlay interface: %v %q", err, dev)
+	}
+	if _, err := h1.Run(ctx, "sh", "-c", "rm -f /tmp/cap.pcap /tmp/cap.log; setsid tcpdump -i "+dev+" -U -n -s 0 -w /tmp/cap.pcap udp > /tmp/cap.log 2>&1 < /dev/null & echo $! > /tmp/cap.pid"); err != nil {
+		t.Fatal(err)
+	}
+	e2e.Eventually(t, 30*time.Second, func() error {
+		out, err := h1.Run(ctx, "cat", "/tmp/cap.log")
+		if err != nil || !strings.Contains(out, "listening on") {
+			return fmt.Errorf("tcpdump not listening yet: %v %q", err, out)
+		}
+		return nil
+	})
+	stamp := time.Now().UnixNano()
+	secretWord, clearWord := fmt.Sprintf("TENET-SECRET-%d", stamp), fmt.Sprintf("TENET-CLEAR-%d", stamp)
+	if err := sendWord(t, c.Engines[0], "s0", c.Engines[1], "s1", secretIPs[1], secretWord); err != nil {
+		t.Errorf("tcp s0 -> s1 over the encrypted network: %v", err)
+	}
+	if err := sendWord(t, c.Engines[0], "c0", c.Engines[1], "c1", acmeIPs[1], clearWord); err != nil {
+		t.Errorf("tcp c0 -> c1 over the clear network: %v", err)
+	}
+	if _, err := h1.Run(ctx, "sh", "-c", "kill -INT $(cat /tmp/cap.pid); while kill -0 $(cat /tmp/cap.pid) 2>/dev/null; do sleep 0.2; done"); err != nil {
+		t.Fatal(err)
+	}
+	count := func(script string) int {
+		t.Helper()
+		out, err := h1.Run(ctx, "sh", "-c", script)
+		n, perr := strconv.Atoi(strings.TrimSpace(out))
+		if perr != nil {
+			t.Fatalf("%s: %v %q", script, err, out)
+		}
+		return n
+	}
+	clearSeen := count("grep -a -c " + clearWord + " /tmp/cap.pcap || true")
+	secretSeen := count("grep -a -c " + secretWord + " /tmp/cap.pcap || true")
+	secretVXLAN := count("tcpdump -r /tmp/cap.pcap -n -T vxlan 'udp port 4789' 2>/dev/null | grep -c 'vni " + vni + "$' || true")
+	wireguard := count("tcpdump -r /tmp/cap.pcap -n 'udp port 51820' 2>/dev/null | wc -l")
+	t.Logf("capture on h1 (%s): clear word seen %d times, encrypted word %d, VXLAN packets of vni %s %d, WireGuard packets %d",
+		dev, clearSeen, secretSeen, vni, secretVXLAN, wireguard)
+	if clearSeen == 0 {
+		t.Error("the clear network's word is not in the capture: the capture cannot show a payload")
+	}
+	if secretSeen != 0 || secretVXLAN != 0 {
+		t.Errorf("the encrypted network's traffic crossed h1's underlay in clear: word %d times, %d VXLAN packets of its vni", secretSeen, secretVXLAN)
+	}
+	if wireguard == 0 {
+		t.Error("no WireGuard packets on h1's underlay")
+	}
+	// Each tenant's names stay on its own network: s1 resolves on secret.
+	awaitName(t, c.Engines[0], "s0", "s1", secretIPs[1])
+}
+
+// testEncryptedAfterReboot: h1 rebooted (testReboot) and made a new
+// WireGuard key at boot; its peers took it from gossip without any manual
+// step, and s1 (--restart always) reaches s0 and s2 over the encrypted
+// network both ways.
+func testEncryptedAfterReboot(t *testing.T, c *vm.Cluster) {
+	ctx := t.Context()
+	for _, p := range [][2]int{{1, 0}, {1, 2}, {0, 1}, {2, 1}} {
+		awaitPing(t, c.Engines[p[0]], fmt.Sprint("s", p[0]), secretIPs[p[1]])
+	}
+	if err := sendWord(t, c.Engines[2], "s2", c.Engines[1], "s1", secretIPs[1], fmt.Sprintf("after-reboot-%d", time.Now().UnixNano())); err != nil {
+		t.Errorf("tcp s2 -> s1 after h1's reboot: %v", err)
+	}
+	// This boot's tenetd made a key of its own (kept in the kernel only).
+	out, err := c.Hosts[1].Run(ctx, "journalctl", "-b", "0", "-u", "tenetd", "--no-pager", "-o", "cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "made this host's wireguard key") {
+		t.Errorf("h1's tenetd made no new wireguard key after the reboot:\n%s", tail(out, 2000))
+	}
+}
+
 // testIsolation creates globex's network with the same subnet by hand on
 // each engine (the README's other way), and checks that neither tenant
 // reaches the other's containers.
@@ -315,6 +439,7 @@ func testRestartTenetd(t *testing.T, c *vm.Cluster) {
 		t.Errorf("restarting tenetd restarted c1: started %s, was %s", now, c1Started)
 	}
 	awaitPing(t, c.Engines[0], "c0", acmeIPs[1])
+	awaitPing(t, c.Engines[0], "s0", secretIPs[1]) // the kernel's wireguard key and peers kept
 	runContainer(t, e1, "c1b", "--network", "acme.web", "--ip", "10.1.0.80", e2e.ImageName, "sleep", "1000000")
 	awaitPing(t, c.Engines[0], "c0", "10.1.0.80")
 	if _, err := e1.Docker(ctx, "rm", "-f", "c1b"); err != nil {
@@ -328,19 +453,23 @@ func testRestartTenetd(t *testing.T, c *vm.Cluster) {
 func testReboot(t *testing.T, c *vm.Cluster) {
 	ctx := t.Context()
 	h1, e0, e1 := c.Hosts[1], c.Engines[0], c.Engines[1]
-	// ping in the background inside c0, its pid kept, so it can be stopped
-	// with SIGINT and print its statistics.
-	if _, err := e0.Docker(ctx, "exec", "-d", "c0", "sh", "-c",
-		"echo $$ > /tmp/ping.pid; exec ping -i 0.5 -W 1 "+acmeIPs[2]+" > /tmp/ping.log 2>&1"); err != nil {
-		t.Fatal(err)
-	}
-	e2e.Eventually(t, 20*time.Second, func() error {
-		out, err := e0.Docker(ctx, "exec", "c0", "cat", "/tmp/ping.log")
-		if err != nil || !strings.Contains(out, "seq=") {
-			return fmt.Errorf("background ping not answered yet: %v %q", err, out)
+	// ping in the background inside c0 (clear network) and s0 (encrypted),
+	// its pid kept, so it can be stopped with SIGINT and print its
+	// statistics.
+	pings := [][2]string{{"c0", acmeIPs[2]}, {"s0", secretIPs[2]}}
+	for _, p := range pings {
+		if _, err := e0.Docker(ctx, "exec", "-d", p[0], "sh", "-c",
+			"echo $$ > /tmp/ping.pid; exec ping -i 0.5 -W 1 "+p[1]+" > /tmp/ping.log 2>&1"); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		e2e.Eventually(t, 20*time.Second, func() error {
+			out, err := e0.Docker(ctx, "exec", p[0], "cat", "/tmp/ping.log")
+			if err != nil || !strings.Contains(out, "seq=") {
+				return fmt.Errorf("background ping in %s not answered yet: %v %q", p[0], err, out)
+			}
+			return nil
+		})
+	}
 	rebooted := time.Now()
 	if err := h1.Reboot(ctx, rebootLimit); err != nil {
 		t.Fatal(err)
@@ -381,29 +510,32 @@ func testReboot(t *testing.T, c *vm.Cluster) {
 	if up, dockerStart := mono("tenetd", "ActiveEnterTimestampMonotonic"), mono("docker", "ExecMainStartTimestampMonotonic"); up == 0 || up > dockerStart {
 		t.Errorf("boot order: tenetd active at %d µs, docker started at %d µs: want tenetd first", up, dockerStart)
 	}
-	// c0 never lost c2 while h1 was down.
-	if _, err := e0.Docker(ctx, "exec", "c0", "sh", "-c", "kill -INT $(cat /tmp/ping.pid)"); err != nil {
-		t.Fatal(err)
-	}
-	var stats string
-	e2e.Eventually(t, 10*time.Second, func() error {
-		out, err := e0.Docker(ctx, "exec", "c0", "cat", "/tmp/ping.log")
-		if err != nil || !strings.Contains(out, "packets received") {
-			return fmt.Errorf("no ping statistics yet: %v", err)
+	// c0 never lost c2 while h1 was down, nor s0 s2 (whose WireGuard
+	// session never involved h1).
+	for _, p := range pings {
+		if _, err := e0.Docker(ctx, "exec", p[0], "sh", "-c", "kill -INT $(cat /tmp/ping.pid)"); err != nil {
+			t.Fatal(err)
 		}
-		stats = out
-		return nil
-	})
-	var sent, received int
-	for _, l := range strings.Split(stats, "\n") {
-		if strings.Contains(l, "packets transmitted") {
-			fmt.Sscanf(l, "%d packets transmitted, %d packets received", &sent, &received)
+		var stats string
+		e2e.Eventually(t, 10*time.Second, func() error {
+			out, err := e0.Docker(ctx, "exec", p[0], "cat", "/tmp/ping.log")
+			if err != nil || !strings.Contains(out, "packets received") {
+				return fmt.Errorf("no ping statistics in %s yet: %v", p[0], err)
+			}
+			stats = out
+			return nil
+		})
+		var sent, received int
+		for _, l := range strings.Split(stats, "\n") {
+			if strings.Contains(l, "packets transmitted") {
+				fmt.Sscanf(l, "%d packets transmitted, %d packets received", &sent, &received)
+			}
 		}
-	}
-	if sent < 20 || received != sent {
-		t.Errorf("c0 -> c2 across h1's reboot: %d sent, %d received\n%s", sent, received, tail(stats, 600))
-	} else {
-		t.Logf("c0 -> c2 across h1's reboot: %d sent, %d received", sent, received)
+		if sent < 20 || received != sent {
+			t.Errorf("%s -> %s across h1's reboot: %d sent, %d received\n%s", p[0], p[1], sent, received, tail(stats, 600))
+		} else {
+			t.Logf("%s -> %s across h1's reboot: %d sent, %d received", p[0], p[1], sent, received)
+		}
 	}
 	// Every host sees h1 up again.
 	e2e.Eventually(t, pingLimit, func() error {
@@ -481,9 +613,25 @@ func tcp(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName
 }
 
 func tcpOnce(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP string) error {
+	return sendWordOnce(t, from, fromName, to, toName, toIP, fmt.Sprintf("hello-%s-%d", fromName, time.Now().UnixNano()))
+}
+
+// sendWord is tcp with a word of the caller's, in one of three tries.
+func sendWord(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP, word string) error {
+	t.Helper()
+	var err error
+	for range 3 {
+		if err = sendWordOnce(t, from, fromName, to, toName, toIP, word); err == nil {
+			return nil
+		}
+		t.Logf("tcp %s -> %s: %v; trying again", fromName, toName, err)
+	}
+	return err
+}
+
+func sendWordOnce(t *testing.T, from *e2e.Engine, fromName string, to *e2e.Engine, toName, toIP, word string) error {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	word := fmt.Sprintf("hello-%s-%d", fromName, time.Now().UnixNano())
 	var wg sync.WaitGroup
 	var got string
 	wg.Go(func() {
