@@ -15,6 +15,15 @@
 // and never cross the underlay; a request for an address with no entry is
 // dropped.
 //
+// An encrypted network (Network.Encrypted; crypt.go) differs in one place:
+// its VXLAN device is made in the crypt namespace (prefix + "_crypt")
+// instead of the host's, so its UDP socket sits where the only way out is
+// the WireGuard device tnwg0 (itself made in the host namespace, so that
+// WireGuard's own socket stays on the underlay, and moved in). Its frames
+// leave the host only inside WireGuard, to peers whose allowed IP is their
+// VTEP; State.Crypt carries this host's private key (kept in the kernel
+// only) and its peers' public keys.
+//
 // Rules (firewall_linux.go, which shows them in nft syntax) are laid out so
 // that adding an endpoint, a network or an infrastructure member adds one
 // small chain or a few set elements, never a rewrite of a table:
