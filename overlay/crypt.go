@@ -36,7 +36,9 @@ package overlay
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -76,6 +78,35 @@ type CryptPeer struct {
 	VTEP netip.Addr // its underlay address: WireGuard's endpoint and inner address
 	Port uint16     // its WireGuard port
 	Key  PublicKey
+	// PSK is the preshared key of this host and the peer (zero: none).
+	// Changing it keeps the current session: WireGuard uses it at the
+	// next handshake.
+	PSK PresharedKey
+}
+
+// PresharedKey is a WireGuard preshared key: a symmetric key both peers
+// mix into their handshake. It never prints.
+type PresharedKey [32]byte
+
+// IsZero says whether k is unset.
+func (k PresharedKey) IsZero() bool { return k == PresharedKey{} }
+
+// String never shows the key; it shows a fingerprint (4 bytes of its
+// SHA-256), so that logs tell whether two hosts hold the same one.
+func (k PresharedKey) String() string {
+	if k.IsZero() {
+		return "none"
+	}
+	sum := sha256.Sum256(k[:])
+	return "psk:" + hex.EncodeToString(sum[:4])
+}
+
+// GoString is String.
+func (k PresharedKey) GoString() string { return k.String() }
+
+// MarshalText refuses, so that a preshared key never lands in JSON.
+func (k PresharedKey) MarshalText() ([]byte, error) {
+	return nil, errors.New("a preshared key is not marshalled")
 }
 
 // PrivateKey is a WireGuard (X25519) private key, clamped as WireGuard
@@ -206,10 +237,15 @@ type WGPeer struct {
 	Key      PublicKey
 	Endpoint netip.AddrPort
 	Allowed  netip.Prefix // the peer's VTEP as a /32 (or /128)
+	PSK      PresharedKey
 }
 
 func (p WGPeer) String() string {
-	return fmt.Sprintf("peer %s endpoint %s allowed-ips %s", p.Key, p.Endpoint, p.Allowed)
+	s := fmt.Sprintf("peer %s endpoint %s allowed-ips %s", p.Key, p.Endpoint, p.Allowed)
+	if !p.PSK.IsZero() {
+		s += " preshared-key " + p.PSK.String()
+	}
+	return s
 }
 
 // desireCrypt is the crypt namespace's objects for s on host h, nil when no
@@ -232,7 +268,7 @@ func desireCrypt(s State, h Host) *CryptObjects {
 		if vtep == h.VTEP || vtep.BitLen() != bits {
 			continue
 		}
-		c.Peers[p.Key] = WGPeer{Key: p.Key, Endpoint: netip.AddrPortFrom(vtep, p.Port), Allowed: netip.PrefixFrom(vtep, bits)}
+		c.Peers[p.Key] = WGPeer{Key: p.Key, Endpoint: netip.AddrPortFrom(vtep, p.Port), Allowed: netip.PrefixFrom(vtep, bits), PSK: p.PSK}
 	}
 	return c
 }

@@ -191,7 +191,7 @@ func (d *Datapath) observeCryptLocked() (*CryptObjects, error) {
 	dev.Key, dev.Port = PrivateKey(wd.PrivateKey), uint16(wd.ListenPort)
 	out.Device = dev
 	for _, p := range wd.Peers {
-		peer := WGPeer{Key: PublicKey(p.PublicKey)}
+		peer := WGPeer{Key: PublicKey(p.PublicKey), PSK: PresharedKey(p.PresharedKey)}
 		if p.Endpoint != nil {
 			if ip, ok := netipFrom(p.Endpoint.IP); ok {
 				peer.Endpoint = netip.AddrPortFrom(ip, uint16(p.Endpoint.Port))
@@ -368,8 +368,9 @@ func (a *applier) peerSet(p WGPeer) error {
 	}
 	ep := &net.UDPAddr{IP: p.Endpoint.Addr().AsSlice(), Port: int(p.Endpoint.Port())}
 	allowed := net.IPNet{IP: p.Allowed.Addr().AsSlice(), Mask: net.CIDRMask(p.Allowed.Bits(), p.Allowed.Addr().BitLen())}
+	psk := wgtypes.Key(p.PSK) // all zero: none
 	err = cl.ConfigureDevice(wgName, wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: wgtypes.Key(p.Key), Endpoint: ep,
-		ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{allowed}}}})
+		PresharedKey: &psk, ReplaceAllowedIPs: true, AllowedIPs: []net.IPNet{allowed}}}})
 	return wrap(err, "set wireguard peer %s (%s)", p.Key, p.Endpoint)
 }
 

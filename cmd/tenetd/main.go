@@ -49,7 +49,7 @@ type options struct {
 	join, ipamSeeds, allowEgress, dnsUpstream                                                                  []string
 	dns                                                                                                        bool
 	port, vxlanPort, wgPort                                                                                    int
-	requestTimeout                                                                                             time.Duration
+	requestTimeout, pskRotation                                                                                time.Duration
 	// systemd's environment: $NOTIFY_SOCKET, $WATCHDOG_USEC, $WATCHDOG_PID.
 	notifySocket, watchdogUsec, watchdogPID string
 }
@@ -133,6 +133,7 @@ func newFlagSet(name string, o *options, raw *rawFlags, stderr io.Writer) *flag.
 	fs.IntVar(&o.vxlanPort, "vxlan-port", overlay.DefaultPort, "VXLAN UDP port")
 	fs.IntVar(&o.wgPort, "wireguard-port", overlay.DefaultWireGuardPort, "UDP port, on the underlay, of encrypted networks' traffic (WireGuard)")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "the longest a Docker plugin call may take")
+	fs.DurationVar(&o.pskRotation, "wireguard-rotate", time.Hour, "how often encrypted networks' preshared keys with the other hosts are replaced (0: only at each start; at least 10s)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.dns, "dns", true, "answer containers' DNS queries at "+overlay.ResolverAddr.String()+" with the names of every container on their tenant network, on any host (needs the engine's \"dns\" setting to name that address first; see the README)")
 	fs.StringVar(&raw.upstream, "dns-upstream", "", "comma-separated ADDR[:PORT] of the DNS servers asked for other names; the first also answers Docker's own networks (default: the nameservers of --resolv-conf, those behind systemd-resolved first)")
@@ -190,6 +191,9 @@ func run(ctx context.Context, o options) error {
 	if o.port < 1 || o.port > 65535 || o.vxlanPort < 1 || o.vxlanPort > 65535 || o.wgPort < 1 || o.wgPort > 65535 {
 		return fmt.Errorf("--port %d / --vxlan-port %d / --wireguard-port %d: must be 1-65535", o.port, o.vxlanPort, o.wgPort)
 	}
+	if o.pskRotation != 0 && o.pskRotation < 10*time.Second {
+		return fmt.Errorf("--wireguard-rotate %v: must be 0 (only at start) or at least 10s", o.pskRotation)
+	}
 	if len(o.ipamSeeds) == 0 {
 		return errors.New("--ipam-seeds: name the hosts that first own address blocks, e.g. --ipam-seeds h0,h1,h2 (the same on every host)")
 	}
@@ -233,6 +237,7 @@ func run(ctx context.Context, o options) error {
 	ccfg := core.DefaultConfig()
 	ccfg.Host, ccfg.VTEP, ccfg.StateDir, ccfg.Logger, ccfg.Observer = o.name, vtep, o.stateDir, logger, m
 	under := underlay(vtep)
+	ccfg.PSKRotation = o.pskRotation
 	ccfg.Forbidden = forbidden(under, ocfg.UplinkNet)
 	ccfg.Infra, err = infra(under, bind, uint16(o.port), o.allowEgress)
 	if err != nil {

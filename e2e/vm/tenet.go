@@ -41,7 +41,9 @@ func BuildPackage(ctx context.Context, dir string) (string, error) {
 // `tenetd genkey` on the first host and copied to the others; in
 // /etc/default/tenetd the host's underlay address, the other hosts to join
 // and all hosts as IPAM seeds (the name is the host name), and
-// EgressTarget as the one underlay address tenants may reach; then
+// EgressTarget as the one underlay address tenants may reach, and
+// WireGuardRotate as the preshared keys' rotation (short, so that the
+// suite sees many); then
 // `systemctl enable --now tenetd` (whose unit puts tenetd's resolver first
 // in /etc/docker/daemon.json's "dns"), and `systemctl restart docker` for
 // the engine to read it. It returns once every tenetd serves Docker's
@@ -82,8 +84,8 @@ func (tb *Testbed) InstallTenet(ctx context.Context) error {
 		}
 		// Tenants reach no address of the underlay network but those
 		// listed: the testbed's bridge stands for a server beyond it.
-		opts := fmt.Sprintf("TENETD_OPTS=\"--vtep %s --join %s --ipam-seeds %s --allow-egress %s\"\n", h.Underlay().Addr(),
-			strings.Join(join, ","), strings.Join(names, ","), EgressTarget)
+		opts := fmt.Sprintf("TENETD_OPTS=\"--vtep %s --join %s --ipam-seeds %s --allow-egress %s --wireguard-rotate %s\"\n", h.Underlay().Addr(),
+			strings.Join(join, ","), strings.Join(names, ","), EgressTarget, WireGuardRotate)
 		if err := h.WriteFile(ctx, "/etc/default/tenetd", []byte(opts), 0o644); err != nil {
 			return err
 		}

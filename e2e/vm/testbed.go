@@ -25,6 +25,9 @@ import (
 var (
 	underlayNet = netip.MustParsePrefix("203.0.113.0/24")
 	bridgeAddr  = netip.MustParseAddr("203.0.113.1")
+	// WireGuardRotate is how often each VM's tenetd replaces the
+	// preshared keys of encrypted networks (--wireguard-rotate).
+	WireGuardRotate = 20 * time.Second
 	// EgressTarget is the testbed bridge's address: a server outside
 	// the cluster, on the underlay network, that InstallTenet lets
 	// tenants reach (--allow-egress).

@@ -405,6 +405,22 @@ func testEncryptedAfterReboot(t *testing.T, c *vm.Cluster) {
 	if !strings.Contains(out, "made this host's wireguard key") {
 		t.Errorf("h1's tenetd made no new wireguard key after the reboot:\n%s", tail(out, 2000))
 	}
+	// The preshared keys rotated all along (every vm.WireGuardRotate on
+	// each host) while s0 pinged s2 without a loss across h1's reboot
+	// (testReboot). h0 and h2's session then dated from minutes before
+	// (EncryptedNetworkCarriesNoPlaintext), and WireGuard renews a session
+	// older than 2 minutes at its next packet (and may not use one past 3):
+	// so new sessions were made during that ping, each with the preshared
+	// key of its moment, and none lost a packet.
+	out, err = c.Hosts[0].Run(ctx, "journalctl", "-u", "tenetd", "--no-pager", "-o", "cat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, "rotated the wireguard preshared keys"); n < 10 {
+		t.Errorf("h0 rotated its preshared keys %d times, want at least 10 over the suite", n)
+	} else {
+		t.Logf("h0 rotated its preshared keys %d times", n)
+	}
 }
 
 // testIsolation creates globex's network with the same subnet by hand on

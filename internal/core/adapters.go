@@ -135,7 +135,7 @@ func (o OverlayDatapath) ObserveCrypt(ctx context.Context) (overlay.PrivateKey, 
 	var peers []overlay.CryptPeer
 	for _, p := range c.Peers {
 		if p.Allowed.IsValid() && p.Endpoint.IsValid() {
-			peers = append(peers, overlay.CryptPeer{VTEP: p.Allowed.Addr(), Port: p.Endpoint.Port(), Key: p.Key})
+			peers = append(peers, overlay.CryptPeer{VTEP: p.Allowed.Addr(), Port: p.Endpoint.Port(), Key: p.Key, PSK: p.PSK})
 		}
 	}
 	return c.Device.Key, peers, true, nil

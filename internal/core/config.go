@@ -32,6 +32,10 @@ type Config struct {
 	RepairInterval time.Duration
 	// RetryInterval spaces the retries of a reconcile that failed.
 	RetryInterval time.Duration
+	// PSKRotation is how often this host replaces its share of the
+	// WireGuard preshared keys with its peers (crypt.PresharedKey), and so
+	// every preshared key it has; 0: only at start.
+	PSKRotation time.Duration
 	// GCInterval is how often endpoints whose network namespace vanished
 	// without a word from the front end are looked for.
 	GCInterval time.Duration
@@ -55,7 +59,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.
 func DefaultConfig() Config {
-	return Config{HiddenGrace: 2 * time.Minute, SyncWait: 15 * time.Second, RepairInterval: 5 * time.Minute,
+	return Config{HiddenGrace: 2 * time.Minute, SyncWait: 15 * time.Second, RepairInterval: 5 * time.Minute, PSKRotation: time.Hour,
 		RetryInterval: 10 * time.Second, GCInterval: 30 * time.Second, UnjoinedGrace: 10 * time.Minute,
 		DynamicPorts: PortRange{First: 49153, Last: 60999}, Logger: slog.New(slog.DiscardHandler)}
 }
@@ -73,6 +77,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("core: HiddenGrace %v: must not be negative", c.HiddenGrace)
 	case c.SyncWait < 0:
 		return fmt.Errorf("core: SyncWait %v: must not be negative", c.SyncWait)
+	case c.PSKRotation < 0:
+		return fmt.Errorf("core: PSKRotation %v: must not be negative", c.PSKRotation)
 	case c.RepairInterval <= 0:
 		return fmt.Errorf("core: RepairInterval %v: must be positive", c.RepairInterval)
 	case c.RetryInterval <= 0:

@@ -41,11 +41,12 @@ type Core struct {
 	lastErr error             // of the last datapath pass
 	started chan struct{}     // closed once Run has reconciled the saved state
 	// key is this host's WireGuard key (zero until an encrypted network
-	// needs one, or adopted from the kernel); wgPublished is the public key
-	// last published; adoptedPeers are the WireGuard peers the kernel
+	// needs one, or adopted from the kernel); wgPublished is the identity
+	// last published (key, port, share); adoptedPeers are the WireGuard peers the kernel
 	// held at start, kept until SyncWait (crypt.go).
 	key          overlay.PrivateKey
-	wgPublished  overlay.PublicKey
+	wgPublished  crypt.Host
+	share        crypt.Share // this host's share of the preshared keys (crypt.go)
 	adoptedPeers []overlay.CryptPeer
 }
 
@@ -59,6 +60,9 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 		ready: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, started: make(chan struct{})}
 	nets, eps, gen, err := loadState(cfg.StateDir, c.log.Warn)
 	if err != nil {
+		return nil, err
+	}
+	if c.share, err = crypt.NewShare(); err != nil {
 		return nil, err
 	}
 	c.nets, c.eps = nets, eps
@@ -551,10 +555,10 @@ func (c *Core) readView(only map[string]bool) view {
 	for k, v := range c.adopted {
 		adopted[k] = v
 	}
-	key, adoptedPeers := c.key, slices.Clone(c.adoptedPeers)
+	key, share, adoptedPeers := c.key, c.share, slices.Clone(c.adoptedPeers)
 	c.mu.Unlock()
 	v := view{host: c.cfg.Host, vtep: c.cfg.VTEP, nets: nets, eps: eps, adopted: adopted,
-		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra(), key: key, adoptedPeers: adoptedPeers}
+		remotes: map[string][]Remote{}, peers: map[string][]Peer{}, infra: c.infra(), key: key, share: share, adoptedPeers: adoptedPeers}
 	encrypted := false
 	for _, n := range nets {
 		if only != nil && !only[n.Key()] {

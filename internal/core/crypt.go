@@ -113,24 +113,56 @@ func (c *Core) publishCrypt(n Network) {
 	}
 }
 
-// publishKey publishes this host's public key and port, once per key.
+// publishKey publishes this host's public key, port and share, once per
+// key and share.
 func (c *Core) publishKey() {
 	cr, ok := c.dp.(Crypter)
 	c.mu.Lock()
-	key, done := c.key, c.wgPublished
+	key, share, done := c.key, c.share, c.wgPublished
 	c.mu.Unlock()
-	if !ok || key.IsZero() || done == key.Public() {
+	if !ok || key.IsZero() {
 		return
 	}
-	pub := key.Public()
-	if err := c.cl.PutKV(crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: cr.CryptPort(), Key: pub})); err != nil {
+	id := crypt.Host{Port: cr.CryptPort(), Key: key.Public(), Share: share}
+	if id == done {
+		return
+	}
+	if err := c.cl.PutKV(crypt.HostKey, crypt.EncodeHost(id)); err != nil {
 		c.log.Warn("publish this host's wireguard key", "err", err)
 		return
 	}
 	c.mu.Lock()
-	c.wgPublished = pub
+	c.wgPublished = id
 	c.mu.Unlock()
-	c.log.Info("published this host's wireguard key", "public_key", pub.String())
+	if id.Key != done.Key {
+		c.log.Info("published this host's wireguard key", "public_key", id.Key.String())
+	}
+}
+
+// rotateShare replaces this host's share of the preshared keys, and so
+// every preshared key it has with its peers: published first, then set in
+// the kernel. The sessions in use keep their keys; WireGuard uses the new
+// preshared key at each peer's next handshake (every two minutes), by
+// which time the peer has the new share from gossip. A peer that has not
+// yet (a handshake in between) fails that handshake and WireGuard retries
+// it every 5 s while the old session carries traffic, for up to a minute
+// more. Nothing is done while this host has no encrypted network.
+func (c *Core) rotateShare() {
+	s, err := crypt.NewShare()
+	if err != nil {
+		c.log.Error("rotate the wireguard preshared keys", "err", err)
+		return
+	}
+	c.mu.Lock()
+	if !c.hasEncryptedLocked() || c.key.IsZero() {
+		c.mu.Unlock()
+		return
+	}
+	c.share = s
+	c.mu.Unlock()
+	c.publishKey()
+	c.log.Info("rotated the wireguard preshared keys with this host's peers")
+	c.submitAsync(Scope{Crypt: true}, nil)
 }
 
 // adoptCrypt keeps the key and peers the kernel holds from an earlier run,
@@ -161,11 +193,12 @@ func (c *Core) adoptCrypt(ctx context.Context) {
 // cryptPeersOf lists the WireGuard peers of this host: hostOf maps the
 // VTEP of every other host that shares an encrypted network with this one
 // to its name ("" when only the kernel knew it: an adopted flood entry);
-// each gets the key it published or, until gossip has it, the one the
-// kernel held at start. Hosts with no known key are left out (nothing can
-// be sent to them yet), and so is a second host claiming a key already
-// taken. Pure.
-func cryptPeersOf(hostOf map[netip.Addr]string, keys map[string]crypt.Host, adopted []overlay.CryptPeer) []overlay.CryptPeer {
+// each gets the key it published, with the preshared key of its share and
+// this host's (self, share), or, until gossip has it, the key and
+// preshared key the kernel held at start. Hosts with no known key are left
+// out (nothing can be sent to them yet), and so is a second host claiming a
+// key already taken. Pure.
+func cryptPeersOf(self string, share crypt.Share, hostOf map[netip.Addr]string, keys map[string]crypt.Host, adopted []overlay.CryptPeer) []overlay.CryptPeer {
 	byVTEP := map[netip.Addr]overlay.CryptPeer{}
 	for _, p := range adopted {
 		byVTEP[p.VTEP] = p
@@ -180,7 +213,7 @@ func cryptPeersOf(hostOf map[netip.Addr]string, keys map[string]crypt.Host, adop
 	for _, vtep := range vteps {
 		p, ok := overlay.CryptPeer{}, false
 		if k, found := keys[hostOf[vtep]]; found && hostOf[vtep] != "" {
-			p, ok = overlay.CryptPeer{VTEP: vtep, Port: k.Port, Key: k.Key}, true
+			p, ok = overlay.CryptPeer{VTEP: vtep, Port: k.Port, Key: k.Key, PSK: crypt.PresharedKey(self, share, hostOf[vtep], k.Share)}, true
 		} else if a, found := byVTEP[vtep]; found {
 			p, ok = a, true
 		}

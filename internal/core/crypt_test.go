@@ -31,6 +31,27 @@ func pubKey(b byte) overlay.PublicKey {
 	return k.Public()
 }
 
+// psks fills in the preshared key h0 derives with each peer (h1 at vtep1,
+// h2 at vtep2, h3): from its own published share and the peer's, all zero
+// in these tests' entries unless a test sets one.
+func psks(t *testing.T, h *harness, peers []overlay.CryptPeer) []overlay.CryptPeer {
+	t.Helper()
+	v, ok := h.cl.OwnKV(crypt.HostKey)
+	if !ok {
+		return peers // not published yet: no peer either
+	}
+	self, err := crypt.DecodeHost(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[netip.Addr]string{vtep1: "h1", vtep2: "h2", netip.MustParseAddr("198.51.100.13"): "h3"}
+	out := slices.Clone(peers)
+	for i := range out {
+		out[i].PSK = crypt.PresharedKey("h0", self.Share, names[out[i].VTEP], crypt.Share{})
+	}
+	return out
+}
+
 // lastWith waits for a datapath state that satisfies ok.
 func lastWith(t *testing.T, h *harness, what string, ok func(overlay.State) bool) overlay.State {
 	t.Helper()
@@ -126,11 +147,11 @@ func TestEncryptedNetworkKeysAndPeers(t *testing.T) {
 	h.cl.AddKV("h1", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(1)}))
 	h.cl.AddPeer("acme/secret", core.Peer{Host: "h1", VTEP: vtep1})
 	want := []overlay.CryptPeer{{VTEP: vtep1, Port: 51820, Key: pubKey(1)}}
-	lastWith(t, h, "h1 a wireguard peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, want) })
+	lastWith(t, h, "h1 a wireguard peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, psks(t, h, want)) })
 	// h1's new key (after its reboot) replaces the old one.
 	h.cl.AddKV("h1", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(2)}))
 	want = []overlay.CryptPeer{{VTEP: vtep1, Port: 51820, Key: pubKey(2)}}
-	lastWith(t, h, "h1's new key", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, want) })
+	lastWith(t, h, "h1's new key", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, psks(t, h, want)) })
 	// h2 has only the clear network: no peer. Then it joins the
 	// encrypted one, first without a key (left out), then with h1's key
 	// (a second claim of a key: left out), then with its own.
@@ -146,12 +167,12 @@ func TestEncryptedNetworkKeysAndPeers(t *testing.T) {
 		}
 		return false
 	})
-	if s, _ := h.dp.Last(); !slices.Equal(s.Crypt.Peers, want) {
+	if s, _ := h.dp.Last(); !slices.Equal(s.Crypt.Peers, psks(t, h, want)) {
 		t.Errorf("peers with h2 claiming h1's key: %+v", s.Crypt.Peers)
 	}
 	h.cl.AddKV("h2", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51821, Key: pubKey(3)}))
 	want = append(want, overlay.CryptPeer{VTEP: vtep2, Port: 51821, Key: pubKey(3)})
-	lastWith(t, h, "h2 a peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, want) })
+	lastWith(t, h, "h2 a peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, psks(t, h, want)) })
 	// A malformed identity from a peer is ignored, not fatal.
 	h.cl.AddKV("h2", crypt.HostKey, []byte("junk"))
 	lastWith(t, h, "h2 dropped", func(s overlay.State) bool { return len(s.Crypt.Peers) == 1 })
@@ -281,13 +302,13 @@ func TestAPassOverOneEncryptedNetworkKeepsTheOthersPeers(t *testing.T) {
 	h.cl.AddKV("h1", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(1)}))
 	h.cl.AddPeer("acme/secret", core.Peer{Host: "h1", VTEP: vtep1})
 	one := []overlay.CryptPeer{{VTEP: vtep1, Port: 51820, Key: pubKey(1)}}
-	lastWith(t, h, "h1 a peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, one) })
+	lastWith(t, h, "h1 a peer", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, psks(t, h, one)) })
 
 	h.cl.AddHost("h2", vtep2)
 	h.cl.AddPeer("acme/vault", core.Peer{Host: "h2", VTEP: vtep2})
 	h.cl.AddKV("h2", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(2)}))
 	both := append(slices.Clone(one), overlay.CryptPeer{VTEP: vtep2, Port: 51820, Key: pubKey(2)})
-	lastWith(t, h, "h1 and h2 peers", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, both) })
+	lastWith(t, h, "h1 and h2 peers", func(s overlay.State) bool { return slices.Equal(s.Crypt.Peers, psks(t, h, both)) })
 
 	calls := len(h.dp.Calls())
 	// A pass over vault's network: h3, without a key yet, attaches.
@@ -300,8 +321,61 @@ func TestAPassOverOneEncryptedNetworkKeepsTheOthersPeers(t *testing.T) {
 	for _, c := range h.dp.Calls()[calls:] {
 		// The datapath sets the peers on these scopes only (overlay.Scope).
 		sets := c.Scope.All || c.Scope.Crypt || len(c.Scope.Tenants) > 0 || len(c.Scope.Networks) > 0
-		if sets && !slices.Equal(c.State.Crypt.Peers, both) {
+		if sets && !slices.Equal(c.State.Crypt.Peers, psks(t, h, both)) {
 			t.Errorf("a pass over %+v set peers %+v, want %+v", c.Scope, c.State.Crypt.Peers, both)
 		}
 	}
+}
+
+// TestPresharedKeysRotate: each peer gets the preshared key of its share
+// and this host's; this host replaces its share every PSKRotation (and
+// publishes it), a peer's new share replaces the key too, and neither
+// touches the private key.
+func TestPresharedKeysRotate(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.PSKRotation = 100 * time.Millisecond
+	h := start(t, &coretest.Datapath{MTU: 1450}, coretest.NewCluster("h0"), cfg)
+	if _, err := h.c.CreateNetwork(ctx(t), secret()); err != nil {
+		t.Fatal(err)
+	}
+	share1 := crypt.Share{1, 1}
+	h.cl.AddHost("h1", vtep1)
+	h.cl.AddKV("h1", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(1), Share: share1}))
+	h.cl.AddPeer("acme/secret", core.Peer{Host: "h1", VTEP: vtep1})
+	own := func() crypt.Share {
+		v, _ := h.cl.OwnKV(crypt.HostKey)
+		id, err := crypt.DecodeHost(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id.Share
+	}
+	first := lastWith(t, h, "h1 a peer", func(s overlay.State) bool { return len(s.Crypt.Peers) == 1 })
+	key, psk := first.Crypt.Key, first.Crypt.Peers[0].PSK
+	if psk.IsZero() {
+		t.Fatal("no preshared key")
+	}
+	// Rotations: a new share published, and h1's key follows it.
+	seen := map[overlay.PresharedKey]bool{psk: true}
+	for len(seen) < 4 {
+		s := lastWith(t, h, "a rotation", func(s overlay.State) bool {
+			return len(s.Crypt.Peers) == 1 && !seen[s.Crypt.Peers[0].PSK]
+		})
+		got := s.Crypt.Peers[0].PSK
+		seen[got] = true
+		if s.Crypt.Key != key {
+			t.Fatal("a rotation changed the private key")
+		}
+		if mine := own(); got != crypt.PresharedKey("h0", mine, "h1", share1) {
+			// The share may have moved on again since this state.
+			lastWith(t, h, "the key of the published share", func(s overlay.State) bool {
+				return len(s.Crypt.Peers) == 1 && s.Crypt.Peers[0].PSK == crypt.PresharedKey("h0", own(), "h1", share1)
+			})
+		}
+	}
+	// h1's new share: a new key as well.
+	h.cl.AddKV("h1", crypt.HostKey, crypt.EncodeHost(crypt.Host{Port: 51820, Key: pubKey(1), Share: crypt.Share{2, 2}}))
+	lastWith(t, h, "h1's new share", func(s overlay.State) bool {
+		return len(s.Crypt.Peers) == 1 && s.Crypt.Peers[0].PSK == crypt.PresharedKey("h0", own(), "h1", crypt.Share{2, 2})
+	})
 }

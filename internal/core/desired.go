@@ -29,6 +29,7 @@ type view struct {
 	// WireGuard identities (read only when a network is encrypted);
 	// adoptedPeers the WireGuard peers the kernel held at start.
 	key          overlay.PrivateKey
+	share        crypt.Share // this host's share of the preshared keys
 	keys         map[string]crypt.Host
 	adoptedPeers []overlay.CryptPeer
 }
@@ -205,7 +206,7 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		}
 	}
 	if len(hostOf) > 0 {
-		s.Crypt.Peers = cryptPeersOf(hostOf, v.keys, v.adoptedPeers)
+		s.Crypt.Peers = cryptPeersOf(v.host, v.share, hostOf, v.keys, v.adoptedPeers)
 	}
 	return s, conflicts, next
 }

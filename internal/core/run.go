@@ -72,6 +72,12 @@ func (c *Core) Run(ctx context.Context) error {
 	defer repair.Stop()
 	gc := time.NewTicker(c.cfg.GCInterval)
 	defer gc.Stop()
+	var rotate <-chan time.Time // nil: never
+	if c.cfg.PSKRotation > 0 {
+		t := time.NewTicker(c.cfg.PSKRotation)
+		defer t.Stop()
+		rotate = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -105,6 +111,8 @@ func (c *Core) Run(ctx context.Context) error {
 			c.submitAsync(Scope{All: true}, nil)
 		case <-gc.C:
 			c.collectGarbage(ctx)
+		case <-rotate:
+			c.rotateShare()
 		}
 	}
 }

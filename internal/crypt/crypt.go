@@ -2,9 +2,15 @@
 // through gossip's key-value table (replicated on every host, over the
 // ring's AES-GCM encryption):
 //
-//   - crypt/wg, one entry per host: the public half of its WireGuard key and
-//     its WireGuard port, so that every host can make it a peer. The private
-//     half never leaves the host's kernel.
+//   - crypt/wg, one entry per host: the public half of its WireGuard key,
+//     its WireGuard port, and its current share of the preshared keys, so
+//     that every host can make it a peer. The private half never leaves
+//     the host's kernel. Two hosts' preshared key (PresharedKey) is derived
+//     from both names and both shares: a host that replaces its share (at
+//     start, and every rotation interval) thereby replaces every preshared
+//     key it has, and each peer follows as soon as gossip brings the new
+//     share. Only members of the ring, which holds the cluster key, see the
+//     shares.
 //   - crypt/net/<tenant>/<name>, one entry per host that has the network:
 //     whether that host has it encrypted, so that a host creating the
 //     network with the other setting is refused (encryption is part of a
@@ -17,6 +23,8 @@
 package crypt
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,12 +37,13 @@ import (
 
 // Keys in the key-value table.
 const (
-	Prefix     = "crypt/"
-	HostKey    = Prefix + "wg"
-	netPrefix  = Prefix + "net/"
-	version    = 1
-	hostLen    = 1 + 2 + 32
-	networkLen = 2
+	Prefix      = "crypt/"
+	HostKey     = Prefix + "wg"
+	netPrefix   = Prefix + "net/"
+	version     = 1
+	hostVersion = 2 // 1 had no share
+	hostLen     = 1 + 2 + 32 + 32
+	networkLen  = 2
 )
 
 // NetworkKey is the key of a network's entries (network: "tenant/name").
@@ -47,14 +56,60 @@ func IsNetworkKey(key string) (network string, ok bool) { return strings.CutPref
 type Host struct {
 	Port uint16
 	Key  overlay.PublicKey
+	// Share is the host's current share of the preshared keys it uses
+	// with its peers (PresharedKey); the host replaces it at every start
+	// and every rotation interval.
+	Share Share
 }
 
-// EncodeHost encodes h: version, port (big-endian), public key.
+// Share is a host's random contribution to its preshared keys. It never
+// prints.
+type Share [32]byte
+
+// String never shows the share.
+func (Share) String() string { return "(share)" }
+
+// GoString never shows the share.
+func (Share) GoString() string { return "(share)" }
+
+// NewShare makes a random share.
+func NewShare() (Share, error) {
+	var s Share
+	if _, err := rand.Read(s[:]); err != nil {
+		return s, fmt.Errorf("make a preshared key share: %w", err)
+	}
+	return s, nil
+}
+
+// PresharedKey is the WireGuard preshared key of hosts a and b, from their
+// names and current shares: the same whichever host computes it, and new
+// as soon as either host's share is. Pure.
+func PresharedKey(a string, aShare Share, b string, bShare Share) overlay.PresharedKey {
+	if b < a {
+		a, aShare, b, bShare = b, bShare, a, aShare
+	}
+	h := sha256.New()
+	h.Write([]byte("tenet wireguard preshared key v1\x00"))
+	for _, x := range []struct {
+		name  string
+		share Share
+	}{{a, aShare}, {b, bShare}} {
+		h.Write(binary.BigEndian.AppendUint16(nil, uint16(len(x.name))))
+		h.Write([]byte(x.name))
+		h.Write(x.share[:])
+	}
+	var k overlay.PresharedKey
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// EncodeHost encodes h: version, port (big-endian), public key, share.
 func EncodeHost(h Host) []byte {
 	b := make([]byte, 0, hostLen)
-	b = append(b, version)
+	b = append(b, hostVersion)
 	b = binary.BigEndian.AppendUint16(b, h.Port)
-	return append(b, h.Key[:]...)
+	b = append(b, h.Key[:]...)
+	return append(b, h.Share[:]...)
 }
 
 // DecodeHost decodes what EncodeHost made, and refuses anything else: a
@@ -64,11 +119,12 @@ func DecodeHost(b []byte) (Host, error) {
 	if len(b) != hostLen {
 		return h, fmt.Errorf("wireguard identity of %d bytes: want %d", len(b), hostLen)
 	}
-	if b[0] != version {
-		return h, fmt.Errorf("wireguard identity version %d: want %d", b[0], version)
+	if b[0] != hostVersion {
+		return h, fmt.Errorf("wireguard identity version %d: want %d", b[0], hostVersion)
 	}
 	h.Port = binary.BigEndian.Uint16(b[1:3])
-	copy(h.Key[:], b[3:])
+	copy(h.Key[:], b[3:35])
+	copy(h.Share[:], b[35:])
 	if h.Port == 0 {
 		return h, errors.New("wireguard identity: port 0")
 	}

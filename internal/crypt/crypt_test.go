@@ -2,7 +2,9 @@ package crypt
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tenet-net/tenet/gossip"
@@ -23,7 +25,7 @@ func (k kv) List(prefix string) []gossip.KVEntry {
 
 func TestHostRoundTripAndRefusals(t *testing.T) {
 	k := overlay.PrivateKey{0, 5}.Public()
-	h := Host{Port: 51820, Key: k}
+	h := Host{Port: 51820, Key: k, Share: Share{7, 8, 9}}
 	b := EncodeHost(h)
 	got, err := DecodeHost(b)
 	if err != nil || got != h {
@@ -33,8 +35,9 @@ func TestHostRoundTripAndRefusals(t *testing.T) {
 		"empty":        nil,
 		"short":        b[:len(b)-1],
 		"long":         append(slices.Clone(b), 0),
-		"version 2":    append([]byte{2}, b[1:]...),
-		"port 0":       append([]byte{1, 0, 0}, b[3:]...),
+		"version 1":    append([]byte{1}, b[1:]...),
+		"version 3":    append([]byte{3}, b[1:]...),
+		"port 0":       append([]byte{2, 0, 0}, b[3:]...),
 		"all-zero key": EncodeHost(Host{Port: 1}),
 	}
 	for name, v := range bad {
@@ -105,4 +108,32 @@ func FuzzDecode(f *testing.F) {
 			t.Errorf("DecodeNetwork(%x) = %t, which encodes to %x", b, enc, EncodeNetwork(enc))
 		}
 	})
+}
+
+// TestPresharedKeyIsThePairs: both hosts of a pair derive the same key,
+// every other pair another, and either host's new share makes a new one.
+func TestPresharedKeyIsThePairs(t *testing.T) {
+	a, b, c := Share{1}, Share{2}, Share{3}
+	ab := PresharedKey("h0", a, "h1", b)
+	if ba := PresharedKey("h1", b, "h0", a); ba != ab {
+		t.Error("h0 and h1 derive different keys")
+	}
+	if ab.IsZero() {
+		t.Error("zero key")
+	}
+	others := map[string]overlay.PresharedKey{
+		"another pair":          PresharedKey("h0", a, "h2", c),
+		"h0's new share":        PresharedKey("h0", c, "h1", b),
+		"h1's new share":        PresharedKey("h0", a, "h1", c),
+		"names moved to shares": PresharedKey("h0h", a, "1", b),
+		"the shares swapped":    PresharedKey("h0", b, "h1", a),
+	}
+	for name, k := range others {
+		if k == ab {
+			t.Errorf("%s: the same key as h0/h1's", name)
+		}
+	}
+	if s := fmt.Sprintf("%v %+v %#v", a, Host{Share: a}, a); !strings.Contains(s, "(share)") || strings.Contains(s, "[1 0") {
+		t.Errorf("a share prints: %s", s)
+	}
 }
