@@ -100,6 +100,12 @@ func TestPlanEncrypted(t *testing.T) {
 			want:     []string{"crypt: wg set tnwg0 peer " + peerKey1.String() + " remove"},
 		},
 		{
+			name:     "a peer's preshared key changes: the peer alone is set, the device and sessions kept",
+			desired:  cryptState([]Network{secret(vtep1)}, CryptPeer{VTEP: vtep1, Port: 51820, Key: peerKey1, PSK: PresharedKey{9}}),
+			observed: des(oneSecret),
+			want:     []string{peer1 + " preshared-key " + PresharedKey{9}.String()},
+		},
+		{
 			name:     "a clear network made encrypted: its vxlan device made anew in the crypt namespace",
 			desired:  cryptState([]Network{{Tenant: "acme", Name: "web", VNI: 4097, Encrypted: true}}),
 			observed: des(State{Networks: []Network{web()}}),
@@ -294,5 +300,21 @@ func TestScopedCryptReconcileTouchesOnlyCrypt(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+}
+
+func TestPresharedKeyNeverShows(t *testing.T) {
+	k := PresharedKey{0xab, 0xcd, 0xef}
+	p := WGPeer{Key: peerKey1, PSK: k}
+	for _, s := range []string{k.String(), fmt.Sprintf("%v %+v %#v", k, p, p), Op{Kind: OpPeerSet, Peer: p}.String()} {
+		if strings.Contains(s, "abcdef") || strings.Contains(s, "171 205 239") || strings.Contains(s, "0xab") || !strings.Contains(s, "psk:") {
+			t.Errorf("a preshared key shows, or no fingerprint: %s", s)
+		}
+	}
+	if _, err := json.Marshal(p); err == nil {
+		t.Error("a peer with a preshared key marshals")
+	}
+	if (PresharedKey{}).String() != "none" {
+		t.Error("an unset preshared key does not say none")
 	}
 }
