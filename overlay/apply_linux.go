@@ -325,6 +325,12 @@ func (a *applier) vxlanAdd(t *nsNet, l Link) error {
 			return err
 		}
 		host = c.nsNet
+		// Devices only pass through the crypt namespace: one found there
+		// was left by a tenetd that died between making and moving it,
+		// and would hold the VNI on the namespace's socket.
+		if err := delByName(host, l.Name); err != nil {
+			return fmt.Errorf("delete a leftover %s in the crypt namespace: %w", l.Name, err)
+		}
 	}
 	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: l.Name, MTU: l.MTU, Alias: ownerAlias, Group: vxlanGroup}, VxlanId: int(l.VNI),
 		Port: int(l.Port), SrcAddr: net.IP(l.Local.AsSlice()), Learning: l.Learning, Proxy: l.Proxy}

@@ -125,13 +125,17 @@ func inspect(out io.Writer, d adminapi.NetworkDetail) error {
 	}
 	row("gateway", gw)
 	row("kind", kind(n))
+	less := "the underlay's less 50"
+	if n.Encrypted {
+		less = "the underlay's less 110: VXLAN and WireGuard"
+	}
 	switch {
 	case d.EffectiveMTU != 0 && n.MTU == 0:
-		row("mtu", fmt.Sprintf("%d (the underlay's less 50)", d.EffectiveMTU))
+		row("mtu", fmt.Sprintf("%d (%s)", d.EffectiveMTU, less))
 	case n.MTU != 0:
 		row("mtu", fmt.Sprint(n.MTU))
 	default:
-		row("mtu", "the underlay's less 50")
+		row("mtu", less)
 	}
 	defined := "no (created by hand with docker network create)"
 	if n.Defined {

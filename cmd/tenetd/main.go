@@ -288,7 +288,7 @@ func run(ctx context.Context, o options) error {
 	}
 	adm := &admin.Server{Host: o.name, VTEP: vtep.String(), HiddenGrace: ccfg.HiddenGrace, Core: c, Cluster: cl,
 		Registry: reg, IPAM: addrs, KeyInUse: node.KeyInUse, Changed: syncer.Kick, RequestTimeout: o.requestTimeout,
-		Gossip: gossipStats, Convergence: m.Convergence, MaxMTU: c.MaxMTU, Logger: logger.With("component", "admin")}
+		Gossip: gossipStats, Convergence: m.Convergence, MaxMTU: c.MaxMTUFor, Logger: logger.With("component", "admin")}
 	health := healthChecks(c, node, o.socket, len(o.join) > 0)
 	logger.Info("tenetd starting", "version", version, "vtep", vtep, "gossip", node.Addr(), "socket", o.socket)
 

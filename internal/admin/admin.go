@@ -61,9 +61,9 @@ type Server struct {
 	Gossip func() metrics.GossipStats
 	// Convergence summarises recent convergence for status; nil: left out.
 	Convergence func() metrics.Summary
-	// MaxMTU is the largest network MTU the underlay carries (the default
-	// MTU); nil: unknown.
-	MaxMTU func() (int, error)
+	// MaxMTU is the largest MTU of a network, encrypted or not, that the
+	// underlay carries (the default MTU); nil: unknown.
+	MaxMTU func(encrypted bool) (int, error)
 	// DiagnoseTimeout bounds a diagnosis (60 s): it reads the whole
 	// kernel state.
 	DiagnoseTimeout time.Duration
@@ -514,7 +514,7 @@ func (s *Server) network(tenant, name string) (adminapi.NetworkDetail, error) {
 		}
 		d.EffectiveMTU = d.MTU
 		if d.MTU == 0 && s.MaxMTU != nil {
-			if m, err := s.MaxMTU(); err == nil {
+			if m, err := s.MaxMTU(d.Encrypted); err == nil {
 				d.EffectiveMTU = m
 			}
 		}

@@ -45,7 +45,12 @@ func twoTenants(t *testing.T) (*Server, opsLocal) {
 	local := opsLocal{fakeLocal: fakeLocal{nets: []core.Network{web, gweb},
 		eps: []core.Endpoint{ep("e1", "acme/web", 2, "web1", "www"), unjoined, ep("g1", "globex/web", 2, "vault")}}}
 	s.Core = local
-	s.MaxMTU = func() (int, error) { return 1450, nil }
+	s.MaxMTU = func(encrypted bool) (int, error) {
+		if encrypted {
+			return 1390, nil
+		}
+		return 1450, nil
+	}
 	cl.AddHost("h1", netip.MustParseAddr("198.51.100.11"))
 	cl.AddHost("h2", netip.MustParseAddr("198.51.100.12"))
 	for i, r := range []struct{ id, network, host string }{{"r1", "acme/web", "h1"}, {"r2", "acme/web", "h1"}, {"r3", "acme/web", "h2"}, {"r4", "globex/web", "h1"}} {
@@ -145,6 +150,14 @@ func TestNetworkInspectShowsHostsAndTheirEndpoints(t *testing.T) {
 	call(t, h, "GET", "/v1/networks/globex/web", "")
 	if _, body := call(t, h, "GET", "/v1/networks/globex/web", ""); !strings.Contains(body, `"effective_mtu":1400`) {
 		t.Errorf("globex/web keeps its own MTU: %s", body)
+	}
+	// An encrypted network's default MTU leaves room for WireGuard.
+	local := s.Core.(opsLocal)
+	local.nets = append(slices.Clone(local.nets), core.Network{NetworkSpec: core.NetworkSpec{Tenant: "acme", Name: "vault", VNI: 7,
+		Subnet: netip.MustParsePrefix("10.7.0.0/24"), Encrypted: true}})
+	s.Core = local
+	if _, body := call(t, h, "GET", "/v1/networks/acme/vault", ""); !strings.Contains(body, `"effective_mtu":1390`) {
+		t.Errorf("acme/vault, encrypted: %s", body)
 	}
 	if status, body := call(t, h, "GET", "/v1/networks/acme/nope", ""); status != 404 || !strings.Contains(body, "no such network") {
 		t.Errorf("unknown network: %d %s", status, body)

@@ -616,7 +616,7 @@ func (c *Core) scopeNetworks(scope Scope) map[string]bool {
 	// with this one, and the datapath sets them whenever the scope has
 	// Crypt or names a tenant or network: then every encrypted network
 	// is read, or the peers of the others would be dropped.
-	if scope.Crypt || len(scope.Tenants) > 0 || len(scope.Networks) > 0 {
+	if scope.setsCrypt() {
 		for k, n := range c.nets {
 			if n.Encrypted {
 				only[k] = true

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/core/coretest"
 	"github.com/tenet-net/tenet/internal/crypt"
@@ -318,9 +319,19 @@ func TestAPassOverOneEncryptedNetworkKeepsTheOthersPeers(t *testing.T) {
 	lastWith(t, h, "h2's endpoint", func(s overlay.State) bool {
 		return slices.ContainsFunc(s.Remotes, func(r overlay.Remote) bool { return r.VTEP == vtep2 })
 	})
+	// A pass over a clear network's remote entries alone (a delete that
+	// carries no last value), which the datapath takes as the network's.
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.cl.Emit(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: "gone", Host: "h1",
+		Endpoint: &gossip.Endpoint{ID: "gone", Network: "acme/web"}})
+	eventually(t, "a pass over web's remote entries", func() bool {
+		return slices.ContainsFunc(h.dp.Calls()[calls:], func(c coretest.Call) bool { return len(c.Scope.RemoteNets) > 0 })
+	})
 	for _, c := range h.dp.Calls()[calls:] {
 		// The datapath sets the peers on these scopes only (overlay.Scope).
-		sets := c.Scope.All || c.Scope.Crypt || len(c.Scope.Tenants) > 0 || len(c.Scope.Networks) > 0
+		sets := c.Scope.All || c.Scope.Crypt || len(c.Scope.Tenants) > 0 || len(c.Scope.Networks) > 0 || len(c.Scope.RemoteNets) > 0
 		if sets && !slices.Equal(c.State.Crypt.Peers, psks(t, h, both)) {
 			t.Errorf("a pass over %+v set peers %+v, want %+v", c.Scope, c.State.Crypt.Peers, both)
 		}

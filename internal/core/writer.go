@@ -61,6 +61,13 @@ func (s Scope) Empty() bool {
 }
 
 // merge returns the union of s and o, each list sorted and without repeats.
+// setsCrypt says whether a pass over s sets the WireGuard device and
+// peers: overlay.Scope does with Crypt, Tenants or Networks, and
+// OverlayDatapath.Apply passes RemoteNets as Networks.
+func (s Scope) setsCrypt() bool {
+	return s.All || s.Crypt || len(s.Tenants) > 0 || len(s.Networks) > 0 || len(s.RemoteNets) > 0
+}
+
 func (s Scope) merge(o Scope) Scope {
 	out := Scope{All: s.All || o.All, Infra: s.Infra || o.Infra, Crypt: s.Crypt || o.Crypt}
 	if out.All {
