@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -151,5 +152,26 @@ func TestUpstreamsFromFlagOrResolvConf(t *testing.T) {
 	_ = os.WriteFile(behind, []byte("nameserver 203.0.113.9\nnameserver 127.0.0.1\n"), 0o644)
 	if got, err := upstreams(nil, stub, behind); err != nil || fmt.Sprint(got) != "[203.0.113.9:53 127.0.0.53:53]" {
 		t.Errorf("behind systemd-resolved: %v %v", got, err)
+	}
+}
+
+// TestWireGuardRotateRefusesAShortOrNegativeInterval: checked before
+// tenetd touches anything, naming the flag.
+func TestWireGuardRotateRefusesAShortOrNegativeInterval(t *testing.T) {
+	var key bytes.Buffer
+	if code := cli([]string{"genkey"}, &key, io.Discard); code != 0 {
+		t.Fatal("genkey failed")
+	}
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, key.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"5s", "-1m"} {
+		var errb bytes.Buffer
+		code := cli([]string{"--vtep", "198.51.100.11", "--key-file", keyFile, "--ipam-seeds", "h0", "--wireguard-rotate", v}, io.Discard, &errb)
+		if code != 1 || !strings.Contains(errb.String(), "--wireguard-rotate ") ||
+			!strings.Contains(errb.String(), "must be 0 (only at start) or at least 10s") {
+			t.Errorf("--wireguard-rotate %s: exit %d, %q", v, code, errb.String())
+		}
 	}
 }
