@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/tenet-net/tenet/internal/core"
@@ -36,6 +37,7 @@ type Addresses interface {
 	ReleasePool(ctx context.Context, id string) error
 	RequestAddress(ctx context.Context, poolID string, req ipam.AddressRequest) (netip.Prefix, error)
 	ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) error
+	AllocatedHere(poolID string, a netip.Addr) bool
 	Status(poolID string) (ipam.PoolStatus, error)
 }
 
@@ -84,6 +86,15 @@ type Driver struct {
 	core    Core
 	ipam    Addresses // nil: no IPAM
 	tenants Tenants   // nil: every tenant is allowed
+
+	mu     sync.Mutex
+	issued map[issuedAddr]bool // container addresses this process handed out and Docker has not released
+}
+
+// issuedAddr is an address of a pool.
+type issuedAddr struct {
+	pool string
+	addr netip.Addr
 }
 
 // New returns a driver over the core, IPAM (may be nil) and the registry's
@@ -92,7 +103,8 @@ func New(cfg Config, c Core, am Addresses, tenants Tenants) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "driver"), core: c, ipam: am, tenants: tenants}, nil
+	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "driver"), core: c, ipam: am, tenants: tenants,
+		issued: map[issuedAddr]bool{}}, nil
 }
 
 // checkTenant refuses a tenant that is not defined where admins define

@@ -33,6 +33,7 @@ type harness struct {
 	dp   *coretest.Datapath
 	cl   *coretest.Cluster
 	c    *core.Core
+	d    *Driver
 	post func(path, body string) (int, string)
 }
 
@@ -109,7 +110,7 @@ func serveOpts(t *testing.T, tenants Tenants, logTo io.Writer) *harness {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	return &harness{dp: dp, cl: cl, c: c, post: post}
+	return &harness{dp: dp, cl: cl, c: c, d: d, post: post}
 }
 
 // The calls Docker makes for docker network create -d tenet --ipam-driver
@@ -482,5 +483,52 @@ func TestSyncerRealisesEncryption(t *testing.T) {
 	}
 	if _, ok := createRequest(d)["Options"].(map[string]string)[OptEncrypted]; ok {
 		t.Error("a clear definition's request names encrypted")
+	}
+}
+
+// TestAnAddressAGoneContainerLeftIsReclaimed: after a reboot, Docker may
+// restart a container with its --ip while the address is still allocated
+// here to its earlier endpoint, whose release never came. Such an address
+// (allocated before this tenetd started, held by no endpoint) is given
+// again; one a container holds, or one this process handed out and
+// Docker has yet to release, never is.
+func TestAnAddressAGoneContainerLeftIsReclaimed(t *testing.T) {
+	h := serve(t, nil)
+	h.createWeb(t)
+	request := func(ip string) (int, string) {
+		return h.post("/IpamDriver.RequestAddress", `{"PoolID":"acme/10.1.0.0/24","Address":"`+ip+`"}`)
+	}
+	restart := func() { // a new tenetd: what it handed out is forgotten
+		h.d.mu.Lock()
+		clear(h.d.issued)
+		h.d.mu.Unlock()
+	}
+	for _, ip := range []string{"10.1.0.50", "10.1.0.60"} {
+		if status, body := request(ip); status != 200 {
+			t.Fatalf("request %s: %d %s", ip, status, body)
+		}
+	}
+	for id, ip := range map[string]string{"e50": "10.1.0.50", "e60": "10.1.0.60"} {
+		if status, body := h.post("/NetworkDriver.CreateEndpoint", `{"NetworkID":"n1","EndpointID":"`+id+`","Interface":{"Address":"`+ip+`/24"}}`); status != 200 {
+			t.Fatalf("create endpoint %s: %d %s", id, status, body)
+		}
+	}
+	// e50 goes without its release (Docker's release is still to come).
+	if status, body := h.post("/NetworkDriver.DeleteEndpoint", `{"NetworkID":"n1","EndpointID":"e50"}`); status != 200 {
+		t.Fatalf("delete endpoint: %d %s", status, body)
+	}
+	if status, body := request("10.1.0.50"); status == 200 || !strings.Contains(body, "already allocated to a container on this host") {
+		t.Errorf("an address handed out by this tenetd, not yet released: %d %s", status, body)
+	}
+	restart()
+	if status, body := request("10.1.0.60"); status == 200 || !strings.Contains(body, "already allocated to a container on this host") {
+		t.Errorf("an address a container holds, after a restart: %d %s", status, body)
+	}
+	if status, body := request("10.1.0.50"); status != 200 || !strings.Contains(body, `"Address":"10.1.0.50/24"`) {
+		t.Errorf("an address left by a gone container, after a restart: %d %s", status, body)
+	}
+	// Reclaimed, it is this process's again: not reclaimed twice.
+	if status, _ := request("10.1.0.50"); status == 200 {
+		t.Error("a reclaimed address was handed out twice")
 	}
 }

@@ -2,12 +2,14 @@ package driver
 
 // Docker's remote IPAM protocol, served on the same socket as the network
 // driver (docker network create --ipam-driver tenet --ipam-opt tenant=T),
-// backed by package ipam. This file only decodes, delegates and encodes.
+// backed by package ipam. This file decodes, delegates and encodes; it also
+// reclaims an address a gone container left allocated here (strayHere).
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/tenet-net/tenet/ipam"
 )
@@ -99,10 +101,54 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 		return nil, err
 	}
 	a, err := d.ipam.RequestAddress(ctx, r.PoolID, req)
+	if err != nil && req.Addr.IsValid() && errors.Is(err, ipam.ErrInUse) && d.strayHere(r.PoolID, req.Addr) {
+		// Allocated here, before this tenetd started, to a container
+		// whose endpoint is gone and whose release never came (Docker
+		// called it while tenetd could not answer, or dropped the
+		// endpoint after a crash of its own): a container restarted with
+		// its --ip after a reboot would otherwise never get it back.
+		d.log.Warn("reclaiming an address allocated here to a container that is gone", "pool", r.PoolID, "ip", req.Addr)
+		if rerr := d.ipam.ReleaseAddress(ctx, r.PoolID, req.Addr); rerr == nil {
+			a, err = d.ipam.RequestAddress(ctx, r.PoolID, req)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
+	if req.Kind == ipam.KindContainer {
+		d.mu.Lock()
+		d.issued[issuedAddr{r.PoolID, a.Addr()}] = true
+		d.mu.Unlock()
+	}
 	return &requestAddressResponse{Address: a.String(), Data: map[string]string{}}, nil
+}
+
+// strayHere says whether address a of a pool is allocated on this host to
+// no container: not handed out by this process, and held by no endpoint of
+// the pool's tenant and subnet on this host.
+func (d *Driver) strayHere(poolID string, a netip.Addr) bool {
+	if !d.ipam.AllocatedHere(poolID, a) {
+		return false
+	}
+	d.mu.Lock()
+	issued := d.issued[issuedAddr{poolID, a}]
+	d.mu.Unlock()
+	if issued {
+		return false
+	}
+	tenant, subnet, err := ipam.ParsePoolID(poolID)
+	if err != nil {
+		return false
+	}
+	for _, e := range d.core.Endpoints() {
+		if e.IP.Addr() != a {
+			continue
+		}
+		if n, ok := d.core.Network(e.Network); !ok || (n.Tenant == tenant && n.Subnet == subnet) {
+			return false // held (or its network unknown: kept, to be safe)
+		}
+	}
+	return true
 }
 
 // hasPoolNetwork reports whether this host has the network an IPAM pool
@@ -123,5 +169,11 @@ func (d *Driver) ReleaseAddress(ctx context.Context, r releaseAddressRequest) er
 	if err != nil {
 		return err
 	}
-	return d.ipam.ReleaseAddress(ctx, r.PoolID, a)
+	if err := d.ipam.ReleaseAddress(ctx, r.PoolID, a); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	delete(d.issued, issuedAddr{r.PoolID, a})
+	d.mu.Unlock()
+	return nil
 }

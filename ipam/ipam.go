@@ -326,6 +326,15 @@ func (m *IPAM) RequestAddress(ctx context.Context, poolID string, req AddressReq
 	return a, nil
 }
 
+// AllocatedHere says whether address a of pool poolID is allocated to a
+// container by this host.
+func (m *IPAM) AllocatedHere(poolID string, a netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.pools[poolID]
+	return p != nil && p.req.Subnet.Contains(a) && p.alloc.Allocated(a)
+}
+
 // requestAddressLocked makes the change in memory and returns how to take
 // it back (nil if nothing changed). ctx is checked right before the change.
 func (m *IPAM) requestAddressLocked(ctx context.Context, poolID string, req AddressRequest) (netip.Prefix, func(), error) {
