@@ -2,6 +2,7 @@ package vm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -278,7 +279,7 @@ func testEncrypted(t *testing.T, c *vm.Cluster) {
 	if err != nil || dev == "" {
 		t.Fatalf("h1's underlay interface: %v %q", err, dev)
 	}
-	if _, err := h1.Run(ctx, "sh", "-c", "rm -f /tmp/cap.pcap /tmp/cap.log; setsid tcpdump -i "+dev+" -U -n -s 0 -w /tmp/cap.pcap udp > /tmp/cap.log 2>&1 < /dev/null & echo $! > /tmp/cap.pid"); err != nil {
+	if _, err := h1.Run(ctx, "sh", "-c", "rm -f /tmp/cap.pcap /tmp/cap.log; setsid tcpdump -i "+dev+" --immediate-mode -U -n -s 0 -w /tmp/cap.pcap udp > /tmp/cap.log 2>&1 < /dev/null & echo $! > /tmp/cap.pid"); err != nil {
 		t.Fatal(err)
 	}
 	e2e.Eventually(t, 30*time.Second, func() error {
@@ -296,9 +297,6 @@ func testEncrypted(t *testing.T, c *vm.Cluster) {
 	if err := sendWord(t, c.Engines[0], "c0", c.Engines[1], "c1", acmeIPs[1], clearWord); err != nil {
 		t.Errorf("tcp c0 -> c1 over the clear network: %v", err)
 	}
-	if _, err := h1.Run(ctx, "sh", "-c", "kill -INT $(cat /tmp/cap.pid); while kill -0 $(cat /tmp/cap.pid) 2>/dev/null; do sleep 0.2; done"); err != nil {
-		t.Fatal(err)
-	}
 	count := func(script string) int {
 		t.Helper()
 		out, err := h1.Run(ctx, "sh", "-c", script)
@@ -308,7 +306,18 @@ func testEncrypted(t *testing.T, c *vm.Cluster) {
 		}
 		return n
 	}
-	clearSeen := count("grep -a -c " + clearWord + " /tmp/cap.pcap || true")
+	// The clear word was sent last: once it is in the file, so is all
+	// that crossed before it.
+	var clearSeen int
+	e2e.Eventually(t, 30*time.Second, func() error {
+		if clearSeen = count("grep -a -c " + clearWord + " /tmp/cap.pcap || true"); clearSeen == 0 {
+			return errors.New("the clear network's word is not in the capture (yet)")
+		}
+		return nil
+	})
+	if _, err := h1.Run(ctx, "sh", "-c", "kill -INT $(cat /tmp/cap.pid); while kill -0 $(cat /tmp/cap.pid) 2>/dev/null; do sleep 0.2; done"); err != nil {
+		t.Fatal(err)
+	}
 	secretSeen := count("grep -a -c " + secretWord + " /tmp/cap.pcap || true")
 	vxlan := func(vni string) int {
 		return count("tcpdump -r /tmp/cap.pcap -n -T vxlan 'udp port 4789' 2>/dev/null | grep -c -E 'vni " + vni + "([^0-9]|$)' || true")
