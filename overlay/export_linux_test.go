@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 )
 
 // Internals the root tests (package overlay_test) use.
@@ -42,6 +43,17 @@ func (d *Datapath) ObserveScopeForTest(ctx context.Context, s State, sc Scope) (
 		return Snapshot{}, Snapshot{}, err
 	}
 	return scoped, restrict(all, v2), nil
+}
+
+// WithoutEncryptionForTest is s with every network in clear and no
+// WireGuard key or peers: what a kernel without WireGuard can carry.
+func WithoutEncryptionForTest(s State) State {
+	s.Networks = slices.Clone(s.Networks)
+	for i := range s.Networks {
+		s.Networks[i].Encrypted = false
+	}
+	s.Crypt = Crypt{}
+	return s
 }
 
 // NewRandForTest is a seeded source for RandomStateForTest.
