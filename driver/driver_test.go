@@ -532,3 +532,50 @@ func TestAnAddressAGoneContainerLeftIsReclaimed(t *testing.T) {
 		t.Error("a reclaimed address was handed out twice")
 	}
 }
+
+// TestAStrayAddressIsReclaimedOnceUnderConcurrentRequests: two containers
+// asking at once for the same stray address: one gets it, the other is
+// refused, and the address stays allocated (no second release frees it).
+func TestAStrayAddressIsReclaimedOnceUnderConcurrentRequests(t *testing.T) {
+	h := serve(t, nil)
+	h.createWeb(t)
+	for round := range 20 {
+		ip := fmt.Sprintf("10.1.0.%d", 100+round)
+		body := `{"PoolID":"acme/10.1.0.0/24","Address":"` + ip + `"}`
+		if status, out := h.post("/IpamDriver.RequestAddress", body); status != 200 {
+			t.Fatalf("request %s: %d %s", ip, status, out)
+		}
+		h.d.mu.Lock()
+		clear(h.d.issued) // a restart: the allocation is now a stray
+		h.d.mu.Unlock()
+		if round == 0 {
+			// The claim itself: the first caller has it, the second not.
+			a := netip.MustParseAddr(ip)
+			if !h.d.claimStray("acme/10.1.0.0/24", a) || h.d.claimStray("acme/10.1.0.0/24", a) {
+				t.Fatal("a stray address was not claimed exactly once")
+			}
+			h.d.mu.Lock()
+			clear(h.d.issued)
+			h.d.mu.Unlock()
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		granted := 0
+		for range 2 {
+			wg.Go(func() {
+				if status, _ := h.post("/IpamDriver.RequestAddress", body); status == 200 {
+					mu.Lock()
+					granted++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if granted != 1 {
+			t.Fatalf("%s: %d of 2 concurrent requests granted, want 1", ip, granted)
+		}
+		if status, _ := h.post("/IpamDriver.RequestAddress", body); status == 200 {
+			t.Fatalf("%s: free again after the reclaim (a second release freed it)", ip)
+		}
+	}
+}

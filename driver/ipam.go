@@ -3,7 +3,7 @@ package driver
 // Docker's remote IPAM protocol, served on the same socket as the network
 // driver (docker network create --ipam-driver tenet --ipam-opt tenant=T),
 // backed by package ipam. This file decodes, delegates and encodes; it also
-// reclaims an address a gone container left allocated here (strayHere).
+// reclaims an address a gone container left allocated here (claimStray).
 
 import (
 	"context"
@@ -101,7 +101,7 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 		return nil, err
 	}
 	a, err := d.ipam.RequestAddress(ctx, r.PoolID, req)
-	if err != nil && req.Addr.IsValid() && errors.Is(err, ipam.ErrInUse) && d.strayHere(r.PoolID, req.Addr) {
+	if err != nil && req.Addr.IsValid() && errors.Is(err, ipam.ErrInUse) && d.claimStray(r.PoolID, req.Addr) {
 		// Allocated here, before this tenetd started, to a container
 		// whose endpoint is gone and whose release never came (Docker
 		// called it while tenetd could not answer, or dropped the
@@ -110,6 +110,11 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 		d.log.Warn("reclaiming an address allocated here to a container that is gone", "pool", r.PoolID, "ip", req.Addr)
 		if rerr := d.ipam.ReleaseAddress(ctx, r.PoolID, req.Addr); rerr == nil {
 			a, err = d.ipam.RequestAddress(ctx, r.PoolID, req)
+		}
+		if err != nil {
+			d.mu.Lock()
+			delete(d.issued, issuedAddr{r.PoolID, req.Addr})
+			d.mu.Unlock()
 		}
 	}
 	if err != nil {
@@ -123,21 +128,20 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 	return &requestAddressResponse{Address: a.String(), Data: map[string]string{}}, nil
 }
 
-// strayHere says whether address a of a pool is allocated on this host to
-// no container: not handed out by this process, and held by no endpoint of
-// the pool's tenant and subnet on this host.
-func (d *Driver) strayHere(poolID string, a netip.Addr) bool {
-	if !d.ipam.AllocatedHere(poolID, a) {
+// claimStray says whether address a of a pool is allocated on this host to
+// no container (not handed out by this process, held by no endpoint of the
+// pool's tenant and subnet on this host) and, if so, marks it handed out,
+// so that a concurrent request for it cannot reclaim it too. The caller
+// unmarks it if it fails to take the address. In-memory reads only.
+func (d *Driver) claimStray(poolID string, a netip.Addr) bool {
+	tenant, subnet, err := ipam.ParsePoolID(poolID)
+	if err != nil {
 		return false
 	}
 	d.mu.Lock()
-	issued := d.issued[issuedAddr{poolID, a}]
-	d.mu.Unlock()
-	if issued {
-		return false
-	}
-	tenant, subnet, err := ipam.ParsePoolID(poolID)
-	if err != nil {
+	defer d.mu.Unlock()
+	key := issuedAddr{poolID, a}
+	if d.issued[key] || !d.ipam.AllocatedHere(poolID, a) {
 		return false
 	}
 	for _, e := range d.core.Endpoints() {
@@ -148,6 +152,7 @@ func (d *Driver) strayHere(poolID string, a netip.Addr) bool {
 			return false // held (or its network unknown: kept, to be safe)
 		}
 	}
+	d.issued[key] = true
 	return true
 }
 
