@@ -49,7 +49,7 @@ func (h *journalHarness) restart() {
 func (h *journalHarness) save() {
 	h.t.Helper()
 	slices.SortFunc(h.eps, byEndpointID)
-	if err := h.s.write(slices.Clone(h.nets), slices.Clone(h.eps)); err != nil {
+	if err := h.s.write(changes{all: true, nets: slices.Clone(h.nets), netsDirty: true, set: slices.Clone(h.eps)}); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -128,6 +128,7 @@ func (c *Core) PublishPorts(ctx context.Context, id string, reqs []PortRequest) 
 			return binds, nil
 		}
 		e.Ports = binds
+		c.touchLocked(id)
 		c.mu.Unlock()
 
 		scope := Scope{Endpoints: []string{id}}
@@ -139,6 +140,7 @@ func (c *Core) PublishPorts(ctx context.Context, id string, reqs []PortRequest) 
 		c.mu.Lock()
 		if c.eps[id] == e {
 			e.Ports = old
+			c.touchLocked(id)
 		}
 		c.mu.Unlock()
 		var inUse *overlay.PortInUseError

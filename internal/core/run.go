@@ -365,6 +365,7 @@ func (c *Core) collectGarbage(ctx context.Context) {
 		for _, s := range seen {
 			if e := c.eps[s.ID]; e != nil && e.Netns == s.Netns {
 				e.NetnsSeen = true
+				c.touchLocked(s.ID)
 			}
 		}
 		c.mu.Unlock()

@@ -304,10 +304,11 @@ func (a savedEndpoint) equal(b savedEndpoint) bool {
 // endpoint took 4.5 ms at 1,000 endpoints, twice per docker run), and can
 // say what changed as a journal record. Only the saver's goroutine uses it.
 type stateEncoder struct {
-	nets []byte                      // the networks, encoded
-	eps  map[string]*encodedEndpoint // by ID
-	list []*encodedEndpoint          // the same, by ID
-	gen  uint64                      // updates so far
+	nets   []byte                      // the networks, encoded
+	eps    map[string]*encodedEndpoint // by ID
+	list   []*encodedEndpoint          // the same, by ID, if sorted
+	sorted bool                        // list is up to date (snapshot)
+	gen    uint64                      // updates so far
 }
 
 type encodedEndpoint struct {
@@ -330,30 +331,47 @@ type journalRecord struct {
 // update brings the encoder to nets and eps (as snapshot returns them) and
 // returns the journal record of what changed, with gen (nil: nothing did).
 func (se *stateEncoder) update(nets []Network, eps []Endpoint, gen uint64) ([]byte, error) {
-	saved := make([]savedNetwork, 0, len(nets))
-	for _, n := range nets {
-		saved = append(saved, saveNetwork(n))
-	}
-	slices.SortFunc(saved, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
-	nj, err := json.Marshal(saved)
-	if err != nil {
-		return nil, err
-	}
-	rec := journalRecord{Gen: gen}
-	if se.eps == nil || !bytes.Equal(nj, se.nets) {
-		rec.NetsSet = true
-		for _, n := range saved {
-			b, _ := json.Marshal(n)
-			rec.Networks = append(rec.Networks, b)
+	return se.apply(changes{all: true, nets: nets, netsDirty: true, set: eps}, gen)
+}
+
+// apply brings the encoder up to ch: the whole state (ch.all; then
+// endpoints it lacks are removed) or what changed (Core.takeChanges); and
+// returns the journal record of what did change, with gen (nil: nothing).
+// On error the encoder is emptied, so that the next call must be whole.
+func (se *stateEncoder) apply(ch changes, gen uint64) (rec []byte, err error) {
+	defer func() {
+		if err != nil {
+			*se = stateEncoder{}
 		}
+	}()
+	if se.eps == nil && !ch.all {
+		return nil, errors.New("core: the state encoder needs the whole state first")
 	}
-	se.nets = nj
+	r := journalRecord{Gen: gen}
+	if ch.netsDirty {
+		saved := make([]savedNetwork, 0, len(ch.nets))
+		for _, n := range ch.nets {
+			saved = append(saved, saveNetwork(n))
+		}
+		slices.SortFunc(saved, func(a, b savedNetwork) int { return cmp.Compare(a.Tenant+"/"+a.Name, b.Tenant+"/"+b.Name) })
+		nj, err := json.Marshal(saved)
+		if err != nil {
+			return nil, err
+		}
+		if se.eps == nil || !bytes.Equal(nj, se.nets) {
+			r.NetsSet = true
+			for _, n := range saved {
+				b, _ := json.Marshal(n)
+				r.Networks = append(r.Networks, b)
+			}
+		}
+		se.nets = nj
+	}
 	if se.eps == nil {
 		se.eps = map[string]*encodedEndpoint{}
 	}
 	se.gen++
-	list := se.list[:0]
-	for _, e := range eps {
+	for _, e := range ch.set {
 		s := saveEndpoint(e)
 		enc := se.eps[e.ID]
 		if enc == nil || !enc.saved.equal(s) {
@@ -366,28 +384,33 @@ func (se *stateEncoder) update(nets []Network, eps []Endpoint, gen uint64) ([]by
 			s.Names, s.MAC = slices.Clone(s.Names), bytes.Clone(s.MAC)
 			enc = &encodedEndpoint{saved: s, json: b}
 			se.eps[e.ID] = enc
-			rec.Set = append(rec.Set, b)
+			r.Set = append(r.Set, b)
+			se.sorted = false
 		}
 		enc.gen = se.gen
-		list = append(list, enc)
 	}
-	for id, enc := range se.eps {
-		if enc.gen != se.gen {
-			delete(se.eps, id)
-			rec.Del = append(rec.Del, id)
+	if ch.all {
+		for id, enc := range se.eps {
+			if enc.gen != se.gen {
+				r.Del = append(r.Del, id)
+			}
+		}
+	} else {
+		for _, id := range ch.del {
+			if se.eps[id] != nil {
+				r.Del = append(r.Del, id)
+			}
 		}
 	}
-	slices.Sort(rec.Del)
-	byID := func(a, b *encodedEndpoint) int { return cmp.Compare(a.saved.ID, b.saved.ID) }
-	if !slices.IsSortedFunc(list, byID) {
-		slices.SortFunc(list, byID)
+	for _, id := range r.Del {
+		delete(se.eps, id)
+		se.sorted = false
 	}
-	clear(list[len(list):cap(list)])
-	se.list = list
-	if !rec.NetsSet && len(rec.Set) == 0 && len(rec.Del) == 0 {
+	slices.Sort(r.Del)
+	if !r.NetsSet && len(r.Set) == 0 && len(r.Del) == 0 {
 		return nil, nil
 	}
-	b, err := json.Marshal(rec)
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
@@ -397,6 +420,15 @@ func (se *stateEncoder) update(nets []Network, eps []Endpoint, gen uint64) ([]by
 // snapshot returns the whole state as of the last update, marked gen
 // (encodeState's bytes, byte for byte, but for gen).
 func (se *stateEncoder) snapshot(gen uint64) []byte {
+	if !se.sorted {
+		se.list = se.list[:0]
+		for _, enc := range se.eps {
+			se.list = append(se.list, enc)
+		}
+		slices.SortFunc(se.list, func(a, b *encodedEndpoint) int { return cmp.Compare(a.saved.ID, b.saved.ID) })
+		clear(se.list[len(se.list):cap(se.list)])
+		se.sorted = true
+	}
 	size := len(se.nets) + 64
 	for _, e := range se.list {
 		size += len(e.json) + 1
@@ -459,13 +491,14 @@ func newSaver(c *Core, gen uint64) *saver {
 	return &saver{c: c, cond: make(chan struct{}), wake: make(chan struct{}, 1), gen: gen}
 }
 
-// write saves nets and eps: what changed since the last write, as one
-// record appended to the journal and synced; or, the first time after
-// start, after a failure, or once the journal has outgrown it, the whole
-// state as state.json (written atomically), which empties the journal.
-func (s *saver) write(nets []Network, eps []Endpoint) error {
+// write saves ch (Core.takeChanges; whole the first time): what changed
+// since the last write, as one record appended to the journal and synced;
+// or, the first time after start, after a failure, or once the journal has
+// outgrown it, the whole state as state.json (written atomically), which
+// empties the journal.
+func (s *saver) write(ch changes) error {
 	s.gen++
-	rec, err := s.enc.update(nets, eps, s.gen)
+	rec, err := s.enc.apply(ch, s.gen)
 	if err != nil {
 		s.journal = closeFile(s.journal)
 		return err
@@ -556,8 +589,10 @@ func (s *saver) run(ctx context.Context) {
 		s.mu.Lock()
 		gen := s.want
 		s.mu.Unlock()
-		nets, eps := s.c.snapshot()
-		err := s.write(nets, eps)
+		// Only what changed since the last write is copied and compared
+		// (copying and comparing every endpoint cost a millisecond a save
+		// at 1,000); everything when the encoder has nothing yet.
+		err := s.write(s.c.takeChanges(s.enc.eps == nil))
 		if err != nil {
 			err = fmt.Errorf("save state: %w", err)
 		}
