@@ -105,32 +105,38 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		slices.SortFunc(on.Peers, netip.Addr.Compare)
 		s.Networks = append(s.Networks, on)
 	}
-	// Who holds each address and MAC of a network, so far. Keys are
-	// plain values: this runs on every pass, over every endpoint.
+	// Who holds each address and MAC of a network, so far: an index
+	// into claimants. Keys and values hold no pointers, so the garbage
+	// collector need not scan them: this runs on every pass, over every
+	// endpoint.
 	nrem := 0
 	for _, list := range v.remotes {
 		nrem += len(list)
 	}
-	ips, macs := make(map[ipKey]owner, len(v.eps)+nrem), make(map[macKey]owner, len(v.eps)+nrem)
+	ips, macs := make(map[ipKey]int32, len(v.eps)+nrem), make(map[macKey]int32, len(v.eps)+nrem)
 	s.Endpoints = make([]overlay.Endpoint, 0, len(v.eps))
 	eps := v.eps
 	if !slices.IsSortedFunc(eps, byEndpointID) {
 		eps = slices.Clone(eps)
 		slices.SortFunc(eps, byEndpointID)
 	}
-	for _, e := range eps {
+	cl := claimants{local: eps}
+	// Every endpoint has one address: one array holds them all, each
+	// endpoint's slice capped so that nobody appends into the next's.
+	addrs := make([]netip.Addr, len(eps)+nrem)
+	for i, e := range eps {
 		n, ok := byKey[e.Network]
 		if !ok {
 			continue
 		}
-		oe := overlay.Endpoint{ID: e.ID, VNI: n.VNI, MAC: e.MAC, IPs: []netip.Addr{e.IP.Addr()}}
+		addrs[i] = e.IP.Addr()
+		oe := overlay.Endpoint{ID: e.ID, VNI: n.VNI, MAC: e.MAC, IPs: addrs[i : i+1 : i+1]}
 		if n.Egress() {
 			oe.Ports = e.Ports
 		}
 		s.Endpoints = append(s.Endpoints, oe)
-		who := owner{id: e.ID}
-		ips[ipKey{n.VNI, e.IP.Addr()}] = who
-		macs[macKeyOf(n.VNI, e.MAC)] = who
+		ips[ipKeyOf(n.VNI, e.IP.Addr())] = int32(i)
+		macs[macKeyOf(n.VNI, e.MAC)] = int32(i)
 	}
 	rs := make([]Remote, 0, nrem)
 	for key, list := range v.remotes {
@@ -149,18 +155,19 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID))
 	})
 	s.Remotes = make([]overlay.Remote, 0, len(rs))
-	for _, r := range rs {
+	cl.remote = rs
+	for j, r := range rs {
 		n := byKey[r.Network]
-		ik, mk := ipKey{n.VNI, r.IP}, macKeyOf(n.VNI, r.MAC)
+		ik, mk := ipKeyOf(n.VNI, r.IP), macKeyOf(n.VNI, r.MAC)
 		if w, ok := ips[ik]; ok && r.IP.IsValid() {
-			conflicts = append(conflicts, conflict{r, w.String()})
+			conflicts = append(conflicts, conflict{r, cl.name(w)})
 			continue
 		}
 		if w, ok := macs[mk]; ok {
-			conflicts = append(conflicts, conflict{r, w.String()})
+			conflicts = append(conflicts, conflict{r, cl.name(w)})
 			continue
 		}
-		who := owner{id: r.ID, host: r.Host}
+		who := int32(len(eps) + j)
 		if r.IP.IsValid() { // an endpoint without an address claims none
 			ips[ik] = who
 		}
@@ -170,7 +177,9 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		}
 		rem := overlay.Remote{VNI: n.VNI, MAC: r.MAC, VTEP: r.VTEP}
 		if r.IP.IsValid() {
-			rem.IPs = []netip.Addr{r.IP}
+			k := len(eps) + j
+			addrs[k] = r.IP
+			rem.IPs = addrs[k : k+1 : k+1]
 		}
 		s.Remotes = append(s.Remotes, rem)
 	}
@@ -181,7 +190,7 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		vnis = append(vnis, vni)
 	}
 	slices.Sort(vnis)
-	adopted := owner{adopted: true}
+	const adopted = -1
 	for _, vni := range vnis {
 		for _, r := range v.adopted[vni].remotes {
 			if r.VTEP == v.vtep || !usable(r.VTEP) {
@@ -193,9 +202,9 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			}
 			var keep []netip.Addr
 			for _, ip := range r.IPs {
-				if _, ok := ips[ipKey{vni, ip}]; !ok {
+				if _, ok := ips[ipKeyOf(vni, ip)]; !ok {
 					keep = append(keep, ip)
-					ips[ipKey{vni, ip}] = adopted
+					ips[ipKeyOf(vni, ip)] = adopted
 				}
 			}
 			macs[mk] = adopted
@@ -216,36 +225,43 @@ func byEndpointID(a, b Endpoint) int { return cmp.Compare(a.ID, b.ID) }
 // ipKey and macKey name an address and a MAC within a network.
 type ipKey struct {
 	vni uint32
-	ip  netip.Addr
+	ip  [16]byte // the address in its 16-byte form (no zone: usable)
+	v4  bool
+}
+
+func ipKeyOf(vni uint32, a netip.Addr) ipKey {
+	return ipKey{vni: vni, ip: a.As16(), v4: a.Is4()}
 }
 
 type macKey struct {
 	vni uint32
 	mac [6]byte
-	n   int // the MAC's length (6 for any the datapath takes)
+	n   uint8 // the MAC's length (6 for any the datapath takes)
 }
 
 func macKeyOf(vni uint32, mac []byte) macKey {
-	k := macKey{vni: vni, n: len(mac)}
+	k := macKey{vni: vni, n: uint8(min(len(mac), 255))}
 	copy(k.mac[:], mac)
 	return k
 }
 
-// owner is who holds an address or MAC: an endpoint of this host (host
-// ""), of another host, or an entry adopted from the kernel.
-type owner struct {
-	id, host string
-	adopted  bool
+// claimants resolves who holds an address or MAC: an index below
+// len(local) is an endpoint of this host, one above a remote endpoint,
+// -1 an entry adopted from the kernel.
+type claimants struct {
+	local  []Endpoint
+	remote []Remote
 }
 
-func (o owner) String() string {
+func (c claimants) name(i int32) string {
 	switch {
-	case o.adopted:
+	case i < 0:
 		return "adopted"
-	case o.host == "":
-		return "endpoint " + short(o.id) + " on this host"
+	case int(i) < len(c.local):
+		return "endpoint " + short(c.local[i].ID) + " on this host"
 	}
-	return "endpoint " + short(o.id) + " on host " + o.host
+	r := c.remote[int(i)-len(c.local)]
+	return "endpoint " + short(r.ID) + " on host " + r.Host
 }
 
 func usable(a netip.Addr) bool {
