@@ -39,6 +39,10 @@ type Core struct {
 	netsDirty bool
 	adopted   map[uint32]adoptedRemotes
 	warned    map[string]uint64 // remote ID -> version of a conflict already logged
+	// contested are the networks (VNIs) where remote entries claim what
+	// another entry holds: there a pass over one entry may change which
+	// claim wins, so it covers the network's every remote entry.
+	contested map[uint32]bool
 	next      time.Time         // earliest end of a hidden entry's grace
 	retryAt   time.Time         // when to retry a failed reconcile (zero: no need)
 	members   string            // the members' addresses last programmed into Infra
@@ -62,7 +66,7 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 		return nil, err
 	}
 	c := &Core{cfg: cfg, log: cfg.Logger.With("component", "core"), dp: dp, cl: cl, start: time.Now(),
-		ready: map[string]bool{}, dirty: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, started: make(chan struct{})}
+		ready: map[string]bool{}, dirty: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, contested: map[uint32]bool{}, started: make(chan struct{})}
 	nets, eps, gen, err := loadState(cfg.StateDir, c.log.Warn)
 	if err != nil {
 		return nil, err
@@ -708,8 +712,14 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		return nil
 	}
 	start := time.Now()
+	scope = c.widenContested(scope)
 	v := c.readView(c.scopeNetworks(scope))
 	s, conflicts, next := desired(v, time.Now(), c.cfg.HiddenGrace)
+	if again := c.noteContested(scope, v, conflicts); len(again) > 0 {
+		// This pass changed entries of a network that turned out
+		// contested one by one: the next covers all of its entries.
+		c.submitAsync(Scope{RemoteNets: again}, nil)
+	}
 	c.mu.Lock()
 	if !next.IsZero() && (c.next.IsZero() || next.Before(c.next)) {
 		c.next = next
@@ -734,6 +744,61 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		o.Reconciled(scope.All, time.Since(start), err)
 	}
 	return err
+}
+
+// widenContested makes a pass over some remote entries of a contested
+// network cover all of them: of two entries claiming one address or MAC
+// the newer wins, so adding, changing or removing one may bring in or
+// take out the other.
+func (c *Core) widenContested(scope Scope) Scope {
+	if scope.All || len(scope.Remotes) == 0 {
+		return scope
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range scope.Remotes {
+		if c.contested[r.VNI] && !slices.Contains(scope.RemoteNets, r.VNI) {
+			scope.RemoteNets = union(scope.RemoteNets, []uint32{r.VNI})
+		}
+	}
+	return scope
+}
+
+// noteContested records which networks have conflicting claims, after a
+// pass over scope found conflicts in the view v, and returns those it
+// found contested without covering all of their entries (they need a pass
+// that does).
+func (c *Core) noteContested(scope Scope, v view, conflicts []conflict) (again []uint32) {
+	vniOf := make(map[string]uint32, len(v.nets))
+	for _, n := range v.nets {
+		vniOf[n.Key()] = n.VNI
+	}
+	found := map[uint32]bool{}
+	for _, cf := range conflicts {
+		if vni, ok := vniOf[cf.remote.Network]; ok {
+			found[vni] = true
+		}
+	}
+	covers := func(n Network) bool {
+		return scope.All || slices.Contains(scope.Tenants, n.Tenant) || slices.Contains(scope.Networks, n.VNI) ||
+			slices.Contains(scope.RemoteNets, n.VNI)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range v.nets {
+		switch {
+		case covers(n):
+			if found[n.VNI] {
+				c.contested[n.VNI] = true
+			} else {
+				delete(c.contested, n.VNI)
+			}
+		case found[n.VNI] && !c.contested[n.VNI]:
+			c.contested[n.VNI] = true
+			again = append(again, n.VNI)
+		}
+	}
+	return again
 }
 
 // infra is Config.Infra with every known host's underlay address denied.

@@ -113,7 +113,16 @@ func TestRemoteEventsBecomeScopedPasses(t *testing.T) {
 	}
 	eventually(t, "the conflict is logged", func() bool { return strings.Contains(log.String(), "claims a taken address") })
 
-	// A delete carries the entry's last value: that entry only.
+	// While a claim conflicts, a change to one entry covers the
+	// network's every entry (which claim wins may change with it).
+	n = len(dp.Calls())
+	cl.DeleteRemote("thief")
+	c = passAfter(t, dp, n, "a pass for the thief's delete", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	if !slices.Equal(c.Scope.RemoteNets, []uint32{vni}) {
+		t.Errorf("a delete in a contested network: scope %+v", c.Scope)
+	}
+	// A delete carries the entry's last value: that entry only, once no
+	// claim conflicts.
 	n = len(dp.Calls())
 	cl.DeleteRemote("r9")
 	c = passAfter(t, dp, n, "a pass for the delete", func(c coretest.Call) bool { return !hasRemote(c.State, "02:7e:0a:01:00:09") })

@@ -554,3 +554,41 @@ func (c *Cluster) Emit(ev gossip.Event) {
 	defer c.mu.Unlock()
 	c.emitLocked(ev)
 }
+
+// HostUp marks a host that was down alive again: its entries reappear,
+// as gossip reports a host that came back.
+func (c *Cluster) HostUp(host string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.hosts[host]
+	h.Name, h.Alive, h.DownSince = host, true, time.Time{}
+	c.hosts[host] = h
+	for id, r := range c.remotes {
+		if r.Host == host {
+			r.DownSince = time.Time{}
+			c.remotes[id] = r
+			c.emitLocked(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: id, Host: host, Hidden: true, Version: r.Version,
+				Endpoint: &gossip.Endpoint{ID: id, Network: r.Network, MAC: r.MAC, IP: r.IP, VTEP: r.VTEP, Host: host}})
+		}
+	}
+	for network, ps := range c.peers {
+		if p, ok := ps[host]; ok {
+			p.DownSince = time.Time{}
+			ps[host] = p
+			c.emitLocked(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableAttachments, Key: network, Host: host, Hidden: true,
+				Attachment: &gossip.Attachment{Network: network, Host: host}})
+		}
+	}
+}
+
+// RemovePeer detaches another host from a network.
+func (c *Cluster) RemovePeer(network, host string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.peers[network][host]; !ok {
+		return
+	}
+	delete(c.peers[network], host)
+	c.emitLocked(gossip.Event{Kind: gossip.EventDelete, Table: gossip.TableAttachments, Key: network, Host: host,
+		Attachment: &gossip.Attachment{Network: network, Host: host}})
+}
