@@ -43,12 +43,12 @@ type Core struct {
 	// another entry holds: there a pass over one entry may change which
 	// claim wins, so it covers the network's every remote entry.
 	contested map[uint32]bool
-	next      time.Time         // earliest end of a hidden entry's grace
-	retryAt   time.Time         // when to retry a failed reconcile (zero: no need)
-	members   string            // the members' addresses last programmed into Infra
-	bg        context.Context   // Run's context, for work after a caller gave up
-	lastErr   error             // of the last datapath pass
-	started   chan struct{}     // closed once Run has reconciled the saved state
+	next      time.Time       // earliest end of a hidden entry's grace
+	retryAt   time.Time       // when to retry a failed reconcile (zero: no need)
+	members   string          // the members' addresses last programmed into Infra
+	bg        context.Context // Run's context, for work after a caller gave up
+	lastErr   error           // of the last datapath pass
+	started   chan struct{}   // closed once Run has reconciled the saved state
 	// key is this host's WireGuard key (zero until an encrypted network
 	// needs one, or adopted from the kernel); wgPublished is the identity
 	// last published (key, port, share); adoptedPeers are the WireGuard peers the kernel
