@@ -15,6 +15,7 @@ import (
 	"github.com/tenet-net/tenet/gossip"
 	"github.com/tenet-net/tenet/internal/core"
 	"github.com/tenet-net/tenet/internal/core/coretest"
+	"github.com/tenet-net/tenet/internal/crypt"
 	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/overlay"
 )
@@ -194,6 +195,34 @@ func TestStaleOwnEntriesAreWithdrawn(t *testing.T) {
 	eventually(t, "the marker is seen", func() bool { s, _ := h.dp.Last(); return hasRemote(s, "02:7e:0a:01:00:21") })
 	if _, ok, _ := h.cl.OwnNetwork("acme/web"); !ok {
 		t.Fatal("a network this host has was withdrawn")
+	}
+}
+
+// TestStaleOwnAttachmentsAndSettingsAreWithdrawn: the ring hands back,
+// as this host's, an attachment and an encryption setting of a network it
+// no longer has: both are withdrawn; those of a network it has are kept.
+func TestStaleOwnAttachmentsAndSettingsAreWithdrawn(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	for _, network := range []string{"acme/old", "acme/web"} {
+		if err := h.cl.Attach(network); err != nil {
+			t.Fatal(err)
+		}
+		h.cl.Emit(gossip.Event{Kind: gossip.EventPut, Table: gossip.TableAttachments, Key: network, Host: "h0"})
+		key := crypt.NetworkKey(network)
+		h.cl.AddKV("h0", key, []byte("clear"))
+	}
+	eventually(t, "the stale attachment is withdrawn", func() bool { return !h.cl.Attached("h0", "acme/old") })
+	eventually(t, "the stale setting is withdrawn", func() bool { _, ok := h.cl.OwnKV(crypt.NetworkKey("acme/old")); return !ok })
+	h.cl.AddRemote(remote("marker", 33, "h1"))
+	eventually(t, "the marker is seen", func() bool { s, _ := h.dp.Last(); return hasRemote(s, "02:7e:0a:01:00:21") })
+	if !h.cl.Attached("h0", "acme/web") {
+		t.Error("the attachment of a network this host has was withdrawn")
+	}
+	if _, ok := h.cl.OwnKV(crypt.NetworkKey("acme/web")); !ok {
+		t.Error("the setting of a network this host has was withdrawn")
 	}
 }
 

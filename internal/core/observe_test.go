@@ -229,3 +229,38 @@ func TestDiagnoseWaitsForThePassUnderWay(t *testing.T) {
 		t.Errorf("diagnose saw %+v, want the state with the new network", d)
 	}
 }
+
+// TestDiagnoseReportsAFailingWriter: while passes fail, Diagnose says so,
+// with the error and when the retry is due; once one succeeds, it does
+// not.
+func TestDiagnoseReportsAFailingWriter(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.dp.Break(errors.New("netlink: the kernel said no"))
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("e1", "10.1.0.5")); err == nil {
+		t.Fatal("a create succeeded on a broken datapath")
+	}
+	eventually(t, "a retry is due", func() bool { return !h.c.Writer().RetryAt.IsZero() })
+	fs, err := h.c.Diagnose(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(fs, func(f core.Finding) bool { return f.Area == core.AreaWriter })
+	if i < 0 {
+		t.Fatalf("no writer finding in %+v", fs)
+	}
+	if f := fs[i]; f.Problem != "failing" || !strings.Contains(f.Object, "the kernel said no") || !strings.Contains(f.Fix, "retries at") {
+		t.Errorf("writer finding: %+v", f)
+	}
+	h.dp.Break(nil)
+	eventually(t, "the retry succeeds", func() bool { st := h.c.Writer(); return st.LastErr == nil && st.RetryAt.IsZero() })
+	fs, err = h.c.Diagnose(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(fs, func(f core.Finding) bool { return f.Area == core.AreaWriter }) {
+		t.Errorf("a writer finding after a pass succeeded: %+v", fs)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -402,5 +403,66 @@ func BenchmarkStateEncode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestStateEncoderAppliesChangesAsAWholeUpdateWould: the incremental path
+// (what changed, as Core.takeChanges hands it) leaves the encoder as a
+// whole update with the resulting state would, byte for byte, and its
+// records say exactly what changed. It refuses changes before it has the
+// whole state.
+func TestStateEncoderAppliesChangesAsAWholeUpdateWould(t *testing.T) {
+	var inc stateEncoder
+	if _, err := inc.apply(changes{set: []Endpoint{jep(1)}}, 1); err == nil {
+		t.Fatal("changes accepted before the whole state")
+	}
+	nets := []Network{webNet()}
+	byID := map[string]Endpoint{}
+	for i := range 10 {
+		byID[jep(byte(i)).ID] = jep(byte(i))
+	}
+	all := func() []Endpoint {
+		eps := slices.Collect(maps.Values(byID))
+		slices.SortFunc(eps, byEndpointID)
+		return eps
+	}
+	if _, err := inc.apply(changes{all: true, nets: nets, netsDirty: true, set: all()}, 1); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		ch   func() changes
+		want string // in the record
+	}{
+		{"a name", func() changes {
+			e := byID["e003"]
+			e.Names = []string{"db"}
+			byID[e.ID] = e
+			return changes{set: []Endpoint{e}}
+		}, `"names":["db"]`},
+		{"unchanged, but noted", func() changes { return changes{set: []Endpoint{byID["e004"]}} }, ""},
+		{"a delete", func() changes { delete(byID, "e005"); return changes{del: []string{"e005"}} }, `"del":["e005"]`},
+		{"a delete of what was never saved", func() changes { return changes{del: []string{"e099"}} }, ""},
+		{"an addition", func() changes { byID["e050"] = jep(50); return changes{set: []Endpoint{jep(50)}} }, `"id":"e050"`},
+		{"a network", func() changes {
+			nets = append(nets, Network{NetworkSpec: NetworkSpec{Tenant: "acme", Name: "db", VNI: 9, Subnet: netip.MustParsePrefix("10.9.0.0/24")}})
+			return changes{nets: nets, netsDirty: true}
+		}, `"nets_set":true`},
+	}
+	for i, st := range steps {
+		rec, err := inc.apply(st.ch(), uint64(i+2))
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if st.want == "" && rec != nil || st.want != "" && !strings.Contains(string(rec), st.want) {
+			t.Errorf("%s: record %s, want one with %q", st.name, rec, st.want)
+		}
+		var whole stateEncoder
+		if _, err := whole.update(nets, all(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := inc.snapshot(7), whole.snapshot(7); !bytes.Equal(got, want) {
+			t.Fatalf("%s: incremental\n%s\nwhole\n%s", st.name, got, want)
+		}
 	}
 }
