@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -152,5 +153,31 @@ func TestEndpointNamesAreKeptAndChecked(t *testing.T) {
 	h2 := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
 	if e, ok := h2.c.Endpoint("e1"); !ok || strings.Join(e.Names, ",") != "db,postgres,db.acme.web" {
 		t.Errorf("names after a restart: %+v", e)
+	}
+}
+
+// TestCheckNameNamesTheRule: the name rules front ends apply one name at
+// a time (a bad container alias is dropped, the others kept), each
+// refusal saying which rule the name breaks.
+func TestCheckNameNamesTheRule(t *testing.T) {
+	for _, ok := range []string{"db", "db-1", "my_db", "db.acme", "A1", strings.Repeat("a", 63), strings.Repeat("a.", 126) + "a"} {
+		if err := core.CheckName(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, tt := range []struct{ name, want string }{
+		{"", "must be 1-253 bytes"},
+		{strings.Repeat("a.", 127) + "a", "must be 1-253 bytes"},
+		{strings.Repeat("a", 64), "each label must be 1-63 bytes"},
+		{"db..acme", "each label must be 1-63 bytes"},
+		{".db", "each label must be 1-63 bytes"},
+		{"db acme", "only letters, digits"},
+		{"dé", "only letters, digits"},
+		{"db/1", "only letters, digits"},
+	} {
+		err := core.CheckName(tt.name)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.name)) {
+			t.Errorf("%q: got %v, want an error naming it with %q", tt.name, err, tt.want)
+		}
 	}
 }

@@ -134,6 +134,11 @@ func TestPublishingATakenPortIsRefusedAndChangesNothing(t *testing.T) {
 			"host address ::1: only IPv4"},
 		{"reversed range", []core.PortRequest{{Proto: overlay.TCP, HostPort: 9, HostPortEnd: 8, Port: 1}}, core.ErrInvalid, "ends before it starts"},
 		{"container port 0", []core.PortRequest{tcp(8000, 0)}, core.ErrInvalid, "container port must be 1-65535"},
+		{"range from port 0", []core.PortRequest{{Proto: overlay.TCP, HostPortEnd: 9, Port: 1}}, core.ErrInvalid, "a host port range must start at 1"},
+		{"multicast host address", []core.PortRequest{{Proto: overlay.UDP, HostIP: netip.MustParseAddr("239.1.1.1"), HostPort: 5, Port: 5}}, core.ErrInvalid,
+			"host address 239.1.1.1: must be a unicast address"},
+		{"broadcast host address", []core.PortRequest{{Proto: overlay.UDP, HostIP: netip.MustParseAddr("255.255.255.255"), HostPort: 5, Port: 5}}, core.ErrInvalid,
+			"must be a unicast address"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := h.c.PublishPorts(ctx(t), "e2", tt.reqs)
