@@ -38,7 +38,11 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"GCInterval":     func(c *Config) { c.GCInterval = 0 },
 		"UnjoinedGrace":  func(c *Config) { c.UnjoinedGrace = 0 },
 		"Logger":         func(c *Config) { c.Logger = nil },
+		"PSKRotation":    func(c *Config) { c.PSKRotation = -time.Second },
+		"DynamicPorts":   func(c *Config) { c.DynamicPorts = PortRange{First: 0, Last: 10} },
+		"DynamicPorts ":  func(c *Config) { c.DynamicPorts = PortRange{First: 9000, Last: 8999} },
 	} {
+		field := strings.TrimSpace(field)
 		c := good
 		edit(&c)
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {

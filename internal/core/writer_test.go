@@ -136,3 +136,46 @@ func TestAGiveUpSaysThePassWasUnderWay(t *testing.T) {
 	}
 	close(dp.gate)
 }
+
+// TestDiagnoseGivesUpOnAHeldWriterAndLeavesItWorking: Diagnose runs
+// between passes; while one hangs, a caller's deadline ends the wait with
+// an error saying so, and once the pass ends the writer serves the next
+// call (the abandoned diagnosis does not block it).
+func TestDiagnoseGivesUpOnAHeldWriterAndLeavesItWorking(t *testing.T) {
+	c, dp := runGated(t)
+	close(dp.gate)
+	if _, err := c.CreateNetwork(t.Context(), NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	dp.mu.Lock()
+	gate := make(chan struct{})
+	dp.gate = gate
+	dp.mu.Unlock()
+	hung := make(chan error, 1)
+	go func() {
+		_, err := c.CreateEndpoint(t.Context(), EndpointSpec{ID: "e1", Network: "acme/web", IP: netip.MustParsePrefix("10.1.0.10/24")})
+		hung <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for q, busy, _ := c.w.depth(); busy == 0 && q == 0; q, busy, _ = c.w.depth() {
+		if time.Now().After(deadline) {
+			t.Fatal("the pass never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.Diagnose(cctx); err == nil || !strings.Contains(err.Error(), "gave up waiting for the datapath writer") {
+		t.Fatalf("Diagnose on a held writer: %v", err)
+	}
+	close(gate)
+	if err := <-hung; err != nil {
+		t.Fatalf("the held call, released: %v", err)
+	}
+	if _, err := c.Diagnose(t.Context()); err != nil {
+		t.Fatalf("Diagnose after the pass ended: %v", err)
+	}
+	if _, ok := c.Endpoint("e1"); !ok {
+		t.Error("the released call's endpoint is missing")
+	}
+}
