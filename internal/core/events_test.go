@@ -328,3 +328,39 @@ func TestAPassReadsOnlyTheNetworksItsScopeTouches(t *testing.T) {
 		t.Errorf("a remote of acme/web read acme/db's remotes %d times", got-dbReads)
 	}
 }
+
+// TestEventsThatConcernNothingHereMakeNoPass: events of a network this
+// host does not have, without the entry they name, of a table the core
+// does not read, or of a WireGuard key while no network is encrypted,
+// make no pass (a peer, confused or hostile, cannot make this host
+// reconcile at will); the next event that matters is handled as usual.
+func TestEventsThatConcernNothingHereMakeNoPass(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.cl.AddHost("h1", vtep1)
+	n := len(h.dp.Calls())
+	for _, ev := range []gossip.Event{
+		{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: "x", Host: "h1"},
+		{Kind: gossip.EventDelete, Table: gossip.TableEndpoints, Key: "x", Host: "h1"},
+		{Kind: gossip.EventPut, Table: gossip.TableEndpoints, Key: "x", Host: "h1", Endpoint: &gossip.Endpoint{ID: "x", Network: "globex/web"}},
+		{Kind: gossip.EventPut, Table: gossip.TableAttachments, Key: "globex/web", Host: "h1"},
+		{Kind: gossip.EventDelete, Table: gossip.TableAttachments, Key: "globex/web", Host: "h1"},
+		{Kind: gossip.EventPut, Table: gossip.TableNetworks, Key: "globex/web", Host: "h1"},
+		{Kind: gossip.EventPut, Table: gossip.Table("routes"), Key: "acme/web", Host: "h1"},
+		{Kind: gossip.EventPut, Table: gossip.TableKV, Key: crypt.HostKey, Host: "h1"},
+		{Kind: gossip.EventPut, Table: gossip.TableKV, Key: "something/else", Host: "h1"},
+	} {
+		h.cl.Emit(ev)
+	}
+	h.cl.AddRemote(remote("marker", 33, "h1"))
+	c := passAfter(t, h.dp, n, "the marker's pass", func(c coretest.Call) bool { return hasRemote(c.State, "02:7e:0a:01:00:21") })
+	calls := h.dp.Calls()[n:]
+	if len(calls) != 1 || c.Scope.All || !slices.Equal(c.Scope.Remotes, []core.RemoteKey{{VNI: vni, MAC: "02:7e:0a:01:00:21"}}) ||
+		len(c.Scope.Networks)+len(c.Scope.RemoteNets)+len(c.Scope.Tenants) > 0 || c.Scope.Crypt {
+		for _, call := range calls {
+			t.Errorf("pass with scope %+v", call.Scope)
+		}
+	}
+}
