@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +181,31 @@ func TestCheckNameNamesTheRule(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.name)) {
 			t.Errorf("%q: got %v, want an error naming it with %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestNewRefusesWhatItCannotStartFrom: a config with a field wrong, a
+// state file that is not a file, or one from a newer tenetd: New fails
+// naming what is wrong, rather than starting empty and losing the host's
+// networks.
+func TestNewRefusesWhatItCannotStartFrom(t *testing.T) {
+	bad := config(t, t.TempDir())
+	bad.Host = ""
+	if _, err := core.New(bad, &coretest.Datapath{}, coretest.NewCluster("h0")); err == nil || !strings.Contains(err.Error(), "Host") {
+		t.Errorf("a config without Host: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "state.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.New(config(t, dir), &coretest.Datapath{}, coretest.NewCluster("h0")); err == nil || !strings.Contains(err.Error(), "state.json") {
+		t.Errorf("state.json a directory: %v", err)
+	}
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "state.json"), []byte(`{"version":99,"networks":[],"endpoints":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.New(config(t, dir), &coretest.Datapath{}, coretest.NewCluster("h0")); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Errorf("a newer format: %v", err)
 	}
 }

@@ -470,3 +470,15 @@ func TestStateEncoderAppliesChangesAsAWholeUpdateWould(t *testing.T) {
 		}
 	}
 }
+
+// TestVXLANDeviceNamesGiveTheirVNI: the kernel's remote entries are found
+// by device name; only "vx" and a decimal VNI is one.
+func TestVXLANDeviceNamesGiveTheirVNI(t *testing.T) {
+	for name, want := range map[string]int64{"vx4242": 4242, "vx0": 0, "vx16777215": 16777215,
+		"br4242": -1, "vx": -1, "vx-1": -1, "vx12a": -1, "vx99999999999": -1, "tv0123": -1} {
+		got, ok := vxlanVNI(name)
+		if want < 0 && ok || want >= 0 && (!ok || int64(got) != want) {
+			t.Errorf("%q: %d %v, want %d", name, got, ok, want)
+		}
+	}
+}
