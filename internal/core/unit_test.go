@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -480,5 +481,33 @@ func TestVXLANDeviceNamesGiveTheirVNI(t *testing.T) {
 		if want < 0 && ok || want >= 0 && (!ok || int64(got) != want) {
 			t.Errorf("%q: %d %v, want %d", name, got, ok, want)
 		}
+	}
+}
+
+// TestContestedNetworksWidenPassesOverTheirEntries: a pass over some
+// remote entries of a contested network covers all of them; other
+// networks' passes, and passes already covering the network, are left as
+// they are. A pass that finds a network contested without covering it asks
+// for one that does; one that covers it and finds no conflict clears it.
+func TestContestedNetworksWidenPassesOverTheirEntries(t *testing.T) {
+	c := &Core{contested: map[uint32]bool{7: true}}
+	one := Scope{Remotes: []RemoteKey{{VNI: 7, MAC: "02:00:00:00:00:01"}, {VNI: 8, MAC: "02:00:00:00:00:02"}}}
+	if got := c.widenContested(one); !slices.Equal(got.RemoteNets, []uint32{7}) || len(got.Remotes) != 2 {
+		t.Errorf("widened: %+v", got)
+	}
+	for _, s := range []Scope{{All: true}, {Remotes: []RemoteKey{{VNI: 8, MAC: "02:00:00:00:00:02"}}}, {Endpoints: []string{"e1"}}} {
+		if got := c.widenContested(s); !reflect.DeepEqual(got, s) {
+			t.Errorf("%+v widened to %+v", s, got)
+		}
+	}
+	web, db := webNet(), Network{NetworkSpec: NetworkSpec{Tenant: "acme", Name: "db", VNI: 8, Subnet: netip.MustParsePrefix("10.2.0.0/24")}}
+	web.VNI = 7
+	v := view{nets: []Network{web, db}}
+	clash := []conflict{{remote: Remote{ID: "r2", Network: "acme/db"}}}
+	if again := c.noteContested(Scope{Remotes: one.Remotes[1:]}, v, clash); !slices.Equal(again, []uint32{8}) || !c.contested[8] {
+		t.Errorf("newly contested, not covered: again %v, contested %v", again, c.contested)
+	}
+	if again := c.noteContested(Scope{RemoteNets: []uint32{7, 8}}, v, clash); len(again) != 0 || c.contested[7] || !c.contested[8] {
+		t.Errorf("covered: again %v, contested %v", again, c.contested)
 	}
 }
