@@ -138,20 +138,23 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		ips[ipKeyOf(n.VNI, e.IP.Addr())] = int32(i)
 		macs[macKeyOf(n.VNI, e.MAC)] = int32(i)
 	}
-	rs := make([]Remote, 0, nrem)
+	// Pointers, sorted: a Remote is large, and sorting the values moved
+	// each many times.
+	rs := make([]*Remote, 0, nrem)
 	for key, list := range v.remotes {
 		if _, ok := byKey[key]; !ok {
 			continue
 		}
-		for _, r := range list {
-			if r.Network == key && r.Host != v.host && r.VTEP != v.vtep && validRemote(r) && live(r.DownSince) {
+		for i := range list {
+			r := &list[i]
+			if r.Network == key && r.Host != v.host && r.VTEP != v.vtep && validRemote(*r) && live(r.DownSince) {
 				rs = append(rs, r)
 			}
 		}
 	}
 	// Newest first, so that of two records claiming one address the newer
 	// wins, the same choice on every host.
-	slices.SortFunc(rs, func(a, b Remote) int {
+	slices.SortFunc(rs, func(a, b *Remote) int {
 		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID))
 	})
 	s.Remotes = make([]overlay.Remote, 0, len(rs))
@@ -160,11 +163,11 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		n := byKey[r.Network]
 		ik, mk := ipKeyOf(n.VNI, r.IP), macKeyOf(n.VNI, r.MAC)
 		if w, ok := ips[ik]; ok && r.IP.IsValid() {
-			conflicts = append(conflicts, conflict{r, cl.name(w)})
+			conflicts = append(conflicts, conflict{*r, cl.name(w)})
 			continue
 		}
 		if w, ok := macs[mk]; ok {
-			conflicts = append(conflicts, conflict{r, cl.name(w)})
+			conflicts = append(conflicts, conflict{*r, cl.name(w)})
 			continue
 		}
 		who := int32(len(eps) + j)
@@ -250,7 +253,7 @@ func macKeyOf(vni uint32, mac []byte) macKey {
 // -1 an entry adopted from the kernel.
 type claimants struct {
 	local  []Endpoint
-	remote []Remote
+	remote []*Remote
 }
 
 func (c claimants) name(i int32) string {
