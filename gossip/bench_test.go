@@ -7,6 +7,8 @@ package gossip
 //	go test -run='^$' -bench=. -benchtime=5x ./gossip
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -87,6 +89,37 @@ func BenchmarkPutFanOut(b *testing.B) {
 			for i := range b.N {
 				if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i%1000), "net-a", byte(i))); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkListRemote: what the host core pays to read a network's remote
+// endpoints (Endpoints.ListRemote: copy, sort, decode), at 100 and 10,000
+// of them, on every pass that touches the network.
+func BenchmarkListRemote(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			clk := newFakeClock()
+			w := newStore("h1", clk.now, time.Hour)
+			obs := observer(clk, "net", "h1")
+			for i := range n {
+				id := sha256.Sum256([]byte{byte(i >> 16), byte(i >> 8), byte(i)}) // random-looking, as Docker's are
+				ep := Endpoint{ID: hex.EncodeToString(id[:]), Network: "net", MAC: []byte{0x02, 0x42, 10, byte(i >> 16), byte(i >> 8), byte(i)},
+					IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), VTEP: netip.MustParseAddr("203.0.113.1")}
+				scope, _, ok := w.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+				if !ok {
+					b.Fatal("no change")
+				}
+				r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, ep.ID}]
+				e := entry{table: tableEndpoints, owner: w.self.name, key: ep.ID, version: r.version, value: r.value}
+				obs.merge(&e, false)
+			}
+			t := Endpoints{n: &Node{store: obs}}
+			for b.Loop() {
+				if got := t.ListRemote("net", true); len(got) != n {
+					b.Fatalf("listed %d of %d", len(got), n)
 				}
 			}
 		})
