@@ -277,6 +277,7 @@ func (c *Core) DeleteNetwork(ctx context.Context, key string) error {
 	}
 	delete(c.nets, key)
 	delete(c.ready, key)
+	delete(c.contested, n.VNI)
 	c.netsDirty = true
 	c.mu.Unlock()
 	for _, id := range stale {
