@@ -248,7 +248,7 @@ func BenchmarkPluginCalls(b *testing.B) {
 		for round := range 6 {
 			on := round%2 == 1
 			blackhole(on)
-			for range 25 {
+			for range 100 {
 				d := p.endpoint(netID2, pool2, next())
 				if on {
 					holed = append(holed, d)
