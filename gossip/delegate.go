@@ -89,7 +89,7 @@ func (n *Node) member(m *memberlist.Node, alive, left bool) (netip.Addr, uint8) 
 	if a, ok := netip.AddrFromSlice(m.Addr); ok && alive {
 		addr = netip.AddrPortFrom(a.Unmap(), m.Port)
 	}
-	back := n.store.setMember(m.Name, addr, vtep, wire, alive, left)
+	back, first := n.store.setMemberFirst(m.Name, addr, vtep, wire, alive, left)
 	if m.Name == n.cfg.NodeName {
 		return vtep, wire
 	}
@@ -103,7 +103,19 @@ func (n *Node) member(m *memberlist.Node, alive, left bool) (netip.Addr, uint8) 
 				"peer", m.Name, "its_version", wire, "ours", wireVersion)
 		}
 	}
-	if back {
+	// A host seen for the first time gets one heal exchange, without the
+	// repeats of healAgain: in a ring that hundreds of hosts join at once
+	// every host meets every other, and four packets and three timers a
+	// pair (a million packets at 500 hosts) kept the CPU saturated while
+	// the ring formed (issue 12). The repeats are for healed partitions,
+	// whose first exchange is the one most likely lost.
+	switch {
+	case back && first:
+		select {
+		case n.firstCh <- m.Name:
+		default:
+		}
+	case back:
 		select {
 		case n.healCh <- m.Name:
 		default:

@@ -40,6 +40,7 @@ type Node struct {
 	vtepFix       chan struct{} // an adopted endpoint carries an old VTEP
 	kick          chan struct{} // housekeeping (first syncs, gaps) has work now
 	healCh        chan string   // hosts back from down
+	firstCh       chan string   // hosts seen for the first time: one heal, no repeats
 	reheal        chan string   // hosts back from down, a heal again (healAgain)
 	streamMu      sync.Mutex    // guards streamQ, streamBytes and streamWorkers
 	streamQ       []streamJob
@@ -103,6 +104,7 @@ func New(cfg Config) (*Node, error) {
 		vtepFix: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		healCh:  make(chan string, 64),
+		firstCh: make(chan string, 64),
 		reheal:  make(chan string, 64),
 		failed:  make(map[string]failed),
 		syncs:   map[string]*scopeSync{"": newScopeSync()},
@@ -259,6 +261,8 @@ func (n *Node) Run(ctx context.Context) error {
 		case name := <-n.healCh:
 			n.heal(name)
 			n.healLater(name)
+		case name := <-n.firstCh:
+			n.heal(name)
 		case name := <-n.reheal:
 			n.heal(name) // nothing if it is down again
 		case <-n.kick:

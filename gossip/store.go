@@ -43,6 +43,7 @@ type owner struct {
 	left      bool      // it left gracefully (else it failed), while !alive
 	downSince time.Time // while !alive
 	reaped    bool      // its entries were dropped; old copies are ignored until it is back
+	wasAlive  bool      // it has been an alive member at least once
 	addr      netip.AddrPort
 	vtep      netip.Addr
 	wire      uint8              // wire version it speaks, from its metadata; 0 unknown
@@ -431,14 +432,25 @@ func (s *store) mergeLocked(e *entry, adopt bool) mergeResult {
 // back shows them again. It returns whether the host was down before and is
 // up now.
 func (s *store) setMember(name string, addr netip.AddrPort, vtep netip.Addr, wire uint8, alive, left bool) (back bool) {
+	back, _ = s.setMemberFirst(name, addr, vtep, wire, alive, left)
+	return back
+}
+
+// setMemberFirst is setMember that also says whether an up host was never
+// an alive member before (first seen, not back from down).
+func (s *store) setMemberFirst(name string, addr netip.AddrPort, vtep netip.Addr, wire uint8, alive, left bool) (back, first bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o := s.ownerLocked(name)
+	first = alive && !o.wasAlive
+	if alive {
+		o.wasAlive = true
+	}
 	if addr.IsValid() {
 		o.addr, o.vtep, o.wire = addr, vtep, wire
 	}
 	if o == s.self || o.alive == alive {
-		return false
+		return false, false
 	}
 	o.alive = alive
 	kind := EventPut
@@ -457,7 +469,7 @@ func (s *store) setMember(name string, addr netip.AddrPort, vtep netip.Addr, wir
 			s.emitLocked(ev)
 		}
 	}
-	return alive
+	return alive, first
 }
 
 func (o *owner) liveTotal() int {

@@ -580,3 +580,31 @@ func TestSlowSubscriberGetsEachEntrysLatestState(t *testing.T) {
 		}
 	}
 }
+
+// TestSetMemberSaysWhoIsSeenForTheFirstTime: a host coming up is "back"
+// each time, and "first" only the first time it is ever alive, so that it
+// gets one heal exchange then, and the repeats only after being down (in a
+// ring hundreds of hosts join at once, every pair meets once: the repeats
+// cost four packets and three timers a pair).
+func TestSetMemberSaysWhoIsSeenForTheFirstTime(t *testing.T) {
+	clk := newFakeClock()
+	s := newStore("h0", clk.now, time.Hour)
+	for i, step := range []struct {
+		alive, back, first bool
+	}{
+		{true, true, true},   // joins
+		{true, false, false}, // the same news again
+		{false, false, false},
+		{true, true, false}, // back from down: not first
+		{false, false, false},
+		{true, true, false},
+	} {
+		back, first := s.setMemberFirst("h1", addrOf("h1"), netip.Addr{}, wireVersion, step.alive, false)
+		if back != step.back || first != step.first {
+			t.Errorf("step %d (alive %v): back %v first %v, want %v %v", i, step.alive, back, first, step.back, step.first)
+		}
+	}
+	if back, first := s.setMemberFirst("h0", addrOf("h0"), netip.Addr{}, wireVersion, true, false); back || first {
+		t.Errorf("this host itself: back %v first %v", back, first)
+	}
+}

@@ -47,6 +47,7 @@ func newTestNode(t testing.TB, name string) *Node {
 		vtepFix: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		healCh:  make(chan string, 64),
+		firstCh: make(chan string, 64),
 		reheal:  make(chan string, 64),
 		failed:  make(map[string]failed),
 		syncs:   map[string]*scopeSync{"": newScopeSync()},
