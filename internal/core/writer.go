@@ -60,7 +60,6 @@ func (s Scope) Empty() bool {
 	return !s.All && !s.Infra && !s.Crypt && len(s.Tenants)+len(s.Networks)+len(s.Endpoints)+len(s.Remotes)+len(s.RemoteNets) == 0
 }
 
-// merge returns the union of s and o, each list sorted and without repeats.
 // setsCrypt says whether a pass over s sets the WireGuard device and
 // peers: overlay.Scope does with Crypt, Tenants or Networks, and
 // OverlayDatapath.Apply passes RemoteNets as Networks.
@@ -68,6 +67,7 @@ func (s Scope) setsCrypt() bool {
 	return s.All || s.Crypt || len(s.Tenants) > 0 || len(s.Networks) > 0 || len(s.RemoteNets) > 0
 }
 
+// merge returns the union of s and o, each list sorted and without repeats.
 func (s Scope) merge(o Scope) Scope {
 	out := Scope{All: s.All || o.All, Infra: s.Infra || o.Infra, Crypt: s.Crypt || o.Crypt}
 	if out.All {
