@@ -95,6 +95,7 @@ func serveOpts(t *testing.T, tenants Tenants, logTo io.Writer) *harness {
 	post := func(path, body string) (int, string) {
 		t.Helper()
 		var resp *http.Response
+		var err error // its own: calls run concurrently
 		deadline := time.Now().Add(5 * time.Second)
 		for {
 			resp, err = client.Post("http://plugin"+path, "application/json", bytes.NewBufferString(body))
