@@ -88,7 +88,8 @@ type Driver struct {
 	tenants Tenants   // nil: every tenant is allowed
 
 	mu     sync.Mutex
-	issued map[issuedAddr]bool // container addresses this process handed out and Docker has not released
+	issued map[issuedAddr]uint64 // container addresses this process handed out and Docker has not released, each with its hand-out's ticket
+	ticket uint64                // the last ticket given (see issueLocked)
 }
 
 // issuedAddr is an address of a pool.
@@ -104,7 +105,7 @@ func New(cfg Config, c Core, am Addresses, tenants Tenants) (*Driver, error) {
 		return nil, err
 	}
 	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "driver"), core: c, ipam: am, tenants: tenants,
-		issued: map[issuedAddr]bool{}}, nil
+		issued: map[issuedAddr]uint64{}}, nil
 }
 
 // checkTenant refuses a tenant that is not defined where admins define

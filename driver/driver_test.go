@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -552,7 +553,7 @@ func TestAStrayAddressIsReclaimedOnceUnderConcurrentRequests(t *testing.T) {
 		if round == 0 {
 			// The claim itself: the first caller has it, the second not.
 			a := netip.MustParseAddr(ip)
-			if !h.d.claimStray("acme/10.1.0.0/24", a) || h.d.claimStray("acme/10.1.0.0/24", a) {
+			if h.d.claimStray("acme/10.1.0.0/24", a) == 0 || h.d.claimStray("acme/10.1.0.0/24", a) != 0 {
 				t.Fatal("a stray address was not claimed exactly once")
 			}
 			h.d.mu.Lock()
@@ -578,5 +579,53 @@ func TestAStrayAddressIsReclaimedOnceUnderConcurrentRequests(t *testing.T) {
 		if status, _ := h.post("/IpamDriver.RequestAddress", body); status == 200 {
 			t.Fatalf("%s: free again after the reclaim (a second release freed it)", ip)
 		}
+	}
+}
+
+// stealingAddresses is IPAM whose next release, once armed, lets another
+// request take the released address before the releaser asks again: the
+// window between a stray's release and its reclaiming request.
+type stealingAddresses struct {
+	Addresses
+	steal func()
+}
+
+func (s *stealingAddresses) ReleaseAddress(ctx context.Context, poolID string, a netip.Addr) error {
+	err := s.Addresses.ReleaseAddress(ctx, poolID, a)
+	if f := s.steal; f != nil && err == nil {
+		s.steal = nil
+		f()
+	}
+	return err
+}
+
+// TestALostReclaimKeepsTheWinnersMark: a request that takes a stray address
+// between the reclaimer's release and its request keeps it, and the
+// reclaimer, refused, leaves the winner's mark: the address is not a stray
+// for a third request (found by CI: the loser unmarked it, so a third
+// request released the winner's address and took it).
+func TestALostReclaimKeepsTheWinnersMark(t *testing.T) {
+	h := serve(t, nil)
+	h.createWeb(t)
+	const pool, ip = "acme/10.1.0.0/24", "10.1.0.77"
+	req := requestAddressRequest{PoolID: pool, Address: ip}
+	if _, err := h.d.RequestAddress(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	h.d.mu.Lock()
+	clear(h.d.issued) // a restart: the allocation is now a stray
+	h.d.mu.Unlock()
+	s := &stealingAddresses{Addresses: h.d.ipam}
+	var stolen error
+	s.steal = func() { _, stolen = h.d.RequestAddress(context.Background(), req) }
+	h.d.ipam = s
+	if _, err := h.d.RequestAddress(context.Background(), req); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("the reclaimer: %v, want refused as in use", err)
+	}
+	if stolen != nil {
+		t.Fatalf("the request in the window: %v, want granted", stolen)
+	}
+	if _, err := h.d.RequestAddress(context.Background(), req); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("a third request: %v, want refused as in use (the winner's address reclaimed)", err)
 	}
 }

@@ -101,20 +101,28 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 		return nil, err
 	}
 	a, err := d.ipam.RequestAddress(ctx, r.PoolID, req)
-	if err != nil && req.Addr.IsValid() && errors.Is(err, ipam.ErrInUse) && d.claimStray(r.PoolID, req.Addr) {
-		// Allocated here, before this tenetd started, to a container
-		// whose endpoint is gone and whose release never came (Docker
-		// called it while tenetd could not answer, or dropped the
-		// endpoint after a crash of its own): a container restarted with
-		// its --ip after a reboot would otherwise never get it back.
-		d.log.Warn("reclaiming an address allocated here to a container that is gone", "pool", r.PoolID, "ip", req.Addr)
-		if rerr := d.ipam.ReleaseAddress(ctx, r.PoolID, req.Addr); rerr == nil {
-			a, err = d.ipam.RequestAddress(ctx, r.PoolID, req)
-		}
-		if err != nil {
-			d.mu.Lock()
-			delete(d.issued, issuedAddr{r.PoolID, req.Addr})
-			d.mu.Unlock()
+	if err != nil && req.Addr.IsValid() && errors.Is(err, ipam.ErrInUse) {
+		if ticket := d.claimStray(r.PoolID, req.Addr); ticket != 0 {
+			// Allocated here, before this tenetd started, to a container
+			// whose endpoint is gone and whose release never came (Docker
+			// called it while tenetd could not answer, or dropped the
+			// endpoint after a crash of its own): a container restarted
+			// with its --ip after a reboot would otherwise never get it
+			// back.
+			d.log.Warn("reclaiming an address allocated here to a container that is gone", "pool", r.PoolID, "ip", req.Addr)
+			if rerr := d.ipam.ReleaseAddress(ctx, r.PoolID, req.Addr); rerr == nil {
+				a, err = d.ipam.RequestAddress(ctx, r.PoolID, req)
+			}
+			if err != nil {
+				// Unmark it only if the mark is still this claim's: a
+				// concurrent request may have taken the address between
+				// the release and the request above, and its mark stays.
+				d.mu.Lock()
+				if d.issued[issuedAddr{r.PoolID, req.Addr}] == ticket {
+					delete(d.issued, issuedAddr{r.PoolID, req.Addr})
+				}
+				d.mu.Unlock()
+			}
 		}
 	}
 	if err != nil {
@@ -122,7 +130,7 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 	}
 	if req.Kind == ipam.KindContainer {
 		d.mu.Lock()
-		d.issued[issuedAddr{r.PoolID, a.Addr()}] = true
+		d.issueLocked(issuedAddr{r.PoolID, a.Addr()})
 		d.mu.Unlock()
 	}
 	return &requestAddressResponse{Address: a.String(), Data: map[string]string{}}, nil
@@ -131,29 +139,37 @@ func (d *Driver) RequestAddress(ctx context.Context, r requestAddressRequest) (*
 // claimStray says whether address a of a pool is allocated on this host to
 // no container (not handed out by this process, held by no endpoint of the
 // pool's tenant and subnet on this host) and, if so, marks it handed out,
-// so that a concurrent request for it cannot reclaim it too. The caller
-// unmarks it if it fails to take the address. In-memory reads only.
-func (d *Driver) claimStray(poolID string, a netip.Addr) bool {
+// so that a concurrent request for it cannot reclaim it too, and returns
+// the mark's ticket (0: not a stray). The caller unmarks it if it fails to
+// take the address and the mark still has its ticket. In-memory reads only.
+func (d *Driver) claimStray(poolID string, a netip.Addr) uint64 {
 	tenant, subnet, err := ipam.ParsePoolID(poolID)
 	if err != nil {
-		return false
+		return 0
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	key := issuedAddr{poolID, a}
-	if d.issued[key] || !d.ipam.AllocatedHere(poolID, a) {
-		return false
+	if d.issued[key] != 0 || !d.ipam.AllocatedHere(poolID, a) {
+		return 0
 	}
 	for _, e := range d.core.Endpoints() {
 		if e.IP.Addr() != a {
 			continue
 		}
 		if n, ok := d.core.Network(e.Network); !ok || (n.Tenant == tenant && n.Subnet == subnet) {
-			return false // held (or its network unknown: kept, to be safe)
+			return 0 // held (or its network unknown: kept, to be safe)
 		}
 	}
-	d.issued[key] = true
-	return true
+	return d.issueLocked(key)
+}
+
+// issueLocked marks an address handed out, with a new ticket, and returns
+// the ticket. d.mu is held.
+func (d *Driver) issueLocked(key issuedAddr) uint64 {
+	d.ticket++
+	d.issued[key] = d.ticket
+	return d.ticket
 }
 
 // hasPoolNetwork reports whether this host has the network an IPAM pool
