@@ -4,7 +4,7 @@
 set -euo pipefail
 
 export PATH="/usr/local/go/bin:$PATH"
-tenet_pkgs=(docker.io busybox-static iproute2 iperf3 iputils-ping tcpdump jq util-linux)
+tenet_pkgs=(docker.io busybox-static iproute2 iptables nftables iperf3 iputils-ping tcpdump jq util-linux)
 
 tenet_deps() {
   local missing=()
