@@ -96,7 +96,7 @@ func BenchmarkPutFanOut(b *testing.B) {
 }
 
 // BenchmarkListRemote: what the host core pays to read a network's remote
-// endpoints (Endpoints.ListRemote: copy, sort, decode), at 100 and 10,000
+// endpoints (Endpoints.ListRemote: copy, decode), at 100 and 10,000
 // of them, on every pass that touches the network.
 func BenchmarkListRemote(b *testing.B) {
 	for _, n := range []int{100, 10_000} {

@@ -420,7 +420,7 @@ func (s *Server) endpoints(f filter) []adminapi.Endpoint {
 		}
 	}
 	slices.SortFunc(out, func(a, b adminapi.Endpoint) int {
-		return cmp.Or(cmp.Compare(a.Network, b.Network), cmp.Compare(a.Host, b.Host), cmp.Compare(a.IP, b.IP))
+		return cmp.Or(cmp.Compare(a.Network, b.Network), cmp.Compare(a.Host, b.Host), cmp.Compare(a.IP, b.IP), cmp.Compare(a.ID, b.ID))
 	})
 	return out
 }

@@ -155,7 +155,7 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 	// Newest first, so that of two records claiming one address the newer
 	// wins, the same choice on every host.
 	slices.SortFunc(rs, func(a, b *Remote) int {
-		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID))
+		return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Host, b.Host))
 	})
 	s.Remotes = make([]overlay.Remote, 0, len(rs))
 	cl.remote = rs

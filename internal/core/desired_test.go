@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/tenet-net/tenet/overlay"
 )
 
@@ -242,6 +244,45 @@ func TestDesiredNamesWhoHoldsAConflictingClaim(t *testing.T) {
 	want := map[string]string{"thief": "endpoint e5 on this host", "older": "endpoint newer on host adopted"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("conflicts (-want +got):\n%s", diff)
+	}
+}
+
+// TestDesiredDoesNotDependOnTheListingsOrder: gossip lists a network's
+// remote endpoints in no particular order; every order of the same entries,
+// ties of version and ID on two hosts included, gives the same state and
+// the same conflicts, so every host makes the same choice.
+func TestDesiredDoesNotDependOnTheListingsOrder(t *testing.T) {
+	list := []Remote{
+		rem("a", 9, "h1", h1VTEP, 3), rem("a", 9, "h2", h2VTEP, 3), // one ID, one version, two hosts
+		rem("b", 9, "h2", h2VTEP, 3), rem("c", 10, "h1", h1VTEP, 1), rem("d", 11, "h2", h2VTEP, 7),
+		rem("e", 10, "h2", h2VTEP, 1), rem("f", 12, "h1", h1VTEP, 2),
+	}
+	run := func(order []Remote) (overlay.State, []string) {
+		v := baseView()
+		v.remotes["acme/web"] = order
+		s, conflicts, _ := desired(v, t0, time.Minute)
+		var cs []string
+		for _, c := range conflicts {
+			cs = append(cs, c.remote.ID+"@"+c.remote.Host+" lost to "+c.with)
+		}
+		slices.Sort(cs)
+		return s, cs
+	}
+	wantState, wantConflicts := run(slices.Clone(list))
+	if len(wantConflicts) != 3 {
+		t.Fatalf("conflicts = %v, want 3 (two more claims of 10.1.0.9, one more of 10.1.0.10)", wantConflicts)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		order := slices.Clone(list)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		s, cs := run(order)
+		if diff := cmp.Diff(wantState, s, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+			t.Fatalf("state differs for order %v (-first +this):\n%s", order, diff)
+		}
+		if diff := cmp.Diff(wantConflicts, cs); diff != "" {
+			t.Fatalf("conflicts differ for order %v (-first +this):\n%s", order, diff)
+		}
 	}
 }
 

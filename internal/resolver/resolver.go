@@ -1,12 +1,14 @@
 package resolver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -492,7 +494,13 @@ func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 	}
 	remote := r.cache.get(key, func() *Index {
 		var recs []Record
-		for _, e := range r.cfg.Cluster.Remotes(key) {
+		// Newest first, as the datapath chooses between two claims of
+		// one address: a reverse lookup names the one it reaches.
+		remotes := slices.Clone(r.cfg.Cluster.Remotes(key))
+		slices.SortFunc(remotes, func(a, b core.Remote) int {
+			return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Host, b.Host))
+		})
+		for _, e := range remotes {
 			if len(e.Names) > 0 && e.Host != r.cfg.Host {
 				recs = append(recs, Record{Names: e.Names, IP: e.IP})
 			}
