@@ -226,7 +226,7 @@ func TestValidateCrypt(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Validate: %v, want %q in it", err, tt.want)
 			}
-			if _, err := tt.state.validateScope(Scope{Crypt: true}); err == nil {
+			if _, err := tt.state.validateScope(Scope{Crypt: true}, nil); err == nil {
 				t.Errorf("validateScope accepted it")
 			}
 		})
@@ -283,7 +283,7 @@ func TestScopedCryptReconcileTouchesOnlyCrypt(t *testing.T) {
 	b := cryptState([]Network{secret(vtep1), web(vtep1)}, CryptPeer{VTEP: vtep1, Port: 51820, Key: peerKey2})
 	cur := converge(t, a)
 	sc := Scope{Crypt: true}
-	nets, err := b.validateScope(sc)
+	nets, err := b.validateScope(sc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,8 @@ type Datapath struct {
 	// (probed once, by New).
 	cryptErr error
 
+	tags tagMemo // endpoints' interface tags, for validateScope
+
 	mu      sync.Mutex // guards the fields below
 	host    *nsNet
 	tenants map[string]*nsNet    // open namespaces, by tenant
@@ -122,7 +124,7 @@ func (d *Datapath) Reconcile(ctx context.Context, s State) error {
 // Concurrent calls are serialized; each may pass the State it saw, since
 // only its scope is applied.
 func (d *Datapath) ReconcileScope(ctx context.Context, s State, sc Scope) error {
-	nets, err := s.validateScope(sc)
+	nets, err := s.validateScope(sc, &d.tags)
 	if err != nil {
 		return err
 	}

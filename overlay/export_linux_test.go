@@ -17,7 +17,7 @@ var (
 // ObserveScopeForTest reads the objects of sc as ReconcileScope would, and
 // also the whole kernel restricted to the same view: the two must agree.
 func (d *Datapath) ObserveScopeForTest(ctx context.Context, s State, sc Scope) (scoped, restricted Snapshot, err error) {
-	nets, err := s.validateScope(sc)
+	nets, err := s.validateScope(sc, nil)
 	if err != nil {
 		return Snapshot{}, Snapshot{}, err
 	}

@@ -310,7 +310,7 @@ func TestScopedReconcileConvergesTouchingOnlyItsScope(t *testing.T) {
 		if round%3 == 0 {
 			sc = Scope{Tenants: tenantsOf(sc, a, b), Infra: sc.Infra, Crypt: sc.Crypt}
 		}
-		nets, err := b.validateScope(sc)
+		nets, err := b.validateScope(sc, nil)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -373,7 +373,7 @@ func TestScopedReconcileOfAnEndpointIgnoresRemotes(t *testing.T) {
 	}
 	s.Endpoints = []Endpoint{{ID: "new", VNI: 4097, IPs: ips("10.1.0.9")}}
 	sc := Scope{Endpoints: []string{"new"}}
-	nets, err := s.validateScope(sc)
+	nets, err := s.validateScope(sc, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestScopedReconcileOfAnEndpointIgnoresRemotes(t *testing.T) {
 	}
 	// The scoped validation still sees every claim in the network.
 	s.Endpoints[0].IPs = ips("10.1.1.7")
-	if _, err := s.validateScope(sc); err == nil || !strings.Contains(err.Error(), "already used by remote endpoint") {
+	if _, err := s.validateScope(sc, nil); err == nil || !strings.Contains(err.Error(), "already used by remote endpoint") {
 		t.Errorf("an endpoint taking a remote's address: %v", err)
 	}
 }
@@ -414,7 +414,7 @@ func TestEndpointScopeAllocatesNothingPerRemote(t *testing.T) {
 		observed := newSnapshot()
 		observed.Tenants["acme"] = newTenantObjects()
 		return testing.AllocsPerRun(5, func() {
-			nets, err := s.validateScope(sc)
+			nets, err := s.validateScope(sc, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -442,7 +442,7 @@ func BenchmarkScopedDesire(b *testing.B) {
 			observed := newSnapshot()
 			observed.Tenants["acme"] = newTenantObjects()
 			for b.Loop() {
-				nets, err := s.validateScope(sc)
+				nets, err := s.validateScope(sc, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -453,5 +453,58 @@ func BenchmarkScopedDesire(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Two Docker-style endpoint IDs whose interface tags (48 bits of SHA-256)
+// are the same, found by a birthday search: their veth names collide.
+const (
+	collidingA = "000000000000000000000000000000000000000000000000000000000130fb42"
+	collidingB = "0000000000000000000000000000000000000000000000000000000001f31e92"
+)
+
+// TestScopedValidationRefusesCollidingInterfaceNames: an endpoint whose
+// interface names are another endpoint's is refused, with and without the
+// memo of tags, before and after the memo learnt the other one's, and the
+// memo forgets endpoints that are gone.
+func TestScopedValidationRefusesCollidingInterfaceNames(t *testing.T) {
+	if BridgeVeth(collidingA) != BridgeVeth(collidingB) {
+		t.Fatalf("the test's IDs do not collide: %s, %s", BridgeVeth(collidingA), BridgeVeth(collidingB))
+	}
+	s := State{Networks: []Network{web(vtep1)}, Endpoints: []Endpoint{
+		{ID: collidingA, VNI: 4097, IPs: ips("10.1.0.7")},
+		{ID: "other", VNI: 4097, IPs: ips("10.1.0.8")},
+	}}
+	var memo tagMemo
+	for _, m := range []*tagMemo{nil, &memo} {
+		if _, err := s.validateScope(Scope{Endpoints: []string{collidingA}}, m); err != nil {
+			t.Fatalf("memo %v: the first endpoint alone: %v", m != nil, err)
+		}
+	}
+	s.Endpoints = append(s.Endpoints, Endpoint{ID: collidingB, VNI: 4097, IPs: ips("10.1.0.9")})
+	for _, m := range []*tagMemo{nil, &memo, &memo} {
+		_, err := s.validateScope(Scope{Endpoints: []string{collidingB}}, m)
+		if err == nil || !strings.Contains(err.Error(), "interface names collide") || !strings.Contains(err.Error(), collidingA) {
+			t.Errorf("memo %v: the colliding endpoint: %v, want refused naming %s", m != nil, err, collidingA)
+		}
+	}
+	// The memo forgets the gone: 200 endpoints come and go, and it holds
+	// at most twice the current ones (and a few more).
+	for round := range 10 {
+		s.Endpoints = s.Endpoints[:0]
+		for i := range 20 {
+			s.Endpoints = append(s.Endpoints, Endpoint{ID: fmt.Sprintf("r%d-%d", round, i), VNI: 4097, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(10 + i)})}})
+		}
+		if _, err := s.validateScope(Scope{Endpoints: []string{s.Endpoints[0].ID}}, &memo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(memo.m); n > 2*20+64 {
+		t.Errorf("the memo holds %d tags for 20 endpoints", n)
+	}
+	for i, h := range memo.of(s.Endpoints) {
+		if h != hash48(s.Endpoints[i].ID) {
+			t.Fatalf("memo's tag of %s = %x, want %x", s.Endpoints[i].ID, h, hash48(s.Endpoints[i].ID))
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 )
 
 // ErrInvalid is wrapped by every error about bad input to Reconcile.
@@ -162,7 +163,7 @@ func checkPortClaims(eps []Endpoint) error {
 // ValidateScope checks sc and what ReconcileScope would use of s, as
 // ReconcileScope does before any change.
 func (s State) ValidateScope(sc Scope) error {
-	_, err := s.validateScope(sc)
+	_, err := s.validateScope(sc, nil)
 	return err
 }
 
@@ -170,8 +171,9 @@ func (s State) ValidateScope(sc Scope) error {
 // are few, and a tenant's egress depends on all of its networks), the
 // infrastructure, and the endpoints and remotes the scope names, each
 // against every other claim in its network. It costs a scan of the state
-// without building anything per endpoint or remote.
-func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
+// without building anything per endpoint or remote. tags, if not nil,
+// remembers endpoints' interface tags between calls (a hash each).
+func (s State) validateScope(sc Scope, tags *tagMemo) (map[uint32]*Network, error) {
 	if err := sc.validate(); err != nil {
 		return nil, err
 	}
@@ -197,10 +199,11 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 		if err := checkBridgePorts(s.Endpoints, nets, want); err != nil {
 			return nil, err
 		}
-		tags := map[string]string{}
+		wantTags := map[[6]byte]string{}
 		for _, id := range sc.Endpoints {
-			tags[endpointTag(id)] = id
+			wantTags[hash48(id)] = id
 		}
+		others := tags.of(s.Endpoints)
 		seen := map[string]bool{}
 		for i := range s.Endpoints {
 			e := &s.Endpoints[i]
@@ -217,7 +220,7 @@ func (s State) validateScope(sc Scope) (map[uint32]*Network, error) {
 				}
 				continue
 			}
-			if o, dup := tags[endpointTag(e.ID)]; dup {
+			if o, dup := wantTags[others[i]]; dup {
 				return nil, invalid("endpoint %q: interface names collide with endpoint %q's (%s)", o, e.ID, BridgeVeth(o))
 			}
 		}
@@ -515,6 +518,48 @@ func remoteKeySet(keys []RemoteKey) map[remoteBin]bool {
 	for _, k := range keys {
 		m, _ := net.ParseMAC(k.MAC)
 		out[binKey(k.VNI, m)] = true
+	}
+	return out
+}
+
+// tagMemo remembers endpoints' interface tags (hash48 of the ID), so that
+// a scoped reconcile's check that the scope's tags collide with no other
+// endpoint's hashes only the scope's: at 1,000 endpoints, hashing every ID
+// was a fifth of a millisecond on every pass. Safe for concurrent use; the
+// zero value is ready, and a nil memo hashes every time.
+type tagMemo struct {
+	mu sync.Mutex
+	m  map[string][6]byte
+}
+
+// of returns the tag of each of eps, in order.
+func (t *tagMemo) of(eps []Endpoint) [][6]byte {
+	out := make([][6]byte, len(eps))
+	if t == nil {
+		for i := range eps {
+			out[i] = hash48(eps[i].ID)
+		}
+		return out
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil || len(t.m) > 2*len(eps)+64 {
+		// Forget the endpoints that are gone.
+		old := t.m
+		t.m = make(map[string][6]byte, len(eps))
+		for i := range eps {
+			if h, ok := old[eps[i].ID]; ok {
+				t.m[eps[i].ID] = h
+			}
+		}
+	}
+	for i := range eps {
+		h, ok := t.m[eps[i].ID]
+		if !ok {
+			h = hash48(eps[i].ID)
+			t.m[eps[i].ID] = h
+		}
+		out[i] = h
 	}
 	return out
 }
