@@ -421,12 +421,12 @@ func linkOf(t *nsNet, l netlink.Link, names map[int]string, enc func(int) bool) 
 	}
 	if kind == "bridge" {
 		link.MAC = a.HardwareAddr.String()
-		addrs, err := t.h.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := linkAddrs4(t, a.Index)
 		if err != nil {
 			return Link{}, false, err
 		}
 		if len(addrs) > 0 {
-			link.Addr, _ = prefixFrom(addrs[0].IPNet)
+			link.Addr = addrs[0]
 		}
 	}
 	if vx, ok := l.(*netlink.Vxlan); ok {
@@ -514,18 +514,16 @@ func (d *Datapath) observeUplink(tenant string, t *nsNet, hostLinks map[string]L
 	if _, ok := hostLinks[hostUplinkName(tenant)]; ok {
 		u.HostLink = hostUplinkName(tenant)
 	}
-	addrs, err := t.h.AddrList(up, netlink.FAMILY_V4)
+	addrs, err := linkAddrs4(t, up.Attrs().Index)
 	if err != nil {
 		return nil, err
 	}
 	var hostEnd netip.Addr
-	for _, a := range addrs {
-		if p, ok := prefixFrom(a.IPNet); ok {
-			if i, ok := uplinkIndexOf(d.cfg.UplinkNet, p, false); ok {
-				u.Index = i
-				h, _ := uplinkAddrs(d.cfg.UplinkNet, i)
-				hostEnd = h.Addr()
-			}
+	for _, p := range addrs {
+		if i, ok := uplinkIndexOf(d.cfg.UplinkNet, p, false); ok {
+			u.Index = i
+			h, _ := uplinkAddrs(d.cfg.UplinkNet, i)
+			hostEnd = h.Addr()
 		}
 	}
 	fwd, err := readSysctl(t.ns, "net/ipv4/ip_forward")
