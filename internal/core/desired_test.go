@@ -287,7 +287,8 @@ func TestDesiredDoesNotDependOnTheListingsOrder(t *testing.T) {
 }
 
 // BenchmarkDesired: one pass over 1,000 local endpoints and 1,000 remote
-// ones of their network, as every plugin call and remote event makes.
+// ones of their network (listed in random order, as gossip lists them),
+// as every plugin call and remote event makes.
 func BenchmarkDesired(b *testing.B) {
 	v := baseView()
 	v.nets[0].Subnet = netip.MustParsePrefix("10.1.0.0/16")
@@ -300,6 +301,10 @@ func BenchmarkDesired(b *testing.B) {
 			IP: netip.AddrFrom4([4]byte{10, 1, 100 + byte(i>>8), byte(i)}), VTEP: h1VTEP, Host: "h1", Version: uint64(i)}
 		v.remotes["acme/web"] = append(v.remotes["acme/web"], r)
 	}
+	// Gossip lists remotes in no particular order.
+	rng := rand.New(rand.NewPCG(3, 4))
+	rs := v.remotes["acme/web"]
+	rng.Shuffle(len(rs), func(i, j int) { rs[i], rs[j] = rs[j], rs[i] })
 	for b.Loop() {
 		desired(v, t0, time.Minute)
 	}
