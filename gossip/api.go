@@ -10,6 +10,7 @@ package gossip
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 )
@@ -135,6 +136,24 @@ func (t Endpoints) ListNetwork(network string, withHidden bool) []Endpoint {
 // cost. A host with many endpoints of its own pays nothing for them here.
 func (t Endpoints) ListRemote(network string, withHidden bool) []Endpoint {
 	fs := t.n.store.listOf(tableEndpoints, network, withHidden, true)
+	out := make([]Endpoint, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, decodeFound(f))
+	}
+	return out
+}
+
+// RemoteClaims returns other hosts' endpoints on network, those of hosts
+// reported down included (with DownSince set), whose MAC is one of macs,
+// and those whose IP is the IP of one of these, in no particular order:
+// what decides whether these MACs' entries may be programmed, read without
+// decoding the network's other endpoints.
+func (t Endpoints) RemoteClaims(network string, macs []net.HardwareAddr) []Endpoint {
+	ms := make([][]byte, len(macs))
+	for i, m := range macs {
+		ms[i] = m
+	}
+	fs := t.n.store.claimsOf(network, ms, true)
 	out := make([]Endpoint, 0, len(fs))
 	for _, f := range fs {
 		out = append(out, decodeFound(f))

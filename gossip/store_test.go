@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // fakeClock is a settable wall clock for store tests.
@@ -608,5 +610,97 @@ func TestSetMemberSaysWhoIsSeenForTheFirstTime(t *testing.T) {
 	}
 	if back, first := s.setMemberFirst("h0", addrOf("h0"), netip.Addr{}, wireVersion, true, false); back || first {
 		t.Errorf("this host itself: back %v first %v", back, first)
+	}
+}
+
+// TestClaimsOfIsTheListingFiltered: claimsOf returns exactly the remote
+// listing's entries whose MAC is asked for, and those sharing an IP with
+// one of these, over random endpoints of three writers (colliding MACs and
+// IPs, hex and plain IDs, deletions, one writer down, this host's own
+// entries, IPv6 and no address).
+func TestClaimsOfIsTheListingFiltered(t *testing.T) {
+	// A network name in hex is stored decoded (appendStr): claimOf must
+	// skip it as stored.
+	for _, nw := range []string{"net-a", "c0ffee"} {
+		t.Run(nw, func(t *testing.T) { testClaimsOf(t, nw) })
+	}
+}
+
+func testClaimsOf(t *testing.T, nw string) {
+	clk := newFakeClock()
+	writers := []*store{newStore("h1", clk.now, time.Hour), newStore("h2", clk.now, time.Hour), newStore("h3", clk.now, time.Hour)}
+	obs := observer(clk, nw, "h1", "h2", "h3")
+	rng := rand.New(rand.NewPCG(7, 8))
+	ipOf := func(i int) netip.Addr {
+		switch i % 7 {
+		case 0:
+			return netip.Addr{}
+		case 1:
+			return netip.AddrFrom16([16]byte{0xfd, 15: byte(i)})
+		}
+		return netip.AddrFrom4([4]byte{10, 1, 0, byte(i % 40)})
+	}
+	for i := range 300 {
+		ep := Endpoint{Network: nw, MAC: []byte{0x02, 0x42, 10, 1, 0, byte(rng.IntN(60))}, IP: ipOf(rng.IntN(400)),
+			VTEP: netip.MustParseAddr("203.0.113.1")}
+		ep.ID = fmt.Sprintf("ep%d", i)
+		if i%2 == 0 {
+			ep.ID = fmt.Sprintf("%064x", i) // stored as hex
+		}
+		if rng.IntN(5) == 0 {
+			obs.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+			continue
+		}
+		w := writers[rng.IntN(len(writers))]
+		e := putEntry(t, w, tableEndpoints, ep.ID, encodeEndpoint(&ep))
+		obs.merge(&e, false)
+		if rng.IntN(6) == 0 {
+			d := delEntry(t, w, tableEndpoints, ep.ID)
+			obs.merge(&d, false)
+		}
+	}
+	obs.setMember("h3", netip.AddrPort{}, netip.Addr{}, 0, false, false)
+	key := func(f found) string { return f.owner + "/" + f.key }
+	for round := range 200 {
+		var macs [][]byte
+		for range 1 + rng.IntN(3) {
+			macs = append(macs, []byte{0x02, 0x42, 10, 1, 0, byte(rng.IntN(64))})
+		}
+		hidden := round%2 == 0
+		all := obs.listOf(tableEndpoints, nw, hidden, true)
+		ips := map[netip.Addr]bool{}
+		want := map[string]bool{}
+		for _, f := range all {
+			ep, err := decodeEndpoint(f.key, f.value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range macs {
+				if bytes.Equal(ep.MAC, m) {
+					want[key(f)] = true
+					if ep.IP.IsValid() {
+						ips[ep.IP] = true
+					}
+				}
+			}
+		}
+		for _, f := range all {
+			if ep, _ := decodeEndpoint(f.key, f.value); ips[ep.IP] {
+				want[key(f)] = true
+			}
+		}
+		got := map[string]bool{}
+		for _, f := range obs.claimsOf(nw, macs, hidden) {
+			if got[key(f)] {
+				t.Fatalf("round %d: %s returned twice", round, key(f))
+			}
+			got[key(f)] = true
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round %d, macs %x, hidden %v (-listing filtered +claimsOf):\n%s", round, macs, hidden, diff)
+		}
+	}
+	if got := obs.claimsOf("no-such-net", [][]byte{{2, 0x42, 10, 1, 0, 1}}, true); len(got) != 0 {
+		t.Errorf("an unknown network: %d entries", len(got))
 	}
 }

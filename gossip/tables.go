@@ -292,6 +292,26 @@ func encodeEndpoint(e *Endpoint) []byte {
 	return b
 }
 
+// claimOf reads an endpoint value's MAC and IP in place, skipping its
+// network, without copying or allocating: what claimsOf compares. ok is
+// false for a value that does not decode so far (stored values were
+// validated when they arrived).
+func claimOf(b []byte) (mac []byte, ip netip.Addr, ok bool) {
+	r := reader{b: b}
+	n := r.uvarint() // the network, as appendStr wrote it
+	size := n >> 1
+	if n&1 == 1 {
+		size /= 2 // hex, stored decoded
+	}
+	if r.err != nil || size > uint64(len(r.b)) {
+		return nil, netip.Addr{}, false
+	}
+	r.b = r.b[size:]
+	mac = r.bytes(6)
+	ip = r.addr()
+	return mac, ip, r.err == nil
+}
+
 func decodeEndpoint(key string, b []byte) (Endpoint, error) {
 	r := reader{b: b}
 	e := Endpoint{ID: key}

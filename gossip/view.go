@@ -5,6 +5,7 @@ package gossip
 // for Stats.
 
 import (
+	"bytes"
 	"cmp"
 	"net/netip"
 	"slices"
@@ -96,6 +97,61 @@ type found struct {
 func (s *store) list(t tableID, scopeName string, hidden bool) []found {
 	out := s.listOf(t, scopeName, hidden, false)
 	sortFound(out)
+	return out
+}
+
+// claimsOf returns the live endpoint entries of other hosts in network
+// (those of owners down too, if hidden) whose MAC is one of macs, and the
+// entries whose IP is the IP of one of those, in no particular order. It
+// reads each entry's MAC and IP in place (claimOf) and copies only the
+// entries it returns: a remote change's pass asks it instead of listing
+// the whole network.
+func (s *store) claimsOf(network string, macs [][]byte, hidden bool) []found {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.scopes[network]
+	if sc == nil {
+		return nil
+	}
+	var out []found
+	took := map[ekey]bool{}
+	ips := map[netip.Addr]bool{}
+	live := func(k ekey, r *record) bool {
+		return k.owner != s.self && k.table == tableEndpoints && !r.deleted && (k.owner.alive || hidden)
+	}
+	take := func(k ekey, r *record) {
+		took[k] = true
+		out = append(out, found{entry{table: tableEndpoints, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, k.owner.downSince})
+	}
+	for k, r := range sc.entries {
+		if !live(k, r) {
+			continue
+		}
+		mac, ip, ok := claimOf(r.value)
+		if !ok {
+			continue
+		}
+		for _, m := range macs {
+			if bytes.Equal(mac, m) {
+				take(k, r)
+				if ip.IsValid() {
+					ips[ip] = true
+				}
+				break
+			}
+		}
+	}
+	if len(ips) == 0 {
+		return out
+	}
+	for k, r := range sc.entries {
+		if took[k] || !live(k, r) {
+			continue
+		}
+		if _, ip, ok := claimOf(r.value); ok && ips[ip] {
+			take(k, r)
+		}
+	}
 	return out
 }
 
