@@ -40,7 +40,16 @@ func (g GossipCluster) KV(prefix string) []gossip.KVEntry    { return g.Node.KV(
 // them in Core.publishEndpoint), and tenetctl endpoint ls shows other
 // hosts' containers by name.
 func (g GossipCluster) Remotes(network string) []Remote {
-	list := g.Node.Endpoints().ListRemote(network, true)
+	return remotesOf(g.Node.Endpoints().ListRemote(network, true))
+}
+
+// RemoteClaims reads the network's endpoints that claim one of macs, or
+// an IP of one of those (ClaimReader).
+func (g GossipCluster) RemoteClaims(network string, macs []net.HardwareAddr) []Remote {
+	return remotesOf(g.Node.Endpoints().RemoteClaims(network, macs))
+}
+
+func remotesOf(list []gossip.Endpoint) []Remote {
 	out := make([]Remote, 0, len(list))
 	for _, e := range list {
 		out = append(out, Remote{ID: e.ID, Network: e.Network, MAC: e.MAC, IP: e.IP, VTEP: e.VTEP, Host: e.Host,

@@ -63,6 +63,15 @@ type Remote struct {
 	DownSince time.Time
 }
 
+// ClaimReader is implemented by clusters that can read a network's remote
+// endpoints by MAC: RemoteClaims returns, of what Remotes would list, the
+// endpoints whose MAC is one of macs and those whose IP is the IP of one of
+// these. A pass over a few remote entries reads those instead of the whole
+// network (Core.readClaims).
+type ClaimReader interface {
+	RemoteClaims(network string, macs []net.HardwareAddr) []Remote
+}
+
 // OwnEntries is implemented by clusters that can say what the ring holds
 // of this host's own state, which Diagnose compares with the local state.
 type OwnEntries interface {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -32,6 +33,9 @@ type Core struct {
 	nets  map[string]*Network  // by key
 	ready map[string]bool      // keys and endpoint IDs whose creation has committed
 	eps   map[string]*Endpoint // by ID
+	// byID is eps sorted by ID, as the last full copy found them; a copy
+	// checks it still holds exactly eps before using it (sortedEpsLocked).
+	byID []*Endpoint
 	// dirty names what changed since the saver last took the state: the
 	// IDs of endpoints added, changed or removed, and whether any
 	// network did (touchLocked, takeChanges).
@@ -610,18 +614,34 @@ func (c *Core) copyNetsLocked(keep func(string) bool) []Network {
 // sorts pointers, then copies: sorting the values themselves moved each
 // one many times (a third of a pass at 1,000 endpoints).
 func (c *Core) copyEpsLocked(keep func(string) bool) []Endpoint {
-	ptrs := make([]*Endpoint, 0, len(c.eps))
-	for id, e := range c.eps {
-		if keep(id) {
-			ptrs = append(ptrs, e)
+	eps := make([]Endpoint, 0, len(c.eps))
+	for _, e := range c.sortedEpsLocked() {
+		if keep(e.ID) {
+			eps = append(eps, *e)
 		}
 	}
-	slices.SortFunc(ptrs, func(a, b *Endpoint) int { return cmp.Compare(a.ID, b.ID) })
-	eps := make([]Endpoint, len(ptrs))
-	for i, e := range ptrs {
-		eps[i] = *e
-	}
 	return eps
+}
+
+// sortedEpsLocked returns the endpoints sorted by ID. It keeps the order
+// between calls: sorting 1,000 IDs took most of a pass's copy of the local
+// state, and endpoints come and go far less often than passes run. The
+// kept order is used only if it holds exactly the endpoints of eps (each
+// one's pointer is the map's, and the counts agree), so no change to eps
+// needs to say so.
+func (c *Core) sortedEpsLocked() []*Endpoint {
+	ok := len(c.byID) == len(c.eps)
+	for i := 0; ok && i < len(c.byID); i++ {
+		ok = c.eps[c.byID[i].ID] == c.byID[i]
+	}
+	if !ok {
+		c.byID = make([]*Endpoint, 0, len(c.eps))
+		for _, e := range c.eps {
+			c.byID = append(c.byID, e)
+		}
+		slices.SortFunc(c.byID, func(a, b *Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return c.byID
 }
 
 // readView reads everything the desired state needs: the local state under
@@ -630,6 +650,12 @@ func (c *Core) copyEpsLocked(keep func(string) bool) []Endpoint {
 // scopeNetworks).
 func (c *Core) readView(only map[string]bool) view {
 	nets, eps := c.snapshot()
+	return c.viewOf(only, nets, eps, c.cl.Remotes)
+}
+
+// viewOf is readView's view of the local networks and endpoints given,
+// with the remote endpoints that remotes reads of each network in only.
+func (c *Core) viewOf(only map[string]bool, nets []Network, eps []Endpoint, remotes func(network string) []Remote) view {
 	c.mu.Lock()
 	adopted := make(map[uint32]adoptedRemotes, len(c.adopted))
 	for k, v := range c.adopted {
@@ -644,7 +670,7 @@ func (c *Core) readView(only map[string]bool) view {
 		if only != nil && !only[n.Key()] {
 			continue
 		}
-		v.remotes[n.Key()] = c.cl.Remotes(n.Key())
+		v.remotes[n.Key()] = remotes(n.Key())
 		v.peers[n.Key()] = c.cl.Peers(n.Key())
 		encrypted = encrypted || n.Encrypted
 	}
@@ -656,6 +682,77 @@ func (c *Core) readView(only map[string]bool) view {
 		}
 	}
 	return v
+}
+
+// readClaims is the view a pass over some remote entries and nothing else
+// needs, if the cluster can read entries by MAC (ClaimReader): of each
+// network, only the entries with the scope's MACs, those sharing an IP
+// with them, and the local endpoints sharing a MAC or IP with any of
+// these; ok is false otherwise, or while adopted entries fill in a network
+// of the scope. Whether an entry is programmed depends only on the
+// entries that claim its MAC or IP: if planning from this view finds no
+// conflict, it programs the scope's entries as planning from the whole
+// network would (reconcile plans again from the whole network if it does
+// find one). So a remote change costs the same with 10 or 10,000 other
+// endpoints in its network: the whole listing was most of a remote
+// change's pass at 1,000 (issue 13).
+func (c *Core) readClaims(scope Scope) (v view, ok bool) {
+	if scope.All || scope.Infra || scope.Crypt || len(scope.Remotes) == 0 ||
+		len(scope.Tenants)+len(scope.Networks)+len(scope.Endpoints)+len(scope.RemoteNets) > 0 {
+		return view{}, false
+	}
+	cr, ok := c.cl.(ClaimReader)
+	if !ok {
+		return view{}, false
+	}
+	macs := map[string][]net.HardwareAddr{}
+	c.mu.Lock()
+	byVNI := make(map[uint32]string, len(c.nets))
+	for k, n := range c.nets {
+		byVNI[n.VNI] = k
+	}
+	for _, r := range scope.Remotes {
+		key, known := byVNI[r.VNI]
+		mac, err := net.ParseMAC(r.MAC)
+		if !known || err != nil || len(c.adopted[r.VNI].remotes) > 0 {
+			c.mu.Unlock()
+			return view{}, false
+		}
+		macs[key] = append(macs[key], mac)
+	}
+	c.mu.Unlock()
+	claims := make(map[string][]Remote, len(macs))
+	only := make(map[string]bool, len(macs))
+	for key, ms := range macs {
+		claims[key], only[key] = cr.RemoteClaims(key, ms), true
+	}
+	c.mu.Lock()
+	nets := c.copyNetsLocked(func(string) bool { return true })
+	var eps []Endpoint
+	for _, e := range c.eps {
+		if rs, ok := claims[e.Network]; ok && sharesClaim(e, rs, macs[e.Network]) {
+			eps = append(eps, *e)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(eps, byEndpointID)
+	return c.viewOf(only, nets, eps, func(key string) []Remote { return claims[key] }), true
+}
+
+// sharesClaim says whether local endpoint e has one of macs, or the MAC
+// or IP of one of rs.
+func sharesClaim(e *Endpoint, rs []Remote, macs []net.HardwareAddr) bool {
+	for _, m := range macs {
+		if bytes.Equal(m, e.MAC) {
+			return true
+		}
+	}
+	for i := range rs {
+		if bytes.Equal(rs[i].MAC, e.MAC) || rs[i].IP.IsValid() && rs[i].IP == e.IP.Addr() {
+			return true
+		}
+	}
+	return false
 }
 
 // scopeNetworks returns the keys of the local networks whose remote
@@ -714,8 +811,17 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 	}
 	start := time.Now()
 	scope = c.widenContested(scope)
-	v := c.readView(c.scopeNetworks(scope))
+	v, claimsOnly := c.readClaims(scope)
+	if !claimsOnly {
+		v = c.readView(c.scopeNetworks(scope))
+	}
 	s, conflicts, next := desired(v, time.Now(), c.cfg.HiddenGrace)
+	if claimsOnly && len(conflicts) > 0 {
+		// The scope's entries contend with others: plan from the whole
+		// networks, which also notes them contested.
+		v = c.readView(c.scopeNetworks(scope))
+		s, conflicts, next = desired(v, time.Now(), c.cfg.HiddenGrace)
+	}
 	if again := c.noteContested(scope, v, conflicts); len(again) > 0 {
 		// This pass changed entries of a network that turned out
 		// contested one by one: the next covers all of its entries.

@@ -321,12 +321,32 @@ func TestAPassReadsOnlyTheNetworksItsScopeTouches(t *testing.T) {
 	if !hasRemote(c.State, "02:7e:0a:01:00:09") {
 		t.Errorf("r9's pass lacks r9: %+v", c.State.Remotes)
 	}
-	if got := cl.RemoteReads("acme/web"); got == webReads {
-		t.Error("r9's pass did not read its network's remotes")
+	// It reads the entries that claim r9's MAC or address, not the
+	// whole network (core.ClaimReader).
+	if got := cl.RemoteReads("acme/web"); got != webReads {
+		t.Errorf("r9's pass listed all of acme/web's remotes (%d times)", got-webReads)
 	}
 	if got := cl.RemoteReads("acme/db"); got != dbReads {
 		t.Errorf("a remote of acme/web read acme/db's remotes %d times", got-dbReads)
 	}
+	// A newer entry claiming r9's address: its pass finds the conflict
+	// among the claims and plans from the whole network, where the newer
+	// wins.
+	n = len(dp.Calls())
+	thief := remote("thief", 10, "h1")
+	thief.IP, thief.Version = netip.AddrFrom4([4]byte{10, 1, 0, 9}), 100
+	cl.AddRemote(thief)
+	c = passAfter(t, dp, n, "a pass for the thief", func(c coretest.Call) bool {
+		return slices.Contains(c.Scope.Remotes, core.RemoteKey{VNI: c.State.Networks[0].VNI, MAC: "02:7e:0a:01:00:0a"}) ||
+			len(c.Scope.RemoteNets) > 0
+	})
+	if got := cl.RemoteReads("acme/web"); got == webReads {
+		t.Error("a pass that found a conflict among the claims did not read the whole network")
+	}
+	eventually(t, "the newer claim of 10.1.0.9 wins", func() bool {
+		s, _ := dp.Last()
+		return hasRemote(s, "02:7e:0a:01:00:0a") && !hasRemote(s, "02:7e:0a:01:00:09")
+	})
 }
 
 // TestEventsThatConcernNothingHereMakeNoPass: events of a network this

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -509,5 +510,38 @@ func TestContestedNetworksWidenPassesOverTheirEntries(t *testing.T) {
 	}
 	if again := c.noteContested(Scope{RemoteNets: []uint32{7, 8}}, v, clash); len(again) != 0 || c.contested[7] || !c.contested[8] {
 		t.Errorf("covered: again %v, contested %v", again, c.contested)
+	}
+}
+
+// TestCopiesFollowEveryChangeOfTheEndpoints: the kept order of endpoints
+// (sortedEpsLocked) never serves a copy that differs from the endpoints
+// themselves sorted by ID, whatever was added, removed or replaced.
+func TestCopiesFollowEveryChangeOfTheEndpoints(t *testing.T) {
+	c := &Core{eps: map[string]*Endpoint{}}
+	rng := rand.New(rand.NewPCG(11, 12))
+	for step := range 2000 {
+		id := fmt.Sprintf("%02d", rng.IntN(40))
+		switch rng.IntN(4) {
+		case 0:
+			delete(c.eps, id)
+		case 1, 2: // add, or replace with a new pointer
+			c.eps[id] = &Endpoint{EndpointSpec: EndpointSpec{ID: id, Network: fmt.Sprint("n", step)}}
+		case 3: // changed in place
+			if e := c.eps[id]; e != nil {
+				e.Netns = fmt.Sprint("ns", step)
+			}
+		}
+		var want []Endpoint
+		for _, e := range c.eps {
+			want = append(want, *e)
+		}
+		slices.SortFunc(want, byEndpointID)
+		got := c.copyEpsLocked(func(string) bool { return true })
+		if len(want) == 0 && len(got) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("step %d: copy %+v, want the endpoints sorted: %+v", step, got, want)
+		}
 	}
 }

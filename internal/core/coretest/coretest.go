@@ -5,8 +5,10 @@
 package coretest
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -367,6 +369,30 @@ func (c *Cluster) Remotes(network string) []core.Remote {
 	var out []core.Remote
 	for _, r := range c.remotes {
 		if r.Network == network {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// RemoteClaims is Remotes filtered as core.ClaimReader says, without
+// counting as a read.
+func (c *Cluster) RemoteClaims(network string, macs []net.HardwareAddr) []core.Remote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ips := map[netip.Addr]bool{}
+	var out []core.Remote
+	took := map[string]bool{}
+	for id, r := range c.remotes {
+		if r.Network == network && slices.ContainsFunc(macs, func(m net.HardwareAddr) bool { return bytes.Equal(m, r.MAC) }) {
+			out, took[id] = append(out, r), true
+			if r.IP.IsValid() {
+				ips[r.IP] = true
+			}
+		}
+	}
+	for id, r := range c.remotes {
+		if r.Network == network && !took[id] && ips[r.IP] {
 			out = append(out, r)
 		}
 	}
