@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -120,6 +121,39 @@ func BenchmarkListRemote(b *testing.B) {
 			for b.Loop() {
 				if got := t.ListRemote("net", true); len(got) != n {
 					b.Fatalf("listed %d of %d", len(got), n)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRemoteClaims: what a remote change's pass pays to read the
+// entries claiming one MAC (and its IP), at 100 and 10,000 endpoints in
+// the network, next to BenchmarkListRemote's whole listing.
+func BenchmarkRemoteClaims(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			clk := newFakeClock()
+			w := newStore("h1", clk.now, time.Hour)
+			obs := observer(clk, "net", "h1")
+			var mac net.HardwareAddr
+			for i := range n {
+				id := sha256.Sum256([]byte{byte(i >> 16), byte(i >> 8), byte(i)})
+				ep := Endpoint{ID: hex.EncodeToString(id[:]), Network: "net", MAC: []byte{0x02, 0x42, 10, byte(i >> 16), byte(i >> 8), byte(i)},
+					IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), VTEP: netip.MustParseAddr("203.0.113.1")}
+				mac = ep.MAC
+				scope, _, ok := w.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+				if !ok {
+					b.Fatal("no change")
+				}
+				r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, ep.ID}]
+				e := entry{table: tableEndpoints, owner: w.self.name, key: ep.ID, version: r.version, value: r.value}
+				obs.merge(&e, false)
+			}
+			t := Endpoints{n: &Node{store: obs}}
+			for b.Loop() {
+				if got := t.RemoteClaims("net", []net.HardwareAddr{mac}); len(got) != 1 {
+					b.Fatalf("%d claims, want 1", len(got))
 				}
 			}
 		})

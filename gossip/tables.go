@@ -307,7 +307,11 @@ func claimOf(b []byte) (mac []byte, ip netip.Addr, ok bool) {
 		return nil, netip.Addr{}, false
 	}
 	r.b = r.b[size:]
-	mac = r.bytes(6)
+	n = r.uvarint() // the MAC, read in place (reader.bytes copies)
+	if r.err != nil || n > 6 || n > uint64(len(r.b)) {
+		return nil, netip.Addr{}, false
+	}
+	mac, r.b = r.b[:n:n], r.b[n:]
 	ip = r.addr()
 	return mac, ip, r.err == nil
 }
