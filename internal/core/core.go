@@ -273,7 +273,7 @@ func (c *Core) DeleteNetwork(ctx context.Context, key string) error {
 	for id, e := range c.eps {
 		if e.Network == key {
 			stale = append(stale, id)
-			delete(c.eps, id)
+			c.delEpLocked(id)
 			delete(c.ready, id)
 			c.touchLocked(id)
 			scope.Endpoints = append(scope.Endpoints, id)
@@ -334,14 +334,14 @@ func (c *Core) CreateEndpoint(ctx context.Context, spec EndpointSpec) (Endpoint,
 		c.mu.Unlock()
 		return Endpoint{}, wrapKind(ErrConflict, err, "%s", what)
 	}
-	c.eps[spec.ID] = e
+	c.putEpLocked(e)
 	c.touchLocked(spec.ID)
 	c.mu.Unlock()
 
 	scope := Scope{Endpoints: []string{spec.ID}} // its veth pair, guard and ports: not the rest of its tenant
 	if err := c.commit(ctx, scope); err != nil {
 		c.mu.Lock()
-		delete(c.eps, spec.ID)
+		c.delEpLocked(spec.ID)
 		c.touchLocked(spec.ID)
 		c.mu.Unlock()
 		c.undo(scope)
@@ -448,7 +448,7 @@ func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
 		c.mu.Unlock()
 		return nil
 	}
-	delete(c.eps, id)
+	c.delEpLocked(id)
 	delete(c.ready, id)
 	c.touchLocked(id)
 	tenant := c.nets[e.Network].Tenant
@@ -623,12 +623,32 @@ func (c *Core) copyEpsLocked(keep func(string) bool) []Endpoint {
 	return eps
 }
 
+// putEpLocked adds (or replaces) an endpoint, keeping byID sorted.
+func (c *Core) putEpLocked(e *Endpoint) {
+	c.eps[e.ID] = e
+	i, found := slices.BinarySearchFunc(c.byID, e.ID, func(x *Endpoint, id string) int { return cmp.Compare(x.ID, id) })
+	if found {
+		c.byID[i] = e
+	} else {
+		c.byID = slices.Insert(c.byID, i, e)
+	}
+}
+
+// delEpLocked removes an endpoint, keeping byID sorted.
+func (c *Core) delEpLocked(id string) {
+	delete(c.eps, id)
+	if i, found := slices.BinarySearchFunc(c.byID, id, func(x *Endpoint, id string) int { return cmp.Compare(x.ID, id) }); found {
+		c.byID = slices.Delete(c.byID, i, i+1)
+	}
+}
+
 // sortedEpsLocked returns the endpoints sorted by ID. It keeps the order
-// between calls: sorting 1,000 IDs took most of a pass's copy of the local
-// state, and endpoints come and go far less often than passes run. The
-// kept order is used only if it holds exactly the endpoints of eps (each
-// one's pointer is the map's, and the counts agree), so no change to eps
-// needs to say so.
+// between calls (putEpLocked and delEpLocked keep it as endpoints come and
+// go): sorting 1,000 IDs took most of a pass's copy of the local state.
+// The kept order is used only if it holds exactly the endpoints of eps
+// (each one's pointer is the map's, and the counts agree), else it is
+// sorted afresh: a change of eps made otherwise costs a sort, never a
+// wrong copy.
 func (c *Core) sortedEpsLocked() []*Endpoint {
 	ok := len(c.byID) == len(c.eps)
 	for i := 0; ok && i < len(c.byID); i++ {

@@ -515,18 +515,24 @@ func TestContestedNetworksWidenPassesOverTheirEntries(t *testing.T) {
 
 // TestCopiesFollowEveryChangeOfTheEndpoints: the kept order of endpoints
 // (sortedEpsLocked) never serves a copy that differs from the endpoints
-// themselves sorted by ID, whatever was added, removed or replaced.
+// themselves sorted by ID, whatever was added, removed or replaced, through
+// putEpLocked and delEpLocked or behind their back.
 func TestCopiesFollowEveryChangeOfTheEndpoints(t *testing.T) {
 	c := &Core{eps: map[string]*Endpoint{}}
 	rng := rand.New(rand.NewPCG(11, 12))
 	for step := range 2000 {
 		id := fmt.Sprintf("%02d", rng.IntN(40))
-		switch rng.IntN(4) {
+		e := &Endpoint{EndpointSpec: EndpointSpec{ID: id, Network: fmt.Sprint("n", step)}}
+		switch rng.IntN(6) {
 		case 0:
+			c.delEpLocked(id)
+		case 1: // behind the kept order's back
 			delete(c.eps, id)
-		case 1, 2: // add, or replace with a new pointer
-			c.eps[id] = &Endpoint{EndpointSpec: EndpointSpec{ID: id, Network: fmt.Sprint("n", step)}}
-		case 3: // changed in place
+		case 2: // add, or replace with a new pointer
+			c.putEpLocked(e)
+		case 3:
+			c.eps[id] = e
+		case 4: // changed in place
 			if e := c.eps[id]; e != nil {
 				e.Netns = fmt.Sprint("ns", step)
 			}
