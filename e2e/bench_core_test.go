@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/tenet-net/tenet/e2e"
+	"github.com/tenet-net/tenet/overlay/nstest"
 )
 
 func median(ds []time.Duration) time.Duration {
@@ -154,15 +158,39 @@ type pluginClient struct {
 	b    *testing.B
 	http *http.Client
 	each [][3]time.Duration // per endpoint: RequestAddress, CreateEndpoint, Join
+	// The host's namespace and where container ends go after Join.
+	host *netlink.Handle
+	sink netns.NsHandle
 }
 
 func newPluginClient(b *testing.B, h e2e.Host) *pluginClient {
 	sock := filepath.Join(h.Dir(), "mnt", "run-docker", "plugins", "tenet.sock")
-	return &pluginClient{b: b, http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+	p := &pluginClient{b: b, http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}}}}
+	nh, ok := h.(*e2e.NetnsHost)
+	if !ok {
+		b.Fatalf("host %s: not a namespace host", h.Name())
+	}
+	hostNS, err := netns.GetFromName(nh.Netns())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { hostNS.Close() })
+	if p.host, err = netlink.NewHandleAt(hostNS); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.host.Close)
+	// One namespace holds every container end: Docker gives each
+	// container its own, and what matters here is only that the ends
+	// leave the host's namespace, as they do with Docker.
+	if p.sink, err = netns.GetFromName(nstest.NewNetNS(b)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.sink.Close() })
+	return p
 }
 
 func (p *pluginClient) call(path string, req, resp any) {
@@ -184,8 +212,9 @@ func (p *pluginClient) call(path string, req, resp any) {
 }
 
 // endpoint makes one endpoint as docker run would: an address, the
-// endpoint, the join; it returns how long the three calls took, and adds
-// each call's time to p.each.
+// endpoint, the join, then (untimed) the container's end of the veth pair
+// moved out of the host's namespace; it returns how long the three calls
+// took, and adds each call's time to p.each.
 func (p *pluginClient) endpoint(netID, pool, id string) time.Duration {
 	start := time.Now()
 	var addr struct{ Address string }
@@ -193,9 +222,21 @@ func (p *pluginClient) endpoint(netID, pool, id string) time.Duration {
 	t1 := time.Now()
 	p.call("/NetworkDriver.CreateEndpoint", map[string]any{"NetworkID": netID, "EndpointID": id, "Interface": map[string]string{"Address": addr.Address}}, nil)
 	t2 := time.Now()
-	p.call("/NetworkDriver.Join", map[string]any{"NetworkID": netID, "EndpointID": id}, nil)
+	var join struct{ InterfaceName struct{ SrcName string } }
+	p.call("/NetworkDriver.Join", map[string]any{"NetworkID": netID, "EndpointID": id}, &join)
 	end := time.Now()
 	p.each = append(p.each, [3]time.Duration{t1.Sub(start), t2.Sub(t1), end.Sub(t2)})
+	// What Docker does next, untimed: the container's end of the veth
+	// pair moves into the container's namespace. Left in the host's, a
+	// thousand of them would slow every listing of the host's links and
+	// addresses, a state Docker never leaves a host in.
+	l, err := p.host.LinkByName(join.InterfaceName.SrcName)
+	if err != nil {
+		p.b.Fatalf("container end %q of %s: %v", join.InterfaceName.SrcName, id, err)
+	}
+	if err := p.host.LinkSetNsFd(l, int(p.sink)); err != nil {
+		p.b.Fatalf("move %s out of the host: %v", join.InterfaceName.SrcName, err)
+	}
 	return end.Sub(start)
 }
 
