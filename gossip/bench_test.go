@@ -96,28 +96,37 @@ func BenchmarkPutFanOut(b *testing.B) {
 	}
 }
 
+// remoteEndpoints is an observer holding n endpoints of another host on
+// network "net", with random-looking IDs (as Docker's are), and the MAC of
+// the last.
+func remoteEndpoints(b *testing.B, n int) (Endpoints, net.HardwareAddr) {
+	clk := newFakeClock()
+	w := newStore("h1", clk.now, time.Hour)
+	obs := observer(clk, "net", "h1")
+	var mac net.HardwareAddr
+	for i := range n {
+		id := sha256.Sum256([]byte{byte(i >> 16), byte(i >> 8), byte(i)})
+		ep := Endpoint{ID: hex.EncodeToString(id[:]), Network: "net", MAC: []byte{0x02, 0x42, 10, byte(i >> 16), byte(i >> 8), byte(i)},
+			IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), VTEP: netip.MustParseAddr("203.0.113.1")}
+		mac = ep.MAC
+		scope, _, ok := w.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
+		if !ok {
+			b.Fatal("no change")
+		}
+		r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, ep.ID}]
+		e := entry{table: tableEndpoints, owner: w.self.name, key: ep.ID, version: r.version, value: r.value}
+		obs.merge(&e, false)
+	}
+	return Endpoints{n: &Node{store: obs}}, mac
+}
+
 // BenchmarkListRemote: what the host core pays to read a network's remote
 // endpoints (Endpoints.ListRemote: copy, decode), at 100 and 10,000
 // of them, on every pass that touches the network.
 func BenchmarkListRemote(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			clk := newFakeClock()
-			w := newStore("h1", clk.now, time.Hour)
-			obs := observer(clk, "net", "h1")
-			for i := range n {
-				id := sha256.Sum256([]byte{byte(i >> 16), byte(i >> 8), byte(i)}) // random-looking, as Docker's are
-				ep := Endpoint{ID: hex.EncodeToString(id[:]), Network: "net", MAC: []byte{0x02, 0x42, 10, byte(i >> 16), byte(i >> 8), byte(i)},
-					IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), VTEP: netip.MustParseAddr("203.0.113.1")}
-				scope, _, ok := w.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
-				if !ok {
-					b.Fatal("no change")
-				}
-				r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, ep.ID}]
-				e := entry{table: tableEndpoints, owner: w.self.name, key: ep.ID, version: r.version, value: r.value}
-				obs.merge(&e, false)
-			}
-			t := Endpoints{n: &Node{store: obs}}
+			t, _ := remoteEndpoints(b, n)
 			for b.Loop() {
 				if got := t.ListRemote("net", true); len(got) != n {
 					b.Fatalf("listed %d of %d", len(got), n)
@@ -133,24 +142,7 @@ func BenchmarkListRemote(b *testing.B) {
 func BenchmarkRemoteClaims(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			clk := newFakeClock()
-			w := newStore("h1", clk.now, time.Hour)
-			obs := observer(clk, "net", "h1")
-			var mac net.HardwareAddr
-			for i := range n {
-				id := sha256.Sum256([]byte{byte(i >> 16), byte(i >> 8), byte(i)})
-				ep := Endpoint{ID: hex.EncodeToString(id[:]), Network: "net", MAC: []byte{0x02, 0x42, 10, byte(i >> 16), byte(i >> 8), byte(i)},
-					IP: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), VTEP: netip.MustParseAddr("203.0.113.1")}
-				mac = ep.MAC
-				scope, _, ok := w.put(tableEndpoints, ep.ID, encodeEndpoint(&ep))
-				if !ok {
-					b.Fatal("no change")
-				}
-				r := w.scopes[scope].entries[ekey{w.self, tableEndpoints, ep.ID}]
-				e := entry{table: tableEndpoints, owner: w.self.name, key: ep.ID, version: r.version, value: r.value}
-				obs.merge(&e, false)
-			}
-			t := Endpoints{n: &Node{store: obs}}
+			t, mac := remoteEndpoints(b, n)
 			for b.Loop() {
 				if got := t.RemoteClaims("net", []net.HardwareAddr{mac}); len(got) != 1 {
 					b.Fatalf("%d claims, want 1", len(got))
