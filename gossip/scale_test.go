@@ -275,6 +275,12 @@ func TestBurstNoFalseDowns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: a 50-host ring")
 	}
+	if raceEnabled {
+		// 50 hosts on 2 cores, each memory access several times slower:
+		// probes miss their 500 ms deadline from the load alone (it failed
+		// 2 of 8 runs so), which says nothing of the burst.
+		t.Skip("judges the failure detector's timing, which the race detector's slowdown changes")
+	}
 	const size, writers, per = 50, 10, 100
 	var downs atomic.Int64
 	c := newTestCluster(t)
