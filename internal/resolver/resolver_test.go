@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -515,5 +516,33 @@ func TestResolverAnswersOverTCPOnBridgesWithoutEgress(t *testing.T) {
 		if k != fmt.Sprint("acme/", db) || len(ls) != 2 {
 			t.Errorf("%d servers on %s's bridge: only acme/db (no egress, containers here) should have had one, twice", len(ls), k)
 		}
+	}
+}
+
+// TestReverseLookupNamesTheNewerClaim: of two remote endpoints claiming one
+// address, a reverse lookup names the newer, the one the datapath reaches,
+// whatever order gossip lists them in (it lists in no particular order).
+func TestReverseLookupNamesTheNewerClaim(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Interval = 10 * time.Millisecond
+	s := start(t, cfg)
+	acme := s.dp.addr(t, "acme")
+	addr := netip.MustParseAddr("127.1.0.80")
+	s.cluster.put(core.Remote{ID: "old", Network: "acme/web", IP: addr, Names: []string{"older"}, Host: "h1", Version: 1})
+	s.cluster.put(core.Remote{ID: "new", Network: "acme/web", IP: addr, Names: []string{"newer"}, Host: "h2", Version: 5})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := ask(t, "127.1.0.10", acme, "80.0.1.127.in-addr.arpa.", dns.TypePTR)
+		got := []string{}
+		if err == nil {
+			got = answers(r)
+		}
+		if len(got) == 1 && strings.HasPrefix(got[0], "newer.") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PTR of %s: %v %v, want the newer claim's name", addr, got, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
