@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
 	"time"
@@ -61,6 +62,14 @@ type Remote struct {
 	// DownSince is when gossip reported the endpoint's host down; zero
 	// while it is up.
 	DownSince time.Time
+}
+
+// NewerClaimFirst orders remote endpoints as the planner weighs claims of
+// one address or MAC: the newer (higher version) first, then by ID and
+// host, so that every host makes the same choice whatever order gossip
+// listed them in.
+func NewerClaimFirst(a, b *Remote) int {
+	return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Host, b.Host))
 }
 
 // ClaimReader is implemented by clusters that can read a network's remote

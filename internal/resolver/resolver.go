@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -497,9 +496,7 @@ func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 		// Newest first, as the datapath chooses between two claims of
 		// one address: a reverse lookup names the one it reaches.
 		remotes := slices.Clone(r.cfg.Cluster.Remotes(key))
-		slices.SortFunc(remotes, func(a, b core.Remote) int {
-			return cmp.Or(cmp.Compare(b.Version, a.Version), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Host, b.Host))
-		})
+		slices.SortFunc(remotes, func(a, b core.Remote) int { return core.NewerClaimFirst(&a, &b) })
 		for _, e := range remotes {
 			if len(e.Names) > 0 && e.Host != r.cfg.Host {
 				recs = append(recs, Record{Names: e.Names, IP: e.IP})
