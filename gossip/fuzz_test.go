@@ -77,6 +77,8 @@ func FuzzDecodeValue(f *testing.F) {
 	ep.Names = []string{"web", "web.acme"}
 	nw := Network{ID: "n", Name: "x", VNI: 7, Subnet: netip.MustParsePrefix("10.0.0.0/8")}
 	f.Add(byte(tableEndpoints), encodeEndpoint(&ep))
+	hexNet := testEndpoint("e", "c0ffee", 2) // a network name stored decoded
+	f.Add(byte(tableEndpoints), encodeEndpoint(&hexNet))
 	f.Add(byte(tableNetworks), encodeNetwork(&nw))
 	f.Add(byte(0), append(appendAddr([]byte{metaVersion}, netip.MustParseAddr("203.0.113.1")), wireVersion))
 	f.Add(byte(0), appendAddr([]byte{metaVersion}, netip.MustParseAddr("203.0.113.1"))) // a version 1 host's
@@ -90,12 +92,18 @@ func FuzzDecodeValue(f *testing.F) {
 			}
 			re = encodeNetwork(&v)
 		case tableEndpoints:
+			mac, ip, claimOK := claimOf(b) // never panics, whatever b is
 			v, err := decodeEndpoint("e", b)
 			if err != nil {
 				return
 			}
 			if err := v.validate(); err != nil {
 				t.Fatalf("decoded endpoint %+v is invalid: %v", v, err)
+			}
+			// The in-place read that RemoteClaims compares agrees with
+			// the decoder on every value the decoder accepts.
+			if !claimOK || !bytes.Equal(mac, v.MAC) || ip != v.IP {
+				t.Fatalf("claimOf = %x %v %v, decodeEndpoint has %x %v", mac, ip, claimOK, v.MAC, v.IP)
 			}
 			re = encodeEndpoint(&v)
 		default:
