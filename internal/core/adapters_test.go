@@ -84,6 +84,27 @@ func TestGossipClusterReadsTheRemoteView(t *testing.T) {
 	if v := a.Remotes("acme/web")[0].Version; v <= r.Version {
 		t.Errorf("version of the rewrite %d, not above the first's %d", v, r.Version)
 	}
+	// Read by MAC (core.ClaimReader), through real gossip: r9 by its MAC,
+	// a second endpoint of h1 claiming r9's address with it, nothing for
+	// a MAC nobody has.
+	if err := b.PutEndpoint(gossip.Endpoint{ID: "thief", Network: "acme/web", MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 10},
+		IP: netip.MustParseAddr("10.1.0.9")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "h0 sees the second claim", func() bool { return len(a.Remotes("acme/web")) == 2 })
+	var ids []string
+	for _, c := range a.RemoteClaims("acme/web", []net.HardwareAddr{mac}) {
+		ids = append(ids, c.ID+"@"+c.Host)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"r9@h1", "thief@h1"}) {
+		t.Errorf("claims of r9's MAC = %v, want r9 and the endpoint sharing its address", ids)
+	}
+	if got := a.RemoteClaims("acme/web", []net.HardwareAddr{{2, 0x7e, 10, 1, 0, 99}}); len(got) != 0 {
+		t.Errorf("claims of an unknown MAC = %+v", got)
+	}
+	b.DeleteEndpoint("thief")
+	eventually(t, "the second claim goes", func() bool { return len(a.Remotes("acme/web")) == 1 })
 	eventually(t, "h1 is a peer of the network", func() bool {
 		ps := a.Peers("acme/web")
 		return slices.ContainsFunc(ps, func(p core.Peer) bool { return p.Host == "h1" && p.VTEP == netip.MustParseAddr("198.51.100.11") })
