@@ -61,6 +61,15 @@ func TestGeneratorDrawsEveryKindAndNamesThatCollide(t *testing.T) {
 		dockerNames := map[string]string{}
 		for _, op := range draw(seed, []string{"h0", "h1", "h2", "h3", "h4"}, DefaultWeights(), 150) {
 			kinds[op.Kind]++
+			for _, r := range op.Runs {
+				// Docker takes a name it does not know as an ID prefix.
+				if strings.Trim(r.Name, "0123456789abcdef") == "" {
+					t.Fatalf("seed %d: container name %q could be a container ID's prefix", seed, r.Name)
+				}
+			}
+			if op.Container != "" && strings.Trim(op.Container, "0123456789abcdef") == "" {
+				t.Fatalf("seed %d: container name %q could be a container ID's prefix", seed, op.Container)
+			}
 			if op.Kind != NetCreate && op.Kind != HandNetCreate {
 				continue
 			}
@@ -230,6 +239,34 @@ func TestModelJudgesAddresses(t *testing.T) {
 	if v := m.predictRun(RunSpec{Name: "t2", Host: "h0", Net: "acme/tiny"}, nil); v.e != mustFail {
 		t.Errorf("a full pool: %+v", v)
 	}
+}
+
+// TestSpaceOutOfReachMayBeRefused is CI's seed 349567126: a /27 is one
+// block, owned by its genesis host h0; with h0 cut off, h2's request has
+// no owner to ask, and the IPAM refuses it. The same holds while a killed
+// host is not yet removed; healing or removing makes the request a must.
+func TestSpaceOutOfReachMayBeRefused(t *testing.T) {
+	x := &script{}
+	m := NewModel([]string{"h0", "h1", "h2"}, nil)
+	mustPass(t, m, x, Op{Kind: TenantCreate, Host: "h0", Tenant: "acme"})
+	mustPass(t, m, x, Op{Kind: NetCreate, Host: "h0", Tenant: "acme", Network: "small", Subnet: "10.3.0.0/27"})
+	run := RunSpec{Name: "c1", Host: "h2", Net: "acme/small"}
+	want := func(when string, e expect) {
+		t.Helper()
+		v := m.predictRun(run, nil)
+		if v.e != e || e == either && !v.ipamOnly {
+			t.Errorf("%s: %+v, want expect %d (only the IPAM may refuse)", when, v, e)
+		}
+	}
+	want("all hosts reachable", mustOK)
+	mustPass(t, m, x, Op{Kind: Cut, Host: "h0"})
+	want("h0 cut off", either)
+	mustPass(t, m, x, Op{Kind: Heal, Host: "h0"})
+	want("h0 healed", mustOK)
+	mustPass(t, m, x, Op{Kind: KillHost, Host: "h0"})
+	want("h0 killed", either)
+	mustPass(t, m, x, Op{Kind: RemoveHost, Host: "h1", Target: "h0"})
+	want("h0 removed", mustOK)
 }
 
 // twoOnOneNetwork sets up acme/web with c1 on h0 and c2 on h1, running,

@@ -616,7 +616,10 @@ func (g *Gen) runSpec(hosts []string, batch []RunSpec) (RunSpec, bool) {
 	}
 	n := pick(g, nets)
 	g.sh.seq++
-	r := RunSpec{Name: fmt.Sprintf("c%d", g.sh.seq), Host: h, Net: n.key(), Policy: g.pct("policy")}
+	// Not a hex string: docker rm, stop and start take an ID prefix for a
+	// name they do not know, and the generator names containers whose run
+	// was refused ("c2" once removed a container with ID c27cfdb9...).
+	r := RunSpec{Name: fmt.Sprintf("ctr%d", g.sh.seq), Host: h, Net: n.key(), Policy: g.pct("policy")}
 	if g.pct("fixed") {
 		r.IP = g.fixedIP(n, h, batch)
 	}

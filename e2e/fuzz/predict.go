@@ -260,10 +260,31 @@ func (m *Model) predictAddr(key, h string, fixed string, need int, self string) 
 		return refuse("pool %s of %s is full", n.subnet, key)
 	case h == m.cut:
 		return maybeAddr("host %s is cut off: it may need a block from another host", h)
+	case m.outOfReach(h) != "":
+		return maybeAddr("host %s is out of reach of %s: it may own the space %s needs", m.outOfReach(h), h, h)
 	case free < need:
 		return maybeAddr("pool %s has %d free addresses for %d containers", n.subnet, free, need)
 	}
 	return m.tolerate("10.3", ok("pool %s of %s has %d free addresses", n.subnet, key, free))
+}
+
+// outOfReach names a host other than h that may own part of a pool and
+// that h cannot get space from while it lasts: the host cut off (seen from
+// the other side), or a killed host not yet removed. Ownership moves only
+// by its owner's act, and a host merely unreachable keeps its space
+// (ipam/doc.go, Partition and Dead hosts): a request that needs that space
+// is refused until the cut heals or the host is removed. The model does not
+// track which host owns what, so such a request may go either way.
+func (m *Model) outOfReach(h string) string {
+	if m.cut != "" && m.cut != h {
+		return m.cut
+	}
+	for _, k := range sortedKeys(m.killed) {
+		if k != h && !m.removed[k] {
+			return k
+		}
+	}
+	return ""
 }
 
 // worst combines verdicts: any refusal wins, then any "either".

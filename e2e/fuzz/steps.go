@@ -159,6 +159,9 @@ func (m *Model) stepContainer(ctx context.Context, op Op, x Exec, st *stepLog) {
 				v = worst(v, m.predictAddr(a.key, c.host, fixed, 1, c.name))
 			case !a.fixed.IsValid() && c.host == m.cut:
 				v = maybeAddr("host %s is cut off: it may need a block from another host", c.host)
+			case !a.fixed.IsValid() && m.outOfReach(c.host) != "":
+				o := m.outOfReach(c.host)
+				v = maybeAddr("host %s is out of reach of %s: it may own the space %s needs", o, c.host, c.host)
 			case !a.fixed.IsValid():
 				v = worst(v, m.tolerate("10.3", v))
 			}
