@@ -257,6 +257,43 @@ func TestARestartKeepsKernelRemotesUntilGossipSyncs(t *testing.T) {
 	_ = h2
 }
 
+// TestAPassWithAdoptedEntriesReadsTheWholeNetwork: while kernel entries
+// adopted at a restart fill in a network, a pass for a remote change
+// plans from the network's whole listing, not from the claims of its
+// MACs alone: whether an adopted entry stays depends on every gossip
+// entry, not only those sharing its MAC or IP with the change.
+func TestAPassWithAdoptedEntriesReadsTheWholeNetwork(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	kernel := []overlay.Remote{{VNI: vni, MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 8}, VTEP: vtep1, IPs: []netip.Addr{netip.MustParseAddr("10.1.0.8")}}}
+	dp := &coretest.Datapath{Kernel: map[uint32][]overlay.Remote{vni: kernel}}
+	cl := coretest.NewCluster("h0")
+	cl.AddRemote(remote("r9", 9, "h1"))
+	start(t, dp, cl, config(t, dir))
+	eventually(t, "the first pass", func() bool { _, ok := dp.Last(); return ok })
+	reads, n := cl.RemoteReads("acme/web"), len(dp.Calls())
+	// The container at 10.1.0.8 came back with a new MAC.
+	moved := remote("r8", 18, "h1")
+	moved.IP = netip.MustParseAddr("10.1.0.8")
+	cl.AddRemote(moved)
+	c := passAfter(t, dp, n, "a pass for r8", func(c coretest.Call) bool { return hasRemote(c.State, "02:7e:0a:01:00:12") })
+	if got := cl.RemoteReads("acme/web"); got == reads {
+		t.Error("a pass with adopted entries planned from the claims alone")
+	}
+	if !hasRemote(c.State, "02:7e:0a:01:00:09") {
+		t.Errorf("r8's pass lacks r9: %+v", c.State.Remotes)
+	}
+	for _, r := range c.State.Remotes {
+		if r.MAC.String() == "02:7e:0a:01:00:08" && slices.Contains(r.IPs, moved.IP) {
+			t.Errorf("the adopted entry keeps 10.1.0.8 over gossip's claim: %+v", c.State.Remotes)
+		}
+	}
+}
+
 func TestNewMembersAreKeptFromTenants(t *testing.T) {
 	cfg := config(t, t.TempDir())
 	cfg.Infra = overlay.Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
