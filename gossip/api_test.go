@@ -325,6 +325,62 @@ func TestSynced(t *testing.T) {
 	})
 }
 
+// TestANewHostAsksEachNetworkOfADifferentHost: a host attaching several
+// networks before it joins asks each of another host that keeps it, not
+// all of one host, which would stream every network alone (issue 12: a
+// new host waited up to 2.2 s for one host's 100,000 endpoints).
+func TestANewHostAsksEachNetworkOfADifferentHost(t *testing.T) {
+	c := newTestCluster(t)
+	nodes := c.startN(4)
+	awaitMembers(t, nodes, 4, 15*time.Second)
+	nets := []string{"net-a", "net-b", "net-c"}
+	const per = 40
+	for i := range per * len(nets) {
+		nw := nets[i%len(nets)]
+		if err := nodes[i%len(nodes)].Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), nw, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range nodes {
+		for _, nw := range nets {
+			if err := n.Attachments().Attach(nw); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	awaitSameView(t, nodes, len(nodes)*len(nets)+per*len(nets), 15*time.Second)
+
+	cfg := testConfig(t, "new", c.key)
+	cfg.Seeds = []string{nodes[0].Addr()}
+	cfg.WrapTransport = c.net.Wrap
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nw := range nets {
+		if err := n.Attachments().Attach(nw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { _ = n.Run(ctx) })
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	for _, nw := range nets {
+		if err := n.WaitSynced(wctx, nw); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(n.Endpoints().List(nw)); got != per {
+			t.Errorf("%s synced with %d of %d endpoints", nw, got, per)
+		}
+	}
+	if got := n.Stats().SyncRequests; got < uint64(len(nets)) {
+		t.Errorf("%d sync requests for %d networks kept by %d hosts each: some host was asked for several", got, len(nets), len(nodes))
+	}
+}
+
 // TestGapRepairFromWriter: a change whose packets are all lost is
 // repaired from its writer as soon as the writer's next packet shows its
 // digest, without waiting for anti-entropy (turned off here).
