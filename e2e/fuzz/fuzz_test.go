@@ -600,3 +600,29 @@ func TestARunByATakenDockerNameReachesItsOwner(t *testing.T) {
 		t.Error("a run on a network nobody has, done: no violation")
 	}
 }
+
+// TestADockerNameIsResolvedInTheHostsEngine is seed 364622054: a-b/web_1
+// hand-made on h0 and a/b-web_1 on h1 share the Docker name a-b-web_1, each
+// in its own engine. A run on h0 naming a/b-web_1 reaches a-b/web_1, the
+// network h0's engine holds under that name; on h1 it reaches a/b-web_1.
+func TestADockerNameIsResolvedInTheHostsEngine(t *testing.T) {
+	x := &script{}
+	m := NewModel([]string{"h0", "h1", "h2"}, nil)
+	for _, tenant := range []string{"a", "a-b"} {
+		mustPass(t, m, x, Op{Kind: TenantCreate, Host: "h0", Tenant: tenant})
+	}
+	mustPass(t, m, x, Op{Kind: HandNetCreate, Tenant: "a-b", Network: "web_1", Subnet: "10.2.0.0/24", Hosts: []string{"h0"}})
+	mustPass(t, m, x, Op{Kind: HandNetCreate, Tenant: "a", Network: "b-web_1", Subnet: "10.2.0.0/24", Hosts: []string{"h1"}})
+	mustPass(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "ctr1", Host: "h0", Net: "a/b-web_1"}}})
+	if c := m.ctrs["ctr1"]; c == nil || c.att("a-b/web_1") == nil {
+		t.Fatalf("ctr1 = %+v, want it on a-b/web_1", c)
+	}
+	mustPass(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "ctr2", Host: "h1", Net: "a/b-web_1"}}})
+	if c := m.ctrs["ctr2"]; c == nil || c.att("a/b-web_1") == nil {
+		t.Fatalf("ctr2 = %+v, want it on a/b-web_1", c)
+	}
+	// h2's engine has neither: refused.
+	if vs := step(t, m, x, Op{Kind: RunOne, Runs: []RunSpec{{Name: "ctr3", Host: "h2", Net: "a/b-web_1"}}}); len(vs) == 0 {
+		t.Error("a run on h2, whose engine has no a-b-web_1, done: no violation")
+	}
+}

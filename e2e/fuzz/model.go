@@ -290,7 +290,7 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 	case RemoveMany:
 		m.stepRemoveMany(ctx, op, x, st)
 	case Connect:
-		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Key()), "/")
+		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Host, op.Key()), "/")
 		c := m.ctrs[op.Container]
 		v := m.predictConnect(op)
 		args := []string{"network", "connect"}
@@ -311,7 +311,7 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 			c.atts = append(c.atts, a)
 		}
 	case Disconnect:
-		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Key()), "/")
+		op.Tenant, op.Network, _ = strings.Cut(m.byDockerName(op.Host, op.Key()), "/")
 		c := m.ctrs[op.Container]
 		v := refuse("no container %s", op.Container)
 		if c != nil && !c.dead {
@@ -429,16 +429,28 @@ func (m *Model) dockerName(key string) string {
 	return HandName(t, n)
 }
 
-// byDockerName is the network an op naming key reaches: key itself, or,
-// if the model has no such network, the one holding the Docker name key's
-// would have. (A hand-made create refused because another definition has
-// its name leaves the generator a key that Docker resolves, by name, to
-// that other network: seed 410540331.)
-func (m *Model) byDockerName(key string) string {
+// byDockerName is the network an op on host h naming key reaches, as
+// Docker resolves key's Docker name in h's engine: key itself if h's
+// engine may have it; else the network h's engine may hold under that
+// name (hand-made networks of different tenants may share a Docker name
+// on different engines: seed 364622054); else key, if the model has it;
+// else the network holding the name anywhere (a hand-made create refused
+// because another definition has its name leaves the generator a key
+// that Docker resolves, by name, to that other network: seed 410540331).
+func (m *Model) byDockerName(h, key string) string {
+	if m.nets[key] != nil && m.engineHas(h, key) != "no" {
+		return key
+	}
+	name := m.dockerName(key)
+	for _, k := range sortedKeys(m.nets) {
+		if k != key && m.nets[k].docker == name && m.engineHas(h, k) != "no" {
+			return k
+		}
+	}
 	if m.nets[key] != nil {
 		return key
 	}
-	if o := m.dockerNameOwner(m.dockerName(key), key); o != "" {
+	if o := m.dockerNameOwner(name, key); o != "" {
 		return o
 	}
 	return key

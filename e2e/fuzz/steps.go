@@ -70,7 +70,7 @@ const ImageName = "tenet-test:latest"
 func (m *Model) stepRun(ctx context.Context, op Op, x Exec, st *stepLog) {
 	op.Runs = slices.Clone(op.Runs)
 	for i := range op.Runs {
-		op.Runs[i].Net = m.byDockerName(op.Runs[i].Net)
+		op.Runs[i].Net = m.byDockerName(op.Runs[i].Host, op.Runs[i].Net)
 	}
 	verdicts := make([]verdict, len(op.Runs))
 	for i, r := range op.Runs {
