@@ -181,6 +181,7 @@ func (n *Node) firstSyncs(now time.Time) time.Time {
 	var next time.Time
 	asks := make(map[peer][]string)
 	var order []peer
+	inOrder := map[string]int{} // name: index in order
 	for _, s := range pending {
 		if s != "" && !n.store.isAttached(s) {
 			continue
@@ -214,18 +215,18 @@ func (n *Node) firstSyncs(now time.Time) time.Time {
 			clear(ss.tried)
 			fresh = peers
 		}
-		asked := func(p peer) bool { return slices.ContainsFunc(order, func(o peer) bool { return o.name == p.name }) }
+		idle := slices.DeleteFunc(slices.Clone(fresh), func(p peer) bool {
+			_, asked := inOrder[p.name]
+			return asked
+		})
 		var pick *peer
-		if idle := slices.DeleteFunc(slices.Clone(fresh), asked); len(idle) > 0 {
-			order = append(order, idle[rand.IntN(len(idle))])
+		if len(idle) > 0 {
+			p := idle[rand.IntN(len(idle))]
+			inOrder[p.name] = len(order)
+			order = append(order, p)
 			pick = &order[len(order)-1]
 		} else {
-			for i := range order {
-				if slices.ContainsFunc(fresh, func(p peer) bool { return p.name == order[i].name }) {
-					pick = &order[i]
-					break
-				}
-			}
+			pick = &order[inOrder[fresh[rand.IntN(len(fresh))].name]]
 		}
 		ss.asked, ss.askedAt, ss.tried[pick.name] = pick.name, now, true
 		n.mu.Unlock()
