@@ -278,26 +278,12 @@ func TestSynced(t *testing.T) {
 		}
 		awaitSameView(t, nodes, 2+count, 15*time.Second)
 
-		cfg := testConfig(t, "new", c.key)
-		cfg.Seeds = []string{nodes[0].Addr()}
-		cfg.WrapTransport = c.net.Wrap
-		n, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, nw := range []string{"net-a", "net-z"} {
-			if err := n.Attachments().Attach(nw); err != nil {
-				t.Fatal(err)
-			}
-		}
+		n := newHostAttached(t, c, nodes[0], "net-a", "net-z")
 		if n.Synced("net-a") || n.Synced("") {
 			t.Fatal("synced before joining anyone")
 		}
-		ctx, cancel := context.WithCancel(t.Context())
-		var wg sync.WaitGroup
-		defer func() { cancel(); wg.Wait() }()
-		wg.Go(func() { _ = n.Run(ctx) })
-		wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+		runNode(t, n)
+		wctx, wcancel := context.WithTimeout(t.Context(), 15*time.Second)
 		defer wcancel()
 		if err := n.WaitSynced(wctx, "net-a"); err != nil {
 			t.Fatal(err)
@@ -325,6 +311,33 @@ func TestSynced(t *testing.T) {
 	})
 }
 
+// newHostAttached makes a host "new" of c, seeded with seed, that has
+// attached networks; it is not running yet.
+func newHostAttached(t *testing.T, c *testCluster, seed *Node, networks ...string) *Node {
+	t.Helper()
+	cfg := testConfig(t, "new", c.key)
+	cfg.Seeds = []string{seed.Addr()}
+	cfg.WrapTransport = c.net.Wrap
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nw := range networks {
+		if err := n.Attachments().Attach(nw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+// runNode runs n until the test ends.
+func runNode(t *testing.T, n *Node) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = n.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
 // TestANewHostAsksEachNetworkOfADifferentHost: a host attaching several
 // networks before it joins asks each of another host that keeps it, not
 // all of one host, which would stream every network alone (issue 12: a
@@ -350,23 +363,9 @@ func TestANewHostAsksEachNetworkOfADifferentHost(t *testing.T) {
 	}
 	awaitSameView(t, nodes, len(nodes)*len(nets)+per*len(nets), 15*time.Second)
 
-	cfg := testConfig(t, "new", c.key)
-	cfg.Seeds = []string{nodes[0].Addr()}
-	cfg.WrapTransport = c.net.Wrap
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, nw := range nets {
-		if err := n.Attachments().Attach(nw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	wg.Go(func() { _ = n.Run(ctx) })
-	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	n := newHostAttached(t, c, nodes[0], nets...)
+	runNode(t, n)
+	wctx, wcancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer wcancel()
 	for _, nw := range nets {
 		if err := n.WaitSynced(wctx, nw); err != nil {

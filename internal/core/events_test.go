@@ -226,13 +226,21 @@ func TestStaleOwnAttachmentsAndSettingsAreWithdrawn(t *testing.T) {
 	}
 }
 
-func TestARestartKeepsKernelRemotesUntilGossipSyncs(t *testing.T) {
+// restartedWithWeb is the state directory of a host that made acme/web
+// and stopped.
+func restartedWithWeb(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	h := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
 	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
+	return dir
+}
+
+func TestARestartKeepsKernelRemotesUntilGossipSyncs(t *testing.T) {
+	dir := restartedWithWeb(t)
 	// The kernel holds two remote entries; gossip knows one of them so far.
 	kernel := []overlay.Remote{
 		{VNI: vni, MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 9}, VTEP: vtep1, IPs: []netip.Addr{netip.MustParseAddr("10.1.0.9")}},
@@ -263,12 +271,7 @@ func TestARestartKeepsKernelRemotesUntilGossipSyncs(t *testing.T) {
 // MACs alone: whether an adopted entry stays depends on every gossip
 // entry, not only those sharing its MAC or IP with the change.
 func TestAPassWithAdoptedEntriesReadsTheWholeNetwork(t *testing.T) {
-	dir := t.TempDir()
-	h := start(t, &coretest.Datapath{}, coretest.NewCluster("h0"), config(t, dir))
-	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
-		t.Fatal(err)
-	}
-	h.stop()
+	dir := restartedWithWeb(t)
 	kernel := []overlay.Remote{{VNI: vni, MAC: net.HardwareAddr{2, 0x7e, 10, 1, 0, 8}, VTEP: vtep1, IPs: []netip.Addr{netip.MustParseAddr("10.1.0.8")}}}
 	dp := &coretest.Datapath{Kernel: map[uint32][]overlay.Remote{vni: kernel}}
 	cl := coretest.NewCluster("h0")
