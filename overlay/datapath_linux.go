@@ -205,6 +205,7 @@ func (d *Datapath) viewLocked(s State, nets map[uint32]*Network, sc Scope) (*vie
 			gone = append(gone, bridgeName(k.VNI), vxlanName(k.VNI))
 		}
 	}
+	var guards []string // ports whose guards to look for
 	if len(sc.Endpoints) > 0 {
 		want := map[string]bool{}
 		for _, id := range sc.Endpoints {
@@ -215,12 +216,13 @@ func (d *Datapath) viewLocked(s State, nets map[uint32]*Network, sc Scope) (*vie
 		}
 		for id := range want {
 			gone = append(gone, BridgeVeth(id))
+			guards = append(guards, BridgeVeth(id))
 		}
 	}
 	locNets := map[uint32]string{}
 	locEps := map[string]string{}
 	if len(gone) > 0 {
-		found, err := d.locateLocked(gone)
+		found, err := d.locateLocked(gone, guards)
 		if err != nil {
 			return nil, err
 		}
@@ -246,9 +248,11 @@ func remoteVNIs(ks []RemoteKey) []uint32 {
 	return out
 }
 
-// locateLocked finds which tenant namespaces hold links with these names:
+// locateLocked finds which tenant namespaces hold links with these names,
+// and, for the ports in guards whose link is in none (a container's
+// namespace took the veth pair with it when it went), their port guards:
 // one lookup per name and tenant on the host.
-func (d *Datapath) locateLocked(names []string) (map[string]string, error) {
+func (d *Datapath) locateLocked(names, guards []string) (map[string]string, error) {
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("overlay: list namespaces: %w", err)
@@ -274,6 +278,31 @@ func (d *Datapath) locateLocked(names []string) (map[string]string, error) {
 			}
 			if l != nil {
 				found[name] = tenant
+			}
+		}
+	}
+	if len(guards) == 0 {
+		return found, nil
+	}
+	for _, e := range entries {
+		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
+		if !ok || !validTenant(tenant) {
+			continue
+		}
+		t, err := d.tenantLocked(tenant)
+		if err != nil {
+			return nil, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
+		}
+		for _, port := range guards {
+			if found[port] != "" {
+				continue
+			}
+			g := map[string]Guard{}
+			if err := observeGuards(t, port, g); err != nil {
+				return nil, fmt.Errorf("overlay: find the guard of %s in namespace %s: %w", port, e.Name(), err)
+			}
+			if _, ok := g[port]; ok {
+				found[port] = tenant
 			}
 		}
 	}

@@ -29,7 +29,9 @@ type Scope struct {
 	// Endpoints, by ID: a local endpoint's veth pair and its port guard,
 	// and its published ports: its tenant's egress with the tenant's port
 	// map, and the host's port maps and reservations (ports are few;
-	// those are read whole).
+	// those are read whole). An endpoint the State no longer has is looked
+	// for by its port in each tenant's namespace: its link, or, when the
+	// veth pair went with the container's namespace, its guard.
 	Endpoints []string
 	// Remotes: the forwarding entry of a remote endpoint's MAC and the
 	// neighbour entries of its addresses. Removing one reads the

@@ -2,6 +2,7 @@ package overlay_test
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -103,5 +104,56 @@ func TestScopedReconcileOnTheKernel(t *testing.T) {
 	}
 	if strings.Contains(got.String(), "zeta") {
 		t.Errorf("a scope without network 7000 created it:\n%s", got)
+	}
+}
+
+// TestAnEndpointWhoseVethWentIsRemovedByItsScope: a container's namespace
+// that goes takes the endpoint's veth pair with it, and leaves its port
+// guard and its published ports behind. A scope naming the endpoint alone
+// (not its tenant, which would read every port of the tenant) finds them
+// by its port and removes them, and leaves the other endpoint as it was.
+func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
+	hs := newHosts(t, 1)
+	dp, ctx := hs[0].dp, t.Context()
+	web := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}
+	a, b := ep("a", 4097, "10.1.0.10"), ep("b", 4097, "10.1.0.11")
+	a.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8080, Port: 80}}
+	b.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8081, Port: 80}}
+	s := overlay.State{Networks: []overlay.Network{web}, Endpoints: []overlay.Endpoint{a, b}}
+	if err := dp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	before, err := dp.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := overlay.BridgeVeth("a")
+	if !strings.Contains(before.String(), "guard "+port) || !strings.Contains(before.String(), "8080") {
+		t.Fatalf("a's guard or published port is not in the kernel:\n%s", before)
+	}
+	if out, err := runIn(hs[0].netns, "ip", "link", "del", overlay.ContainerVeth("a")); err != nil {
+		t.Fatalf("delete a's veth pair: %v: %s", err, out)
+	}
+
+	s.Endpoints = []overlay.Endpoint{b}
+	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := dp.Desired(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dp.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops := overlay.Plan(want, got); len(ops) != 0 {
+		t.Fatalf("left for a full reconcile: %q", ops)
+	}
+	if strings.Contains(got.String(), port) || strings.Contains(got.String(), "8080") {
+		t.Errorf("a's guard or published port is still in the kernel:\n%s", got)
+	}
+	if !strings.Contains(got.String(), "guard "+overlay.BridgeVeth("b")) || !strings.Contains(got.String(), "8081") {
+		t.Errorf("b's guard or published port went too:\n%s", got)
 	}
 }

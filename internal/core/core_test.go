@@ -159,6 +159,37 @@ func TestNetworkAndEndpointLifecycle(t *testing.T) {
 	}
 }
 
+// TestAnEndpointsRemovalReadsOnlyTheEndpoint: DeleteEndpoint's pass
+// names the endpoint alone, not its tenant, whose scope would read every
+// port of the tenant: a removal's cost would grow with the endpoints of
+// the host (5x at 1,000, BenchmarkPluginCalls). The overlay finds what is
+// left of the endpoint by its port (overlay's
+// TestAnEndpointWhoseVethWentIsRemovedByItsScope).
+func TestAnEndpointsRemovalReadsOnlyTheEndpoint(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"e1", "e2"} {
+		if _, err := h.c.CreateEndpoint(ctx(t), ep(id, "10.1.0.1"+id[1:])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(h.dp.Calls())
+	if err := h.c.DeleteEndpoint(ctx(t), "e1"); err != nil {
+		t.Fatal(err)
+	}
+	calls := h.dp.Calls()[n:]
+	if len(calls) == 0 {
+		t.Fatal("no pass for the removal")
+	}
+	for _, c := range calls {
+		if sc := c.Scope; sc.All || len(sc.Tenants)+len(sc.Networks)+len(sc.RemoteNets)+len(sc.Remotes) > 0 || !slices.Equal(sc.Endpoints, []string{"e1"}) {
+			t.Errorf("the removal's pass has scope %+v, want the endpoint e1 alone", sc)
+		}
+	}
+}
+
 // stateFile returns the saved state (state.json and its journal), for
 // checking that refused requests leave it as it was.
 func stateFile(t *testing.T, h *harness) string {
