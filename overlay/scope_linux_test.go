@@ -60,15 +60,8 @@ func TestScopedReconcileOnTheKernel(t *testing.T) {
 		if err := dp.ReconcileScope(ctx, b, sc); err != nil {
 			t.Fatalf("round %d, scope %+v: %v", round, sc, err)
 		}
-		want, err := dp.Desired(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := dp.Observe(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ops := overlay.Plan(want, got); len(ops) != 0 {
+		want, got, ops := againstKernel(t, dp, b)
+		if len(ops) != 0 {
 			t.Fatalf("round %d, scope %+v: left for a full reconcile: %q\nfrom %+v\nto %+v", round, sc, ops, a, b)
 		}
 		// The container ends wait in the host namespace (no container took
@@ -139,15 +132,8 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a"}}); err != nil {
 		t.Fatal(err)
 	}
-	want, err := dp.Desired(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := dp.Observe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ops := overlay.Plan(want, got); len(ops) != 0 {
+	_, got, ops := againstKernel(t, dp, s)
+	if len(ops) != 0 {
 		t.Fatalf("left for a full reconcile: %q", ops)
 	}
 	if strings.Contains(got.String(), port) || strings.Contains(got.String(), "8080") {
@@ -156,4 +142,18 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	if !strings.Contains(got.String(), "guard "+overlay.BridgeVeth("b")) || !strings.Contains(got.String(), "8081") {
 		t.Errorf("b's guard or published port went too:\n%s", got)
 	}
+}
+
+// againstKernel returns the desired snapshot of s, the kernel's, and what
+// a full reconcile would still do.
+func againstKernel(t *testing.T, dp *overlay.Datapath, s overlay.State) (want, got overlay.Snapshot, ops []overlay.Op) {
+	t.Helper()
+	want, err := dp.Desired(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = dp.Observe(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return want, got, overlay.Plan(want, got)
 }
