@@ -152,15 +152,15 @@ func TestPlan(t *testing.T) {
 			want: []string{"acme: guard " + BridgeVeth("ep1") + " mac 02:7e:0a:01:00:05 ip 10.1.0.5"},
 		},
 		{
-			name:    "port gone: its guard goes too, and an old layout's table",
+			name:    "port gone, then its guard (never a port without one), and an old layout's table",
 			desired: State{Networks: []Network{web()}},
 			observed: func() Snapshot {
 				s := des(oneEndpoint)
 				s.Tenants["acme"].Legacy = []string{"bridge tenet"}
 				return s
 			}(),
-			want: []string{"acme: guard " + BridgeVeth("ep1") + " del", "acme: nft delete table bridge tenet",
-				"acme: link del " + BridgeVeth("ep1")},
+			want: []string{"acme: nft delete table bridge tenet", "acme: link del " + BridgeVeth("ep1"),
+				"acme: guard " + BridgeVeth("ep1") + " del"},
 		},
 		{
 			name:     "first egress network: gateway, uplink with its elements, host rules with the infrastructure",
