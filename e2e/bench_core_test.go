@@ -265,7 +265,8 @@ func (p *pluginClient) remove(netID, pool, id, addr string) time.Duration {
 // 10 (printed, but minutes apart, so the machine's noise moves it). Then
 // side by side (issue 13: at most 1.5x): h0, holding 999, makes and removes
 // its 1,000th while h1 makes and removes its first in a network with no
-// endpoint anywhere, alternating 40 times; medians compared. Then the p99
+// endpoint anywhere, alternating 40 times; medians compared, for the making
+// and for the removal (the calls of docker rm, per call). Then the p99
 // of those calls with one peer blackholed (in the ring, but its gossip TCP
 // port dropping every packet) against without, interleaved (at most 1.2x).
 // Run with -benchtime=1x.

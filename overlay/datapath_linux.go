@@ -257,7 +257,11 @@ func (d *Datapath) locateLocked(names, guards []string) (map[string]string, erro
 	if err != nil && !os.IsNotExist(err) {
 		return nil, fmt.Errorf("overlay: list namespaces: %w", err)
 	}
-	found := map[string]string{}
+	type ns struct {
+		tenant, name string
+		t            *nsNet
+	}
+	var tenants []ns
 	for _, e := range entries {
 		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
 		if !ok || !validTenant(tenant) {
@@ -268,41 +272,36 @@ func (d *Datapath) locateLocked(names, guards []string) (map[string]string, erro
 		if err != nil {
 			return nil, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
 		}
+		tenants = append(tenants, ns{tenant, e.Name(), t})
+	}
+	found := map[string]string{}
+	for _, n := range tenants {
 		for _, name := range names {
 			if found[name] != "" {
 				continue
 			}
-			l, err := linkByName(t, name)
+			l, err := linkByName(n.t, name)
 			if err != nil {
-				return nil, fmt.Errorf("overlay: find %s in namespace %s: %w", name, e.Name(), err)
+				return nil, fmt.Errorf("overlay: find %s in namespace %s: %w", name, n.name, err)
 			}
 			if l != nil {
-				found[name] = tenant
+				found[name] = n.tenant
 			}
 		}
 	}
-	if len(guards) == 0 {
-		return found, nil
-	}
-	for _, e := range entries {
-		tenant, ok := strings.CutPrefix(e.Name(), d.cfg.NetnsPrefix)
-		if !ok || !validTenant(tenant) {
-			continue
-		}
-		t, err := d.tenantLocked(tenant)
-		if err != nil {
-			return nil, fmt.Errorf("overlay: open namespace %s: %w", e.Name(), err)
-		}
+	// Only once no namespace has the link: a guard is one dump per port
+	// and namespace.
+	for _, n := range tenants {
 		for _, port := range guards {
 			if found[port] != "" {
 				continue
 			}
 			g := map[string]Guard{}
-			if err := observeGuards(t, port, g); err != nil {
-				return nil, fmt.Errorf("overlay: find the guard of %s in namespace %s: %w", port, e.Name(), err)
+			if err := observeGuards(n.t, port, g); err != nil {
+				return nil, fmt.Errorf("overlay: find the guard of %s in namespace %s: %w", port, n.name, err)
 			}
 			if _, ok := g[port]; ok {
-				found[port] = tenant
+				found[port] = n.tenant
 			}
 		}
 	}
