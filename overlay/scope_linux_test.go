@@ -105,14 +105,18 @@ func TestScopedReconcileOnTheKernel(t *testing.T) {
 // guard and its published ports behind. A scope naming the endpoint alone
 // (not its tenant, which would read every port of the tenant) finds them
 // by its port and removes them, and leaves the other endpoint as it was.
+// One merged pass removes such endpoints of two tenants and one whose veth
+// is still there.
 func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	hs := newHosts(t, 1)
 	dp, ctx := hs[0].dp, t.Context()
 	web := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}
-	a, b := ep("a", 4097, "10.1.0.10"), ep("b", 4097, "10.1.0.11")
+	gweb := overlay.Network{Tenant: "globex", Name: "web", VNI: 5000, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}
+	a, b, c, g := ep("a", 4097, "10.1.0.10"), ep("b", 4097, "10.1.0.11"), ep("c", 4097, "10.1.0.12"), ep("g", 5000, "10.1.0.10")
 	a.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8080, Port: 80}}
 	b.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8081, Port: 80}}
-	s := overlay.State{Networks: []overlay.Network{web}, Endpoints: []overlay.Endpoint{a, b}}
+	g.Ports = []overlay.Port{{Proto: overlay.TCP, HostPort: 8082, Port: 80}}
+	s := overlay.State{Networks: []overlay.Network{web, gweb}, Endpoints: []overlay.Endpoint{a, b, c, g}}
 	if err := dp.Reconcile(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -120,24 +124,29 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := overlay.BridgeVeth("a")
-	if !strings.Contains(before.String(), "guard "+port) || !strings.Contains(before.String(), "8080") {
-		t.Fatalf("a's guard or published port is not in the kernel:\n%s", before)
+	for _, want := range []string{"guard " + overlay.BridgeVeth("a"), "guard " + overlay.BridgeVeth("g"), "8080", "8082"} {
+		if !strings.Contains(before.String(), want) {
+			t.Fatalf("%q is not in the kernel:\n%s", want, before)
+		}
 	}
-	if out, err := runIn(hs[0].netns, "ip", "link", "del", overlay.ContainerVeth("a")); err != nil {
-		t.Fatalf("delete a's veth pair: %v: %s", err, out)
+	for _, id := range []string{"a", "g"} {
+		if out, err := runIn(hs[0].netns, "ip", "link", "del", overlay.ContainerVeth(id)); err != nil {
+			t.Fatalf("delete %s's veth pair: %v: %s", id, err, out)
+		}
 	}
 
 	s.Endpoints = []overlay.Endpoint{b}
-	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a"}}); err != nil {
+	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a", "c", "g"}}); err != nil {
 		t.Fatal(err)
 	}
 	_, got, ops := againstKernel(t, dp, s)
 	if len(ops) != 0 {
 		t.Fatalf("left for a full reconcile: %q", ops)
 	}
-	if strings.Contains(got.String(), port) || strings.Contains(got.String(), "8080") {
-		t.Errorf("a's guard or published port is still in the kernel:\n%s", got)
+	for _, gone := range []string{overlay.BridgeVeth("a"), overlay.BridgeVeth("c"), overlay.BridgeVeth("g"), "8080", "8082"} {
+		if strings.Contains(got.String(), gone) {
+			t.Errorf("%s is still in the kernel:\n%s", gone, got)
+		}
 	}
 	if !strings.Contains(got.String(), "guard "+overlay.BridgeVeth("b")) || !strings.Contains(got.String(), "8081") {
 		t.Errorf("b's guard or published port went too:\n%s", got)
