@@ -170,23 +170,42 @@ func observeGuards(n *nsNet, port string, into map[string]Guard) error {
 			into[ch] = parseGuard(ch, tags)
 		}
 	}
-	// A guard chain without rules does not show in a dump of rules.
+	// A guard's table without rules does not show in a dump of rules: a
+	// chain left empty by a failed transaction, or no chain at all, which
+	// is what older kernels (Debian 12's 6.1 among them; newer ones keep
+	// the chain) leave when the port goes before its guard, a container's
+	// namespace taking the veth pair with it: they delete a netdev chain
+	// with its only device, not its table. Either reads back as a broken
+	// guard, replaced or removed.
 	if port != "" {
+		if _, ok := into[port]; ok {
+			return nil
+		}
+		ok, err := nftTableExists(c, unix.NFPROTO_NETDEV, table)
+		if err != nil {
+			n.dropRaw(unix.NETLINK_NETFILTER)
+			return err
+		}
+		if ok {
+			into[port] = parseGuard(port, nil)
+		}
 		return nil
 	}
 	nc, err := n.tables()
 	if err != nil {
 		return err
 	}
-	all, err := nc.ListChainsOfTableFamily(nftables.TableFamilyNetdev)
+	all, err := nc.ListTablesOfFamily(nftables.TableFamilyNetdev)
 	if err != nil {
-		return fmt.Errorf("nftables: list chains: %w", err)
+		return fmt.Errorf("nftables: list tables: %w", err)
 	}
-	for _, ch := range all {
-		if ch.Table != nil && ch.Table.Name == guardTablePrefix+ch.Name && tvPattern.MatchString(ch.Name) {
-			if _, ok := into[ch.Name]; !ok {
-				into[ch.Name] = parseGuard(ch.Name, nil)
-			}
+	for _, t := range all {
+		p, ok := strings.CutPrefix(t.Name, guardTablePrefix)
+		if !ok || !tvPattern.MatchString(p) {
+			continue
+		}
+		if _, ok := into[p]; !ok {
+			into[p] = parseGuard(p, nil)
 		}
 	}
 	return nil

@@ -63,6 +63,29 @@ func nftGetElem(c *mnl.Conn, family byte, table, set string, key []byte) (bool, 
 	return true, nil
 }
 
+// nftTableExists reports whether family has a table called name: one
+// request, not a dump.
+func nftTableExists(c *mnl.Conn, family byte, name string) (bool, error) {
+	ae := mnl.NewAttributeEncoder()
+	ae.String(unix.NFTA_TABLE_NAME, name)
+	data, err := ae.Encode()
+	if err != nil {
+		return false, err
+	}
+	_, err = c.Execute(mnl.Message{
+		Header: mnl.Header{Type: mnl.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
+			Flags: mnl.Request},
+		Data: append(nfgen(family), data...),
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get table %s: %w", name, err)
+	}
+	return true, nil
+}
+
 // nftRuleTags dumps rules of family in one request: those of table (of
 // its chain if chain is not ""), or, if table is "", those of every table
 // whose name starts with prefix. It returns each chain's rules' user data

@@ -153,6 +153,64 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	}
 }
 
+// TestAGuardTableWithoutItsChainIsFound plays what older kernels (Debian
+// 12's 6.1) do when a port goes before its guard: they delete the netdev
+// chain with its only device and leave its table. A removed endpoint's
+// chainless table must go with a scoped reconcile of the endpoint, a kept
+// endpoint's be made whole again, and a table no endpoint wants be found
+// by a full reconcile. The kernel's tables are read with nft, not with
+// the observation under test.
+func TestAGuardTableWithoutItsChainIsFound(t *testing.T) {
+	hs := newHosts(t, 1)
+	dp, ctx := hs[0].dp, t.Context()
+	tenantNs := hs[0].netns + "-acme"
+	web := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24")}
+	a, b := ep("a", 4097, "10.1.0.10"), ep("b", 4097, "10.1.0.11")
+	s := overlay.State{Networks: []overlay.Network{web}, Endpoints: []overlay.Endpoint{a, b}}
+	if err := dp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	nft := func(args ...string) string {
+		t.Helper()
+		out, err := runIn(tenantNs, append([]string{"nft"}, args...)...)
+		if err != nil {
+			t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	pa, pb := overlay.BridgeVeth("a"), overlay.BridgeVeth("b")
+	for _, p := range []string{pa, pb} {
+		nft("delete", "chain", "netdev", "tenet-"+p, p)
+	}
+	if out, err := runIn(hs[0].netns, "ip", "link", "del", overlay.ContainerVeth("a")); err != nil {
+		t.Fatalf("delete a's veth pair: %v: %s", err, out)
+	}
+	s.Endpoints = []overlay.Endpoint{b}
+	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a", "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	tables := nft("list", "tables", "netdev")
+	if strings.Contains(tables, "tenet-"+pa) {
+		t.Errorf("removed endpoint a's guard table is left:\n%s", tables)
+	}
+	// nft shows the guard's source MAC check as a raw payload match.
+	if rules := nft("list", "table", "netdev", "tenet-"+pb); !strings.Contains(rules, "@ll,48,48 != ") {
+		t.Errorf("kept endpoint b's guard was not made whole again:\n%s", rules)
+	}
+
+	const stray = "tv0123456789ab"
+	nft("add", "table", "netdev", "tenet-"+stray)
+	if err := dp.Reconcile(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if tables := nft("list", "tables", "netdev"); strings.Contains(tables, stray) {
+		t.Errorf("a guard table no endpoint wants is left by a full reconcile:\n%s", tables)
+	}
+	if _, _, ops := againstKernel(t, dp, s); len(ops) != 0 {
+		t.Errorf("left for a full reconcile: %q", ops)
+	}
+}
+
 // againstKernel returns the desired snapshot of s, the kernel's, and what
 // a full reconcile would still do.
 func againstKernel(t *testing.T, dp *overlay.Datapath, s overlay.State) (want, got overlay.Snapshot, ops []overlay.Op) {
