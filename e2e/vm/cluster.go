@@ -72,6 +72,9 @@ func (c *Cluster) DumpLogs(t testing.TB) {
 	defer cancel()
 	for _, h := range c.Hosts {
 		for _, cmd := range [][]string{
+			// Warnings first: under the suite's short key rotation, the
+			// tail of the whole journal is mostly rotation.
+			{"journalctl", "-b", "-u", "tenetd", "--no-pager", "-p", "warning", "-n", "60"},
 			{"journalctl", "-b", "-u", "tenetd", "--no-pager", "-n", "150"},
 			{"journalctl", "-b", "-u", "docker", "--no-pager", "-n", "60"},
 			{"ip", "-d", "link"},

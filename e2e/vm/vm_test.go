@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenet-net/tenet/e2e"
 	"github.com/tenet-net/tenet/e2e/vm"
+	"github.com/tenet-net/tenet/overlay"
 )
 
 // Under TCG every step is slow: limits here are generous, and only
@@ -75,6 +76,7 @@ func testRelease(t *testing.T, release string) {
 	step("InstalledAsAnAdminWould", testInstalled)
 	step("NetworkDefinedOnceAppearsInEveryEngine", testDefinedOnce)
 	step("ContainersOnThreeVMsShareATenantNetwork", testShare)
+	step("AGuardGoesWithAContainerWhosePortWentFirst", testPortWentFirst)
 	step("EncryptedNetworkCarriesNoPlaintext", testEncrypted)
 	step("EncryptedVsClearThroughput", testEncryptedThroughput)
 	step("TenantsWithTheSameSubnetStayIsolated", testIsolation)
@@ -223,6 +225,49 @@ func testShare(t *testing.T, c *vm.Cluster) {
 			t.Errorf("tenetctl endpoint ls on h0 lacks %s:\n%s", ip, out)
 		}
 	}
+}
+
+// testPortWentFirst deletes a container's port (its veth pair) before
+// docker rm, as a container namespace that goes first does, and requires
+// its port guard's nftables table gone once Docker removed the endpoint.
+// Debian 12's kernel deletes a netdev chain with its only device but keeps
+// its table, which tenetd once left behind for ever.
+func testPortWentFirst(t *testing.T, c *vm.Cluster) {
+	ctx := t.Context()
+	h0, e0 := c.Hosts[0], c.Engines[0]
+	runContainer(t, e0, "gone", "--network", "acme.web", e2e.ImageName, "sleep", "1000000")
+	id, err := e0.Docker(ctx, "inspect", "-f", `{{(index .NetworkSettings.Networks "acme.web").EndpointID}}`, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := overlay.BridgeVeth(strings.TrimSpace(id))
+	inTenant := func(argv ...string) (string, error) {
+		return h0.Run(ctx, append([]string{"ip", "netns", "exec", "tenet-acme"}, argv...)...)
+	}
+	if out, err := inTenant("nft", "list", "table", "netdev", "tenet-"+port); err != nil {
+		t.Fatalf("container gone's port %s has no guard table: %v\n%s", port, err, out)
+	}
+	if out, err := inTenant("ip", "link", "del", port); err != nil {
+		t.Fatalf("delete port %s: %v\n%s", port, err, out)
+	}
+	if _, err := inTenant("nft", "list", "chain", "netdev", "tenet-"+port, port); err != nil {
+		t.Logf("this kernel deleted the guard's chain with its port and kept its table")
+	} else {
+		t.Logf("this kernel kept the guard's chain after its port went")
+	}
+	if _, err := e0.Docker(ctx, "rm", "-f", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	e2e.Eventually(t, 60*time.Second, func() error {
+		out, err := inTenant("nft", "list", "tables", "netdev")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(out, "tenet-"+port) {
+			return fmt.Errorf("guard table tenet-%s is still there after docker rm", port)
+		}
+		return nil
+	})
 }
 
 // ips of the containers s0, s1, s2 on the encrypted network acme/secret.
