@@ -42,6 +42,11 @@ type Config struct {
 	// UnjoinedGrace is how long an endpoint may wait to be attached to a
 	// network namespace before it is collected.
 	UnjoinedGrace time.Duration
+	// AbandonedKeep is how long the datapath keeps a network whose
+	// creation the caller gave up on while the kernel was still building
+	// it (a slow host), so that the caller's retry of the same network
+	// finds it built instead of starting over; 0: removed at once.
+	AbandonedKeep time.Duration
 	// Forbidden lists ranges tenant subnets may not overlap (the underlay,
 	// the uplink range), besides the ones package rules always refuses.
 	Forbidden []rules.Forbidden
@@ -60,7 +65,7 @@ type Config struct {
 // DefaultConfig returns the defaults; Host, VTEP and StateDir must be set.
 func DefaultConfig() Config {
 	return Config{HiddenGrace: 2 * time.Minute, SyncWait: 15 * time.Second, RepairInterval: 5 * time.Minute, PSKRotation: time.Hour,
-		RetryInterval: 10 * time.Second, GCInterval: 30 * time.Second, UnjoinedGrace: 10 * time.Minute,
+		RetryInterval: 10 * time.Second, GCInterval: 30 * time.Second, UnjoinedGrace: 10 * time.Minute, AbandonedKeep: time.Minute,
 		DynamicPorts: PortRange{First: 49153, Last: 60999}, Logger: slog.New(slog.DiscardHandler)}
 }
 
@@ -87,6 +92,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("core: GCInterval %v: must be positive", c.GCInterval)
 	case c.UnjoinedGrace <= 0:
 		return fmt.Errorf("core: UnjoinedGrace %v: must be positive", c.UnjoinedGrace)
+	case c.AbandonedKeep < 0:
+		return fmt.Errorf("core: AbandonedKeep %v: must not be negative", c.AbandonedKeep)
 	case c.DynamicPorts.First == 0 || c.DynamicPorts.Last < c.DynamicPorts.First:
 		return fmt.Errorf("core: DynamicPorts %d-%d: must be a range within 1-65535", c.DynamicPorts.First, c.DynamicPorts.Last)
 	case c.Logger == nil:

@@ -37,6 +37,7 @@ type Core struct {
 	// checks it still holds exactly eps before using it (sortedEpsLocked).
 	byID []*Endpoint
 	// dirty names what changed since the saver last took the state: the
+	kept map[string]*keptNet // key -> a network given up on, kept for a retry (keepLocked)
 	// IDs of endpoints added, changed or removed, and whether any
 	// network did (touchLocked, takeChanges).
 	dirty     map[string]bool
@@ -70,7 +71,7 @@ func New(cfg Config, dp Datapath, cl Cluster) (*Core, error) {
 		return nil, err
 	}
 	c := &Core{cfg: cfg, log: cfg.Logger.With("component", "core"), dp: dp, cl: cl, start: time.Now(),
-		ready: map[string]bool{}, dirty: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, contested: map[uint32]bool{}, started: make(chan struct{})}
+		ready: map[string]bool{}, kept: map[string]*keptNet{}, dirty: map[string]bool{}, adopted: map[uint32]adoptedRemotes{}, warned: map[string]uint64{}, contested: map[uint32]bool{}, started: make(chan struct{})}
 	nets, eps, gen, err := loadState(cfg.StateDir, c.log.Warn)
 	if err != nil {
 		return nil, err
@@ -159,22 +160,37 @@ func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, er
 		others = append(others, rules.Net{Tenant: o.Tenant, Name: o.Name, VNI: o.VNI, Subnet: o.Subnet})
 	}
 	n := &Network{NetworkSpec: spec, Created: time.Now().UTC()}
+	scope := Scope{Tenants: []string{spec.Tenant}, Networks: []uint32{spec.VNI}}
 	c.mu.Lock()
 	if err := c.checkNewNetworkLocked(spec, others); err != nil {
 		c.mu.Unlock()
 		return Network{}, wrapKind(ErrConflict, err, "%s", what)
 	}
+	adopted := c.takeKeptLocked(spec, &scope)
 	c.nets[spec.Key()] = n
 	c.netsDirty = true
 	c.mu.Unlock()
+	if adopted {
+		c.log.Info("adopting the datapath of a network whose creation was given up", "network", spec.Key())
+	}
 
-	scope := Scope{Tenants: []string{spec.Tenant}, Networks: []uint32{spec.VNI}}
 	if err := c.commit(ctx, scope); err != nil {
 		c.mu.Lock()
 		delete(c.nets, spec.Key())
 		c.netsDirty = true
+		kept := ctx.Err() != nil && c.keepLocked(*n, scope)
 		c.mu.Unlock()
-		c.undo(scope)
+		if kept {
+			// The kernel is slow, not failing: a retry must not start
+			// over (nor wait for this one's removal first), or on a host
+			// where a network takes longer than a call may wait, no
+			// retry ever succeeds.
+			c.log.Warn("network creation given up while the datapath built it; keeping what was built for a retry",
+				"network", spec.Key(), "keep", c.cfg.AbandonedKeep)
+			c.saveInBackground()
+		} else {
+			c.undo(scope)
+		}
 		return Network{}, fmt.Errorf("%s: %w", what, err)
 	}
 	c.mu.Lock()
@@ -213,6 +229,89 @@ func (c *Core) commit(ctx context.Context, scope Scope) error {
 		return fmt.Errorf("deadline passed before the change could be committed: %w", err)
 	}
 	return nil
+}
+
+// keptNet is a network whose creation was given up, kept in the datapath
+// (not in the local state) for a retry to adopt until its timer fires.
+type keptNet struct {
+	n     Network
+	timer *time.Timer
+}
+
+// keepLocked keeps n in the datapath for cfg.AbandonedKeep, then removes
+// it over scope unless a retry took it (takeKeptLocked). False: not kept
+// (keeping is off, or the core is not running).
+func (c *Core) keepLocked(n Network, scope Scope) bool {
+	if c.cfg.AbandonedKeep <= 0 || c.bg == nil || c.bg.Err() != nil {
+		return false
+	}
+	k := &keptNet{n: n}
+	if old := c.kept[n.Key()]; old != nil {
+		old.timer.Stop()
+	}
+	c.kept[n.Key()] = k
+	k.timer = time.AfterFunc(c.cfg.AbandonedKeep, func() {
+		c.mu.Lock()
+		mine := c.kept[n.Key()] == k
+		if mine {
+			delete(c.kept, n.Key())
+		}
+		running := c.bg.Err() == nil // else the next start's full pass removes it
+		c.mu.Unlock()
+		if mine && running {
+			c.log.Info("removing a network whose creation was given up and not retried", "network", n.Key())
+			c.undo(scope)
+		}
+	})
+	return true
+}
+
+// takeKeptLocked ends the keeping of the kept networks a new network
+// spec replaces or conflicts with. It reports whether one is spec's own,
+// built alike (adopted: the pass finds it made); the others' objects are
+// added to scope, so that the pass removes them.
+func (c *Core) takeKeptLocked(spec NetworkSpec, scope *Scope) (adopted bool) {
+	for key, k := range c.kept {
+		mine, was := spec, k.n.NetworkSpec
+		mine.Ref, was.Ref = "", ""
+		same := mine == was
+		if !same && key != spec.Key() && rules.Conflict(rules.Net{Tenant: spec.Tenant, Name: spec.Name, VNI: spec.VNI, Subnet: spec.Subnet},
+			[]rules.Net{{Tenant: was.Tenant, Name: was.Name, VNI: was.VNI, Subnet: was.Subnet}}) == nil {
+			continue
+		}
+		k.timer.Stop()
+		delete(c.kept, key)
+		if same {
+			adopted = true
+			continue
+		}
+		*scope = scope.merge(Scope{Tenants: []string{was.Tenant}, Networks: []uint32{was.VNI}})
+	}
+	return adopted
+}
+
+// keptNetsLocked lists the kept networks, for the datapath's desired state.
+func (c *Core) keptNetsLocked() []Network {
+	out := make([]Network, 0, len(c.kept))
+	for _, k := range c.kept {
+		out = append(out, k.n)
+	}
+	return out
+}
+
+// saveInBackground writes the state file without a caller waiting.
+func (c *Core) saveInBackground() {
+	c.mu.Lock()
+	bg := c.bg
+	c.mu.Unlock()
+	if bg == nil {
+		return
+	}
+	go func() {
+		if err := c.saver.save(bg); err != nil && bg.Err() == nil {
+			c.log.Error("save state after a change was given up", "err", err)
+		}
+	}()
 }
 
 // undo removes what a failed change left in the datapath and the state
@@ -669,8 +768,22 @@ func (c *Core) sortedEpsLocked() []*Endpoint {
 // networks in only, if only is not nil (those a pass's scope can touch:
 // scopeNetworks).
 func (c *Core) readView(only map[string]bool) view {
-	nets, eps := c.snapshot()
+	c.mu.Lock()
+	nets, eps := c.copyLocked(func(string) bool { return true })
+	nets = c.withKeptLocked(nets)
+	c.mu.Unlock()
 	return c.viewOf(only, nets, eps, c.cl.Remotes)
+}
+
+// withKeptLocked adds the kept networks to nets (sorted by key): the
+// datapath holds both.
+func (c *Core) withKeptLocked(nets []Network) []Network {
+	if len(c.kept) == 0 {
+		return nets
+	}
+	nets = append(nets, c.keptNetsLocked()...)
+	slices.SortFunc(nets, func(a, b Network) int { return cmp.Compare(a.Key(), b.Key()) })
+	return nets
 }
 
 // viewOf is readView's view of the local networks and endpoints given,
@@ -747,7 +860,7 @@ func (c *Core) readClaims(scope Scope) (v view, ok bool) {
 		claims[key], only[key] = cr.RemoteClaims(key, ms), true
 	}
 	c.mu.Lock()
-	nets := c.copyNetsLocked(func(string) bool { return true })
+	nets := c.withKeptLocked(c.copyNetsLocked(func(string) bool { return true }))
 	var eps []Endpoint
 	for _, e := range c.eps {
 		if rs, ok := claims[e.Network]; ok && sharesClaim(e, rs, macs[e.Network]) {

@@ -28,7 +28,13 @@
 // whose deadline passes removes its object from the local state and marks
 // its scope again; the writer then removes whatever it had built. Every
 // call checks its deadline at its commit point (after the datapath and the
-// state file hold the change, before it is published).
+// state file hold the change, before it is published). One exception, for
+// slow hosts: a network whose creation's deadline passed while the kernel
+// built it stays in the datapath (not in the local state) for
+// Config.AbandonedKeep, so that the front end's retry of the same network
+// finds it built; removed at once, each retry started over and, where a
+// network takes longer to build than a call may wait, none succeeded (seen
+// on emulated VMs). A network that conflicts with a kept one replaces it.
 //
 // After a restart, other hosts' entries already in the kernel are adopted
 // (kept as they are) for each network until gossip reports that network

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tenet-net/tenet/internal/rules"
 	"github.com/tenet-net/tenet/overlay"
 )
 
@@ -18,6 +20,22 @@ type gateDatapath struct {
 	passes int
 	last   overlay.State
 	gate   chan struct{}
+}
+
+// has says whether the last pass programmed a network of vni.
+func (g *gateDatapath) has(vni uint32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.ContainsFunc(g.last.Networks, func(n overlay.Network) bool { return n.VNI == vni })
+}
+
+// hold makes the passes from now on wait until release is called.
+func (g *gateDatapath) hold() (release func()) {
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.gate = gate
+	g.mu.Unlock()
+	return func() { close(gate) }
 }
 
 func (g *gateDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) error {
@@ -43,10 +61,13 @@ func (g *gateDatapath) MaxMTU() (int, error) { return 0, nil }
 
 // runGated runs a core over a gateDatapath whose gate is shut (the core
 // stops at the test's cleanup).
-func runGated(t *testing.T) (*Core, *gateDatapath) {
+func runGated(t *testing.T, configure ...func(*Config)) (*Core, *gateDatapath) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
+	for _, f := range configure {
+		f(&cfg)
+	}
 	dp := &gateDatapath{gate: make(chan struct{})}
 	c, err := New(cfg, dp, &memCluster{eps: map[string]bool{}})
 	if err != nil {
@@ -177,5 +198,138 @@ func TestDiagnoseGivesUpOnAHeldWriterAndLeavesItWorking(t *testing.T) {
 	}
 	if _, ok := c.Endpoint("e1"); !ok {
 		t.Error("the released call's endpoint is missing")
+	}
+}
+
+// awaitIdle waits until the writer has nothing queued or under way.
+func awaitIdle(t *testing.T, c *Core) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for q, busy, _ := c.w.depth(); q+busy > 0; q, busy, _ = c.w.depth() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer is still busy: %d queued, %d in the pass", q, busy)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// giveUpOn creates spec while the datapath is held, with a deadline that
+// ends first, then releases the datapath and waits for the held pass.
+func giveUpOn(t *testing.T, c *Core, dp *gateDatapath, spec NetworkSpec) {
+	t.Helper()
+	release := dp.hold()
+	cctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.CreateNetwork(cctx, spec)
+	if err == nil || !strings.Contains(err.Error(), "gave up waiting for the datapath (a pass has been under way for") {
+		t.Fatalf("CreateNetwork on a held datapath: %v", err)
+	}
+	if _, ok := c.Network(spec.Key()); ok {
+		t.Fatalf("a creation given up on left network %s", spec.Key())
+	}
+	release()
+	awaitIdle(t, c)
+}
+
+// A network whose creation the caller gave up on while the kernel built it
+// (a slow host) stays in the datapath, so that the caller's retry finds it
+// built rather than removing it and starting over, which on a host slower
+// than the call's deadline never ends. With keeping off, it goes at once.
+func TestANetworkGivenUpOnIsKeptForItsRetry(t *testing.T) {
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24"), Ref: "first"}
+	vni := rules.DeriveVNI(web.Key())
+	t.Run("kept", func(t *testing.T) {
+		c, dp := runGated(t)
+		close(dp.gate)
+		awaitIdle(t, c)
+		giveUpOn(t, c, dp, web)
+		if !dp.has(vni) {
+			t.Fatal("the network given up on was removed before its retry")
+		}
+		retry := web
+		retry.Ref = "second"
+		n, err := c.CreateNetwork(t.Context(), retry)
+		if err != nil {
+			t.Fatalf("the retry: %v", err)
+		}
+		if n.Ref != "second" || !dp.has(vni) {
+			t.Errorf("after the retry: ref %q, programmed %v", n.Ref, dp.has(vni))
+		}
+		c.mu.Lock()
+		kept := len(c.kept)
+		c.mu.Unlock()
+		if kept != 0 {
+			t.Errorf("%d networks still kept after the retry adopted its own", kept)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		c, dp := runGated(t, func(cfg *Config) { cfg.AbandonedKeep = 0 })
+		close(dp.gate)
+		awaitIdle(t, c)
+		giveUpOn(t, c, dp, web)
+		deadline := time.Now().Add(5 * time.Second)
+		for dp.has(vni) {
+			if time.Now().After(deadline) {
+				t.Fatal("with AbandonedKeep 0, the network given up on is still programmed")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+// A kept network nobody retries goes after AbandonedKeep.
+func TestAKeptNetworkGoesWhenNotRetried(t *testing.T) {
+	c, dp := runGated(t, func(cfg *Config) { cfg.AbandonedKeep = 100 * time.Millisecond })
+	close(dp.gate)
+	awaitIdle(t, c)
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	giveUpOn(t, c, dp, web)
+	deadline := time.Now().Add(5 * time.Second)
+	for dp.has(rules.DeriveVNI(web.Key())) {
+		if time.Now().After(deadline) {
+			t.Fatal("a kept network nobody retried is still programmed after AbandonedKeep")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A kept network never stands in the way: a network it conflicts with
+// (here the same subnet in the same tenant) is created, and the kept one
+// goes in the same pass; a retry with another subnet replaces it.
+func TestAKeptNetworkGivesWay(t *testing.T) {
+	c, dp := runGated(t)
+	close(dp.gate)
+	awaitIdle(t, c)
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	giveUpOn(t, c, dp, web)
+	db := NetworkSpec{Tenant: "acme", Name: "db", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	if _, err := c.CreateNetwork(t.Context(), db); err != nil {
+		t.Fatalf("a network conflicting with a kept one: %v", err)
+	}
+	if dp.has(rules.DeriveVNI(web.Key())) || !dp.has(rules.DeriveVNI(db.Key())) {
+		t.Errorf("programmed: web %v (want gone), db %v", dp.has(rules.DeriveVNI(web.Key())), dp.has(rules.DeriveVNI(db.Key())))
+	}
+
+	app := NetworkSpec{Tenant: "acme", Name: "app", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1")}
+	giveUpOn(t, c, dp, app)
+	app.Subnet, app.Gateway = netip.MustParsePrefix("10.3.0.0/24"), netip.MustParseAddr("10.3.0.1")
+	if _, err := c.CreateNetwork(t.Context(), app); err != nil {
+		t.Fatalf("a retry with another subnet: %v", err)
+	}
+	dp.mu.Lock()
+	var gw []netip.Prefix
+	for _, n := range dp.last.Networks {
+		if n.Name == "app" {
+			gw = append(gw, n.Gateway)
+		}
+	}
+	dp.mu.Unlock()
+	if want := netip.MustParsePrefix("10.3.0.1/24"); len(gw) != 1 || gw[0] != want {
+		t.Errorf("app is programmed with gateways %v, want only %v", gw, want)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.kept) != 0 {
+		t.Errorf("%d networks still kept", len(c.kept))
 	}
 }
