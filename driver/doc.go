@@ -22,5 +22,7 @@
 // Concurrency: a Driver is safe for concurrent use and holds no lock; each
 // plugin call runs on its own goroutine with a deadline
 // (Config.RequestTimeout), which the core and IPAM check at their commit
-// points, so a call Docker has given up on leaves nothing behind.
+// points, so a call Docker has given up on leaves nothing behind (but for
+// a network the kernel was still building, kept a minute for Docker's
+// retry: core.Config.AbandonedKeep).
 package driver

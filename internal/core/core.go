@@ -36,8 +36,8 @@ type Core struct {
 	// byID is eps sorted by ID, as the last full copy found them; a copy
 	// checks it still holds exactly eps before using it (sortedEpsLocked).
 	byID []*Endpoint
-	// dirty names what changed since the saver last took the state: the
 	kept map[string]*keptNet // key -> a network given up on, kept for a retry (keepLocked)
+	// dirty names what changed since the saver last took the state: the
 	// IDs of endpoints added, changed or removed, and whether any
 	// network did (touchLocked, takeChanges).
 	dirty     map[string]bool
@@ -174,20 +174,26 @@ func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, er
 		c.log.Info("adopting the datapath of a network whose creation was given up", "network", spec.Key())
 	}
 
-	if err := c.commit(ctx, scope); err != nil {
+	if built, pending, err := c.commitWatch(ctx, scope); err != nil {
 		c.mu.Lock()
 		delete(c.nets, spec.Key())
 		c.netsDirty = true
-		kept := ctx.Err() != nil && c.keepLocked(*n, scope)
+		var k *keptNet
+		if ctx.Err() != nil && (built || pending != nil) {
+			k = c.keepLocked(*n, scope)
+		}
 		c.mu.Unlock()
-		if kept {
+		if k != nil {
 			// The kernel is slow, not failing: a retry must not start
 			// over (nor wait for this one's removal first), or on a host
 			// where a network takes longer than a call may wait, no
 			// retry ever succeeds.
-			c.log.Warn("network creation given up while the datapath built it; keeping what was built for a retry",
+			c.log.Warn("network creation given up before the datapath finished it; keeping what is built for a retry",
 				"network", spec.Key(), "keep", c.cfg.AbandonedKeep)
 			c.saveInBackground()
+			if pending != nil {
+				go c.dropIfFailed(k, pending)
+			}
 		} else {
 			c.undo(scope)
 		}
@@ -217,53 +223,85 @@ func (c *Core) checkNewNetworkLocked(spec NetworkSpec, others []rules.Net) error
 // commit makes a change that is already in the local state real: the
 // datapath holds it, the state file holds it, and the deadline has not
 // passed (the commit point). On error the caller removes the change and
-// calls undo.
+// calls undo (CreateNetwork may keep it instead: keepLocked).
 func (c *Core) commit(ctx context.Context, scope Scope) error {
-	if err := c.w.apply(ctx, scope); err != nil {
-		return err
+	_, _, err := c.commitWatch(ctx, scope)
+	return err
+}
+
+// commitWatch is commit that also says, when it fails, whether the
+// datapath pass succeeded (built), or, if ctx ended before the pass did,
+// returns the channel the pass's result still arrives on (pending).
+func (c *Core) commitWatch(ctx context.Context, scope Scope) (built bool, pending <-chan error, err error) {
+	if pending, err := c.w.applyWatch(ctx, scope); err != nil {
+		return false, pending, err
 	}
 	if err := c.saver.save(ctx); err != nil {
-		return err
+		return true, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("deadline passed before the change could be committed: %w", err)
+		return true, nil, fmt.Errorf("deadline passed before the change could be committed: %w", err)
 	}
-	return nil
+	return true, nil, nil
 }
 
 // keptNet is a network whose creation was given up, kept in the datapath
 // (not in the local state) for a retry to adopt until its timer fires.
 type keptNet struct {
 	n     Network
+	scope Scope // what removing it reconciles
 	timer *time.Timer
 }
 
 // keepLocked keeps n in the datapath for cfg.AbandonedKeep, then removes
-// it over scope unless a retry took it (takeKeptLocked). False: not kept
+// it over scope unless a retry took it (takeKeptLocked). Nil: not kept
 // (keeping is off, or the core is not running).
-func (c *Core) keepLocked(n Network, scope Scope) bool {
+func (c *Core) keepLocked(n Network, scope Scope) *keptNet {
 	if c.cfg.AbandonedKeep <= 0 || c.bg == nil || c.bg.Err() != nil {
-		return false
+		return nil
 	}
-	k := &keptNet{n: n}
 	if old := c.kept[n.Key()]; old != nil {
+		// Not reached today (a creation takes its key's kept network
+		// first); if it were, removing the new one removes both.
 		old.timer.Stop()
+		scope = scope.merge(old.scope)
 	}
+	k := &keptNet{n: n, scope: scope}
 	c.kept[n.Key()] = k
 	k.timer = time.AfterFunc(c.cfg.AbandonedKeep, func() {
-		c.mu.Lock()
-		mine := c.kept[n.Key()] == k
-		if mine {
-			delete(c.kept, n.Key())
-		}
-		running := c.bg.Err() == nil // else the next start's full pass removes it
-		c.mu.Unlock()
-		if mine && running {
+		if c.dropKept(k) {
 			c.log.Info("removing a network whose creation was given up and not retried", "network", n.Key())
-			c.undo(scope)
 		}
 	})
-	return true
+	return k
+}
+
+// dropIfFailed waits for the pass that was building k: if it failed, k
+// is no network a retry should adopt, and it would fail every pass over
+// its tenant while kept, so it goes at once.
+func (c *Core) dropIfFailed(k *keptNet, pending <-chan error) {
+	if err := <-pending; err != nil && c.dropKept(k) {
+		c.log.Warn("removing a network whose creation was given up: its datapath pass failed", "network", k.n.Key(), "err", err)
+	}
+}
+
+// dropKept ends k's keeping and removes it from the datapath, unless a
+// retry took it or it was dropped already; it says whether it did.
+func (c *Core) dropKept(k *keptNet) bool {
+	c.mu.Lock()
+	key := k.n.Key()
+	mine := c.kept[key] == k
+	if mine {
+		k.timer.Stop()
+		delete(c.kept, key)
+		delete(c.contested, k.n.VNI)
+	}
+	running := c.bg.Err() == nil // else the next start's full pass removes it
+	c.mu.Unlock()
+	if mine && running {
+		c.undo(k.scope)
+	}
+	return mine && running
 }
 
 // takeKeptLocked ends the keeping of the kept networks a new network
@@ -285,7 +323,10 @@ func (c *Core) takeKeptLocked(spec NetworkSpec, scope *Scope) (adopted bool) {
 			adopted = true
 			continue
 		}
-		*scope = scope.merge(Scope{Tenants: []string{was.Tenant}, Networks: []uint32{was.VNI}})
+		if was.VNI != spec.VNI {
+			delete(c.contested, was.VNI)
+		}
+		*scope = scope.merge(k.scope)
 	}
 	return adopted
 }
@@ -763,8 +804,9 @@ func (c *Core) sortedEpsLocked() []*Endpoint {
 	return c.byID
 }
 
-// readView reads everything the desired state needs: the local state under
-// the lock, then gossip's view of the local networks without it; of the
+// readView reads everything the desired state needs: the local state (with
+// the kept networks, keepLocked) under the lock, then gossip's view of the
+// local networks without it; of the
 // networks in only, if only is not nil (those a pass's scope can touch:
 // scopeNetworks).
 func (c *Core) readView(only map[string]bool) view {
@@ -841,9 +883,7 @@ func (c *Core) readClaims(scope Scope) (v view, ok bool) {
 	macs := map[string][]net.HardwareAddr{}
 	c.mu.Lock()
 	byVNI := make(map[uint32]string, len(c.nets))
-	for k, n := range c.nets {
-		byVNI[n.VNI] = k
-	}
+	c.datapathNetsLocked(func(k string, n *Network) { byVNI[n.VNI] = k })
 	for _, r := range scope.Remotes {
 		key, known := byVNI[r.VNI]
 		mac, err := net.ParseMAC(r.MAC)
@@ -888,7 +928,7 @@ func sharesClaim(e *Endpoint, rs []Remote, macs []net.HardwareAddr) bool {
 	return false
 }
 
-// scopeNetworks returns the keys of the local networks whose remote
+// scopeNetworks returns the keys of the local (and kept) networks whose remote
 // entries and peers a pass over scope can touch (overlay.Scope says what
 // each part reaches), so that the pass reads gossip's view of those only
 // and its cost does not grow with the host's other networks; nil for
@@ -901,12 +941,12 @@ func (c *Core) scopeNetworks(scope Scope) map[string]bool {
 	defer c.mu.Unlock()
 	only := map[string]bool{}
 	byVNI := make(map[uint32]string, len(c.nets))
-	for k, n := range c.nets {
+	c.datapathNetsLocked(func(k string, n *Network) {
 		byVNI[n.VNI] = k
 		if slices.Contains(scope.Tenants, n.Tenant) {
 			only[k] = true
 		}
-	}
+	})
 	for _, vni := range slices.Concat(scope.Networks, scope.RemoteNets) {
 		if k, ok := byVNI[vni]; ok {
 			only[k] = true
@@ -927,13 +967,24 @@ func (c *Core) scopeNetworks(scope Scope) map[string]bool {
 	// Crypt or names a tenant or network: then every encrypted network
 	// is read, or the peers of the others would be dropped.
 	if scope.setsCrypt() {
-		for k, n := range c.nets {
+		c.datapathNetsLocked(func(k string, n *Network) {
 			if n.Encrypted {
 				only[k] = true
 			}
-		}
+		})
 	}
 	return only
+}
+
+// datapathNetsLocked calls fn for every network the datapath holds: the
+// local state's and the kept ones (keepLocked).
+func (c *Core) datapathNetsLocked(fn func(key string, n *Network)) {
+	for k, n := range c.nets {
+		fn(k, n)
+	}
+	for k, kn := range c.kept {
+		fn(k, &kn.n)
+	}
 }
 
 // reconcile is the writer's pass: desired state from the view, then the

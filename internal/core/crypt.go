@@ -92,14 +92,12 @@ func (c *Core) ensureKey() error {
 	return nil
 }
 
-// hasEncryptedLocked says whether any local network is encrypted.
+// hasEncryptedLocked says whether any network the datapath holds (local
+// or kept) is encrypted.
 func (c *Core) hasEncryptedLocked() bool {
-	for _, n := range c.nets {
-		if n.Encrypted {
-			return true
-		}
-	}
-	return false
+	enc := false
+	c.datapathNetsLocked(func(_ string, n *Network) { enc = enc || n.Encrypted })
+	return enc
 }
 
 // publishCrypt publishes whether this host has network n encrypted and,

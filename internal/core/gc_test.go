@@ -15,8 +15,9 @@ import (
 
 // memCluster is the least Cluster for tests inside the package.
 type memCluster struct {
-	mu  sync.Mutex
-	eps map[string]bool
+	mu    sync.Mutex
+	eps   map[string]bool
+	peers map[string][]Peer // network key -> the other hosts that have it
 }
 
 func (m *memCluster) has(id string) bool { m.mu.Lock(); defer m.mu.Unlock(); return m.eps[id] }
@@ -41,9 +42,13 @@ func (m *memCluster) Detach(string)                         {}
 func (m *memCluster) Network(string) (gossip.Network, bool) { return gossip.Network{}, false }
 func (m *memCluster) Networks() []gossip.Network            { return nil }
 func (m *memCluster) Remotes(string) []Remote               { return nil }
-func (m *memCluster) Peers(string) []Peer                   { return nil }
-func (m *memCluster) Hosts() []HostInfo                     { return nil }
-func (m *memCluster) Synced(string) bool                    { return true }
+func (m *memCluster) Peers(key string) []Peer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.peers[key]
+}
+func (m *memCluster) Hosts() []HostInfo  { return nil }
+func (m *memCluster) Synced(string) bool { return true }
 func (m *memCluster) Subscribe(int) (<-chan gossip.Event, func()) {
 	return make(chan gossip.Event), func() {}
 }

@@ -162,19 +162,26 @@ func (w *writer) queue(j job) <-chan error {
 
 // apply queues a scope and waits for it to be reconciled, or for ctx.
 func (w *writer) apply(ctx context.Context, s Scope) error {
+	_, err := w.applyWatch(ctx, s)
+	return err
+}
+
+// applyWatch is apply that, when ctx ends first, also returns the channel
+// the pass's result still arrives on.
+func (w *writer) applyWatch(ctx context.Context, s Scope) (pending <-chan error, err error) {
 	done := w.submit(s)
 	select {
 	case err := <-done:
-		return err
+		return nil, err
 	case <-ctx.Done():
 		if _, busy, since := w.depth(); busy > 0 {
 			// Say what it waited on: a pass that long under way is
 			// mostly the kernel answering slowly (netlink waits on the
 			// kernel's one RTNL lock, which any program may hold).
-			return fmt.Errorf("gave up waiting for the datapath (a pass has been under way for %v): %w",
+			return done, fmt.Errorf("gave up waiting for the datapath (a pass has been under way for %v): %w",
 				time.Since(since).Round(100*time.Millisecond), ctx.Err())
 		}
-		return fmt.Errorf("gave up waiting for the datapath: %w", ctx.Err())
+		return done, fmt.Errorf("gave up waiting for the datapath: %w", ctx.Err())
 	}
 }
 

@@ -20,6 +20,9 @@ type gateDatapath struct {
 	passes int
 	last   overlay.State
 	gate   chan struct{}
+	// failVNI: every pass whose state has a network of this VNI fails, as
+	// the kernel refusing it would.
+	failVNI uint32
 }
 
 // has says whether the last pass programmed a network of vni.
@@ -52,6 +55,9 @@ func (g *gateDatapath) Apply(ctx context.Context, s overlay.State, _ Scope) erro
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.failVNI != 0 && slices.ContainsFunc(s.Networks, func(n overlay.Network) bool { return n.VNI == g.failVNI }) {
+		return fmt.Errorf("the kernel refuses vni %d", g.failVNI)
+	}
 	g.passes++
 	g.last = s
 	return nil
@@ -279,12 +285,15 @@ func TestANetworkGivenUpOnIsKeptForItsRetry(t *testing.T) {
 
 // A kept network nobody retries goes after AbandonedKeep.
 func TestAKeptNetworkGoesWhenNotRetried(t *testing.T) {
-	c, dp := runGated(t, func(cfg *Config) { cfg.AbandonedKeep = 100 * time.Millisecond })
+	c, dp := runGated(t, func(cfg *Config) { cfg.AbandonedKeep = 3 * time.Second })
 	close(dp.gate)
 	awaitIdle(t, c)
 	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
 	giveUpOn(t, c, dp, web)
-	deadline := time.Now().Add(5 * time.Second)
+	if !dp.has(rules.DeriveVNI(web.Key())) {
+		t.Fatal("the network given up on was removed before AbandonedKeep")
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for dp.has(rules.DeriveVNI(web.Key())) {
 		if time.Now().After(deadline) {
 			t.Fatal("a kept network nobody retried is still programmed after AbandonedKeep")
@@ -332,4 +341,66 @@ func TestAKeptNetworkGivesWay(t *testing.T) {
 	if len(c.kept) != 0 {
 		t.Errorf("%d networks still kept", len(c.kept))
 	}
+}
+
+// A kept network whose own pass failed is no network to adopt, and would
+// fail every pass over its tenant: it goes at once, and the tenant's next
+// network is created.
+func TestAKeptNetworkWhosePassFailedGoes(t *testing.T) {
+	c, dp := runGated(t)
+	close(dp.gate)
+	awaitIdle(t, c)
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	dp.mu.Lock()
+	dp.failVNI = rules.DeriveVNI(web.Key())
+	dp.mu.Unlock()
+	giveUpOn(t, c, dp, web)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		kept := len(c.kept)
+		c.mu.Unlock()
+		if kept == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a network whose pass failed is still kept")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	db := NetworkSpec{Tenant: "acme", Name: "db", Subnet: netip.MustParsePrefix("10.2.0.0/24")}
+	if _, err := c.CreateNetwork(t.Context(), db); err != nil {
+		t.Fatalf("the tenant's next network, after a failed one was given up on: %v", err)
+	}
+}
+
+// A kept network keeps its flood peers through a pass over its tenant (a
+// pass reads gossip's view only of the networks its scope reaches, and a
+// kept network is one of them).
+func TestAKeptNetworkKeepsItsPeers(t *testing.T) {
+	c, dp := runGated(t)
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	peer := netip.MustParseAddr("198.51.100.11")
+	cl := c.cl.(*memCluster)
+	cl.mu.Lock()
+	cl.peers = map[string][]Peer{web.Key(): {{Host: "h1", VTEP: peer}}}
+	cl.mu.Unlock()
+	close(dp.gate)
+	awaitIdle(t, c)
+	giveUpOn(t, c, dp, web)
+	db := NetworkSpec{Tenant: "acme", Name: "db", Subnet: netip.MustParsePrefix("10.2.0.0/24")}
+	if _, err := c.CreateNetwork(t.Context(), db); err != nil {
+		t.Fatal(err)
+	}
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	for _, n := range dp.last.Networks {
+		if n.Name == "web" {
+			if !slices.Contains(n.Peers, peer) {
+				t.Errorf("the kept network lost its peer %v in a pass over its tenant: %v", peer, n.Peers)
+			}
+			return
+		}
+	}
+	t.Errorf("the kept network is not programmed: %v", dp.last.Networks)
 }
