@@ -34,7 +34,9 @@
 // networks and tenants, across a cut, released addresses) never answer. At
 // the end: the whole reachability matrix once; the workload removed as an
 // admin would; each host back to the kernel objects (links, tenant
-// namespaces, nftables tables) it had when tenetd started; tenetd and
+// namespaces, nftables tables) it had when tenetd started (within 20 s and
+// core.Config.AbandonedKeep: a network creation given up on is kept that
+// long for a retry); tenetd and
 // dockerd PIDs unchanged unless a step restarted them; no panic in any log
 // and no ERROR line in tenetd's but those errorAllowed explains; nothing of
 // the testbed left after teardown.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tenet-net/tenet/e2e"
+	"github.com/tenet-net/tenet/internal/core"
 )
 
 // Config is one fuzz run.
@@ -464,8 +465,10 @@ func (r *runner) final(ctx context.Context) []Violation {
 	if vs := r.settle(ctx, m.step, time.Now(), false); len(vs) > 0 {
 		return vs
 	}
-	// Kernel objects: what each host had when tenetd started, within 20 s.
-	deadline := time.Now().Add(20 * time.Second)
+	// Kernel objects: what each host had when tenetd started, within 20 s,
+	// and the time a network whose creation was given up on (a loaded
+	// host) is kept for a retry that never came (its definition went).
+	deadline := time.Now().Add(20*time.Second + core.DefaultConfig().AbandonedKeep)
 	for {
 		vs = nil
 		for _, h := range m.LiveHosts() {
