@@ -190,7 +190,7 @@ func (c *Core) CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, er
 			// retry ever succeeds.
 			c.log.Warn("network creation given up before the datapath finished it; keeping what is built for a retry",
 				"network", spec.Key(), "keep", c.cfg.AbandonedKeep)
-			c.saveInBackground()
+			c.undo(Scope{}) // the state file only: the datapath keeps it
 			if pending != nil {
 				go c.dropIfFailed(k, pending)
 			}
@@ -340,23 +340,9 @@ func (c *Core) keptNetsLocked() []Network {
 	return out
 }
 
-// saveInBackground writes the state file without a caller waiting.
-func (c *Core) saveInBackground() {
-	c.mu.Lock()
-	bg := c.bg
-	c.mu.Unlock()
-	if bg == nil {
-		return
-	}
-	go func() {
-		if err := c.saver.save(bg); err != nil && bg.Err() == nil {
-			c.log.Error("save state after a change was given up", "err", err)
-		}
-	}()
-}
-
-// undo removes what a failed change left in the datapath and the state
-// file, in the background: the change is already gone from the local state.
+// undo removes what a failed change left in the datapath (over scope;
+// nothing if it is empty, as for a kept network) and the state file, in
+// the background: the change is already gone from the local state.
 func (c *Core) undo(scope Scope) {
 	c.mu.Lock()
 	bg := c.bg
@@ -365,9 +351,11 @@ func (c *Core) undo(scope Scope) {
 		return
 	}
 	go func() {
-		if err := <-c.w.submit(scope); err != nil {
-			c.log.Error("undo a failed change", "err", err)
-			c.scheduleRetry()
+		if !scope.Empty() {
+			if err := <-c.w.submit(scope); err != nil {
+				c.log.Error("undo a failed change", "err", err)
+				c.scheduleRetry()
+			}
 		}
 		if err := c.saver.save(bg); err != nil && bg.Err() == nil {
 			c.log.Error("save state after undoing a failed change", "err", err)
