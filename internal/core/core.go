@@ -794,9 +794,8 @@ func (c *Core) sortedEpsLocked() []*Endpoint {
 
 // readView reads everything the desired state needs: the local state (with
 // the kept networks, keepLocked) under the lock, then gossip's view of the
-// local networks without it; of the
-// networks in only, if only is not nil (those a pass's scope can touch:
-// scopeNetworks).
+// local networks without it; of the networks in only, if only is not nil
+// (those a pass's scope can touch: scopeNetworks).
 func (c *Core) readView(only map[string]bool) view {
 	c.mu.Lock()
 	nets, eps := c.copyLocked(func(string) bool { return true })
