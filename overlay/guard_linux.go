@@ -172,11 +172,11 @@ func observeGuards(n *nsNet, port string, into map[string]Guard) error {
 	}
 	// A guard's table without rules does not show in a dump of rules: a
 	// chain left empty by a failed transaction, or no chain at all, which
-	// is what older kernels (Debian 12's 6.1 among them; newer ones keep
-	// the chain) leave when the port goes before its guard, a container's
-	// namespace taking the veth pair with it: they delete a netdev chain
-	// with its only device, not its table. Either reads back as a broken
-	// guard, replaced or removed.
+	// is what Debian 12's kernel (6.1) leaves when the port goes before
+	// its guard, a container's namespace taking the veth pair with it: it
+	// deletes a netdev chain with its only device, not its table (Debian
+	// 13's 6.12 keeps the chain; the VM suite records both). Either reads
+	// back as a broken guard, replaced or removed.
 	if port != "" {
 		if _, ok := into[port]; ok {
 			return nil

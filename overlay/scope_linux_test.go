@@ -153,9 +153,9 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	}
 }
 
-// TestAGuardTableWithoutItsChainIsFound plays what older kernels (Debian
-// 12's 6.1) do when a port goes before its guard: they delete the netdev
-// chain with its only device and leave its table. A removed endpoint's
+// TestAGuardTableWithoutItsChainIsFound plays what Debian 12's kernel
+// (6.1) does when a port goes before its guard: it deletes the netdev
+// chain with its only device and leaves its table. A removed endpoint's
 // chainless table must go with a scoped reconcile of the endpoint, a kept
 // endpoint's be made whole again, and a table no endpoint wants be found
 // by a full reconcile. The kernel's tables are read with nft, not with

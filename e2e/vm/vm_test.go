@@ -245,7 +245,8 @@ func testShare(t *testing.T, c *vm.Cluster) {
 // docker rm, as a container namespace that goes first does, and requires
 // its port guard's nftables table gone once Docker removed the endpoint.
 // Debian 12's kernel deletes a netdev chain with its only device but keeps
-// its table, which tenetd once left behind for ever.
+// its table, which tenetd once left behind for ever; Debian 13's keeps the
+// chain (the step logs which).
 func testPortWentFirst(t *testing.T, c *vm.Cluster) {
 	ctx := t.Context()
 	h0, e0 := c.Hosts[0], c.Engines[0]
