@@ -45,22 +45,28 @@ func nftGetElem(c *mnl.Conn, family byte, table, set string, key []byte) (bool, 
 		})
 		return nil
 	})
+	ok, err := nftGet(c, unix.NFT_MSG_GETSETELEM, family, ae)
+	if err != nil {
+		return false, fmt.Errorf("get element of set %s: %w", set, err)
+	}
+	return ok, nil
+}
+
+// nftGet sends one nf_tables get request (not a dump) of msgType with the
+// attributes of ae, and reports whether the object exists.
+func nftGet(c *mnl.Conn, msgType int, family byte, ae *mnl.AttributeEncoder) (bool, error) {
 	data, err := ae.Encode()
 	if err != nil {
 		return false, err
 	}
 	_, err = c.Execute(mnl.Message{
-		Header: mnl.Header{Type: mnl.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
-			Flags: mnl.Request},
-		Data: append(nfgen(family), data...),
+		Header: mnl.Header{Type: mnl.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType), Flags: mnl.Request},
+		Data:   append(nfgen(family), data...),
 	})
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("get element of set %s: %w", set, err)
-	}
-	return true, nil
+	return err == nil, err
 }
 
 // nftTableExists reports whether family has a table called name: one
@@ -68,22 +74,11 @@ func nftGetElem(c *mnl.Conn, family byte, table, set string, key []byte) (bool, 
 func nftTableExists(c *mnl.Conn, family byte, name string) (bool, error) {
 	ae := mnl.NewAttributeEncoder()
 	ae.String(unix.NFTA_TABLE_NAME, name)
-	data, err := ae.Encode()
-	if err != nil {
-		return false, err
-	}
-	_, err = c.Execute(mnl.Message{
-		Header: mnl.Header{Type: mnl.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETTABLE),
-			Flags: mnl.Request},
-		Data: append(nfgen(family), data...),
-	})
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
+	ok, err := nftGet(c, unix.NFT_MSG_GETTABLE, family, ae)
 	if err != nil {
 		return false, fmt.Errorf("get table %s: %w", name, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // nftRuleTags dumps rules of family in one request: those of table (of
