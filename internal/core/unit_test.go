@@ -39,6 +39,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		"RetryInterval":  func(c *Config) { c.RetryInterval = 0 },
 		"GCInterval":     func(c *Config) { c.GCInterval = 0 },
 		"UnjoinedGrace":  func(c *Config) { c.UnjoinedGrace = 0 },
+		"AbandonedKeep":  func(c *Config) { c.AbandonedKeep = -time.Second },
 		"Logger":         func(c *Config) { c.Logger = nil },
 		"PSKRotation":    func(c *Config) { c.PSKRotation = -time.Second },
 		"DynamicPorts":   func(c *Config) { c.DynamicPorts = PortRange{First: 0, Last: 10} },

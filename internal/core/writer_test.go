@@ -69,6 +69,14 @@ func (g *gateDatapath) MaxMTU() (int, error) { return 0, nil }
 // stops at the test's cleanup).
 func runGated(t *testing.T, configure ...func(*Config)) (*Core, *gateDatapath) {
 	t.Helper()
+	c, dp, _ := startGated(t, configure...)
+	return c, dp
+}
+
+// startGated is runGated that also returns a function stopping the core
+// (the test's cleanup calls it too; calling it twice is harmless).
+func startGated(t *testing.T, configure ...func(*Config)) (*Core, *gateDatapath, func()) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Host, cfg.VTEP, cfg.StateDir = "h0", netip.MustParseAddr("198.51.100.10"), t.TempDir()
 	for _, f := range configure {
@@ -82,8 +90,10 @@ func runGated(t *testing.T, configure ...func(*Config)) (*Core, *gateDatapath) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return c, dp
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, dp, stop
 }
 
 func TestConcurrentCallsAreBatched(t *testing.T) {
@@ -403,4 +413,38 @@ func TestAKeptNetworkKeepsItsPeers(t *testing.T) {
 		}
 	}
 	t.Errorf("the kept network is not programmed: %v", dp.last.Networks)
+}
+
+// A kept network is in neither the state file nor gossip: a restart does
+// not bring it back (the start-up pass, over everything, leaves it out, so
+// the kernel's copy goes), and a retry after the restart creates it anew.
+func TestAKeptNetworkIsNotRestoredByARestart(t *testing.T) {
+	dir := t.TempDir()
+	inDir := func(cfg *Config) { cfg.StateDir = dir }
+	c, dp, stop := startGated(t, inDir)
+	close(dp.gate)
+	awaitIdle(t, c)
+	web := NetworkSpec{Tenant: "acme", Name: "web", Subnet: netip.MustParsePrefix("10.1.0.0/24")}
+	vni := rules.DeriveVNI(web.Key())
+	giveUpOn(t, c, dp, web)
+	if !dp.has(vni) {
+		t.Fatal("the network given up on is not kept")
+	}
+	stop()
+
+	c2, dp2, _ := startGated(t, inDir)
+	close(dp2.gate)
+	awaitIdle(t, c2)
+	if nets := c2.Networks(); len(nets) != 0 {
+		t.Errorf("the restarted core has networks: %v", nets)
+	}
+	if dp2.has(vni) {
+		t.Error("the restarted core's start-up pass keeps the network given up on")
+	}
+	if _, err := c2.CreateNetwork(t.Context(), web); err != nil {
+		t.Fatalf("the retry after the restart: %v", err)
+	}
+	if !dp2.has(vni) {
+		t.Error("the retry after the restart did not program the network")
+	}
 }
