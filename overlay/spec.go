@@ -174,23 +174,37 @@ func (e Endpoint) macOrDerived() net.HardwareAddr {
 // DeriveMAC returns a locally administered unicast MAC that depends only on
 // ips (the first IPv4 one, else the first one) or, without addresses, on id.
 func DeriveMAC(ips []netip.Addr, id string) net.HardwareAddr {
-	mac := net.HardwareAddr{0x02, 0x7e, 0, 0, 0, 0}
-	var src []byte
+	mac := deriveMAC(ips, id)
+	return mac[:]
+}
+
+// macArray is macOrDerived as an array, allocating nothing; ok is false
+// for a given MAC that is not 6 bytes long.
+func (e *Endpoint) macArray() (mac [6]byte, ok bool) {
+	switch {
+	case e.MAC == nil:
+		return deriveMAC(e.IPs, e.ID), true
+	case len(e.MAC) == 6:
+		return [6]byte(e.MAC), true
+	}
+	return mac, false
+}
+
+func deriveMAC(ips []netip.Addr, id string) [6]byte {
+	mac := [6]byte{0x02, 0x7e}
 	for _, ip := range ips {
 		if ip.Is4() {
 			b := ip.As4()
-			src = b[:]
-			break
+			copy(mac[2:], b[:])
+			return mac
 		}
 	}
-	if src == nil && len(ips) > 0 {
+	if len(ips) > 0 {
 		b := ips[0].As16()
-		src = b[12:]
+		copy(mac[2:], b[12:])
+		return mac
 	}
-	if src == nil {
-		h := hash48(id)
-		src = h[2:]
-	}
-	copy(mac[2:], src)
+	h := hash48(id)
+	copy(mac[2:], h[2:])
 	return mac
 }
