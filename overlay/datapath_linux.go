@@ -37,7 +37,12 @@ type Datapath struct {
 	warned  map[Reservation]bool // reservations whose failure was logged
 	ipt     string               // the iptables command; "": none
 	crypt   *cryptNS             // the crypt namespace, once open
-	closed  bool
+	// placed is the tenant of each local endpoint, by port, as the last
+	// reconcile that covered it left it: where a scope finds an endpoint
+	// whose port went with its container's namespace, and with it the
+	// objects it left (its published ports).
+	placed map[string]string
+	closed bool
 }
 
 // New opens the host namespace and checks that this kernel can make VXLAN
@@ -52,13 +57,17 @@ func New(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("overlay: open host namespace %q: %w", cfg.HostNetns, err)
 	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{},
-		held: map[Reservation]int{}, warned: map[Reservation]bool{}}
+		held: map[Reservation]int{}, warned: map[Reservation]bool{}, placed: map[string]string{}}
 	if p, err := exec.LookPath("iptables"); err == nil {
 		d.ipt = p
 	} else {
 		d.log.Info("no iptables command: Tenet adds no accepts to the host's iptables FORWARD chain; a firewall that drops forwarded packets would drop tenants' traffic")
 	}
 	if err := d.probeVXLAN(); err != nil {
+		host.Close()
+		return nil, err
+	}
+	if err := probeGuards(); err != nil {
 		host.Close()
 		return nil, err
 	}
@@ -165,7 +174,57 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 	if !ok {
 		return fmt.Errorf("overlay: uplink net %s is full: no /30 left for another tenant's egress", d.cfg.UplinkNet)
 	}
-	return d.applyLocked(ctx, Plan(desired, observed))
+	if err := d.applyLocked(ctx, Plan(desired, observed)); err != nil {
+		return err
+	}
+	d.placeLocked(s, nets, sc)
+	return nil
+}
+
+// placeLocked records, after a reconcile of sc succeeded, the tenant of
+// each local endpoint it covered, by port, and forgets those it removed.
+func (d *Datapath) placeLocked(s State, nets map[uint32]*Network, sc *Scope) {
+	tenantOf := func(e *Endpoint) string {
+		if n := nets[e.VNI]; n != nil {
+			return n.Tenant
+		}
+		return ""
+	}
+	if sc == nil {
+		d.placed = map[string]string{}
+		for i := range s.Endpoints {
+			if t := tenantOf(&s.Endpoints[i]); t != "" {
+				d.placed[BridgeVeth(s.Endpoints[i].ID)] = t
+			}
+		}
+		return
+	}
+	wanted := map[string]string{}
+	for i := range s.Endpoints {
+		if t := tenantOf(&s.Endpoints[i]); t != "" {
+			wanted[s.Endpoints[i].ID] = t
+		}
+	}
+	for _, id := range sc.Endpoints {
+		if t := wanted[id]; t != "" {
+			d.placed[BridgeVeth(id)] = t
+		} else {
+			delete(d.placed, BridgeVeth(id))
+		}
+	}
+	// A whole tenant's reconcile leaves it only the ports s wants.
+	for _, t := range sc.Tenants {
+		for port, pt := range d.placed {
+			if pt == t {
+				delete(d.placed, port)
+			}
+		}
+		for id, wt := range wanted {
+			if wt == t {
+				d.placed[BridgeVeth(id)] = t
+			}
+		}
+	}
 }
 
 // checkMTUs refuses a network in v whose MTU the underlay cannot carry
@@ -248,10 +307,10 @@ func remoteVNIs(ks []RemoteKey) []uint32 {
 	return out
 }
 
-// locateLocked finds which tenant namespaces hold links with these names,
-// and, for the ports in guards whose link is in none (a container's
-// namespace took the veth pair with it when it went), their port guards:
-// one lookup per name and tenant on the host.
+// locateLocked finds which tenant namespaces hold links with these names
+// (one lookup per name and tenant on the host), and, for the ports in
+// guards whose link is in none (a container's namespace took the veth pair
+// with it when it went), the tenant d.placed remembers.
 func (d *Datapath) locateLocked(names, guards []string) (map[string]string, error) {
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !os.IsNotExist(err) {
@@ -289,20 +348,14 @@ func (d *Datapath) locateLocked(names, guards []string) (map[string]string, erro
 			}
 		}
 	}
-	// Only once no namespace has the link: a guard is one dump per port
-	// and namespace.
-	for _, n := range tenants {
-		for _, port := range guards {
-			if found[port] != "" {
-				continue
-			}
-			g := map[string]Guard{}
-			if err := observeGuards(n.t, port, g); err != nil {
-				return nil, fmt.Errorf("overlay: find the guard of %s in namespace %s: %w", port, n.name, err)
-			}
-			if _, ok := g[port]; ok {
-				found[port] = n.tenant
-			}
+	// A port no namespace has went with its container's namespace: its
+	// tenant is where the last reconcile of its endpoint put it.
+	for _, port := range guards {
+		if found[port] != "" {
+			continue
+		}
+		if t := d.placed[port]; t != "" && slices.ContainsFunc(tenants, func(n ns) bool { return n.tenant == t }) {
+			found[port] = t
 		}
 	}
 	return found, nil

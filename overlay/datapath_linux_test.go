@@ -883,10 +883,13 @@ func TestEgressReachesTheUnderlayButNeverAnotherNetwork(t *testing.T) {
 // IPv4 address, a forged source MAC, and gratuitous ARP claiming a
 // neighbour's address. Victims on the same host (across the bridge) and on
 // another host (across VXLAN) receive none of it; legitimate traffic flows.
+// (The attacker's MAC and address have their high bits set where the
+// guard compares 32 bits at a time: a sign-extended constant would not
+// match them.)
 func TestContainersCannotSpoof(t *testing.T) {
 	hs := newHosts(t, 2)
 	ctx := t.Context()
-	att, local, remote, bystander := ep("att", 4097, "10.1.0.1"), ep("loc", 4097, "10.1.0.2"), ep("rem", 4097, "10.1.0.3"), ep("by", 4097, "10.1.0.4")
+	att, local, remote, bystander := ep("att", 4097, "10.200.0.129"), ep("loc", 4097, "10.200.0.2"), ep("rem", 4097, "10.200.0.3"), ep("by", 4097, "10.200.0.4")
 	c := &cluster{hosts: hs, networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}},
 		eps: map[*host][]overlay.Endpoint{hs[0]: {att, local}, hs[1]: {remote, bystander}}}
 	c.reconcile(t)
@@ -910,15 +913,15 @@ func TestContainersCannotSpoof(t *testing.T) {
 	}
 
 	// Forged source IPv4: the bystander's address.
-	caps := watch("icmp and src host 10.1.0.4")
-	if _, err := ca.in(ctx, "ip", "addr", "add", "10.1.0.4/32", "dev", "eth0"); err != nil {
+	caps := watch("icmp and src host 10.200.0.4")
+	if _, err := ca.in(ctx, "ip", "addr", "add", "10.200.0.4/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []*container{cl, cr} {
-		_, _ = ca.in(ctx, "ping", "-c1", "-W1", "-I", "10.1.0.4", v.ip.String())
+		_, _ = ca.in(ctx, "ping", "-c1", "-W1", "-I", "10.200.0.4", v.ip.String())
 	}
 	expectNone("a ping with a forged source address", caps)
-	if _, err := ca.in(ctx, "ip", "addr", "del", "10.1.0.4/32", "dev", "eth0"); err != nil {
+	if _, err := ca.in(ctx, "ip", "addr", "del", "10.200.0.4/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -938,23 +941,23 @@ func TestContainersCannotSpoof(t *testing.T) {
 
 	// Gratuitous ARP claiming the local victim's address; the victim on
 	// the same host would take it, the remote one never sees ARP anyway.
-	caps = watch("arp and arp[14:4] = 0x0a010002 and not ether src " + cl.mac.String())
-	own := startCapture(t, cl.ns, "eth0", "arp and arp[14:4] = 0x0a010001")
-	if _, err := ca.in(ctx, "ip", "addr", "add", "10.1.0.2/32", "dev", "eth0"); err != nil {
+	caps = watch("arp and arp[14:4] = 0x0ac80002 and not ether src " + cl.mac.String())
+	own := startCapture(t, cl.ns, "eth0", "arp and arp[14:4] = 0x0ac80081")
+	if _, err := ca.in(ctx, "ip", "addr", "add", "10.200.0.2/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.2", "10.1.0.2"); err != nil {
+	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.200.0.2", "10.200.0.2"); err != nil {
 		t.Logf("arping: %v", err) // no answer expected
 	}
-	if _, err := ca.in(ctx, "ip", "addr", "del", "10.1.0.2/32", "dev", "eth0"); err != nil {
+	if _, err := ca.in(ctx, "ip", "addr", "del", "10.200.0.2/32", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
 	// The attacker's own gratuitous ARP is legitimate and arrives.
-	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.1.0.1", "10.1.0.1"); err != nil {
+	if _, err := ca.in(ctx, "busybox", "arping", "-U", "-c", "2", "-I", "eth0", "-s", "10.200.0.129", "10.200.0.129"); err != nil {
 		t.Logf("arping: %v", err)
 	}
-	own.await(t, "10.1.0.1")
-	expectNone("gratuitous ARP claiming 10.1.0.2", caps)
+	own.await(t, "10.200.0.129")
+	expectNone("gratuitous ARP claiming 10.200.0.2", caps)
 
 	// Legitimate traffic is unaffected.
 	for _, v := range []*container{cl, cr} {

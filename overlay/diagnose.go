@@ -138,7 +138,7 @@ func Findings(ops []Op, observed Snapshot) []Finding {
 					want := strings.TrimPrefix(op.Guard.String(), "guard "+op.Guard.Port+" ")
 					f.Object = fmt.Sprintf("guard %s: for %s, want %s", op.Guard.Port, strings.TrimPrefix(h.String(), "guard "+h.Port+" "), want)
 					if h.MAC == "unreadable" {
-						f.Object = fmt.Sprintf("guard %s: its rules are incomplete or altered, want the rules of %s", op.Guard.Port, want)
+						f.Object = fmt.Sprintf("guard %s: its filters are incomplete or altered, want the filter of %s", op.Guard.Port, want)
 					}
 				}
 			}

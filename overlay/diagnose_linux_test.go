@@ -6,37 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/nftables"
-	"github.com/vishvananda/netns"
-
 	"github.com/tenet-net/tenet/overlay"
 )
-
-// nftDelRule deletes the first rule of a port's guard chain (in its own
-// netdev table) in namespace ns, as an admin might by hand.
-func nftDelRule(t *testing.T, ns, chain string) {
-	t.Helper()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table := &nftables.Table{Family: nftables.TableFamilyNetdev, Name: "tenet-" + chain}
-	rules, err := c.GetRules(table, &nftables.Chain{Name: chain, Table: table})
-	if err != nil || len(rules) == 0 {
-		t.Fatalf("rules of chain %s in %s: %v (%d)", chain, ns, err, len(rules))
-	}
-	if err := c.DelRule(rules[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Flush(); err != nil {
-		t.Fatalf("delete a rule of %s in %s: %v", chain, ns, err)
-	}
-}
 
 func TestDiagnoseNamesWhatWasBrokenByHand(t *testing.T) {
 	hs := newHosts(t, 2)
@@ -65,7 +36,11 @@ func TestDiagnoseNamesWhatWasBrokenByHand(t *testing.T) {
 			t.Fatalf("%v: %v: %s", cmd, err, out)
 		}
 	}
-	nftDelRule(t, tenantNS, overlay.BridgeVeth(e1.ID))
+	// A filter beside the guard, as an admin might add by hand.
+	if out, err := runIn(tenantNS, "tc", "filter", "add", "dev", overlay.BridgeVeth(e1.ID), "ingress", "prio", "7",
+		"protocol", "ip", "u32", "match", "ip", "src", "10.0.0.0/8", "classid", "1:1"); err != nil {
+		t.Fatalf("add a filter beside %s's guard: %v: %s", e1.ID, err, out)
+	}
 
 	fs, err := dp.Diagnose(ctx, s)
 	if err != nil {
@@ -80,7 +55,7 @@ func TestDiagnoseNamesWhatWasBrokenByHand(t *testing.T) {
 		"missing fdb " + remoteMAC + " dev vx4097 dst " + hs[1].vtep.String(),
 		"stale fdb 02:00:00:00:00:99 dev vx4097 dst 198.51.100.99",
 		"differs link br4097: mtu 1400 (want 1450)",
-		"differs guard " + overlay.BridgeVeth(e1.ID) + ": its rules are incomplete or altered",
+		"differs guard " + overlay.BridgeVeth(e1.ID) + ": its filters are incomplete or altered",
 	} {
 		if !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, want) }) {
 			t.Errorf("no finding %q in:\n%s", want, strings.Join(got, "\n"))

@@ -86,7 +86,7 @@ func TestFindingsNameWhatDiffers(t *testing.T) {
 			break_: func(o *TenantObjects, _ *Snapshot) {
 				o.Guards[port] = Guard{Port: port, MAC: "unreadable"}
 			},
-			want: []string{`differs guard ` + port + `: its rules are incomplete or altered, want the rules of mac ` +
+			want: []string{`differs guard ` + port + `: its filters are incomplete or altered, want the filter of mac ` +
 				DeriveMAC(ips("10.1.0.5"), "ep1").String() + ` ip 10.1.0.5`},
 			check: func(t *testing.T, f Finding) {
 				if f.Port != port {

@@ -2,34 +2,31 @@ package overlay
 
 // Tenet's nf_tables rules, over netlink (google/nftables; a few reads with
 // raw messages, nftraw_linux.go). The layout keeps every per-object change
-// small: an endpoint is one chain of five rules on its own port, a network
+// small: an endpoint has none (its port guard is a tc filter), a network
 // is two set elements, an infrastructure member at most one; nothing ever
 // rewrites a table with many rules (which, with 45 networks or 30
 // endpoints of one tenant, overflowed the netlink socket with the echoes
 // of one huge batch). Tables are made anew only when their layout changes.
 //
 // In a tenant's namespace, per local endpoint, a guard on the ingress of
-// its port (the bridge's veth end), before the bridge sees the frame, in a
-// table of its own (guard_linux.go says why):
+// its port (the bridge's veth end), before the bridge sees the frame: not
+// an nf_tables chain but a BPF program in a tc filter of the port's own
+// (guard_linux.go says why), which drops
 //
-//	table netdev tenet-tv<hash> {
-//	    chain tv<hash> { type filter hook ingress device tv<hash> priority 0; policy accept;
-//	        ether type != { ip, arp, ip6 } drop   # read as sent: an 802.1Q or 802.1ad tag
-//	                                              # shows here, whatever is inside it
-//	        ether saddr != <its MAC> drop
-//	        ether type ip ip saddr != <its IPv4> drop
-//	        ether type arp arp saddr ether != <its MAC> drop
-//	        ether type arp arp saddr ip != <its IPv4> drop
-//	    }   # without an IPv4 address: ether type { ip, arp } drop
-//	}
+//	any frame with a VLAN tag (802.1Q or 802.1ad, whatever it carries)
+//	ether saddr != <its MAC>
+//	ether type not in { ip, arp, ip6 }
+//	ip saddr != <its IPv4>
+//	arp: sender MAC != <its MAC> or sender address != <its IPv4>
+//	# without an IPv4 address: ip and arp
 //
 // so a container sends frames only as itself: no forged MAC, no forged IPv4
 // source, no ARP claiming another's address, no VLAN tag (the kernel takes
-// a tag off into the packet's metadata before any hook, so a check of the
-// inner headers alone would pass a tagged frame, which then reaches the
-// other ports still tagged). IPv6 sources are not checked yet (the driver
-// offers IPv4 only). Each rule carries "tenet-guard-v1 <port> <mac> <ip>"
-// as user data, which is how Observe reads a guard back.
+// a tag off into the packet's metadata before tc sees the frame, so a check
+// of the inner headers alone would pass a tagged frame, which then reaches
+// the other ports still tagged). IPv6 sources are not checked yet (the
+// driver offers IPv4 only). The filter is named "tenet-guard-v2 <port>
+// <mac> <ip>", which is how Observe reads a guard back.
 //
 // With egress (an uplink), the tenant's router:
 //
@@ -145,8 +142,7 @@ const (
 	nftTable       = "tenet"
 	uplinkName     = "up0" // the tenant side of the uplink, in the tenant namespace
 	hostUplinkPref = "tnu" // host sides: tnu<12 hex>
-	guardTag       = "tenet-guard-v1"
-	maxElemsPerMsg = 200 // set elements per netlink message
+	maxElemsPerMsg = 200   // set elements per netlink message
 )
 
 func ifname(s string) []byte {

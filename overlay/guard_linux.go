@@ -1,103 +1,56 @@
 package overlay
 
-// Port guards: one chain per local endpoint on the ingress of its port
-// (the rule layout is in firewall_linux.go's header), each in a netdev
-// table of its own. The kernel checks every rule of a table on each
-// change to it: with all of a tenant's guards in one table, adding the
-// 1,000th endpoint's guard took 4x the 1st's.
+// Port guards: a small BPF program per local endpoint, a tc filter on the
+// ingress of its port (clsact), which drops every frame the endpoint does
+// not send as itself (the rules are in firewall_linux.go's header). The
+// filter belongs to the port: it costs the same on the 1,000th port as on
+// the 1st, and it goes when the port goes. Guards in nf_tables did
+// neither: each message of a guard's transaction looked its table up in a
+// list of every table of the namespace, every device event there walked
+// every netdev chain (the 1,000th endpoint cost about twice the 1st), and
+// Debian 12's kernel left a guard's table behind when the port went first.
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	mnl "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// guardTablePrefix begins the name of every guard's table; the port's
-// name ends it.
-const guardTablePrefix = "tenet-"
+const (
+	// guardName names a guard's filter: "tenet-guard-v2 <port> <mac>
+	// <ipv4|none>", which is how Observe reads it back.
+	guardName = "tenet-guard-v2"
+	// guardPrio and guardHandle place the guard's filter on its port.
+	guardPrio   = 1
+	guardHandle = 1
 
-func guardTable(port string) *nftables.Table {
-	return &nftables.Table{Family: nftables.TableFamilyNetdev, Name: guardTablePrefix + port}
-}
+	// legacyGuardPrefix begins the names of the nf_tables tables in which
+	// tenetd kept guards before: one table "tenet" for all of a
+	// namespace's guards, later "tenet-<port>" per port.
+	legacyGuardPrefix = nftTable
 
-// setGuard makes g's chain on its port, in one transaction: the table if
-// it is missing, the chain (its hook bound to the port), its rules replaced.
-func setGuard(n *nsNet, g Guard) error {
-	c, err := n.tables()
-	if err != nil {
-		return err
-	}
-	if err := addGuard(c, g); err != nil {
-		return err
-	}
-	return n.flush(c)
-}
+	actOK   = 0 // TC_ACT_OK: the frame goes on
+	actShot = 2 // TC_ACT_SHOT: dropped
 
-// addGuard adds setGuard's messages to c's batch.
-func addGuard(c *nftables.Conn, g Guard) error {
-	mac, err := net.ParseMAC(g.MAC)
-	if err != nil || len(mac) != 6 {
-		return fmt.Errorf("guard %s: mac %q: must be 6 bytes", g.Port, g.MAC)
-	}
-	t := c.AddTable(guardTable(g.Port))
-	policy := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{Name: g.Port, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
-		Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: g.Port})
-	c.FlushChain(ch)
-	tag := []byte(guardTagOf(g))
-	etherType := func(op expr.CmpOp, types ...[]byte) []expr.Any {
-		es := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
-		for _, ty := range types {
-			es = append(es, &expr.Cmp{Op: op, Register: 1, Data: ty})
-		}
-		return es
-	}
-	field := func(base expr.PayloadBase, off, l uint32, want []byte) []expr.Any {
-		return []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: l},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: want},
-		}
-	}
-	rule := func(parts ...[]expr.Any) {
-		var es []expr.Any
-		for _, p := range parts {
-			es = append(es, p...)
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(es, drop()), UserData: tag})
-	}
-	// The frame's own ethertype, as sent: with a VLAN tag it is 802.1Q or
-	// 802.1ad whatever the tag carries.
-	rule(etherType(expr.CmpOpNeq, etherIPv4, etherARP, etherIPv6))
-	rule(field(expr.PayloadBaseLLHeader, 6, 6, mac))
-	if g.IPv4.IsValid() {
-		ip := g.IPv4.As4()
-		rule(etherType(expr.CmpOpEq, etherIPv4), field(expr.PayloadBaseNetworkHeader, 12, 4, ip[:]))
-		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 8, 6, mac))
-		rule(etherType(expr.CmpOpEq, etherARP), field(expr.PayloadBaseNetworkHeader, 14, 4, ip[:]))
-	} else {
-		rule(etherType(expr.CmpOpEq, etherIPv4))
-		rule(etherType(expr.CmpOpEq, etherARP))
-	}
-	return nil
-}
+	// Offsets in struct __sk_buff.
+	skbVlanPresent = 20
+	skbData        = 76
+	skbDataEnd     = 80
+)
 
-// guardRules is how many rules a guard has.
-func guardRules(g Guard) int {
-	if g.IPv4.IsValid() {
-		return 5
-	}
-	return 4
-}
-
-func guardTagOf(g Guard) string {
-	return fmt.Sprintf("%s %s %s %s", guardTag, g.Port, g.MAC, ipOrNone(g.IPv4))
+// guardFilterName is g's filter's name.
+func guardFilterName(g Guard) string {
+	return fmt.Sprintf("%s %s %s %s", guardName, g.Port, g.MAC, ipOrNone(g.IPv4))
 }
 
 func ipOrNone(a netip.Addr) string {
@@ -107,156 +60,381 @@ func ipOrNone(a netip.Addr) string {
 	return "none"
 }
 
-// parseGuard reads a guard chain back from its rules' user data: every
-// rule must carry the same tag, and the count must be the guard's. A chain
-// that does not read back yields a guard that matches no wanted one.
-func parseGuard(port string, tags []string) Guard {
-	broken := Guard{Port: port, MAC: "unreadable"}
-	if len(tags) == 0 {
-		return broken
+// parseGuardName reads a guard back from its filter's name; ok is false
+// for a name that is not a guard of port.
+func parseGuardName(port, name string) (Guard, bool) {
+	f := strings.Fields(name)
+	if len(f) != 4 || f[0] != guardName || f[1] != port {
+		return Guard{}, false
 	}
-	f := strings.Fields(tags[0])
-	if len(f) != 4 || f[0] != guardTag || f[1] != port {
-		return broken
+	if mac, err := net.ParseMAC(f[2]); err != nil || len(mac) != 6 || mac.String() != f[2] {
+		return Guard{}, false
 	}
 	g := Guard{Port: port, MAC: f[2]}
 	if f[3] != "none" {
 		ip, err := netip.ParseAddr(f[3])
-		if err != nil {
-			return broken
+		if err != nil || !ip.Is4() {
+			return Guard{}, false
 		}
 		g.IPv4 = ip
 	}
-	if len(tags) != guardRules(g) || slices.ContainsFunc(tags, func(t string) bool { return t != tags[0] }) {
-		return broken
-	}
-	return g
+	return g, true
 }
 
-// delGuard deletes a port's guard table; no-op if there is none.
-func delGuard(n *nsNet, port string) error {
-	c, err := n.tables()
-	if err != nil {
-		return err
+// brokenGuard is what a port's filters that are not a guard read back as:
+// a guard that matches no wanted one, so the reconcile makes it anew.
+func brokenGuard(port string) Guard { return Guard{Port: port, MAC: "unreadable"} }
+
+// guardProgram is g's program. It reads the frame as sent: a VLAN tag,
+// which the kernel has taken off into the packet's metadata before tc
+// sees the frame, is dropped whatever it carries; then the source MAC;
+// then by ethertype: IPv4 from its address only, ARP only with its MAC
+// and address as the sender, IPv6 (MAC checked), nothing else. Without an
+// IPv4 address only IPv6 passes.
+func guardProgram(g Guard) (asm.Instructions, error) {
+	mac, err := net.ParseMAC(g.MAC)
+	if err != nil || len(mac) != 6 {
+		return nil, fmt.Errorf("guard %s: mac %q: must be 6 bytes", g.Port, g.MAC)
 	}
-	c.DelTable(guardTable(port))
-	return ignoreNotFound(n.flush(c))
+	if g.IPv4.IsValid() && !g.IPv4.Is4() {
+		return nil, fmt.Errorf("guard %s: %s is not an IPv4 address", g.Port, g.IPv4)
+	}
+	// A load from the packet reads bytes in the machine's order; the
+	// constants compared with them are read the same way.
+	ne := binary.NativeEndian
+	word := func(b []byte) int32 { return int32(ne.Uint32(b)) }
+	half := func(b []byte) int32 { return int32(ne.Uint16(b)) }
+	ether := func(t uint16) int32 { return half(binary.BigEndian.AppendUint16(nil, t)) }
+	macHi, macLo := word(mac[:4]), half(mac[4:])
+	var addr int32
+	if g.IPv4.IsValid() {
+		ip := g.IPv4.As4()
+		addr = word(ip[:])
+	}
+
+	// frame loads the frame's start into R2 and end into R3.
+	frame := func() []asm.Instruction {
+		return []asm.Instruction{
+			asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
+			asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
+		}
+	}
+	// atLeast drops a frame shorter than n bytes.
+	atLeast := func(n int32) []asm.Instruction {
+		return []asm.Instruction{
+			asm.Mov.Reg(asm.R5, asm.R2),
+			asm.Add.Imm(asm.R5, n),
+			asm.JGT.Reg(asm.R5, asm.R3, "drop"),
+		}
+	}
+	const headers = 32 // the most any check reads: an ARP sender's address ends at 32
+	ins := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R4, asm.R6, skbVlanPresent, asm.Word),
+		asm.JNE.Imm(asm.R4, 0, "drop"),
+	}
+	ins = append(ins, frame()...)
+	// Headers not all in the linear part are pulled in first (a frame
+	// shorter than that fails its own checks below).
+	ins = append(ins,
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, headers),
+		asm.JLE.Reg(asm.R5, asm.R3, "linear"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, headers),
+		asm.FnSkbPullData.Call(),
+	)
+	ins = append(ins, frame()...)
+	eth := atLeast(14)
+	eth[0] = eth[0].WithSymbol("linear")
+	ins = append(ins, eth...)
+	ins = append(ins,
+		asm.LoadMem(asm.R4, asm.R2, 6, asm.Word),
+		asm.JNE.Imm32(asm.R4, macHi, "drop"),
+		asm.LoadMem(asm.R4, asm.R2, 10, asm.Half),
+		asm.JNE.Imm32(asm.R4, macLo, "drop"),
+		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+		asm.JEq.Imm32(asm.R4, ether(unix.ETH_P_IPV6), "pass"),
+	)
+	if g.IPv4.IsValid() {
+		ins = append(ins,
+			asm.JEq.Imm32(asm.R4, ether(unix.ETH_P_ARP), "arp"),
+			asm.JNE.Imm32(asm.R4, ether(unix.ETH_P_IP), "drop"),
+		)
+		ins = append(ins, atLeast(30)...)
+		ins = append(ins,
+			asm.LoadMem(asm.R4, asm.R2, 26, asm.Word), // IPv4 source
+			asm.JNE.Imm32(asm.R4, addr, "drop"),
+			asm.Ja.Label("pass"),
+		)
+		arp := atLeast(headers)
+		arp[0] = arp[0].WithSymbol("arp")
+		ins = append(ins, arp...)
+		ins = append(ins,
+			asm.LoadMem(asm.R4, asm.R2, 22, asm.Word), // sender's MAC
+			asm.JNE.Imm32(asm.R4, macHi, "drop"),
+			asm.LoadMem(asm.R4, asm.R2, 26, asm.Half),
+			asm.JNE.Imm32(asm.R4, macLo, "drop"),
+			asm.LoadMem(asm.R4, asm.R2, 28, asm.Word), // sender's address
+			asm.JNE.Imm32(asm.R4, addr, "drop"),
+		)
+	} else {
+		ins = append(ins, asm.Ja.Label("drop"))
+	}
+	ins = append(ins,
+		asm.Mov.Imm(asm.R0, actOK).WithSymbol("pass"),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, actShot).WithSymbol("drop"),
+		asm.Return(),
+	)
+	return ins, nil
 }
 
-// observeGuards reads the guards of ns: of port only, or of every port if
-// port is "" (after moving the guards of an older tenetd's single table
-// into tables of their own: migrateGuards).
-func observeGuards(n *nsNet, port string, into map[string]Guard) error {
-	c, err := n.raw(unix.NETLINK_NETFILTER)
+// loadGuard loads g's program.
+func loadGuard(g Guard) (*ebpf.Program, error) {
+	ins, err := guardProgram(g)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "tenet_guard", Type: ebpf.SchedCLS,
+		Instructions: ins, License: "Apache-2.0"})
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) {
+		return nil, fmt.Errorf("port guards (BPF programs on tc): %w (%w)", ErrNotSupported, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load a port guard's BPF program: %w", err)
+	}
+	return prog, nil
+}
+
+// probeGuards loads a guard's program once, so that a kernel without BPF
+// is found when the datapath starts, not at its first endpoint.
+func probeGuards() error {
+	prog, err := loadGuard(Guard{Port: "probe", MAC: "02:00:00:00:00:01", IPv4: netip.AddrFrom4([4]byte{10, 0, 0, 1})})
 	if err != nil {
 		return err
 	}
-	if port == "" {
-		if err := migrateGuards(n, c); err != nil {
-			return err
-		}
-	}
-	table := ""
-	if port != "" {
-		table = guardTable(port).Name
-	}
-	chains, err := nftRuleTags(c, unix.NFPROTO_NETDEV, table, guardTablePrefix, port)
+	return prog.Close()
+}
+
+// setGuard makes g's filter on its port: the port's clsact qdisc if it is
+// missing, the filter replaced in place (the port is never unguarded in
+// between), any other filter on the port's ingress removed.
+func setGuard(n *nsNet, g Guard) error {
+	prog, err := loadGuard(g)
 	if err != nil {
-		n.dropRaw(unix.NETLINK_NETFILTER)
 		return err
 	}
-	for ch, tags := range chains {
-		if tvPattern.MatchString(ch) && (port == "" || ch == port) {
-			into[ch] = parseGuard(ch, tags)
-		}
+	defer prog.Close()
+	l, err := linkByName(n, g.Port)
+	if err != nil {
+		return err
 	}
-	// A guard's table without rules does not show in a dump of rules: a
-	// chain left empty by a failed transaction, or no chain at all, which
-	// is what Debian 12's kernel (6.1) leaves when the port goes before
-	// its guard, a container's namespace taking the veth pair with it: it
-	// deletes a netdev chain with its only device, not its table (Debian
-	// 13's 6.12 keeps the chain; the VM suite records both). Either reads
-	// back as a broken guard, replaced or removed.
-	if port != "" {
-		if _, ok := into[port]; ok {
-			return nil
+	if l == nil {
+		return fmt.Errorf("guard %s: no such port", g.Port)
+	}
+	idx := l.Attrs().Index
+	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,
+		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	if err := n.h.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add a clsact qdisc to %s: %w", g.Port, err)
+	}
+	f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.HANDLE_MIN_INGRESS,
+		Priority: guardPrio, Handle: guardHandle, Protocol: unix.ETH_P_ALL},
+		Fd: prog.FD(), Name: guardFilterName(g), DirectAction: true}
+	if err := n.h.FilterReplace(f); err != nil {
+		// Another filter holds the guard's place: start the port's
+		// ingress afresh.
+		if derr := n.h.QdiscDel(q); derr != nil && ignoreNotFound(derr) != nil {
+			return fmt.Errorf("add the guard's filter to %s: %w (and clear its qdisc: %v)", g.Port, err, derr)
 		}
-		ok, err := nftTableExists(c, unix.NFPROTO_NETDEV, table)
-		if err != nil {
-			n.dropRaw(unix.NETLINK_NETFILTER)
-			return err
+		if err := n.h.QdiscAdd(q); err != nil {
+			return fmt.Errorf("add a clsact qdisc to %s: %w", g.Port, err)
 		}
-		if ok {
-			into[port] = parseGuard(port, nil)
+		if err := n.h.FilterAdd(f); err != nil {
+			return fmt.Errorf("add the guard's filter to %s: %w", g.Port, err)
 		}
 		return nil
 	}
-	nc, err := n.tables()
+	fs, err := n.h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
 	if err != nil {
-		return err
+		return fmt.Errorf("list filters of %s: %w", g.Port, err)
 	}
-	all, err := nc.ListTablesOfFamily(nftables.TableFamilyNetdev)
-	if err != nil {
-		return fmt.Errorf("nftables: list tables: %w", err)
-	}
-	for _, t := range all {
-		p, ok := strings.CutPrefix(t.Name, guardTablePrefix)
-		if !ok || !tvPattern.MatchString(p) {
-			continue
-		}
-		if _, ok := into[p]; !ok {
-			into[p] = parseGuard(p, nil)
+	for _, f := range fs {
+		if a := f.Attrs(); a.Priority != guardPrio || a.Handle != guardHandle {
+			if err := n.h.FilterDel(f); ignoreNotFound(err) != nil {
+				return fmt.Errorf("remove a foreign filter from %s: %w", g.Port, err)
+			}
 		}
 	}
 	return nil
 }
 
-// migrateGuards replaces the single netdev table in which tenetd before
-// per-port tables kept every guard of the namespace by one table per
-// guard, in one transaction (no port is unguarded in between). A chain
-// that does not read back as a guard is not carried over: the reconcile
-// then finds that port's guard missing and makes it.
-func migrateGuards(n *nsNet, c *mnl.Conn) error {
-	old, err := nftRuleTags(c, unix.NFPROTO_NETDEV, nftTable, "", "")
-	if err != nil {
-		n.dropRaw(unix.NETLINK_NETFILTER)
+// delGuard removes a port's guard (its clsact qdisc, with every filter on
+// it); no-op if the port or its qdisc is gone.
+func delGuard(n *nsNet, port string) error {
+	l, err := linkByName(n, port)
+	if err != nil || l == nil {
 		return err
 	}
+	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
+		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	if err := n.h.QdiscDel(q); ignoreNotFound(err) != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("remove the clsact qdisc of %s: %w", port, err)
+	}
+	return nil
+}
+
+// readGuard reads l's guard; ok is false if l's ingress has no filter.
+// Filters that are not exactly one guard of l read back as brokenGuard.
+func readGuard(n *nsNet, l netlink.Link) (Guard, bool, error) {
+	port := l.Attrs().Name
+	fs, err := n.h.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return Guard{}, false, fmt.Errorf("list filters of %s: %w", port, err)
+	}
+	if len(fs) == 0 {
+		return Guard{}, false, nil
+	}
+	if len(fs) != 1 {
+		return brokenGuard(port), true, nil
+	}
+	f, ok := fs[0].(*netlink.BpfFilter)
+	if !ok || !f.DirectAction || f.Priority != guardPrio || f.Handle != guardHandle || f.Protocol != unix.ETH_P_ALL {
+		return brokenGuard(port), true, nil
+	}
+	g, ok := parseGuardName(port, f.Name)
+	if !ok {
+		return brokenGuard(port), true, nil
+	}
+	return g, true, nil
+}
+
+// observeGuards reads the guards of ns: of port only, or of every port if
+// port is "" (after moving the guards an older tenetd kept in nf_tables
+// onto their ports: migrateGuards).
+func observeGuards(n *nsNet, port string, into map[string]Guard) error {
+	var links []netlink.Link
+	if port != "" {
+		l, err := linkByName(n, port)
+		if err != nil || l == nil {
+			return err
+		}
+		links = append(links, l)
+	} else {
+		if err := migrateGuards(n); err != nil {
+			return err
+		}
+		all, err := n.h.LinkList()
+		if err != nil {
+			return fmt.Errorf("list links: %w", err)
+		}
+		for _, l := range all {
+			if tvPattern.MatchString(l.Attrs().Name) {
+				links = append(links, l)
+			}
+		}
+	}
+	for _, l := range links {
+		g, ok, err := readGuard(n, l)
+		if err != nil {
+			return err
+		}
+		if ok {
+			into[l.Attrs().Name] = g
+		}
+	}
+	return nil
+}
+
+// legacyGuardTag is what each rule of an older tenetd's guard chain
+// carried as user data: "tenet-guard-v1 <port> <mac> <ipv4|none>".
+const legacyGuardTag = "tenet-guard-v1"
+
+// parseLegacyGuard reads an older tenetd's guard chain back from its
+// rules' user data: every rule must carry the same tag and name the
+// chain's port; ok is false otherwise.
+func parseLegacyGuard(port string, tags []string) (Guard, bool) {
+	if len(tags) == 0 || slices.ContainsFunc(tags, func(t string) bool { return t != tags[0] }) {
+		return Guard{}, false
+	}
+	name, ok := strings.CutPrefix(tags[0], legacyGuardTag+" ")
+	if !ok {
+		return Guard{}, false
+	}
+	g, ok := parseGuardName(port, guardName+" "+name)
+	if !ok {
+		return Guard{}, false
+	}
+	want := 4
+	if g.IPv4.IsValid() {
+		want = 5
+	}
+	return g, len(tags) == want
+}
+
+// migrateGuards moves the guards an older tenetd kept in nf_tables (in
+// netdev tables "tenet", or "tenet-<port>") onto their ports, then
+// deletes those tables in one transaction: a port whose old guard reads
+// back gets its filter before the old one goes. One that does not read
+// back, or whose port is gone, is not carried over: the reconcile then
+// finds the port's guard missing and makes it.
+func migrateGuards(n *nsNet) error {
 	nc, err := n.tables()
 	if err != nil {
 		return err
 	}
+	tables, err := nc.ListTablesOfFamily(nftables.TableFamilyNetdev)
+	if err != nil {
+		return fmt.Errorf("nftables: list tables: %w", err)
+	}
+	var old []*nftables.Table
+	for _, t := range tables {
+		if t.Name == legacyGuardPrefix || strings.HasPrefix(t.Name, legacyGuardPrefix+"-") {
+			old = append(old, t)
+		}
+	}
 	if len(old) == 0 {
-		// No rules: the table may still be there, empty or with empty
-		// chains.
-		tables, err := nc.ListTablesOfFamily(nftables.TableFamilyNetdev)
-		if err != nil {
-			return fmt.Errorf("nftables: list tables: %w", err)
-		}
-		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == nftTable }) {
-			return nil
-		}
-	}
-	nc.DelTable(tableOf(nftables.TableFamilyNetdev))
-	for port, tags := range old {
-		if g := parseGuard(port, tags); tvPattern.MatchString(port) && g.MAC != "unreadable" {
-			if err := addGuard(nc, g); err != nil {
-				continue // its port's guard is made anew by the reconcile
-			}
-		}
-	}
-	if err := n.flush(nc); err == nil {
 		return nil
 	}
-	// One of them cannot be made (its port just went away): drop the old
-	// table alone; the reconcile makes every guard still wanted at once.
+	c, err := n.raw(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return err
+	}
+	chains, err := nftRuleTags(c, unix.NFPROTO_NETDEV, "", legacyGuardPrefix, "")
+	if err != nil {
+		n.dropRaw(unix.NETLINK_NETFILTER)
+		return err
+	}
+	for port, tags := range chains {
+		g, ok := parseLegacyGuard(port, tags)
+		if !ok || !tvPattern.MatchString(port) {
+			continue
+		}
+		l, err := linkByName(n, port)
+		if err != nil {
+			return err
+		}
+		if l == nil {
+			continue
+		}
+		if _, has, err := readGuard(n, l); err != nil {
+			return err
+		} else if !has {
+			// One that cannot be made now is made by the reconcile,
+			// which finds it missing.
+			_ = setGuard(n, g)
+		}
+	}
 	nc, err = n.tables()
 	if err != nil {
 		return err
 	}
-	nc.DelTable(tableOf(nftables.TableFamilyNetdev))
+	for _, t := range old {
+		nc.DelTable(t)
+	}
 	if err := ignoreNotFound(n.flush(nc)); err != nil {
-		return fmt.Errorf("move guards into a table per port: %w", err)
+		return fmt.Errorf("delete the old guard tables: %w", err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -187,7 +188,9 @@ func TestTaggedFramesAreDroppedAtThePort(t *testing.T) {
 		}
 	}
 	// A guard removed by hand is back after a full reconcile, and works.
-	nftDel(t, hs[0].netns+"-acme", nftables.TableFamilyNetdev, overlay.BridgeVeth("att"))
+	if out, err := runIn(hs[0].netns+"-acme", "tc", "qdisc", "del", "dev", overlay.BridgeVeth("att"), "clsact"); err != nil {
+		t.Fatalf("remove the attacker's guard: %v: %s", err, out)
+	}
 	c.reconcile(t)
 	again := startCapture(t, cl.ns, "eth0", anyTag)
 	ctl := startCapture(t, cl.ns, "eth0", "icmp and ether src "+ca.mac.String())
@@ -227,14 +230,19 @@ func nftDel(t testing.TB, ns string, family nftables.TableFamily, chain string) 
 	}
 }
 
-// TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn: a namespace whose
-// guards an older tenetd kept as chains of one netdev table "tenet" gets,
-// at the next full reconcile, a table per guard and no old table; a guard
-// that does not read back (its rules lost their tags) is made anew.
-func TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn(t *testing.T) {
+// TestGuardsKeptInNftablesMoveOntoTheirPorts: a namespace whose guards an
+// older tenetd kept in nf_tables (one netdev table "tenet" for all, later
+// a table "tenet-<port>" each, sometimes left without its chain) gets, at
+// the next full reconcile, its guards as filters on their ports and no
+// old table; a guard that does not read back (its rules lost their tags)
+// is made anew.
+func TestGuardsKeptInNftablesMoveOntoTheirPorts(t *testing.T) {
 	hs := newHosts(t, 1)
 	ctx := t.Context()
-	eps := []overlay.Endpoint{ep("g1", 4097, "10.1.0.1"), ep("g2", 4097, "10.1.0.2"), ep("g3", 4097, "10.1.0.3")}
+	var eps []overlay.Endpoint
+	for i := range 4 {
+		eps = append(eps, ep(fmt.Sprintf("g%d", i), 4097, fmt.Sprintf("10.1.0.%d", i+1)))
+	}
 	c := &cluster{hosts: hs, networks: []overlay.Network{{Tenant: "acme", Name: "web", VNI: 4097}},
 		eps: map[*host][]overlay.Endpoint{hs[0]: eps}}
 	c.reconcile(t)
@@ -253,32 +261,36 @@ func TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Rebuild the old layout from the new one, rule for rule.
+	// The old layouts: g0 and g1 (its rules untagged) in the single table,
+	// g2 in a table of its own, g3's table without its chain; the ports'
+	// own filters gone.
 	netdev := nftables.TableFamilyNetdev
-	legacy := &nftables.Table{Family: netdev, Name: "tenet"}
-	nc.AddTable(legacy)
-	untagged := overlay.BridgeVeth("g3")
-	for _, e := range eps {
+	single := nc.AddTable(&nftables.Table{Family: netdev, Name: "tenet"})
+	for i, e := range eps {
 		port := overlay.BridgeVeth(e.ID)
-		own := &nftables.Table{Family: netdev, Name: "tenet-" + port}
-		rules, err := nc.GetRules(own, &nftables.Chain{Name: port, Table: own})
-		if err != nil || len(rules) == 0 {
-			t.Fatalf("rules of %s's guard: %v (%d)", port, err, len(rules))
+		if out, err := runIn(ns, "tc", "qdisc", "del", "dev", port, "clsact"); err != nil {
+			t.Fatalf("remove %s's guard: %v: %s", port, err, out)
+		}
+		tb := single
+		if i >= 2 {
+			tb = nc.AddTable(&nftables.Table{Family: netdev, Name: "tenet-" + port})
+		}
+		if i == 3 {
+			continue
 		}
 		policy := nftables.ChainPolicyAccept
-		ch := nc.AddChain(&nftables.Chain{Name: port, Table: legacy, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
+		ch := nc.AddChain(&nftables.Chain{Name: port, Table: tb, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookIngress,
 			Priority: nftables.ChainPriorityFilter, Policy: &policy, Device: port})
-		for _, r := range rules {
-			tag := r.UserData
-			if port == untagged {
+		for range 5 {
+			tag := []byte(fmt.Sprintf("tenet-guard-v1 %s %s %s", port, overlay.DeriveMAC(e.IPs, e.ID), e.IPs[0]))
+			if i == 1 {
 				tag = nil
 			}
-			nc.AddRule(&nftables.Rule{Table: legacy, Chain: ch, Exprs: r.Exprs, UserData: tag})
+			nc.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: []expr.Any{&expr.Counter{}}, UserData: tag})
 		}
-		nc.DelTable(own)
 	}
 	if err := nc.Flush(); err != nil {
-		t.Fatalf("make the old layout: %v", err)
+		t.Fatalf("make the old layouts: %v", err)
 	}
 	netdevTables := func() []string {
 		ts, err := nc.ListTablesOfFamily(netdev)
@@ -292,19 +304,21 @@ func TestGuardsOfTheOldSingleTableMoveToTablesOfTheirOwn(t *testing.T) {
 		slices.Sort(names)
 		return names
 	}
-	if got := netdevTables(); !slices.Equal(got, []string{"tenet"}) {
-		t.Fatalf("old layout made: netdev tables %v", got)
+	if got := netdevTables(); len(got) != 3 {
+		t.Fatalf("old layouts made: netdev tables %v", got)
 	}
 	if err := dp.Reconcile(ctx, c.state(hs[0])); err != nil {
 		t.Fatal(err)
 	}
-	var want []string
-	for _, e := range eps {
-		want = append(want, "tenet-"+overlay.BridgeVeth(e.ID))
+	if got := netdevTables(); len(got) != 0 {
+		t.Errorf("after a reconcile: netdev tables %v, want none", got)
 	}
-	slices.Sort(want)
-	if got := netdevTables(); !slices.Equal(got, want) {
-		t.Errorf("after a reconcile: netdev tables %v, want %v", got, want)
+	for _, e := range eps {
+		port := overlay.BridgeVeth(e.ID)
+		out, err := runIn(ns, "tc", "filter", "show", "dev", port, "ingress")
+		if err != nil || !strings.Contains(out, "tenet-guard-v2 "+port+" "+overlay.DeriveMAC(e.IPs, e.ID).String()) {
+			t.Errorf("%s has no guard after the move: %v\n%s", port, err, out)
+		}
 	}
 	after, err := dp.Observe(ctx)
 	if err != nil {

@@ -69,18 +69,6 @@ func nftGet(c *mnl.Conn, msgType int, family byte, ae *mnl.AttributeEncoder) (bo
 	return err == nil, err
 }
 
-// nftTableExists reports whether family has a table called name: one
-// request, not a dump.
-func nftTableExists(c *mnl.Conn, family byte, name string) (bool, error) {
-	ae := mnl.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, name)
-	ok, err := nftGet(c, unix.NFT_MSG_GETTABLE, family, ae)
-	if err != nil {
-		return false, fmt.Errorf("get table %s: %w", name, err)
-	}
-	return ok, nil
-}
-
 // nftRuleTags dumps rules of family in one request: those of table (of
 // its chain if chain is not ""), or, if table is "", those of every table
 // whose name starts with prefix. It returns each chain's rules' user data

@@ -55,29 +55,52 @@ var cmpSortElems = cmp.Transformer("sort", func(es []Elem) map[Elem]bool {
 	return m
 })
 
-func TestGuardsReadBackFromTheirRulesUserData(t *testing.T) {
+func TestGuardsReadBackFromTheirNames(t *testing.T) {
 	g := Guard{Port: "tv0123456789ab", MAC: "02:7e:0a:01:00:05", IPv4: netip.MustParseAddr("10.1.0.5")}
-	tags := make([]string, guardRules(g))
-	for i := range tags {
-		tags[i] = guardTagOf(g)
-	}
-	if got := parseGuard(g.Port, tags); got != g {
-		t.Errorf("parseGuard = %v, want %v", got, g)
-	}
 	noIP := Guard{Port: g.Port, MAC: g.MAC}
-	if got := parseGuard(g.Port, []string{guardTagOf(noIP), guardTagOf(noIP), guardTagOf(noIP), guardTagOf(noIP)}); got != noIP {
-		t.Errorf("parseGuard without ip = %v", got)
+	for _, want := range []Guard{g, noIP} {
+		if got, ok := parseGuardName(g.Port, guardFilterName(want)); !ok || got != want {
+			t.Errorf("parseGuardName(%q) = %v, %v; want %v", guardFilterName(want), got, ok, want)
+		}
+	}
+	for name, bad := range map[string]string{
+		"empty":             "",
+		"another port's":    guardFilterName(Guard{Port: "tv000000000000", MAC: g.MAC}),
+		"an older version":  "tenet-guard-v1 " + g.Port + " " + g.MAC + " none",
+		"not an ip address": guardName + " " + g.Port + " " + g.MAC + " 10.1.0",
+		"an IPv6 address":   guardName + " " + g.Port + " " + g.MAC + " fe80::1",
+		"a short mac":       guardName + " " + g.Port + " 02:7e:0a:01:00 none",
+		"an upper-case mac": guardName + " " + g.Port + " 02:7E:0A:01:00:05 none",
+		"a word more":       guardFilterName(g) + " x",
+	} {
+		if got, ok := parseGuardName(g.Port, bad); ok {
+			t.Errorf("%s: parseGuardName(%q) = %v, want not a guard", name, bad, got)
+		}
+	}
+
+	// An older tenetd's guard chain: each of its rules carried the tag.
+	legacy := func(g Guard, n int) []string {
+		tags := make([]string, n)
+		for i := range tags {
+			tags[i] = legacyGuardTag + " " + g.Port + " " + g.MAC + " " + ipOrNone(g.IPv4)
+		}
+		return tags
+	}
+	if got, ok := parseLegacyGuard(g.Port, legacy(g, 5)); !ok || got != g {
+		t.Errorf("parseLegacyGuard = %v, %v; want %v", got, ok, g)
+	}
+	if got, ok := parseLegacyGuard(g.Port, legacy(noIP, 4)); !ok || got != noIP {
+		t.Errorf("parseLegacyGuard without ip = %v, %v; want %v", got, ok, noIP)
 	}
 	for name, bad := range map[string][]string{
-		"no rules":          nil,
-		"a rule missing":    tags[1:],
-		"another port's":    {guardTagOf(Guard{Port: "tv000000000000", MAC: g.MAC})},
-		"an older version":  {"tenet-guard-v0 " + g.Port + " x y"},
-		"mixed tags":        append([]string{guardTagOf(noIP)}, tags[1:]...),
-		"not an ip address": {guardTag + " " + g.Port + " " + g.MAC + " 10.1.0"},
+		"no rules":       nil,
+		"a rule missing": legacy(g, 4),
+		"a rule more":    legacy(noIP, 5),
+		"mixed tags":     append(legacy(noIP, 1), legacy(g, 4)...),
+		"another port's": legacy(Guard{Port: "tv000000000000", MAC: g.MAC}, 4),
 	} {
-		if got := parseGuard(g.Port, bad); got == g || got == noIP || got.MAC != "unreadable" {
-			t.Errorf("%s: parseGuard = %v, want an unreadable guard", name, got)
+		if got, ok := parseLegacyGuard(g.Port, bad); ok {
+			t.Errorf("%s: parseLegacyGuard = %v, want not a guard", name, got)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package overlay_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -153,58 +154,63 @@ func TestAnEndpointWhoseVethWentIsRemovedByItsScope(t *testing.T) {
 	}
 }
 
-// TestAGuardTableWithoutItsChainIsFound plays what Debian 12's kernel
-// (6.1) does when a port goes before its guard: it deletes the netdev
-// chain with its only device and leaves its table. A removed endpoint's
-// chainless table must go with a scoped reconcile of the endpoint, a kept
-// endpoint's be made whole again, and a table no endpoint wants be found
-// by a full reconcile. The kernel's tables are read with nft, not with
-// the observation under test.
-func TestAGuardTableWithoutItsChainIsFound(t *testing.T) {
+// TestAGuardTamperedWithIsFound: a port's guard filter deleted, a foreign
+// filter beside it, or its qdisc gone is found by a scoped reconcile of
+// its endpoint and made whole; an older tenetd's guard table that no port
+// wants (Debian 12's kernel left them behind when a port went first) goes
+// at a full reconcile. The kernel is read with tc and nft, not with the
+// observation under test.
+func TestAGuardTamperedWithIsFound(t *testing.T) {
 	hs := newHosts(t, 1)
 	dp, ctx := hs[0].dp, t.Context()
 	tenantNs := hs[0].netns + "-acme"
 	web := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24")}
-	a, b := ep("a", 4097, "10.1.0.10"), ep("b", 4097, "10.1.0.11")
-	s := overlay.State{Networks: []overlay.Network{web}, Endpoints: []overlay.Endpoint{a, b}}
+	s := overlay.State{Networks: []overlay.Network{web}}
+	ids := []string{"a", "b", "c", "d"}
+	for i, id := range ids {
+		s.Endpoints = append(s.Endpoints, ep(id, 4097, fmt.Sprintf("10.1.0.%d", 10+i)))
+	}
 	if err := dp.Reconcile(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	nft := func(args ...string) string {
+	in := func(args ...string) string {
 		t.Helper()
-		out, err := runIn(tenantNs, append([]string{"nft"}, args...)...)
+		out, err := runIn(tenantNs, args...)
 		if err != nil {
-			t.Fatalf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 		}
 		return out
 	}
-	pa, pb := overlay.BridgeVeth("a"), overlay.BridgeVeth("b")
-	for _, p := range []string{pa, pb} {
-		nft("delete", "chain", "netdev", "tenet-"+p, p)
+	filters := func(id string) string {
+		return in("tc", "filter", "show", "dev", overlay.BridgeVeth(id), "ingress")
 	}
-	if out, err := runIn(hs[0].netns, "ip", "link", "del", overlay.ContainerVeth("a")); err != nil {
-		t.Fatalf("delete a's veth pair: %v: %s", err, out)
+	for _, id := range ids {
+		if f := filters(id); !strings.Contains(f, "tenet-guard-v2 "+overlay.BridgeVeth(id)) || !strings.Contains(f, "direct-action") {
+			t.Fatalf("%s's port has no guard:\n%s", id, f)
+		}
 	}
-	s.Endpoints = []overlay.Endpoint{b}
-	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"a", "b"}}); err != nil {
+	pb, pc, pd := overlay.BridgeVeth("b"), overlay.BridgeVeth("c"), overlay.BridgeVeth("d")
+	in("tc", "filter", "del", "dev", pb, "ingress")
+	in("tc", "filter", "add", "dev", pc, "ingress", "prio", "7", "protocol", "ip", "u32", "match", "ip", "src", "10.0.0.0/8", "classid", "1:1")
+	in("tc", "qdisc", "del", "dev", pd, "clsact")
+	if err := dp.ReconcileScope(ctx, s, overlay.Scope{Endpoints: []string{"b", "c", "d"}}); err != nil {
 		t.Fatal(err)
 	}
-	tables := nft("list", "tables", "netdev")
-	if strings.Contains(tables, "tenet-"+pa) {
-		t.Errorf("removed endpoint a's guard table is left:\n%s", tables)
-	}
-	// nft shows the guard's source MAC check as a raw payload match.
-	if rules := nft("list", "table", "netdev", "tenet-"+pb); !strings.Contains(rules, "@ll,48,48 != ") {
-		t.Errorf("kept endpoint b's guard was not made whole again:\n%s", rules)
+	for _, id := range []string{"b", "c", "d"} {
+		f := filters(id)
+		if !strings.Contains(f, "tenet-guard-v2 "+overlay.BridgeVeth(id)) || strings.Contains(f, "u32") || strings.Count(f, " handle ") != 1 {
+			t.Errorf("%s's guard was not made whole again:\n%s", id, f)
+		}
 	}
 
 	const stray = "tv0123456789ab"
-	nft("add", "table", "netdev", "tenet-"+stray)
+	in("nft", "add", "table", "netdev", "tenet-"+stray)
+	in("nft", "add", "table", "netdev", "tenet")
 	if err := dp.Reconcile(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	if tables := nft("list", "tables", "netdev"); strings.Contains(tables, stray) {
-		t.Errorf("a guard table no endpoint wants is left by a full reconcile:\n%s", tables)
+	if tables := in("nft", "list", "tables", "netdev"); strings.Contains(tables, "tenet") {
+		t.Errorf("old guard tables are left by a full reconcile:\n%s", tables)
 	}
 	if _, _, ops := againstKernel(t, dp, s); len(ops) != 0 {
 		t.Errorf("left for a full reconcile: %q", ops)
