@@ -88,7 +88,8 @@ func testRelease(t *testing.T, release string) {
 }
 
 // testGuestKernel records what the guest kernel offers (for the encryption
-// work) and requires what Tenet needs today: vxlan and bridge.
+// work) and requires what Tenet needs today: vxlan, bridge, and tc's
+// cls_bpf and clsact (sch_ingress) for port guards.
 func testGuestKernel(t *testing.T, c *vm.Cluster) {
 	h := c.Hosts[0]
 	ctx := t.Context()
@@ -97,12 +98,12 @@ func testGuestKernel(t *testing.T, c *vm.Cluster) {
 		t.Fatal(err)
 	}
 	var report []string
-	for _, m := range []string{"vxlan", "bridge", "wireguard", "esp4", "esp6", "xfrm_user", "geneve", "br_netfilter", "nf_tables"} {
+	for _, m := range []string{"vxlan", "bridge", "cls_bpf", "sch_ingress", "wireguard", "esp4", "esp6", "xfrm_user", "geneve", "br_netfilter", "nf_tables"} {
 		_, err := h.Run(ctx, "modprobe", m)
 		state := "loads"
 		if err != nil {
 			state = "FAILS: " + err.Error()
-			if m == "vxlan" || m == "bridge" {
+			if m == "vxlan" || m == "bridge" || m == "cls_bpf" || m == "sch_ingress" {
 				t.Errorf("module %s does not load: %v", m, err)
 			}
 		}
@@ -241,16 +242,18 @@ func testShare(t *testing.T, c *vm.Cluster) {
 	}
 }
 
-// testPortWentFirst deletes a container's port (its veth pair) before
-// docker rm, as a container namespace that goes first does, and requires
-// its port guard's nftables table gone once Docker removed the endpoint.
-// Debian 12's kernel deletes a netdev chain with its only device but keeps
-// its table, which tenetd once left behind for ever; Debian 13's keeps the
-// chain (the step logs which).
+// testPortWentFirst checks a container's port guard on the guest kernel:
+// its BPF filter is on the port, passes the container's own traffic and
+// drops a forged source (which, on an on-link address of the network,
+// would otherwise be answered). Then it deletes the port (its veth pair)
+// before docker rm, as a container namespace that goes first does, and
+// requires that nothing of the endpoint is left once Docker removed it:
+// tenetctl diagnose finds nothing wrong, and no guard table of an older
+// tenetd is there (Debian 12's kernel once kept those).
 func testPortWentFirst(t *testing.T, c *vm.Cluster) {
 	ctx := t.Context()
 	h0, e0 := c.Hosts[0], c.Engines[0]
-	runContainer(t, e0, "gone", "--network", "acme.web", e2e.ImageName, "sleep", "1000000")
+	runContainer(t, e0, "gone", "--cap-add", "NET_ADMIN", "--network", "acme.web", e2e.ImageName, "sleep", "1000000")
 	id, err := e0.Docker(ctx, "inspect", "-f", `{{(index .NetworkSettings.Networks "acme.web").EndpointID}}`, "gone")
 	if err != nil {
 		t.Fatal(err)
@@ -259,30 +262,37 @@ func testPortWentFirst(t *testing.T, c *vm.Cluster) {
 	inTenant := func(argv ...string) (string, error) {
 		return h0.Run(ctx, append([]string{"ip", "netns", "exec", "tenet-acme"}, argv...)...)
 	}
-	if out, err := inTenant("nft", "list", "table", "netdev", "tenet-"+port); err != nil {
-		t.Fatalf("container gone's port %s has no guard table: %v\n%s", port, err, out)
+	if out, err := inTenant("tc", "filter", "show", "dev", port, "ingress"); err != nil || !strings.Contains(out, "tenet-guard-v2 "+port) {
+		t.Fatalf("container gone's port %s has no guard filter: %v\n%s", port, err, out)
+	}
+	for _, peer := range acmeIPs[:2] { // c0 on this VM, c1 across VXLAN
+		awaitPing(t, e0, "gone", peer)
+	}
+	const forged = "10.1.0.250"
+	if _, err := e0.Docker(ctx, "exec", "gone", "ip", "addr", "add", forged+"/32", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, peer := range acmeIPs[:2] {
+		if out, err := e0.Docker(ctx, "exec", "gone", "ping", "-c3", "-W1", "-I", forged, peer); err == nil {
+			t.Errorf("a ping from the forged source %s reached %s through the guard:\n%s", forged, peer, out)
+		}
 	}
 	if out, err := inTenant("ip", "link", "del", port); err != nil {
 		t.Fatalf("delete port %s: %v\n%s", port, err, out)
-	}
-	if _, err := inTenant("nft", "list", "chain", "netdev", "tenet-"+port, port); err != nil {
-		t.Logf("this kernel deleted the guard's chain with its port and kept its table")
-	} else {
-		t.Logf("this kernel kept the guard's chain after its port went")
 	}
 	if _, err := e0.Docker(ctx, "rm", "-f", "gone"); err != nil {
 		t.Fatal(err)
 	}
 	e2e.Eventually(t, 60*time.Second, func() error {
-		out, err := inTenant("nft", "list", "tables", "netdev")
+		out, err := h0.Run(ctx, "tenetctl", "diagnose")
 		if err != nil {
-			return err
-		}
-		if strings.Contains(out, "tenet-"+port) {
-			return fmt.Errorf("guard table tenet-%s is still there after docker rm", port)
+			return fmt.Errorf("tenetctl diagnose after docker rm: %w\n%s", err, out)
 		}
 		return nil
 	})
+	if out, err := inTenant("nft", "list", "tables", "netdev"); err != nil || strings.Contains(out, "tenet") {
+		t.Errorf("guard tables in nftables: %v\n%s", err, out)
+	}
 }
 
 // ips of the containers s0, s1, s2 on the encrypted network acme/secret.
