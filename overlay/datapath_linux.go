@@ -157,7 +157,7 @@ func (d *Datapath) reconcile(ctx context.Context, s State, nets map[uint32]*Netw
 	if err != nil {
 		return err
 	}
-	v := viewAll
+	v := viewReconcile
 	if sc != nil {
 		if v, err = d.viewLocked(s, nets, *sc); err != nil {
 			return err

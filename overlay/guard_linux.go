@@ -234,8 +234,7 @@ func setGuard(n *nsNet, g Guard) error {
 		return fmt.Errorf("guard %s: no such port", g.Port)
 	}
 	idx := l.Attrs().Index
-	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,
-		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+	q := clsact(idx)
 	if err := n.h.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add a clsact qdisc to %s: %w", g.Port, err)
 	}
@@ -270,6 +269,13 @@ func setGuard(n *nsNet, g Guard) error {
 	return nil
 }
 
+// clsact is the clsact qdisc of the link with index idx, on whose ingress
+// a guard's filter sits.
+func clsact(idx int) *netlink.GenericQdisc {
+	return &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx,
+		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
+}
+
 // delGuard removes a port's guard (its clsact qdisc, with every filter on
 // it); no-op if the port or its qdisc is gone.
 func delGuard(n *nsNet, port string) error {
@@ -277,9 +283,7 @@ func delGuard(n *nsNet, port string) error {
 	if err != nil || l == nil {
 		return err
 	}
-	q := &netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
-		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}
-	if err := n.h.QdiscDel(q); ignoreNotFound(err) != nil && !errors.Is(err, unix.EINVAL) {
+	if err := n.h.QdiscDel(clsact(l.Attrs().Index)); ignoreNotFound(err) != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("remove the clsact qdisc of %s: %w", port, err)
 	}
 	return nil
@@ -311,9 +315,9 @@ func readGuard(n *nsNet, l netlink.Link) (Guard, bool, error) {
 }
 
 // observeGuards reads the guards of ns: of port only, or of every port if
-// port is "" (after moving the guards an older tenetd kept in nf_tables
-// onto their ports: migrateGuards).
-func observeGuards(n *nsNet, port string, into map[string]Guard) error {
+// port is "" (with migrate, after moving the guards an older tenetd kept
+// in nf_tables onto their ports: migrateGuards).
+func observeGuards(n *nsNet, port string, migrate bool, into map[string]Guard) error {
 	var links []netlink.Link
 	if port != "" {
 		l, err := linkByName(n, port)
@@ -322,8 +326,10 @@ func observeGuards(n *nsNet, port string, into map[string]Guard) error {
 		}
 		links = append(links, l)
 	} else {
-		if err := migrateGuards(n); err != nil {
-			return err
+		if migrate {
+			if err := migrateGuards(n); err != nil {
+				return err
+			}
 		}
 		all, err := n.h.LinkList()
 		if err != nil {

@@ -307,6 +307,23 @@ func TestGuardsKeptInNftablesMoveOntoTheirPorts(t *testing.T) {
 	if got := netdevTables(); len(got) != 3 {
 		t.Fatalf("old layouts made: netdev tables %v", got)
 	}
+	// Diagnose only reads: it finds the ports unguarded and moves nothing.
+	fs, err := dp.Diagnose(ctx, c.state(hs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for _, f := range fs {
+		if strings.HasPrefix(f.Problem+" "+f.Object, "missing guard ") {
+			missing++
+		}
+	}
+	if missing != len(eps) {
+		t.Errorf("diagnose of the old layouts: %d missing guards, want %d: %v", missing, len(eps), fs)
+	}
+	if got := netdevTables(); len(got) != 3 {
+		t.Errorf("diagnose changed the netdev tables: %v", got)
+	}
 	if err := dp.Reconcile(ctx, c.state(hs[0])); err != nil {
 		t.Fatal(err)
 	}

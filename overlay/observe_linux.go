@@ -208,7 +208,7 @@ func (d *Datapath) observeTenant(tenant string, t *nsNet, v *view, hostLinks map
 		if err := observeLinks(t, o, enc); err != nil {
 			return nil, err
 		}
-		if err := observeGuards(t, "", o.Guards); err != nil {
+		if err := observeGuards(t, "", v.migrate, o.Guards); err != nil {
 			return nil, fmt.Errorf("port guards: %w", err)
 		}
 		legacy, err := observeLegacy(t)
@@ -273,7 +273,7 @@ func (d *Datapath) observeScoped(tenant string, t *nsNet, v *view, o *TenantObje
 		}
 	}
 	for port := range v.guards[tenant] {
-		if err := observeGuards(t, port, o.Guards); err != nil {
+		if err := observeGuards(t, port, false, o.Guards); err != nil {
 			return fmt.Errorf("port guard %s: %w", port, err)
 		}
 	}

@@ -45,9 +45,16 @@ type view struct {
 	// Host links in view: container ends (tc), uplink host ends (tnu) and
 	// stray VXLAN devices.
 	hostLinks map[string]bool
+	// migrate lets the observation move what an older tenetd left in an
+	// older layout (port guards in nf_tables) into today's: a full
+	// reconcile's only, never a read-only Observe or Diagnose.
+	migrate bool
 }
 
 var viewAll = &view{all: true}
+
+// viewReconcile is viewAll for a full reconcile.
+var viewReconcile = &view{all: true, migrate: true}
 
 // newView makes the view of sc over s. nets are s's networks by VNI;
 // located gives the tenant of every VNI and endpoint sc names that s does
