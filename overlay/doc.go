@@ -27,8 +27,9 @@
 // Rules (firewall_linux.go, which shows them in nft syntax) are laid out so
 // that adding an endpoint, a network or an infrastructure member adds one
 // small chain or a few set elements, never a rewrite of a table:
-//   - Each local endpoint's port has a guard, a chain on the port's ingress
-//     that drops frames with a source MAC, IPv4 source or ARP sender other
+//   - Each local endpoint's port has a guard (not in nf_tables: a BPF
+//     program in a tc filter on the port's ingress, guard_linux.go) that
+//     drops frames with a source MAC, IPv4 source or ARP sender other
 //     than the endpoint's own, and any frame whose ethertype as sent is not
 //     IPv4, ARP or IPv6, so VLAN-tagged (802.1Q, 802.1ad) frames too.
 //   - A tenant with an egress network (one with a gateway, not --internal)

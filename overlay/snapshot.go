@@ -90,8 +90,8 @@ type Elem struct {
 	Key string
 }
 
-// Guard is a local endpoint's port guard: a chain on the port's ingress
-// that drops every frame the endpoint may not send (anything but IPv4, ARP
+// Guard is a local endpoint's port guard: a BPF program in a tc filter on
+// the port's ingress that drops every frame the endpoint may not send (anything but IPv4, ARP
 // and IPv6 as sent, so VLAN-tagged frames too; a source MAC other than
 // MAC; an IPv4 source or ARP sender other than IPv4; with no IPv4, any
 // IPv4 or ARP).
