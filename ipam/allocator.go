@@ -483,6 +483,33 @@ func (a *Allocator) Addresses(i uint64) []netip.Addr {
 	return out
 }
 
+// appendRuns appends the allocated addresses of block i to runs, as runs
+// of consecutive addresses in ascending order, without listing each one.
+func (a *Allocator) appendRuns(runs []addrRun, i uint64) []addrRun {
+	b := a.blocks[i]
+	if b == nil {
+		return runs
+	}
+	start, prev := -1, -1
+	flush := func() {
+		if start >= 0 {
+			runs = appendRun(runs, addrRun{a.geo.addrAt(i, start), a.geo.addrAt(i, prev)})
+		}
+	}
+	for w, word := range b.used {
+		for ; word != 0; word &= word - 1 {
+			k := w*64 + bits.TrailingZeros64(word)
+			if k != prev+1 || start < 0 {
+				flush()
+				start = k
+			}
+			prev = k
+		}
+	}
+	flush()
+	return runs
+}
+
 // OwnedParts returns the parts of block i this host owns, as the fewest
 // aligned prefixes, in address order.
 func (a *Allocator) OwnedParts(i uint64) []netip.Prefix {

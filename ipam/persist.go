@@ -5,6 +5,7 @@ package ipam
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -75,11 +76,13 @@ func (m *IPAM) restore() error {
 	for _, pp := range s.Pools {
 		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux, pp.GatewayPending)
 		m.publishLocked(p.req.PoolID())
-		for _, a := range pp.Addrs {
-			if err := p.alloc.AllocateAddr(a); err != nil {
-				// An allocation in a part we no longer own: keep going, say so.
-				m.log.Error("restore: allocation lost", "pool", p.req.PoolID(), "ip", a, "err", err)
-			}
+		for _, r := range pp.Addrs {
+			r.each(func(a netip.Addr) {
+				if err := p.alloc.AllocateAddr(a); err != nil {
+					// An allocation in a part we no longer own: keep going, say so.
+					m.log.Error("restore: allocation lost", "pool", p.req.PoolID(), "ip", a, "err", err)
+				}
+			})
 		}
 	}
 	return nil
@@ -101,7 +104,7 @@ func (m *IPAM) encodeLocked() []byte {
 		p := m.pools[id]
 		pp := persistedPool{Tenant: p.req.Tenant, Subnet: p.req.Subnet, Range: p.req.Range, Gateway: p.gateway, GatewayPending: p.gwPending, Aux: p.aux}
 		for _, i := range p.alloc.order {
-			pp.Addrs = append(pp.Addrs, p.alloc.Addresses(i)...)
+			pp.Addrs = p.alloc.appendRuns(pp.Addrs, i)
 		}
 		s.Pools = append(s.Pools, pp)
 	}

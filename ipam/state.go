@@ -3,15 +3,29 @@ package ipam
 // Persisted state: what a restarted tenetd needs to keep every allocation
 // and never re-accept a block it already handed away. Encoded as versioned
 // JSON; decodeState validates every field, since the bytes come from disk.
+//
+// The state is saved at every allocation and release, so its encoding must
+// not grow with the addresses held. Version 2 keeps a pool's addresses as
+// runs of consecutive ones ("10.1.0.2-10.1.3.233"), as a host mostly
+// allocates them, taken from the allocator's bitmaps without listing each
+// address: listing and encoding a thousand addresses one by one took
+// 0.09 ms and 0.18 ms at every save (BenchmarkEncodeState). A version 1
+// state, an address each, reads as version 2: one address is a run of one.
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
-const stateVersion = 1
+const stateVersion = 2
+
+// maxStateAddrs bounds the addresses a state may hold (its runs' lengths
+// summed), so that a damaged or forged file cannot make restoring it
+// allocate without end. A host holds at most 1,022 containers per network.
+const maxStateAddrs = 1 << 20
 
 type persistedState struct {
 	Version int                   `json:"version"`
@@ -31,7 +45,66 @@ type persistedPool struct {
 	// confirmed by Docker's gateway request, so not yet published.
 	GatewayPending bool         `json:"gateway_pending,omitempty"`
 	Aux            []netip.Addr `json:"aux,omitempty"`
-	Addrs          []netip.Addr `json:"addrs,omitempty"` // allocated to containers
+	Addrs          []addrRun    `json:"addrs,omitempty"` // allocated to containers
+}
+
+// addrRun is a run of consecutive addresses from First to Last, written
+// "First" if they are one, else "First-Last".
+type addrRun struct{ First, Last netip.Addr }
+
+func (r addrRun) MarshalText() ([]byte, error) {
+	b := r.First.AppendTo(nil)
+	if r.Last != r.First {
+		b = r.Last.AppendTo(append(b, '-'))
+	}
+	return b, nil
+}
+
+func (r *addrRun) UnmarshalText(b []byte) error {
+	f, l, isRun := strings.Cut(string(b), "-")
+	first, err := netip.ParseAddr(f)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", b, err)
+	}
+	last := first
+	if isRun {
+		if last, err = netip.ParseAddr(l); err != nil {
+			return fmt.Errorf("address run %q: %w", b, err)
+		}
+		if last.BitLen() != first.BitLen() || !first.Less(last) {
+			return fmt.Errorf("address run %q: its last address does not follow its first", b)
+		}
+	}
+	*r = addrRun{first, last}
+	return nil
+}
+
+// len is the number of addresses in r, or max+1 if that is more than max.
+func (r addrRun) len(max uint64) uint64 {
+	d := toU128(r.Last).sub(toU128(r.First))
+	if d.hi != 0 || d.lo >= max {
+		return max + 1
+	}
+	return d.lo + 1
+}
+
+// each calls fn with every address of r in order.
+func (r addrRun) each(fn func(netip.Addr)) {
+	for a := r.First; ; a = a.Next() {
+		fn(a)
+		if a == r.Last {
+			return
+		}
+	}
+}
+
+// appendRun adds a to runs, extending the last run if a follows it.
+func appendRun(runs []addrRun, a addrRun) []addrRun {
+	if n := len(runs); n > 0 && runs[n-1].Last.Next() == a.First {
+		runs[n-1].Last = a.Last
+		return runs
+	}
+	return append(runs, a)
 }
 
 func encodeState(s *persistedState) []byte {
@@ -49,9 +122,11 @@ func decodeState(b []byte) (*persistedState, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decode ipam state: %w", err)
 	}
-	if s.Version != stateVersion {
-		return nil, fmt.Errorf("decode ipam state: version %d: want %d", s.Version, stateVersion)
+	if s.Version != stateVersion && s.Version != 1 {
+		return nil, fmt.Errorf("decode ipam state: version %d: want %d or 1", s.Version, stateVersion)
 	}
+	s.Version = stateVersion // read as this version
+	budget := uint64(maxStateAddrs)
 	ids := map[string]bool{}
 	for i, p := range s.Pools {
 		if err := validTenant(p.Tenant); err != nil {
@@ -79,10 +154,16 @@ func decodeState(b []byte) (*persistedState, error) {
 				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: aux %v: not in the subnet", req.PoolID(), a)
 			}
 		}
-		for _, a := range p.Addrs {
-			if !req.allocRange().Contains(a) {
-				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: address %v: not in the range", req.PoolID(), a)
+		for _, r := range p.Addrs {
+			if !req.allocRange().Contains(r.First) || !req.allocRange().Contains(r.Last) {
+				t, _ := r.MarshalText()
+				return nil, kindErrorf(ErrInvalid, "decode ipam state: pool %s: address %s: not in the range", req.PoolID(), t)
 			}
+			n := r.len(budget)
+			if n > budget {
+				return nil, kindErrorf(ErrInvalid, "decode ipam state: more than %d addresses", maxStateAddrs)
+			}
+			budget -= n
 		}
 	}
 	for k, e := range s.Own {
