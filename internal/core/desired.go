@@ -113,7 +113,6 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 	for _, list := range v.remotes {
 		nrem += len(list)
 	}
-	ips, macs := make(map[ipKey]int32, len(v.eps)+nrem), make(map[macKey]int32, len(v.eps)+nrem)
 	s.Endpoints = make([]overlay.Endpoint, 0, len(v.eps))
 	eps := v.eps
 	if !slices.IsSortedFunc(eps, byEndpointID) {
@@ -124,9 +123,13 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 	// Every endpoint has one address: one array holds them all, each
 	// endpoint's slice capped so that nobody appends into the next's.
 	addrs := make([]netip.Addr, len(eps)+nrem)
+	var n Network
+	var inNet bool
 	for i, e := range eps {
-		n, ok := byKey[e.Network]
-		if !ok {
+		if i == 0 || e.Network != eps[i-1].Network {
+			n, inNet = byKey[e.Network]
+		}
+		if !inNet {
 			continue
 		}
 		addrs[i] = e.IP.Addr()
@@ -135,8 +138,39 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			oe.Ports = e.Ports
 		}
 		s.Endpoints = append(s.Endpoints, oe)
-		ips[ipKeyOf(n.VNI, e.IP.Addr())] = int32(i)
-		macs[macKeyOf(n.VNI, e.MAC)] = int32(i)
+	}
+	// The local endpoints' claims matter only against remote and adopted
+	// entries: they are indexed for the networks that have some, so a
+	// pass over a host's 1,000 endpoints with no remote builds no index
+	// (two map inserts per endpoint were half of this function).
+	contended := map[string]bool{}
+	for key, list := range v.remotes {
+		if _, ok := byKey[key]; ok && len(list) > 0 {
+			contended[key] = true
+		}
+	}
+	for _, n := range nets {
+		if len(v.adopted[n.VNI].remotes) > 0 {
+			contended[n.Key()] = true
+		}
+	}
+	nidx := nrem
+	if len(contended) > 0 {
+		nidx += len(eps)
+	}
+	ips, macs := make(map[ipKey]int32, nidx), make(map[macKey]int32, nidx)
+	if len(contended) > 0 {
+		var in bool
+		for i, e := range eps {
+			if i == 0 || e.Network != eps[i-1].Network {
+				n, in = byKey[e.Network]
+				in = in && contended[e.Network]
+			}
+			if in {
+				ips[ipKeyOf(n.VNI, e.IP.Addr())] = int32(i)
+				macs[macKeyOf(n.VNI, e.MAC)] = int32(i)
+			}
+		}
 	}
 	// Sorted newer claim first (NewerClaimFirst), so that of two records
 	// claiming one address the newer wins, the same choice on every host,

@@ -58,6 +58,7 @@ func TestDesiredFromAView(t *testing.T) {
 		peers     []netip.Addr
 		conflicts int
 		next      time.Time
+		ips       map[string][]netip.Addr // the addresses programmed for a remote MAC, where checked
 	}{
 		{name: "local only"},
 		{
@@ -155,6 +156,23 @@ func TestDesiredFromAView(t *testing.T) {
 			remotes: []string{"02:7e:0a:01:00:08@198.51.100.12", "02:7e:0a:01:00:09@198.51.100.11"},
 			peers:   []netip.Addr{h2VTEP},
 		},
+		{
+			// The network has no gossip entry: the local endpoints'
+			// claims are indexed for the adopted ones all the same.
+			name: "adopted entries never take a local endpoint's mac or address",
+			edit: func(v *view) {
+				v.adopted[100] = adoptedRemotes{
+					remotes: []overlay.Remote{
+						{VNI: 100, MAC: mac(5), VTEP: h2VTEP, IPs: []netip.Addr{ip(6)}},        // e5's MAC
+						{VNI: 100, MAC: mac(8), VTEP: h2VTEP, IPs: []netip.Addr{ip(5), ip(8)}}, // e5's address, and its own
+					},
+					peers: []netip.Addr{h2VTEP},
+				}
+			},
+			remotes: []string{"02:7e:0a:01:00:08@198.51.100.12"},
+			peers:   []netip.Addr{h2VTEP},
+			ips:     map[string][]netip.Addr{"02:7e:0a:01:00:08": {ip(8)}},
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			v := baseView()
@@ -176,6 +194,11 @@ func TestDesiredFromAView(t *testing.T) {
 			}
 			if !next.Equal(tt.next) {
 				t.Errorf("next %v, want %v", next, tt.next)
+			}
+			for _, r := range s.Remotes {
+				if want, ok := tt.ips[r.MAC.String()]; ok && !slices.Equal(r.IPs, want) {
+					t.Errorf("remote %s programmed with %v, want %v", r.MAC, r.IPs, want)
+				}
 			}
 			if len(s.Endpoints) != 1 || s.Endpoints[0].MAC.String() != mac(5).String() {
 				t.Errorf("local endpoints %+v", s.Endpoints)
@@ -307,5 +330,26 @@ func BenchmarkDesired(b *testing.B) {
 	rng.Shuffle(len(rs), func(i, j int) { rs[i], rs[j] = rs[j], rs[i] })
 	for b.Loop() {
 		desired(v, t0, time.Minute)
+	}
+}
+
+// BenchmarkDesiredLocalOnly: one pass with a host's 1st endpoint against
+// its 1,000th, in a network no other host has an endpoint in (issue 13's
+// 1,000 endpoints on one host): side by side in one run.
+func BenchmarkDesiredLocalOnly(b *testing.B) {
+	for _, n := range []int{1, 1000} {
+		v := baseView()
+		v.nets[0].Subnet = netip.MustParsePrefix("10.1.0.0/16")
+		v.eps = nil
+		for i := range n {
+			a := netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})
+			v.eps = append(v.eps, Endpoint{EndpointSpec: EndpointSpec{ID: fmt.Sprintf("%064d", i), Network: "acme/web",
+				IP: netip.PrefixFrom(a, 16), MAC: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}}})
+		}
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				desired(v, t0, time.Minute)
+			}
+		})
 	}
 }
