@@ -42,7 +42,15 @@ type Datapath struct {
 	// whose port went with its container's namespace, and with it the
 	// objects it left (its published ports).
 	placed map[string]string
-	closed bool
+	// routes reads the host namespace's local routing table (a handle
+	// with strict checking, so the kernel sends that table alone); nil if
+	// the kernel cannot filter dumps, and the host's addresses are listed.
+	routes *netlink.Handle
+	// linkNames are the names of host links holding an address in the
+	// uplink net, by index (an index is never reused in a namespace);
+	// forgotten at each full observation.
+	linkNames map[int]string
+	closed    bool
 }
 
 // New opens the host namespace and checks that this kernel can make VXLAN
@@ -57,18 +65,25 @@ func New(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("overlay: open host namespace %q: %w", cfg.HostNetns, err)
 	}
 	d := &Datapath{cfg: cfg, log: cfg.Logger.With("component", "overlay"), host: host, tenants: map[string]*nsNet{},
-		held: map[Reservation]int{}, warned: map[Reservation]bool{}, placed: map[string]string{}}
+		held: map[Reservation]int{}, warned: map[Reservation]bool{}, placed: map[string]string{}, linkNames: map[int]string{}}
+	if h, err := netlink.NewHandleAt(host.ns, unix.NETLINK_ROUTE); err == nil {
+		if err := h.SetStrictCheck(true); err == nil {
+			d.routes = h
+		} else {
+			h.Close()
+		}
+	}
 	if p, err := exec.LookPath("iptables"); err == nil {
 		d.ipt = p
 	} else {
 		d.log.Info("no iptables command: Tenet adds no accepts to the host's iptables FORWARD chain; a firewall that drops forwarded packets would drop tenants' traffic")
 	}
 	if err := d.probeVXLAN(); err != nil {
-		host.Close()
+		d.closeHost()
 		return nil, err
 	}
 	if err := probeGuards(); err != nil {
-		host.Close()
+		d.closeHost()
 		return nil, err
 	}
 	d.cryptErr = d.probeWireGuard()
@@ -82,10 +97,18 @@ func New(cfg Config) (*Datapath, error) {
 		_, err = d.hostLocked(addrs)
 	}
 	if err != nil {
-		host.Close()
+		d.closeHost()
 		return nil, err
 	}
 	return d, nil
+}
+
+// closeHost closes the host namespace and the handles on it.
+func (d *Datapath) closeHost() {
+	if d.routes != nil {
+		d.routes.Close()
+	}
+	d.host.Close()
 }
 
 // Close releases the namespaces the Datapath holds open. Kernel objects stay:
@@ -106,7 +129,7 @@ func (d *Datapath) Close() error {
 		delete(d.held, r)
 	}
 	d.forgetCryptLocked()
-	d.host.Close()
+	d.closeHost()
 	return nil
 }
 
@@ -431,26 +454,76 @@ func (d *Datapath) Desired(s State) (Snapshot, error) {
 
 func (d *Datapath) netnsName(tenant string) string { return d.cfg.NetnsPrefix + tenant }
 
-// hostAddrsLocked lists the host namespace's addresses of the VTEP's
-// family.
-func (d *Datapath) hostAddrsLocked() ([]netlink.Addr, error) {
+// hostAddr is a local address of the host namespace and the index of the
+// link that holds it.
+type hostAddr struct {
+	ip   netip.Addr
+	link int
+}
+
+// hostAddrsLocked lists the host namespace's local addresses of the VTEP's
+// family. They are read from the local routing table, which holds a route
+// for each (on a down link too), so that the cost follows the addresses:
+// an address dump walks every link of the namespace, and with 1,000
+// containers of Docker's bridge (a veth end each, no IPv4 address) it took
+// 0.56 ms instead of 0.05 (BenchmarkCrowdedHostNamespace). Without
+// strict dump checking (Linux before 4.20) the addresses are listed.
+func (d *Datapath) hostAddrsLocked() ([]hostAddr, error) {
 	family := netlink.FAMILY_V4
 	if d.cfg.VTEP.Is6() {
 		family = netlink.FAMILY_V6
+	}
+	var out []hostAddr
+	if d.routes != nil {
+		filter := &netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL}
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return d.routes.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("overlay: list host addresses (local routes): %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if ip, ok := netipFrom(r.Dst.IP); ok {
+				out = append(out, hostAddr{ip: ip, link: r.LinkIndex})
+			}
+		}
+		return out, nil
 	}
 	addrs, err := dump(func() ([]netlink.Addr, error) { return d.host.h.AddrList(nil, family) })
 	if err != nil {
 		return nil, fmt.Errorf("overlay: list host addresses: %w", err)
 	}
-	return addrs, nil
+	for _, a := range addrs {
+		if ip, ok := netipFrom(a.IP); ok {
+			out = append(out, hostAddr{ip: ip, link: a.LinkIndex})
+		}
+	}
+	return out, nil
+}
+
+// hostLinkNameLocked is the name of host link idx ("" if it is gone),
+// remembered in d.linkNames.
+func (d *Datapath) hostLinkNameLocked(idx int) string {
+	if name, ok := d.linkNames[idx]; ok {
+		return name
+	}
+	l, err := d.host.h.LinkByIndex(idx)
+	if err != nil {
+		return ""
+	}
+	d.linkNames[idx] = l.Attrs().Name
+	return l.Attrs().Name
 }
 
 // hostLocked describes this host for Desire, finding the MTU of the
 // interface that holds the VTEP address among addrs.
-func (d *Datapath) hostLocked(addrs []netlink.Addr) (Host, error) {
+func (d *Datapath) hostLocked(addrs []hostAddr) (Host, error) {
 	for _, a := range addrs {
-		if ip, ok := netipFrom(a.IP); ok && ip == d.cfg.VTEP {
-			l, err := d.host.h.LinkByIndex(a.LinkIndex)
+		if a.ip == d.cfg.VTEP {
+			l, err := d.host.h.LinkByIndex(a.link)
 			if err != nil {
 				return Host{}, fmt.Errorf("overlay: underlay link of vtep %s: %w", d.cfg.VTEP, err)
 			}

@@ -28,8 +28,8 @@ var (
 // them, the static FDB and permanent neighbour entries on their VXLAN
 // devices, their rules, and Tenet's links left in the host namespace; with
 // a scoped view, only the objects of the scope, each by its name or key.
-// hostAddrs are the host namespace's IPv4 addresses.
-func (d *Datapath) observeLocked(v *view, hostAddrs []netlink.Addr) (Snapshot, error) {
+// hostAddrs are the host namespace's addresses (hostAddrsLocked).
+func (d *Datapath) observeLocked(v *view, hostAddrs []hostAddr) (Snapshot, error) {
 	snap := newSnapshot()
 	if err := d.observeHostLinks(v, nil, snap.HostLinks); err != nil {
 		return snap, err
@@ -46,13 +46,16 @@ func (d *Datapath) observeLocked(v *view, hostAddrs []netlink.Addr) (Snapshot, e
 			return snap, err
 		}
 	}
+	if v.all {
+		clear(d.linkNames)
+	}
 	for _, a := range hostAddrs {
-		if p, ok := prefixFrom(a.IPNet); ok {
-			if i, ok := uplinkIndexOf(d.cfg.UplinkNet, p, true); ok {
-				snap.UplinksUsed[i] = true
-				if tnuPattern.MatchString(a.Label) {
-					snap.HostUplinks[a.Label] = i
-				}
+		// Any address at a host end's place in the uplink net takes its
+		// /30, whatever its prefix length.
+		if i, ok := uplinkIndexOf(d.cfg.UplinkNet, netip.PrefixFrom(a.ip, 30), true); ok {
+			snap.UplinksUsed[i] = true
+			if name := d.hostLinkNameLocked(a.link); tnuPattern.MatchString(name) {
+				snap.HostUplinks[name] = i
 			}
 		}
 	}

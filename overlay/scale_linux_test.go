@@ -384,3 +384,91 @@ func medianDur(ds []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkCrowdedHostNamespace prints what adding and removing an
+// endpoint costs on a host whose own namespace holds 1,000 containers of
+// another bridge (as Docker's bridge driver leaves them: a veth end each
+// in the host namespace, up, on its bridge, the other end in the
+// container) against a host whose namespace holds none, side by side (40
+// interleaved rounds, medians). Target: as for the 1,000th endpoint, at
+// most 1.5x. Run with -benchtime=1x.
+func BenchmarkCrowdedHostNamespace(b *testing.B) {
+	for b.Loop() {
+		hs := newHosts(b, 2)
+		ctx := b.Context()
+		parked := []*parker{newParker(b, hs[0]), newParker(b, hs[1])}
+		one := overlay.State{Networks: []overlay.Network{crowd}}
+		for _, h := range hs {
+			if err := h.dp.Reconcile(ctx, one); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Host 0's other containers: veth pairs, the host end up and on a
+		// bridge of their own, the other end moved out.
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "dockerlike0"}}
+		if err := parked[0].h.LinkAdd(br); err != nil {
+			b.Fatal(err)
+		}
+		for i := range 1000 {
+			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vethd%d", i), MasterIndex: br.Attrs().Index},
+				PeerName: fmt.Sprintf("vethc%d", i)}
+			if err := parked[0].h.LinkAdd(v); err != nil {
+				b.Fatal(err)
+			}
+			if err := parked[0].h.LinkSetUp(v); err != nil {
+				b.Fatal(err)
+			}
+			peer, err := parked[0].h.LinkByName(v.PeerName)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := parked[0].h.LinkSetNsFd(peer, int(parked[0].park)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		addRemove := func(h *host, p *parker, e overlay.Endpoint) (add, rm time.Duration) {
+			with := one
+			with.Endpoints = []overlay.Endpoint{e}
+			sc := overlay.Scope{Endpoints: []string{e.ID}}
+			start := time.Now()
+			if err := h.dp.ReconcileScope(ctx, with, sc); err != nil {
+				b.Fatal(err)
+			}
+			add = time.Since(start)
+			p.move(b, e.ID)
+			mid := time.Now()
+			if err := h.dp.ReconcileScope(ctx, one, sc); err != nil {
+				b.Fatal(err)
+			}
+			return add, time.Since(mid)
+		}
+		var addC, addQ, rmC, rmQ []time.Duration
+		for round := range 40 {
+			crowded := func() {
+				a, r := addRemove(hs[0], parked[0], ep(fmt.Sprintf("crowded-%d", round), 4097, "10.200.0.2"))
+				addC, rmC = append(addC, a), append(rmC, r)
+			}
+			quiet := func() {
+				a, r := addRemove(hs[1], parked[1], ep(fmt.Sprintf("quiet-%d", round), 4097, "10.200.0.2"))
+				addQ, rmQ = append(addQ, a), append(rmQ, r)
+			}
+			if round%2 == 0 {
+				crowded()
+				quiet()
+			} else {
+				quiet()
+				crowded()
+			}
+		}
+		c, q := medianDur(addC), medianDur(addQ)
+		fmt.Printf("side by side, 40 interleaved rounds: add an endpoint on host 0 (1,000 other containers' links in its namespace) median %.2f ms, on host 1 (none) %.2f ms: %.2fx (target <= 1.5x)\n",
+			ms(c), ms(q), float64(c)/float64(q))
+		fmt.Printf("  and remove it: %.2f ms, %.2f ms: %.2fx\n", ms(medianDur(rmC)), ms(medianDur(rmQ)), float64(medianDur(rmC))/float64(medianDur(rmQ)))
+		b.ReportMetric(float64(c)/float64(q), "crowded/quiet")
+		for _, h := range hs {
+			if err := h.dp.Reconcile(ctx, overlay.State{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
