@@ -47,10 +47,14 @@ type Datapath struct {
 	// the kernel cannot filter dumps, and the host's addresses are listed.
 	routes *netlink.Handle
 	// linkNames are the names of host links holding an address in the
-	// uplink net, by index (an index is never reused in a namespace);
-	// forgotten at each full observation.
+	// uplink net, by index: looked up once, and renewed from the link
+	// dump of each full observation (an index can come back, with a link
+	// moved in or made with it, and a link can be renamed).
 	linkNames map[int]string
-	closed    bool
+	// listedAddrs: the host's addresses had to be listed instead of read
+	// from its local routing table (said once in the log).
+	listedAddrs bool
+	closed      bool
 }
 
 // New opens the host namespace and checks that this kernel can make VXLAN
@@ -107,6 +111,7 @@ func New(cfg Config) (*Datapath, error) {
 func (d *Datapath) closeHost() {
 	if d.routes != nil {
 		d.routes.Close()
+		d.routes = nil
 	}
 	d.host.Close()
 }
@@ -461,41 +466,67 @@ type hostAddr struct {
 	link int
 }
 
-// hostAddrsLocked lists the host namespace's local addresses of the VTEP's
-// family. They are read from the local routing table, which holds a route
-// for each (on a down link too), so that the cost follows the addresses:
-// an address dump walks every link of the namespace, and with 1,000
-// containers of Docker's bridge (a veth end each, no IPv4 address) it took
-// 0.56 ms instead of 0.05 (BenchmarkCrowdedHostNamespace). Without
-// strict dump checking (Linux before 4.20) the addresses are listed.
+// hostAddrsLocked lists the host namespace's local IPv4 addresses (the
+// uplink net is IPv4) and, with an IPv6 VTEP, its IPv6 ones.
 func (d *Datapath) hostAddrsLocked() ([]hostAddr, error) {
-	family := netlink.FAMILY_V4
-	if d.cfg.VTEP.Is6() {
-		family = netlink.FAMILY_V6
+	out, err := d.hostAddrs4Locked()
+	if err != nil {
+		return nil, err
 	}
-	var out []hostAddr
+	if d.cfg.VTEP.Is6() {
+		v6, err := d.listHostAddrsLocked(netlink.FAMILY_V6)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v6...)
+	}
+	return out, nil
+}
+
+// hostAddrs4Locked reads the host's IPv4 addresses from the local routing
+// table, which holds a route for each (on a down link too), so that the
+// cost follows the addresses: an address dump walks every link of the
+// namespace, and with 1,000 containers of Docker's bridge (a veth end
+// each, no IPv4 address) it took 0.56 ms instead of 0.05
+// (BenchmarkCrowdedHostNamespace). It lists the addresses instead without
+// strict dump checking (Linux before 4.20), if the table cannot be read,
+// or if an IPv4 VTEP is not in it (on a link enslaved to a VRF its local
+// route is in the VRF's table).
+func (d *Datapath) hostAddrs4Locked() ([]hostAddr, error) {
 	if d.routes != nil {
 		filter := &netlink.Route{Table: unix.RT_TABLE_LOCAL, Type: unix.RTN_LOCAL}
 		routes, err := dump(func() ([]netlink.Route, error) {
-			return d.routes.RouteListFiltered(family, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+			return d.routes.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
 		})
-		if err != nil {
-			return nil, fmt.Errorf("overlay: list host addresses (local routes): %w", err)
-		}
+		var out []hostAddr
+		vtep := d.cfg.VTEP.Is6()
 		for _, r := range routes {
 			if r.Dst == nil {
 				continue
 			}
 			if ip, ok := netipFrom(r.Dst.IP); ok {
 				out = append(out, hostAddr{ip: ip, link: r.LinkIndex})
+				vtep = vtep || ip == d.cfg.VTEP
 			}
 		}
-		return out, nil
+		if err == nil && vtep {
+			return out, nil
+		}
+		if !d.listedAddrs {
+			d.listedAddrs = true
+			d.log.Info("listing the host's addresses instead of reading its local routing table", "vtep_in_table", vtep, "err", err)
+		}
 	}
+	return d.listHostAddrsLocked(netlink.FAMILY_V4)
+}
+
+// listHostAddrsLocked lists the host namespace's addresses of family.
+func (d *Datapath) listHostAddrsLocked(family int) ([]hostAddr, error) {
 	addrs, err := dump(func() ([]netlink.Addr, error) { return d.host.h.AddrList(nil, family) })
 	if err != nil {
 		return nil, fmt.Errorf("overlay: list host addresses: %w", err)
 	}
+	var out []hostAddr
 	for _, a := range addrs {
 		if ip, ok := netipFrom(a.IP); ok {
 			out = append(out, hostAddr{ip: ip, link: a.LinkIndex})

@@ -46,9 +46,6 @@ func (d *Datapath) observeLocked(v *view, hostAddrs []hostAddr) (Snapshot, error
 			return snap, err
 		}
 	}
-	if v.all {
-		clear(d.linkNames)
-	}
 	for _, a := range hostAddrs {
 		// Any address at a host end's place in the uplink net takes its
 		// /30, whatever its prefix length.
@@ -141,8 +138,10 @@ func (d *Datapath) observeHostLinks(v *view, tags map[string]bool, into map[stri
 		if err != nil {
 			return fmt.Errorf("overlay: list host links: %w", err)
 		}
+		clear(d.linkNames)
 		for _, l := range links {
 			keep(l)
+			d.linkNames[l.Attrs().Index] = l.Attrs().Name
 		}
 		return nil
 	}

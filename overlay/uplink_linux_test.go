@@ -2,6 +2,7 @@ package overlay_test
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/tenet-net/tenet/overlay"
@@ -12,9 +13,55 @@ import (
 // whatever the address's prefix length, so that a new tenant's uplink takes
 // none of them, in a scoped pass and in a full one; each tenant keeps its
 // index, and its host end is found by name. (A host end taken down stays
-// down: observation does not read a link's state.)
+// down: the plan does not compare the uplink's host end's state.)
+//
+// With an IPv6 VTEP too (the host's addresses of both families are read):
+// before, such a host saw no uplink in use. And with the VTEP's local route
+// gone (as on a link enslaved to a VRF, whose local routes are in the
+// VRF's table): the addresses are then listed.
 func TestUplinksInUseAreFoundOnTheHost(t *testing.T) {
-	h := newHosts(t, 1)[0]
+	for _, variant := range []string{"ipv4", "ipv6", "ipv4 vtep not in the local table"} {
+		t.Run(variant, func(t *testing.T) {
+			h := newHosts(t, 1)[0]
+			switch variant {
+			case "ipv6":
+				h = withIPv6VTEP(t, h)
+			case "ipv4 vtep not in the local table":
+				if out, err := runIn(h.netns, "ip", "route", "del", "local", h.vtep.String(), "table", "local"); err != nil {
+					t.Fatalf("delete the vtep's local route: %v: %s", err, out)
+				}
+			}
+			uplinksInUse(t, h)
+		})
+	}
+}
+
+// withIPv6VTEP gives h's underlay link an IPv6 address and h a Datapath
+// using it as the VTEP.
+func withIPv6VTEP(t *testing.T, h *host) *host {
+	t.Helper()
+	out, err := runIn(h.netns, "ip", "-o", "-4", "addr", "show", "to", h.vtep.String())
+	if err != nil || len(strings.Fields(out)) < 2 {
+		t.Fatalf("underlay link of %s: %v: %q", h.vtep, err, out)
+	}
+	vtep := netip.MustParseAddr("2001:db8:7e::10")
+	if out, err := runIn(h.netns, "ip", "-6", "addr", "add", vtep.String()+"/64", "dev", strings.Fields(out)[1], "nodad"); err != nil {
+		t.Fatalf("add %s: %v: %s", vtep, err, out)
+	}
+	if err := h.dp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := overlay.DefaultConfig()
+	cfg.VTEP, cfg.HostNetns, cfg.NetnsPrefix = vtep, "/run/netns/"+h.netns, h.netns+"-"
+	dp, err := overlay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dp.Close() })
+	return &host{name: h.name, netns: h.netns, vtep: vtep, dp: dp}
+}
+
+func uplinksInUse(t *testing.T, h *host) {
 	ctx := t.Context()
 	acme := overlay.Network{Tenant: "acme", Name: "web", VNI: 4097, Gateway: netip.MustParsePrefix("10.1.0.1/24"), Egress: true}
 	globex := overlay.Network{Tenant: "globex", Name: "web", VNI: 4098, Gateway: netip.MustParsePrefix("10.2.0.1/24"), Egress: true}
