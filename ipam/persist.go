@@ -77,12 +77,20 @@ func (m *IPAM) restore() error {
 		p := m.newPoolLocked(PoolRequest{Tenant: pp.Tenant, Subnet: pp.Subnet, Range: pp.Range}, pp.Gateway, pp.Aux, pp.GatewayPending)
 		m.publishLocked(p.req.PoolID())
 		for _, r := range pp.Addrs {
+			// Allocations in a part we no longer own: keep going, say so
+			// (once a run).
+			lost, first, ferr := 0, netip.Addr{}, error(nil)
 			r.each(func(a netip.Addr) {
 				if err := p.alloc.AllocateAddr(a); err != nil {
-					// An allocation in a part we no longer own: keep going, say so.
-					m.log.Error("restore: allocation lost", "pool", p.req.PoolID(), "ip", a, "err", err)
+					if lost == 0 {
+						first, ferr = a, err
+					}
+					lost++
 				}
 			})
+			if lost > 0 {
+				m.log.Error("restore: allocations lost", "pool", p.req.PoolID(), "ip", first, "count", lost, "err", ferr)
+			}
 		}
 	}
 	return nil

@@ -105,10 +105,6 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 		slices.SortFunc(on.Peers, netip.Addr.Compare)
 		s.Networks = append(s.Networks, on)
 	}
-	// Who holds each address and MAC of a network, so far: an index
-	// into claimants. Keys and values hold no pointers, so the garbage
-	// collector need not scan them: this runs on every pass, over every
-	// endpoint.
 	nrem := 0
 	for _, list := range v.remotes {
 		nrem += len(list)
@@ -154,6 +150,9 @@ func desired(v view, now time.Time, grace time.Duration) (s overlay.State, confl
 			contended[n.Key()] = true
 		}
 	}
+	// Who holds each address and MAC of a network, so far: an index
+	// into claimants. Keys and values hold no pointers, so the garbage
+	// collector need not scan them.
 	nidx := nrem
 	if len(contended) > 0 {
 		nidx += len(eps)

@@ -353,3 +353,35 @@ func BenchmarkDesiredLocalOnly(b *testing.B) {
 		})
 	}
 }
+
+// TestDesiredIndexesOnlyNetworksWithRemotes: the claim index covers the
+// local endpoints of networks with remote entries, also when they
+// interleave by ID with endpoints of a network without any: a remote
+// claiming such an endpoint's address is refused, one in the other
+// network is programmed.
+func TestDesiredIndexesOnlyNetworksWithRemotes(t *testing.T) {
+	v := baseView()
+	db := webNet()
+	db.Name, db.VNI, db.Subnet, db.Gateway = "db", 101, netip.MustParsePrefix("10.2.0.0/24"), netip.MustParseAddr("10.2.0.1")
+	v.nets = append(v.nets, db)
+	local := func(id, network string, ip netip.Addr, m byte) Endpoint {
+		return Endpoint{EndpointSpec: EndpointSpec{ID: id, Network: network, IP: netip.PrefixFrom(ip, 24), MAC: mac(m)}}
+	}
+	dbIP := func(last byte) netip.Addr { return netip.AddrFrom4([4]byte{10, 2, 0, last}) }
+	v.eps = []Endpoint{local("e1", "acme/db", dbIP(11), 11), local("e2", "acme/web", ip(12), 12), local("e3", "acme/db", dbIP(13), 13),
+		local("e4", "acme/web", ip(14), 14)}
+	taken := rem("r1", 50, "h1", h1VTEP, 1)
+	taken.IP = ip(14) // e4's address, in e4's network
+	free := rem("r2", 51, "h1", h1VTEP, 1)
+	v.remotes["acme/web"] = []Remote{taken, free}
+	s, conflicts, _ := desired(v, t0, time.Minute)
+	if len(conflicts) != 1 || conflicts[0].remote.ID != "r1" {
+		t.Fatalf("conflicts %+v, want r1's only", conflicts)
+	}
+	if got := remoteMACs(s); !slices.Equal(got, []string{mac(51).String() + "@" + h1VTEP.String()}) {
+		t.Errorf("remotes %v, want r2's only", got)
+	}
+	if len(s.Endpoints) != 4 {
+		t.Errorf("%d local endpoints, want 4", len(s.Endpoints))
+	}
+}
