@@ -163,7 +163,7 @@ func (s *store) bucketTallies(scopeName, name string) (out [numBuckets]tally) {
 	if sc == nil || o == nil {
 		return out
 	}
-	if lo := sc.large[o]; lo != nil {
+	if lo := sc.largeLocked(o); lo != nil {
 		return lo.buckets
 	}
 	for k, r := range sc.entries {

@@ -351,6 +351,13 @@ func checkOwnerIndex(t *testing.T, s *store, when string) int {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Repair reads every owner: indexes missing so far are built here,
+	// and those built before have been kept through the changes since.
+	for _, sc := range s.scopes {
+		for o := range sc.owners {
+			sc.largeLocked(o)
+		}
+	}
 	indexes := 0
 	for name, sc := range s.scopes {
 		records := map[*owner]map[ekey]*record{}
@@ -388,6 +395,54 @@ func checkOwnerIndex(t *testing.T, s *store, when string) int {
 		}
 	}
 	return indexes
+}
+
+// TestOwnerIndexBuiltOnFirstUse: entries received build no index; the
+// first repair read builds one for every large owner of the scope, equal
+// to the entries, and it follows later changes.
+func TestOwnerIndexBuiltOnFirstUse(t *testing.T) {
+	clk := newFakeClock()
+	obs := observer(clk, "net", "h1", "h2", "h3")
+	writers := map[string]*store{}
+	sizes := map[string]int{"h1": 3 * bucketAbove, "h2": bucketAbove + 1, "h3": bucketAbove}
+	for h, size := range sizes {
+		writers[h] = newStore(h, clk.now, time.Hour)
+		for i := range size {
+			ep := testEndpoint(fmt.Sprintf("%s-ep%d", h, i), "net", byte(i))
+			e := putEntry(t, writers[h], tableEndpoints, ep.ID, encodeEndpoint(&ep))
+			obs.merge(&e, false)
+		}
+	}
+	obs.mu.Lock()
+	built := len(obs.scopes["net"].large)
+	obs.mu.Unlock()
+	if built != 0 {
+		t.Fatalf("%d indexes built as entries arrived, want none before repair asks", built)
+	}
+	if got := obs.bucketTallies("net", "h1"); got == ([numBuckets]tally{}) {
+		t.Fatal("h1's bucket digests are empty")
+	}
+	obs.mu.Lock()
+	sc := obs.scopes["net"]
+	h1, h2, h3 := sc.large[obs.owners["h1"]], sc.large[obs.owners["h2"]], sc.large[obs.owners["h3"]]
+	obs.mu.Unlock()
+	if h1 == nil || h2 == nil || h3 != nil {
+		t.Fatalf("indexes after the first read: h1 %v, h2 %v, h3 %v; want h1's and h2's (over %d entries), not h3's",
+			h1 != nil, h2 != nil, h3 != nil, bucketAbove)
+	}
+	// Changes after the build: h1 deletes one, h2 writes one.
+	scope, ok := writers["h1"].del(tableEndpoints, "h1-ep0")
+	if !ok {
+		t.Fatal("delete of h1-ep0: no change")
+	}
+	r := writers["h1"].scopes[scope].entries[ekey{writers["h1"].self, tableEndpoints, "h1-ep0"}]
+	obs.merge(&entry{table: tableEndpoints, owner: "h1", key: "h1-ep0", version: r.version, deleted: true, value: r.value}, false)
+	ep := testEndpoint("h2-late", "net", 7)
+	e := putEntry(t, writers["h2"], tableEndpoints, ep.ID, encodeEndpoint(&ep))
+	obs.merge(&e, false)
+	if n := checkOwnerIndex(t, obs, "after changes"); n != 2 {
+		t.Errorf("%d indexes, want 2", n)
+	}
 }
 
 // TestOwnerIndexFollowsEveryChange: writes, deletes, merges from several

@@ -21,6 +21,9 @@
 #                 memberlist, as Tenet configures it, and with its LAN defaults.
 #   join K        a 50-host ring holding K endpoints on 10 networks: new hosts
 #                 attach then join, or join then attach; time until complete.
+#                 Each new host runs in the ring's process and, in turn, in
+#                 its own (a fresh heap, as a real host's); the ring's heap
+#                 is collected before each clock starts.
 #   tombstones    deletion markers counted on every host at 1x, 1.5x and 2x
 #                 their TTL through a partition and a rejoin; bytes synced to
 #                 a new host with 0 and with 20,000 deletions made before.

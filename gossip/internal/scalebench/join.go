@@ -5,6 +5,9 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -16,6 +19,11 @@ import (
 // owned by every host in turn), then times new hosts until each has all of
 // them: attaching before it joins, and joining before it attaches.
 func runJoin(o *options) error {
+	switch o.newcomer {
+	case "in", "own", "both":
+	default:
+		return fmt.Errorf("-newcomer %q: must be in, own or both", o.newcomer)
+	}
 	r, err := newRing(o)
 	if err != nil {
 		return err
@@ -92,78 +100,147 @@ func runJoin(o *options) error {
 	result("join", o.endpoints, "tenet", "quiet_ring_pulls_per_10s", p1-p0)
 	result("join", o.endpoints, "tenet", "quiet_ring_messages_per_10s", s1-s0)
 
+	owns := 0
 	for _, order := range []string{"attach-then-join", "join-then-attach"} {
-		var times []time.Duration
-		complete := 0
+		if o.ringProfile != "" {
+			f, err := os.Create(o.ringProfile + "-" + order + ".prof")
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+		}
+		var inTimes, ownTimes []time.Duration
+		inComplete, ownComplete := 0, 0
 		for k := range o.repeat {
-			name := fmt.Sprintf("new-%s-%d", order[:1], k)
-			var t0 time.Time
-			var node *gossip.Node
-			var idx int
-			if order == "attach-then-join" {
-				t0 = time.Now()
-				node, idx, err = r.start(name, func(n *gossip.Node) error {
-					for _, nw := range nets {
-						if err := n.Attachments().Attach(nw); err != nil {
-							return err
-						}
+			// With both, the two placements take turns going first.
+			places := []string{o.newcomer}
+			if o.newcomer == "both" {
+				places = []string{"in", "own"}
+				if k%2 == 1 {
+					places = []string{"own", "in"}
+				}
+			}
+			for _, place := range places {
+				name := fmt.Sprintf("new-%s-%s-%d", order[:1], place, k)
+				// The ring's hosts share this process's heap: 2-5 GB of
+				// copies at 100,000 endpoints, whose collection takes
+				// seconds of CPU, beside a newcomer that a real host's
+				// heap, one copy, would not cost. It is collected before
+				// the clock starts, not inside the window.
+				runtime.GC()
+				if place == "own" {
+					// Made-up VTEPs past the ring's and its in-process
+					// newcomers'.
+					owns++
+					rep, err := r.ownProcess(name, order, nets, ringSize, 1000+owns)
+					if err != nil {
+						return err
 					}
-					return nil
-				})
-				if err != nil {
-					return err
+					log.Printf("%s (%s, own process): all %d endpoints after %s (complete %t); %d messages received",
+						name, order, o.endpoints, rep.took.Round(time.Millisecond), rep.complete, rep.messages)
+					ownTimes = append(ownTimes, rep.took)
+					if rep.complete {
+						ownComplete++
+					}
+					result("join", o.endpoints, "tenet", order+"_own_messages_received", rep.messages)
+					result("join", o.endpoints, "tenet", order+"_own_sync_requests", rep.syncs)
+					result("join", o.endpoints, "tenet", order+"_own_KiB_received", rep.kib)
+				} else {
+					took, complete, err := r.inProcess(name, order, nets, ringSize)
+					if err != nil {
+						return err
+					}
+					inTimes = append(inTimes, took)
+					if complete {
+						inComplete++
+					}
 				}
-			} else {
-				node, idx, err = r.start(name, nil)
-				if err != nil {
-					return err
-				}
-				if _, err := eventually(time.Minute, 10*time.Millisecond, func() error {
-					if len(node.Attachments().Hosts(nets[0])) < ringSize {
-						return fmt.Errorf("attachments not known yet")
+				if _, err := eventually(30*time.Second, 50*time.Millisecond, func() error {
+					if len(r.nodes[0].Members()) != ringSize {
+						return fmt.Errorf("still a member")
 					}
 					return nil
 				}); err != nil {
-					return fmt.Errorf("%s never learned the ring's attachments: %w", name, err)
+					log.Printf("%s did not leave: %v", name, err)
 				}
-				t0 = time.Now()
-				for _, nw := range nets {
-					if err := node.Attachments().Attach(nw); err != nil {
-						return err
-					}
-				}
-			}
-			_, err := eventually(time.Minute, time.Millisecond, func() error {
-				if c := r.tr.bigCount(idx); c < o.endpoints {
-					return fmt.Errorf("%d of %d", c, o.endpoints)
-				}
-				return nil
-			})
-			took := r.tr.bigLast(idx).Sub(t0)
-			if err == nil {
-				complete++
-			}
-			st := node.Stats()
-			log.Printf("%s (%s): all %d endpoints after %s (err %v); %d messages received", name, order, o.endpoints,
-				took.Round(time.Millisecond), err, st.MessagesReceived)
-			times = append(times, took)
-			result("join", o.endpoints, "tenet", order+"_messages_received", st.MessagesReceived)
-			extraJoinStats(o.endpoints, order, node)
-			r.cancel[idx]()
-			if _, err := eventually(30*time.Second, 50*time.Millisecond, func() error {
-				if len(r.nodes[0].Members()) != ringSize {
-					return fmt.Errorf("still a member")
-				}
-				return nil
-			}); err != nil {
-				log.Printf("%s did not leave: %v", name, err)
 			}
 		}
-		result("join", o.endpoints, "tenet", order+"_median", percentile(times, .5))
-		result("join", o.endpoints, "tenet", order+"_max", percentile(times, 1))
-		result("join", o.endpoints, "tenet", order+"_complete", fmt.Sprintf("%d/%d", complete, o.repeat))
+		if o.ringProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if len(inTimes) > 0 {
+			result("join", o.endpoints, "tenet", order+"_median", percentile(inTimes, .5))
+			result("join", o.endpoints, "tenet", order+"_max", percentile(inTimes, 1))
+			result("join", o.endpoints, "tenet", order+"_complete", fmt.Sprintf("%d/%d", inComplete, len(inTimes)))
+		}
+		if len(ownTimes) > 0 {
+			result("join", o.endpoints, "tenet", order+"_own_median", percentile(ownTimes, .5))
+			result("join", o.endpoints, "tenet", order+"_own_max", percentile(ownTimes, 1))
+			result("join", o.endpoints, "tenet", order+"_own_complete", fmt.Sprintf("%d/%d", ownComplete, len(ownTimes)))
+		}
 	}
 	return nil
+}
+
+// inProcess runs one newcomer in the ring's process and returns how long
+// it took to hold every endpoint, from its creation (attach-then-join) or
+// its first attach (join-then-attach), and whether it got them all. It
+// stops the newcomer before returning. ringSize is the ring's hosts
+// without newcomers.
+func (r *ring) inProcess(name, order string, nets []string, ringSize int) (time.Duration, bool, error) {
+	var t0 time.Time
+	var node *gossip.Node
+	var idx int
+	var err error
+	if order == "attach-then-join" {
+		t0 = time.Now()
+		node, idx, err = r.start(name, func(n *gossip.Node) error {
+			for _, nw := range nets {
+				if err := n.Attachments().Attach(nw); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, false, err
+		}
+	} else {
+		node, idx, err = r.start(name, nil)
+		if err != nil {
+			return 0, false, err
+		}
+		if _, err := eventually(time.Minute, 10*time.Millisecond, func() error {
+			if len(node.Attachments().Hosts(nets[0])) < ringSize {
+				return fmt.Errorf("%d of %d hosts' attachments known", len(node.Attachments().Hosts(nets[0])), ringSize)
+			}
+			return nil
+		}); err != nil {
+			return 0, false, fmt.Errorf("%s never learned the ring's attachments: %w", name, err)
+		}
+		t0 = time.Now()
+		for _, nw := range nets {
+			if err := node.Attachments().Attach(nw); err != nil {
+				return 0, false, err
+			}
+		}
+	}
+	_, err = eventually(time.Minute, time.Millisecond, func() error {
+		if c := r.tr.bigCount(idx); c < r.o.endpoints {
+			return fmt.Errorf("%d of %d", c, r.o.endpoints)
+		}
+		return nil
+	})
+	took := r.tr.bigLast(idx).Sub(t0)
+	st := node.Stats()
+	log.Printf("%s (%s): all %d endpoints after %s (err %v); %d messages received", name, order, r.o.endpoints,
+		took.Round(time.Millisecond), err, st.MessagesReceived)
+	result("join", r.o.endpoints, "tenet", order+"_messages_received", st.MessagesReceived)
+	extraJoinStats(r.o.endpoints, order, node)
+	r.cancel[idx]()
+	return took, err == nil, nil
 }
 
 func bigEndpoint(i int, nets []string) gossip.Endpoint {

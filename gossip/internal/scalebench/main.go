@@ -24,7 +24,7 @@ import (
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report")
+	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report (newcomer: join's child)")
 	flag.IntVar(&o.n, "n", 50, "hosts in the ring")
 	flag.DurationVar(&o.spread, "spread", 10*time.Second, "start all hosts within this window")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "quiet window after forming, before any table state: idle CPU and memory of the bare ring")
@@ -43,6 +43,16 @@ func main() {
 	flag.IntVar(&o.suspicionMult, "suspicion-mult", 0, "ring: failure detector's suspicion multiplier (0: DefaultConfig's)")
 	flag.StringVar(&o.soakProfile, "soak-cpuprofile", "", "ring: write a CPU profile of the quiet soak with state to this file")
 	flag.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) while running")
+	flag.StringVar(&o.newcomer, "newcomer", "both", "join: run each new host in the ring's process (in), in its own process (own), or alternate (both)")
+	flag.StringVar(&o.newcomerProfile, "newcomer-cpuprofile", "", "join: each own-process newcomer writes a CPU profile to this prefix plus its name")
+	flag.StringVar(&o.ringProfile, "ring-cpuprofile", "", "join: write a CPU profile of the ring's process while new hosts join, per order, to this prefix")
+	// The child of -newcomer own (mode newcomer); not for use by hand.
+	flag.StringVar(&o.name, "name", "", "newcomer: host name")
+	flag.StringVar(&o.order, "order", "", "newcomer: attach-then-join or join-then-attach")
+	flag.StringVar(&o.seed, "seed", "", "newcomer: the ring's first host")
+	flag.IntVar(&o.ringSize, "ring-size", 0, "newcomer: hosts in the ring before it")
+	flag.IntVar(&o.vtepIndex, "vtep-index", 0, "newcomer: index for its made-up VTEP address")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "newcomer: write a CPU profile of its run to this file")
 	flag.Parse()
 	if o.pprof != "" {
 		// Loopback only: the profiles show the benchmark's keys and state.
@@ -69,10 +79,12 @@ func main() {
 		err = runJoin(&o)
 	case "tombstones":
 		err = runTombstones(&o)
+	case "newcomer":
+		err = runNewcomer(&o)
 	case "report":
 		err = runReport(o.report)
 	default:
-		err = fmt.Errorf("-mode %q: must be ring, memberlist, join, tombstones or report", o.mode)
+		err = fmt.Errorf("-mode %q: must be ring, memberlist, join, tombstones, newcomer or report", o.mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scalebench:", err)
@@ -92,6 +104,10 @@ type options struct {
 	pprof                          string
 	probeInterval, probeTimeout    time.Duration
 	suspicionMult                  int
+	newcomer, name, order, seed    string
+	ringSize, vtepIndex            int
+	newcomerProfile, cpuprofile    string
+	ringProfile                    string
 }
 
 // result prints one figure for the summary table.
