@@ -151,3 +151,56 @@ func BenchmarkRemoteClaims(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFirstSyncOneNetwork measures what a new host pays to take in
+// one network of 100,000 endpoints from 50 hosts (2,000 each, all large
+// owners): the store's merge per endpoint, heap per endpoint once held,
+// and the first repair read of one owner's bucket digests, which builds
+// the indexes of every large owner of the network in one walk.
+func BenchmarkFirstSyncOneNetwork(b *testing.B) {
+	const hosts, perHost, nw = 50, 2000, "big"
+	var entries []entry
+	for h := range hosts {
+		for i := range perHost {
+			n := h*perHost + i
+			ep := testEndpoint(fmt.Sprintf("%064x", n), nw, byte(n))
+			ep.IP = netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)})
+			ep.VTEP = netip.AddrFrom4([4]byte{198, 51, 100, byte(h)})
+			entries = append(entries, entry{table: tableEndpoints, owner: fmt.Sprintf("host-%02d", h), key: ep.ID,
+				version: uint64(time.Now().UnixMicro()), value: encodeEndpoint(&ep)})
+		}
+	}
+	msg := encodeMessage(nil, &message{typ: msgEntries, sender: "x", scopes: []string{nw}, entries: entries})
+	entries = nil
+	var merge, read time.Duration
+	var heap float64
+	for range b.N {
+		m, err := decodeMessage(msg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		s := newStore("newcomer", time.Now, time.Hour)
+		s.put(tableAttachments, nw, nil)
+		t0 := time.Now()
+		for i := range m.entries {
+			s.merge(&m.entries[i], false)
+		}
+		merge += time.Since(t0)
+		t0 = time.Now()
+		if d := s.bucketTallies(nw, "host-00"); d == ([numBuckets]tally{}) {
+			b.Fatal("no bucket digests for host-00")
+		}
+		read += time.Since(t0)
+		m = nil
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / (hosts * perHost)
+		runtime.KeepAlive(s)
+	}
+	b.ReportMetric(float64(merge.Nanoseconds())/float64(b.N*hosts*perHost), "merge-ns/endpoint")
+	b.ReportMetric(heap, "heap-B/endpoint")
+	b.ReportMetric(float64(read.Microseconds())/float64(b.N)/1000, "first-read-ms")
+}

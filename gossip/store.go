@@ -70,13 +70,14 @@ type scope struct {
 	entries map[ekey]*record
 	owners  map[*owner]tally       // live entries per owner; absent when none
 	root    tally                  // all live entries
-	large   map[*owner]*largeOwner // indexes of owners with more than bucketAbove live entries here, once repair asked (largeLocked)
+	large   map[*owner]*largeOwner // indexes of owners with more than bucketAbove live entries here, once read (largeLocked)
 }
 
 // largeOwner indexes the entries (tombstones too) of an owner that has
 // held more than bucketAbove live entries in a scope, with their bucket
-// digests, built when repair first needs it (largeLocked) and kept as
-// entries change from then on: repair reads them without walking the
+// digests, built at the first read of an owner's entries or digests
+// (largeLocked: repair, hiding or showing a host's entries, this host's
+// own entries) and kept as entries change from then on: repair reads them without walking the
 // whole scope (issue 12: in a 50-host ring holding 100,000 endpoints,
 // walking 10,000 entries per owner per pull kept every host busy with
 // repair, and a new host's first sync never came). Small owners, the
@@ -179,12 +180,13 @@ func (sc *scope) indexLocked(k ekey, old, r *record) {
 	}
 }
 
-// largeLocked returns o's index in sc; nil for an owner with bucketAbove
-// live entries there or fewer. Indexes are built when repair first reads
-// one, for every large owner of the scope in one walk, and kept from then
-// on: built as entries arrived, a new host's first sync of a network of
-// 100,000 endpoints spent 15% of its CPU indexing owners that repair
-// might never ask about, and held every entry twice.
+// largeLocked returns o's index in sc, building it first if o has more
+// than bucketAbove live entries there; nil for an owner with no index and
+// no more than that. A build indexes every large owner of the scope in
+// one walk, and indexes are kept from then on. Built as entries arrived
+// instead, a new host's first sync of a network of 100,000 endpoints
+// spent 15% of its CPU indexing owners that repair might never ask
+// about, and held every entry twice.
 func (sc *scope) largeLocked(o *owner) *largeOwner {
 	if lo := sc.large[o]; lo != nil || sc.owners[o].count <= bucketAbove {
 		return lo

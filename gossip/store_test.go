@@ -351,8 +351,9 @@ func checkOwnerIndex(t *testing.T, s *store, when string) int {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Repair reads every owner: indexes missing so far are built here,
-	// and those built before have been kept through the changes since.
+	// Repair reads every owner: indexes missing so far are built here
+	// (the presence check below tests that build), and those built before
+	// must have been kept right through the changes since.
 	for _, sc := range s.scopes {
 		for o := range sc.owners {
 			sc.largeLocked(o)

@@ -102,84 +102,95 @@ func runJoin(o *options) error {
 
 	owns := 0
 	for _, order := range []string{"attach-then-join", "join-then-attach"} {
-		if o.ringProfile != "" {
-			f, err := os.Create(o.ringProfile + "-" + order + ".prof")
-			if err != nil {
-				return err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
+		if err := r.timeJoins(order, nets, ringSize, &owns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// timeJoins times o.repeat new hosts (per placement) that attach and join
+// in the given order, and prints the figures. owns counts the children
+// started, for their made-up VTEPs.
+func (r *ring) timeJoins(order string, nets []string, ringSize int, owns *int) error {
+	o := r.o
+	if o.ringProfile != "" {
+		f, err := os.Create(o.ringProfile + "-" + order + ".prof")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile() // before the close above
+	}
+	var inTimes, ownTimes []time.Duration
+	inComplete, ownComplete := 0, 0
+	for k := range o.repeat {
+		// With both, the two placements take turns going first.
+		places := []string{o.newcomer}
+		if o.newcomer == "both" {
+			places = []string{"in", "own"}
+			if k%2 == 1 {
+				places = []string{"own", "in"}
 			}
 		}
-		var inTimes, ownTimes []time.Duration
-		inComplete, ownComplete := 0, 0
-		for k := range o.repeat {
-			// With both, the two placements take turns going first.
-			places := []string{o.newcomer}
-			if o.newcomer == "both" {
-				places = []string{"in", "own"}
-				if k%2 == 1 {
-					places = []string{"own", "in"}
+		for _, place := range places {
+			name := fmt.Sprintf("new-%s-%s-%d", order[:1], place, k)
+			// The ring's hosts share this process's heap: 2-5 GB of
+			// copies at 100,000 endpoints, whose collection takes
+			// seconds of CPU, beside a newcomer that a real host's
+			// heap, one copy, would not cost. It is collected before
+			// the clock starts, so that a cycle rarely falls inside
+			// the window.
+			runtime.GC()
+			if place == "own" {
+				// Made-up VTEPs past the ring's and its in-process
+				// newcomers'.
+				*owns++
+				rep, err := r.ownProcess(name, order, nets, ringSize, 1000+*owns)
+				if err != nil {
+					return err
+				}
+				log.Printf("%s (%s, own process): all %d endpoints after %s (complete %t); %d messages received",
+					name, order, o.endpoints, rep.took.Round(time.Millisecond), rep.complete, rep.messages)
+				ownTimes = append(ownTimes, rep.took)
+				if rep.complete {
+					ownComplete++
+				}
+				result("join", o.endpoints, "tenet", order+"_own_messages_received", rep.messages)
+				result("join", o.endpoints, "tenet", order+"_own_sync_requests", rep.syncs)
+				result("join", o.endpoints, "tenet", order+"_own_KiB_received", rep.kib)
+			} else {
+				took, complete, err := r.inProcess(name, order, nets, ringSize)
+				if err != nil {
+					return err
+				}
+				inTimes = append(inTimes, took)
+				if complete {
+					inComplete++
 				}
 			}
-			for _, place := range places {
-				name := fmt.Sprintf("new-%s-%s-%d", order[:1], place, k)
-				// The ring's hosts share this process's heap: 2-5 GB of
-				// copies at 100,000 endpoints, whose collection takes
-				// seconds of CPU, beside a newcomer that a real host's
-				// heap, one copy, would not cost. It is collected before
-				// the clock starts, not inside the window.
-				runtime.GC()
-				if place == "own" {
-					// Made-up VTEPs past the ring's and its in-process
-					// newcomers'.
-					owns++
-					rep, err := r.ownProcess(name, order, nets, ringSize, 1000+owns)
-					if err != nil {
-						return err
-					}
-					log.Printf("%s (%s, own process): all %d endpoints after %s (complete %t); %d messages received",
-						name, order, o.endpoints, rep.took.Round(time.Millisecond), rep.complete, rep.messages)
-					ownTimes = append(ownTimes, rep.took)
-					if rep.complete {
-						ownComplete++
-					}
-					result("join", o.endpoints, "tenet", order+"_own_messages_received", rep.messages)
-					result("join", o.endpoints, "tenet", order+"_own_sync_requests", rep.syncs)
-					result("join", o.endpoints, "tenet", order+"_own_KiB_received", rep.kib)
-				} else {
-					took, complete, err := r.inProcess(name, order, nets, ringSize)
-					if err != nil {
-						return err
-					}
-					inTimes = append(inTimes, took)
-					if complete {
-						inComplete++
-					}
+			if _, err := eventually(30*time.Second, 50*time.Millisecond, func() error {
+				if len(r.nodes[0].Members()) != ringSize {
+					return fmt.Errorf("still a member")
 				}
-				if _, err := eventually(30*time.Second, 50*time.Millisecond, func() error {
-					if len(r.nodes[0].Members()) != ringSize {
-						return fmt.Errorf("still a member")
-					}
-					return nil
-				}); err != nil {
-					log.Printf("%s did not leave: %v", name, err)
-				}
+				return nil
+			}); err != nil {
+				log.Printf("%s did not leave: %v", name, err)
 			}
 		}
-		if o.ringProfile != "" {
-			pprof.StopCPUProfile()
-		}
-		if len(inTimes) > 0 {
-			result("join", o.endpoints, "tenet", order+"_median", percentile(inTimes, .5))
-			result("join", o.endpoints, "tenet", order+"_max", percentile(inTimes, 1))
-			result("join", o.endpoints, "tenet", order+"_complete", fmt.Sprintf("%d/%d", inComplete, len(inTimes)))
-		}
-		if len(ownTimes) > 0 {
-			result("join", o.endpoints, "tenet", order+"_own_median", percentile(ownTimes, .5))
-			result("join", o.endpoints, "tenet", order+"_own_max", percentile(ownTimes, 1))
-			result("join", o.endpoints, "tenet", order+"_own_complete", fmt.Sprintf("%d/%d", ownComplete, len(ownTimes)))
-		}
+	}
+	if len(inTimes) > 0 {
+		result("join", o.endpoints, "tenet", order+"_median", percentile(inTimes, .5))
+		result("join", o.endpoints, "tenet", order+"_max", percentile(inTimes, 1))
+		result("join", o.endpoints, "tenet", order+"_complete", fmt.Sprintf("%d/%d", inComplete, len(inTimes)))
+	}
+	if len(ownTimes) > 0 {
+		result("join", o.endpoints, "tenet", order+"_own_median", percentile(ownTimes, .5))
+		result("join", o.endpoints, "tenet", order+"_own_max", percentile(ownTimes, 1))
+		result("join", o.endpoints, "tenet", order+"_own_complete", fmt.Sprintf("%d/%d", ownComplete, len(ownTimes)))
 	}
 	return nil
 }
@@ -234,6 +245,9 @@ func (r *ring) inProcess(name, order string, nets []string, ringSize int) (time.
 		return nil
 	})
 	took := r.tr.bigLast(idx).Sub(t0)
+	if err != nil {
+		took = time.Since(t0) // incomplete: the whole wait, not the last arrival
+	}
 	st := node.Stats()
 	log.Printf("%s (%s): all %d endpoints after %s (err %v); %d messages received", name, order, r.o.endpoints,
 		took.Round(time.Millisecond), err, st.MessagesReceived)

@@ -64,7 +64,11 @@ func (r *ring) ownProcess(name, order string, nets []string, ringSize, vtep int)
 	if err != nil {
 		return newcomerReport{}, err
 	}
-	cmd := exec.Command(self, "-mode", "newcomer", "-name", name, "-order", order,
+	// The child's own waits end within about two minutes; this bounds a
+	// child that hangs anyway.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, "-mode", "newcomer", "-name", name, "-order", order,
 		"-seed", r.nodes[0].Addr(), "-ring-size", strconv.Itoa(ringSize),
 		"-networks", strconv.Itoa(len(nets)), "-endpoints", strconv.Itoa(r.o.endpoints),
 		"-vtep-index", strconv.Itoa(vtep))
@@ -73,6 +77,7 @@ func (r *ring) ownProcess(name, order string, nets []string, ringSize, vtep int)
 	}
 	cmd.Env = append(os.Environ(), keyEnv+"="+hex.EncodeToString(r.key))
 	cmd.Stderr = os.Stderr
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return newcomerReport{}, err
@@ -194,6 +199,9 @@ func runNewcomer(o *options) error {
 	mu.Lock()
 	took, firstAfter := last.Sub(t0), first.Sub(t0)
 	mu.Unlock()
+	if err != nil {
+		took = time.Since(t0) // incomplete: the whole wait, not the last arrival
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	log.Printf("%s (%s, own process): first endpoint after %s; %d garbage collections, %s paused, %.0f%% of CPU; heap %d MiB",
