@@ -182,33 +182,28 @@ func (sc *scope) indexLocked(k ekey, old, r *record) {
 
 // largeLocked returns o's index in sc, building it first if o has more
 // than bucketAbove live entries there; nil for an owner with no index and
-// no more than that. A build indexes every large owner of the scope in
-// one walk, and indexes are kept from then on. Built as entries arrived
-// instead, a new host's first sync of a network of 100,000 endpoints
-// spent 15% of its CPU indexing owners that repair might never ask
-// about, and held every entry twice.
+// no more than that. An index is kept from then on. Built as entries
+// arrived instead, a new host's first sync of a network of 100,000
+// endpoints spent 15% of its CPU indexing owners that repair might never
+// ask about, and held every entry twice. One owner is built at a time:
+// the walk picks its entries out of the scope (about 2 ms at 100,000),
+// where building every large owner's at once held the store's lock for
+// about 100 ms.
 func (sc *scope) largeLocked(o *owner) *largeOwner {
 	if lo := sc.large[o]; lo != nil || sc.owners[o].count <= bucketAbove {
 		return lo
 	}
-	if sc.large == nil {
-		sc.large = make(map[*owner]*largeOwner)
-	}
-	build := map[*owner]*largeOwner{}
-	for owner, t := range sc.owners {
-		if t.count > bucketAbove && sc.large[owner] == nil {
-			build[owner] = &largeOwner{records: make(map[ekey]*record, t.count)}
-		}
-	}
+	lo := &largeOwner{records: make(map[ekey]*record, sc.owners[o].count)}
 	for k, r := range sc.entries {
-		if lo := build[k.owner]; lo != nil {
+		if k.owner == o {
 			lo.add(k, r)
 		}
 	}
-	for owner, lo := range build {
-		sc.large[owner] = lo
+	if sc.large == nil {
+		sc.large = make(map[*owner]*largeOwner)
 	}
-	return sc.large[o]
+	sc.large[o] = lo
+	return lo
 }
 
 func (lo *largeOwner) add(k ekey, r *record) {
