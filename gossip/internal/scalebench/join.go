@@ -5,9 +5,7 @@ import (
 	"log"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -31,9 +29,8 @@ func runJoin(o *options) error {
 	if err := r.form(o.n, o.spread, "join"); err != nil {
 		return err
 	}
-	nets := make([]string, o.networks)
+	nets := bigNetworks(o.networks)
 	for j := range nets {
-		nets[j] = fmt.Sprintf("big-%d", j)
 		for _, node := range r.nodes {
 			if err := node.Attachments().Attach(nets[j]); err != nil {
 				return err
@@ -114,17 +111,15 @@ func runJoin(o *options) error {
 // started, for their made-up VTEPs.
 func (r *ring) timeJoins(order string, nets []string, ringSize int, owns *int) error {
 	o := r.o
+	path := ""
 	if o.ringProfile != "" {
-		f, err := os.Create(o.ringProfile + "-" + order + ".prof")
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile() // before the close above
+		path = o.ringProfile + "-" + order + ".prof"
 	}
+	stop, err := cpuProfile(path)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	var inTimes, ownTimes []time.Duration
 	inComplete, ownComplete := 0, 0
 	for k := range o.repeat {
@@ -255,6 +250,16 @@ func (r *ring) inProcess(name, order string, nets []string, ringSize int) (time.
 	extraJoinStats(r.o.endpoints, order, node)
 	r.cancel[idx]()
 	return took, err == nil, nil
+}
+
+// bigNetworks names the join scenario's networks, the same in the ring's
+// process and in a newcomer's.
+func bigNetworks(n int) []string {
+	nets := make([]string, n)
+	for j := range nets {
+		nets[j] = fmt.Sprintf("big-%d", j)
+	}
+	return nets
 }
 
 func bigEndpoint(i int, nets []string) gossip.Endpoint {

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,17 +102,19 @@ func (r *ring) ownProcess(name, order string, nets []string, ringSize, vtep int)
 // order, counts the ring's endpoints as they arrive, prints its report,
 // and leaves the ring.
 func runNewcomer(o *options) error {
-	if o.order != "attach-then-join" && o.order != "join-then-attach" {
+	switch {
+	case o.order != "attach-then-join" && o.order != "join-then-attach":
 		return fmt.Errorf("newcomer: -order %q: must be attach-then-join or join-then-attach", o.order)
+	case o.name == "" || o.seed == "":
+		return errors.New("newcomer: -name and -seed are required")
+	case o.networks < 1 || o.endpoints < 1 || o.ringSize < 1:
+		return fmt.Errorf("newcomer: -networks %d, -endpoints %d, -ring-size %d: each must be at least 1", o.networks, o.endpoints, o.ringSize)
 	}
 	key, err := hex.DecodeString(os.Getenv(keyEnv))
 	if err != nil || len(key) == 0 {
 		return fmt.Errorf("newcomer: no key in $%s", keyEnv)
 	}
-	nets := make([]string, o.networks)
-	for j := range nets {
-		nets[j] = fmt.Sprintf("big-%d", j)
-	}
+	nets := bigNetworks(o.networks)
 	cfg := gossip.DefaultConfig()
 	cfg.NodeName = o.name
 	cfg.BindAddr = netip.MustParseAddr("127.0.0.1")
@@ -132,19 +133,13 @@ func runNewcomer(o *options) error {
 		return nil
 	}
 
+	stop, err := cpuProfile(o.cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	var mu sync.Mutex
 	var count int
-	if o.cpuprofile != "" {
-		f, err := os.Create(o.cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
 	var first, last time.Time
 	t0 := time.Now()
 	node, err := gossip.New(cfg)
@@ -197,7 +192,10 @@ func runNewcomer(o *options) error {
 		return nil
 	})
 	mu.Lock()
-	took, firstAfter := last.Sub(t0), first.Sub(t0)
+	took, firstAfter := last.Sub(t0), "none"
+	if count > 0 {
+		firstAfter = first.Sub(t0).Round(time.Millisecond).String()
+	}
 	mu.Unlock()
 	if err != nil {
 		took = time.Since(t0) // incomplete: the whole wait, not the last arrival
@@ -205,7 +203,7 @@ func runNewcomer(o *options) error {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	log.Printf("%s (%s, own process): first endpoint after %s; %d garbage collections, %s paused, %.0f%% of CPU; heap %d MiB",
-		o.name, o.order, firstAfter.Round(time.Millisecond), ms.NumGC, time.Duration(ms.PauseTotalNs).Round(time.Microsecond), ms.GCCPUFraction*100, ms.HeapAlloc>>20)
+		o.name, o.order, firstAfter, ms.NumGC, time.Duration(ms.PauseTotalNs).Round(time.Microsecond), ms.GCCPUFraction*100, ms.HeapAlloc>>20)
 	st := node.Stats()
 	fmt.Println(newcomerReport{took: took, complete: err == nil, messages: st.MessagesReceived,
 		kib: float64(st.BytesReceived) / 1024, syncs: st.SyncRequests})

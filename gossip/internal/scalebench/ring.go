@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -169,20 +167,12 @@ func runRing(o *options) error {
 
 	// Quiet soak with that state: false downs and idle cost.
 	d0 = r.downs.false_.Load()
-	if o.soakProfile != "" {
-		f, err := os.Create(o.soakProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
+	stop, err := cpuProfile(o.soakProfile)
+	if err != nil {
+		return err
 	}
 	idleAs("ring", n, "tenet", "state_", o.soak, base)
-	if o.soakProfile != "" {
-		pprof.StopCPUProfile()
-	}
+	stop()
 	result("ring", n, "tenet", "false_downs_soak", r.downs.false_.Load()-d0)
 	log.Printf("soak %s: false downs %d", o.soak, r.downs.false_.Load()-d0)
 
