@@ -3,7 +3,7 @@
 # encryption on, DefaultConfig timers; hashicorp/memberlist alone measured the
 # same way in the same run. Prints each figure as it goes, then one table per
 # scenario. Takes the heavy-job lock exclusively (nothing else may run beside
-# it; about 30 minutes with the defaults). On demand only, not part of CI.
+# it; about 40 minutes with the defaults). On demand only, not part of CI.
 #
 #   scripts/bench/gossip-scale.sh                 # N = 50, 200, 500
 #   SIZES="50" JOIN_SIZES="10000" scripts/bench/gossip-scale.sh   # quicker
@@ -24,6 +24,12 @@
 #                 Each new host runs in the ring's process and, in turn, in
 #                 its own (a fresh heap, as a real host's); the ring's heap
 #                 is collected before each clock starts.
+#   stall N       a CPU hog beside the ring for 20 s (a child process spinning
+#                 threads): while 80% of hosts attach and put (4 threads), and
+#                 with the ring quiet (40 threads; memberlist alone too). False
+#                 downs during it and in the minute after it; whether they
+#                 stopped (none in that minute's last 10 s) and the time from
+#                 the hog's end to the last one.
 #   tombstones    deletion markers counted on every host at 1x, 1.5x and 2x
 #                 their TTL through a partition and a rejoin; bytes synced to
 #                 a new host with 0 and with 20,000 deletions made before.
@@ -36,6 +42,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 SIZES=${SIZES:-"50 200 500"}
 JOIN_SIZES=${JOIN_SIZES:-"10000 100000"}
+STALL_SIZES=${STALL_SIZES:-"200"}
 SOAK=${SOAK:-60s}          # quiet soak below N=500
 SOAK_500=${SOAK_500:-2m}   # the 2-minute soak at N=500
 ulimit -n 65536 2>/dev/null || true
@@ -45,6 +52,8 @@ trap 'rm -rf "$work"' EXIT
 go build -o "$work/scalebench" ./gossip/internal/scalebench
 results="$work/results"
 run() { "$work/scalebench" "$@" | tee -a "$results"; }
+# A stall run forms its own ring: its "ring" figures are left out of the table.
+run_stall() { "$work/scalebench" "$@" | { grep -v '^RESULT ring ' || true; } | tee -a "$results"; }
 
 for n in $SIZES; do
   soak=$SOAK
@@ -59,6 +68,13 @@ done
 for k in $JOIN_SIZES; do
   echo "== new host receives $k endpoints in a 50-host ring"
   run -mode join -n 50 -spread 5s -endpoints "$k" || echo "join $k failed"
+done
+for n in $STALL_SIZES; do
+  echo "== ring of $n: a CPU stall (20 s, 4 hog threads) while hosts attach and put"
+  run_stall -mode ring -n "$n" -idle 10s -soak 10s -stall 20s -stall-at setup -stall-threads 4 || echo "stall at set-up, $n, failed"
+  echo "== ring of $n: a deep CPU stall (20 s, 40 hog threads), the ring quiet: Tenet, then memberlist alone"
+  run_stall -mode ring -n "$n" -idle 10s -soak 10s -stall 20s -stall-threads 40 || echo "quiet stall, $n, failed"
+  run_stall -mode memberlist -n "$n" -idle 10s -stall 20s -stall-threads 40 || echo "memberlist quiet stall, $n, failed"
 done
 echo "== deletion markers"
 run -mode tombstones || echo "tombstones failed"

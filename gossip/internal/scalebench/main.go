@@ -24,7 +24,7 @@ import (
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report (newcomer: join's child)")
+	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report (newcomer: join's child; hog: -stall's)")
 	flag.IntVar(&o.n, "n", 50, "hosts in the ring")
 	flag.DurationVar(&o.spread, "spread", 10*time.Second, "start all hosts within this window")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "quiet window after forming, before any table state: idle CPU and memory of the bare ring")
@@ -45,6 +45,11 @@ func main() {
 	flag.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) while running")
 	flag.StringVar(&o.newcomer, "newcomer", "both", "join: run each new host in the ring's process (in), in its own process (own), or alternate (both)")
 	flag.StringVar(&o.newcomerProfile, "newcomer-cpuprofile", "", "join: each own-process newcomer writes a CPU profile to this prefix plus its name")
+	flag.DurationVar(&o.stall, "stall", 0, "ring, memberlist: after the soak (memberlist: the idle window), a CPU hog of this long beside the ring, then a minute's watch of false downs (0: none; the ring's later scenarios are then skipped)")
+	flag.StringVar(&o.stallAt, "stall-at", "soak", "ring: when the -stall hog starts: soak (after it, the ring quiet) or setup (as the hosts attach and put their endpoints)")
+	flag.StringVar(&o.setupProfile, "setup-cpuprofile", "", "ring: write a CPU profile of the set-up (attach, one endpoint each) to this file")
+	flag.StringVar(&o.stallProfile, "stall-cpuprofile", "", "ring, memberlist: write a CPU profile of the minute after the -stall hog to this file (not with -setup-cpuprofile and -stall-at setup)")
+	flag.IntVar(&o.stallThreads, "stall-threads", 4, "ring, memberlist: threads the -stall hog spins")
 	flag.StringVar(&o.ringProfile, "ring-cpuprofile", "", "join: write a CPU profile of the ring's process while new hosts join, per order, to this prefix")
 	// The child of -newcomer own (mode newcomer); not for use by hand.
 	flag.StringVar(&o.name, "name", "", "newcomer: host name")
@@ -72,6 +77,10 @@ func main() {
 	var err error
 	switch o.mode {
 	case "ring":
+		if o.stallAt != "soak" && o.stallAt != "setup" {
+			err = fmt.Errorf("-stall-at %q: must be soak or setup", o.stallAt)
+			break
+		}
 		err = runRing(&o)
 	case "memberlist":
 		err = runMemberlist(&o)
@@ -81,6 +90,8 @@ func main() {
 		err = runTombstones(&o)
 	case "newcomer":
 		err = runNewcomer(&o)
+	case "hog":
+		err = runHog(&o)
 	case "report":
 		err = runReport(o.report)
 	default:
@@ -108,6 +119,10 @@ type options struct {
 	ringSize, vtepIndex            int
 	newcomerProfile, cpuprofile    string
 	ringProfile                    string
+	stall                          time.Duration
+	stallThreads                   int
+	stallAt, setupProfile          string
+	stallProfile                   string
 }
 
 // result prints one figure for the summary table.

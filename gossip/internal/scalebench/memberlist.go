@@ -93,7 +93,10 @@ func runMemberlist(o *options) error {
 	d0 := d.false_.Load()
 	idle("ring", o.n, impl, o.idle, base, nil)
 	result("ring", o.n, impl, "false_downs_idle", d.false_.Load()-d0)
-	return nil
+	if o.stall <= 0 {
+		return nil
+	}
+	return startStall(o, "stall-quiet", impl, d)()
 }
 
 type leaveCounter struct{ d *downs }

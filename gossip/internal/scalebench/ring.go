@@ -161,13 +161,30 @@ func runRing(o *options) error {
 
 	// 80% of hosts have the network, each with one endpoint on it.
 	attached := r.nodes[:n*8/10]
-	if err := r.setup(attached); err != nil {
+	stop, err := cpuProfile(o.setupProfile)
+	if err != nil {
+		return err
+	}
+	var stalled func() error
+	if o.stall > 0 && o.stallAt == "setup" {
+		stalled = startStall(o, "stall-setup", "tenet", r.downs)
+	}
+	c0, t0 := cpuTime(), time.Now()
+	err = r.setup(attached)
+	stop()
+	result("ring", n, "tenet", "setup_cpu_pct", 100*float64(cpuTime()-c0)/float64(time.Since(t0)))
+	if stalled != nil {
+		if err := stalled(); err != nil {
+			return err
+		}
+	}
+	if err != nil {
 		return err
 	}
 
 	// Quiet soak with that state: false downs and idle cost.
 	d0 = r.downs.false_.Load()
-	stop, err := cpuProfile(o.soakProfile)
+	stop, err = cpuProfile(o.soakProfile)
 	if err != nil {
 		return err
 	}
@@ -175,6 +192,12 @@ func runRing(o *options) error {
 	stop()
 	result("ring", n, "tenet", "false_downs_soak", r.downs.false_.Load()-d0)
 	log.Printf("soak %s: false downs %d", o.soak, r.downs.false_.Load()-d0)
+	if o.stall > 0 {
+		if o.stallAt == "soak" {
+			return startStall(o, "stall-quiet", "tenet", r.downs)()
+		}
+		return nil
+	}
 
 	r.propagation(attached)
 	r.burstTest(attached)
