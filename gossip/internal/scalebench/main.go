@@ -45,7 +45,7 @@ func main() {
 	flag.StringVar(&o.pprof, "pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) while running")
 	flag.StringVar(&o.newcomer, "newcomer", "both", "join: run each new host in the ring's process (in), in its own process (own), or alternate (both)")
 	flag.StringVar(&o.newcomerProfile, "newcomer-cpuprofile", "", "join: each own-process newcomer writes a CPU profile to this prefix plus its name")
-	flag.DurationVar(&o.stall, "stall", 0, "ring, memberlist: after the soak (memberlist: the idle window), a CPU hog of this long beside the ring, then a minute's watch of false downs (0: none; the ring's later scenarios are then skipped)")
+	flag.DurationVar(&o.stall, "stall", 0, "ring, memberlist: a CPU hog of this long beside the ring (when: -stall-at; memberlist: after its idle window), then a minute's watch of false downs (0: none; the ring's later scenarios are then skipped)")
 	flag.StringVar(&o.stallAt, "stall-at", "soak", "ring: when the -stall hog starts: soak (after it, the ring quiet) or setup (as the hosts attach and put their endpoints)")
 	flag.StringVar(&o.setupProfile, "setup-cpuprofile", "", "ring: write a CPU profile of the set-up (attach, one endpoint each) to this file")
 	flag.StringVar(&o.stallProfile, "stall-cpuprofile", "", "ring, memberlist: write a CPU profile of the minute after the -stall hog to this file (not with -setup-cpuprofile and -stall-at setup)")
@@ -75,6 +75,10 @@ func main() {
 	}
 	log.SetFlags(log.Lmicroseconds)
 	var err error
+	if o.mode != "report" && (o.stall < 0 || o.stall > 0 && o.stallThreads <= 0) {
+		fmt.Fprintf(os.Stderr, "scalebench: -stall %s with -stall-threads %d: want a length of 0 or more and, with one, threads above 0\n", o.stall, o.stallThreads)
+		os.Exit(2)
+	}
 	switch o.mode {
 	case "ring":
 		if o.stallAt != "soak" && o.stallAt != "setup" {

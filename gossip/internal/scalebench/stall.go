@@ -66,7 +66,7 @@ func watchStall(o *options, scenario, impl string, d *downs, d0 int64, c0 time.D
 	during := d.false_.Load() - d0
 	ringCPU := float64(cpuTime()-c0) / float64(time.Since(t0))
 	end := time.Now()
-	log.Printf("%s ring of %d: stall of %s (%d hog threads, %s): the ring had %.0f%% of a core, false downs %d",
+	log.Printf("%s ring of %d: stall of %s (hog threads: %d, %s): the ring had %.0f%% of a core, false downs %d",
 		impl, n, o.stall, o.stallThreads, scenario, 100*ringCPU, during)
 
 	stop, err := cpuProfile(o.stallProfile)
