@@ -10,6 +10,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -48,7 +49,7 @@ func main() {
 	flag.DurationVar(&o.stall, "stall", 0, "ring, memberlist: a CPU hog of this long beside the ring (when: -stall-at; memberlist: after its idle window), then a minute's watch of false downs (0: none; the ring's later scenarios are then skipped)")
 	flag.StringVar(&o.stallAt, "stall-at", "soak", "ring: when the -stall hog starts: soak (after it, the ring quiet) or setup (as the hosts attach and put their endpoints)")
 	flag.StringVar(&o.setupProfile, "setup-cpuprofile", "", "ring: write a CPU profile of the set-up (attach, one endpoint each) to this file")
-	flag.StringVar(&o.stallProfile, "stall-cpuprofile", "", "ring, memberlist: write a CPU profile of the minute after the -stall hog to this file (not with -setup-cpuprofile and -stall-at setup)")
+	flag.StringVar(&o.stallProfile, "stall-cpuprofile", "", "ring, memberlist: write a CPU profile of the minute after the -stall hog to this file (refused with -setup-cpuprofile and -stall-at setup: they overlap)")
 	flag.IntVar(&o.stallThreads, "stall-threads", 4, "ring, memberlist: threads the -stall hog spins")
 	flag.StringVar(&o.ringProfile, "ring-cpuprofile", "", "join: write a CPU profile of the ring's process while new hosts join, per order, to this prefix")
 	// The child of -newcomer own (mode newcomer); not for use by hand.
@@ -83,6 +84,10 @@ func main() {
 	case "ring":
 		if o.stallAt != "soak" && o.stallAt != "setup" {
 			err = fmt.Errorf("-stall-at %q: must be soak or setup", o.stallAt)
+			break
+		}
+		if o.stall > 0 && o.stallAt == "setup" && o.stallProfile != "" && o.setupProfile != "" {
+			err = errors.New("-stall-cpuprofile and -setup-cpuprofile with -stall-at setup: the two profiles would overlap; give one")
 			break
 		}
 		err = runRing(&o)

@@ -24,8 +24,9 @@ import (
 // -stall-threads threads for -stall; the kernel shares the cores between
 // its threads and the ring's by thread.
 
-// stallWatch is how long, after the hog ends, false downs are followed.
-const stallWatch = time.Minute
+// stallWatch is how long, after the hog ends, false downs are followed;
+// the storm counts as stopped if none came in its last stallTail.
+var stallWatch, stallTail = time.Minute, 10 * time.Second
 
 // startStall starts the hog now and returns a function that waits until
 // the hog has ended and its watch is over, then prints: false downs during
@@ -61,44 +62,57 @@ func startStall(o *options, scenario string, impl string, d *downs) (finish func
 	return func() error { return <-done }
 }
 
+// stallOutcome is what the watch saw.
+type stallOutcome struct {
+	during, after int64         // false downs during the hog, and in the watch after it
+	lastAfter     time.Duration // from the hog's end to the last false down (0: none)
+	recovered     bool          // none in the watch's last stallTail
+	tailCPU       float64       // the process's CPU in the watch's last stallTail, in cores
+}
+
 func watchStall(o *options, scenario, impl string, d *downs, d0 int64, c0 time.Duration, t0 time.Time) error {
 	n := o.n
 	during := d.false_.Load() - d0
 	ringCPU := float64(cpuTime()-c0) / float64(time.Since(t0))
-	end := time.Now()
 	log.Printf("%s ring of %d: stall of %s (hog threads: %d, %s): the ring had %.0f%% of a core, false downs %d",
 		impl, n, o.stall, o.stallThreads, scenario, 100*ringCPU, during)
-
 	stop, err := cpuProfile(o.stallProfile)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	// Follow the reports after the hog: the last time the count moved.
-	last, seen := end, d.false_.Load()
+	out := follow(d, d0, during, time.Now())
+	log.Printf("%s ring of %d: in the %s after the stall: false downs %d, the last %s after it ended; recovered %v (CPU in the last %s %.0f%% of a core)",
+		impl, n, stallWatch, out.after, out.lastAfter.Round(time.Millisecond), out.recovered, stallTail, 100*out.tailCPU)
+	result(scenario, n, impl, "stall_false_downs_during", out.during)
+	result(scenario, n, impl, "stall_false_downs_after", out.after)
+	result(scenario, n, impl, "stall_last_false_down_after", out.lastAfter)
+	result(scenario, n, impl, "stall_recovered", out.recovered)
+	result(scenario, n, impl, "stall_tail_cpu_pct", 100*out.tailCPU)
+	return nil
+}
+
+// follow watches d for stallWatch from end (the hog's end), d0 and during
+// being the count at the hog's start and the reports during it.
+func follow(d *downs, d0, during int64, end time.Time) stallOutcome {
+	last, seen := end, d0+during
 	var c1 time.Duration
 	var t1 time.Time
 	for time.Since(end) < stallWatch {
-		time.Sleep(100 * time.Millisecond) // poll interval, not a wait for an outcome
+		time.Sleep(stallWatch / 600) // poll interval, not a wait for an outcome
 		if v := d.false_.Load(); v != seen {
 			seen, last = v, time.Now()
 		}
-		if t1.IsZero() && time.Since(end) >= stallWatch-10*time.Second {
+		if t1.IsZero() && time.Since(end) >= stallWatch-stallTail {
 			c1, t1 = cpuTime(), time.Now()
 		}
 	}
-	after := seen - d0 - during
-	tailCPU := float64(cpuTime()-c1) / float64(time.Since(t1))
-	quiet := last.Sub(end)
-	recovered := time.Since(last) >= 10*time.Second
-	log.Printf("%s ring of %d: in the minute after the stall: false downs %d, the last %s after it ended; recovered %v (CPU in the last 10 s %.0f%% of a core)",
-		impl, n, after, quiet.Round(time.Millisecond), recovered, 100*tailCPU)
-	result(scenario, n, impl, "stall_false_downs_during", during)
-	result(scenario, n, impl, "stall_false_downs_after", after)
-	result(scenario, n, impl, "stall_last_false_down_after", quiet)
-	result(scenario, n, impl, "stall_recovered", recovered)
-	result(scenario, n, impl, "stall_tail_cpu_pct", 100*tailCPU)
-	return nil
+	out := stallOutcome{during: during, after: seen - d0 - during, recovered: time.Since(last) >= stallTail,
+		tailCPU: float64(cpuTime()-c1) / float64(time.Since(t1))}
+	if seen != d0+during {
+		out.lastAfter = last.Sub(end)
+	}
+	return out
 }
 
 // runHog spins o.stallThreads threads for o.stall (the stall's child).
