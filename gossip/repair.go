@@ -24,7 +24,9 @@ package gossip
 //     each host mends itself in the rounds it starts. A scope takes part
 //     only once synced and quiet for quietFor. A host that comes back from
 //     down is sent our roots at once, and again after each of healAgain,
-//     so a healed partition repairs without waiting for the round.
+//     so a healed partition repairs without waiting for the round (a heal;
+//     one that only one side needed is answered one-sidedly, see
+//     answerDigest).
 
 import (
 	"math"
@@ -239,7 +241,11 @@ func (n *Node) syncRound() time.Duration {
 }
 
 // heal sends a host that just came back our root digests of every scope
-// we both keep.
+// we both keep, and our digests of our own entries there (none is a
+// digest too: it tells a deletion of all of them). The own digests mark
+// the message as a heal (anti-entropy sends roots only; a host of an
+// older build ignores them), and let the other host pull what it missed
+// of ours (noteDigest).
 func (n *Node) heal(name string) {
 	addr, ok := n.store.peerAddr(name)
 	if !ok {
@@ -249,10 +255,19 @@ func (n *Node) heal(name string) {
 	for _, s := range n.store.sharedScopes(name) {
 		if t, ok := n.store.root(s); ok && n.isSynced(s) {
 			ds = append(ds, digest{scope: s, count: t.count, sum: t.sum})
+			own, asOf := n.store.ownTally(s)
+			ds = append(ds, digest{scope: s, owner: n.cfg.NodeName, count: own.count, sum: own.sum, asOf: asOf})
 		}
 	}
 	n.send(peer{name, addr}, &message{typ: msgDigest, sender: n.cfg.NodeName, digests: ds})
 }
+
+// steadyFor is how long a host must have been seen alive without a break
+// before a heal from it is answered one-sidedly (answerDigest): longer
+// than the last of healAgain, so that every heal of a return both sides
+// saw (a healed partition, a restart) is answered in full. A variable for
+// tests.
+var steadyFor = 30 * time.Second
 
 // healAgain is when, after a host came back, the heal exchange is made
 // again: the first is one packet each way, sent the moment membership says
@@ -287,10 +302,37 @@ func scaleInterval(interval time.Duration, hosts int) time.Duration {
 
 // answerDigest compares root digests with ours: a scope the asker has
 // nothing of gets all our live entries; another that differs gets our
-// per-owner digests.
+// per-owner digests, from which the asker pulls what it lacks.
+//
+// A heal (the sender's own digests come with its roots) from a host this
+// host has seen alive without a break for steadyFor is one-sided: the
+// sender counted this host down, this host never counted the sender down.
+// That is what a host slow enough to miss its probes sees (a CPU stall),
+// not a partition, where both sides see the other go and come back. Then
+// the sender missed nothing this host sent (it was never left out of this
+// host's sends), and this host missed what the sender and others wrote
+// while they counted it down: it answers a differing root with its digest
+// of its own entries only, one packet, and each side pulls the other's
+// entries that differ (noteDigest) once it has caught up with its input;
+// the others that counted it down heal with it in the same way. The full
+// answer mended only the sender, and in a ring of hundreds cost a slow
+// host an exchange with every host at once, each pulling whatever was in
+// flight (gossip/DESIGN.md, "A CPU stall").
 func (n *Node) answerDigest(m *message, from netip.AddrPort) {
+	heal := slices.ContainsFunc(m.digests, func(d digest) bool { return d.owner == m.sender })
+	oneSided := heal && n.store.upFor(m.sender) >= steadyFor
+	if oneSided {
+		n.stats.healsOneSided.Add(1)
+		now := time.Now()
+		for _, d := range m.digests {
+			if d.owner == m.sender {
+				n.noteDigest(d, now)
+			}
+		}
+	}
 	var full []string
 	owners := &message{typ: msgOwners, sender: n.cfg.NodeName}
+	ours := &message{typ: msgUpdate, sender: n.cfg.NodeName}
 	for _, d := range m.digests {
 		if d.owner != "" {
 			continue
@@ -301,6 +343,11 @@ func (n *Node) answerDigest(m *message, from netip.AddrPort) {
 		}
 		if d.count == 0 {
 			full = append(full, d.scope)
+			continue
+		}
+		if oneSided {
+			own, asOf := n.store.ownTally(d.scope)
+			ours.digests = append(ours.digests, digest{scope: d.scope, owner: n.cfg.NodeName, count: own.count, sum: own.sum, asOf: asOf})
 			continue
 		}
 		tallies, _ := n.store.ownerTallies(d.scope)
@@ -315,6 +362,9 @@ func (n *Node) answerDigest(m *message, from netip.AddrPort) {
 	}
 	if len(owners.scopes) > 0 {
 		n.reply(m.sender, from, owners)
+	}
+	if len(ours.digests) > 0 {
+		n.reply(m.sender, from, ours)
 	}
 }
 

@@ -81,6 +81,10 @@ type Stats struct {
 	EntriesRetired  uint64 // stale copies of this host's own entries ended with a fresh tombstone
 	SyncRequests    uint64 // first syncs asked for
 	Pulls           uint64 // repairs asked for: entries of owners whose digest differed
+	// HealsOneSided counts heals answered with this host's own digests
+	// only: from a host that counted this host down while this host never
+	// counted it down (this host was slow, not cut off; see answerDigest).
+	HealsOneSided uint64
 
 	// Dropped counts refused messages and entries by reason (truncated,
 	// wire-version, decrypt, queue-full, unknown-table, ownership, ...).
@@ -100,7 +104,7 @@ type TableStats struct {
 type counters struct {
 	received, applied, stale, unscoped, retired atomic.Uint64
 	sent, sendErrors, bytesSent, bytesReceived  atomic.Uint64
-	syncRequests, pulls                         atomic.Uint64
+	syncRequests, pulls, healsOneSided          atomic.Uint64
 	dropped                                     [numDropReasons]atomic.Uint64
 	lastDropLog                                 atomic.Int64 // unix nanoseconds; rate-limits warnings
 }
@@ -122,6 +126,7 @@ func (n *Node) Stats() Stats {
 		EntriesRetired:  c.retired.Load(),
 		SyncRequests:    c.syncRequests.Load(),
 		Pulls:           c.pulls.Load(),
+		HealsOneSided:   c.healsOneSided.Load(),
 		Dropped:         make(map[string]uint64),
 		Tables:          n.store.tableStats(),
 	}

@@ -42,6 +42,7 @@ type owner struct {
 	alive     bool
 	left      bool      // it left gracefully (else it failed), while !alive
 	downSince time.Time // while !alive
+	upSince   time.Time // while alive: when this host last saw it come up
 	reaped    bool      // its entries were dropped; old copies are ignored until it is back
 	wasAlive  bool      // it has been an alive member at least once
 	addr      netip.AddrPort
@@ -469,7 +470,7 @@ func (s *store) setMemberFirst(name string, addr netip.AddrPort, vtep netip.Addr
 	o.alive = alive
 	kind := EventPut
 	if alive {
-		o.reaped, o.left, o.downSince = false, false, time.Time{}
+		o.reaped, o.left, o.downSince, o.upSince = false, false, time.Time{}, s.clock.now()
 	} else {
 		kind = EventDelete
 		o.left, o.downSince = left, s.clock.now()

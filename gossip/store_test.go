@@ -767,3 +767,34 @@ func testClaimsOf(t *testing.T, nw string) {
 		t.Errorf("an unknown network: %d entries", len(got))
 	}
 }
+
+// TestUpForRestartsAtEachReturn: upFor is how long a host has been seen
+// alive without a break: it grows while the host is up, is zero while it
+// is down and for this host itself, and starts again when it comes back.
+func TestUpForRestartsAtEachReturn(t *testing.T) {
+	clk := newFakeClock()
+	s := newStore("h0", clk.now, time.Hour)
+	up := func(alive bool) { s.setMember("h1", addrOf("h1"), netip.Addr{}, wireVersion, alive, false) }
+	check := func(step string, want time.Duration) {
+		t.Helper()
+		if got := s.upFor("h1"); got != want {
+			t.Errorf("%s: upFor %s, want %s", step, got, want)
+		}
+	}
+	check("unknown", 0)
+	up(true)
+	clk.advance(40 * time.Second)
+	check("up 40 s", 40*time.Second)
+	up(true) // the same news again: no break
+	clk.advance(time.Second)
+	check("told again it is up", 41*time.Second)
+	up(false)
+	clk.advance(time.Second)
+	check("down", 0)
+	up(true)
+	clk.advance(3 * time.Second)
+	check("back 3 s", 3*time.Second)
+	if got := s.upFor("h0"); got != 0 {
+		t.Errorf("this host: upFor %s, want 0", got)
+	}
+}

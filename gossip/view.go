@@ -350,3 +350,15 @@ func (s *store) sharedScopes(name string) []string {
 	}
 	return out
 }
+
+// upFor returns how long this host has seen the host name alive without a
+// break: zero if it is not alive here, or is this host.
+func (s *store) upFor(name string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.owners[name]
+	if o == nil || o == s.self || !o.alive {
+		return 0
+	}
+	return s.clock.now().Sub(o.upSince)
+}

@@ -25,11 +25,13 @@ type Net struct {
 	lose  func(b []byte) bool
 	hold  map[[2]string]func(b []byte) bool // (from, to) -> which packets Hold keeps back
 	held  map[[2]string][]func()            // (from, to) -> sends kept back, in order
+	slow  map[string]time.Duration          // address -> delay of everything sent to it
 }
 
 // NewNet returns a Net with no partition.
 func NewNet() *Net {
-	return &Net{group: make(map[string]int), hold: make(map[[2]string]func([]byte) bool), held: make(map[[2]string][]func())}
+	return &Net{group: make(map[string]int), hold: make(map[[2]string]func([]byte) bool), held: make(map[[2]string][]func()),
+		slow: make(map[string]time.Duration)}
 }
 
 // Hold keeps back the packets (not streams) from address from to address
@@ -73,6 +75,28 @@ func (tn *Net) kept(from, to string, b []byte, send func(c []byte)) bool {
 		return true
 	}
 	return false
+}
+
+// Slow delays everything sent to address to by d, from every node:
+// packets arrive d late, connections open d late (failing if that is past
+// the dialer's timeout). What to sends goes at once. A host too slow to
+// answer in time looks like this from outside, while it hears the others
+// answer its own probes (given a probe timeout above d). Slow(to, 0) ends
+// it; packets already delayed still arrive.
+func (tn *Net) Slow(to string, d time.Duration) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if d <= 0 {
+		delete(tn.slow, to)
+		return
+	}
+	tn.slow[to] = d
+}
+
+func (tn *Net) delay(to string) time.Duration {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.slow[to]
 }
 
 // Partition puts each address in the group of its index in groups and cuts
@@ -135,7 +159,8 @@ func (f *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if f.net.blocked(f.self, addr) || f.net.lost(b) {
 		return time.Now(), nil // lost on the wire
 	}
-	if f.net.kept(f.self, addr, b, func(c []byte) { _, _ = f.NodeAwareTransport.WriteTo(c, addr) }) {
+	send := func(c []byte) { _, _ = f.NodeAwareTransport.WriteTo(c, addr) }
+	if f.net.kept(f.self, addr, b, send) || f.delayed(addr, b, send) {
 		return time.Now(), nil
 	}
 	return f.NodeAwareTransport.WriteTo(b, addr)
@@ -145,15 +170,50 @@ func (f *filterTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	if f.net.blocked(f.self, a.Addr) || f.net.lost(b) {
 		return time.Now(), nil
 	}
-	if f.net.kept(f.self, a.Addr, b, func(c []byte) { _, _ = f.NodeAwareTransport.WriteToAddress(c, a) }) {
+	send := func(c []byte) { _, _ = f.NodeAwareTransport.WriteToAddress(c, a) }
+	if f.net.kept(f.self, a.Addr, b, send) || f.delayed(a.Addr, b, send) {
 		return time.Now(), nil
 	}
 	return f.NodeAwareTransport.WriteToAddress(b, a)
 }
 
+// delayed reports whether packet b to addr is delayed (Slow), sending a
+// copy of it when the delay is over.
+func (f *filterTransport) delayed(addr string, b []byte, send func(c []byte)) bool {
+	d := f.net.delay(addr)
+	if d == 0 {
+		return false
+	}
+	c := slices.Clone(b)
+	time.AfterFunc(d, func() { send(c) })
+	return true
+}
+
+// dialDelay waits out a Slow delay to addr, or fails as a dial past its
+// timeout would.
+func (f *filterTransport) dialDelay(addr string, timeout time.Duration) (time.Duration, error) {
+	d := f.net.delay(addr)
+	if d == 0 {
+		return timeout, nil
+	}
+	if timeout > 0 && d >= timeout {
+		time.Sleep(timeout) // the dialer's own wait, as on a slow path
+		return 0, fmt.Errorf("dial %s: timed out (slow by %s)", addr, d)
+	}
+	time.Sleep(d) // the path's delay
+	if timeout > 0 {
+		timeout -= d
+	}
+	return timeout, nil
+}
+
 func (f *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if f.net.blocked(f.self, addr) {
 		return nil, fmt.Errorf("dial %s: partitioned", addr)
+	}
+	timeout, err := f.dialDelay(addr, timeout)
+	if err != nil {
+		return nil, err
 	}
 	return f.NodeAwareTransport.DialTimeout(addr, timeout)
 }
@@ -161,6 +221,10 @@ func (f *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 func (f *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	if f.net.blocked(f.self, a.Addr) {
 		return nil, fmt.Errorf("dial %s: partitioned", a.Addr)
+	}
+	timeout, err := f.dialDelay(a.Addr, timeout)
+	if err != nil {
+		return nil, err
 	}
 	return f.NodeAwareTransport.DialAddressTimeout(a, timeout)
 }
