@@ -31,6 +31,7 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "quiet window after forming, before any table state: idle CPU and memory of the bare ring")
 	flag.DurationVar(&o.soak, "soak", time.Minute, "quiet soak once 80% of hosts have a network and an endpoint: false downs, idle cost with that state")
 	flag.IntVar(&o.changes, "changes", 100, "single changes timed one at a time")
+	flag.IntVar(&o.setupEach, "setup-endpoints", 1, "ring: endpoints each attaching host puts in the set-up")
 	flag.IntVar(&o.burst, "burst", 1000, "changes in the burst")
 	flag.IntVar(&o.writers, "writers", 10, "hosts writing the burst at once")
 	flag.IntVar(&o.kills, "kills", 3, "hosts cut off one at a time (a crash, seen from the others)")
@@ -86,6 +87,10 @@ func main() {
 			err = fmt.Errorf("-stall-at %q: must be soak or setup", o.stallAt)
 			break
 		}
+		if o.setupEach < 1 {
+			err = fmt.Errorf("-setup-endpoints %d: must be at least 1", o.setupEach)
+			break
+		}
 		if o.stall > 0 && o.stallAt == "setup" && o.stallProfile != "" && o.setupProfile != "" {
 			err = errors.New("-stall-cpuprofile and -setup-cpuprofile with -stall-at setup: the two profiles would overlap; give one")
 			break
@@ -117,6 +122,7 @@ type options struct {
 	n                              int
 	spread, idle, soak             time.Duration
 	changes, burst, writers, kills int
+	setupEach                      int
 	endpoints, networks, repeat    int
 	lanDefaults                    bool
 	report                         string

@@ -166,17 +166,21 @@ func runRing(o *options) error {
 		return err
 	}
 	var stalled func() error
+	var heals0, pulls0 uint64
 	if o.stall > 0 && o.stallAt == "setup" {
+		heals0, pulls0 = r.repairCounts()
 		stalled = startStall(o, "stall-setup", "tenet", r.downs)
 	}
-	c0, t0 := cpuTime(), time.Now()
+	c0, t0, f0 := cpuTime(), time.Now(), r.downs.false_.Load()
 	err = r.setup(attached)
 	stop()
 	result("ring", n, "tenet", "setup_cpu_pct", 100*float64(cpuTime()-c0)/float64(time.Since(t0)))
+	result("ring", n, "tenet", "false_downs_setup", r.downs.false_.Load()-f0)
 	if stalled != nil {
 		if err := stalled(); err != nil {
 			return err
 		}
+		r.reportRepair("stall-setup", heals0, pulls0)
 	}
 	if err != nil {
 		return err
@@ -194,7 +198,11 @@ func runRing(o *options) error {
 	log.Printf("soak %s: false downs %d", o.soak, r.downs.false_.Load()-d0)
 	if o.stall > 0 {
 		if o.stallAt == "soak" {
-			return startStall(o, "stall-quiet", "tenet", r.downs)()
+			heals0, pulls0 := r.repairCounts()
+			if err := startStall(o, "stall-quiet", "tenet", r.downs)(); err != nil {
+				return err
+			}
+			r.reportRepair("stall-quiet", heals0, pulls0)
 		}
 		return nil
 	}
@@ -212,19 +220,24 @@ func (r *ring) setup(attached []*gossip.Node) error {
 	for i := range attached {
 		need[i] = true
 	}
-	keys := make([]string, len(attached))
-	for i, node := range attached {
+	for _, node := range attached {
 		if err := node.Attachments().Attach(benchNet); err != nil {
 			return err
 		}
-		keys[i] = fmt.Sprintf("s-%d", i)
 	}
+	_, pulls0 := r.repairCounts()
 	var waits []*wait
 	for i, node := range attached {
-		w := r.tr.expect(gossip.EventPut, keys[i], need, i)
-		waits = append(waits, w)
-		if err := node.Endpoints().Put(endpoint(keys[i], i)); err != nil {
-			return err
+		for j := range r.o.setupEach {
+			key := fmt.Sprintf("s-%d", i)
+			if j > 0 {
+				key = fmt.Sprintf("s-%d-%d", i, j)
+			}
+			w := r.tr.expect(gossip.EventPut, key, need, i)
+			waits = append(waits, w)
+			if err := node.Endpoints().Put(endpoint(key, j*len(attached)+i)); err != nil {
+				return err
+			}
 		}
 	}
 	start := time.Now()
@@ -235,7 +248,17 @@ func (r *ring) setup(attached []*gossip.Node) error {
 			return fmt.Errorf("setup: endpoint %s reached %d hosts of %d after 2 min", w.key, len(need)-w.left(), len(need))
 		}
 	}
-	log.Printf("setup: %d hosts attached with one endpoint each, everywhere after %s", len(attached), time.Since(start).Round(time.Millisecond))
+	_, pulls := r.repairCounts()
+	var each []time.Duration // per endpoint: until every attached host had it
+	for _, w := range waits {
+		each = append(each, w.lastAt().Sub(start))
+	}
+	log.Printf("setup: %d hosts attached with %d endpoints each, everywhere after %s (per endpoint p50 %s, p90 %s); %d pulls",
+		len(attached), r.o.setupEach, time.Since(start).Round(time.Millisecond), percentile(each, .5).Round(time.Millisecond),
+		percentile(each, .9).Round(time.Millisecond), pulls-pulls0)
+	result("ring", r.o.n, "tenet", "setup_everywhere_p50", percentile(each, .5))
+	result("ring", r.o.n, "tenet", "setup_everywhere", time.Since(start))
+	result("ring", r.o.n, "tenet", "setup_pulls", pulls-pulls0)
 	time.Sleep(5 * time.Second) // settle before the soak: the window's start, not a wait for an outcome
 	return nil
 }
@@ -499,4 +522,24 @@ func (t *tracker) burstLast() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.burstAt
+}
+
+// repairCounts sums, over the ring's hosts, the heals answered one-sidedly
+// and the pulls asked for.
+func (r *ring) repairCounts() (heals, pulls uint64) {
+	for _, nd := range r.nodes {
+		st := nd.Stats()
+		heals += st.HealsOneSided
+		pulls += st.Pulls
+	}
+	return heals, pulls
+}
+
+// reportRepair prints the repair work since heals0 and pulls0 were
+// counted: how a storm after a stall is fed.
+func (r *ring) reportRepair(scenario string, heals0, pulls0 uint64) {
+	heals, pulls := r.repairCounts()
+	log.Printf("%s: heals answered one-sidedly %d, pulls %d", scenario, heals-heals0, pulls-pulls0)
+	result(scenario, r.o.n, "tenet", "stall_heals_one_sided", heals-heals0)
+	result(scenario, r.o.n, "tenet", "stall_pulls", pulls-pulls0)
 }
