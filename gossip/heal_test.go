@@ -107,43 +107,48 @@ func TestOneSidedHealAnswersWithOwnDigests(t *testing.T) {
 	}
 }
 
-// TestHealCarriesOwnDigests: a heal sends the roots of every scope both
-// hosts keep and this host's digests of its own entries there, an empty
-// one included (it tells the other host that they were all deleted).
+// TestHealCarriesOwnDigests: a heal of a host back from down sends the
+// roots of every scope both hosts keep and this host's digests of its own
+// entries there, an empty one included (it tells the other host that they
+// were all deleted); the heal of a host seen for the first time sends the
+// roots alone, so that it is answered in full (it may have restarted
+// faster than anyone saw it go).
 func TestHealCarriesOwnDigests(t *testing.T) {
-	n := newTestNode(t, "me")
-	n.store.setMember("h2", addrOf("h2"), netip.Addr{}, wireVersion, true, false)
-	for _, nw := range []string{"net-a", "net-b"} {
-		n.store.merge(&entry{table: tableAttachments, owner: "h2", key: nw, version: 1}, false)
-		if err := n.Attachments().Attach(nw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.Endpoints().Put(testEndpoint("ep-me", "net-a", 2)); err != nil {
-		t.Fatal(err)
-	}
-	n.markSynced("", "net-a", "net-b")
-	n.heal("h2")
-	got := n.fake().await(t, func(s sentMsg) bool { return s.m.typ == msgDigest })
-	for _, s := range []string{"", "net-a", "net-b"} {
-		root, _ := n.store.root(s)
-		own, _ := n.store.ownTally(s)
-		if !slices.ContainsFunc(got.m.digests, func(d digest) bool {
-			return d.scope == s && d.owner == "" && d.count == root.count && d.sum == root.sum
-		}) {
-			t.Errorf("scope %q: no root digest %+v in %+v", s, root, got.m.digests)
-		}
-		if !slices.ContainsFunc(got.m.digests, func(d digest) bool {
-			return d.scope == s && d.owner == "me" && d.count == own.count && d.sum == own.sum
-		}) {
-			t.Errorf("scope %q: no own digest %+v in %+v", s, own, got.m.digests)
-		}
-	}
-	if own, _ := n.store.ownTally("net-b"); own.count != 0 {
-		t.Fatalf("net-b holds %d of this host's entries, want none (the empty digest's case)", own.count)
-	}
-	if len(got.m.digests) != 6 {
-		t.Errorf("%d digests, want 6 (3 roots, 3 own)", len(got.m.digests))
+	for _, back := range []bool{true, false} {
+		t.Run(fmt.Sprintf("back %v", back), func(t *testing.T) {
+			n := newTestNode(t, "me")
+			n.store.setMember("h2", addrOf("h2"), netip.Addr{}, wireVersion, true, false)
+			for _, nw := range []string{"net-a", "net-b"} {
+				n.store.merge(&entry{table: tableAttachments, owner: "h2", key: nw, version: 1}, false)
+				n.store.put(tableAttachments, nw, nil)
+			}
+			mine := testEndpoint("ep-me", "net-a", 2)
+			n.store.put(tableEndpoints, mine.ID, encodeEndpoint(&mine))
+			n.markSynced("", "net-a", "net-b")
+			n.heal("h2", back)
+			got := n.fake().await(t, func(s sentMsg) bool { return s.m.typ == msgDigest })
+			for _, s := range []string{"", "net-a", "net-b"} {
+				root, _ := n.store.root(s)
+				own, _ := n.store.ownTally(s)
+				if !slices.ContainsFunc(got.m.digests, func(d digest) bool {
+					return d.scope == s && d.owner == "" && d.count == root.count && d.sum == root.sum
+				}) {
+					t.Errorf("scope %q: no root digest %+v in %+v", s, root, got.m.digests)
+				}
+				hasOwn := slices.ContainsFunc(got.m.digests, func(d digest) bool {
+					return d.scope == s && d.owner == "me" && d.count == own.count && d.sum == own.sum
+				})
+				if hasOwn != back {
+					t.Errorf("scope %q: own digest %+v sent %v, want %v; digests %+v", s, own, hasOwn, back, got.m.digests)
+				}
+			}
+			if own, _ := n.store.ownTally("net-b"); own.count != 0 {
+				t.Fatalf("net-b holds %d of this host's entries, want none (the empty digest's case)", own.count)
+			}
+			if want := map[bool]int{true: 6, false: 3}[back]; len(got.m.digests) != want {
+				t.Errorf("%d digests, want %d", len(got.m.digests), want)
+			}
+		})
 	}
 }
 

@@ -259,12 +259,12 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-syncTimer.C:
 			syncTimer.Reset(n.syncRound())
 		case name := <-n.healCh:
-			n.heal(name)
+			n.heal(name, true)
 			n.healLater(name)
 		case name := <-n.firstCh:
-			n.heal(name)
+			n.heal(name, false)
 		case name := <-n.reheal:
-			n.heal(name) // nothing if it is down again
+			n.heal(name, true) // nothing if it is down again
 		case <-n.kick:
 			house.Reset(0)
 		case <-house.C:

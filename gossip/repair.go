@@ -241,12 +241,15 @@ func (n *Node) syncRound() time.Duration {
 }
 
 // heal sends a host that just came back our root digests of every scope
-// we both keep, and our digests of our own entries there (none is a
-// digest too: it tells a deletion of all of them). The own digests mark
-// the message as a heal (anti-entropy sends roots only; a host of an
-// older build ignores them), and let the other host pull what it missed
-// of ours (noteDigest).
-func (n *Node) heal(name string) {
+// we both keep, and, if back is set (it came back from down, not seen for
+// the first time), our digests of our own entries there (none is a digest
+// too: it tells a deletion of all of them). The own digests mark the
+// message as a heal of a return (anti-entropy and a first meeting send
+// roots only; a host of an older build ignores them), which the other host
+// may answer one-sidedly, and let it pull what it missed of ours
+// (noteDigest). A host we see for the first time may have restarted
+// faster than the others noticed; it gets the full answer.
+func (n *Node) heal(name string, back bool) {
 	addr, ok := n.store.peerAddr(name)
 	if !ok {
 		return
@@ -255,8 +258,10 @@ func (n *Node) heal(name string) {
 	for _, s := range n.store.sharedScopes(name) {
 		if t, ok := n.store.root(s); ok && n.isSynced(s) {
 			ds = append(ds, digest{scope: s, count: t.count, sum: t.sum})
-			own, asOf := n.store.ownTally(s)
-			ds = append(ds, digest{scope: s, owner: n.cfg.NodeName, count: own.count, sum: own.sum, asOf: asOf})
+			if back {
+				own, asOf := n.store.ownTally(s)
+				ds = append(ds, digest{scope: s, owner: n.cfg.NodeName, count: own.count, sum: own.sum, asOf: asOf})
+			}
 		}
 	}
 	n.send(peer{name, addr}, &message{typ: msgDigest, sender: n.cfg.NodeName, digests: ds})
@@ -265,8 +270,9 @@ func (n *Node) heal(name string) {
 // steadyFor is how long a host must have been seen alive without a break
 // before a heal from it is answered one-sidedly (answerDigest): longer
 // than the last of healAgain, so that every heal of a return both sides
-// saw (a healed partition, a restart) is answered in full. A variable for
-// tests.
+// saw (a healed partition, a restart seen as a down) is answered in full.
+// A restart nobody saw comes as a first meeting, whose heal carries no
+// own digests (heal). A variable for tests.
 var steadyFor = 30 * time.Second
 
 // healAgain is when, after a host came back, the heal exchange is made
@@ -304,9 +310,10 @@ func scaleInterval(interval time.Duration, hosts int) time.Duration {
 // nothing of gets all our live entries; another that differs gets our
 // per-owner digests, from which the asker pulls what it lacks.
 //
-// A heal (the sender's own digests come with its roots) from a host this
-// host has seen alive without a break for steadyFor is one-sided: the
-// sender counted this host down, this host never counted the sender down.
+// A heal of a return (the sender's own digests come with its roots) from
+// a host this host has seen alive without a break for steadyFor is
+// one-sided: the sender counted this host down, this host did not count
+// the sender down, in that time or since well before it.
 // That is what a host slow enough to miss its probes sees (a CPU stall),
 // not a partition, where both sides see the other go and come back. Then
 // the sender missed nothing this host sent (it was never left out of this

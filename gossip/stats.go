@@ -81,9 +81,11 @@ type Stats struct {
 	EntriesRetired  uint64 // stale copies of this host's own entries ended with a fresh tombstone
 	SyncRequests    uint64 // first syncs asked for
 	Pulls           uint64 // repairs asked for: entries of owners whose digest differed
-	// HealsOneSided counts heals answered with this host's own digests
-	// only: from a host that counted this host down while this host never
-	// counted it down (this host was slow, not cut off; see answerDigest).
+	// HealsOneSided counts heals taken one-sidedly, as they arrive: from
+	// a host that counted this host down while this host did not count it
+	// down (this host was slow, not cut off; see answerDigest). Where the
+	// roots differ they are answered with this host's own digests only;
+	// where they agree, with nothing, as any heal.
 	HealsOneSided uint64
 
 	// Dropped counts refused messages and entries by reason (truncated,
