@@ -107,6 +107,41 @@ func TestOneSidedHealAnswersWithOwnDigests(t *testing.T) {
 	}
 }
 
+// TestOneSidedHealStillSendsAllToAnEmptyAsker: a one-sided heal from a
+// host that holds nothing of a scope (its root count is zero) still gets
+// every live entry of it, as any asker with nothing does: its own digest
+// alone would let it pull only this host's entries.
+func TestOneSidedHealStillSendsAllToAnEmptyAsker(t *testing.T) {
+	n := newTestNode(t, "me")
+	n.store.setMember("h2", addrOf("h2"), netip.Addr{}, wireVersion, true, false)
+	n.store.setMember("h3", addrOf("h3"), netip.Addr{}, wireVersion, true, false)
+	n.store.merge(&entry{table: tableAttachments, owner: "h2", key: "net-a", version: 1}, false)
+	n.store.put(tableAttachments, "net-a", nil)
+	third := testEndpoint("ep-h3", "net-a", 3)
+	n.store.merge(&entry{table: tableEndpoints, owner: "h3", key: third.ID, version: 2, value: encodeEndpoint(&third)}, false)
+	mine := testEndpoint("ep-me", "net-a", 2)
+	n.store.put(tableEndpoints, mine.ID, encodeEndpoint(&mine))
+	n.markSynced("", "net-a")
+	n.store.mu.Lock()
+	n.store.owners["h2"].upSince = time.Now().Add(-time.Minute)
+	n.store.mu.Unlock()
+
+	n.handle(encodeMessage(nil, &message{typ: msgDigest, sender: "h2", digests: []digest{
+		{scope: "net-a"}, {scope: "net-a", owner: "h2", asOf: 10},
+	}}), netip.AddrPort{})
+	got := n.fake().await(t, func(s sentMsg) bool { return s.m.typ == msgEntries })
+	keys := map[string]bool{}
+	for _, e := range got.m.entries {
+		keys[e.key] = true
+	}
+	if !keys[mine.ID] || !keys[third.ID] || got.m.flags&flagDone == 0 {
+		t.Errorf("sent entries %v (flags %#x), want this host's and h3's, complete", keys, got.m.flags)
+	}
+	if n.Stats().HealsOneSided != 1 {
+		t.Errorf("one-sided heals %d, want 1 (the case under test)", n.Stats().HealsOneSided)
+	}
+}
+
 // TestHealCarriesOwnDigests: a heal of a host back from down sends the
 // roots of every scope both hosts keep and this host's digests of its own
 // entries there, an empty one included (it tells the other host that they

@@ -79,7 +79,7 @@ func (tn *Net) kept(from, to string, b []byte, send func(c []byte)) bool {
 
 // Slow delays everything sent to address to by d, from every node:
 // packets arrive d late, connections open d late (failing if that is past
-// the dialer's timeout). What to sends goes at once. A host too slow to
+// the dialer's timeout). What that host sends goes at once. A host too slow to
 // answer in time looks like this from outside, while it hears the others
 // answer its own probes (given a probe timeout above d). Slow(to, 0) ends
 // it; packets already delayed still arrive.
