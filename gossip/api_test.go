@@ -161,6 +161,17 @@ func TestStaleOwnEntryIsRetired(t *testing.T) {
 			t.Fatalf("own entry not adopted while catching up: %+v %v", got, ok)
 		}
 	})
+	t.Run("never caught up, older than the TTL", func(t *testing.T) {
+		n := setup(t)
+		n.store.born = time.Now().Add(-31 * time.Minute) // the test node's TTL is 30 minutes
+		n.handle(msg, netip.AddrPort{})
+		if _, ok := n.Endpoints().Get("old"); ok {
+			t.Fatal("own entry taken back though this life's markers may have expired")
+		}
+		if n.Stats().EntriesRetired != 1 {
+			t.Fatalf("stats %+v", n.Stats())
+		}
+	})
 }
 
 // TestMixedWireVersions: a host whose metadata says it speaks wire version

@@ -100,6 +100,80 @@ func TestTombstonesGoneWithinTwiceTTL(t *testing.T) {
 	awaitSameView(t, nodes, 6+6*per/2, time.Second)
 }
 
+// TestDeleteMissedPastTTLIsNotTakenBack: a host that attached a network
+// first (so it never caught up with it from another host) deletes an
+// endpoint while cut off, and its marker expires before the sides meet
+// again. The other side's live copy must be ended by a fresh tombstone, not
+// taken back by its owner as an entry from a previous life: that brought
+// deleted endpoints back for good.
+func TestDeleteMissedPastTTLIsNotTakenBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for a tombstone to expire through a partition")
+	}
+	const ttl = 2 * time.Second
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.TombstoneTTL = ttl
+		cfg.ReapInterval = 100 * time.Millisecond
+		cfg.SyncInterval = 500 * time.Millisecond
+		cfg.PushPullInterval = time.Second
+		cfg.tuneMemberlist = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = time.Second }
+	}
+	nodes := c.startN(2)
+	awaitMembers(t, nodes, 2, 15*time.Second)
+	h0, h1 := nodes[0], nodes[1]
+	if err := h0.Endpoints().Put(testEndpoint("gone", "net-a", 1)); err != nil { // h0 attaches net-a first
+		t.Fatal(err)
+	}
+	awaitSynced(t, nodes[:1], "net-a", 5*time.Second)
+	if err := h1.Endpoints().Put(testEndpoint("kept", "net-a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	awaitSameView(t, nodes, 2+2, 10*time.Second)
+	c.net.Partition(addrsOf(nodes[:1]), addrsOf(nodes[1:]))
+	awaitMembers(t, nodes[:1], 1, hideBound(h0.cfg, 2))
+	awaitMembers(t, nodes[1:], 1, hideBound(h0.cfg, 2))
+	h0.Endpoints().Delete("gone")
+	events, cancel := h0.Subscribe(64) // after the delete: its replay holds no "gone"
+	defer cancel()
+	eventually(t, ttl+5*time.Second, "h0's marker reaped", func() error {
+		if k := tombstones(h0); k != 0 {
+			return fmt.Errorf("h0 holds %d tombstones", k)
+		}
+		return nil
+	})
+	if _, ok := h1.Endpoints().Get("gone"); ok {
+		t.Fatal("h1 shows an endpoint of a host it counts down")
+	}
+	c.net.Heal()
+	awaitMembers(t, nodes, 2, 30*time.Second)
+	eventually(t, 15*time.Second, "the missed delete reaches h1", func() error {
+		for _, n := range nodes {
+			for _, ep := range n.Endpoints().ListNetwork("net-a", true) {
+				if ep.ID == "gone" {
+					return fmt.Errorf("%s holds gone (down since %v)", n.cfg.NodeName, ep.DownSince)
+				}
+			}
+		}
+		return nil
+	})
+	if got := h0.Stats().EntriesRetired; got == 0 {
+		t.Fatal("h0 retired nothing: the copy went some other way")
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind == EventPut && ev.Key == "gone" {
+				t.Fatalf("h0 took its deleted endpoint back: %+v", ev)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	awaitSameView(t, nodes, 2+1, 5*time.Second)
+}
+
 func addrsOf(ns []*Node) []string {
 	var out []string
 	for _, n := range ns {

@@ -97,6 +97,7 @@ type tableCount struct{ live, tombs int }
 type store struct {
 	self *owner
 	ttl  time.Duration // the tombstone horizon
+	born time.Time     // this life's start: its versions are all later
 
 	mu       sync.Mutex // guards the fields below and every owner's fields
 	clock    clock
@@ -111,6 +112,7 @@ type store struct {
 func newStore(self string, now func() time.Time, ttl time.Duration) *store {
 	s := &store{
 		ttl:      ttl,
+		born:     now(),
 		clock:    clock{now: now},
 		owners:   make(map[string]*owner),
 		scopes:   map[string]*scope{"": newScope()},
@@ -142,6 +144,12 @@ func scopeOf(t tableID, v []byte) string {
 		return endpointNetwork(v)
 	}
 	return ""
+}
+
+// young reports whether this store is younger than the tombstone TTL: no
+// marker it wrote can have been reaped yet.
+func (s *store) young() bool {
+	return s.clock.now().Before(s.born.Add(s.ttl)) // clock.now is set once: no lock
 }
 
 // expired reports whether a tombstone of this version is past the horizon.

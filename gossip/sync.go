@@ -110,9 +110,22 @@ func (n *Node) caughtUp(scopes ...string) {
 
 // adopting reports whether this host still takes back its own entries of
 // scope from other hosts: until it has merged the scope in full from
-// another host since it started. A seed host that restarts counts as
-// synced at once (it has nobody to wait for), but still adopts.
+// another host since it started, and for one TombstoneTTL after its start
+// at most. A seed host that restarts counts as synced at once (it has
+// nobody to wait for), but still adopts.
+//
+// The bound keeps adoption from bringing back what this life deleted. Until
+// born+TTL every marker this life wrote is still held (its version is at
+// least the start's time, and it is reaped TTL after its version), so a
+// stale copy of an entry deleted in this life meets its marker and is
+// refused. After it, a missed delete's copy may arrive with its marker
+// gone: a host that never caught up (it attached the scope first) took it
+// back as a previous life's entry, for good (TestDeleteMissedPastTTLIsNotTakenBack).
+// Now it is retired.
 func (n *Node) adopting(scope string) bool {
+	if !n.store.young() {
+		return false
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ss := n.syncs[scope]
