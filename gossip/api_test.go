@@ -505,3 +505,36 @@ func TestStreamQueueBoundedInBytes(t *testing.T) {
 		t.Fatalf("empty queue counts %d bytes", n.streamBytes)
 	}
 }
+
+// TestRejoinTargetsBounded: a rejoin round joins the seeds that are not
+// alive members and at most rejoinFailed failed peers, never one that is
+// alive again; round after round, every failed peer gets its turn.
+func TestRejoinTargetsBounded(t *testing.T) {
+	n := newTestNode(t, "me")
+	n.cfg.Seeds = []string{"198.51.100.9:7946"}
+	down := map[string]bool{}
+	for i := range 9 {
+		a := fmt.Sprintf("198.51.100.%d:7946", 20+i)
+		n.failed[fmt.Sprintf("f%d", i)] = failed{addr: a, since: time.Now()}
+		down[a] = true
+	}
+	n.store.setMember("back", addrOf("back"), netip.Addr{}, wireVersion, true, false)
+	n.failed["back"] = failed{addr: addrOf("back").String(), since: time.Now()}
+	seen := map[string]bool{}
+	for range 50 {
+		targets := n.rejoinTargets()
+		if len(targets) != 1+rejoinFailed || targets[0] != n.cfg.Seeds[0] {
+			t.Fatalf("targets %v: want the seed, then %d failed peers", targets, rejoinFailed)
+		}
+		round := map[string]bool{}
+		for _, a := range targets[1:] {
+			if !down[a] || round[a] {
+				t.Fatalf("targets %v: %s is alive, unknown or repeated", targets, a)
+			}
+			round[a], seen[a] = true, true
+		}
+	}
+	if len(seen) != len(down) {
+		t.Fatalf("50 rounds reached %d of %d failed peers", len(seen), len(down))
+	}
+}

@@ -522,6 +522,48 @@ func TestPartitionHeals(t *testing.T) {
 	awaitSameReplica(t, nodes, 20*time.Second)
 }
 
+// TestPartitionWithoutSeedsHeals: a partition between hosts none of which
+// is a seed (the seed crashed for good before it) heals by the rejoin of
+// failed peers. memberlist alone never contacts a peer it counts dead
+// once it stops gossiping to the dead; before the rejoin took failed peers
+// (memberlist's callbacks never say a host is dead, see NotifyLeave), both
+// sides waited for each other for ever here.
+func TestPartitionWithoutSeedsHeals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: waits for failure detection on both sides of a partition")
+	}
+	c := newTestCluster(t)
+	c.tune = func(cfg *Config) {
+		cfg.RejoinInterval = 500 * time.Millisecond
+		cfg.tuneMemberlist = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = time.Second }
+	}
+	nodes := c.startN(5)
+	awaitMembers(t, nodes, 5, 15*time.Second)
+	c.kill(nodes[0]) // the seed of all the others
+	rest := nodes[1:]
+	awaitMembers(t, rest, 4, hideBound(rest[0].cfg, 5))
+	for i, n := range rest {
+		if err := n.Endpoints().Put(testEndpoint(fmt.Sprintf("ep-%d", i), "net-a", byte(i+2))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitSameView(t, rest, 4+4, 15*time.Second)
+
+	a, b := rest[:2], rest[2:]
+	c.net.Partition(addrsOf(a), addrsOf(b))
+	awaitMembers(t, a, 2, hideBound(a[0].cfg, 4))
+	awaitMembers(t, b, 2, hideBound(a[0].cfg, 4))
+	// Past GossipToTheDeadTime: the scenario's length, not a wait for an
+	// outcome. Then a write made while cut off.
+	<-time.After(2 * time.Second)
+	if err := b[0].Endpoints().Put(testEndpoint("ep-p", "net-a", 50)); err != nil {
+		t.Fatal(err)
+	}
+	c.net.Heal()
+	awaitMembers(t, rest, 4, 15*time.Second)
+	awaitSameView(t, rest, 4+5, 15*time.Second)
+}
+
 // TestHealRepairsThoughItsFirstExchangeIsLost cuts a host off, deletes an
 // endpoint on each side, and heals the cut while every table packet is
 // lost, long enough that the first heal exchange (sent when membership

@@ -66,8 +66,17 @@ func (e *events) NotifyJoin(m *memberlist.Node) {
 
 func (e *events) NotifyLeave(m *memberlist.Node) {
 	n := (*Node)(e)
-	n.member(m, false, m.State == memberlist.StateLeft)
-	if m.State == memberlist.StateDead {
+	// memberlist (v0.7) passes the Node embedded in its node state, whose
+	// own State field shadows Node.State: it is never set, and reads
+	// StateAlive for a failure and a leave alike. Testing it for
+	// StateDead left every failed peer out of the rejoins, so a partition
+	// healed only if one side counted a seed down (a seed the other side
+	// was cut off from): otherwise not until some other traffic crossed,
+	// seconds to minutes later (TestPartitionWithoutSeedsHeals). Every
+	// down host is rejoined now; a graceful leave cannot be told apart.
+	left := m.State == memberlist.StateLeft
+	n.member(m, false, left)
+	if !left {
 		n.mu.Lock()
 		n.failed[m.Name] = failed{addr: m.Address(), since: time.Now()}
 		n.mu.Unlock()

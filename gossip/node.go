@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -319,10 +320,29 @@ func (n *Node) shutdown() {
 	n.wg.Wait()
 }
 
-// rejoin joins every seed and recently failed peer that is not an alive
-// member. memberlist alone never contacts a peer again once it has given
-// up on it, so without this a long partition would never heal.
+// rejoinFailed bounds the failed peers a rejoin round contacts (chosen at
+// random; seeds come on top). One exchange across a healed partition is
+// enough to start it healing: each side learns the other counted it down
+// and refutes. Every failed peer each round would, after a storm of false
+// downs in a large ring, add a full membership exchange per peer counted
+// down.
+const rejoinFailed = 4
+
+// rejoin joins every seed and up to rejoinFailed recently failed peers that
+// are not alive members. memberlist alone never contacts a peer again once
+// it has given up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
+	targets := n.rejoinTargets()
+	if len(targets) == 0 {
+		return
+	}
+	k, err := n.ml.Join(targets)
+	n.log.Debug("rejoin", "targets", targets, "reached", k, "err", err)
+}
+
+// rejoinTargets returns the addresses a rejoin round joins: the seeds and
+// up to rejoinFailed failed peers, none of them alive members.
+func (n *Node) rejoinTargets() []string {
 	alive := map[string]bool{n.addr: true}
 	for _, m := range n.store.members() {
 		alive[m.Addr.String()] = true
@@ -333,18 +353,16 @@ func (n *Node) rejoin() {
 			targets = append(targets, s)
 		}
 	}
+	var failed []string
 	n.mu.Lock()
 	for _, f := range n.failed {
 		if !alive[f.addr] {
-			targets = append(targets, f.addr)
+			failed = append(failed, f.addr)
 		}
 	}
 	n.mu.Unlock()
-	if len(targets) == 0 {
-		return
-	}
-	k, err := n.ml.Join(targets)
-	n.log.Debug("rejoin", "targets", targets, "reached", k, "err", err)
+	mrand.Shuffle(len(failed), func(i, j int) { failed[i], failed[j] = failed[j], failed[i] })
+	return append(targets, failed[:min(len(failed), rejoinFailed)]...)
 }
 
 func withPort(hostport string, def uint16) string {

@@ -64,7 +64,11 @@ type Stats struct {
 	// Hosts known, by state as this host sees them (this host is alive).
 	MembersAlive  int
 	MembersFailed int // declared dead by the failure detector
-	MembersLeft   int // left the ring gracefully
+	// MembersLeft is meant for hosts that left the ring gracefully, but
+	// memberlist's callbacks do not say whether a host failed or left
+	// (see events.NotifyLeave): every host down is counted in
+	// MembersFailed, and this stays 0.
+	MembersLeft int
 
 	MessagesReceived uint64 // decoded messages: updates, states, syncs, repairs
 	MessagesSent     uint64 // packets and stream messages sent (one per receiver)
