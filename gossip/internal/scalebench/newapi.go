@@ -77,6 +77,7 @@ func runTombstones(o *options) error {
 	last := time.Now()
 	time.Sleep(3 * time.Second) // the partition's second half
 	r.net.Heal()
+	healed := time.Now()
 	// h1 restarts: stops for good, and a new node with its name joins.
 	r.cancel[1]()
 	time.Sleep(2 * time.Second) // down a while: the scenario
@@ -84,6 +85,20 @@ func runTombstones(o *options) error {
 		return err
 	}
 	all := append(append([]*gossip.Node{}, r.nodes[:1]...), r.nodes[2:]...)
+	// How long after the heal every host shows exactly the live endpoints:
+	// a delete that has not reached a host by its marker's expiry is ended
+	// only by its owner's retirement.
+	agreed := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(last) < 4*ttl {
+			if agree(all, nw, hosts*perHost/2, perHost/2) {
+				agreed <- time.Since(healed)
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+		agreed <- -1
+	}()
 	count := func() (total int) {
 		for _, node := range all {
 			total += node.Stats().Tables[gossip.TableEndpoints].Tombstones
@@ -102,13 +117,50 @@ func runTombstones(o *options) error {
 		time.Sleep(250 * time.Millisecond) // sampling interval
 	}
 	result("tombstones", hosts, "tenet", "most_between_2x_and_4x_ttl", most)
-	live := 0
+	live, retired, pulls := 0, uint64(0), uint64(0)
+	dropped := map[string]uint64{}
 	for _, node := range all {
 		live += len(node.Endpoints().List(nw))
+		st := node.Stats()
+		retired += st.EntriesRetired
+		pulls += st.Pulls
+		for why, k := range st.Dropped {
+			dropped[why] += k
+		}
+	}
+	result("tombstones", hosts, "tenet", "pulls", pulls)
+	for why, k := range dropped {
+		result("tombstones", hosts, "tenet", "dropped_"+why, k)
+	}
+	// Stale copies ended by their owner with a fresh marker: a delete that
+	// missed a side of the partition until its marker had expired.
+	result("tombstones", hosts, "tenet", "entries_retired", retired)
+	if d := <-agreed; d >= 0 {
+		result("tombstones", hosts, "tenet", "agreed_after_heal_ms", float64(d.Microseconds())/1000)
+	} else {
+		result("tombstones", hosts, "tenet", "agreed_after_heal_ms", "never")
 	}
 	result("tombstones", hosts, "tenet", "endpoints_everywhere_pct", 100*float64(live)/float64(len(all)*hosts*perHost/2))
 
 	return syncSize(o)
+}
+
+// agree reports whether every node lists exactly want endpoints of nw and
+// none of the deleted ones (t-<host>-<j> for j below deleted).
+func agree(nodes []*gossip.Node, nw string, want, deleted int) bool {
+	for _, node := range nodes {
+		eps := node.Endpoints().List(nw)
+		if len(eps) != want {
+			return false
+		}
+		for _, ep := range eps {
+			var h, j int
+			if _, err := fmt.Sscanf(ep.ID, "t-%d-%d", &h, &j); err == nil && j < deleted {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // syncSize has a new host sync a network of 1,000 endpoints, once where
