@@ -508,18 +508,22 @@ func TestStreamQueueBoundedInBytes(t *testing.T) {
 
 // TestRejoinTargetsBounded: a rejoin round joins the seeds that are not
 // alive members and at most rejoinFailed failed peers, never one that is
-// alive again; round after round, every failed peer gets its turn.
+// alive again or went down less than a RejoinInterval ago; round after
+// round, every other failed peer gets its turn.
 func TestRejoinTargetsBounded(t *testing.T) {
 	n := newTestNode(t, "me")
 	n.cfg.Seeds = []string{"198.51.100.9:7946"}
+	n.cfg.RejoinInterval = 10 * time.Second
+	long := time.Now().Add(-time.Minute)
 	down := map[string]bool{}
 	for i := range 9 {
 		a := fmt.Sprintf("198.51.100.%d:7946", 20+i)
-		n.failed[fmt.Sprintf("f%d", i)] = failed{addr: a, since: time.Now()}
+		n.failed[fmt.Sprintf("f%d", i)] = failed{addr: a, since: long}
 		down[a] = true
 	}
 	n.store.setMember("back", addrOf("back"), netip.Addr{}, wireVersion, true, false)
-	n.failed["back"] = failed{addr: addrOf("back").String(), since: time.Now()}
+	n.failed["back"] = failed{addr: addrOf("back").String(), since: long}
+	n.failed["just-down"] = failed{addr: "198.51.100.40:7946", since: time.Now()}
 	seen := map[string]bool{}
 	for range 50 {
 		targets := n.rejoinTargets()

@@ -321,16 +321,18 @@ func (n *Node) shutdown() {
 }
 
 // rejoinFailed bounds the failed peers a rejoin round contacts (chosen at
-// random; seeds come on top). One exchange across a healed partition is
-// enough to start it healing: each side learns the other counted it down
-// and refutes. Every failed peer each round would, after a storm of false
-// downs in a large ring, add a full membership exchange per peer counted
-// down.
-const rejoinFailed = 4
+// random; seeds come on top), and a failed peer is contacted only once it
+// has been down a whole RejoinInterval. One exchange across a healed
+// partition is enough to start it healing: each side learns the other
+// counted it down and refutes. In a storm of false downs (a large ring
+// after a CPU stall) hosts come back by refuting within seconds, and a
+// join then would only add a full membership exchange, whose merge spreads
+// this host's stale "dead" views as suspicions.
+const rejoinFailed = 2
 
-// rejoin joins every seed and up to rejoinFailed recently failed peers that
-// are not alive members. memberlist alone never contacts a peer again once
-// it has given up on it, so without this a long partition would never heal.
+// rejoin joins every seed and up to rejoinFailed failed peers that are not
+// alive members. memberlist alone never contacts a peer again once it has
+// given up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
 	targets := n.rejoinTargets()
 	if len(targets) == 0 {
@@ -341,8 +343,10 @@ func (n *Node) rejoin() {
 }
 
 // rejoinTargets returns the addresses a rejoin round joins: the seeds and
-// up to rejoinFailed failed peers, none of them alive members.
+// up to rejoinFailed peers down for a RejoinInterval at least, none of
+// them alive members.
 func (n *Node) rejoinTargets() []string {
+	downBefore := time.Now().Add(-n.cfg.RejoinInterval)
 	alive := map[string]bool{n.addr: true}
 	for _, m := range n.store.members() {
 		alive[m.Addr.String()] = true
@@ -356,7 +360,7 @@ func (n *Node) rejoinTargets() []string {
 	var failed []string
 	n.mu.Lock()
 	for _, f := range n.failed {
-		if !alive[f.addr] {
+		if !alive[f.addr] && f.since.Before(downBefore) {
 			failed = append(failed, f.addr)
 		}
 	}
