@@ -73,7 +73,8 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	// healed only if one side counted a seed down (a seed the other side
 	// was cut off from): otherwise not until some other traffic crossed,
 	// seconds to minutes later (TestPartitionWithoutSeedsHeals). Every
-	// down host is rejoined now; a graceful leave cannot be told apart.
+	// down host is a rejoin target now (within rejoinFailed's bounds); a
+	// graceful leave cannot be told apart, and counts as a failure.
 	left := m.State == memberlist.StateLeft
 	n.member(m, false, left)
 	if !left {
