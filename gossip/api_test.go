@@ -524,6 +524,7 @@ func TestRejoinTargetsBounded(t *testing.T) {
 	n.store.setMember("back", addrOf("back"), netip.Addr{}, wireVersion, true, false)
 	n.failed["back"] = failed{addr: addrOf("back").String(), since: long}
 	n.failed["just-down"] = failed{addr: "198.51.100.40:7946", since: time.Now()}
+	n.failed["seed"] = failed{addr: n.cfg.Seeds[0], since: long} // joined as a seed, not twice
 	seen := map[string]bool{}
 	for range 50 {
 		targets := n.rejoinTargets()

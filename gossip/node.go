@@ -353,8 +353,9 @@ func (n *Node) rejoinTargets() []string {
 	}
 	var targets []string
 	for _, s := range n.seeds() {
-		if !alive[withPort(s, n.port)] {
+		if a := withPort(s, n.port); !alive[a] {
 			targets = append(targets, s)
+			alive[a] = true // a failed seed is joined once, as a seed
 		}
 	}
 	var failed []string
