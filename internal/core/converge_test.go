@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +139,14 @@ func (m *model) String() string {
 // local endpoints are created and deleted between them.
 func TestScopedPassesConvergeToTheFullState(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if v := os.Getenv("TENET_CONVERGE_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("TENET_CONVERGE_SEED %q: %v", v, err)
+		}
+		seed = n
+	}
+	t.Logf("seed %d (replay: TENET_CONVERGE_SEED=%d)", seed, seed)
 	rnd := rand.New(rand.NewPCG(seed, 11))
 	cfg := config(t, t.TempDir())
 	cfg.HiddenGrace = 150 * time.Millisecond
@@ -285,6 +294,51 @@ func TestTheOlderClaimReturnsWhenTheNewerGoes(t *testing.T) {
 	eventually(t, "the newer claim replaces it", func() bool { return has("02:7e:0a:01:00:0a") && !has("02:7e:0a:01:00:09") })
 	cl.DeleteRemote("new")
 	eventually(t, "the older claim returns", func() bool { return has("02:7e:0a:01:00:09") && !has("02:7e:0a:01:00:0a") })
+	for _, call := range dp.Calls()[1:] {
+		if call.Scope.All {
+			t.Errorf("a full pass: %+v", call.Scope)
+		}
+	}
+}
+
+// TestARemoteClaimReturnsWhenTheLocalEndpointGoes: a remote endpoint
+// claiming a local endpoint's address is left out (the local one wins).
+// When the local endpoint is deleted, the remote one must be programmed
+// without waiting for a full pass. (The delete's pass covered the endpoint
+// alone, and the remote entry stayed out until the periodic repair: found
+// by TestScopedPassesConvergeToTheFullState, seed 1796224236604637581.)
+func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.RepairInterval = time.Hour
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, cfg)
+	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("local", "10.1.0.9")); err != nil {
+		t.Fatal(err)
+	}
+	cl.AddHost("h1", vtep1)
+	r := remote("far", 9, "h1") // 10.1.0.9, as the local endpoint
+	r.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, 9}
+	kernel := func() string {
+		m := newModel()
+		for _, call := range dp.Calls() {
+			m.apply(call.State, call.Scope)
+		}
+		return m.String()
+	}
+	has := func(mac string) bool { return strings.Contains(kernel(), mac) }
+	calls := len(dp.Calls())
+	cl.AddRemote(r)
+	eventually(t, "a pass over the remote claim", func() bool { return len(dp.Calls()) > calls })
+	if has(r.MAC.String()) {
+		t.Fatalf("the remote claim on a local endpoint's address is programmed:\n%s", kernel())
+	}
+	if err := h.c.DeleteEndpoint(ctx(t), "local"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the remote claim is programmed once the local endpoint is gone", func() bool { return has(r.MAC.String()) })
 	for _, call := range dp.Calls()[1:] {
 		if call.Scope.All {
 			t.Errorf("a full pass: %+v", call.Scope)

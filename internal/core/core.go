@@ -579,15 +579,22 @@ func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
 	c.delEpLocked(id)
 	delete(c.ready, id)
 	c.touchLocked(id)
-	c.mu.Unlock()
-	// Withdraw first: other hosts stop sending to it while it goes.
-	c.cl.DeleteEndpoint(id)
 	// The endpoint alone: the overlay finds what is left of it by its
 	// port, also when the container's namespace took the veth pair with
 	// it (as when the collector removes it). Naming its tenant would read
 	// every port of the tenant: at 1,000 endpoints a removal took 5x the
-	// first's (236 ms against 44).
-	err := c.w.apply(ctx, Scope{Endpoints: []string{id}})
+	// first's (236 ms against 44). In a contested network a remote entry
+	// may have been left out for claiming this endpoint's address or MAC:
+	// the pass covers the network's remote entries too, or that entry
+	// would stay out until the next full pass.
+	scope := Scope{Endpoints: []string{id}}
+	if n := c.nets[e.Network]; n != nil && c.contested[n.VNI] {
+		scope.RemoteNets = []uint32{n.VNI}
+	}
+	c.mu.Unlock()
+	// Withdraw first: other hosts stop sending to it while it goes.
+	c.cl.DeleteEndpoint(id)
+	err := c.w.apply(ctx, scope)
 	if serr := c.saver.save(ctx); err == nil {
 		err = serr
 	}
