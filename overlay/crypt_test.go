@@ -51,11 +51,11 @@ func TestPlanEncrypted(t *testing.T) {
 			want: []string{
 				dev,
 				peer1,
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)",
 				"netns add acme",
 				"acme: link add br4200 type bridge address 02:7e:ff:00:10:68 mtu 1390 up",
 				"acme: link add vx4200 type vxlan id 4200 dstport 4789 local 198.51.100.10 nolearning proxy encrypted mtu 1390 master br4200 up",
 				"acme: fdb append 00:00:00:00:00:00 dev vx4200 dst 198.51.100.11",
-				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)",
 			},
 		},
 		{

@@ -156,9 +156,10 @@ func linkOrder(kind string) int {
 }
 
 // Plan returns the ops that turn observed into desired, in an order the
-// kernel accepts: namespaces first, then removals of what is stale, then
-// creations, then fixes, then entries; namespaces of tenants that are gone
-// last. Objects that already match are left alone, so running Plan on the
+// kernel accepts: a new host rule set first (one losing its egress chains
+// after the tenants), then namespaces, then removals of what is stale,
+// then creations, then fixes, then entries; namespaces of tenants that
+// are gone last. Objects that already match are left alone, so running Plan on the
 // result of its own ops yields nothing. Pure.
 func Plan(desired, observed Snapshot) []Op {
 	var ops []Op
@@ -178,6 +179,23 @@ func Plan(desired, observed Snapshot) []Op {
 	// The crypt namespace next: encrypted networks' VXLAN devices are
 	// made in it.
 	ops = append(ops, planCrypt(desired.Crypt, observed.Crypt)...)
+	// A first rule set, or one with egress, goes in before the tenants'
+	// namespaces and devices: its raw chains keep the tunnels from
+	// conntrack, and a VXLAN device made first may send (a bridge's first
+	// multicast, flooded to the peers) before they are there, leaving the
+	// host a tracked tunnel flow (seen once in TestTunnelsAreNotTracked);
+	// its egress chains guard the host before a tenant's uplink reaches
+	// it. A set losing its egress chains goes in after, once the uplinks
+	// are gone. The applier runs the host's ops as one group, placed where
+	// the first of them is in the plan.
+	uplinks := false
+	for _, o := range desired.Tenants {
+		uplinks = uplinks || o.Uplink != nil
+	}
+	rulesFirst := desired.HostRules != "" && desired.HostRules != observed.HostRules && (observed.HostRules == "" || uplinks)
+	if rulesFirst {
+		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules, elems: desired.hostAll})
+	}
 	for _, t := range sortedKeys(desired.Tenants) {
 		if observed.Tenants[t] == nil {
 			ops = append(ops, Op{Kind: OpNetnsAdd, Tenant: t})
@@ -214,11 +232,13 @@ func Plan(desired, observed Snapshot) []Op {
 			ops = append(ops, Op{Kind: OpNetnsDel, Tenant: t})
 		}
 	}
-	if desired.HostRules != observed.HostRules {
-		// Made anew with every element, or removed with them; the
-		// iptables accepts come and go with them.
+	switch {
+	case rulesFirst:
+	case desired.HostRules != observed.HostRules:
+		// Removed with every element, after the tenants' devices; the
+		// iptables accepts go with them.
 		ops = append(ops, Op{Kind: OpHostRules, Rules: desired.HostRules, elems: desired.hostAll})
-	} else {
+	default:
 		if desired.HostRules != "" {
 			ops = append(ops, planElems("", desired.HostElems, observed.HostElems)...)
 		}

@@ -78,10 +78,10 @@ func TestPlan(t *testing.T) {
 			desired:  State{Networks: []Network{web()}},
 			observed: newSnapshot(),
 			want: []string{
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)",
 				"netns add acme",
 				"acme: link add br4097 type bridge address 02:7e:ff:00:10:01 mtu 1450 up",
 				"acme: link add vx4097 type vxlan id 4097 dstport 4789 local 198.51.100.10 nolearning proxy mtu 1450 master br4097 up",
-				"host: rules " + hostRulesDigest(uplinkNet, 4789, false) + " (new, 0 elements)",
 			},
 		},
 		{
@@ -167,9 +167,9 @@ func TestPlan(t *testing.T) {
 			desired:  withEgress(oneEndpoint, Infra{Deny: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}),
 			observed: des(oneEndpoint),
 			want: []string{
+				"host: rules " + hostRulesDigest(uplinkNet, 4789, true) + " (new, 3 elements)",
 				"acme: link set br4097 mtu 1450 addr 10.1.0.1/24 address 02:7e:ff:00:10:01 up",
 				"acme: uplink 1 via " + hostUplinkName("acme") + " rules " + tenantRulesDigest() + " (new, 2 elements)",
-				"host: rules " + hostRulesDigest(uplinkNet, 4789, true) + " (new, 3 elements)",
 			},
 		},
 		{
