@@ -137,7 +137,8 @@ type matt struct {
 	ip     netip.Addr // as last observed while running
 	mac    string
 	orphan bool // its network was removed while the container was stopped
-	// pending: a docker network connect the IPAM refused. Docker (20.10)
+	// pending: a docker network connect whose address assignment failed
+	// (the IPAM refused, or --ip is outside the subnets). Docker (20.10)
 	// keeps the network in the container's configuration anyway, with no
 	// address, and asks for one again at the container's next start.
 	pending bool
@@ -299,7 +300,13 @@ func (m *Model) Step(ctx context.Context, op Op, x Exec) ([]Violation, []string)
 		}
 		r := x.Docker(ctx, op.Host, append(args, m.dockerName(op.Key()), op.Container)...)
 		note(fmt.Sprintf("docker network connect %s %s", m.dockerName(op.Key()), op.Container), v, r)
-		ipamRefused := !r.OK() && strings.Contains(r.Out, "IpamDriver.")
+		// Docker (20.10) records the network in the container's settings
+		// before libnetwork assigns the address, and keeps it when that
+		// fails: when the IPAM driver refuses, and when --ip is outside the
+		// network's subnets (a name that means another network on this
+		// host, seed 301749145).
+		ipamRefused := !r.OK() && (strings.Contains(r.Out, "IpamDriver.") ||
+			strings.Contains(r.Out, "does not belong to any of this network's subnets"))
 		if c != nil && c.att(op.Key()) == nil && (r.OK() || ipamRefused && c.running) {
 			a := &matt{key: op.Key(), pending: !r.OK(), since: m.step}
 			if op.IP != "" {
