@@ -212,7 +212,7 @@ func uplinkDiff(want, have *Uplink) string {
 		d = append(d, fmt.Sprintf("rule layout %s (want %s)", have.Rules, want.Rules))
 	}
 	if have.Ready != want.Ready {
-		d = append(d, "forwarding or default route missing")
+		d = append(d, "forwarding or default route missing, or an end down")
 	}
 	return strings.Join(d, ", ")
 }

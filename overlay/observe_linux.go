@@ -513,9 +513,14 @@ func (d *Datapath) observeUplink(tenant string, t *nsNet, hostLinks map[string]L
 		return &Uplink{Rules: rules}, nil
 	}
 	u := &Uplink{Rules: rules}
-	if _, ok := hostLinks[hostUplinkName(tenant)]; ok {
-		u.HostLink = hostUplinkName(tenant)
+	hostUp := false
+	if l, ok := hostLinks[hostUplinkName(tenant)]; ok {
+		u.HostLink, hostUp = hostUplinkName(tenant), l.Up
 	}
+	// Both ends up, or the tenant is cut off while its route stays: a
+	// host end set down by hand (or by a network manager) is repaired
+	// like a missing route.
+	bothUp := hostUp && up.Attrs().Flags&net.FlagUp != 0
 	addrs, err := linkAddrs4(t, up.Attrs().Index)
 	if err != nil {
 		return nil, err
@@ -538,7 +543,7 @@ func (d *Datapath) observeUplink(tenant string, t *nsNet, hostLinks map[string]L
 	}
 	for _, r := range routes {
 		gw, _ := netipFrom(r.Gw)
-		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && gw == hostEnd && hostEnd.IsValid() && fwd == "1" {
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && gw == hostEnd && hostEnd.IsValid() && fwd == "1" && bothUp {
 			u.Ready = true
 		}
 	}

@@ -71,7 +71,7 @@ type Uplink struct {
 	Index    int
 	HostLink string
 	Rules    string
-	Ready    bool // forwarding on and the default route in place
+	Ready    bool // forwarding on, the default route in place, both ends up
 	// elems are all the tenant's desired rule set elements, with which the
 	// rule set is made anew (desired only).
 	elems []Elem

@@ -2,6 +2,7 @@ package overlay_test
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,8 +13,10 @@ import (
 // found from the host namespace's addresses, on a link that is down too and
 // whatever the address's prefix length, so that a new tenant's uplink takes
 // none of them, in a scoped pass and in a full one; each tenant keeps its
-// index, and its host end is found by name. (A host end taken down stays
-// down: the plan does not compare the uplink's host end's state.)
+// index, and its host end is found by name. A host end taken down (by
+// hand, or by a network manager) reads as not ready, Diagnose names it,
+// and the next full pass brings it back up; before, it stayed down and
+// the tenant had no egress, unreported.
 //
 // With an IPv6 VTEP too (the host's addresses of both families are read):
 // before, such a host saw no uplink in use. And with the VTEP's local route
@@ -102,6 +105,16 @@ func uplinksInUse(t *testing.T, h *host) {
 			t.Fatalf("%v: %v: %s", argv, err, out)
 		}
 	}
+	if up := uplinks(); up["acme"].Ready {
+		t.Error("acme's uplink reads as ready with its host end down")
+	}
+	fs, err := h.dp.Diagnose(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(fs, func(f overlay.Finding) bool { return strings.Contains(f.Object, "an end down") }) {
+		t.Errorf("Diagnose does not name the uplink's end down: %v", fs)
+	}
 	s.Networks = append(s.Networks, globex)
 	if err := h.dp.ReconcileScope(ctx, s, overlay.Scope{Networks: []uint32{globex.VNI}}); err != nil {
 		t.Fatal(err)
@@ -116,6 +129,12 @@ func uplinksInUse(t *testing.T, h *host) {
 	up = uplinks()
 	if up["acme"].Index != 1 || up["globex"].Index != 3 {
 		t.Errorf("after a full pass: acme at %d, globex at %d; want 1 and 3", up["acme"].Index, up["globex"].Index)
+	}
+	if !up["acme"].Ready || !up["globex"].Ready {
+		t.Errorf("after a full pass: acme ready %t, globex ready %t; want both", up["acme"].Ready, up["globex"].Ready)
+	}
+	if out, err := runIn(h.netns, "ip", "-o", "link", "show", up["acme"].HostLink); err != nil || !strings.Contains(out, ",UP") {
+		t.Errorf("acme's host end after a full pass: %v: %s", err, out)
 	}
 	if err := h.dp.Reconcile(ctx, overlay.State{}); err != nil {
 		t.Fatal(err)
