@@ -186,6 +186,20 @@ func TestMixedWireVersions(t *testing.T) {
 	if v, wire := decodeMeta(nodeMeta(vtep)); !v.IsValid() || wire != wireVersion {
 		t.Fatalf("our metadata decodes to %s, wire %d", v, wire)
 	}
+	// A leaving host's metadata: the flag after the wire version, which
+	// the decoder (and a version 1 one) reads past.
+	leaving := append(nodeMeta(vtep), metaLeaving)
+	if v, wire := decodeMeta(leaving); v != vtep || wire != wireVersion {
+		t.Fatalf("a leaving host's metadata decodes to %s, wire %d", v, wire)
+	}
+	for _, m := range [][]byte{oldMeta, nodeMeta(vtep), append(nodeMeta(vtep), 0), {metaVersion}, nil} {
+		if metaLeft(m) {
+			t.Errorf("metadata %x reads as leaving", m)
+		}
+	}
+	if !metaLeft(leaving) {
+		t.Errorf("metadata %x does not read as leaving", leaving)
+	}
 	n.store.setMember("old", addrOf("old"), vtep, 1, true, false)
 	n.store.setMember("new", addrOf("news"), vtep, wireVersion, true, false)
 	if err := n.KV().Put("k", []byte("v")); err != nil {

@@ -690,6 +690,22 @@ func TestGracefulLeaveHides(t *testing.T) {
 	c.stops[nodes[2]]()
 	awaitSameView(t, nodes[:2], 2, 15*time.Second)
 	awaitMembers(t, nodes[:2], 2, time.Second)
+	// It is counted left, not failed, and is no rejoin target: its meta
+	// said it was leaving (memberlist alone does not tell).
+	for _, n := range nodes[:2] {
+		eventually(t, 5*time.Second, n.cfg.NodeName+" counts h2 left", func() error {
+			if st := n.Stats(); st.MembersLeft != 1 || st.MembersFailed != 0 {
+				return fmt.Errorf("members left/failed = %d/%d, want 1/0", st.MembersLeft, st.MembersFailed)
+			}
+			return nil
+		})
+		n.mu.Lock()
+		_, failed := n.failed["h2"]
+		n.mu.Unlock()
+		if failed {
+			t.Errorf("%s holds h2, which left, as a failed peer to rejoin", n.cfg.NodeName)
+		}
+	}
 }
 
 // TestJoinerFetchesEndpointsAtOnce: a new host attached to a network gets

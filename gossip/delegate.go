@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -15,10 +16,14 @@ import (
 type delegate Node
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	if len(d.meta) > limit {
+	m := d.meta
+	if d.leaving.Load() {
+		m = append(slices.Clip(m), metaLeaving)
+	}
+	if len(m) > limit {
 		return nil
 	}
-	return d.meta
+	return m
 }
 
 // NotifyMsg handles a message that came through memberlist rather than our
@@ -72,10 +77,11 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 	// StateDead left every failed peer out of the rejoins, so a partition
 	// healed only if one side counted a seed down (a seed the other side
 	// was cut off from): otherwise not until some other traffic crossed,
-	// seconds to minutes later (TestPartitionWithoutSeedsHeals). Every
-	// down host is a rejoin target now (within rejoinFailed's bounds); a
-	// graceful leave cannot be told apart, and counts as a failure.
-	left := m.State == memberlist.StateLeft
+	// seconds to minutes later (TestPartitionWithoutSeedsHeals). A leave
+	// is told by the flag a leaving host puts in its meta first (stop);
+	// every other host down is a failure, and a rejoin target (within
+	// rejoinFailed's bounds).
+	left := metaLeft(m.Meta)
 	n.member(m, false, left)
 	if !left {
 		n.mu.Lock()
@@ -88,6 +94,10 @@ func (e *events) NotifyLeave(m *memberlist.Node) {
 func (e *events) NotifyUpdate(m *memberlist.Node) {
 	n := (*Node)(e)
 	vtep, _ := n.member(m, true, false)
+	if metaLeft(m.Meta) {
+		n.log.Info("host leaving", "peer", m.Name, "addr", m.Address())
+		return
+	}
 	n.log.Info("host updated", "peer", m.Name, "addr", m.Address(), "vtep", vtep)
 }
 
@@ -139,12 +149,27 @@ func (n *Node) member(m *memberlist.Node, alive, left bool) (netip.Addr, uint8) 
 
 // metaVersion is the version of the node metadata: the VTEP, then the wire
 // version the host speaks (absent before wire version 2; version 1
-// decoders ignore it).
+// decoders ignore it), then, only while the host leaves the ring, a flags
+// byte with metaLeaving (decoders before it ignore it too).
 const metaVersion = 1
+
+// metaLeaving flags a host leaving the ring gracefully.
+const metaLeaving = 1
 
 // nodeMeta is the metadata a host advertises.
 func nodeMeta(vtep netip.Addr) []byte {
 	return append(appendAddr([]byte{metaVersion}, vtep), wireVersion)
+}
+
+// metaLeft says whether meta b carries the leaving flag.
+func metaLeft(b []byte) bool {
+	r := reader{b: b}
+	if r.byte() != metaVersion {
+		return false
+	}
+	r.addr()
+	r.byte() // the wire version
+	return r.err == nil && len(r.b) > 0 && r.b[0]&metaLeaving != 0
 }
 
 func decodeMeta(b []byte) (vtep netip.Addr, wire uint8) {

@@ -53,6 +53,7 @@ type Node struct {
 	stopped       sync.Once
 	rejoining     atomic.Bool
 	running       atomic.Bool
+	leaving       atomic.Bool // set before a graceful leave: the meta says so
 
 	addr string // host:port others join
 	port uint16
@@ -300,6 +301,17 @@ func (n *Node) stop(leave bool) {
 
 func (n *Node) stopOnce(leave bool) {
 	if leave {
+		// First advertise that this host is leaving: memberlist's leave
+		// reaches the others as a host down, like a failure, and only
+		// this flag in the meta lets them count it left and not try to
+		// rejoin it (NotifyLeave). Best effort: a peer that misses it
+		// counts a failure.
+		n.leaving.Store(true)
+		if n.ml.NumMembers() > 1 {
+			if err := n.ml.UpdateNode(n.cfg.ProbeInterval); err != nil {
+				n.log.Debug("advertise leaving", "err", err)
+			}
+		}
 		if err := n.ml.Leave(2 * n.cfg.ProbeInterval); err != nil {
 			n.log.Warn("leave ring", "err", err)
 		}

@@ -64,10 +64,11 @@ type Stats struct {
 	// Hosts known, by state as this host sees them (this host is alive).
 	MembersAlive  int
 	MembersFailed int // declared dead by the failure detector
-	// MembersLeft is meant for hosts that left the ring gracefully, but
-	// memberlist's callbacks do not say whether a host failed or left
-	// (see events.NotifyLeave): every host down is counted in
-	// MembersFailed, and this stays 0.
+	// MembersLeft counts hosts that left the ring gracefully (stopped
+	// with Run's context). memberlist's callbacks do not tell a leave from
+	// a failure; a leaving host flags its meta first (see
+	// events.NotifyLeave), and a peer that missed the flag counts the
+	// host in MembersFailed.
 	MembersLeft int
 
 	MessagesReceived uint64 // decoded messages: updates, states, syncs, repairs

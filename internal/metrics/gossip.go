@@ -5,9 +5,8 @@ import "github.com/tenet-net/tenet/gossip"
 // GossipStats is what the metrics show of the gossip ring.
 type GossipStats struct {
 	// Members counts the hosts gossip knows by state: "alive", "failed"
-	// (down: declared dead by the failure detector, or left, which
-	// memberlist does not tell apart), "left" (always 0, see
-	// gossip.Stats.MembersLeft).
+	// (declared dead by the failure detector), "left" (left the ring
+	// gracefully; see gossip.Stats.MembersLeft).
 	Members                    map[string]int
 	Sent, Received, SendErrors uint64
 	Dropped                    map[string]uint64 // by reason
