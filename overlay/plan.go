@@ -156,11 +156,12 @@ func linkOrder(kind string) int {
 }
 
 // Plan returns the ops that turn observed into desired, in an order the
-// kernel accepts: a new host rule set first (one losing its egress chains
-// after the tenants), then namespaces, then removals of what is stale,
-// then creations, then fixes, then entries; namespaces of tenants that
-// are gone last. Objects that already match are left alone, so running Plan on the
-// result of its own ops yields nothing. Pure.
+// kernel accepts: port reservations, the crypt namespace, a new host rule
+// set (one losing its egress chains comes after the tenants), then
+// namespaces, then removals of what is stale, then creations, then fixes,
+// then entries; namespaces of tenants that are gone last. Objects that
+// already match are left alone, so running Plan on the result of its own
+// ops yields nothing. Pure.
 func Plan(desired, observed Snapshot) []Op {
 	var ops []Op
 	// Ports are reserved before anything else, so that a port another
