@@ -331,7 +331,9 @@ func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
 	has := func(mac string) bool { return strings.Contains(kernel(), mac) }
 	calls := len(dp.Calls())
 	cl.AddRemote(r)
-	eventually(t, "a pass over the remote claim", func() bool { return len(dp.Calls()) > calls })
+	eventually(t, "a pass over the remote claim", func() bool {
+		return slices.ContainsFunc(dp.Calls()[calls:], func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	})
 	if has(r.MAC.String()) {
 		t.Fatalf("the remote claim on a local endpoint's address is programmed:\n%s", kernel())
 	}
