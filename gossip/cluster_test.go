@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -796,22 +797,18 @@ func TestWriterSendsANewcomerWhatItMissed(t *testing.T) {
 	// Table traffic between h0 and h2 is slow both ways.
 	c.net.Hold(h0.Addr(), h2.Addr(), ours)
 	c.net.Hold(h2.Addr(), h0.Addr(), ours)
-	sent(2, func() error { return h0.Attachments().Attach("net-a") })
-	if err := h1.Attachments().Attach("net-a"); err != nil {
-		t.Fatal(err)
-	}
-	awaitSynced(t, []*Node{h0, h1}, "net-a", 15*time.Second)
-	eventually(t, 15*time.Second, "h2 knows h1 attached, not h0", func() error {
-		if h := h2.Attachments().Hosts("net-a"); len(h) != 1 || h[0] != "h1" {
-			return fmt.Errorf("attached: %v", h)
+	nw := attachOutOfSight(t, h2, func(nw string) {
+		sent(2, func() error { return h0.Attachments().Attach(nw) })
+		if err := h1.Attachments().Attach(nw); err != nil {
+			t.Fatal(err)
 		}
-		return nil
+		awaitSynced(t, []*Node{h0, h1}, nw, 15*time.Second)
 	})
-	if err := h2.Attachments().Attach("net-a"); err != nil {
+	if err := h2.Attachments().Attach(nw); err != nil {
 		t.Fatal(err)
 	}
-	awaitSynced(t, []*Node{h2}, "net-a", 15*time.Second) // from h1, the one it knows
-	sent(2, func() error { return h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)) })
+	awaitSynced(t, []*Node{h2}, nw, 15*time.Second) // from h1, the one it knows
+	sent(2, func() error { return h0.Endpoints().Put(testEndpoint("ep-a", nw, 5)) })
 	eventually(t, 15*time.Second, "h1 has ep-a", func() error {
 		if _, ok := h1.Endpoints().Get("ep-a"); !ok {
 			return errors.New("missing")
@@ -826,6 +823,40 @@ func TestWriterSendsANewcomerWhatItMissed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// attachOutOfSight has attach make h0 and h1 attach a network while h0's
+// table traffic to h2 is held, and returns the network once h2 knows h1
+// attached and not h0 (the set-up of the two tests before). h2 may still
+// hear of h0's attachment through memberlist or h1: a first-meeting heal
+// between h1 and h2 that runs late under load, or a rejoin of a seed
+// briefly counted down, whose join exchange carries the global tables.
+// That is right, not a fault; the set-up is then made again with another
+// network, by when those are over.
+func attachOutOfSight(t *testing.T, h2 *Node, attach func(nw string)) string {
+	t.Helper()
+	for i := range 3 {
+		nw := fmt.Sprintf("net-%c", 'a'+i)
+		attach(nw)
+		relayed := false
+		eventually(t, 15*time.Second, "h2 knows h1 attached to "+nw+", not h0", func() error {
+			h := h2.Attachments().Hosts(nw)
+			if slices.Contains(h, "h0") {
+				relayed = true
+				return nil
+			}
+			if len(h) != 1 || h[0] != "h1" {
+				return fmt.Errorf("attached: %v", h)
+			}
+			return nil
+		})
+		if !relayed {
+			return nw
+		}
+		t.Logf("h2 heard of h0's attachment to %s another way; again with another network", nw)
+	}
+	t.Fatal("h2 heard of h0's attachment another way three times: the set-up does not hold")
+	return ""
 }
 
 // TestDigestDuringFirstSyncIsJudgedAfter: h2's first sync of net-a is
@@ -843,21 +874,17 @@ func TestDigestDuringFirstSyncIsJudgedAfter(t *testing.T) {
 	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
 	awaitMembers(t, nodes, 3, 15*time.Second)
 	ours := func(b []byte) bool { return len(b) > 0 && b[0] == frameMagic }
-	c.net.Hold(h0.Addr(), h2.Addr(), ours) // h2 learns late that h0 has net-a
-	for _, n := range []*Node{h0, h1} {
-		if err := n.Attachments().Attach("net-a"); err != nil {
-			t.Fatal(err)
+	c.net.Hold(h0.Addr(), h2.Addr(), ours) // h2 learns late that h0 has the network
+	nw := attachOutOfSight(t, h2, func(nw string) {
+		for _, n := range []*Node{h0, h1} {
+			if err := n.Attachments().Attach(nw); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	awaitSynced(t, []*Node{h0, h1}, "net-a", 15*time.Second)
-	eventually(t, 15*time.Second, "h2 knows h1 attached, not h0", func() error {
-		if h := h2.Attachments().Hosts("net-a"); len(h) != 1 || h[0] != "h1" {
-			return fmt.Errorf("attached: %v", h)
-		}
-		return nil
+		awaitSynced(t, []*Node{h0, h1}, nw, 15*time.Second)
 	})
 	c.net.Hold(h0.Addr(), h1.Addr(), ours) // h1 lacks h0's endpoint
-	if err := h0.Endpoints().Put(testEndpoint("ep-a", "net-a", 5)); err != nil {
+	if err := h0.Endpoints().Put(testEndpoint("ep-a", nw, 5)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "h0 sends h1 the update and its trail", func() error {
@@ -867,13 +894,13 @@ func TestDigestDuringFirstSyncIsJudgedAfter(t *testing.T) {
 		return nil
 	})
 	c.net.Hold(h1.Addr(), h2.Addr(), ours) // h1's answer to h2's first sync is slow
-	if err := h2.Attachments().Attach("net-a"); err != nil {
+	if err := h2.Attachments().Attach(nw); err != nil {
 		t.Fatal(err)
 	}
 	// h0 hears of h2's attachment and sends its digest: kept back on the
 	// path to h2 with h0's earlier packets.
 	eventually(t, 10*time.Second, "h0 knows h2 attached", func() error {
-		if h := h0.Attachments().Hosts("net-a"); len(h) != 3 {
+		if h := h0.Attachments().Hosts(nw); len(h) != 3 {
 			return fmt.Errorf("attached: %v", h)
 		}
 		return nil
@@ -893,11 +920,11 @@ func TestDigestDuringFirstSyncIsJudgedAfter(t *testing.T) {
 		}
 		return nil
 	})
-	if h2.Synced("net-a") {
+	if h2.Synced(nw) {
 		t.Fatal("h2 synced before h1's answer: the set-up does not hold")
 	}
 	c.net.Release(h1.Addr(), h2.Addr())
-	awaitSynced(t, []*Node{h2}, "net-a", 10*time.Second)
+	awaitSynced(t, []*Node{h2}, nw, 10*time.Second)
 	eventually(t, 5*time.Second, "h2 pulls ep-a from h0 after its first sync", func() error {
 		if _, ok := h2.Endpoints().Get("ep-a"); !ok {
 			return fmt.Errorf("missing; h2 %+v", h2.Stats())
