@@ -225,10 +225,7 @@ func converged(t *testing.T, h *harness, dp *coretest.Datapath, step int) {
 	t.Helper()
 	deadline := time.Now().Add(4 * time.Second)
 	for {
-		m := newModel()
-		for _, call := range dp.Calls() {
-			m.apply(call.State, call.Scope)
-		}
+		m := replayed(dp)
 		if _, err := h.c.Diagnose(ctx(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -243,6 +240,26 @@ func converged(t *testing.T, h *harness, dp *coretest.Datapath, step int) {
 			t.Fatalf("after step %d the scoped passes left\n%s\n\na full pass would program\n%s\n\n%s", step, got, want, diffLines(got, want))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// replayed is the model kernel after every pass the fake datapath saw.
+func replayed(dp *coretest.Datapath) *model {
+	m := newModel()
+	for _, call := range dp.Calls() {
+		m.apply(call.State, call.Scope)
+	}
+	return m
+}
+
+// noFullPassAfterStart fails t if the core made a full pass after its
+// first (at start): every change must have been handled by scoped passes.
+func noFullPassAfterStart(t *testing.T, dp *coretest.Datapath) {
+	t.Helper()
+	for _, call := range dp.Calls()[1:] {
+		if call.Scope.All {
+			t.Errorf("a full pass: %+v", call.Scope)
+		}
 	}
 }
 
@@ -280,13 +297,7 @@ func TestTheOlderClaimReturnsWhenTheNewerGoes(t *testing.T) {
 	cl.AddHost("h1", vtep1)
 	older, newer := remote("old", 9, "h1"), remote("new", 10, "h1")
 	newer.IP = older.IP
-	kernel := func() string {
-		m := newModel()
-		for _, call := range dp.Calls() {
-			m.apply(call.State, call.Scope)
-		}
-		return m.String()
-	}
+	kernel := func() string { return replayed(dp).String() }
 	has := func(mac string) bool { return strings.Contains(kernel(), mac) }
 	cl.AddRemote(older)
 	eventually(t, "the older claim is programmed", func() bool { return has("02:7e:0a:01:00:09") })
@@ -294,11 +305,7 @@ func TestTheOlderClaimReturnsWhenTheNewerGoes(t *testing.T) {
 	eventually(t, "the newer claim replaces it", func() bool { return has("02:7e:0a:01:00:0a") && !has("02:7e:0a:01:00:09") })
 	cl.DeleteRemote("new")
 	eventually(t, "the older claim returns", func() bool { return has("02:7e:0a:01:00:09") && !has("02:7e:0a:01:00:0a") })
-	for _, call := range dp.Calls()[1:] {
-		if call.Scope.All {
-			t.Errorf("a full pass: %+v", call.Scope)
-		}
-	}
+	noFullPassAfterStart(t, dp)
 }
 
 // TestARemoteClaimReturnsWhenTheLocalEndpointGoes: a remote endpoint
@@ -321,13 +328,7 @@ func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
 	cl.AddHost("h1", vtep1)
 	r := remote("far", 9, "h1") // 10.1.0.9, as the local endpoint
 	r.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, 9}
-	kernel := func() string {
-		m := newModel()
-		for _, call := range dp.Calls() {
-			m.apply(call.State, call.Scope)
-		}
-		return m.String()
-	}
+	kernel := func() string { return replayed(dp).String() }
 	has := func(mac string) bool { return strings.Contains(kernel(), mac) }
 	calls := len(dp.Calls())
 	cl.AddRemote(r)
@@ -341,9 +342,5 @@ func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the remote claim is programmed once the local endpoint is gone", func() bool { return has(r.MAC.String()) })
-	for _, call := range dp.Calls()[1:] {
-		if call.Scope.All {
-			t.Errorf("a full pass: %+v", call.Scope)
-		}
-	}
+	noFullPassAfterStart(t, dp)
 }
