@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -205,8 +206,17 @@ func TestScopedPassesConvergeToTheFullState(t *testing.T) {
 		case op < 18:
 			n := nets[rnd.IntN(len(nets))]
 			last := 10 + rnd.IntN(12)
-			_, _ = h.c.CreateEndpoint(c, core.EndpointSpec{ID: fmt.Sprintf("%s-%s-%d", n.Tenant, n.Name, last), Network: n.Key(),
-				IP: netip.PrefixFrom(addrIn(n, last), 24)})
+			id := fmt.Sprintf("%s-%s-%d", n.Tenant, n.Name, last)
+			// One create in four fails in the datapath and is undone,
+			// while remote claims keep arriving.
+			fail := rnd.IntN(4) == 0
+			if fail {
+				dp.FailWhen(func(s core.Scope) bool { return slices.Contains(s.Endpoints, id) }, errors.New("injected"))
+			}
+			_, _ = h.c.CreateEndpoint(c, core.EndpointSpec{ID: id, Network: n.Key(), IP: netip.PrefixFrom(addrIn(n, last), 24)})
+			if fail {
+				dp.FailWhen(nil, nil)
+			}
 		default:
 			if eps := h.c.Endpoints(); len(eps) > 0 {
 				_ = h.c.DeleteEndpoint(c, eps[rnd.IntN(len(eps))].ID)
@@ -342,5 +352,47 @@ func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the remote claim is programmed once the local endpoint is gone", func() bool { return has(r.MAC.String()) })
+	noFullPassAfterStart(t, dp)
+}
+
+// TestAFailedCreateInAContestedNetworkUndoesOverItsClaims: a create that
+// fails is undone by a pass. In a contested network a remote entry may have
+// been left out, while the endpoint existed, for claiming its address (a
+// claim arriving during the create); the undo's pass covers the network's
+// remote entries so that such a claim comes back at once, as after a
+// delete. Whether a claim lands in that window cannot be arranged from
+// outside the core, so the test checks the undo's scope.
+func TestAFailedCreateInAContestedNetworkUndoesOverItsClaims(t *testing.T) {
+	cfg := config(t, t.TempDir())
+	cfg.RepairInterval = time.Hour
+	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
+	h := start(t, dp, cl, cfg)
+	n, err := h.c.CreateNetwork(ctx(t), web())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("held", "10.1.0.8")); err != nil {
+		t.Fatal(err)
+	}
+	cl.AddHost("h1", vtep1)
+	rival := remote("rival", 8, "h1") // 10.1.0.8, as "held": the network is contested
+	rival.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, 8}
+	calls := len(dp.Calls())
+	cl.AddRemote(rival)
+	passAfter(t, dp, calls, "a pass over the rival claim", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+
+	calls = len(dp.Calls())
+	injected := errors.New("injected")
+	dp.FailWhen(func(s core.Scope) bool { return slices.Contains(s.Endpoints, "new") }, injected)
+	if _, err := h.c.CreateEndpoint(ctx(t), ep("new", "10.1.0.9")); !errors.Is(err, injected) {
+		t.Fatalf("create with a failing datapath: %v, want the injected error", err)
+	}
+	undo := passAfter(t, dp, calls, "the undo's pass", func(c coretest.Call) bool { return slices.Contains(c.Scope.Endpoints, "new") })
+	if !slices.Contains(undo.Scope.RemoteNets, n.VNI) {
+		t.Errorf("the undo's pass covers %+v, not the contested network's remote entries (VNI %d)", undo.Scope, n.VNI)
+	}
+	if e := h.c.Endpoints(); len(e) != 1 || e[0].ID != "held" {
+		t.Errorf("endpoints after the failed create: %v", e)
+	}
 	noFullPassAfterStart(t, dp)
 }

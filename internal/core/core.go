@@ -471,6 +471,7 @@ func (c *Core) CreateEndpoint(ctx context.Context, spec EndpointSpec) (Endpoint,
 		c.mu.Lock()
 		c.delEpLocked(spec.ID)
 		c.touchLocked(spec.ID)
+		scope.RemoteNets = c.claimsOnLocked(spec.Network)
 		c.mu.Unlock()
 		c.undo(scope)
 		return Endpoint{}, fmt.Errorf("%s: %w", what, err)
@@ -587,10 +588,7 @@ func (c *Core) DeleteEndpoint(ctx context.Context, id string) error {
 	// may have been left out for claiming this endpoint's address or MAC:
 	// the pass covers the network's remote entries too, or that entry
 	// would stay out until the next full pass.
-	scope := Scope{Endpoints: []string{id}}
-	if n := c.nets[e.Network]; n != nil && c.contested[n.VNI] {
-		scope.RemoteNets = []uint32{n.VNI}
-	}
+	scope := Scope{Endpoints: []string{id}, RemoteNets: c.claimsOnLocked(e.Network)}
 	c.mu.Unlock()
 	// Withdraw first: other hosts stop sending to it while it goes.
 	c.cl.DeleteEndpoint(id)
@@ -1029,6 +1027,23 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		o.Reconciled(scope.All, time.Since(start), err)
 	}
 	return err
+}
+
+// claimsOnLocked returns the VNI of network as a pass's RemoteNets when
+// the network is contested (a remote entry there may be out for claiming
+// what a local endpoint holds), else nil. Removing a local endpoint, or
+// undoing its creation, asks in the critical section that takes the
+// endpoint out. A pass over a few remote entries that read the endpoint
+// just before and finds the network contested only after this answered
+// nil makes a follow-up pass over the whole network (noteContested), which
+// reads the state without the endpoint. Not covered: a pass over the whole
+// network that read the endpoint and notes the network contested only
+// after; the claim then waits for the next full pass.
+func (c *Core) claimsOnLocked(network string) []uint32 {
+	if n := c.nets[network]; n != nil && c.contested[n.VNI] {
+		return []uint32{n.VNI}
+	}
+	return nil
 }
 
 // widenContested makes a pass over some remote entries of a contested
