@@ -80,8 +80,13 @@ func (c *Cluster) DumpLogs(t testing.TB) {
 			b, _ := os.ReadFile(h.Dir() + "/" + l.Name())
 			t.Logf("--- %s %s ---\n%s", h.Name(), l.Name(), tail(string(b), 4000))
 		}
-		out, _ := h.Run(ctx, "ip", "-d", "addr")
-		t.Logf("--- %s ip -d addr ---\n%s", h.Name(), out)
+		for _, argv := range [][]string{{"ip", "-d", "addr"}, {"nft", "list", "ruleset"}, {"iptables", "-S", "FORWARD"}} {
+			out, err := h.Run(ctx, argv...)
+			if err != nil {
+				out += err.Error()
+			}
+			t.Logf("--- %s %s ---\n%s", h.Name(), strings.Join(argv, " "), tail(out, 6000))
+		}
 	}
 }
 

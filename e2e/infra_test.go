@@ -71,10 +71,12 @@ func TestTenantsReachNoInfrastructure(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = listen(t, h1, 8081)
+	tries := 0
 	e2e.Eventually(t, 20*time.Second, func() error {
-		_ = try(h1.Underlay().Addr().String(), 8081)
+		tries++
+		err := try(h1.Underlay().Addr().String(), 8081)
 		if s := got(); !strings.Contains(s, "hello") {
-			return fmt.Errorf("the allowed host received %q", s)
+			return fmt.Errorf("the allowed host received %q after %d tries; the last: %v", s, tries, err)
 		}
 		return nil
 	})
