@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -707,6 +709,53 @@ func TestGracefulLeaveHides(t *testing.T) {
 			t.Errorf("%s holds h2, which left, as a failed peer to rejoin", n.cfg.NodeName)
 		}
 	}
+}
+
+// TestRestartWithSeedsDownFindsTheRing: a host that left cleanly is
+// rejoined by nobody, so after a restart it must find the ring itself; its
+// only seed is down by then. The peers it kept from its last run (Config.
+// PeersFile) bring it back. Without them it stays alone.
+func TestRestartWithSeedsDownFindsTheRing(t *testing.T) {
+	c := newTestCluster(t)
+	dir := t.TempDir()
+	c.tune = func(cfg *Config) { cfg.PeersFile = filepath.Join(dir, cfg.NodeName+".peers") }
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
+	file := h2.cfg.PeersFile
+	eventually(t, 5*time.Second, "h2 keeps h0's and h1's addresses", func() error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		if want := strings.Join(sorted(h0.Addr(), h1.Addr()), "\n") + "\n"; string(b) != want {
+			return fmt.Errorf("%s holds %q, want %q", file, b, want)
+		}
+		return nil
+	})
+	c.stops[h2]()
+	c.stops[h0]() // h2's seed
+	awaitMembers(t, []*Node{h1}, 1, 15*time.Second)
+
+	cfg := testConfig(t, "h2", c.key)
+	cfg.VTEP = h2.cfg.VTEP
+	cfg.Seeds = h2.cfg.Seeds
+	again := c.start(cfg) // a new port: h1 cannot know it
+	awaitMembers(t, []*Node{h1, again}, 2, 15*time.Second)
+
+	// Bad input: a kept list that is not addresses is skipped, not fatal.
+	if err := os.WriteFile(file, []byte("not an address\n\n127.0.0.1:0\n"+h1.Addr()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	peers, bad, err := readPeers(file)
+	if err != nil || bad != 2 || !slices.Equal(peers, []string{h1.Addr()}) {
+		t.Errorf("readPeers = %v, %d bad, %v; want [%s], 2 bad", peers, bad, err, h1.Addr())
+	}
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
 }
 
 // TestJoinerFetchesEndpointsAtOnce: a new host attached to a network gets

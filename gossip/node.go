@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,11 @@ type Node struct {
 	syncs  map[string]*scopeSync // first-sync state per scope ("" and networks)
 	gaps   map[want]*gap         // writers whose digest differs from our copy
 	warned map[string]bool       // peers warned about for their wire version
+	// keptPeers are the addresses of Config.PeersFile: read at New,
+	// replaced at each write.
+	keptPeers []string
+
+	savedPeers []string // Run's own: what savePeers last wrote
 }
 
 type failed struct {
@@ -146,6 +152,13 @@ func New(cfg Config) (*Node, error) {
 	if len(n.seeds()) == 0 {
 		n.markSynced("") // nobody to catch up with
 	}
+	if cfg.PeersFile != "" {
+		peers, bad, err := readPeers(cfg.PeersFile)
+		if err != nil || bad > 0 {
+			n.log.Warn("peers kept from the last run, partly unreadable", "file", cfg.PeersFile, "bad_lines", bad, "err", err)
+		}
+		n.keptPeers = slices.DeleteFunc(peers, func(p string) bool { return p == n.addr })
+	}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeName
@@ -216,17 +229,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return errors.New("gossip: Run called twice")
 	}
 	defer n.stop(true)
-	if seeds := n.seeds(); len(seeds) > 0 {
+	if seeds, kept := n.seeds(), n.keptTargets(nil); len(seeds)+len(kept) > 0 {
 		// Joined aside: a join dials each seed in turn, and Run's loop must
 		// serve first syncs meanwhile.
 		n.rejoining.Store(true)
 		go func() {
 			defer n.rejoining.Store(false)
-			if k, err := n.ml.Join(seeds); err != nil && k == 0 {
-				n.log.Warn("join seeds failed; retrying every rejoin interval", "seeds", seeds, "err", err)
-			} else {
-				n.log.Info("joined ring", "seeds", seeds, "reached", k)
-			}
+			n.joinAtStart(seeds)
 		}()
 	}
 	syncTimer := time.NewTimer(n.cfg.SyncInterval)
@@ -242,6 +251,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rejoin.C:
+			n.savePeers()
 			// A join dials each target in turn and a dead host can take
 			// TCPTimeout to fail, so it runs aside, one at a time.
 			if n.rejoining.CompareAndSwap(false, true) {
@@ -332,6 +342,30 @@ func (n *Node) shutdown() {
 	n.wg.Wait()
 }
 
+// joinAtStart joins the seeds, or when none answers (or there are none),
+// up to keptJoin of the peers kept from the last run. Failing both, the
+// rejoin rounds go on trying.
+func (n *Node) joinAtStart(seeds []string) {
+	var errs []error
+	if len(seeds) > 0 {
+		k, err := n.ml.Join(seeds)
+		if k > 0 {
+			n.log.Info("joined ring", "seeds", seeds, "reached", k)
+			return
+		}
+		errs = append(errs, err)
+	}
+	if kept := n.keptTargets(seeds); len(kept) > 0 {
+		k, err := n.ml.Join(kept)
+		if k > 0 {
+			n.log.Info("joined ring through peers of the last run", "seeds", seeds, "peers", kept, "reached", k)
+			return
+		}
+		errs = append(errs, err)
+	}
+	n.log.Warn("join failed; retrying every rejoin interval", "seeds", seeds, "err", errors.Join(errs...))
+}
+
 // rejoinFailed bounds the failed peers a rejoin round contacts (chosen at
 // random; seeds come on top), and a failed peer is contacted only once it
 // has been down a whole RejoinInterval. One exchange across a healed
@@ -347,6 +381,10 @@ const rejoinFailed = 2
 // given up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
 	targets := n.rejoinTargets()
+	if n.alone() {
+		// Nobody answered yet: the seeds may be the hosts that are down.
+		targets = append(targets, n.keptTargets(targets)...)
+	}
 	if len(targets) == 0 {
 		return
 	}

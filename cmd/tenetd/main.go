@@ -214,6 +214,7 @@ func run(ctx context.Context, o options) error {
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName, gcfg.BindAddr, gcfg.BindPort, gcfg.VTEP = o.name, bind, o.port, vtep
 	gcfg.Seeds, gcfg.Keys, gcfg.Logger = o.join, [][]byte{key}, logger
+	gcfg.PeersFile = filepath.Join(o.stateDir, "peers")
 	node, err := gossip.New(gcfg)
 	if err != nil {
 		return err
