@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -213,4 +214,80 @@ func TestTestbedCommandsKeepExitCodesAndPrintSteps(t *testing.T) {
 	if out, code := tb("restart-tenetd", "h0", "--kill"); code != 0 || !strings.Contains(out, "started") {
 		t.Errorf("restart-tenetd h0: exit %d\n%s", code, out)
 	}
+}
+
+// TestRestartWithItsSeedsDown: h1 and h2 join the ring through h0 alone.
+// h2's tenetd stops cleanly (as for a reboot), then h0's; the others
+// never contact a host that left, so h2, started again with its only seed
+// down, and h1 has no live seed either. The peers each kept from the run
+// (<state-dir>/peers) bring them together: h2 tries its own at start, h1,
+// alone, tries its own in its rejoin rounds. A container started on h1
+// afterwards, which h2 can only learn of through gossip, then answers from
+// h2. With no peers kept, h1 still saw h2 down after 30 s.
+func TestRestartWithItsSeedsDown(t *testing.T) {
+	c := e2e.NewCluster(t, 3)
+	ctx := t.Context()
+	bin, err := e2e.BuildTenetd(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(c.Dir, "cluster.key")
+	if err := e2e.WriteClusterKey(key); err != nil {
+		t.Fatal(err)
+	}
+	h0, h1, h2 := c.Hosts[0], c.Hosts[1], c.Hosts[2]
+	names := []string{h0.Name(), h1.Name(), h2.Name()}
+	seed := []string{h0.Underlay().Addr().String()}
+	var ds []*e2e.Tenetd
+	for i, h := range c.Hosts {
+		var seeds []string
+		if i > 0 {
+			seeds = seed
+		}
+		d, err := e2e.StartTenetd(ctx, h, bin, key, seeds, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	net := createNetwork(t, c, "acme", "web", "10.1.0.0/24")
+	run(t, c.Engine(1), "c1", net, "10.1.0.74")
+	run(t, c.Engine(2), "c2", net, "10.1.0.138")
+	e2e.AwaitPing(t, c.Engine(2), "c2", "10.1.0.74")
+	peers := filepath.Join(h2.Dir(), "tenet", "peers")
+	e2e.Eventually(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(peers)
+		if want := h1.Underlay().Addr().String() + ":7946"; !strings.Contains(string(b), want) {
+			return fmt.Errorf("%s holds %q (%v), not %s", peers, b, err, want)
+		}
+		return nil
+	})
+
+	for _, i := range []int{2, 0} {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := ds[i].Daemon.Stop(sctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("stop tenetd on h%d: %v", i, err)
+		}
+	}
+	if err := ds[2].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctl := c.Dir + "/tenetctl"
+	e2e.Eventually(t, 30*time.Second, func() error {
+		out, err := h1.Run(ctx, ctl, "host", "ls", "--json")
+		var hosts []struct{ Name, State string }
+		if err != nil || json.Unmarshal([]byte(out), &hosts) != nil {
+			return fmt.Errorf("tenetctl host ls on h1: %v: %q", err, out)
+		}
+		for _, h := range hosts {
+			if h.Name == "h2" && h.State == "up" {
+				return nil
+			}
+		}
+		return fmt.Errorf("h1 does not see h2 up: %q", out)
+	})
+	run(t, c.Engine(1), "c3", net, "10.1.0.75")
+	e2e.AwaitPing(t, c.Engine(2), "c2", "10.1.0.75")
 }
