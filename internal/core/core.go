@@ -48,12 +48,16 @@ type Core struct {
 	// another entry holds: there a pass over one entry may change which
 	// claim wins, so it covers the network's every remote entry.
 	contested map[uint32]bool
-	next      time.Time       // earliest end of a hidden entry's grace
-	retryAt   time.Time       // when to retry a failed reconcile (zero: no need)
-	members   string          // the members' addresses last programmed into Infra
-	bg        context.Context // Run's context, for work after a caller gave up
-	lastErr   error           // of the last datapath pass
-	started   chan struct{}   // closed once Run has reconciled the saved state
+	// removed counts local endpoints taken out (delEpLocked): a pass that
+	// finds a network newly contested and sees it changed since its read
+	// passes over the network again (noteContested).
+	removed uint64
+	next    time.Time       // earliest end of a hidden entry's grace
+	retryAt time.Time       // when to retry a failed reconcile (zero: no need)
+	members string          // the members' addresses last programmed into Infra
+	bg      context.Context // Run's context, for work after a caller gave up
+	lastErr error           // of the last datapath pass
+	started chan struct{}   // closed once Run has reconciled the saved state
 	// key is this host's WireGuard key (zero until an encrypted network
 	// needs one, or adopted from the kernel); wgPublished is the identity
 	// last published (key, port, share); adoptedPeers are the WireGuard peers the kernel
@@ -770,6 +774,7 @@ func (c *Core) putEpLocked(e *Endpoint) {
 // delEpLocked removes an endpoint, keeping byID sorted.
 func (c *Core) delEpLocked(id string) {
 	delete(c.eps, id)
+	c.removed++
 	if i, found := slices.BinarySearchFunc(c.byID, id, func(x *Endpoint, id string) int { return cmp.Compare(x.ID, id) }); found {
 		c.byID = slices.Delete(c.byID, i, i+1)
 	}
@@ -986,6 +991,9 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		return nil
 	}
 	start := time.Now()
+	c.mu.Lock()
+	removed := c.removed // before the state is read
+	c.mu.Unlock()
 	scope = c.widenContested(scope)
 	v, claimsOnly := c.readClaims(scope)
 	if !claimsOnly {
@@ -998,9 +1006,10 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 		v = c.readView(c.scopeNetworks(scope))
 		s, conflicts, next = desired(v, time.Now(), c.cfg.HiddenGrace)
 	}
-	if again := c.noteContested(scope, v, conflicts); len(again) > 0 {
+	if again := c.noteContested(scope, v, conflicts, removed); len(again) > 0 {
 		// This pass changed entries of a network that turned out
-		// contested one by one: the next covers all of its entries.
+		// contested one by one, or read a local endpoint that has gone
+		// since: the next covers all of its entries.
 		c.submitAsync(Scope{RemoteNets: again}, nil)
 	}
 	c.mu.Lock()
@@ -1033,12 +1042,10 @@ func (c *Core) reconcile(ctx context.Context, scope Scope) error {
 // the network is contested (a remote entry there may be out for claiming
 // what a local endpoint holds), else nil. Removing a local endpoint, or
 // undoing its creation, asks in the critical section that takes the
-// endpoint out. A pass over a few remote entries that read the endpoint
-// just before and finds the network contested only after this answered
-// nil makes a follow-up pass over the whole network (noteContested), which
-// reads the state without the endpoint. Not covered: a pass over the whole
-// network that read the endpoint and notes the network contested only
-// after; the claim then waits for the next full pass.
+// endpoint out. A pass that read the endpoint just before and finds the
+// network contested only after this answered nil makes a follow-up pass
+// over the whole network (noteContested), which reads the state without
+// the endpoint.
 func (c *Core) claimsOnLocked(network string) []uint32 {
 	if n := c.nets[network]; n != nil && c.contested[n.VNI] {
 		return []uint32{n.VNI}
@@ -1066,9 +1073,13 @@ func (c *Core) widenContested(scope Scope) Scope {
 
 // noteContested records which networks have conflicting claims, after a
 // pass over scope found conflicts in the view v, and returns those it
-// found contested without covering all of their entries (they need a pass
-// that does).
-func (c *Core) noteContested(scope Scope, v view, conflicts []conflict) (again []uint32) {
+// found contested without covering all of their entries, or found newly
+// contested when a local endpoint went after the pass's read (removed is
+// c.removed then): both need a pass that covers the network, the second
+// because a remote entry it left out for claiming what that endpoint held
+// belongs in the kernel now, and the removal's own pass, which saw the
+// network not yet contested, covered only the endpoint.
+func (c *Core) noteContested(scope Scope, v view, conflicts []conflict, removed uint64) (again []uint32) {
 	vniOf := make(map[string]uint32, len(v.nets))
 	for _, n := range v.nets {
 		vniOf[n.Key()] = n.VNI
@@ -1089,6 +1100,9 @@ func (c *Core) noteContested(scope Scope, v view, conflicts []conflict) (again [
 		switch {
 		case covers(n):
 			if found[n.VNI] {
+				if !c.contested[n.VNI] && c.removed != removed {
+					again = append(again, n.VNI)
+				}
 				c.contested[n.VNI] = true
 			} else {
 				delete(c.contested, n.VNI)

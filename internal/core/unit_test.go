@@ -506,11 +506,34 @@ func TestContestedNetworksWidenPassesOverTheirEntries(t *testing.T) {
 	web.VNI = 7
 	v := view{nets: []Network{web, db}}
 	clash := []conflict{{remote: Remote{ID: "r2", Network: "acme/db"}}}
-	if again := c.noteContested(Scope{Remotes: one.Remotes[1:]}, v, clash); !slices.Equal(again, []uint32{8}) || !c.contested[8] {
+	if again := c.noteContested(Scope{Remotes: one.Remotes[1:]}, v, clash, 0); !slices.Equal(again, []uint32{8}) || !c.contested[8] {
 		t.Errorf("newly contested, not covered: again %v, contested %v", again, c.contested)
 	}
-	if again := c.noteContested(Scope{RemoteNets: []uint32{7, 8}}, v, clash); len(again) != 0 || c.contested[7] || !c.contested[8] {
+	if again := c.noteContested(Scope{RemoteNets: []uint32{7, 8}}, v, clash, 0); len(again) != 0 || c.contested[7] || !c.contested[8] {
 		t.Errorf("covered: again %v, contested %v", again, c.contested)
+	}
+	// A covering pass that finds a network newly contested after a local
+	// endpoint went since its read asks for another: the removal's own
+	// pass, which saw the network not contested, covered only the
+	// endpoint, and an entry this pass left out for claiming what that
+	// endpoint held belongs in the kernel now. Once contested, a removal's
+	// pass covers the network itself (claimsOnLocked).
+	delete(c.contested, 8)
+	c.eps = map[string]*Endpoint{"gone": {EndpointSpec: EndpointSpec{ID: "gone", Network: "acme/db"}}}
+	read := c.removed
+	c.delEpLocked("gone")
+	if again := c.noteContested(Scope{Networks: []uint32{8}}, v, clash, read); !slices.Equal(again, []uint32{8}) || !c.contested[8] {
+		t.Errorf("newly contested, covered, a local endpoint gone since the read: again %v, contested %v", again, c.contested)
+	}
+	if again := c.noteContested(Scope{Networks: []uint32{8}}, v, clash, read); len(again) != 0 {
+		t.Errorf("already contested: again %v", again)
+	}
+	c.nets = map[string]*Network{"acme/db": &db}
+	if got := c.claimsOnLocked("acme/db"); !slices.Equal(got, []uint32{8}) {
+		t.Errorf("a removal in a contested network covers %v", got)
+	}
+	if got := c.claimsOnLocked("acme/web"); got != nil {
+		t.Errorf("a removal in an unknown network covers %v", got)
 	}
 }
 
