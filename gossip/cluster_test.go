@@ -742,15 +742,39 @@ func TestRestartWithSeedsDownFindsTheRing(t *testing.T) {
 	cfg.Seeds = h2.cfg.Seeds
 	again := c.start(cfg) // a new port: h1 cannot know it
 	awaitMembers(t, []*Node{h1, again}, 2, 15*time.Second)
+}
 
-	// Bad input: a kept list that is not addresses is skipped, not fatal.
-	if err := os.WriteFile(file, []byte("not an address\n\n127.0.0.1:0\n"+h1.Addr()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	peers, bad, err := readPeers(file)
-	if err != nil || bad != 2 || !slices.Equal(peers, []string{h1.Addr()}) {
-		t.Errorf("readPeers = %v, %d bad, %v; want [%s], 2 bad", peers, bad, err, h1.Addr())
-	}
+// TestHostsRestartedTogetherFindTheRest: h2 restarts with a seed that
+// answers, h3, new and alone (its own seed is down): the two form an island
+// and neither is alone. h2's kept peers are mostly not in sight, so its
+// rejoin rounds try them and the island meets h1. Nobody on h1's side can
+// reach the island (h2 came back at a new port).
+func TestHostsRestartedTogetherFindTheRest(t *testing.T) {
+	c := newTestCluster(t)
+	dir := t.TempDir()
+	c.tune = func(cfg *Config) { cfg.PeersFile = filepath.Join(dir, cfg.NodeName+".peers") }
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
+	eventually(t, 5*time.Second, "h2 keeps h1's address", func() error {
+		if b, err := os.ReadFile(h2.cfg.PeersFile); !strings.Contains(string(b), h1.Addr()) {
+			return fmt.Errorf("%q, %v", b, err)
+		}
+		return nil
+	})
+	c.stops[h2]()
+	c.stops[h0]()
+	awaitMembers(t, []*Node{h1}, 1, 15*time.Second)
+
+	cfg := testConfig(t, "h3", c.key)
+	cfg.VTEP = netip.MustParseAddr("203.0.113.13")
+	cfg.Seeds = []string{h0.Addr()}
+	h3 := c.start(cfg)
+	cfg = testConfig(t, "h2", c.key)
+	cfg.VTEP = h2.cfg.VTEP
+	cfg.Seeds = []string{h3.Addr()}
+	again := c.start(cfg)
+	awaitMembers(t, []*Node{h1, again, h3}, 3, 15*time.Second)
 }
 
 func sorted(s ...string) []string {

@@ -36,12 +36,16 @@ type Config struct {
 	// Seeds are "host[:port]" addresses joined at start and re-joined every
 	// RejoinInterval while any of them is not an alive member.
 	Seeds []string
-	// PeersFile, if set, keeps the addresses of the hosts last seen alive
-	// (written when they changed, at most once a RejoinInterval, never
-	// empty). At start, when no seed answers (or there are none), up to
-	// four of them are joined instead, and rejoin rounds try them while no
-	// other host is alive: a host whose seeds are down after a reboot still
-	// finds the ring, which does not contact a host that left cleanly.
+	// PeersFile, if set, keeps the addresses of the ring's hosts across
+	// restarts: the alive ones, and those down (not left) for less than
+	// ReapDeadAfter, at most 256; rewritten when that changes, checked
+	// every RejoinInterval, never while this host is alone. At start, when
+	// no seed answers (or there are none), kept peers are joined one at a
+	// time (up to four) until one answers; rejoin rounds do the same while
+	// fewer than half of them are alive members. So a host whose seeds are
+	// down after a reboot, or a few hosts restarted together that found
+	// only each other, still find the ring, which does not contact hosts
+	// that left cleanly.
 	PeersFile string
 	// Keys are the cluster keys (16, 24 or 32 bytes, AES-GCM). Keys[0] is
 	// the primary (encrypts); the others are accepted on receive. At least

@@ -70,7 +70,7 @@ type Node struct {
 	// replaced at each write.
 	keptPeers []string
 
-	savedPeers []string // Run's own: what savePeers last wrote
+	missing map[string]time.Time // savePeers' own: kept peers not alive, since when
 }
 
 type failed struct {
@@ -114,6 +114,7 @@ func New(cfg Config) (*Node, error) {
 		healCh:  make(chan string, 64),
 		firstCh: make(chan string, 64),
 		reheal:  make(chan string, 64),
+		missing: map[string]time.Time{},
 		failed:  make(map[string]failed),
 		syncs:   map[string]*scopeSync{"": newScopeSync()},
 		gaps:    make(map[want]*gap),
@@ -149,15 +150,15 @@ func New(cfg Config) (*Node, error) {
 	n.port = uint16(tr.port)
 	n.addr = netip.AddrPortFrom(adv, n.port).String()
 	n.store.setMember(cfg.NodeName, netip.AddrPortFrom(adv, n.port), cfg.VTEP, wireVersion, true, false)
-	if len(n.seeds()) == 0 {
-		n.markSynced("") // nobody to catch up with
-	}
 	if cfg.PeersFile != "" {
 		peers, bad, err := readPeers(cfg.PeersFile)
 		if err != nil || bad > 0 {
 			n.log.Warn("peers kept from the last run, partly unreadable", "file", cfg.PeersFile, "bad_lines", bad, "err", err)
 		}
 		n.keptPeers = slices.DeleteFunc(peers, func(p string) bool { return p == n.addr })
+	}
+	if len(n.seeds())+len(n.keptPeers) == 0 {
+		n.markSynced("") // nobody to catch up with
 	}
 
 	mc := memberlist.DefaultLANConfig()
@@ -229,7 +230,10 @@ func (n *Node) Run(ctx context.Context) error {
 		return errors.New("gossip: Run called twice")
 	}
 	defer n.stop(true)
-	if seeds, kept := n.seeds(), n.keptTargets(nil); len(seeds)+len(kept) > 0 {
+	n.mu.Lock()
+	kept := len(n.keptPeers)
+	n.mu.Unlock()
+	if seeds := n.seeds(); len(seeds)+kept > 0 {
 		// Joined aside: a join dials each seed in turn, and Run's loop must
 		// serve first syncs meanwhile.
 		n.rejoining.Store(true)
@@ -251,12 +255,13 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rejoin.C:
-			n.savePeers()
 			// A join dials each target in turn and a dead host can take
-			// TCPTimeout to fail, so it runs aside, one at a time.
+			// TCPTimeout to fail, so it runs aside, one at a time; so
+			// does keeping the peers, which syncs a file.
 			if n.rejoining.CompareAndSwap(false, true) {
 				go func() {
 					defer n.rejoining.Store(false)
+					n.savePeers()
 					n.rejoin()
 				}()
 			}
@@ -343,8 +348,8 @@ func (n *Node) shutdown() {
 }
 
 // joinAtStart joins the seeds, or when none answers (or there are none),
-// up to keptJoin of the peers kept from the last run. Failing both, the
-// rejoin rounds go on trying.
+// peers kept from the last run (joinKept). Failing both, the rejoin rounds
+// go on trying; a host without seeds then has nobody to catch up with.
 func (n *Node) joinAtStart(seeds []string) {
 	var errs []error
 	if len(seeds) > 0 {
@@ -355,13 +360,14 @@ func (n *Node) joinAtStart(seeds []string) {
 		}
 		errs = append(errs, err)
 	}
-	if kept := n.keptTargets(seeds); len(kept) > 0 {
-		k, err := n.ml.Join(kept)
-		if k > 0 {
-			n.log.Info("joined ring through peers of the last run", "seeds", seeds, "peers", kept, "reached", k)
-			return
-		}
+	if p, err := n.joinKept(seeds); p != "" {
+		n.log.Info("joined ring through a peer of the last run", "seeds", seeds, "peer", p)
+		return
+	} else if err != nil {
 		errs = append(errs, err)
+	}
+	if len(seeds) == 0 {
+		n.markSynced("")
 	}
 	n.log.Warn("join failed; retrying every rejoin interval", "seeds", seeds, "err", errors.Join(errs...))
 }
@@ -381,15 +387,16 @@ const rejoinFailed = 2
 // given up on it, so without this a long partition would never heal.
 func (n *Node) rejoin() {
 	targets := n.rejoinTargets()
-	if n.alone() {
-		// Nobody answered yet: the seeds may be the hosts that are down.
-		targets = append(targets, n.keptTargets(targets)...)
+	if len(targets) > 0 {
+		k, err := n.ml.Join(targets)
+		n.log.Debug("rejoin", "targets", targets, "reached", k, "err", err)
 	}
-	if len(targets) == 0 {
-		return
+	if n.keptWanted() {
+		// Alone, or among few of the hosts kept: the seeds may be the
+		// hosts that are down, or the rest of the ring may not know us.
+		p, err := n.joinKept(targets)
+		n.log.Debug("rejoin a kept peer", "reached", p, "err", err)
 	}
-	k, err := n.ml.Join(targets)
-	n.log.Debug("rejoin", "targets", targets, "reached", k, "err", err)
 }
 
 // rejoinTargets returns the addresses a rejoin round joins: the seeds and
