@@ -41,8 +41,8 @@ type Config struct {
 	// ReapDeadAfter, at most 256; rewritten when that changes, checked
 	// every RejoinInterval, never while this host is alone. At start, when
 	// no seed answers (or there are none), kept peers are joined one at a
-	// time (up to four) until one answers; rejoin rounds do the same while
-	// fewer than half of them are alive members. So a host whose seeds are
+	// time (up to four) until one answers; each rejoin round tries one
+	// while fewer than half of them are alive members. So a host whose seeds are
 	// down after a reboot, or a few hosts restarted together that found
 	// only each other, still find the ring, which does not contact hosts
 	// that left cleanly.

@@ -360,7 +360,7 @@ func (n *Node) joinAtStart(seeds []string) {
 		}
 		errs = append(errs, err)
 	}
-	if p, err := n.joinKept(seeds); p != "" {
+	if p, err := n.joinKept(seeds, keptJoin); p != "" {
 		n.log.Info("joined ring through a peer of the last run", "seeds", seeds, "peer", p)
 		return
 	} else if err != nil {
@@ -394,7 +394,7 @@ func (n *Node) rejoin() {
 	if n.keptWanted() {
 		// Alone, or among few of the hosts kept: the seeds may be the
 		// hosts that are down, or the rest of the ring may not know us.
-		p, err := n.joinKept(targets)
+		p, err := n.joinKept(targets, keptRejoin)
 		n.log.Debug("rejoin a kept peer", "reached", p, "err", err)
 	}
 }

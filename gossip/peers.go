@@ -30,10 +30,14 @@ import (
 const (
 	// maxKeptPeers bounds the addresses kept, written and read back.
 	maxKeptPeers = 256
-	// keptJoin bounds the kept peers a join round tries, one at a time
-	// until one answers: memberlist's Join makes a full exchange with
+	// keptJoin bounds the kept peers the join at start tries, one at a
+	// time until one answers: memberlist's Join makes a full exchange with
 	// every address it is given, and a dead one can take a TCP timeout.
 	keptJoin = 4
+	// keptRejoin is the same bound for a rejoin round, which also dials
+	// the seeds and failed peers: across a partition every dial may wait
+	// out its timeout, and the round that heals it comes only after.
+	keptRejoin = 1
 	// maxPeersFile bounds the file read at start.
 	maxPeersFile = 64 << 10
 )
@@ -207,8 +211,8 @@ func (n *Node) keptWanted() bool {
 }
 
 // joinKept joins kept peers that are not alive members and not in skip,
-// up to keptJoin at random, one at a time until one answers.
-func (n *Node) joinKept(skip []string) (reached string, err error) {
+// up to limit at random, one at a time until one answers.
+func (n *Node) joinKept(skip []string, limit int) (reached string, err error) {
 	states := n.store.peerStates(n.addr)
 	avoid := map[string]bool{}
 	for _, s := range skip {
@@ -224,7 +228,7 @@ func (n *Node) joinKept(skip []string) (reached string, err error) {
 	n.mu.Unlock()
 	mrand.Shuffle(len(try), func(i, j int) { try[i], try[j] = try[j], try[i] })
 	var errs []error
-	for _, p := range try[:min(len(try), keptJoin)] {
+	for _, p := range try[:min(len(try), limit)] {
 		if k, err := n.ml.Join([]string{p}); k > 0 {
 			return p, nil
 		} else {
