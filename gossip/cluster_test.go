@@ -716,27 +716,7 @@ func TestGracefulLeaveHides(t *testing.T) {
 // only seed is down by then. The peers it kept from its last run (Config.
 // PeersFile) bring it back. Without them it stays alone.
 func TestRestartWithSeedsDownFindsTheRing(t *testing.T) {
-	c := newTestCluster(t)
-	dir := t.TempDir()
-	c.tune = func(cfg *Config) { cfg.PeersFile = filepath.Join(dir, cfg.NodeName+".peers") }
-	nodes := c.startN(3)
-	awaitMembers(t, nodes, 3, 15*time.Second)
-	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
-	file := h2.cfg.PeersFile
-	eventually(t, 5*time.Second, "h2 keeps h0's and h1's addresses", func() error {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return err
-		}
-		if want := strings.Join(sorted(h0.Addr(), h1.Addr()), "\n") + "\n"; string(b) != want {
-			return fmt.Errorf("%s holds %q, want %q", file, b, want)
-		}
-		return nil
-	})
-	c.stops[h2]()
-	c.stops[h0]() // h2's seed
-	awaitMembers(t, []*Node{h1}, 1, 15*time.Second)
-
+	c, _, h1, h2 := ringAfterLeaves(t)
 	cfg := testConfig(t, "h2", c.key)
 	cfg.VTEP = h2.cfg.VTEP
 	cfg.Seeds = h2.cfg.Seeds
@@ -750,22 +730,7 @@ func TestRestartWithSeedsDownFindsTheRing(t *testing.T) {
 // rejoin rounds try them and the island meets h1. Nobody on h1's side can
 // reach the island (h2 came back at a new port).
 func TestHostsRestartedTogetherFindTheRest(t *testing.T) {
-	c := newTestCluster(t)
-	dir := t.TempDir()
-	c.tune = func(cfg *Config) { cfg.PeersFile = filepath.Join(dir, cfg.NodeName+".peers") }
-	nodes := c.startN(3)
-	awaitMembers(t, nodes, 3, 15*time.Second)
-	h0, h1, h2 := nodes[0], nodes[1], nodes[2]
-	eventually(t, 5*time.Second, "h2 keeps h1's address", func() error {
-		if b, err := os.ReadFile(h2.cfg.PeersFile); !strings.Contains(string(b), h1.Addr()) {
-			return fmt.Errorf("%q, %v", b, err)
-		}
-		return nil
-	})
-	c.stops[h2]()
-	c.stops[h0]()
-	awaitMembers(t, []*Node{h1}, 1, 15*time.Second)
-
+	c, h0, h1, h2 := ringAfterLeaves(t)
 	cfg := testConfig(t, "h3", c.key)
 	cfg.VTEP = netip.MustParseAddr("203.0.113.13")
 	cfg.Seeds = []string{h0.Addr()}
@@ -775,6 +740,35 @@ func TestHostsRestartedTogetherFindTheRest(t *testing.T) {
 	cfg.Seeds = []string{h3.Addr()}
 	again := c.start(cfg)
 	awaitMembers(t, []*Node{h1, again, h3}, 3, 15*time.Second)
+}
+
+// ringAfterLeaves starts h0 (everyone's seed), h1 and h2, each keeping its
+// peers (Config.PeersFile), waits until h2's file holds h0 and h1, then
+// stops h2 and h0 cleanly and waits until h1 is alone: nobody will contact
+// h2 again, and its only seed is down.
+func ringAfterLeaves(t *testing.T) (c *testCluster, h0, h1, h2 *Node) {
+	t.Helper()
+	c = newTestCluster(t)
+	dir := t.TempDir()
+	c.tune = func(cfg *Config) { cfg.PeersFile = filepath.Join(dir, cfg.NodeName+".peers") }
+	nodes := c.startN(3)
+	awaitMembers(t, nodes, 3, 15*time.Second)
+	h0, h1, h2 = nodes[0], nodes[1], nodes[2]
+	file := h2.cfg.PeersFile
+	eventually(t, 5*time.Second, "h2 keeps h0's and h1's addresses", func() error {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		if want := strings.Join(sorted(h0.Addr(), h1.Addr()), "\n") + "\n"; string(b) != want {
+			return fmt.Errorf("%s holds %q, want %q", file, b, want)
+		}
+		return nil
+	})
+	c.stops[h2]()
+	c.stops[h0]()
+	awaitMembers(t, []*Node{h1}, 1, 15*time.Second)
+	return c, h0, h1, h2
 }
 
 func sorted(s ...string) []string {
