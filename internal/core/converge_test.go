@@ -325,26 +325,9 @@ func TestTheOlderClaimReturnsWhenTheNewerGoes(t *testing.T) {
 // alone, and the remote entry stayed out until the periodic repair: found
 // by TestScopedPassesConvergeToTheFullState, seed 1796224236604637581.)
 func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
-	cfg := config(t, t.TempDir())
-	cfg.RepairInterval = time.Hour
-	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
-	h := start(t, dp, cl, cfg)
-	if _, err := h.c.CreateNetwork(ctx(t), web()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.c.CreateEndpoint(ctx(t), ep("local", "10.1.0.9")); err != nil {
-		t.Fatal(err)
-	}
-	cl.AddHost("h1", vtep1)
-	r := remote("far", 9, "h1") // 10.1.0.9, as the local endpoint
-	r.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, 9}
+	h, dp, _, r := claimOnALocalAddress(t, "local", 9)
 	kernel := func() string { return replayed(dp).String() }
 	has := func(mac string) bool { return strings.Contains(kernel(), mac) }
-	calls := len(dp.Calls())
-	cl.AddRemote(r)
-	eventually(t, "a pass over the remote claim", func() bool {
-		return slices.ContainsFunc(dp.Calls()[calls:], func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
-	})
 	if has(r.MAC.String()) {
 		t.Fatalf("the remote claim on a local endpoint's address is programmed:\n%s", kernel())
 	}
@@ -355,14 +338,12 @@ func TestARemoteClaimReturnsWhenTheLocalEndpointGoes(t *testing.T) {
 	noFullPassAfterStart(t, dp)
 }
 
-// TestAFailedCreateInAContestedNetworkUndoesOverItsClaims: a create that
-// fails is undone by a pass. In a contested network a remote entry may have
-// been left out, while the endpoint existed, for claiming its address (a
-// claim arriving during the create); the undo's pass covers the network's
-// remote entries so that such a claim comes back at once, as after a
-// delete. Whether a claim lands in that window cannot be arranged from
-// outside the core, so the test checks the undo's scope.
-func TestAFailedCreateInAContestedNetworkUndoesOverItsClaims(t *testing.T) {
+// claimOnALocalAddress starts a core (no repair pass) with network web, a
+// local endpoint id at 10.1.0.<last>, and a remote endpoint on h1 claiming
+// that address with another MAC, and waits for the remote's own pass: the
+// network is contested from then on.
+func claimOnALocalAddress(t *testing.T, id string, last byte) (*harness, *coretest.Datapath, core.Network, core.Remote) {
+	t.Helper()
 	cfg := config(t, t.TempDir())
 	cfg.RepairInterval = time.Hour
 	dp, cl := &coretest.Datapath{}, coretest.NewCluster("h0")
@@ -371,17 +352,28 @@ func TestAFailedCreateInAContestedNetworkUndoesOverItsClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.c.CreateEndpoint(ctx(t), ep("held", "10.1.0.8")); err != nil {
+	if _, err := h.c.CreateEndpoint(ctx(t), ep(id, fmt.Sprintf("10.1.0.%d", last))); err != nil {
 		t.Fatal(err)
 	}
 	cl.AddHost("h1", vtep1)
-	rival := remote("rival", 8, "h1") // 10.1.0.8, as "held": the network is contested
-	rival.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, 8}
+	r := remote("far", last, "h1") // the local endpoint's address
+	r.MAC = net.HardwareAddr{2, 0x7e, 0xee, 0, 0, last}
 	calls := len(dp.Calls())
-	cl.AddRemote(rival)
-	passAfter(t, dp, calls, "a pass over the rival claim", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	cl.AddRemote(r)
+	passAfter(t, dp, calls, "a pass over the remote claim", func(c coretest.Call) bool { return len(c.Scope.Remotes) > 0 })
+	return h, dp, n, r
+}
 
-	calls = len(dp.Calls())
+// TestAFailedCreateInAContestedNetworkUndoesOverItsClaims: a create that
+// fails is undone by a pass. In a contested network a remote entry may have
+// been left out, while the endpoint existed, for claiming its address (a
+// claim arriving during the create); the undo's pass covers the network's
+// remote entries so that such a claim comes back at once, as after a
+// delete. Whether a claim lands in that window cannot be arranged from
+// outside the core, so the test checks the undo's scope.
+func TestAFailedCreateInAContestedNetworkUndoesOverItsClaims(t *testing.T) {
+	h, dp, n, _ := claimOnALocalAddress(t, "held", 8)
+	calls := len(dp.Calls())
 	injected := errors.New("injected")
 	dp.FailWhen(func(s core.Scope) bool { return slices.Contains(s.Endpoints, "new") }, injected)
 	if _, err := h.c.CreateEndpoint(ctx(t), ep("new", "10.1.0.9")); !errors.Is(err, injected) {
