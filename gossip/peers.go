@@ -198,6 +198,12 @@ func (n *Node) savePeers() {
 // than half of them are alive members (alone, or among hosts restarted
 // together while the rest of the ring is elsewhere).
 func (n *Node) keptWanted() bool {
+	n.mu.Lock()
+	none := len(n.keptPeers) == 0
+	n.mu.Unlock()
+	if none {
+		return false // without PeersFile, every round: not worth a walk of the members
+	}
 	states := n.store.peerStates(n.addr)
 	n.mu.Lock()
 	defer n.mu.Unlock()
