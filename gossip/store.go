@@ -38,17 +38,42 @@ import (
 
 // owner is everything known about one host.
 type owner struct {
-	name      string
-	alive     bool
-	left      bool      // it left gracefully (else it failed), while !alive
-	downSince time.Time // while !alive
-	upSince   time.Time // while alive: when this host last saw it come up
-	reaped    bool      // its entries were dropped; old copies are ignored until it is back
-	wasAlive  bool      // it has been an alive member at least once
-	addr      netip.AddrPort
-	vtep      netip.Addr
-	wire      uint8              // wire version it speaks, from its metadata; 0 unknown
-	live      [numTableIDs]int32 // its live entries per table
+	// Laid out to fit 128 bytes: a ring of n hosts holds n of these on
+	// each host (gossip/DESIGN.md, "Memory at 500").
+	name string
+	addr netip.AddrPort
+	vtep netip.Addr
+	live [numTableIDs]int32 // its live entries per table
+	// downAt is when it went down, while !alive; upAt when this host last
+	// saw it come up, while alive: unix nanoseconds, 0 for none.
+	downAt, upAt int64
+	alive        bool
+	left         bool  // it left gracefully (else it failed), while !alive
+	reaped       bool  // its entries were dropped; old copies are ignored until it is back
+	wasAlive     bool  // it has been an alive member at least once
+	wire         uint8 // wire version it speaks, from its metadata; 0 unknown
+}
+
+// downSince returns when the owner went down (zero while it is up).
+func (o *owner) downSince() time.Time { return fromStamp(o.downAt) }
+
+// upSince returns when this host last saw the owner come up.
+func (o *owner) upSince() time.Time { return fromStamp(o.upAt) }
+
+// stamp and fromStamp convert a time to unix nanoseconds and back, the
+// zero time to 0.
+func stamp(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromStamp(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // ekey identifies an entry within a scope.
@@ -161,7 +186,7 @@ func (s *store) expiredLocked(version uint64) bool {
 func (s *store) ownerLocked(name string) *owner {
 	o := s.owners[name]
 	if o == nil {
-		o = &owner{name: name, downSince: s.clock.now()}
+		o = &owner{name: name, downAt: stamp(s.clock.now())}
 		s.owners[name] = o
 	}
 	return o
@@ -478,16 +503,16 @@ func (s *store) setMemberFirst(name string, addr netip.AddrPort, vtep netip.Addr
 	o.alive = alive
 	kind := EventPut
 	if alive {
-		o.reaped, o.left, o.downSince, o.upSince = false, false, time.Time{}, s.clock.now()
+		o.reaped, o.left, o.downAt, o.upAt = false, false, 0, stamp(s.clock.now())
 	} else {
 		kind = EventDelete
-		o.left, o.downSince = left, s.clock.now()
+		o.left, o.downAt = left, stamp(s.clock.now())
 	}
 	if o.liveTotal() > 0 {
 		for _, ev := range s.ownerEntriesLocked(o) {
 			ev.kind, ev.hidden = kind, true
 			if !alive {
-				ev.downSince = o.downSince
+				ev.downSince = o.downSince()
 			}
 			s.emitLocked(ev)
 		}
@@ -533,7 +558,7 @@ func (s *store) reap(deadAfter time.Duration) (tombstones, entries int) {
 	defer s.mu.Unlock()
 	now := s.clock.now()
 	for _, o := range s.owners {
-		if !o.alive && !o.reaped && now.Sub(o.downSince) > deadAfter {
+		if !o.alive && !o.reaped && now.Sub(o.downSince()) > deadAfter {
 			o.reaped = true
 		}
 	}
