@@ -55,6 +55,8 @@ type Node struct {
 	rejoining     atomic.Bool
 	running       atomic.Bool
 	leaving       atomic.Bool // set before a graceful leave: the meta says so
+	joinGate      admission   // as a seed: joins let in (admit.go)
+	admitCh       chan bool   // a seed's answer to our join ask
 
 	addr string // host:port others join
 	port uint16
@@ -121,7 +123,9 @@ func New(cfg Config) (*Node, error) {
 		warned:  make(map[string]bool),
 		inFrom:  make(map[string]int),
 		busy:    make(map[string]time.Time),
+		admitCh: make(chan bool, 1),
 	}
+	n.joinGate.busy = load.busy
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
 		return nil, fmt.Errorf("gossip: Keys: %w", err)
@@ -353,6 +357,9 @@ func (n *Node) shutdown() {
 func (n *Node) joinAtStart(seeds []string) {
 	var errs []error
 	if len(seeds) > 0 {
+		if !n.awaitAdmission(seeds) {
+			return // stopped
+		}
 		k, err := n.ml.Join(seeds)
 		if k > 0 {
 			n.log.Info("joined ring", "seeds", seeds, "reached", k)

@@ -217,6 +217,10 @@ func (n *Node) handle(b []byte, from netip.AddrPort) {
 		if len(m.wants) > 0 {
 			n.answerWants(m, from)
 		}
+	case msgJoinAsk:
+		n.answerJoinAsk(m, from)
+	case msgJoinAnswer:
+		n.onJoinAnswer(m)
 	}
 }
 

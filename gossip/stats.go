@@ -92,6 +92,9 @@ type Stats struct {
 	// roots differ they are answered with this host's own digests only;
 	// where they agree, with nothing, as any heal.
 	HealsOneSided uint64
+	// Join admission (admit.go): joins this host, as a seed, let go ahead
+	// or told to wait; and the times this host was told to wait.
+	JoinsAdmitted, JoinsDeferred, JoinWaits uint64
 
 	// Dropped counts refused messages and entries by reason (truncated,
 	// wire-version, decrypt, queue-full, unknown-table, ownership, ...).
@@ -112,6 +115,7 @@ type counters struct {
 	received, applied, stale, unscoped, retired atomic.Uint64
 	sent, sendErrors, bytesSent, bytesReceived  atomic.Uint64
 	syncRequests, pulls, healsOneSided          atomic.Uint64
+	joinsAdmitted, joinsDeferred, joinWaits     atomic.Uint64
 	dropped                                     [numDropReasons]atomic.Uint64
 	lastDropLog                                 atomic.Int64 // unix nanoseconds; rate-limits warnings
 }
@@ -134,6 +138,9 @@ func (n *Node) Stats() Stats {
 		SyncRequests:    c.syncRequests.Load(),
 		Pulls:           c.pulls.Load(),
 		HealsOneSided:   c.healsOneSided.Load(),
+		JoinsAdmitted:   c.joinsAdmitted.Load(),
+		JoinsDeferred:   c.joinsDeferred.Load(),
+		JoinWaits:       c.joinWaits.Load(),
 		Dropped:         make(map[string]uint64),
 		Tables:          n.store.tableStats(),
 	}

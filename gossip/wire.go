@@ -6,11 +6,12 @@ package gossip
 // input:
 //
 //	version  u8      wireVersion (2)
-//	type     u8      msgUpdate ... msgEntries
+//	type     u8      msgUpdate ... msgJoinAnswer
 //	flags    u8      bit 0: done (msgEntries: the complete answer for its
 //	                 scopes); bit 1: live only (msgEntries with wants: the
 //	                 asker holds nothing of the owners it wants, so send no
-//	                 tombstones); no other bit may be set
+//	                 tombstones); bit 2: admitted (msgJoinAnswer only,
+//	                 which may carry no other bit); no other bit may be set
 //	sender   str     name of the host that encoded the message
 //	owners   uvarint count, then count × str: a dictionary, so a message
 //	                 names each host once
@@ -61,10 +62,15 @@ const (
 	msgDigest  = 4 // root digests of some scopes: answer where they differ
 	msgOwners  = 5 // per-owner digests of some scopes: answer with entries and wants
 	msgEntries = 6 // entries of the listed scopes, of any owner; wants ask for more
-	maxMsgType = msgEntries
+	// msgJoinAsk asks a seed whether this host may join now; msgJoinAnswer
+	// says yes (flagAdmitted) or later (admit.go). Both carry nothing else.
+	msgJoinAsk    = 7
+	msgJoinAnswer = 8
+	maxMsgType    = msgJoinAnswer
 
 	flagDone      = 1 << 0 // message: the complete answer for its scopes
 	flagLiveOnly  = 1 << 1 // message: answer the wants without tombstones
+	flagAdmitted  = 1 << 2 // msgJoinAnswer: join now
 	flagTombstone = 1 << 0 // entry
 
 	maxNameLen    = 128      // host names
@@ -227,7 +233,11 @@ func decodeMessage(b []byte) (*message, error) {
 	if r.err == nil && (m.typ < msgUpdate || m.typ > maxMsgType) {
 		return nil, fmt.Errorf("type %d: %w", m.typ, errMsgType)
 	}
-	if r.err == nil && m.flags&^(flagDone|flagLiveOnly) != 0 {
+	allowed := byte(flagDone | flagLiveOnly)
+	if m.typ == msgJoinAnswer {
+		allowed = flagAdmitted
+	}
+	if r.err == nil && m.flags&^allowed != 0 {
 		return nil, fmt.Errorf("message flags %#x: %w", m.flags, errBadFlags)
 	}
 	m.sender = r.str(maxNameLen)
@@ -324,6 +334,9 @@ func decodeMessage(b []byte) (*message, error) {
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%d bytes: %w", len(r.b), errTrailing)
+	}
+	if (m.typ == msgJoinAsk || m.typ == msgJoinAnswer) && len(m.scopes)+len(m.digests)+len(m.wants)+len(m.entries) > 0 {
+		return nil, fmt.Errorf("type %d with a body: %w", m.typ, errMsgType)
 	}
 	return m, nil
 }

@@ -45,7 +45,8 @@ func sampleDigests() []*message {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
-	for _, m := range append([]*message{sampleMessage(), sampleUpdate()}, sampleDigests()...) {
+	joins := []*message{{typ: msgJoinAsk, sender: "h1"}, {typ: msgJoinAnswer, sender: "h2"}, {typ: msgJoinAnswer, flags: flagAdmitted, sender: "h2"}}
+	for _, m := range append(append([]*message{sampleMessage(), sampleUpdate()}, sampleDigests()...), joins...) {
 		testRoundTrip(t, m)
 	}
 }
@@ -70,7 +71,8 @@ func testRoundTrip(t *testing.T, m *message) {
 // TestDecodeEveryTruncation checks each prefix of a valid message is refused
 // as an error, not a panic or a partial message.
 func TestDecodeEveryTruncation(t *testing.T) {
-	for _, m := range append([]*message{sampleMessage(), sampleUpdate()}, sampleDigests()...) {
+	joins := []*message{{typ: msgJoinAsk, sender: "h1"}, {typ: msgJoinAnswer, sender: "h2"}, {typ: msgJoinAnswer, flags: flagAdmitted, sender: "h2"}}
+	for _, m := range append(append([]*message{sampleMessage(), sampleUpdate()}, sampleDigests()...), joins...) {
 		b := encodeMessage(nil, m)
 		for i := range len(b) {
 			if m, err := decodeMessage(b[:i]); err == nil {
@@ -165,6 +167,8 @@ func TestHostileMessagesDropped(t *testing.T) {
 	withType[1] = 9
 	withFlags := enc(msgUpdate, "h2", valid)
 	withFlags[2] = 0x80
+	admittedUpdate := enc(msgUpdate, "h2", valid)
+	admittedUpdate[2] = flagAdmitted // a join answer's flag on another type
 	unknownTable := valid
 	unknownTable.table = 42
 	oldBlocks := entry{table: 3, owner: "h2", key: "10.1.4.0/24", version: 5, value: []byte{4, 10, 1, 4, 0, 24, 0}}
@@ -194,6 +198,10 @@ func TestHostileMessagesDropped(t *testing.T) {
 		{"wire version 1", withVersion, "wire-version"},
 		{"unknown type", withType, "message-type"},
 		{"unknown message flags", withFlags, "flags"},
+		{"join answer's flag on an update", admittedUpdate, "flags"},
+		{"join answer flagged done", encodeMessage(nil, &message{typ: msgJoinAnswer, flags: flagDone, sender: "h2"}), "flags"},
+		{"join ask with entries", enc(msgJoinAsk, "h2", valid), "message-type"},
+		{"join answer with scopes", encodeMessage(nil, &message{typ: msgJoinAnswer, sender: "h2", scopes: []string{"net-a"}}), "message-type"},
 		{"unknown table", enc(msgUpdate, "h2", unknownTable), "unknown-table"},
 		{"old peer's blocks table", enc(msgUpdate, "h2", oldBlocks), "unknown-table"},
 		{"key not matching value", enc(msgUpdate, "h2", wrongKey), "key-mismatch"},

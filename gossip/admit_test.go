@@ -1,0 +1,162 @@
+package gossip
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// admitted counts the asks let in, one every step from start until end.
+func admitted(a *admission, start, end time.Time, step time.Duration) (n int) {
+	for t := start; t.Before(end); t = t.Add(step) {
+		if a.ask(t) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestAdmissionAdaptsToLoad(t *testing.T) {
+	var busy bool
+	a := &admission{busy: func(time.Time) bool { return busy }}
+	t0 := time.Unix(1_000_000, 0)
+	// A burst at once, then no more in the same instant.
+	for i := 0; i < admitBurst; i++ {
+		if !a.ask(t0) {
+			t.Fatalf("ask %d of the burst refused", i+1)
+		}
+	}
+	if a.ask(t0) {
+		t.Fatalf("ask %d admitted: the burst is %d", admitBurst+1, admitBurst)
+	}
+	// At ease: the rate climbs to its maximum.
+	climb := time.Duration((admitRateMax-admitRateStart)/admitRateStep+10) * admitWindow
+	t1 := t0.Add(climb)
+	admitted(a, t0.Add(time.Millisecond), t1, time.Millisecond)
+	if got := admitted(a, t1, t1.Add(time.Second), time.Millisecond); got < admitRateMax*0.9 {
+		t.Fatalf("at ease: %d admitted in a second, want about %v", got, admitRateMax)
+	}
+	// Busy: the rate halves every window down to its minimum.
+	busy = true
+	t2 := t1.Add(30 * time.Second)
+	admitted(a, t1.Add(time.Second), t2, time.Millisecond)
+	if got := admitted(a, t2, t2.Add(10*time.Second), time.Millisecond); got > 10*admitRateMin+admitBurst/4 {
+		t.Fatalf("busy: %d admitted in 10 s, want about %v", got, 10*admitRateMin)
+	}
+	// At ease again: it recovers.
+	busy = false
+	t3 := t2.Add(10*time.Second + climb)
+	admitted(a, t2.Add(10*time.Second), t3, time.Millisecond)
+	if got := admitted(a, t3, t3.Add(time.Second), time.Millisecond); got < admitRateMax*0.9 {
+		t.Fatalf("at ease again: %d admitted in a second", got)
+	}
+}
+
+// TestJoinsWaitForTheirSeed starts three hosts at once against a seed
+// that lets one join in a second (it is busy, it says): they
+// join one by one, told to wait meanwhile.
+func TestJoinsWaitForTheirSeed(t *testing.T) {
+	c := newTestCluster(t)
+	seed := c.startN(1)[0]
+	seed.joinGate.mu.Lock()
+	now := time.Now()
+	seed.joinGate.rate, seed.joinGate.tokens, seed.joinGate.filled, seed.joinGate.adjusted = admitRateMin, 0, now, now
+	seed.joinGate.busy = func(time.Time) bool { return true }
+	seed.joinGate.mu.Unlock()
+
+	// The seed's member count, sampled: when each joiner arrived.
+	var arrivals []time.Time
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		seen := 1
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if m := len(seed.Members()); m > seen {
+				for ; seen < m; seen++ {
+					arrivals = append(arrivals, time.Now())
+				}
+			}
+		}
+	}()
+	nodes := []*Node{seed}
+	for i := 1; i <= 3; i++ {
+		cfg := testConfig(t, "j"+string(rune('0'+i)), c.key)
+		cfg.Seeds = []string{seed.Addr()}
+		nodes = append(nodes, c.start(cfg))
+	}
+	awaitMembers(t, nodes, 4, 30*time.Second)
+	close(stop)
+	wg.Wait()
+
+	if len(arrivals) != 3 {
+		t.Fatalf("arrivals at the seed: %d, want 3", len(arrivals))
+	}
+	for i := 1; i < len(arrivals); i++ {
+		if gap := arrivals[i].Sub(arrivals[i-1]); gap < 500*time.Millisecond {
+			t.Errorf("joiners %d and %d arrived %s apart; the seed lets one in a second", i, i+1, gap)
+		}
+	}
+	st := seed.Stats()
+	var waits uint64
+	for _, n := range nodes[1:] {
+		waits += n.Stats().JoinWaits
+	}
+	// An answer that came after the joiner stopped waiting for it is not
+	// counted as a wait.
+	if st.JoinsAdmitted != 3 || st.JoinsDeferred == 0 || waits == 0 || waits > st.JoinsDeferred {
+		t.Errorf("seed admitted %d, deferred %d; joiners waited %d times", st.JoinsAdmitted, st.JoinsDeferred, waits)
+	}
+}
+
+// TestJoinGoesAheadWhenTheSeedDoesNotAnswer: a seed of an older version
+// drops the question; the joiner joins after its asks go unanswered.
+func TestJoinGoesAheadWhenTheSeedDoesNotAnswer(t *testing.T) {
+	c := newTestCluster(t)
+	seed := c.startN(1)[0]
+	seed.joinGate.mu.Lock()
+	seed.joinGate.silent = true
+	seed.joinGate.mu.Unlock()
+	cfg := testConfig(t, "j1", c.key)
+	cfg.Seeds = []string{seed.Addr()}
+	j := c.start(cfg)
+	awaitMembers(t, []*Node{seed, j}, 2, admitTries*admitAskWait+15*time.Second)
+	if st := seed.Stats(); st.JoinsAdmitted+st.JoinsDeferred != 0 {
+		t.Errorf("a silent seed answered: %+v", st)
+	}
+	if w := j.Stats().JoinWaits; w != 0 {
+		t.Errorf("joiner waited %d times for a seed that never answered", w)
+	}
+}
+
+// TestJoinAnswerReachesAHostRestartedAtANewAddress: the seed still knows
+// the host at its old address; the answer goes where the ask came from.
+func TestJoinAnswerReachesAHostRestartedAtANewAddress(t *testing.T) {
+	c := newTestCluster(t)
+	seed := c.startN(1)[0]
+	cfg := testConfig(t, "j1", c.key)
+	cfg.Seeds = []string{seed.Addr()}
+	j := c.start(cfg)
+	awaitMembers(t, []*Node{seed, j}, 2, 10*time.Second)
+	c.kill(j)
+
+	seed.joinGate.mu.Lock()
+	now := time.Now()
+	seed.joinGate.rate, seed.joinGate.tokens, seed.joinGate.filled, seed.joinGate.adjusted = admitRateMin, 0, now, now
+	seed.joinGate.busy = func(time.Time) bool { return true }
+	seed.joinGate.mu.Unlock()
+	again := c.start(cfg) // a new port: BindPort 0
+	if again.Addr() == j.Addr() {
+		t.Fatalf("restarted at the same address %s", again.Addr())
+	}
+	awaitMembers(t, []*Node{seed, again}, 2, 20*time.Second)
+	if w := again.Stats().JoinWaits; w == 0 {
+		t.Errorf("the restarted host was never told to wait (seed deferred %d): the answers went elsewhere", seed.Stats().JoinsDeferred)
+	}
+}
