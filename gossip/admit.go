@@ -56,7 +56,7 @@ type admission struct {
 	filled   time.Time // when tokens was last topped up
 	adjusted time.Time // when rate was last adjusted
 	// busy reports whether the process ran late or short of CPU lately
-	// (tests replace it).
+	// (nil: load.busy; tests replace it).
 	busy func(now time.Time) bool
 	// silent drops every ask unanswered, as a seed of an older version
 	// does (tests).
@@ -71,7 +71,11 @@ func (a *admission) ask(now time.Time) bool {
 		a.rate, a.tokens, a.filled, a.adjusted = admitRateStart, admitBurst, now, now
 	}
 	if now.Sub(a.adjusted) >= admitWindow {
-		if a.busy(now) {
+		busy := a.busy
+		if busy == nil {
+			busy = load.busy
+		}
+		if busy(now) {
 			a.rate = max(admitRateMin, a.rate/2)
 		} else {
 			a.rate = min(admitRateMax, a.rate+admitRateStep)

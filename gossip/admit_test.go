@@ -1,6 +1,8 @@
 package gossip
 
 import (
+	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -158,5 +160,44 @@ func TestJoinAnswerReachesAHostRestartedAtANewAddress(t *testing.T) {
 	awaitMembers(t, []*Node{seed, again}, 2, 20*time.Second)
 	if w := again.Stats().JoinWaits; w == 0 {
 		t.Errorf("the restarted host was never told to wait (seed deferred %d): the answers went elsewhere", seed.Stats().JoinsDeferred)
+	}
+}
+
+// TestJoinAskAnsweredToItsSource: a seed answers an ask where it came
+// from, admitted while it has tokens, then told to wait.
+func TestJoinAskAnsweredToItsSource(t *testing.T) {
+	n := newTestNode(t, "me")
+	from := netip.MustParseAddrPort("127.0.0.1:4242")
+	ask := encodeMessage(nil, &message{typ: msgJoinAsk, sender: "h9"})
+	for i := 0; i <= admitBurst; i++ {
+		n.handle(ask, from)
+	}
+	var answers []sentMsg
+	f := n.fake()
+	eventually(t, 5*time.Second, "every ask answered", func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		answers = answers[:0]
+		for _, s := range f.sent {
+			if s.m.typ == msgJoinAnswer {
+				answers = append(answers, s)
+			}
+		}
+		if len(answers) < admitBurst+1 {
+			return fmt.Errorf("%d answers", len(answers))
+		}
+		return nil
+	})
+	for i, got := range answers {
+		want := byte(flagAdmitted)
+		if i == admitBurst {
+			want = 0 // the burst is spent: told to wait
+		}
+		if got.to != from.String() || got.m.flags != want {
+			t.Errorf("ask %d: answer %+v to %s, want flags %#x to %s", i+1, got.m, got.to, want, from)
+		}
+	}
+	if st := n.Stats(); st.JoinsAdmitted != admitBurst || st.JoinsDeferred != 1 {
+		t.Errorf("admitted %d, deferred %d", st.JoinsAdmitted, st.JoinsDeferred)
 	}
 }

@@ -125,7 +125,6 @@ func New(cfg Config) (*Node, error) {
 		busy:    make(map[string]time.Time),
 		admitCh: make(chan bool, 1),
 	}
-	n.joinGate.busy = load.busy
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {
 		return nil, fmt.Errorf("gossip: Keys: %w", err)
