@@ -27,17 +27,20 @@ func main() {
 	var o options
 	flag.StringVar(&o.mode, "mode", "ring", "ring | memberlist | join | tombstones | report (newcomer: join's child; hog: -stall's)")
 	flag.IntVar(&o.n, "n", 50, "hosts in the ring")
+	flag.BoolVar(&o.formTrace, "form-trace", false, "ring: while the ring forms, log each second the hosts started and seen by the first, its joins admitted and deferred, false downs, CPU and timer lateness")
 	flag.DurationVar(&o.spread, "spread", 10*time.Second, "start all hosts within this window")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "quiet window after forming, before any table state: idle CPU and memory of the bare ring")
 	flag.DurationVar(&o.soak, "soak", time.Minute, "quiet soak once 80% of hosts have a network and an endpoint: false downs, idle cost with that state")
 	flag.IntVar(&o.changes, "changes", 100, "single changes timed one at a time")
 	flag.IntVar(&o.setupEach, "setup-endpoints", 1, "ring: endpoints each attaching host puts in the set-up")
+	flag.Float64Var(&o.setupRate, "setup-rate", 0, "ring: hosts a second that attach and put in the set-up, one after another (0: all at once)")
 	flag.IntVar(&o.burst, "burst", 1000, "changes in the burst")
 	flag.IntVar(&o.writers, "writers", 10, "hosts writing the burst at once")
 	flag.IntVar(&o.kills, "kills", 3, "hosts cut off one at a time (a crash, seen from the others)")
 	flag.IntVar(&o.endpoints, "endpoints", 10_000, "join: endpoints the new host must receive")
 	flag.IntVar(&o.networks, "networks", 10, "join: networks the endpoints are spread over")
 	flag.IntVar(&o.repeat, "repeat", 3, "join: new hosts per attach/join order")
+	flag.BoolVar(&o.paceByCPU, "pace-by-cpu", false, "memberlist: start each host (after the first 8) once the process used at most half its cores over 250 ms, as Tenet's join admission paces joins (-spread is then ignored)")
 	flag.BoolVar(&o.lanDefaults, "lan-defaults", false, "memberlist: LAN defaults instead of Tenet's settings")
 	flag.StringVar(&o.report, "report", "", "report: file of RESULT lines to tabulate")
 	flag.DurationVar(&o.probeInterval, "probe-interval", 0, "ring: failure detector's probe interval (0: DefaultConfig's)")
@@ -119,6 +122,8 @@ func main() {
 
 type options struct {
 	mode                           string
+	formTrace, paceByCPU           bool
+	setupRate                      float64
 	n                              int
 	spread, idle, soak             time.Duration
 	changes, burst, writers, kills int

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"runtime"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -31,6 +32,18 @@ func runMemberlist(o *options) error {
 	gap := o.spread / time.Duration(o.n)
 	t0 := time.Now()
 	for i := range o.n {
+		if o.paceByCPU && i >= 8 {
+			// Paced as Tenet's join admission paces its joins: the next
+			// host starts once the process used at most half its cores
+			// over a 250 ms window.
+			for {
+				c0, w0 := cpuTime(), time.Now()
+				time.Sleep(250 * time.Millisecond) // the measuring window
+				if float64(cpuTime()-c0) <= 0.5*float64(time.Since(w0))*float64(runtime.GOMAXPROCS(0)) {
+					break
+				}
+			}
+		}
 		mc := memberlist.DefaultLANConfig()
 		if !o.lanDefaults {
 			g := gossip.DefaultConfig()
@@ -70,7 +83,7 @@ func runMemberlist(o *options) error {
 			}()
 		}
 		mls = append(mls, ml)
-		if d := time.Until(t0.Add(time.Duration(i+1) * gap)); d > 0 {
+		if d := time.Until(t0.Add(time.Duration(i+1) * gap)); d > 0 && !o.paceByCPU {
 			time.Sleep(d) // the start schedule, not a wait for an outcome
 		}
 	}

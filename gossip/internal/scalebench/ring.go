@@ -28,6 +28,7 @@ type ring struct {
 	nodes  []*gossip.Node
 	names  []string
 	tr     *tracker
+	mu     sync.Mutex // guards nodes' growth, for traceForming
 	cancel []context.CancelFunc
 	tune   func(*gossip.Config)
 	// lateSubscribe leaves the event subscriptions to the caller, so the
@@ -87,7 +88,9 @@ func (r *ring) start(name string, before func(*gossip.Node) error) (*gossip.Node
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = n.Run(ctx) }()
+	r.mu.Lock()
 	r.nodes = append(r.nodes, n)
+	r.mu.Unlock()
 	r.names = append(r.names, name)
 	r.cancel = append(r.cancel, cancel)
 	return n, i, nil
@@ -110,6 +113,10 @@ func (r *ring) form(n int, window time.Duration, scenario string) error {
 	gap := window / time.Duration(n)
 	t0 := time.Now()
 	downs0 := r.downs.false_.Load()
+	if r.o.formTrace {
+		stop := r.traceForming(t0, downs0)
+		defer stop()
+	}
 	for i := range n {
 		if _, _, err := r.start(fmt.Sprintf("h%03d", i), nil); err != nil {
 			return err
@@ -132,6 +139,13 @@ func (r *ring) form(n int, window time.Duration, scenario string) error {
 	result(scenario, n, "tenet", "formed", err == nil)
 	result(scenario, n, "tenet", "form_after_last_start", took)
 	result(scenario, n, "tenet", "false_downs_forming", r.downs.false_.Load()-downs0)
+	var waits, admitted, deferred uint64
+	for _, node := range r.nodes {
+		st := node.Stats()
+		waits, admitted, deferred = waits+st.JoinWaits, admitted+st.JoinsAdmitted, deferred+st.JoinsDeferred
+	}
+	log.Printf("ring of %d: joins admitted %d, told to wait %d times (%d waits)", n, admitted, deferred, waits)
+	result(scenario, n, "tenet", "join_waits", waits)
 	if err != nil {
 		return fmt.Errorf("ring of %d never formed: %w", n, err)
 	}
@@ -220,14 +234,29 @@ func (r *ring) setup(attached []*gossip.Node) error {
 	for i := range attached {
 		need[i] = true
 	}
-	for _, node := range attached {
-		if err := node.Attachments().Attach(benchNet); err != nil {
-			return err
+	_, pulls0 := r.repairCounts()
+	// All at once: every host attaches, then every host puts. Paced
+	// (-setup-rate): each host attaches and puts in its turn.
+	paced := r.o.setupRate > 0
+	if !paced {
+		for _, node := range attached {
+			if err := node.Attachments().Attach(benchNet); err != nil {
+				return err
+			}
 		}
 	}
-	_, pulls0 := r.repairCounts()
 	var waits []*wait
+	var putAt []time.Time // per wait
+	t0 := time.Now()
 	for i, node := range attached {
+		if paced {
+			if d := time.Until(t0.Add(time.Duration(float64(i) / r.o.setupRate * float64(time.Second)))); d > 0 {
+				time.Sleep(d) // the schedule, not a wait for an outcome
+			}
+			if err := node.Attachments().Attach(benchNet); err != nil {
+				return err
+			}
+		}
 		for j := range r.o.setupEach {
 			key := fmt.Sprintf("s-%d", i)
 			if j > 0 {
@@ -235,12 +264,16 @@ func (r *ring) setup(attached []*gossip.Node) error {
 			}
 			w := r.tr.expect(gossip.EventPut, key, need, i)
 			waits = append(waits, w)
+			putAt = append(putAt, time.Now())
 			if err := node.Endpoints().Put(endpoint(key, j*len(attached)+i)); err != nil {
 				return err
 			}
 		}
 	}
-	start := time.Now()
+	if paced {
+		log.Printf("setup: %d hosts attached and put at %.0f a second in %s", len(attached), r.o.setupRate, time.Since(t0).Round(time.Millisecond))
+	}
+	start := t0 // each endpoint's time until everywhere counts from here
 	for _, w := range waits {
 		select {
 		case <-w.done:
@@ -249,15 +282,18 @@ func (r *ring) setup(attached []*gossip.Node) error {
 		}
 	}
 	_, pulls := r.repairCounts()
-	var each []time.Duration // per endpoint: until every attached host had it
-	for _, w := range waits {
-		each = append(each, w.lastAt().Sub(start))
+	var each []time.Duration // per endpoint: from its put until every attached host had it
+	for i, w := range waits {
+		each = append(each, w.lastAt().Sub(putAt[i]))
 	}
 	log.Printf("setup: %d hosts attached with %d endpoints each, everywhere after %s (per endpoint p50 %s, p90 %s); %d pulls",
 		len(attached), r.o.setupEach, time.Since(start).Round(time.Millisecond), percentile(each, .5).Round(time.Millisecond),
 		percentile(each, .9).Round(time.Millisecond), pulls-pulls0)
 	result("ring", r.o.n, "tenet", "setup_everywhere_p50", percentile(each, .5))
 	result("ring", r.o.n, "tenet", "setup_everywhere", time.Since(start))
+	if paced { // an early endpoint waits for the last host to attach: this is the figure
+		result("ring", r.o.n, "tenet", "setup_everywhere_after_last_put", time.Since(putAt[len(putAt)-1]))
+	}
 	result("ring", r.o.n, "tenet", "setup_pulls", pulls-pulls0)
 	time.Sleep(5 * time.Second) // settle before the soak: the window's start, not a wait for an outcome
 	return nil
@@ -542,4 +578,58 @@ func (r *ring) reportRepair(scenario string, heals0, pulls0 uint64) {
 	log.Printf("%s: heals answered one-sidedly %d, pulls %d", scenario, heals-heals0, pulls-pulls0)
 	result(scenario, r.o.n, "tenet", "stall_heals_one_sided", heals-heals0)
 	result(scenario, r.o.n, "tenet", "stall_pulls", pulls-pulls0)
+}
+
+// traceForming logs once a second, until stopped, how the ring is forming:
+// hosts started, hosts the first one sees, its joins admitted and told to
+// wait, false downs, the process's CPU and the worst lateness of a 20 ms
+// sleep in that second.
+func (r *ring) traceForming(t0 time.Time, downs0 int64) (stop func()) {
+	var mu sync.Mutex
+	var worst time.Duration
+	done := make(chan struct{})
+	go func() { // lateness of a sleeping goroutine, as the package measures it
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			s := time.Now()
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			worst = max(worst, time.Since(s)-20*time.Millisecond)
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		c0, at := cpuTime(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			r.mu.Lock()
+			started := len(r.nodes)
+			var st gossip.Stats
+			seen := 0
+			if started > 0 {
+				st, seen = r.nodes[0].Stats(), len(r.nodes[0].Members())
+			}
+			r.mu.Unlock()
+			mu.Lock()
+			late := worst
+			worst = 0
+			mu.Unlock()
+			c1, now := cpuTime(), time.Now()
+			log.Printf("forming %5.1fs: started %d, h000 sees %d, admitted %d, deferred %d, false downs %d, cpu %.0f%%, late %s",
+				now.Sub(t0).Seconds(), started, seen, st.JoinsAdmitted, st.JoinsDeferred, r.downs.false_.Load()-downs0,
+				100*float64(c1-c0)/float64(now.Sub(at)), late.Round(time.Millisecond))
+			c0, at = c1, now
+		}
+	}()
+	return func() { close(done) }
 }
