@@ -1,10 +1,13 @@
 package gossip
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -23,16 +26,25 @@ import (
 // until it has caught up.
 //
 // The seed keeps a token bucket: admitBurst joins at once, then a rate a
-// second, starting at admitRateStart. Every admitWindow the rate grows by
-// admitRateStep while the process is at ease, and halves while it is busy:
-// a timer ran more than admitLateLimit late in the last two windows, or
-// the process used more than admitCPULimit of its cores in the last one.
-// The CPU share leads: an arrival's cost lands over the seconds after it
-// (memberlist's gossip, the first probes), and timers fall late only once
-// the cores are full, too late to stop the arrivals that filled them. A joiner
-// told to wait asks again after a jittered, doubling pause (admitPauseMin
-// to admitPauseMax); one whose seeds do not answer (down, or too old to
-// know the question) joins anyway after admitTries asks, as before.
+// second, starting at admitRateStart. Every admitWindow (at the next ask)
+// the rate halves while the process is busy: a timer ran more than
+// admitLateLimit late in the last two windows, or the process used more
+// than admitCPULimit of its cores in the last one. It grows by
+// admitRateStep when the process is at ease and a joiner was told to wait
+// since the last change; after admitIdle without asks the bucket starts
+// afresh. The CPU share leads: an arrival's cost lands over the seconds
+// after it (memberlist's gossip, the first probes), and timers fall late
+// only once the cores are full, too late to stop the arrivals that
+// filled them. A host let in is let in again without a token for
+// admitRecent (its answer lost, or a replay).
+//
+// The joiner asks every seed at once and goes ahead at the first yes. Told
+// to wait, it asks again after a pause drawn between half and one and a
+// half times a mean that doubles from admitPauseMin to admitPauseMax.
+// When no seed answers admitTries rounds in a row (down, or a version
+// that drops the question) it joins as before, admitTries × admitAskWait
+// later; after admitMaxWait of waiting it joins anyway, so a seed kept
+// busy by a flood of asks delays hosts but cannot keep them out.
 const (
 	admitBurst     = 8
 	admitRateStart = 8.0 // joins a second
@@ -42,10 +54,13 @@ const (
 	admitWindow    = 500 * time.Millisecond
 	admitLateLimit = 50 * time.Millisecond
 	admitCPULimit  = 0.5
+	admitIdle      = 10 * time.Second
+	admitRecent    = 5 * time.Second
 	admitPauseMin  = 250 * time.Millisecond
 	admitPauseMax  = 4 * time.Second
-	admitAskWait   = time.Second // for an answer to one ask
+	admitAskWait   = time.Second // for the answers to one round of asks
 	admitTries     = 3
+	admitMaxWait   = 5 * time.Minute
 )
 
 // admission is a seed's side: the token bucket.
@@ -55,6 +70,9 @@ type admission struct {
 	tokens   float64
 	filled   time.Time // when tokens was last topped up
 	adjusted time.Time // when rate was last adjusted
+	lastAsk  time.Time
+	deferred bool                 // a joiner was told to wait since adjusted
+	recent   map[string]time.Time // hosts let in within admitRecent
 	// busy reports whether the process ran late or short of CPU lately
 	// (nil: load.busy; tests replace it).
 	busy func(now time.Time) bool
@@ -63,58 +81,71 @@ type admission struct {
 	silent bool
 }
 
-// ask reports whether a join asked for at now may go ahead.
-func (a *admission) ask(now time.Time) bool {
+// ask reports whether host may join now.
+func (a *admission) ask(host string, now time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.rate == 0 {
-		a.rate, a.tokens, a.filled, a.adjusted = admitRateStart, admitBurst, now, now
+	if a.rate == 0 || now.Sub(a.lastAsk) > admitIdle {
+		a.rate, a.tokens, a.filled, a.adjusted, a.deferred = admitRateStart, admitBurst, now, now, false
+		a.recent = make(map[string]time.Time)
+	}
+	a.lastAsk = now
+	if at, ok := a.recent[host]; ok && now.Sub(at) < admitRecent {
+		return true
 	}
 	if now.Sub(a.adjusted) >= admitWindow {
 		busy := a.busy
 		if busy == nil {
 			busy = load.busy
 		}
-		if busy(now) {
+		switch {
+		case busy(now):
 			a.rate = max(admitRateMin, a.rate/2)
-		} else {
+		case a.deferred:
 			a.rate = min(admitRateMax, a.rate+admitRateStep)
 		}
-		a.adjusted = now
+		a.adjusted, a.deferred = now, false
 	}
 	if dt := now.Sub(a.filled).Seconds(); dt > 0 {
 		a.tokens = min(admitBurst, a.tokens+dt*a.rate)
 		a.filled = now
 	}
 	if a.tokens < 1 {
+		a.deferred = true
 		return false
 	}
 	a.tokens--
+	for h, at := range a.recent { // at most admitRateMax × admitRecent + admitBurst
+		if now.Sub(at) >= admitRecent {
+			delete(a.recent, h)
+		}
+	}
+	a.recent[host] = now
 	return true
 }
 
-// answerJoinAsk answers a host asking to join.
+// answerJoinAsk answers a host asking to join: to where the ask came
+// from, as a host restarting at a new address is still known here at its
+// old one.
 func (n *Node) answerJoinAsk(m *message, from netip.AddrPort) {
 	n.joinGate.mu.Lock()
 	silent := n.joinGate.silent
 	n.joinGate.mu.Unlock()
-	if silent {
-		return
+	to, known := from, from.IsValid()
+	if !known {
+		to, known = n.store.peerAddr(m.sender)
+	}
+	if silent || !known {
+		return // no token spent on an answer that cannot go
 	}
 	ans := &message{typ: msgJoinAnswer, sender: n.cfg.NodeName}
-	if n.joinGate.ask(time.Now()) {
+	if n.joinGate.ask(m.sender, time.Now()) {
 		ans.flags = flagAdmitted
 		n.stats.joinsAdmitted.Add(1)
 	} else {
 		n.stats.joinsDeferred.Add(1)
 	}
-	if from.IsValid() {
-		// To where the ask came from: a host restarting at a new address
-		// is still known here at its old one.
-		n.send(peer{m.sender, from}, ans)
-		return
-	}
-	n.reply(m.sender, from, ans)
+	n.send(peer{m.sender, to}, ans)
 }
 
 // onJoinAnswer hands a seed's answer to awaitAdmission, if it waits.
@@ -125,48 +156,65 @@ func (n *Node) onJoinAnswer(m *message) {
 	}
 }
 
-// awaitAdmission asks the seeds, in turn, until one lets this host join;
-// it returns at once if none answers admitTries asks in a row, and false
-// if the node stopped meanwhile.
+// awaitAdmission asks the seeds until one lets this host join (see
+// above); false if the node stopped meanwhile.
 func (n *Node) awaitAdmission(seeds []string) bool {
-	var addrs []netip.AddrPort
-	for _, s := range seeds {
-		if a, err := resolveSeed(withPort(s, n.port)); err == nil {
-			addrs = append(addrs, a)
-		}
+	addrs := n.seedAddrs(seeds)
+	if len(addrs) == 0 {
+		return true
 	}
+	ask := &message{typ: msgJoinAsk, sender: n.cfg.NodeName}
+	deadline := time.Now().Add(admitMaxWait)
 	pause, waits := admitPauseMin, 0
-	for i, unanswered := 0, 0; len(addrs) > 0 && unanswered < admitTries; i++ {
-		to := addrs[i%len(addrs)]
-		select {
-		case <-n.admitCh: // a late answer to an earlier ask
-		default:
+	for unanswered := 0; unanswered < admitTries; {
+		for drained := false; !drained; { // late answers to an earlier round
+			select {
+			case <-n.admitCh:
+			default:
+				drained = true
+			}
 		}
-		n.send(peer{to.String(), to}, &message{typ: msgJoinAsk, sender: n.cfg.NodeName})
-		var admitted, answered bool
-		select {
-		case admitted = <-n.admitCh:
-			answered = true
-		case <-time.After(admitAskWait):
-		case <-n.quit:
-			return false
+		for _, to := range addrs {
+			n.send(peer{to.String(), to}, ask)
 		}
+		admitted, answers := false, 0
+		timeout := time.NewTimer(admitAskWait)
+	round:
+		for answers < len(addrs) {
+			select {
+			case ok := <-n.admitCh:
+				answers++
+				if ok {
+					admitted = true
+					break round
+				}
+			case <-timeout.C:
+				break round
+			case <-n.quit:
+				timeout.Stop()
+				return false
+			}
+		}
+		timeout.Stop()
 		switch {
 		case admitted:
 			if waits > 0 {
-				n.log.Info("seed let this host join", "seed", to, "waits", waits)
+				n.log.Info("seed let this host join", "waits", waits)
 			}
 			return true
-		case !answered:
+		case answers == 0:
 			unanswered++
 			continue
+		case time.Now().After(deadline):
+			n.log.Warn("seeds still busy with other joins; joining without waiting longer", "waited", admitMaxWait)
+			return true
 		}
 		unanswered = 0
 		if waits++; waits == 1 {
-			n.log.Info("seed busy with other joins; waiting to join", "seed", to)
+			n.log.Info("seeds busy with other joins; waiting to join", "seeds", addrs)
 		}
 		n.stats.joinWaits.Add(1)
-		wait := pause/2 + rand.N(pause) // mean pause, jittered: askers spread out
+		wait := pause/2 + rand.N(pause) // jittered: askers spread out
 		pause = min(2*pause, admitPauseMax)
 		select {
 		case <-time.After(wait):
@@ -177,17 +225,65 @@ func (n *Node) awaitAdmission(seeds []string) bool {
 	return true
 }
 
-// resolveSeed turns host:port into an address (a host name resolved).
-func resolveSeed(hostport string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddrPort(hostport); err == nil {
-		return a, nil
+// seedAddrs resolves the seeds to ask, leaving out this host (a shared
+// seed list given by names may name it) and duplicates. Names resolve
+// within 2 s, and not past the node's stop.
+func (n *Node) seedAddrs(seeds []string) []netip.AddrPort {
+	skip := map[netip.AddrPort]bool{netip.AddrPortFrom(n.cfg.BindAddr.Unmap(), n.port): true}
+	if a, err := netip.ParseAddrPort(n.addr); err == nil {
+		skip[netip.AddrPortFrom(a.Addr().Unmap(), a.Port())] = true
 	}
-	ua, err := net.ResolveUDPAddr("udp", hostport)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var out []netip.AddrPort
+	for _, s := range seeds {
+		a, err := resolveSeed(ctx, withPort(s, n.port), n.cfg.BindAddr)
+		if err != nil {
+			n.log.Debug("seed not asked", "seed", s, "err", err)
+			continue
+		}
+		if !skip[a] {
+			skip[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// resolveSeed turns host:port into an address, a host name resolved to an
+// address of bind's family where it has one.
+func resolveSeed(ctx context.Context, hostport string, bind netip.Addr) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddrPort(hostport); err == nil {
+		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), nil
+	}
+	host, ps, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	port, err := strconv.ParseUint(ps, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("port %q: %w", ps, err)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("resolve %q: %v", host, err)
+	}
+	want4 := !bind.IsValid() || bind.Unmap().Is4()
+	pick := ips[0].Unmap()
+	for _, ip := range ips {
+		if ip.Unmap().Is4() == want4 {
+			pick = ip.Unmap()
+			break
+		}
+	}
+	return netip.AddrPortFrom(pick, uint16(port)), nil
 }
 
 // load measures, per admitWindow, how late timers fire in this process

@@ -45,7 +45,7 @@ func TestOneSidedHealAnswersWithOwnDigests(t *testing.T) {
 			n.store.put(tableEndpoints, mine.ID, encodeEndpoint(&mine))
 			n.markSynced("", "net-a")
 			n.store.mu.Lock()
-			n.store.owners["h2"].upAt = stamp(time.Now().Add(-tc.upFor))
+			n.store.owners["h2"].upAt = n.store.stamp(time.Now().Add(-tc.upFor))
 			n.store.mu.Unlock()
 
 			// h2's view differs: it holds two endpoints of its own (it
@@ -123,7 +123,7 @@ func TestOneSidedHealStillSendsAllToAnEmptyAsker(t *testing.T) {
 	n.store.put(tableEndpoints, mine.ID, encodeEndpoint(&mine))
 	n.markSynced("", "net-a")
 	n.store.mu.Lock()
-	n.store.owners["h2"].upAt = stamp(time.Now().Add(-time.Minute))
+	n.store.owners["h2"].upAt = n.store.stamp(time.Now().Add(-time.Minute))
 	n.store.mu.Unlock()
 
 	n.handle(encodeMessage(nil, &message{typ: msgDigest, sender: "h2", digests: []digest{

@@ -56,7 +56,7 @@ type Node struct {
 	running       atomic.Bool
 	leaving       atomic.Bool // set before a graceful leave: the meta says so
 	joinGate      admission   // as a seed: joins let in (admit.go)
-	admitCh       chan bool   // a seed's answer to our join ask
+	admitCh       chan bool   // seeds' answers to our join asks
 
 	addr string // host:port others join
 	port uint16
@@ -123,7 +123,7 @@ func New(cfg Config) (*Node, error) {
 		warned:  make(map[string]bool),
 		inFrom:  make(map[string]int),
 		busy:    make(map[string]time.Time),
-		admitCh: make(chan bool, 1),
+		admitCh: make(chan bool, 16),
 	}
 	kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
 	if err != nil {

@@ -45,7 +45,7 @@ type owner struct {
 	vtep netip.Addr
 	live [numTableIDs]int32 // its live entries per table
 	// downAt is when it went down, while !alive; upAt when this host last
-	// saw it come up, while alive: unix nanoseconds, 0 for none.
+	// saw it come up, while alive: store stamps (stamp), 0 for none.
 	downAt, upAt int64
 	alive        bool
 	left         bool  // it left gracefully (else it failed), while !alive
@@ -54,26 +54,22 @@ type owner struct {
 	wire         uint8 // wire version it speaks, from its metadata; 0 unknown
 }
 
-// downSince returns when the owner went down (zero while it is up).
-func (o *owner) downSince() time.Time { return fromStamp(o.downAt) }
-
-// upSince returns when this host last saw the owner come up.
-func (o *owner) upSince() time.Time { return fromStamp(o.upAt) }
-
-// stamp and fromStamp convert a time to unix nanoseconds and back, the
-// zero time to 0.
-func stamp(t time.Time) int64 {
+// stamp turns a time into downAt/upAt's form: nanoseconds since the
+// store was made, plus one (0 stays "none"). Kept relative to base so
+// durations between them follow the monotonic clock, as time.Time's do.
+func (s *store) stamp(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.UnixNano()
+	return int64(t.Sub(s.base)) + 1
 }
 
-func fromStamp(ns int64) time.Time {
+// since turns a stamp back into a time (zero for 0).
+func (s *store) since(ns int64) time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, ns)
+	return s.base.Add(time.Duration(ns - 1))
 }
 
 // ekey identifies an entry within a scope.
@@ -123,6 +119,7 @@ type store struct {
 	self *owner
 	ttl  time.Duration // the tombstone horizon
 	born time.Time     // this life's start: its versions are all later
+	base time.Time     // what owners' stamps count from (stamp); never changes
 
 	mu       sync.Mutex // guards the fields below and every owner's fields
 	clock    clock
@@ -138,6 +135,7 @@ func newStore(self string, now func() time.Time, ttl time.Duration) *store {
 	s := &store{
 		ttl:      ttl,
 		born:     now(),
+		base:     now(),
 		clock:    clock{now: now},
 		owners:   make(map[string]*owner),
 		scopes:   map[string]*scope{"": newScope()},
@@ -186,7 +184,7 @@ func (s *store) expiredLocked(version uint64) bool {
 func (s *store) ownerLocked(name string) *owner {
 	o := s.owners[name]
 	if o == nil {
-		o = &owner{name: name, downAt: stamp(s.clock.now())}
+		o = &owner{name: name, downAt: s.stamp(s.clock.now())}
 		s.owners[name] = o
 	}
 	return o
@@ -503,16 +501,16 @@ func (s *store) setMemberFirst(name string, addr netip.AddrPort, vtep netip.Addr
 	o.alive = alive
 	kind := EventPut
 	if alive {
-		o.reaped, o.left, o.downAt, o.upAt = false, false, 0, stamp(s.clock.now())
+		o.reaped, o.left, o.downAt, o.upAt = false, false, 0, s.stamp(s.clock.now())
 	} else {
 		kind = EventDelete
-		o.left, o.downAt = left, stamp(s.clock.now())
+		o.left, o.downAt = left, s.stamp(s.clock.now())
 	}
 	if o.liveTotal() > 0 {
 		for _, ev := range s.ownerEntriesLocked(o) {
 			ev.kind, ev.hidden = kind, true
 			if !alive {
-				ev.downSince = o.downSince()
+				ev.downSince = s.since(o.downAt)
 			}
 			s.emitLocked(ev)
 		}
@@ -558,7 +556,7 @@ func (s *store) reap(deadAfter time.Duration) (tombstones, entries int) {
 	defer s.mu.Unlock()
 	now := s.clock.now()
 	for _, o := range s.owners {
-		if !o.alive && !o.reaped && now.Sub(o.downSince()) > deadAfter {
+		if !o.alive && !o.reaped && now.Sub(s.since(o.downAt)) > deadAfter {
 			o.reaped = true
 		}
 	}

@@ -55,7 +55,7 @@ func newTestNode(t testing.TB, name string) *Node {
 		warned:  make(map[string]bool),
 		inFrom:  make(map[string]int),
 		busy:    make(map[string]time.Time),
-		admitCh: make(chan bool, 1),
+		admitCh: make(chan bool, 16),
 	}
 	fw := &fakeWire{seal: seal}
 	n.wire = fw

@@ -68,7 +68,7 @@ func (s *store) get(t tableID, key string, hidden bool) []found {
 				continue
 			}
 			if r := sc.entries[ekey{o, t, key}]; r != nil && !r.deleted {
-				out = append(out, found{entry{table: t, owner: o.name, key: key, version: r.version, value: r.value}, o.downSince()})
+				out = append(out, found{entry{table: t, owner: o.name, key: key, version: r.version, value: r.value}, s.since(o.downAt)})
 			}
 		}
 	}
@@ -121,7 +121,7 @@ func (s *store) claimsOf(network string, macs [][]byte, hidden bool) []found {
 	}
 	take := func(k ekey, r *record) {
 		took[k] = true
-		out = append(out, found{entry{table: tableEndpoints, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, k.owner.downSince()})
+		out = append(out, found{entry{table: tableEndpoints, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, s.since(k.owner.downAt)})
 	}
 	for k, r := range sc.entries {
 		if !live(k, r) {
@@ -172,7 +172,7 @@ func (s *store) listOf(t tableID, scopeName string, hidden, others bool) []found
 				continue
 			}
 			if k.table == t && !r.deleted && (k.owner.alive || hidden) {
-				out = append(out, found{entry{table: t, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, k.owner.downSince()})
+				out = append(out, found{entry{table: t, owner: k.owner.name, key: k.key, version: r.version, value: r.value}, s.since(k.owner.downAt)})
 			}
 		}
 	}
@@ -222,7 +222,7 @@ func (s *store) attachedHosts(network string, hidden bool) []Attachment {
 	var out []Attachment
 	for o := range s.attached[network] {
 		if o.alive || hidden {
-			out = append(out, Attachment{Network: network, Host: o.name, DownSince: o.downSince()})
+			out = append(out, Attachment{Network: network, Host: o.name, DownSince: s.since(o.downAt)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
@@ -235,7 +235,7 @@ func (s *store) hosts() []HostState {
 	defer s.mu.Unlock()
 	out := make([]HostState, 0, len(s.owners))
 	for _, o := range s.owners {
-		out = append(out, HostState{Name: o.name, Alive: o.alive, DownSince: o.downSince(), VTEP: o.vtep})
+		out = append(out, HostState{Name: o.name, Alive: o.alive, DownSince: s.since(o.downAt), VTEP: o.vtep})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -360,5 +360,5 @@ func (s *store) upFor(name string) time.Duration {
 	if o == nil || o == s.self || !o.alive {
 		return 0
 	}
-	return s.clock.now().Sub(o.upSince())
+	return s.clock.now().Sub(s.since(o.upAt))
 }

@@ -11,7 +11,8 @@ package gossip
 //	                 scopes); bit 1: live only (msgEntries with wants: the
 //	                 asker holds nothing of the owners it wants, so send no
 //	                 tombstones); bit 2: admitted (msgJoinAnswer only,
-//	                 which may carry no other bit); no other bit may be set
+//	                 which may carry no other bit; msgJoinAsk carries
+//	                 none); no other bit may be set
 //	sender   str     name of the host that encoded the message
 //	owners   uvarint count, then count × str: a dictionary, so a message
 //	                 names each host once
@@ -234,7 +235,10 @@ func decodeMessage(b []byte) (*message, error) {
 		return nil, fmt.Errorf("type %d: %w", m.typ, errMsgType)
 	}
 	allowed := byte(flagDone | flagLiveOnly)
-	if m.typ == msgJoinAnswer {
+	switch m.typ {
+	case msgJoinAsk:
+		allowed = 0
+	case msgJoinAnswer:
 		allowed = flagAdmitted
 	}
 	if r.err == nil && m.flags&^allowed != 0 {
@@ -335,7 +339,7 @@ func decodeMessage(b []byte) (*message, error) {
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%d bytes: %w", len(r.b), errTrailing)
 	}
-	if (m.typ == msgJoinAsk || m.typ == msgJoinAnswer) && len(m.scopes)+len(m.digests)+len(m.wants)+len(m.entries) > 0 {
+	if (m.typ == msgJoinAsk || m.typ == msgJoinAnswer) && len(owners)+len(m.scopes)+len(m.digests)+len(m.wants)+len(m.entries) > 0 {
 		return nil, fmt.Errorf("type %d with a body: %w", m.typ, errMsgType)
 	}
 	return m, nil
