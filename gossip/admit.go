@@ -20,7 +20,7 @@ import (
 // tenetd restarted by one deploy) multiply that by the rate of arrivals,
 // and on hosts whose CPU runs short the probes fall late and the ring
 // declares live hosts dead, which feeds on itself (DESIGN.md, "A CPU
-// stall"). So a host starting anew asks its seed before it joins, and the
+// stall"). So a host starting anew asks its seeds before it joins, and a
 // seed lets joins in at a rate it adapts to how busy it is: on hosts at
 // ease nothing waits; on a seed short of CPU, arrivals are spaced out
 // until it has caught up.
@@ -115,6 +115,9 @@ func (a *admission) ask(host string, now time.Time) bool {
 		return false
 	}
 	a.tokens--
+	if a.recent == nil {
+		a.recent = make(map[string]time.Time)
+	}
 	for h, at := range a.recent { // at most admitRateMax × admitRecent + admitBurst
 		if now.Sub(at) >= admitRecent {
 			delete(a.recent, h)
