@@ -83,12 +83,7 @@ func TestAdmissionAdaptsToLoad(t *testing.T) {
 func TestJoinsWaitForTheirSeed(t *testing.T) {
 	c := newTestCluster(t)
 	seed := c.startN(1)[0]
-	seed.joinGate.mu.Lock()
-	now := time.Now()
-	seed.joinGate.rate, seed.joinGate.tokens, seed.joinGate.filled, seed.joinGate.adjusted, seed.joinGate.lastAsk = admitRateMin, 0, now, now, now
-	seed.joinGate.recent = map[string]time.Time{}
-	seed.joinGate.busy = func(time.Time) bool { return true }
-	seed.joinGate.mu.Unlock()
+	now := emptyBusyGate(seed)
 
 	// The seed's member count, sampled: when each joiner arrived.
 	var arrivals []time.Time
@@ -174,12 +169,7 @@ func TestJoinAnswerReachesAHostRestartedAtANewAddress(t *testing.T) {
 	awaitMembers(t, []*Node{seed, j}, 2, 10*time.Second)
 	c.kill(j)
 
-	seed.joinGate.mu.Lock()
-	now := time.Now()
-	seed.joinGate.rate, seed.joinGate.tokens, seed.joinGate.filled, seed.joinGate.adjusted, seed.joinGate.lastAsk = admitRateMin, 0, now, now, now
-	seed.joinGate.recent = map[string]time.Time{}
-	seed.joinGate.busy = func(time.Time) bool { return true }
-	seed.joinGate.mu.Unlock()
+	emptyBusyGate(seed)
 	again := c.start(cfg) // a new port: BindPort 0
 	if again.Addr() == j.Addr() {
 		t.Fatalf("restarted at the same address %s", again.Addr())
@@ -278,4 +268,17 @@ func TestLoadSamplerSeesABusyProcess(t *testing.T) {
 	if processCPU() <= cpu0 {
 		t.Errorf("process CPU time did not grow: %s then %s", cpu0, processCPU())
 	}
+}
+
+// emptyBusyGate empties the seed's join gate and has it say it is busy,
+// so it lets one join in a second from now; it returns when.
+func emptyBusyGate(seed *Node) time.Time {
+	g := &seed.joinGate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := time.Now()
+	g.rate, g.tokens, g.filled, g.adjusted, g.lastAsk = admitRateMin, 0, now, now, now
+	g.recent = map[string]time.Time{}
+	g.busy = func(time.Time) bool { return true }
+	return now
 }
