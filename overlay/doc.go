@@ -58,7 +58,14 @@
 //     its bridges reach it); RedirectHostResolver makes table ip tenet-dns
 //     in the host namespace, which sends Docker's own networks' queries to
 //     that address straight to the upstream server. Uplink /30s never hold
-//     ResolverAddr.
+//     ResolverAddr. TapDockerDNS puts table ip tenet-dns-answers in a
+//     container's own namespace (the one object Tenet makes there besides
+//     the interface): the UDP answers of Docker's embedded DNS
+//     (127.0.0.11:53) go to nfnetlink queue 0, which tenetd binds and
+//     which the kernel bypasses while nobody does (xtables' NFQUEUE
+//     target, revision 3, through nft_compat: this kernel lacks nf_tables'
+//     own queue expression). It goes with the namespace, or with
+//     UntapDockerDNS.
 //
 // The datapath is driven by desired state: State (validated before any
 // change) -> Desire (pure) -> Snapshot; Observe reads the kernel into a
