@@ -21,7 +21,7 @@ go test -short -count=1 ./...
 
 echo "== fuzzing every gossip, ipam and resolver decoder, 10 s each"
 fuzz_one() { go test -run='^$' -fuzz="^${target#*:}\$" -fuzztime=10s "./${target%%:*}" 2>&1; }
-for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile internal/resolver:FuzzHandler; do
+for target in gossip:FuzzDecodeMessage gossip:FuzzHandleMessage gossip:FuzzDecodeValue ipam:FuzzDecodeState ipam:FuzzReconcile internal/resolver:FuzzHandler internal/resolver:FuzzWiden; do
   # Go's fuzz coordinator can report its own -fuzztime deadline as a
   # failure (golang/go#75804); a real finding writes a failing input.
   # FuzzHandleMessage met the race in 1 of 3 runs here (2026-12-02), so

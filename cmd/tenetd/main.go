@@ -265,6 +265,7 @@ func run(ctx context.Context, o options) error {
 	if o.dns {
 		rcfg := resolver.DefaultConfig()
 		rcfg.Host, rcfg.Datapath, rcfg.Local, rcfg.Cluster, rcfg.Logger = o.name, dp, c, cl, logger
+		rcfg.Taps = resolver.OverlayTaps(dp)
 		rcfg.DockerNames = func(ctx context.Context) (map[string]string, error) {
 			nets, err := engine.Networks(ctx)
 			names := map[string]string{}

@@ -1,8 +1,10 @@
 package resolver
 
 import (
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -184,4 +186,90 @@ func reply(q *dns.Msg) *dns.Msg {
 
 func hdr(name string, t uint16) dns.RR_Header {
 	return dns.RR_Header{Name: name, Rrtype: t, Class: dns.ClassINET, Ttl: TTL}
+}
+
+// NetNames is one network's names, as the asking container sees them:
+// this host's containers and other hosts'.
+type NetNames struct {
+	Local, Remote Group
+}
+
+// Widen adds to resp, the embedded DNS's answer to a container for a name
+// its engine holds, the addresses other hosts' containers have for that
+// name on the same network: Docker answers such a name (an alias shared
+// across hosts) with its own host's containers only. The network is the
+// one of nets whose local containers have the name and an address Docker
+// answered with; Docker answers from one network, so a name of another
+// network of the container, or of one Docker answered from that Tenet does
+// not know, is left alone. Added records, and Docker's for the name, get
+// Tenet's TTL (one RRset, one TTL), and the addresses are shuffled, as
+// Docker shuffles its own. Records that would take resp (compressed) past
+// size bytes are left out: the client gets fewer addresses, not a
+// truncated answer (its retry over TCP would get Docker's alone). It
+// reports whether resp changed.
+func Widen(resp *dns.Msg, nets []NetNames, size int) bool {
+	if !resp.Response || resp.Rcode != dns.RcodeSuccess || len(resp.Question) != 1 || len(resp.Answer) == 0 {
+		return false
+	}
+	question := resp.Question[0]
+	if question.Qclass != dns.ClassINET || (question.Qtype != dns.TypeA && question.Qtype != dns.TypeAAAA) {
+		return false
+	}
+	name := strings.ToLower(strings.TrimSuffix(question.Name, "."))
+	answered := map[netip.Addr]bool{}
+	for _, rr := range resp.Answer {
+		if !strings.EqualFold(rr.Header().Name, question.Name) {
+			return false // a CNAME chain: not one of Docker's own answers
+		}
+		switch rr := rr.(type) {
+		case *dns.A:
+			if ip, ok := netip.AddrFromSlice(rr.A.To4()); ok {
+				answered[ip] = true
+			}
+		case *dns.AAAA:
+			if ip, ok := netip.AddrFromSlice(rr.AAAA); ok {
+				answered[ip.Unmap()] = true
+			}
+		default:
+			return false
+		}
+	}
+	var add []netip.Addr
+	for _, n := range nets {
+		local, ok := n.Local.lookup(name)
+		if !ok || !slices.ContainsFunc(local, func(a netip.Addr) bool { return answered[a] }) {
+			continue
+		}
+		remote, _ := n.Remote.lookup(name)
+		for _, a := range remote {
+			if !answered[a] && a.Is4() == (question.Qtype == dns.TypeA) {
+				answered[a] = true
+				add = append(add, a)
+			}
+		}
+		break // Docker answers from one network
+	}
+	resp.Compress = true
+	had := len(resp.Answer)
+	for _, a := range add {
+		var rr dns.RR
+		if a.Is4() {
+			rr = &dns.A{Hdr: hdr(question.Name, dns.TypeA), A: net.IP(a.AsSlice())}
+		} else {
+			rr = &dns.AAAA{Hdr: hdr(question.Name, dns.TypeAAAA), AAAA: net.IP(a.AsSlice())}
+		}
+		resp.Answer = append(resp.Answer, rr)
+		if resp.Len() > size {
+			resp.Answer = resp.Answer[:len(resp.Answer)-1]
+			break
+		}
+	}
+	if len(resp.Answer) == had {
+		return false
+	}
+	for _, rr := range resp.Answer {
+		rr.Header().Ttl = TTL
+	}
+	rand.Shuffle(len(resp.Answer), func(i, j int) { resp.Answer[i], resp.Answer[j] = resp.Answer[j], resp.Answer[i] })
+	return true
 }

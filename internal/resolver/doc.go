@@ -33,6 +33,16 @@
 // refused otherwise (an internal network reaches nothing outside, its
 // names included).
 //
+// Docker's embedded DNS answers the names its engine holds itself, so a
+// name shared by a local container and other hosts' (an alias) would get
+// the local addresses only. Its answers therefore pass through tenetd on
+// their way to each container with an endpoint here (overlay's DNS tap,
+// one per sandbox, kept by Run like the sockets): an answer for such a
+// name gets the other hosts' addresses of the network Docker answered
+// from (Widen); every other answer goes on unchanged. The tap fails open:
+// while tenetd is down the kernel lets the answers through as Docker made
+// them.
+//
 // It never writes state, never touches the kernel itself (overlay opens
 // its sockets) and never speaks Docker's plugin protocol. Per source
 // address, queries are rate-limited; forwarded queries in flight are

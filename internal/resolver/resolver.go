@@ -64,7 +64,12 @@ type Config struct {
 	// straight to the first upstream server (DNAT), or, if it cannot be
 	// (a loopback server), to a forwarding socket there.
 	HostSocket bool
-	// Rate and Burst per source address (queries a second).
+	// Taps, if set, widen the answers of Docker's embedded DNS in each
+	// container with an endpoint here for the names it shares with other
+	// hosts' containers (tap.go).
+	Taps Taps
+	// Rate and Burst per source address (queries a second); per container
+	// for the answers its taps widen.
 	Rate, Burst int
 	// Timeout of one upstream exchange; MaxInflight bounds the forwarded
 	// queries in flight.
@@ -142,7 +147,8 @@ type bridgeTCP struct {
 // host's) and serves them until ctx ends.
 func (r *Resolver) Run(ctx context.Context) error {
 	st := &runState{fwd: newForwarder(ctx, r.cfg.Upstream, r.cfg.Timeout, r.cfg.MaxInflight, r.log),
-		tenants: map[string]*listener{}, warned: map[string]bool{}, redirected: !r.cfg.HostSocket}
+		tenants: map[string]*listener{}, warned: map[string]bool{}, redirected: !r.cfg.HostSocket,
+		taps: map[string]*tapped{}, warnedTaps: map[string]bool{}}
 	following := make(chan struct{})
 	go func() { r.cache.follow(ctx, r.cfg.Cluster.Subscribe); close(following) }()
 	defer func() { <-following }()
@@ -157,6 +163,7 @@ func (r *Resolver) Run(ctx context.Context) error {
 		}
 		r.syncHost(ctx, st)
 		r.syncTenants(ctx, st)
+		r.syncTaps(st)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -175,6 +182,10 @@ type runState struct {
 	// and the host's redirect and socket.
 	warned                     map[string]bool
 	warnedRedirect, warnedHost bool
+	// taps: by sandbox key; their tables stay when Run ends (answers
+	// then pass untouched).
+	taps       map[string]*tapped
+	warnedTaps map[string]bool
 }
 
 func (st *runState) closeAll() {
@@ -183,6 +194,9 @@ func (st *runState) closeAll() {
 	}
 	if st.host != nil {
 		st.host.close()
+	}
+	for _, t := range st.taps {
+		t.close()
 	}
 }
 
