@@ -39,7 +39,11 @@ func report(b *testing.B, what string, ds []time.Duration) {
 // lookup latency p50/p99 of a remote container's name through Tenet
 // (Docker's embedded DNS forwarding to Tenet's resolver) against Docker's
 // embedded DNS answering a local container's name, from the same
-// container, interleaved (goal: within 1 ms at p50); an external name
+// container, interleaved (goal: within 1 ms at p50); an alias shared by a
+// local and a remote container (Docker's answer widened on its way), a
+// local name on that network (its answers now tapped) and the same with
+// tenetd stopped (Docker alone: the tap's cost); an
+// external name
 // from a Tenet container; the time from docker run -d returning on h1
 // until h0 resolves the new name (goal: p99 at most 100 ms); and external
 // lookups from containers on Docker's own networks (a user-defined bridge,
@@ -76,6 +80,31 @@ func BenchmarkNameLookup(b *testing.B) {
 	report(b, "local name, Docker's embedded DNS", local)
 	b.Logf("p50 difference remote - local: %v", (median(remote) - median(local)).Round(time.Microsecond))
 	report(b, "external name from a Tenet container", external)
+
+	// A name Docker holds itself, shared with another host (the tap adds
+	// h1's address to Docker's answer); and the tap's cost: local names
+	// with tenetd on h0 stopped (the kernel bypasses the queue: Docker
+	// alone), measured right after.
+	runWith(b, h0, "s0", "acme-web", "10.1.0.12", "--network-alias", "shared")
+	runWith(b, h1, "s1", "acme-web", "10.1.0.75", "--network-alias", "shared")
+	a.await("shared", dns.TypeA, "10.1.0.12", "10.1.0.75")
+	var shared, tapped []time.Duration
+	for range rounds {
+		shared = append(shared, lookupTimes(b, a, "shared", "10.1.0.", 1)...)
+		tapped = append(tapped, lookupTimes(b, a, "local0", "10.1.0.11", 1)...)
+	}
+	td, err := c.StopTenetd(ctx, "h0", false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	untapped := lookupTimes(b, a, "local0", "10.1.0.11", rounds)
+	if err := td.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	report(b, "alias shared with h1, Docker's answer widened by tenetd", shared)
+	report(b, "local name, its answer tapped (the network shares a name)", tapped)
+	report(b, "local name, Docker's embedded DNS, tenetd stopped (no tap)", untapped)
+	b.Logf("p50 difference local name tapped - tenetd stopped: %v", (median(tapped) - median(untapped)).Round(time.Microsecond))
 
 	// A new container on h1, asked for from h0 every 2 ms from the moment
 	// docker run -d returns.

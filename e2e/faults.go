@@ -123,21 +123,31 @@ func (tb *Testbed) Killed(name string) bool {
 	return tb.led.Hosts[i].Killed
 }
 
+// StopTenetd stops tenetd on host name as RestartTenetd does, and returns
+// it (Start starts it again).
+func (tb *Testbed) StopTenetd(ctx context.Context, name string, crash bool) (*Tenetd, error) {
+	i, err := tb.liveHost(name)
+	if err != nil {
+		return nil, fmt.Errorf("stop tenetd: %w", err)
+	}
+	if i >= len(tb.Tenetds) || tb.Tenetds[i] == nil {
+		return nil, fmt.Errorf("stop tenetd: host %s runs no tenetd (bring the testbed up with --tenet)", name)
+	}
+	t := tb.Tenetds[i]
+	if err := stopDaemon(ctx, tb.logf, name, t.Daemon, crash); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // RestartTenetd stops tenetd on host name and starts it again with the same
 // arguments, waiting until it serves its plugin socket. crash kills it
 // (SIGKILL, as kill -9 or an OOM kill would); otherwise it is asked to end
 // (SIGTERM, as systemctl restart would) and killed after 30 s.
 func (tb *Testbed) RestartTenetd(ctx context.Context, name string, crash bool) error {
-	i, err := tb.liveHost(name)
+	t, err := tb.StopTenetd(ctx, name, crash)
 	if err != nil {
 		return fmt.Errorf("restart tenetd: %w", err)
-	}
-	if i >= len(tb.Tenetds) || tb.Tenetds[i] == nil {
-		return fmt.Errorf("restart tenetd: host %s runs no tenetd (bring the testbed up with --tenet)", name)
-	}
-	t := tb.Tenetds[i]
-	if err := stopDaemon(ctx, tb.logf, name, t.Daemon, crash); err != nil {
-		return err
 	}
 	if err := t.Start(ctx); err != nil {
 		return err

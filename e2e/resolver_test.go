@@ -163,6 +163,13 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	a.await("74.0.1.10.in-addr.arpa", dns.TypePTR, "a1."+web+".")
 	a.await("db", dns.TypeA, "10.1.0.30")
 	a.await("example.test", dns.TypeA, "203.0.113.80")
+	// Docker answers a name its own engine holds with its own containers
+	// only; the answer's tap adds the other hosts'.
+	a2 := newAsker(t, h2, "a2")
+	a2.await("shared", dns.TypeA, "10.1.0.74", "10.1.0.138")
+	a2.await("shared."+web, dns.TypeA, "10.1.0.74", "10.1.0.138")
+	a2.await("a2", dns.TypeA, "10.1.0.138")
+	a2.await("a1", dns.TypeA, "10.1.0.74")
 	a.never("secret")          // another network of the same tenant
 	a.never("db-beta")         // another tenant
 	a.never("a1." + other)     // not a name of that network
@@ -213,6 +220,23 @@ func TestNamesResolveOnEveryHost(t *testing.T) {
 	a.await("a1", dns.TypeA)
 	t.Logf("a1 stopped resolving on h0 %v after docker rm returned on h1", time.Since(removed).Round(time.Millisecond))
 	a.await("shared", dns.TypeA, "10.1.0.138")
+	a2.await("shared", dns.TypeA, "10.1.0.138")
+
+	// The tap fails open: with tenetd on h2 killed, Docker's answers reach
+	// its containers untouched, external names resolve; back, it widens
+	// again.
+	runWith(t, h0, "s0", web, "10.1.0.12", "--network-alias", "shared")
+	a2.await("shared", dns.TypeA, "10.1.0.12", "10.1.0.138")
+	td, err := c.StopTenetd(t.Context(), "h2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2.await("shared", dns.TypeA, "10.1.0.138")
+	a2.await("example.test", dns.TypeA, "203.0.113.80")
+	if err := td.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a2.await("shared", dns.TypeA, "10.1.0.12", "10.1.0.138")
 
 	// Stopped: gone; started again: back, with its address. Restarted:
 	// the same.

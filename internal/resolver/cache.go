@@ -18,10 +18,19 @@ type remoteCache struct {
 	live  bool
 	gen   map[string]uint64 // bumped by every change of the network
 	byNet map[string]*Index
+	// changed gets a value (if it has none) at every drop.
+	changed chan struct{}
 }
 
 func newRemoteCache() *remoteCache {
-	return &remoteCache{gen: map[string]uint64{}, byNet: map[string]*Index{}}
+	return &remoteCache{gen: map[string]uint64{}, byNet: map[string]*Index{}, changed: make(chan struct{}, 1)}
+}
+
+func (c *remoteCache) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
 }
 
 // get returns network's index, from the cache or read with read (and
@@ -50,6 +59,7 @@ func (c *remoteCache) invalidate(network string) {
 	c.gen[network]++
 	delete(c.byNet, network)
 	c.mu.Unlock()
+	c.signal()
 }
 
 func (c *remoteCache) setLive(live bool) {
@@ -60,6 +70,7 @@ func (c *remoteCache) setLive(live bool) {
 		c.gen[k]++
 	}
 	c.mu.Unlock()
+	c.signal()
 }
 
 // follow invalidates networks as gossip's endpoints change, until ctx

@@ -36,8 +36,10 @@
 // Docker's embedded DNS answers the names its engine holds itself, so a
 // name shared by a local container and other hosts' (an alias) would get
 // the local addresses only. Its answers therefore pass through tenetd on
-// their way to each container with an endpoint here (overlay's DNS tap,
-// one per sandbox, kept by Run like the sockets): an answer for such a
+// their way to each container on a network where a name of a container
+// here is another host's too (overlay's DNS tap, one per sandbox, kept by
+// Run like the sockets; other containers' answers never leave the
+// kernel): an answer for such a
 // name gets the other hosts' addresses of the network Docker answered
 // from (Widen); every other answer goes on unchanged. The tap fails open:
 // while tenetd is down the kernel lets the answers through as Docker made

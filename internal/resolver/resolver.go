@@ -155,7 +155,7 @@ func (r *Resolver) Run(ctx context.Context) error {
 	defer st.closeAll()
 	tick := time.NewTicker(r.cfg.Interval)
 	defer tick.Stop()
-	var namesAt time.Time
+	var namesAt, tapsAt time.Time
 	for {
 		if time.Since(namesAt) > 5*time.Second {
 			r.refreshDockerNames(ctx)
@@ -164,10 +164,23 @@ func (r *Resolver) Run(ctx context.Context) error {
 		r.syncHost(ctx, st)
 		r.syncTenants(ctx, st)
 		r.syncTaps(st)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+		tapsAt = time.Now()
+		for kicked := true; kicked; {
+			kicked = false
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			case <-r.cache.changed:
+				// Another host's endpoint changed: a name may now be
+				// shared (a tap needed) or no longer. At most every
+				// tapsGap; a round comes at the tick anyway.
+				kicked = true
+				if time.Since(tapsAt) >= tapsGap {
+					r.syncTaps(st)
+					tapsAt = time.Now()
+				}
+			}
 		}
 	}
 }
@@ -505,7 +518,12 @@ func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 			local = append(local, Record{Names: e.Names, IP: e.IP.Addr()})
 		}
 	}
-	remote := r.cache.get(key, func() *Index {
+	v.Groups = append(v.Groups, Group{Suffixes: suffixes, Index: NewIndex(local)}, Group{Suffixes: suffixes, Index: r.remoteIndex(key)})
+}
+
+// remoteIndex is the names of other hosts' endpoints on network key.
+func (r *Resolver) remoteIndex(key string) *Index {
+	return r.cache.get(key, func() *Index {
 		var recs []Record
 		// Newest first, as the datapath chooses between two claims of
 		// one address: a reverse lookup names the one it reaches.
@@ -518,5 +536,4 @@ func (r *Resolver) addNetwork(v *NetView, n core.Network, eps []core.Endpoint) {
 		}
 		return NewIndex(recs)
 	})
-	v.Groups = append(v.Groups, Group{Suffixes: suffixes, Index: NewIndex(local)}, Group{Suffixes: suffixes, Index: remote})
 }

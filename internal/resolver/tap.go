@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -70,16 +72,35 @@ func sandboxNS(sandbox string) (overlay.NSID, bool) {
 	return overlay.NSID(st.Ino), true
 }
 
+// tapsGap is the least time between two rounds of syncTaps set off by
+// gossip's changes.
+const tapsGap = 20 * time.Millisecond
+
 // syncTaps keeps a tap in every sandbox holding an endpoint of a network
-// here, made anew when the sandbox's namespace is; a sandbox left with no
-// such endpoint loses its tap and the table (the container may run on).
+// where a name of a container here is also another host's container's
+// (only there can Docker's answer lack addresses; elsewhere answers go
+// straight to the container), made anew when the sandbox's namespace is;
+// a sandbox left with no such endpoint loses its tap and the table (the
+// container may run on).
 func (r *Resolver) syncTaps(st *runState) {
 	if r.cfg.Taps == nil {
 		return
 	}
-	want := map[string]bool{}
-	for _, e := range r.cfg.Local.Endpoints() {
+	eps := r.cfg.Local.Endpoints()
+	names := map[string][]string{} // network -> names held here
+	for _, e := range eps {
 		if e.Netns != "" {
+			names[e.Network] = append(names[e.Network], e.Names...)
+		}
+	}
+	shared := map[string]bool{}
+	for key, ns := range names {
+		remote := r.remoteIndex(key)
+		shared[key] = slices.ContainsFunc(ns, func(n string) bool { return len(remote.byName[strings.ToLower(n)]) > 0 })
+	}
+	want := map[string]bool{}
+	for _, e := range eps {
+		if e.Netns != "" && shared[e.Network] {
 			want[e.Netns] = true
 		}
 	}

@@ -205,16 +205,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestTapsFollowTheSandboxes: a container with an endpoint here gets a
 // tap once its namespace exists; its answers for a shared alias come out
 // widened with the other hosts' addresses, other answers unchanged; a
-// flood past the rate goes through untouched; when its last endpoint goes,
-// the tap is closed and its table removed; a namespace made anew gets a
-// new tap.
+// flood past the rate goes through untouched; a namespace made anew gets a
+// new tap; when no other host shares a name of its network any more, or
+// its last endpoint goes, the tap is closed and its table removed; a
+// container whose networks share no name gets none.
 func TestTapsFollowTheSandboxes(t *testing.T) {
 	dir := t.TempDir()
 	sb := filepath.Join(dir, "sandbox1")
 	web := network("acme", "web", "10.1.0.0/24", true)
 	e := endpoint("e1", web.Key(), "10.1.0.10", "w0", "shared")
 	e.Netns = sb
-	local := &fakeLocal{nets: []core.Network{web}, eps: []core.Endpoint{e}}
+	// A container whose network shares no name with other hosts: no tap.
+	alone := network("acme", "alone", "10.3.0.0/24", true)
+	sbAlone := filepath.Join(dir, "sandbox2")
+	if err := os.WriteFile(sbAlone, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e2 := endpoint("e2", alone.Key(), "10.3.0.10", "w0", "shared")
+	e2.Netns = sbAlone
+	local := &fakeLocal{nets: []core.Network{web, alone}, eps: []core.Endpoint{e, e2}}
 	cluster := &fakeCluster{events: make(chan gossip.Event, 16), remotes: map[string][]core.Remote{web.Key(): {
 		{ID: "r1", Network: web.Key(), IP: netip.MustParseAddr("10.1.0.74"), Names: []string{"a1", "shared"}, Host: "h1"},
 	}}}
@@ -280,7 +289,25 @@ func TestTapsFollowTheSandboxes(t *testing.T) {
 	}
 	waitFor(t, "a new tap", func() bool { return tap.isClosed() && taps.get(sb) != tap && taps.get(sb) != nil })
 
+	// The other host's holder of the shared name goes: no longer needed;
+	// back (under another case): tapped again.
+	tap = taps.get(sb)
+	cluster.del(web.Key(), "r1")
+	waitFor(t, "untap", func() bool {
+		taps.mu.Lock()
+		defer taps.mu.Unlock()
+		return tap.isClosed() && slices.Contains(taps.untaps, sb)
+	})
+	cluster.put(core.Remote{ID: "r2", Network: web.Key(), IP: netip.MustParseAddr("10.1.0.75"), Names: []string{"SHARED"}, Host: "h2"})
+	waitFor(t, "a tap again", func() bool { return taps.get(sb) != tap && taps.get(sb) != nil })
+	if taps.get(sbAlone) != nil {
+		t.Error("tapped a container whose networks share no name")
+	}
+
 	// The last endpoint goes: closed and untapped.
+	taps.mu.Lock()
+	taps.untaps = nil
+	taps.mu.Unlock()
 	tap = taps.get(sb)
 	local.mu.Lock()
 	local.eps = nil
