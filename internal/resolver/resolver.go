@@ -199,6 +199,7 @@ type runState struct {
 	// then pass untouched).
 	taps       map[string]*tapped
 	warnedTaps map[string]bool
+	tapsSwept  bool // an earlier run's tables no longer needed are gone
 }
 
 func (st *runState) closeAll() {

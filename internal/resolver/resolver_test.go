@@ -227,6 +227,13 @@ func start(t *testing.T, cfg Config) *setup {
 	cfg.DockerNames = func(context.Context) (map[string]string, error) {
 		return map[string]string{"acmeweb": "acme-web"}, nil
 	}
+	runResolver(t, cfg)
+	return s
+}
+
+// runResolver makes a Resolver of cfg and runs it until t ends.
+func runResolver(t *testing.T, cfg Config) {
+	t.Helper()
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +247,6 @@ func start(t *testing.T, cfg Config) *setup {
 			t.Error(err)
 		}
 	})
-	return s
 }
 
 // ask sends one query from src to server.

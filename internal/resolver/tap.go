@@ -104,6 +104,19 @@ func (r *Resolver) syncTaps(st *runState) {
 			want[e.Netns] = true
 		}
 	}
+	if !st.tapsSwept {
+		// A table left by an earlier run in a sandbox that needs it no
+		// more (the name stopped being shared while tenetd was down):
+		// harmless (bypassed), but not ours to leave.
+		for _, e := range eps {
+			if _, ok := sandboxNS(e.Netns); ok && e.Netns != "" && !want[e.Netns] {
+				if err := r.cfg.Taps.Untap(e.Netns); err != nil {
+					r.log.Debug("remove an earlier run's DNS tap", "sandbox", e.Netns, "err", err)
+				}
+			}
+		}
+		st.tapsSwept = true
+	}
 	for sb, t := range st.taps {
 		ns, ok := sandboxNS(sb)
 		if want[sb] && ok && ns == t.tap.NS() {

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -208,7 +207,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // flood past the rate goes through untouched; a namespace made anew gets a
 // new tap; when no other host shares a name of its network any more, or
 // its last endpoint goes, the tap is closed and its table removed; a
-// container whose networks share no name gets none.
+// container whose networks share no name gets none, and a table an
+// earlier run left in it is removed.
 func TestTapsFollowTheSandboxes(t *testing.T) {
 	dir := t.TempDir()
 	sb := filepath.Join(dir, "sandbox1")
@@ -232,14 +232,7 @@ func TestTapsFollowTheSandboxes(t *testing.T) {
 	cfg.Interval, cfg.Rate, cfg.Burst = 5*time.Millisecond, 1, 3
 	cfg.Host, cfg.Datapath, cfg.Local, cfg.Cluster, cfg.Taps = "h0", &fakeDatapath{ns: map[string]overlay.NSID{}, conns: map[string]*net.UDPConn{}, opened: map[string]int{}}, local, cluster, taps
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runResolver(t, cfg)
 
 	time.Sleep(50 * time.Millisecond) // ten rounds: no namespace, no tap
 	if taps.get(sb) != nil {
@@ -249,6 +242,15 @@ func TestTapsFollowTheSandboxes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "tap", func() bool { return taps.get(sb) != nil })
+	// An earlier run's table, in a sandbox that needs none now: removed
+	// at the first round.
+	taps.mu.Lock()
+	swept := slices.Contains(taps.untaps, sbAlone)
+	taps.untaps = nil
+	taps.mu.Unlock()
+	if !swept {
+		t.Error("the table of a sandbox that needs no tap was not removed at start")
+	}
 	tap := taps.get(sb)
 	pass := func(m *dns.Msg) *dns.Msg {
 		t.Helper()
